@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Measure the gas of every ChannelDeposit operation on the in-process chain (eth-tester, py-evm).
+
+    python scripts/gas_report.py            # markdown table beside µRaiden's published figures
+    python scripts/gas_report.py --json     # one JSON object {"operation": gas, ...}
+    python scripts/gas_report.py --write    # also rewrite docs/gas.md
+
+Every figure is the receipt's gasUsed (refunds applied) of one transaction in a warmed-up contract:
+the contract already holds some of the token, as it does after its first deposit. `open_erc20_cold`
+shows the first-ever token deposit, when the contract's balance slot is still empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from eth_utils import to_checksum_address
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from channel_node.chain.devchain import DevChain  # noqa: E402
+from channel_node.signing import (  # noqa: E402
+    ChannelConfig,
+    Domain,
+    channel_id,
+    cooperative_close_digest,
+    keccak256,
+    sign_digest,
+    to_compact,
+    voucher_digest,
+)
+from contract_helpers import deploy_test_contract, deploy_test_token, sign_permit  # noqa: E402
+
+HOUR = 3600
+
+# Targets from the issue and µRaiden's published figures (DESIGN.md section 6; None: no equivalent).
+ROWS = [
+    # key, description, target, µRaiden figure, µRaiden note
+    ("open_eth", "open, ETH", 50_000, 88_976, "ERC223 open"),
+    ("open_erc20", "open, ERC-20 (after approve)", 65_000, 120_090, "ERC20 approve + open"),
+    ("open_erc20_cold", "open, ERC-20, contract's first token deposit", None, None, ""),
+    ("open_erc20_permit", "open, ERC-20 with EIP-2612 permit (one tx)", 100_000, 120_090, "approve + open"),
+    ("topup_eth", "top-up, ETH", 35_000, 54_885, "ERC223 top-up"),
+    ("topup_erc20", "top-up, ERC-20", None, 85_414, "ERC20 approve + top-up"),
+    ("claim", "receiver claim without closing, ETH", 45_000, 72_525, "withdraw, first (42,589 later)"),
+    ("claim_erc20", "receiver claim without closing, ERC-20", None, 72_525, "withdraw, first"),
+    ("claim_batch_per_channel_50", "batched claim, per channel at 50 channels", 15_000, None, ""),
+    ("close_receiver", "receiver close with voucher, refund to payer", 60_000, None, ""),
+    ("close_cooperative", "cooperative close (payer sends, receiver signed)", 60_000, 71_182, "cooperative close"),
+    ("request_close", "payer requests close", None, 53_876, "payer close"),
+    ("finalize_close", "finalize after the close delay", None, 40_896, "settle"),
+    ("request_plus_finalize", "request close + finalize", 70_000, 94_772, "close + settle"),
+]
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.chain = DevChain()
+        self.w3 = self.chain.w3
+        accounts = self.chain.accounts
+        self.deployer, self.receiver, self.payer = accounts[0], accounts[1], accounts[2]
+        self.contract = self.chain.deploy_channel_deposit()
+        self.domain = Domain(self.chain.chain_id, self.contract.address)
+        self.token = deploy_test_token(self.chain)
+        self.voucher_key = keccak256(b"gas-report voucher key")
+        from channel_node.signing import address_of_key
+
+        self.voucher_signer = to_checksum_address(address_of_key(self.voucher_key))
+        self.salt = 0
+
+    def config(self, token: str | None = None, payer=None) -> ChannelConfig:
+        self.salt += 1
+        return ChannelConfig.create(
+            payer=(payer or self.payer).address,
+            signer=self.voucher_signer,
+            receiver=self.receiver.address,
+            token=token,
+            close_delay=HOUR,
+            salt=self.salt,
+        )
+
+    def gas(self, call, sender, value: int = 0) -> int:
+        receipt = self.chain.transact(call, sender.address, value=value)
+        if receipt["status"] != 1:
+            raise RuntimeError(f"transaction reverted: {call.fn_name}")
+        return receipt["gasUsed"]
+
+    def voucher(self, config: ChannelConfig, amount: int) -> tuple[bytes, bytes]:
+        return to_compact(sign_digest(self.voucher_key, voucher_digest(self.domain, channel_id(self.domain, config), amount)))
+
+    def open_eth(self, amount: int = 10**18) -> tuple[ChannelConfig, int]:
+        config = self.config()
+        return config, self.gas(self.contract.functions.depositEth(config.as_abi_tuple()), self.payer, value=amount)
+
+    def run(self) -> dict[str, int]:
+        f = self.contract.functions
+        out: dict[str, int] = {}
+
+        config, out["open_eth"] = self.open_eth()
+        out["topup_eth"] = self.gas(f.depositEth(config.as_abi_tuple()), self.payer, value=10**17)
+        # Claim twice: the receiver's first payout may create its balance; measure a steady-state one.
+        self.gas(f.claim(config.as_abi_tuple(), 10**15, *self.voucher(config, 10**15)), self.receiver)
+        out["claim"] = self.gas(f.claim(config.as_abi_tuple(), 2 * 10**15, *self.voucher(config, 2 * 10**15)), self.receiver)
+        out["close_receiver"] = self.gas(
+            f.closeByReceiver(config.as_abi_tuple(), 3 * 10**15, *self.voucher(config, 3 * 10**15)), self.receiver
+        )
+
+        config, _ = self.open_eth()
+        self.gas(f.claim(config.as_abi_tuple(), 10**15, *self.voucher(config, 10**15)), self.receiver)
+        close = sign_digest(self.receiver.private_key, cooperative_close_digest(self.domain, channel_id(self.domain, config), 5 * 10**15))
+        out["close_cooperative"] = self.gas(f.closeCooperative(config.as_abi_tuple(), 5 * 10**15, b"", close), self.payer)
+
+        config, _ = self.open_eth()
+        out["request_close"] = self.gas(f.requestClose(config.as_abi_tuple()), self.payer)
+        self.chain.time_travel(HOUR + 1)
+        out["finalize_close"] = self.gas(f.finalizeClose(config.as_abi_tuple()), self.payer)
+        out["request_plus_finalize"] = out["request_close"] + out["finalize_close"]
+
+        # ERC-20: the very first deposit fills the contract's empty token-balance slot.
+        token = self.token
+        self.gas(token.functions.mint(self.payer.address, 10**24), self.deployer)
+        self.gas(token.functions.approve(self.contract.address, 2**256 - 1), self.payer)
+        config = self.config(token=token.address)
+        out["open_erc20_cold"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**18), self.payer)
+        config = self.config(token=token.address)
+        out["open_erc20"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**18), self.payer)
+        out["topup_erc20"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**17), self.payer)
+        self.gas(f.claim(config.as_abi_tuple(), 10**15, *self.voucher(config, 10**15)), self.receiver)
+        out["claim_erc20"] = self.gas(f.claim(config.as_abi_tuple(), 2 * 10**15, *self.voucher(config, 2 * 10**15)), self.receiver)
+
+        # Permit: a payer that never approved the contract.
+        permit_payer = self.chain.accounts[3]
+        self.gas(token.functions.mint(permit_payer.address, 10**24), self.deployer)
+        config = self.config(token=token.address, payer=permit_payer)
+        deadline = 2**40
+        v, r, s = sign_permit(token, permit_payer, self.contract.address, 10**18, deadline, self.chain.chain_id)
+        out["open_erc20_permit"] = self.gas(
+            f.depositTokenWithPermit(config.as_abi_tuple(), 10**18, deadline, v, r, s), permit_payer
+        )
+
+        out["claim_batch_per_channel_50"] = self.batch_claim(50)
+        return out
+
+    def batch_claim(self, n: int) -> int:
+        f = self.contract.functions
+        items = []
+        for _ in range(n):
+            config, _ = self.open_eth(10**16)
+            items.append((config.payer, config.signer, config.close_delay, config.salt, 10**15, *self.voucher(config, 10**15)))
+        items = [(to_checksum_address(p), to_checksum_address(s), d, salt, a, r, vs) for p, s, d, salt, a, r, vs in items]
+        eth = "0x" + "00" * 20
+        receipt = self.chain.transact(f.claimBatch(self.receiver.address, eth, items), self.receiver.address, gas=15_000_000)
+        if receipt["status"] != 1:
+            raise RuntimeError("batch claim reverted")
+        return receipt["gasUsed"] // n
+
+
+def markdown(gas: dict[str, int]) -> str:
+    lines = [
+        "| operation | gas | target | µRaiden | µRaiden operation |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key, description, target, uraiden, note in ROWS:
+        mark = ""
+        if target is not None:
+            mark = " ✅" if gas[key] <= target else " ❌"
+        lines.append(
+            f"| {description} (`{key}`) | {gas[key]:,}{mark} | {f'{target:,}' if target else '—'} "
+            f"| {f'{uraiden:,}' if uraiden else '—'} | {note or '—'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object {operation: gas}")
+    parser.add_argument("--write", action="store_true", help="rewrite the table in docs/gas.md")
+    args = parser.parse_args()
+    os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
+    gas = Bench().run()
+    if args.json:
+        print(json.dumps(gas, sort_keys=True))
+    else:
+        print(markdown(gas))
+    if args.write:
+        write_docs(gas)
+    return 0
+
+
+def write_docs(gas: dict[str, int]) -> None:
+    doc = ROOT / "docs" / "gas.md"
+    text = doc.read_text()
+    start, end = "<!-- gas-table:start -->", "<!-- gas-table:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{start}\n{markdown(gas)}\n{end}{tail}")
+    (ROOT / "docs" / "gas.json").write_text(json.dumps(gas, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

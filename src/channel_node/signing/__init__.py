@@ -1,0 +1,32 @@
+"""EIP-712 hashing, signing and recovery that mirror contracts/ChannelDeposit.sol byte for byte.
+
+Pure and synchronous: no web3, no I/O.
+"""
+
+from channel_node.signing.eip712 import (
+    ChannelConfig,
+    Domain,
+    InvalidSignature,
+    address_of_key,
+    channel_id,
+    cooperative_close_digest,
+    keccak256,
+    recover_signer,
+    sign_digest,
+    to_compact,
+    voucher_digest,
+)
+
+__all__ = [
+    "ChannelConfig",
+    "Domain",
+    "InvalidSignature",
+    "address_of_key",
+    "channel_id",
+    "cooperative_close_digest",
+    "keccak256",
+    "recover_signer",
+    "sign_digest",
+    "to_compact",
+    "voucher_digest",
+]

@@ -97,9 +97,12 @@ def render(bundle: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare with the committed artifacts, write nothing")
+    parser.add_argument("--bundle", choices=sorted(BUNDLES), action="append", help="only this bundle (repeatable)")
     args = parser.parse_args()
     stale = []
     for name, spec in BUNDLES.items():
+        if args.bundle and name not in args.bundle:
+            continue
         rendered = render(build_bundle(spec["sources"]))
         target = ROOT / spec["output"]
         if args.check:

@@ -79,7 +79,7 @@ contract ChannelDeposit {
     /// Payouts that could not be delivered, by token then account, for `withdrawPending`.
     mapping(address token => mapping(address account => uint256)) public pendingPayouts;
 
-    bool private transient _locked;
+    // The reentrancy lock lives in transient storage slot 0 (EIP-1153; nothing else uses transient storage).
 
     // ------------------------------------------------------------------ events
 
@@ -127,17 +127,26 @@ contract ChannelDeposit {
     }
 
     modifier nonReentrant() {
-        if (_locked) revert Reentrancy();
-        _locked = true;
+        assembly ("memory-safe") {
+            if tload(0) {
+                mstore(0x00, 0xab143c06) // Reentrancy()
+                revert(0x1c, 0x04)
+            }
+            tstore(0, 1)
+        }
         _;
-        _locked = false;
+        assembly ("memory-safe") {
+            tstore(0, 0)
+        }
     }
 
     // ------------------------------------------------------------------ deposits (open and top-up)
 
     /// Opens the channel (first deposit) or tops it up, with native ETH. Anyone may fund any channel;
     /// unspent funds always go back to `c.payer`.
-    function depositEth(ChannelConfig calldata c) external payable nonReentrant {
+    /// No reentrancy guard: it makes no external call, and state it reads is already final when any
+    /// other function pays out (checks-effects-interactions).
+    function depositEth(ChannelConfig calldata c) external payable {
         if (c.token != address(0)) revert WrongValue();
         _credit(c, msg.value);
     }
@@ -148,18 +157,28 @@ contract ChannelDeposit {
         _credit(c, _pullToken(c.token, amount));
     }
 
-    /// `depositToken` with an EIP-2612 permit in the same transaction. A permit that fails (for example
-    /// because someone front-ran it) is ignored when the allowance is already in place.
-    function depositTokenWithPermit(
-        ChannelConfig calldata c,
-        uint256 amount,
-        uint256 deadline,
-        uint8 v,
-        bytes32 r,
-        bytes32 s
-    ) external nonReentrant {
-        try IERC20Permit(c.token).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
-        _credit(c, _pullToken(c.token, amount));
+    /// `depositToken` with an EIP-2612 permit in the same transaction; the permit signature is passed
+    /// EIP-2098 compact (r, vs), like every signature here. A permit that fails (for example because
+    /// someone front-ran it) is ignored when the allowance is already in place.
+    function depositTokenWithPermit(ChannelConfig calldata c, uint256 amount, uint256 deadline, bytes32 r, bytes32 vs)
+        external
+        nonReentrant
+    {
+        address token = c.token;
+        assembly ("memory-safe") {
+            // permit(owner, spender, value, deadline, v, r, s); the outcome is deliberately ignored.
+            let ptr := mload(0x40)
+            mstore(ptr, 0xd505accf00000000000000000000000000000000000000000000000000000000)
+            mstore(add(ptr, 0x04), caller())
+            mstore(add(ptr, 0x24), address())
+            mstore(add(ptr, 0x44), amount)
+            mstore(add(ptr, 0x64), deadline)
+            mstore(add(ptr, 0x84), add(shr(255, vs), 27))
+            mstore(add(ptr, 0xa4), r)
+            mstore(add(ptr, 0xc4), shr(1, shl(1, vs)))
+            pop(call(gas(), token, 0, ptr, 0xe4, 0, 0))
+        }
+        _credit(c, _pullToken(token, amount));
     }
 
     // ------------------------------------------------------------------ receiver settlement
@@ -229,7 +248,7 @@ contract ChannelDeposit {
         bytes calldata receiverSignature
     ) external nonReentrant {
         bytes32 id = channelId(c);
-        bytes32 digest = _hashTypedData(keccak256(abi.encode(COOPERATIVE_CLOSE_TYPEHASH, id, claimAmount)));
+        bytes32 digest = _hashTypedData(_amountStructHash(COOPERATIVE_CLOSE_TYPEHASH, id, claimAmount));
         if (msg.sender != c.payer && !_isValidSignature(c.payer, digest, payerSignature)) revert InvalidSignature();
         if (msg.sender != c.receiver && !_isValidSignature(c.receiver, digest, receiverSignature)) {
             revert InvalidSignature();
@@ -278,7 +297,7 @@ contract ChannelDeposit {
     // ------------------------------------------------------------------ views
 
     function channelId(ChannelConfig calldata c) public view returns (bytes32) {
-        return _channelId(c.payer, c.signer, c.receiver, c.token, c.closeDelay, c.salt);
+        return _channelIdOf(c);
     }
 
     /// Channel state. `closeDeadline` is 0 while open, a timestamp while a close is pending.
@@ -298,11 +317,11 @@ contract ChannelDeposit {
     }
 
     function voucherDigest(bytes32 id, uint128 amount) external view returns (bytes32) {
-        return _hashTypedData(keccak256(abi.encode(VOUCHER_TYPEHASH, id, amount)));
+        return _hashTypedData(_amountStructHash(VOUCHER_TYPEHASH, id, amount));
     }
 
     function cooperativeCloseDigest(bytes32 id, uint128 claimAmount) external view returns (bytes32) {
-        return _hashTypedData(keccak256(abi.encode(COOPERATIVE_CLOSE_TYPEHASH, id, claimAmount)));
+        return _hashTypedData(_amountStructHash(COOPERATIVE_CLOSE_TYPEHASH, id, claimAmount));
     }
 
     // ------------------------------------------------------------------ internals: state
@@ -313,12 +332,9 @@ contract ChannelDeposit {
         uint256 packed = _channels[id];
         uint256 total;
         if (packed == 0) {
-            if (
-                c.payer == address(0) || c.signer == address(0) || c.receiver == address(0)
-                    || c.closeDelay < MIN_CLOSE_DELAY || c.closeDelay > MAX_CLOSE_DELAY
-            ) revert InvalidConfig();
+            if (!_isValidNewConfig(c)) revert InvalidConfig();
             total = amount;
-            emit ChannelOpened(id, c.payer, c.receiver, c.signer, c.token, c.closeDelay, c.salt, amount);
+            _emitChannelOpened(c, id, amount);
         } else {
             _requireOpen(packed);
             total = _deposited(packed) + amount;
@@ -326,6 +342,28 @@ contract ChannelDeposit {
         }
         if (total > maxDepositPerChannel) revert DepositLimitExceeded();
         _channels[id] = (packed & ~_AMOUNT_MASK) | total;
+    }
+
+    /// Payer, signer and receiver set; close delay within [MIN_CLOSE_DELAY, MAX_CLOSE_DELAY].
+    function _isValidNewConfig(ChannelConfig calldata c) private pure returns (bool valid) {
+        assembly ("memory-safe") {
+            let delay := calldataload(add(c, 0x80))
+            valid := and(and(gt(calldataload(c), 0), gt(calldataload(add(c, 0x20)), 0)), gt(calldataload(add(c, 0x40)), 0))
+            valid := and(valid, and(iszero(lt(delay, 900)), iszero(gt(delay, 2592000)))) // 15 minutes, 30 days
+        }
+    }
+
+    /// `emit ChannelOpened(...)` written out: the config words are copied from calldata as they are
+    /// (`channelId` already rejected non-canonical encodings).
+    function _emitChannelOpened(ChannelConfig calldata c, bytes32 id, uint256 amount) private {
+        bytes32 topic = ChannelOpened.selector;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, calldataload(add(c, 0x20))) // signer
+            calldatacopy(add(ptr, 0x20), add(c, 0x60), 0x60) // token, closeDelay, salt
+            mstore(add(ptr, 0x80), amount)
+            log4(ptr, 0xa0, topic, id, calldataload(c), calldataload(add(c, 0x40))) // payer, receiver
+        }
     }
 
     function _settle(ChannelConfig calldata c, bytes32 id, uint256 packed, uint256 claimedBefore, uint256 claimedAfter)
@@ -387,8 +425,37 @@ contract ChannelDeposit {
         address token,
         uint32 closeDelay,
         uint96 salt
-    ) private view returns (bytes32) {
-        return _hashTypedData(keccak256(abi.encode(CHANNEL_TYPEHASH, payer, signer, receiver, token, closeDelay, salt)));
+    ) private view returns (bytes32 structHash) {
+        bytes32 typehash = CHANNEL_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            mstore(add(ptr, 0x20), payer)
+            mstore(add(ptr, 0x40), signer)
+            mstore(add(ptr, 0x60), receiver)
+            mstore(add(ptr, 0x80), token)
+            mstore(add(ptr, 0xa0), closeDelay)
+            mstore(add(ptr, 0xc0), salt)
+            structHash := keccak256(ptr, 0xe0)
+        }
+        return _hashTypedData(structHash);
+    }
+
+    /// `channelId` straight from the calldata struct: one copy, one hash. Rejects non-canonical
+    /// encodings (dirty high bits), which would otherwise name a different channel.
+    function _channelIdOf(ChannelConfig calldata c) private view returns (bytes32 structHash) {
+        bytes32 typehash = CHANNEL_TYPEHASH;
+        assembly ("memory-safe") {
+            let dirty := or(shr(160, calldataload(c)), shr(160, calldataload(add(c, 0x20))))
+            dirty := or(dirty, or(shr(160, calldataload(add(c, 0x40))), shr(160, calldataload(add(c, 0x60)))))
+            dirty := or(dirty, or(shr(32, calldataload(add(c, 0x80))), shr(96, calldataload(add(c, 0xa0)))))
+            if dirty { revert(0, 0) }
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            calldatacopy(add(ptr, 0x20), c, 0xc0)
+            structHash := keccak256(ptr, 0xe0)
+        }
+        return _hashTypedData(structHash);
     }
 
     function _hashTypedData(bytes32 structHash) private view returns (bytes32 digest) {
@@ -402,19 +469,39 @@ contract ChannelDeposit {
         }
     }
 
+    /// keccak256(abi.encode(typehash, id, amount)): the struct hash of a Voucher or CooperativeClose.
+    function _amountStructHash(bytes32 typehash, bytes32 id, uint256 amount) private pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            mstore(add(ptr, 0x20), id)
+            mstore(add(ptr, 0x40), amount)
+            h := keccak256(ptr, 0x60)
+        }
+    }
+
     /// Vouchers are signed by a plain key (EIP-2098 compact signature, low-s only).
     function _verifyVoucher(address signer, bytes32 id, uint256 amount, bytes32 r, bytes32 vs) private view {
-        bytes32 digest = _hashTypedData(keccak256(abi.encode(VOUCHER_TYPEHASH, id, amount)));
+        bytes32 digest = _hashTypedData(_amountStructHash(VOUCHER_TYPEHASH, id, amount));
         if (_recover(digest, uint8(uint256(vs >> 255)) + 27, r, vs & _S_MASK) != signer) {
             revert InvalidSignature();
         }
     }
 
     /// ecrecover that rejects high-s and returns address(0) for any invalid signature.
-    function _recover(bytes32 digest, uint8 v, bytes32 r, bytes32 s) private pure returns (address) {
+    function _recover(bytes32 digest, uint8 v, bytes32 r, bytes32 s) private view returns (address signer) {
         if (uint256(s) > _HALF_CURVE_ORDER) return address(0);
         if (v < 27) v += 27; // some signers encode v as 0/1
-        return ecrecover(digest, v, r, s);
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, digest)
+            mstore(add(ptr, 0x20), v)
+            mstore(add(ptr, 0x40), r)
+            mstore(add(ptr, 0x60), s)
+            mstore(0x00, 0) // the precompile returns nothing for an invalid signature
+            pop(staticcall(gas(), 0x01, ptr, 0x80, 0x00, 0x20))
+            signer := mload(0x00)
+        }
     }
 
     /// ECDSA (65-byte or 64-byte compact, low-s) from a key, or EIP-1271 from a contract account.
@@ -492,11 +579,6 @@ contract ChannelDeposit {
             }
         }
     }
-}
-
-interface IERC20Permit {
-    function permit(address owner, address spender, uint256 value, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
-        external;
 }
 
 interface IERC1271 {

@@ -43,8 +43,10 @@ HOUR = 3600
 ROWS = [
     # key, description, target, µRaiden figure, µRaiden note
     ("open_eth", "open, ETH", 50_000, 88_976, "ERC223 open"),
-    ("open_erc20", "open, ERC-20 (after approve)", 65_000, 120_090, "ERC20 approve + open"),
+    ("open_erc20", "open, ERC-20, after approve(amount)", 65_000, 120_090, "ERC20 approve + open"),
+    ("open_erc20_infinite_allowance", "open, ERC-20, after approve(max)", None, None, ""),
     ("open_erc20_cold", "open, ERC-20, contract's first token deposit", None, None, ""),
+    ("approve", "ERC-20 approve(amount) before an open (the token's, not ours)", None, None, ""),
     ("open_erc20_permit", "open, ERC-20 with EIP-2612 permit (one tx)", 100_000, 120_090, "approve + open"),
     ("topup_eth", "top-up, ETH", 35_000, 54_885, "ERC223 top-up"),
     ("topup_erc20", "top-up, ERC-20", None, 85_414, "ERC20 approve + top-up"),
@@ -129,8 +131,12 @@ class Bench:
         config = self.config(token=token.address)
         out["open_erc20_cold"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**18), self.payer)
         config = self.config(token=token.address)
-        out["open_erc20"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**18), self.payer)
+        out["open_erc20_infinite_allowance"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**18), self.payer)
         out["topup_erc20"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**17), self.payer)
+        # The wallet's flow: approve exactly the deposit, then open (the allowance returns to zero).
+        out["approve"] = self.gas(token.functions.approve(self.contract.address, 10**18), self.payer)
+        config = self.config(token=token.address)
+        out["open_erc20"] = self.gas(f.depositToken(config.as_abi_tuple(), 10**18), self.payer)
         self.gas(f.claim(config.as_abi_tuple(), 10**15, *self.voucher(config, 10**15)), self.receiver)
         out["claim_erc20"] = self.gas(f.claim(config.as_abi_tuple(), 2 * 10**15, *self.voucher(config, 2 * 10**15)), self.receiver)
 
@@ -139,10 +145,8 @@ class Bench:
         self.gas(token.functions.mint(permit_payer.address, 10**24), self.deployer)
         config = self.config(token=token.address, payer=permit_payer)
         deadline = 2**40
-        v, r, s = sign_permit(token, permit_payer, self.contract.address, 10**18, deadline, self.chain.chain_id)
-        out["open_erc20_permit"] = self.gas(
-            f.depositTokenWithPermit(config.as_abi_tuple(), 10**18, deadline, v, r, s), permit_payer
-        )
+        r, vs = sign_permit(token, permit_payer, self.contract.address, 10**18, deadline)
+        out["open_erc20_permit"] = self.gas(f.depositTokenWithPermit(config.as_abi_tuple(), 10**18, deadline, r, vs), permit_payer)
 
         out["claim_batch_per_channel_50"] = self.batch_claim(50)
         return out

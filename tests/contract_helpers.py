@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 from channel_node.chain.devchain import DevChain
-from channel_node.signing import keccak256, sign_digest
+from channel_node.signing import keccak256, sign_digest, to_compact
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "test_contracts.json"
 
@@ -36,12 +36,13 @@ def _address_word(address: str) -> bytes:
     return b"\0" * 12 + bytes.fromhex(address[2:])
 
 
-def sign_permit(token, owner, spender: str, value: int, deadline: int, chain_id: int) -> tuple[int, bytes, bytes]:
-    """EIP-2612 permit signature (v, r, s) by `owner` (a DevAccount) for TestToken."""
+def sign_permit(token, owner, spender: str, value: int, deadline: int) -> tuple[bytes, bytes]:
+    """EIP-2612 permit signature by `owner` (a DevAccount) for TestToken, EIP-2098 compact (r, vs)
+    as ChannelDeposit.depositTokenWithPermit takes it."""
     nonce = token.functions.nonces(owner.address).call()
     separator = token.functions.DOMAIN_SEPARATOR().call()
     struct_hash = keccak256(
         PERMIT_TYPEHASH + _address_word(owner.address) + _address_word(spender) + _word(value) + _word(nonce) + _word(deadline)
     )
     signature = sign_digest(owner.private_key, keccak256(b"\x19\x01" + separator + struct_hash))
-    return signature[64], signature[:32], signature[32:64]
+    return to_compact(signature)

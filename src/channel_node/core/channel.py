@@ -1,0 +1,154 @@
+"""The receiver's view of one channel and the pure rules that move it.
+
+`transition(state, event) -> (state, effects)` is the only way a channel changes. It reads no clock,
+does no I/O and verifies no signature itself: the edges recover the voucher's signer and pass the
+current time in, so the rules stay a plain, testable function.
+
+Accounting (DESIGN.md section 4): the node keeps the highest signed ceiling (the voucher amount,
+with its signature) and the charged total. A request is served when the ceiling covers
+charged + price; then charged grows by the price. Anything above is credit, so concurrent and
+out-of-order vouchers work and a client may prepay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from channel_node.signing import ChannelConfig
+
+
+class Reject(StrEnum):
+    """Stable, machine-readable reasons a payment is refused. Never renamed: clients switch on them."""
+
+    CHANNEL_UNKNOWN = "channel_unknown"  # no confirmed ChannelOpened for this id
+    INVALID_SIGNATURE = "invalid_signature"  # does not recover to the channel's voucher signer
+    EXCEEDS_DEPOSIT = "exceeds_deposit"  # voucher above the confirmed deposit: top up first
+    INSUFFICIENT_VOUCHER = "insufficient_voucher"  # ceiling does not cover charged + price: sign higher
+    CHANNEL_CLOSING = "channel_closing"  # a close is pending and its deadline is within the safety margin
+    CHANNEL_SETTLED = "channel_settled"  # the channel has ended on chain
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """What the receiver knows of a channel. Chain figures are confirmed ones only."""
+
+    channel_id: bytes
+    config: ChannelConfig
+    deposited: int = 0  # confirmed total deposited
+    claimed: int = 0  # confirmed total claimed on chain
+    ceiling: int = 0  # highest voucher amount received
+    signature: bytes = b""  # the voucher signature for `ceiling`
+    charged: int = 0  # total charged for content served
+    close_deadline: int | None = None  # set while a payer's close is pending
+    settled: bool = False
+
+    @property
+    def credit(self) -> int:
+        """Paid for but not yet spent."""
+        return self.ceiling - self.charged
+
+    @property
+    def remaining_deposit(self) -> int:
+        """What the payer can still sign for before it must top up."""
+        return self.deposited - self.ceiling
+
+    @property
+    def unclaimed(self) -> int:
+        """Signed to us but not yet claimed on chain: what a claim would collect now."""
+        return max(0, min(self.ceiling, self.deposited) - self.claimed)
+
+
+# ------------------------------------------------------------------ events (inputs)
+
+
+@dataclass(frozen=True)
+class PaymentReceived:
+    """A request carrying a voucher. `signer` is what the edge recovered from its signature."""
+
+    amount: int  # the voucher's maxClaimableAmount
+    signature: bytes
+    signer: bytes
+    price: int  # what this request costs; 0 for a resource this channel already unlocked
+    now: int  # unix seconds, for the close-deadline margin
+    close_margin: int  # refuse new vouchers this many seconds before a pending close's deadline
+
+
+@dataclass(frozen=True)
+class ChainDeposit:
+    total_deposited: int
+
+
+@dataclass(frozen=True)
+class ChainClaim:
+    total_claimed: int
+
+
+@dataclass(frozen=True)
+class ChainCloseRequested:
+    deadline: int
+
+
+@dataclass(frozen=True)
+class ChainSettled:
+    total_claimed: int
+
+
+ChannelEvent = PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested | ChainSettled
+
+
+# ------------------------------------------------------------------ effects (outputs)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Serve the content. `charged` is what this request added (0 for a re-fetch)."""
+
+    charged: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    code: Reject
+    detail: str
+
+
+Effect = Accepted | Rejected
+
+
+def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, list[Effect]]:
+    match event:
+        case PaymentReceived():
+            return _payment(state, event)
+        case ChainDeposit(total_deposited=total):
+            # Totals from the chain are absolute, so a replayed log changes nothing.
+            return replace(state, deposited=max(state.deposited, total)), []
+        case ChainClaim(total_claimed=total):
+            return replace(state, claimed=max(state.claimed, total)), []
+        case ChainCloseRequested(deadline=deadline):
+            return replace(state, close_deadline=deadline), []
+        case ChainSettled(total_claimed=total):
+            return replace(state, claimed=max(state.claimed, total), settled=True), []
+    raise TypeError(f"unknown channel event {event!r}")
+
+
+def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list[Effect]]:
+    def reject(code: Reject, detail: str) -> tuple[ChannelState, list[Effect]]:
+        return state, [Rejected(code, detail)]
+
+    if state.settled:
+        return reject(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")
+    if state.close_deadline is not None and p.now + p.close_margin >= state.close_deadline:
+        return reject(Reject.CHANNEL_CLOSING, "a close is pending; open a new channel")
+    if p.signer != state.config.signer:
+        return reject(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
+    if p.amount > state.deposited:
+        return reject(Reject.EXCEEDS_DEPOSIT, f"voucher {p.amount} is above the deposit {state.deposited}")
+    ceiling, signature = (p.amount, p.signature) if p.amount > state.ceiling else (state.ceiling, state.signature)
+    if ceiling < state.charged + p.price:
+        return reject(
+            Reject.INSUFFICIENT_VOUCHER,
+            f"a voucher of at least {state.charged + p.price} is needed (charged {state.charged}, price {p.price})",
+        )
+    new_state = replace(state, ceiling=ceiling, signature=signature, charged=state.charged + p.price)
+    return new_state, [Accepted(charged=p.price)]

@@ -1,0 +1,105 @@
+"""The pure channel rules: examples for each outcome, and properties over random event sequences."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from channel_node.core import (
+    Accepted,
+    ChainClaim,
+    ChainCloseRequested,
+    ChainDeposit,
+    ChainSettled,
+    ChannelState,
+    PaymentReceived,
+    Reject,
+    Rejected,
+    transition,
+)
+from channel_node.signing import ChannelConfig
+
+SIGNER = b"\x05" * 20
+CONFIG = ChannelConfig.create(b"\x01" * 20, SIGNER, b"\x02" * 20, None, 3600, 1)
+
+
+def fresh(deposited: int = 1000) -> ChannelState:
+    return ChannelState(channel_id=b"\x09" * 32, config=CONFIG, deposited=deposited)
+
+
+def pay(amount: int, price: int, signer: bytes = SIGNER, now: int = 0, margin: int = 60) -> PaymentReceived:
+    return PaymentReceived(amount=amount, signature=b"sig%d" % amount, signer=signer, price=price, now=now, close_margin=margin)
+
+
+def test_payment_charges_price_and_keeps_best_voucher():
+    state, effects = transition(fresh(), pay(30, 10))
+    assert effects == [Accepted(charged=10)]
+    assert (state.ceiling, state.charged, state.credit, state.signature) == (30, 10, 20, b"sig30")
+
+
+def test_out_of_order_and_prepaid_vouchers_spend_credit():
+    state, _ = transition(fresh(), pay(30, 10))
+    state, effects = transition(state, pay(20, 10))  # older, lower voucher arrives late: credit covers it
+    assert effects == [Accepted(charged=10)]
+    assert (state.ceiling, state.charged, state.signature) == (30, 20, b"sig30")
+
+
+def test_insufficient_voucher_changes_nothing():
+    state, _ = transition(fresh(), pay(10, 10))
+    after, effects = transition(state, pay(15, 10))
+    assert effects[0].code is Reject.INSUFFICIENT_VOUCHER and after == state
+
+
+def test_refetch_with_zero_price_is_free():
+    state, _ = transition(fresh(), pay(10, 10))
+    after, effects = transition(state, pay(10, 0))
+    assert effects == [Accepted(charged=0)] and after.charged == 10
+
+
+def test_rejections():
+    state = fresh()
+    assert transition(state, pay(10, 10, signer=b"\x06" * 20))[1][0].code is Reject.INVALID_SIGNATURE
+    assert transition(state, pay(1001, 10))[1][0].code is Reject.EXCEEDS_DEPOSIT
+    closing, _ = transition(state, ChainCloseRequested(deadline=1000))
+    assert transition(closing, pay(10, 10, now=950, margin=60))[1][0].code is Reject.CHANNEL_CLOSING
+    assert transition(closing, pay(10, 10, now=900, margin=60))[1] == [Accepted(charged=10)]
+    settled, _ = transition(state, ChainSettled(total_claimed=0))
+    assert transition(settled, pay(10, 10))[1][0].code is Reject.CHANNEL_SETTLED
+
+
+def test_chain_totals_are_absolute_and_never_go_back():
+    state, _ = transition(fresh(100), ChainDeposit(total_deposited=500))
+    state, _ = transition(state, ChainDeposit(total_deposited=300))  # a stale or replayed log
+    assert state.deposited == 500
+    state, _ = transition(state, ChainClaim(total_claimed=50))
+    state, _ = transition(state, ChainClaim(total_claimed=40))
+    assert state.claimed == 50
+
+
+events = st.one_of(
+    st.builds(pay, amount=st.integers(0, 3000), price=st.integers(0, 200), now=st.integers(0, 2000)),
+    st.builds(pay, amount=st.integers(0, 3000), price=st.integers(0, 200), signer=st.just(b"\x07" * 20)),
+    st.builds(ChainDeposit, total_deposited=st.integers(0, 3000)),
+    st.builds(ChainClaim, total_claimed=st.integers(0, 3000)),
+    st.builds(ChainCloseRequested, deadline=st.integers(0, 3000)),
+    st.builds(ChainSettled, total_claimed=st.integers(0, 3000)),
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(events, max_size=60))
+def test_properties_over_random_sequences(sequence):
+    state = fresh(0)
+    served = 0
+    for event in sequence:
+        before = state
+        state, effects = transition(state, event)
+        assert state.charged <= state.ceiling, "charged never exceeds the signed ceiling"
+        assert state.ceiling <= state.deposited, "the ceiling never exceeds the confirmed deposit"
+        assert state.charged >= before.charged and state.ceiling >= before.ceiling
+        for effect in effects:
+            if isinstance(effect, Accepted):
+                served += effect.charged
+            else:
+                assert isinstance(effect, Rejected) and state == before, "a rejection changes nothing"
+    assert served == state.charged, "every unit charged was for content served, once"

@@ -15,6 +15,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +57,13 @@ def compile_sources(paths: list[str]) -> tuple[str, dict]:
         "sources": {rel: {"content": (ROOT / rel).read_text()} for rel in paths},
         "settings": SETTINGS,
     }
-    proc = subprocess.run(
-        [str(SOLCJS), "--standard-json"], input=json.dumps(request), capture_output=True, text=True, check=True
-    )
+    # solcjs exits before a pipe drains (output over 64 KiB is cut), so it writes to a file instead.
+    with tempfile.TemporaryFile("w+") as out:
+        subprocess.run([str(SOLCJS), "--standard-json"], input=json.dumps(request), stdout=out, text=True, check=True)
+        out.seek(0)
+        text = out.read()
     # solcjs may print a note (e.g. about SMT solvers) before the JSON document.
-    output = json.loads(proc.stdout[proc.stdout.index("{") :])
+    output = json.loads(text[text.index("{") :])
     errors = [e for e in output.get("errors", []) if e["severity"] == "error"]
     if errors:
         sys.exit("\n".join(e["formattedMessage"] for e in errors))

@@ -53,5 +53,8 @@ class DevChain:
         return self.w3.eth.wait_for_transaction_receipt(tx_hash)
 
     def time_travel(self, seconds: int) -> None:
-        now = self.w3.eth.get_block("latest")["timestamp"]
-        self.tester.time_travel(now + seconds)
+        """Moves the next block's timestamp `seconds` ahead (of the pending block, which after a
+        snapshot revert can already be later than the latest mined one)."""
+        pending = self.tester.get_block_by_number("pending")["timestamp"]
+        latest = self.w3.eth.get_block("latest")["timestamp"]
+        self.tester.time_travel(max(pending, latest) + seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +58,27 @@ def test_refetch_with_zero_price_is_free():
     assert effects == [Accepted(charged=0)] and after.charged == 10
 
 
+def test_unlocked_resource_and_retried_payment_are_free_but_keep_a_higher_voucher():
+    state, _ = transition(fresh(), pay(10, 10))
+    after, effects = transition(state, replace(pay(25, 10), resource="/a", unlocked=True))
+    assert effects == [Accepted(charged=0, record=False)]
+    assert (after.charged, after.ceiling) == (10, 25)
+    after, effects = transition(state, replace(pay(10, 10), resource="/a", payment_id="p1", prior_resource="/a"))
+    assert effects == [Accepted(charged=0, record=False)] and after == state
+
+
+def test_payment_id_reused_for_another_resource_is_refused():
+    state, _ = transition(fresh(), pay(30, 10))
+    after, effects = transition(state, replace(pay(30, 10), resource="/b", payment_id="p1", prior_resource="/a"))
+    assert effects[0].code is Reject.PAYMENT_ID_REUSED and after == state
+
+
+def test_stale_voucher_is_told_apart_from_an_insufficient_one():
+    state, _ = transition(fresh(), pay(20, 20))
+    assert transition(state, pay(20, 10))[1][0].code is Reject.STALE_VOUCHER
+    assert transition(state, pay(25, 10))[1][0].code is Reject.INSUFFICIENT_VOUCHER
+
+
 def test_rejections():
     state = fresh()
     assert transition(state, pay(10, 10, signer=b"\x06" * 20))[1][0].code is Reject.INVALID_SIGNATURE
@@ -76,8 +99,20 @@ def test_chain_totals_are_absolute_and_never_go_back():
     assert state.claimed == 50
 
 
+def paid_request(amount: int, price: int, now: int, resource: str, payment_id: str | None) -> PaymentReceived:
+    return replace(pay(amount, price, now=now), resource=resource, payment_id=payment_id)
+
+
 events = st.one_of(
     st.builds(pay, amount=st.integers(0, 3000), price=st.integers(0, 200), now=st.integers(0, 2000)),
+    st.builds(
+        paid_request,
+        amount=st.integers(0, 3000),
+        price=st.integers(1, 200),
+        now=st.integers(0, 2000),
+        resource=st.sampled_from(["/a", "/b", "/c"]),
+        payment_id=st.none() | st.sampled_from(["p1", "p2", "p3"]),
+    ),
     st.builds(pay, amount=st.integers(0, 3000), price=st.integers(0, 200), signer=st.just(b"\x07" * 20)),
     st.builds(ChainDeposit, total_deposited=st.integers(0, 3000)),
     st.builds(ChainClaim, total_claimed=st.integers(0, 3000)),
@@ -91,8 +126,13 @@ events = st.one_of(
 def test_properties_over_random_sequences(sequence):
     state = fresh(0)
     served = 0
+    unlocked: set[str] = set()  # what the edge's store would record from accepted effects
+    paid_by_id: dict[str, str] = {}
+    charges_per_id: dict[str, int] = {}
     for event in sequence:
         before = state
+        if isinstance(event, PaymentReceived) and event.resource:
+            event = replace(event, unlocked=event.resource in unlocked, prior_resource=paid_by_id.get(event.payment_id))
         state, effects = transition(state, event)
         assert state.charged <= state.ceiling, "charged never exceeds the signed ceiling"
         assert state.ceiling <= state.deposited, "the ceiling never exceeds the confirmed deposit"
@@ -100,6 +140,13 @@ def test_properties_over_random_sequences(sequence):
         for effect in effects:
             if isinstance(effect, Accepted):
                 served += effect.charged
+                if effect.record and event.resource:
+                    assert event.resource not in unlocked, "a resource is charged once per channel"
+                    unlocked.add(event.resource)
+                    if event.payment_id:
+                        charges_per_id[event.payment_id] = charges_per_id.get(event.payment_id, 0) + 1
+                        paid_by_id[event.payment_id] = event.resource
             else:
                 assert isinstance(effect, Rejected) and state == before, "a rejection changes nothing"
     assert served == state.charged, "every unit charged was for content served, once"
+    assert all(count == 1 for count in charges_per_id.values()), "nothing charged twice for one payment id"

@@ -25,6 +25,8 @@ class Reject(StrEnum):
     INVALID_SIGNATURE = "invalid_signature"  # does not recover to the channel's voucher signer
     EXCEEDS_DEPOSIT = "exceeds_deposit"  # voucher above the confirmed deposit: top up first
     INSUFFICIENT_VOUCHER = "insufficient_voucher"  # ceiling does not cover charged + price: sign higher
+    STALE_VOUCHER = "stale_voucher"  # an old voucher (at or below the charged total) that cannot pay
+    PAYMENT_ID_REUSED = "payment_id_reused"  # this payment identifier already paid for another resource
     CHANNEL_CLOSING = "channel_closing"  # a close is pending and its deadline is within the safety margin
     CHANNEL_SETTLED = "channel_settled"  # the channel has ended on chain
 
@@ -64,14 +66,23 @@ class ChannelState:
 
 @dataclass(frozen=True)
 class PaymentReceived:
-    """A request carrying a voucher. `signer` is what the edge recovered from its signature."""
+    """A request carrying a voucher, with what the edge looked up for it under the channel's lock.
+
+    `signer` is what the edge recovered from the signature. `unlocked` says this channel already
+    paid for `resource` (articles are bought once); `prior_resource` is the resource an earlier
+    request with the same `payment_id` paid for, if any (retries must not be charged twice).
+    """
 
     amount: int  # the voucher's maxClaimableAmount
     signature: bytes
     signer: bytes
-    price: int  # what this request costs; 0 for a resource this channel already unlocked
+    price: int  # the resource's price
     now: int  # unix seconds, for the close-deadline margin
     close_margin: int  # refuse new vouchers this many seconds before a pending close's deadline
+    resource: str = ""
+    payment_id: str | None = None
+    unlocked: bool = False
+    prior_resource: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,11 @@ ChannelEvent = PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested
 
 @dataclass(frozen=True)
 class Accepted:
-    """Serve the content. `charged` is what this request added (0 for a re-fetch)."""
+    """Serve the content. `charged` is what this request added: 0 for a re-fetch or a retry, which
+    the edge must not record again (`record` is False)."""
 
     charged: int
+    record: bool = True
 
 
 @dataclass(frozen=True)
@@ -144,11 +157,15 @@ def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, lis
         return reject(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
     if p.amount > state.deposited:
         return reject(Reject.EXCEEDS_DEPOSIT, f"voucher {p.amount} is above the deposit {state.deposited}")
+    if p.prior_resource is not None and p.prior_resource != p.resource:
+        return reject(Reject.PAYMENT_ID_REUSED, "this payment identifier already paid for another resource")
     ceiling, signature = (p.amount, p.signature) if p.amount > state.ceiling else (state.ceiling, state.signature)
-    if ceiling < state.charged + p.price:
-        return reject(
-            Reject.INSUFFICIENT_VOUCHER,
-            f"a voucher of at least {state.charged + p.price} is needed (charged {state.charged}, price {p.price})",
-        )
-    new_state = replace(state, ceiling=ceiling, signature=signature, charged=state.charged + p.price)
+    if p.unlocked or p.prior_resource is not None:
+        # Already paid for: serve again for free, but still keep a higher voucher if one came.
+        return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
+    needed = state.charged + p.price
+    if ceiling < needed:
+        code = Reject.STALE_VOUCHER if p.amount <= state.charged and p.price else Reject.INSUFFICIENT_VOUCHER
+        return reject(code, f"a voucher of at least {needed} is needed (charged {state.charged}, price {p.price})")
+    new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed)
     return new_state, [Accepted(charged=p.price)]

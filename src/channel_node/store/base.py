@@ -1,0 +1,86 @@
+"""What the node keeps durably, and the contract every store implementation honours.
+
+A `ChannelWrite` is one request's outcome: the channel's new state plus the charge it made. It is
+applied atomically and only if the channel's version is still the one it was read at (compare and
+set), so two writers can never both spend the same credit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from channel_node.core import ChannelState
+
+
+class StoreError(Exception):
+    """Base class of store failures the caller can act on."""
+
+
+class StoreMismatch(StoreError):
+    """The database belongs to another chain, contract or receiver than the configuration says."""
+
+
+class StoreLocked(StoreError):
+    """Another node process holds this database."""
+
+
+class StaleWrite(StoreError):
+    """The channel changed since it was read (another writer): reload and retry."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What a database is bound to. Checked at every start: a node must never mix chains."""
+
+    chain_id: int
+    contract: bytes
+    receiver: bytes
+
+
+@dataclass(frozen=True)
+class StoredChannel:
+    state: ChannelState
+    version: int  # 0 means "not in the store yet"
+
+
+@dataclass(frozen=True)
+class Charge:
+    resource: str
+    amount: int
+    payment_id: str | None
+    once: bool  # bought once per channel (an article): recorded as an unlock
+    at: int
+
+
+@dataclass(frozen=True)
+class ChannelWrite:
+    state: ChannelState
+    expected_version: int  # the version the state was derived from; 0 inserts a new channel
+    charge: Charge | None = None
+
+
+@dataclass(frozen=True)
+class PaymentLookup:
+    """What the core needs to know about a request's resource and payment identifier."""
+
+    unlocked: bool
+    prior_resource: str | None
+
+
+class Store(Protocol):
+    async def open(self, pin: Pin) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def load_channel(self, channel_id: bytes) -> StoredChannel | None: ...
+
+    async def lookup_payment(self, channel_id: bytes, resource: str, payment_id: str | None) -> PaymentLookup: ...
+
+    async def commit(self, write: ChannelWrite) -> int:
+        """Applies the write durably and returns the channel's new version; raises StaleWrite."""
+        ...
+
+    async def list_channels(self) -> list[StoredChannel]: ...
+
+    async def charges(self, channel_id: bytes) -> list[Charge]: ...

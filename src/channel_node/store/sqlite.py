@@ -1,0 +1,310 @@
+"""The default store: one SQLite file in WAL mode, written by one thread with group commit.
+
+Why a writer thread: a commit with synchronous=FULL waits for the disk, which must not block the
+event loop. Why group commit: concurrent requests hand their writes to the thread, which applies
+every write waiting in its queue inside one transaction (each under its own savepoint, so one stale
+write cannot undo the others), commits once, and only then wakes the requests. Each request still
+learns its voucher is durable before it sends content; many requests share one disk sync.
+
+Reads are short primary-key lookups done on the caller's thread through a second connection; WAL
+lets them run beside the writer. A file lock keeps a second node process off the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+
+import queue
+import sqlite3
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+from channel_node.core import ChannelState
+from channel_node.signing import ChannelConfig
+from channel_node.store.base import (
+    Charge,
+    ChannelWrite,
+    PaymentLookup,
+    Pin,
+    StaleWrite,
+    StoredChannel,
+    StoreError,
+    StoreLocked,
+    StoreMismatch,
+)
+
+MAX_BATCH = 512  # writes per transaction; bounds the time a batch holds the write lock
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+
+
+def migrations() -> list[tuple[int, str]]:
+    """Numbered SQL files under store/migrations, in order: `0001_initial.sql` is version 1."""
+    folder = resources.files("channel_node.store").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
+    connection.execute("PRAGMA foreign_keys=ON")
+    return connection
+
+
+def _row_to_channel(row: tuple) -> StoredChannel:
+    (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling,
+     signature, charged, close_deadline, settled, version) = row  # fmt: skip
+    config = ChannelConfig(payer, signer, receiver, token, close_delay, int(salt))
+    state = ChannelState(
+        channel_id=channel_id,
+        config=config,
+        deposited=int(deposited),
+        claimed=int(claimed),
+        ceiling=int(ceiling),
+        signature=signature,
+        charged=int(charged),
+        close_deadline=close_deadline,
+        settled=bool(settled),
+    )
+    return StoredChannel(state, version)
+
+
+_CHANNEL_COLUMNS = (
+    "channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling, "
+    "signature, charged, close_deadline, settled, version"
+)
+
+
+class _Request:
+    __slots__ = ("write", "loop", "future")
+
+    def __init__(self, write: ChannelWrite, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+        self.write, self.loop, self.future = write, loop, future
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, synchronous: str = "full") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, got {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._lock_file = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # transactions committed (for tests and benchmarks of group commit)
+        self.writes = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self, pin: Pin) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(f"{self.path}.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise StoreLocked(f"another channel-node process is using {self.path}") from None
+        self._writer = _connect(self.path, self.synchronous)
+        self._migrate(self._writer)
+        self._check_pin(self._writer, pin)
+        self._reader = _connect(self.path, self.synchronous)
+        self._thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                connection.close()
+        self._reader = self._writer = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    @staticmethod
+    def _migrate(connection: sqlite3.Connection) -> None:
+        current = connection.execute("PRAGMA user_version").fetchone()[0]
+        known = migrations()
+        if current > (known[-1][0] if known else 0):
+            raise StoreError(f"database schema {current} is newer than this channel-node knows")
+        for number, sql in known:
+            if number <= current:
+                continue
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                connection.execute(f"PRAGMA user_version={number}")
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _check_pin(connection: sqlite3.Connection, pin: Pin) -> None:
+        wanted = {"chain_id": str(pin.chain_id), "contract": pin.contract.hex(), "receiver": pin.receiver.hex()}
+        stored = dict(connection.execute("SELECT key, value FROM meta"))
+        if not stored:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", wanted.items())
+            connection.execute("COMMIT")
+            return
+        for key, value in wanted.items():
+            if stored.get(key) != value:
+                raise StoreMismatch(
+                    f"this database belongs to {key} {stored.get(key)}, but the node is configured for {value}; "
+                    "use another database file"
+                )
+
+    # ------------------------------------------------------------------ reads (caller's thread)
+
+    async def load_channel(self, channel_id: bytes) -> StoredChannel | None:
+        row = self._reader.execute(
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE channel_id = ?", (channel_id,)
+        ).fetchone()
+        return _row_to_channel(row) if row else None
+
+    async def lookup_payment(self, channel_id: bytes, resource: str, payment_id: str | None) -> PaymentLookup:
+        unlocked = (
+            self._reader.execute(
+                "SELECT 1 FROM unlocks WHERE channel_id = ? AND resource = ?", (channel_id, resource)
+            ).fetchone()
+            is not None
+        )
+        prior = None
+        if payment_id:
+            row = self._reader.execute(
+                "SELECT resource FROM charges WHERE channel_id = ? AND payment_id = ?", (channel_id, payment_id)
+            ).fetchone()
+            prior = row[0] if row else None
+        return PaymentLookup(unlocked=unlocked, prior_resource=prior)
+
+    async def list_channels(self) -> list[StoredChannel]:
+        rows = self._reader.execute(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY updated_at").fetchall()
+        return [_row_to_channel(row) for row in rows]
+
+    async def charges(self, channel_id: bytes) -> list[Charge]:
+        rows = self._reader.execute(
+            "SELECT resource, amount, payment_id, at, EXISTS(SELECT 1 FROM unlocks u WHERE u.channel_id = c.channel_id "
+            "AND u.resource = c.resource) FROM charges c WHERE channel_id = ? ORDER BY seq",
+            (channel_id,),
+        ).fetchall()
+        return [Charge(resource, int(amount), payment_id, bool(once), at) for resource, amount, payment_id, at, once in rows]
+
+    # ------------------------------------------------------------------ writes (writer thread)
+
+    async def commit(self, write: ChannelWrite) -> int:
+        if self._thread is None:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Request(write, loop, future))
+        return await future
+
+    def _write_loop(self) -> None:
+        connection = self._writer
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            outcomes = self._apply_batch(connection, batch)
+            for request, outcome in zip(batch, outcomes):
+                request.loop.call_soon_threadsafe(_resolve, request.future, outcome)
+            if stop:
+                return
+
+    def _apply_batch(self, connection: sqlite3.Connection, batch: list[_Request]) -> list[object]:
+        outcomes: list[object] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for request in batch:
+                connection.execute("SAVEPOINT w")
+                try:
+                    outcomes.append(self._apply(connection, request.write))
+                    connection.execute("RELEASE w")
+                except (StaleWrite, sqlite3.IntegrityError) as exc:
+                    connection.execute("ROLLBACK TO w")
+                    connection.execute("RELEASE w")
+                    outcomes.append(exc if isinstance(exc, StaleWrite) else StaleWrite(str(exc)))
+            connection.execute("COMMIT")
+            self.batches += 1
+            self.writes += len(batch)
+        except Exception as exc:  # disk full, I/O error: nothing in the batch is durable
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            failure = StoreError(f"could not commit to {self.path}: {exc}")
+            return [failure] * len(batch)
+        return outcomes
+
+    @staticmethod
+    def _apply(connection: sqlite3.Connection, write: ChannelWrite) -> int:
+        s = write.state
+        now = int(time.time())
+        version = write.expected_version + 1
+        values = (
+            str(s.deposited), str(s.claimed), str(s.ceiling), s.signature, str(s.charged),
+            s.close_deadline, int(s.settled), version, now,
+        )  # fmt: skip
+        if write.expected_version == 0:
+            c = s.config
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO channels (channel_id, payer, signer, receiver, token, close_delay, salt, "
+                "deposited, claimed, ceiling, signature, charged, close_deadline, settled, version, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (s.channel_id, c.payer, c.signer, c.receiver, c.token, c.close_delay, str(c.salt), *values),
+            )
+        else:
+            cursor = connection.execute(
+                "UPDATE channels SET deposited = ?, claimed = ?, ceiling = ?, signature = ?, charged = ?, "
+                "close_deadline = ?, settled = ?, version = ?, updated_at = ? WHERE channel_id = ? AND version = ?",
+                (*values, s.channel_id, write.expected_version),
+            )
+        if cursor.rowcount != 1:
+            raise StaleWrite(f"channel 0x{s.channel_id.hex()} changed since it was read")
+        charge = write.charge
+        if charge is not None:
+            connection.execute(
+                "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (s.channel_id, version, charge.resource, str(charge.amount), charge.payment_id, charge.at),
+            )
+            if charge.once:
+                connection.execute(
+                    "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?, ?)", (s.channel_id, charge.resource)
+                )
+        return version
+
+
+def _resolve(future: asyncio.Future, outcome: object) -> None:
+    if future.done():  # the request was cancelled (client went away); the write stands regardless
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+

@@ -1,0 +1,119 @@
+"""Both stores honour one contract: compare-and-set, charges and unlocks, uint256 amounts; SQLite
+adds durability, group commit, the pinned chain/contract/receiver and a single-process lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+
+import pytest
+
+from channel_node.core import ChannelState
+from channel_node.signing import ChannelConfig
+from channel_node.store import (
+    Charge,
+    ChannelWrite,
+    MemoryStore,
+    Pin,
+    SQLiteStore,
+    StaleWrite,
+    StoreLocked,
+    StoreMismatch,
+)
+
+PIN = Pin(chain_id=131277322940537, contract=b"\x0c" * 20, receiver=b"\x02" * 20)
+UINT256_MAX = (1 << 256) - 1
+
+
+def channel(n: int = 1, **changes) -> ChannelState:
+    config = ChannelConfig.create(b"\x01" * 20, b"\x05" * 20, PIN.receiver, None, 3600, n)
+    return replace(ChannelState(channel_id=n.to_bytes(32, "big"), config=config, deposited=1000), **changes)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path):
+    store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "node.db")
+    await store.open(PIN)
+    yield store
+    await store.close()
+
+
+async def test_round_trip_keeps_uint256_amounts_exact(store):
+    state = channel(deposited=UINT256_MAX, ceiling=UINT256_MAX - 1, charged=UINT256_MAX - 2, signature=b"s" * 65)
+    assert await store.commit(ChannelWrite(state, expected_version=0)) == 1
+    loaded = await store.load_channel(state.channel_id)
+    assert loaded.state == state and loaded.version == 1
+    assert await store.load_channel(b"\x00" * 32) is None
+
+
+async def test_compare_and_set_refuses_a_write_from_a_stale_read(store):
+    state = channel()
+    await store.commit(ChannelWrite(state, 0))
+    await store.commit(ChannelWrite(replace(state, charged=10, ceiling=10), 1))
+    with pytest.raises(StaleWrite):
+        await store.commit(ChannelWrite(replace(state, charged=5, ceiling=5), 1))
+    with pytest.raises(StaleWrite):  # a second insert of the same channel
+        await store.commit(ChannelWrite(state, 0))
+    assert (await store.load_channel(state.channel_id)).state.charged == 10
+
+
+async def test_charges_record_unlocks_and_payment_ids(store):
+    state = channel()
+    await store.commit(ChannelWrite(state, 0))
+    paid = replace(state, ceiling=30, charged=10)
+    await store.commit(ChannelWrite(paid, 1, Charge("/a", 10, "pay-1", once=True, at=5)))
+    await store.commit(ChannelWrite(replace(paid, charged=20), 2, Charge("/api", 10, None, once=False, at=6)))
+    lookup = await store.lookup_payment(state.channel_id, "/a", "pay-1")
+    assert lookup.unlocked and lookup.prior_resource == "/a"
+    lookup = await store.lookup_payment(state.channel_id, "/api", "pay-2")
+    assert not lookup.unlocked and lookup.prior_resource is None
+    assert [c.resource for c in await store.charges(state.channel_id)] == ["/a", "/api"]
+    with pytest.raises(StaleWrite):  # the same payment id cannot be charged twice
+        await store.commit(ChannelWrite(replace(paid, charged=30), 3, Charge("/b", 10, "pay-1", once=True, at=7)))
+    assert (await store.load_channel(state.channel_id)).version == 3
+
+
+async def test_sqlite_is_durable_across_reopen_and_checks_its_pin(tmp_path):
+    path = tmp_path / "node.db"
+    store = SQLiteStore(path)
+    await store.open(PIN)
+    await store.commit(ChannelWrite(channel(ceiling=7, charged=7, signature=b"v" * 65), 0))
+    await store.close()
+    reopened = SQLiteStore(path)
+    await reopened.open(PIN)
+    assert (await reopened.load_channel(channel().channel_id)).state.charged == 7
+    await reopened.close()
+    for wrong in (replace(PIN, chain_id=1), replace(PIN, contract=b"\x0d" * 20), replace(PIN, receiver=b"\x03" * 20)):
+        with pytest.raises(StoreMismatch):
+            await SQLiteStore(path).open(wrong)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+async def test_sqlite_refuses_a_second_process_on_the_same_file(tmp_path):
+    first = SQLiteStore(tmp_path / "node.db")
+    await first.open(PIN)
+    with pytest.raises(StoreLocked):
+        await SQLiteStore(tmp_path / "node.db").open(PIN)
+    await first.close()
+    second = SQLiteStore(tmp_path / "node.db")
+    await second.open(PIN)  # the lock went with the first store
+    await second.close()
+
+
+async def test_sqlite_group_commit_batches_concurrent_writes_and_keeps_each_outcome(tmp_path):
+    store = SQLiteStore(tmp_path / "node.db")
+    await store.open(PIN)
+    states = [channel(n) for n in range(1, 301)]
+    results = await asyncio.gather(
+        *(store.commit(ChannelWrite(s, 0)) for s in states),
+        store.commit(ChannelWrite(states[0], 5)),  # stale: fails alone, the rest of its batch commits
+        return_exceptions=True,
+    )
+    assert results[:-1] == [1] * 300 and isinstance(results[-1], StaleWrite)
+    assert store.batches < 100, f"{store.batches} transactions for 301 concurrent writes"
+    await store.close()
+    reopened = SQLiteStore(tmp_path / "node.db")
+    await reopened.open(PIN)
+    assert len(await reopened.list_channels()) == 300
+    await reopened.close()

@@ -1,0 +1,135 @@
+"""Node configuration: a TOML file plus `CHANNEL_NODE_*` environment variables (env wins).
+
+    CHANNEL_NODE_RPC_URL=ws://127.0.0.1:8545 channel-node serve --config node.toml
+
+Nested values use a double underscore in the environment (`CHANNEL_NODE_PAYWALL__CONTENT_DIR`).
+Amounts are integers in the token's smallest unit; TOML integers or decimal strings are accepted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from eth_utils import is_address, to_canonical_address
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from channel_node.server.prices import Price
+
+UINT128_MAX = (1 << 128) - 1
+
+
+def _amount(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("must be an integer amount in the token's smallest unit (no floats)")
+    if isinstance(value, str) and not value.isdigit():
+        raise ValueError("must be a whole number of the token's smallest unit")
+    number = int(value)
+    if not 0 <= number <= UINT128_MAX:
+        raise ValueError("must be between 0 and 2**128 - 1")
+    return number
+
+
+Amount = Annotated[int, BeforeValidator(_amount)]
+
+
+def _address(value: object) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise ValueError("must be a 0x-prefixed 20-byte address")
+    return value
+
+
+Address = Annotated[str, BeforeValidator(_address)]
+
+
+class PriceRule(BaseModel):
+    path: str = Field(pattern=r"^/")
+    price: Amount
+    once: bool = True
+    description: str = ""
+    tags: dict[str, str] = {}
+
+    def to_price(self) -> Price:
+        return Price(self.path, self.price, self.once, self.description, dict(self.tags))
+
+
+class Paywall(BaseModel):
+    content_dir: Path | None = None
+    upstream: str | None = None  # reverse-proxy mode: the origin server's base URL
+    upstream_max_body: int = 16 * 1024 * 1024
+    free: list[str] = []
+    prices: list[PriceRule] = []
+
+    @model_validator(mode="after")
+    def one_source(self) -> Paywall:
+        if (self.content_dir is None) == (self.upstream is None):
+            raise ValueError("set exactly one of paywall.content_dir or paywall.upstream")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHANNEL_NODE_", env_nested_delimiter="__", extra="forbid")
+
+    rpc_url: str = "http://127.0.0.1:8545"  # HTTP(S) or WS(S) JSON-RPC
+    contract: Address | None = None  # the deployed ChannelDeposit
+    receiver: Address | None = None  # the address vouchers pay
+    token: Address | None = None  # ERC-20 the channels hold; unset for native ETH
+    database: Path = Path("channel-node.db")
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    host: str = "127.0.0.1"
+    port: int = Field(8402, ge=0, le=65535)
+    confirmations: int = Field(2, ge=1)
+    close_margin: int = Field(300, ge=0)  # seconds before a pending close's deadline when vouchers stop
+    min_deposit: Amount = 0
+    close_delay_min: int = 900
+    close_delay_max: int = 30 * 24 * 3600
+    log_format: Literal["auto", "json", "console"] = "auto"
+    admin_token: SecretStr | None = None
+    paywall: Paywall
+
+    @field_validator("rpc_url")
+    @classmethod
+    def known_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("rpc_url must start with http://, https://, ws:// or wss://")
+        return value
+
+    @property
+    def receiver_bytes(self) -> bytes:
+        if self.receiver is None:
+            raise ValueError("receiver is not set")
+        return to_canonical_address(self.receiver)
+
+    @property
+    def token_bytes(self) -> bytes:
+        return b"\0" * 20 if self.token is None else to_canonical_address(self.token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if _toml_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=_toml_file),)
+        return sources
+
+
+_toml_file: Path | None = None
+
+
+def load_settings(path: Path | None = None, **overrides) -> Settings:
+    """Reads `path` (TOML) and the environment; keyword overrides win over both."""
+    global _toml_file
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    _toml_file = path
+    try:
+        return Settings(**overrides)
+    finally:
+        _toml_file = None

@@ -1,0 +1,212 @@
+"""The one place that joins the pure core to the store and the chain.
+
+Every paid request goes through `Runtime.pay`: recover the voucher's signer (CPU only, outside any
+lock) -> take the channel's lock -> load the channel (memory, then store, then the chain for a
+channel seen for the first time) -> `core.transition` -> commit to the store -> answer. The lock
+makes this process the channel's only writer; the store's compare-and-set protects against any
+other. The caller sends content only after `pay` returns an acceptance, i.e. after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from channel_node.core import (
+    Accepted,
+    ChainClaim,
+    ChainCloseRequested,
+    ChainDeposit,
+    ChainSettled,
+    ChannelState,
+    PaymentReceived,
+    Reject,
+    Rejected,
+    transition,
+)
+from channel_node.signing import ChannelConfig, Domain, InvalidSignature, channel_id, recover_signer, voucher_digest
+from channel_node.store import Charge, ChannelWrite, StaleWrite, Store, StoredChannel
+
+DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
+UNKNOWN_CHANNEL_TTL = 5.0  # seconds an id the chain does not know is answered from memory
+COMMIT_ATTEMPTS = 3
+
+
+class ChainUnavailable(Exception):
+    """The chain could not be read; the request may be retried."""
+
+
+@dataclass(frozen=True)
+class ChainChannel:
+    """A channel as the chain shows it at the confirmation depth."""
+
+    deposited: int
+    claimed: int
+    close_deadline: int | None
+    settled: bool
+
+
+class ChainView(Protocol):
+    async def confirmed_channel(self, channel_id: bytes) -> ChainChannel | None:
+        """The channel at the confirmed block, or None if it has no deposit there."""
+        ...
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    channel_id: bytes
+    amount: int
+    signature: bytes
+    resource: str
+    price: int
+    once: bool
+    payment_id: str | None = None
+    config: ChannelConfig | None = None  # sent with the first voucher of a channel so the node can check it
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    effect: Accepted | Rejected
+    state: ChannelState | None  # the channel after the request (None when unknown)
+
+    @property
+    def accepted(self) -> bool:
+        return isinstance(self.effect, Accepted)
+
+
+class Runtime:
+    def __init__(
+        self,
+        store: Store,
+        domain: Domain,
+        receiver: bytes,
+        token: bytes,
+        chain: ChainView | None,
+        close_margin: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.domain = domain
+        self.receiver = receiver
+        self.token = token
+        self.chain = chain
+        self.close_margin = close_margin
+        self.clock = clock
+        self._locks: dict[bytes, asyncio.Lock] = {}
+        self._cache: dict[bytes, StoredChannel] = {}
+        self._last_refresh: dict[bytes, float] = {}
+        self._unknown_until: dict[bytes, float] = {}
+
+    def _lock(self, channel: bytes) -> asyncio.Lock:
+        lock = self._locks.get(channel)
+        if lock is None:
+            lock = self._locks[channel] = asyncio.Lock()
+        return lock
+
+    async def pay(self, request: PaymentRequest) -> PaymentOutcome:
+        try:
+            signer = recover_signer(voucher_digest(self.domain, request.channel_id, request.amount), request.signature)
+        except (InvalidSignature, ValueError) as exc:
+            return PaymentOutcome(Rejected(Reject.INVALID_SIGNATURE, str(exc)), None)
+        async with self._lock(request.channel_id):
+            for _ in range(COMMIT_ATTEMPTS):
+                loaded = await self._load(request, signer)
+                if isinstance(loaded, Rejected):
+                    return PaymentOutcome(loaded, None)
+                try:
+                    return await self._pay_locked(request, signer, loaded)
+                except StaleWrite:
+                    self._cache.pop(request.channel_id, None)  # someone else wrote: reload and decide again
+            raise StaleWrite(f"channel 0x{request.channel_id.hex()} keeps changing under this node")
+
+    async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel) -> PaymentOutcome:
+        state = stored.state
+        now = self.clock()
+        if request.amount > state.deposited and not state.settled:
+            state = await self._refresh(state, now)  # maybe a top-up the node has not seen yet
+        lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id)
+        event = PaymentReceived(
+            amount=request.amount,
+            signature=request.signature,
+            signer=signer,
+            price=request.price,
+            now=int(now),
+            close_margin=self.close_margin,
+            resource=request.resource,
+            payment_id=request.payment_id,
+            unlocked=lookup.unlocked,
+            prior_resource=lookup.prior_resource,
+        )
+        new_state, effects = transition(state, event)
+        effect = effects[0]
+        charge = None
+        if isinstance(effect, Accepted) and effect.record:
+            charge = Charge(request.resource, effect.charged, request.payment_id, request.once, int(now))
+        if charge is not None or new_state != stored.state or stored.version == 0:
+            version = await self.store.commit(ChannelWrite(new_state, stored.version, charge))
+            self._cache[request.channel_id] = StoredChannel(new_state, version)
+        return PaymentOutcome(effect, new_state)
+
+    async def _load(self, request: PaymentRequest, signer: bytes) -> StoredChannel | Rejected:
+        cached = self._cache.get(request.channel_id)
+        if cached is not None:
+            return cached
+        stored = await self.store.load_channel(request.channel_id)
+        if stored is not None:
+            self._cache[request.channel_id] = stored
+            return stored
+        return await self._discover(request, signer)
+
+    async def _discover(self, request: PaymentRequest, signer: bytes) -> StoredChannel | Rejected:
+        """A channel's first voucher: check its configuration, then ask the chain for its deposit."""
+        config = request.config
+        if config is None:
+            return Rejected(Reject.CHANNEL_UNKNOWN, "unknown channel: send its configuration with the first voucher")
+        if channel_id(self.domain, config) != request.channel_id:
+            return Rejected(Reject.CHANNEL_UNKNOWN, "the channel configuration does not hash to channelId")
+        if config.receiver != self.receiver:
+            return Rejected(Reject.CHANNEL_UNKNOWN, "the channel pays another receiver")
+        if config.token != self.token:
+            return Rejected(Reject.CHANNEL_UNKNOWN, "the channel holds another asset")
+        if signer != config.signer:  # checked before the chain is asked, so forgeries cost no RPC call
+            return Rejected(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
+        now = self.clock()
+        if self._unknown_until.get(request.channel_id, 0) > now or self.chain is None:
+            return Rejected(Reject.CHANNEL_UNKNOWN, "no confirmed deposit for this channel")
+        on_chain = await self.chain.confirmed_channel(request.channel_id)
+        if on_chain is None or on_chain.deposited == 0:
+            self._unknown_until[request.channel_id] = now + UNKNOWN_CHANNEL_TTL
+            return Rejected(Reject.CHANNEL_UNKNOWN, "no confirmed deposit for this channel")
+        self._last_refresh[request.channel_id] = now
+        state = apply_chain(ChannelState(channel_id=request.channel_id, config=config), on_chain)
+        return StoredChannel(state, version=0)
+
+    async def _refresh(self, state: ChannelState, now: float) -> ChannelState:
+        if self.chain is None or now - self._last_refresh.get(state.channel_id, 0) < DEPOSIT_REFRESH_INTERVAL:
+            return state
+        self._last_refresh[state.channel_id] = now
+        on_chain = await self.chain.confirmed_channel(state.channel_id)
+        return state if on_chain is None else apply_chain(state, on_chain)
+
+    async def channel(self, channel: bytes) -> ChannelState | None:
+        cached = self._cache.get(channel)
+        if cached is not None:
+            return cached.state
+        stored = await self.store.load_channel(channel)
+        return stored.state if stored else None
+
+
+def apply_chain(state: ChannelState, on_chain: ChainChannel) -> ChannelState:
+    """Feeds what the chain shows into the core as events (absolute totals, so repeats are harmless)."""
+    events = [ChainDeposit(on_chain.deposited), ChainClaim(on_chain.claimed)]
+    if on_chain.close_deadline is not None:
+        events.append(ChainCloseRequested(on_chain.close_deadline))
+    if on_chain.settled:
+        events.append(ChainSettled(on_chain.claimed))
+    for event in events:
+        state, _ = transition(state, event)
+    return state
+

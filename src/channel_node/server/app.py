@@ -1,0 +1,199 @@
+"""The paywall: an aiohttp application that answers priced paths with 402 until a voucher pays.
+
+Flow of a priced request: parse `PAYMENT-SIGNATURE` -> check it is for this network, contract,
+receiver and asset -> fetch the content (a missing file or failing origin costs nothing) ->
+`Runtime.pay` commits the voucher and charge -> send the content with `PAYMENT-RESPONSE`.
+Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises into a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from eth_utils import to_checksum_address
+
+from channel_node.core import Reject
+from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
+from channel_node.server.content import Content, ProxySource, StaticSource
+from channel_node.server.metrics import Metrics
+from channel_node.server.prices import Price, PriceTable
+from channel_node.server.protocol import (
+    REQUIRED_HEADER,
+    RESPONSE_HEADER,
+    SCHEME,
+    SIGNATURE_HEADER,
+    Offer,
+    ProtocolError,
+    Voucher,
+    encode_header,
+    parse_payment_signature,
+    payment_required,
+    payment_response,
+)
+from channel_node.store import StoreError
+
+log = structlog.get_logger("channel_node.paywall")
+
+# Refusals a client fixes by signing again: they carry the channel's state (a corrective 402).
+CORRECTIVE = {Reject.INSUFFICIENT_VOUCHER, Reject.STALE_VOUCHER, Reject.EXCEEDS_DEPOSIT}
+EXPOSED_HEADERS = f"{REQUIRED_HEADER}, {RESPONSE_HEADER}"
+
+
+@dataclass
+class Paywall:
+    runtime: Runtime
+    prices: PriceTable
+    source: StaticSource | ProxySource
+    offer: Offer
+    metrics: Metrics
+    receiver: bytes
+    token: bytes
+
+    # ------------------------------------------------------------------ handlers
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        price = self.prices.match(request.path)
+        body = await request.read() if request.method not in ("GET", "HEAD") else b""
+        if price is None:
+            content = await self.source.fetch(request.method, request.path, request.query_string, request.headers, body)
+            return self._content_response(content)
+        return await self._priced(request, price, body)
+
+    async def _priced(self, request: web.Request, price: Price, body: bytes) -> web.StreamResponse:
+        started = time.perf_counter()
+        header = request.headers.get(SIGNATURE_HEADER)
+        if header is None:
+            if isinstance(self.source, StaticSource) and self.source.locate(request.path) is None:
+                return self._content_response(await self.source.fetch("GET", request.path, "", {}, b""))
+            return self._required(request, price, 402, "payment_required", "this resource costs a payment")
+        try:
+            voucher = parse_payment_signature(header)
+            self._check_terms(voucher)
+        except ProtocolError as exc:
+            return self._refuse(request, price, exc.status, exc.code, exc.detail, started)
+
+        content = await self.source.fetch(request.method, request.path, request.query_string, request.headers, body)
+        if not content.ok:  # nothing to sell: relay the failure, charge nothing
+            return self._content_response(content)
+        payment = PaymentRequest(
+            channel_id=voucher.channel_id,
+            amount=voucher.amount,
+            signature=voucher.signature,
+            resource=request.path,
+            price=price.amount,
+            once=price.once,
+            payment_id=voucher.payment_id,
+            config=voucher.config,
+        )
+        try:
+            outcome = await self.runtime.pay(payment)
+        except ChainUnavailable as exc:
+            return self._refuse(request, price, 503, "chain_unavailable", str(exc), started)
+        except StoreError as exc:
+            log.error("store_failed", error=str(exc))
+            return self._refuse(request, price, 503, "store_unavailable", "the node could not record the payment", started)
+
+        channel = "0x" + voucher.channel_id.hex()
+        if not outcome.accepted:
+            code = outcome.effect.code
+            state = outcome.state if code in CORRECTIVE else None
+            return self._refuse(request, price, 402, code.value, outcome.effect.detail, started, state, channel)
+
+        charged = outcome.effect.charged
+        self.metrics.unlocks.labels("paid" if charged else "free_refetch").inc()
+        if charged:
+            self.metrics.revenue.inc(charged)
+        self.metrics.latency.labels("accepted").observe(time.perf_counter() - started)
+        log.info("payment", channel=channel, resource=request.path, charged=charged, outcome="accepted",
+                 charged_total=outcome.state.charged)  # fmt: skip
+        response = self._content_response(content)
+        response.headers[RESPONSE_HEADER] = encode_header(
+            payment_response(self.offer, outcome.state, charged, voucher.payment_id)
+        )
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        return response
+
+    def _check_terms(self, voucher: Voucher) -> None:
+        """A voucher for another network, contract, receiver or asset is refused before any work."""
+        offer = self.offer
+        if voucher.scheme != SCHEME:
+            raise ProtocolError("unsupported_scheme", f"scheme must be {SCHEME!r}")
+        if voucher.network != offer.network:
+            raise ProtocolError("wrong_network", f"this node is on {offer.network}")
+        if voucher.contract is not None and voucher.contract.lower() != offer.contract.lower():
+            raise ProtocolError("wrong_contract", f"this node's contract is {offer.contract}")
+        if voucher.pay_to is not None and voucher.pay_to != self.receiver:
+            raise ProtocolError("wrong_receiver", f"this node is paid at {offer.pay_to}")
+        if voucher.asset is not None and voucher.asset != self.token:
+            raise ProtocolError("wrong_asset", f"this node is paid in {offer.asset}")
+        if voucher.config is not None:
+            if voucher.config.receiver != self.receiver:
+                raise ProtocolError("wrong_receiver", f"the channel pays another receiver than {offer.pay_to}")
+            if voucher.config.token != self.token:
+                raise ProtocolError("wrong_asset", f"the channel holds another asset than {offer.asset}")
+
+    # ------------------------------------------------------------------ responses
+
+    def _required(self, request, price: Price, status: int, code: str, message: str, state=None) -> web.Response:
+        document = payment_required(
+            self.offer,
+            url=str(request.url),
+            price=price.amount,
+            description=price.description,
+            mime_type=self.source.mime_type(request.path),
+            once=price.once,
+            error=code,
+            message=message,
+            state=state,
+        )
+        response = web.json_response(document, status=status)
+        response.headers[REQUIRED_HEADER] = encode_header(document)
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        return response
+
+    def _refuse(self, request, price, status, code, message, started, state=None, channel=None) -> web.Response:
+        self.metrics.rejections.labels(code).inc()
+        self.metrics.latency.labels("rejected").observe(time.perf_counter() - started)
+        log.info("payment", channel=channel, resource=request.path, charged=0, outcome=code)
+        return self._required(request, price, status, code, message, state)
+
+    @staticmethod
+    def _content_response(content: Content) -> web.StreamResponse:
+        if content.file is not None:
+            return web.FileResponse(content.file, headers=content.headers)
+        return web.Response(status=content.status, body=content.body, headers=content.headers)
+
+
+def create_app(paywall: Paywall, health: dict | None = None) -> web.Application:
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **(health or {})})
+
+    async def metrics(request: web.Request) -> web.Response:
+        paywall.metrics.channels.set(len(paywall.runtime._cache))
+        return web.Response(body=paywall.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def close_source(app: web.Application) -> None:
+        await paywall.source.close()
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{tail:.*}", paywall.handle)
+    app.on_cleanup.append(close_source)
+    return app
+
+
+def make_offer(chain_id: int, contract: str, receiver: bytes, token: bytes, min_deposit: int, delay_min: int, delay_max: int) -> Offer:
+    return Offer(
+        network=f"eip155:{chain_id}",
+        asset=to_checksum_address(token),
+        pay_to=to_checksum_address(receiver),
+        contract=to_checksum_address(contract),
+        min_deposit=min_deposit,
+        close_delay_min=delay_min,
+        close_delay_max=delay_max,
+    )

@@ -1,0 +1,26 @@
+"""Prometheus metrics for one node (own registry, so several nodes can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.unlocks = Counter("channel_node_unlocks", "Paid requests served", ["kind"], registry=self.registry)
+        # Prometheus values are floats: exact revenue lives in the store, this is for dashboards.
+        self.revenue = Counter(
+            "channel_node_revenue", "Charged, in the token's smallest unit", registry=self.registry
+        )
+        self.rejections = Counter("channel_node_rejections", "Refused payments by code", ["code"], registry=self.registry)
+        self.latency = Histogram(
+            "channel_node_paid_request_seconds", "Latency of priced requests", ["outcome"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.channels = Gauge("channel_node_channels", "Channels known to the node", registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

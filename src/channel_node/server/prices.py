@@ -1,0 +1,52 @@
+"""The price table: which paths cost what. Exact paths win, then free patterns, then priced patterns
+in the order they are listed; a path nothing matches is free (the paywall guards only what is listed)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Price:
+    path: str
+    amount: int  # in the token's smallest unit
+    once: bool = True  # bought once per channel (an article) rather than per request (an API call)
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+class PriceTable:
+    def __init__(self, prices: list[Price], free: list[str]) -> None:
+        self._exact: dict[str, Price | None] = {}
+        self._free_patterns: list[re.Pattern] = []
+        self._patterns: list[tuple[re.Pattern, Price]] = []
+        for path in free:
+            if _is_pattern(path):
+                self._free_patterns.append(re.compile(fnmatch.translate(path)))
+            else:
+                self._exact[path] = None
+        for price in prices:
+            if price.amount <= 0:
+                raise ValueError(f"price for {price.path} must be positive (list free paths under `free`)")
+            if _is_pattern(price.path):
+                self._patterns.append((re.compile(fnmatch.translate(price.path)), price))
+            else:
+                self._exact[price.path] = price
+        self.prices = prices
+
+    def match(self, path: str) -> Price | None:
+        """The price of `path`, or None when it is free."""
+        if path in self._exact:
+            return self._exact[path]
+        if any(pattern.match(path) for pattern in self._free_patterns):
+            return None
+        for pattern, price in self._patterns:
+            if pattern.match(path):
+                return price
+        return None
+
+
+def _is_pattern(path: str) -> bool:
+    return any(ch in path for ch in "*?[")

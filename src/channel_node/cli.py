@@ -3,28 +3,165 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
+from pathlib import Path
 
 from channel_node import __version__
 
 
+def _print(lines: list[str]) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
+async def _serve_app(app, host: str, port: int):
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+# ---------------------------------------------------------------------- dev
+
+
+async def _dev_main(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from channel_node.dev import ARTICLES, create_world, dev_settings, instructions
+    from channel_node.node import build_node
+    from channel_node.server.protocol import decode_header
+    from web3 import AsyncWeb3
+    from web3.providers.eth_tester import AsyncEthereumTesterProvider
+
+    print("channel-node dev: starting an in-process chain and deploying ChannelDeposit ...", flush=True)
+    world = create_world(Path(args.data_dir) if args.data_dir else None)
+    provider = AsyncEthereumTesterProvider()
+    provider.ethereum_tester = world.chain.tester  # the node reads the same in-process chain
+    settings = dev_settings(world.database, world.contract, world.receiver, args.host, args.port)
+    node = await build_node(settings, AsyncWeb3(provider))
+    runner, base_url = await _serve_app(node.app, args.host, args.port)
+    try:
+        # Prove the whole path once: 402, then a paid fetch with the reader's first voucher.
+        first = ARTICLES[0]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base_url + first) as offer:
+                offer_status = offer.status
+            header = world.voucher_header(node.paywall.prices.match(first).amount, first=True)
+            async with http.get(base_url + first, headers={"PAYMENT-SIGNATURE": header}) as paid:
+                paid_status = paid.status
+                receipt = decode_header(paid.headers["PAYMENT-RESPONSE"]) if paid.status == 200 else None
+        if offer_status != 402 or receipt is None:
+            print(f"self-check failed: offer {offer_status}, payment {paid_status}", file=sys.stderr)
+            return 1
+        print(
+            f"\nserving {base_url}  (self-check: {first} answered 402, then 200 after paying "
+            f"{receipt['chargedAmount']} wei; charged total {receipt['chargedTotal']})\n",
+            flush=True,
+        )
+        _print(instructions(world, base_url, paid_first=True))
+        if args.once:
+            return 0
+        print("\nPress Ctrl-C to stop.", flush=True)
+        await _wait_for_signal()
+        return 0
+    finally:
+        await runner.cleanup()
+        await node.close()
+
+
 def _dev(args: argparse.Namespace) -> int:
-    """Until the paywall node lands, `dev` walks one channel through its life on the embedded chain."""
-    os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
+    from channel_node.logs import configure
+
+    configure(args.log_format)
+    return asyncio.run(_dev_main(args))
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def _web3_for(url: str):
+    from web3 import AsyncWeb3, WebSocketProvider
+    from web3.providers import AsyncHTTPProvider
+
+    if url.startswith(("ws://", "wss://")):
+        return AsyncWeb3(WebSocketProvider(url)), True
+    return AsyncWeb3(AsyncHTTPProvider(url)), False
+
+
+async def _serve_main(settings) -> int:
+    from channel_node.node import NodeConfigError, build_node
+    from channel_node.store import StoreError
+
+    w3, persistent = _web3_for(settings.rpc_url)
+    if persistent:
+        try:
+            await w3.provider.connect()
+        except Exception as exc:
+            print(f"error: cannot connect to {settings.rpc_url}: {type(exc).__name__}", file=sys.stderr)
+            return 2
+    try:
+        node = await build_node(settings, w3)
+    except (NodeConfigError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runner, base_url = await _serve_app(node.app, settings.host, settings.port)
+    print(f"channel-node serving {base_url} (chain {node.chain_id}, contract {settings.contract})", flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+        await node.close()
+        if persistent:
+            await w3.provider.disconnect()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from channel_node.config import load_settings
+    from channel_node.logs import configure
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = load_settings(Path(args.config) if args.config else None, **overrides)
+    except (ValidationError, FileNotFoundError) as exc:
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_format)
+    return asyncio.run(_serve_main(settings))
+
+
+# ---------------------------------------------------------------------- contract demo
+
+
+def _contract_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from channel_node.demo import run_contract_demo
 
-    console = Console()
-    console.print("[bold]channel-node dev[/]: in-process chain (eth-tester/py-evm), ChannelDeposit deployed")
-    table = Table(title="One payment channel, end to end")
+    table = Table(title="One payment channel, end to end, on the in-process chain")
     for column, justify in (("step", "left"), ("gas", "right"), ("result", "left")):
         table.add_column(column, justify=justify)
     for step in run_contract_demo(unlocks=args.unlocks, price=args.price):
         table.add_row(step.name, f"{step.gas:,}" if step.gas else "—", step.result)
-    console.print(table)
+    Console().print(table)
     return 0
 
 
@@ -32,14 +169,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="channel-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"channel-node {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    dev = commands.add_parser("dev", help="run on the embedded in-process chain")
-    dev.add_argument("--unlocks", type=int, default=1000, help="off-chain vouchers to sign and verify (default 1000)")
-    dev.add_argument("--price", type=int, default=20_000_000_000_000, help="price per unlock in wei (default 2e13)")
+
+    dev = commands.add_parser("dev", help="run the node on an embedded in-process chain with a sample priced site")
+    dev.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8402, help="listen port (default 8402; 0 picks a free one)")
+    dev.add_argument("--data-dir", help="folder for the node's database (default: a new temporary folder)")
+    dev.add_argument("--once", action="store_true", help="exit after the self-check and instructions")
+    dev.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     dev.set_defaults(handler=_dev)
+
+    serve = commands.add_parser("serve", help="run the node against a JSON-RPC endpoint and a deployed contract")
+    serve.add_argument("--config", help="TOML configuration file (CHANNEL_NODE_* environment variables override it)")
+    serve.add_argument("--host", help="listen address (overrides the configuration)")
+    serve.add_argument("--port", type=int, help="listen port (overrides the configuration)")
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser("contract-demo", help="walk one channel through its on-chain life and print the gas")
+    demo.add_argument("--unlocks", type=int, default=1000, help="off-chain vouchers to sign and verify (default 1000)")
+    demo.add_argument("--price", type=int, default=20_000_000_000_000, help="price per unlock in wei (default 2e13)")
+    demo.set_defaults(handler=_contract_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
     args = build_parser().parse_args(argv)
     return args.handler(args)
 

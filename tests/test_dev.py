@@ -1,0 +1,52 @@
+"""README's first command: `channel-node dev` serves a priced site and prints how to pay; following
+its printed instructions buys articles."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+from channel_node.server.protocol import decode_header
+
+
+def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_following_what_dev_prints_pays_for_articles(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "channel_node.cli", "dev", "--port", "0", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Re-reading"):
+                break
+        text = "\n".join(lines)
+        assert "self-check" in text, text
+        offer_url = re.search(r"curl -i (http://\S+)$", text, re.M).group(1)
+        status, headers, body = fetch(offer_url)
+        assert status == 402 and json.loads(body)["accepts"][0]["amount"] == "20000000000000"
+        paid = re.findall(r"curl -i -H 'PAYMENT-SIGNATURE: (\S+)' (http://\S+)", text)
+        assert len(paid) == 2
+        for n, (header, url) in enumerate(paid, start=2):
+            status, headers, body = fetch(url, {"PAYMENT-SIGNATURE": header})
+            assert status == 200 and b"<h1>" in body
+            assert decode_header(headers["PAYMENT-RESPONSE"])["chargedTotal"] == str(n * 20000000000000)
+        assert (tmp_path / "node.db").exists()
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0

@@ -1,1 +1,43 @@
 """The chain edge: contract artifacts, typed contract client over web3.py."""
+
+from channel_node.chain.client import (
+    EVENT_TYPES,
+    ChannelClaimed,
+    ChannelDeposited,
+    ChannelDepositClient,
+    ChannelEventLog,
+    ChannelOpened,
+    ChannelSettled,
+    CloseRequested,
+    ContractRevert,
+    LocalKeySender,
+    OnChainChannel,
+    PayoutDeferred,
+    PendingWithdrawn,
+    Sender,
+    TxResult,
+    UnlockedSender,
+    decode_log,
+    decode_revert_data,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "ChannelClaimed",
+    "ChannelDeposited",
+    "ChannelDepositClient",
+    "ChannelEventLog",
+    "ChannelOpened",
+    "ChannelSettled",
+    "CloseRequested",
+    "ContractRevert",
+    "LocalKeySender",
+    "OnChainChannel",
+    "PayoutDeferred",
+    "PendingWithdrawn",
+    "Sender",
+    "TxResult",
+    "UnlockedSender",
+    "decode_log",
+    "decode_revert_data",
+]

@@ -12,6 +12,15 @@ from pathlib import Path
 from channel_node import __version__
 
 
+def run_async(main) -> int:
+    """Runs `main` on uvloop where it is installed (faster sockets), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def _print(lines: list[str]) -> None:
     for line in lines:
         print(line, flush=True)
@@ -88,7 +97,7 @@ def _dev(args: argparse.Namespace) -> int:
     from channel_node.logs import configure
 
     configure(args.log_format)
-    return asyncio.run(_dev_main(args))
+    return run_async(_dev_main(args))
 
 
 # ---------------------------------------------------------------------- serve
@@ -144,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     configure(settings.log_format)
-    return asyncio.run(_serve_main(settings))
+    return run_async(_serve_main(settings))
 
 
 # ---------------------------------------------------------------------- contract demo

@@ -127,7 +127,7 @@ class Runtime:
         now = self.clock()
         if request.amount > state.deposited and not state.settled:
             state = await self._refresh(state, now)  # maybe a top-up the node has not seen yet
-        lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id)
+        lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id, request.once)
         event = PaymentReceived(
             amount=request.amount,
             signature=request.signature,

@@ -66,7 +66,7 @@ class Paywall:
         started = time.perf_counter()
         header = request.headers.get(SIGNATURE_HEADER)
         if header is None:
-            if isinstance(self.source, StaticSource) and self.source.locate(request.path) is None:
+            if isinstance(self.source, StaticSource) and not self.source.exists(request.path):
                 return self._content_response(await self.source.fetch("GET", request.path, "", {}, b""))
             return self._required(request, price, 402, "payment_required", "this resource costs a payment")
         try:

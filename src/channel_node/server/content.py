@@ -7,6 +7,8 @@ never costs the reader anything; it is sent only after the commit.
 from __future__ import annotations
 
 import mimetypes
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import aiohttp
 from multidict import CIMultiDict
 
 SMALL_FILE = 1 << 20  # files up to this size are read into memory; larger ones are streamed
+CACHE_BYTES = 64 << 20  # small files kept in memory, revalidated by a stat every REVALIDATE seconds
+REVALIDATE = 1.0
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
@@ -36,11 +40,25 @@ def not_found() -> Content:
     return Content(404, CIMultiDict({"Content-Type": "text/plain"}), b"not found\n")
 
 
+@dataclass
+class _Cached:
+    file: Path
+    body: bytes
+    mime: str
+    signature: tuple[int, int]  # (mtime_ns, size) when read
+    checked: float
+
+
 class StaticSource:
+    """Files under `root`. Small files are served from memory: resolving and reading a file per
+    request costs more than the whole payment check, and a stat per second keeps edits visible."""
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         if not self.root.is_dir():
             raise ValueError(f"content directory {root} does not exist")
+        self._cache: dict[str, _Cached] = {}
+        self._cached_bytes = 0
 
     def locate(self, path: str) -> Path | None:
         candidate = (self.root / path.lstrip("/")).resolve()
@@ -50,15 +68,44 @@ class StaticSource:
             candidate = candidate / "index.html"
         return candidate if candidate.is_file() else None
 
+    def exists(self, path: str) -> bool:
+        return path in self._cache or self.locate(path) is not None
+
     async def fetch(self, method: str, path: str, query: str, headers, body: bytes) -> Content:
+        cached = self._fresh(path)
+        if cached is not None:
+            return Content(200, CIMultiDict({"Content-Type": cached.mime}), cached.body)
         file = self.locate(path)
         if file is None:
             return not_found()
         mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        response_headers = CIMultiDict({"Content-Type": mime})
-        if file.stat().st_size <= SMALL_FILE:
-            return Content(200, response_headers, file.read_bytes())
-        return Content(200, response_headers, file=file)
+        stat = file.stat()
+        if stat.st_size > SMALL_FILE:
+            return Content(200, CIMultiDict({"Content-Type": mime}), file=file)
+        data = file.read_bytes()
+        if self._cached_bytes + len(data) <= CACHE_BYTES:
+            self._cache[path] = _Cached(file, data, mime, (stat.st_mtime_ns, stat.st_size), time.monotonic())
+            self._cached_bytes += len(data)
+        return Content(200, CIMultiDict({"Content-Type": mime}), data)
+
+    def _fresh(self, path: str) -> _Cached | None:
+        cached = self._cache.get(path)
+        if cached is None:
+            return None
+        now = time.monotonic()
+        if now - cached.checked < REVALIDATE:
+            return cached
+        try:
+            stat = os.stat(cached.file)
+            unchanged = (stat.st_mtime_ns, stat.st_size) == cached.signature
+        except OSError:
+            unchanged = False
+        if unchanged:
+            cached.checked = now
+            return cached
+        del self._cache[path]
+        self._cached_bytes -= len(cached.body)
+        return None
 
     def mime_type(self, path: str) -> str:
         return mimetypes.guess_type(path.rstrip("/") or "index.html")[0] or "text/html"

@@ -10,6 +10,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from eth_utils import to_checksum_address
@@ -246,13 +247,18 @@ def payment_required(
     }
 
 
+@lru_cache(maxsize=65536)
+def _checksum(address: bytes) -> str:
+    return to_checksum_address(address)
+
+
 def payment_response(offer: Offer, state: ChannelState, charged: int, payment_id: str | None) -> dict:
     return {
         "x402Version": X402_VERSION,
         "success": True,
         "scheme": SCHEME,
         "network": offer.network,
-        "payer": to_checksum_address(state.config.payer),
+        "payer": _checksum(state.config.payer),
         "channelId": "0x" + state.channel_id.hex(),
         "chargedAmount": str(charged),
         "chargedTotal": str(state.charged),

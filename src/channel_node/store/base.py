@@ -75,7 +75,11 @@ class Store(Protocol):
 
     async def load_channel(self, channel_id: bytes) -> StoredChannel | None: ...
 
-    async def lookup_payment(self, channel_id: bytes, resource: str, payment_id: str | None) -> PaymentLookup: ...
+    async def lookup_payment(
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+    ) -> PaymentLookup:
+        """`once=False` (a per-request resource) skips the unlock lookup: such resources never unlock."""
+        ...
 
     async def commit(self, write: ChannelWrite) -> int:
         """Applies the write durably and returns the channel's new version; raises StaleWrite."""

@@ -32,9 +32,11 @@ class MemoryStore:
     async def load_channel(self, channel_id: bytes) -> StoredChannel | None:
         return self._channels.get(channel_id)
 
-    async def lookup_payment(self, channel_id: bytes, resource: str, payment_id: str | None) -> PaymentLookup:
+    async def lookup_payment(
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+    ) -> PaymentLookup:
         prior = self._payments.get((channel_id, payment_id)) if payment_id else None
-        return PaymentLookup(unlocked=(channel_id, resource) in self._unlocks, prior_resource=prior)
+        return PaymentLookup(unlocked=once and (channel_id, resource) in self._unlocks, prior_resource=prior)
 
     async def commit(self, write: ChannelWrite) -> int:
         channel_id = write.state.channel_id

@@ -178,8 +178,10 @@ class SQLiteStore:
         ).fetchone()
         return _row_to_channel(row) if row else None
 
-    async def lookup_payment(self, channel_id: bytes, resource: str, payment_id: str | None) -> PaymentLookup:
-        unlocked = (
+    async def lookup_payment(
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+    ) -> PaymentLookup:
+        unlocked = once and (
             self._reader.execute(
                 "SELECT 1 FROM unlocks WHERE channel_id = ? AND resource = ?", (channel_id, resource)
             ).fetchone()

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     close_delay_min: int = 900
     close_delay_max: int = 30 * 24 * 3600
     log_format: Literal["auto", "json", "console"] = "auto"
+    recovery_thread: bool = True  # recover voucher signers on a worker thread (uses a second core)
     admin_token: SecretStr | None = None
     paywall: Paywall
 

@@ -11,6 +11,7 @@ from web3 import AsyncWeb3
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.view import Web3ChainView
 from channel_node.config import Settings
+from channel_node.recovery import SignerRecovery
 from channel_node.runtime import Runtime
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
@@ -35,6 +36,8 @@ class Node:
     app: web.Application
 
     async def close(self) -> None:
+        if self.runtime.recovery is not None:
+            self.runtime.recovery.close()
         await self.store.close()
 
 
@@ -76,6 +79,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         token=settings.token_bytes,
         chain=Web3ChainView(w3, contract, settings.confirmations),
         close_margin=settings.close_margin,
+        recovery=SignerRecovery() if settings.recovery_thread else None,
     )
     wall = settings.paywall
     source = (

@@ -28,6 +28,7 @@ from channel_node.core import (
     transition,
 )
 from channel_node.signing import ChannelConfig, Domain, InvalidSignature, channel_id, recover_signer, voucher_digest
+from channel_node.recovery import SignerRecovery
 from channel_node.store import Charge, ChannelWrite, StaleWrite, Store, StoredChannel
 
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
@@ -87,6 +88,7 @@ class Runtime:
         chain: ChainView | None,
         close_margin: int,
         clock: Callable[[], float] = time.time,
+        recovery: SignerRecovery | None = None,
     ) -> None:
         self.store = store
         self.domain = domain
@@ -95,6 +97,7 @@ class Runtime:
         self.chain = chain
         self.close_margin = close_margin
         self.clock = clock
+        self.recovery = recovery  # None: recover inline on the loop's thread
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._cache: dict[bytes, StoredChannel] = {}
         self._last_refresh: dict[bytes, float] = {}
@@ -108,7 +111,11 @@ class Runtime:
 
     async def pay(self, request: PaymentRequest) -> PaymentOutcome:
         try:
-            signer = recover_signer(voucher_digest(self.domain, request.channel_id, request.amount), request.signature)
+            digest = voucher_digest(self.domain, request.channel_id, request.amount)
+            if self.recovery is None:
+                signer = recover_signer(digest, request.signature)
+            else:
+                signer = await self.recovery.recover(digest, request.signature)
         except (InvalidSignature, ValueError) as exc:
             return PaymentOutcome(Rejected(Reject.INVALID_SIGNATURE, str(exc)), None)
         async with self._lock(request.channel_id):

@@ -235,24 +235,24 @@ class SQLiteStore:
                     break
                 batch.append(more)
             outcomes = self._apply_batch(connection, batch)
+            # One wake-up per event loop per batch, not one per write: each wake-up is a syscall.
+            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
             for request, outcome in zip(batch, outcomes):
-                request.loop.call_soon_threadsafe(_resolve, request.future, outcome)
+                by_loop.setdefault(request.loop, []).append((request.future, outcome))
+            for loop, results in by_loop.items():
+                loop.call_soon_threadsafe(_resolve_all, results)
             if stop:
                 return
 
     def _apply_batch(self, connection: sqlite3.Connection, batch: list[_Request]) -> list[object]:
-        outcomes: list[object] = []
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            for request in batch:
-                connection.execute("SAVEPOINT w")
-                try:
-                    outcomes.append(self._apply(connection, request.write))
-                    connection.execute("RELEASE w")
-                except (StaleWrite, sqlite3.IntegrityError) as exc:
-                    connection.execute("ROLLBACK TO w")
-                    connection.execute("RELEASE w")
-                    outcomes.append(exc if isinstance(exc, StaleWrite) else StaleWrite(str(exc)))
+            try:
+                outcomes = self._apply_all(connection, batch, savepoints=False)
+            except sqlite3.IntegrityError:
+                # A write failed after its channel row changed (a payment id another process recorded):
+                # redo the batch with a savepoint per write so only that write is undone.
+                connection.execute("ROLLBACK")
+                outcomes = self._apply_all(connection, batch, savepoints=True)
             connection.execute("COMMIT")
             self.batches += 1
             self.writes += len(batch)
@@ -261,6 +261,27 @@ class SQLiteStore:
                 connection.execute("ROLLBACK")
             failure = StoreError(f"could not commit to {self.path}: {exc}")
             return [failure] * len(batch)
+        return outcomes
+
+    def _apply_all(self, connection: sqlite3.Connection, batch: list[_Request], savepoints: bool) -> list[object]:
+        """Applies every write in one transaction. Without savepoints a stale write is still safe to
+        skip: its compare-and-set UPDATE is its first statement, so it wrote nothing."""
+        outcomes: list[object] = []
+        connection.execute("BEGIN IMMEDIATE")
+        for request in batch:
+            if savepoints:
+                connection.execute("SAVEPOINT w")
+            try:
+                outcomes.append(self._apply(connection, request.write))
+            except StaleWrite as exc:
+                outcomes.append(exc)
+            except sqlite3.IntegrityError as exc:
+                if not savepoints:
+                    raise
+                connection.execute("ROLLBACK TO w")
+                outcomes.append(StaleWrite(f"write refused by the database: {exc}"))
+            if savepoints:
+                connection.execute("RELEASE w")
         return outcomes
 
     @staticmethod
@@ -301,12 +322,13 @@ class SQLiteStore:
         return version
 
 
-def _resolve(future: asyncio.Future, outcome: object) -> None:
-    if future.done():  # the request was cancelled (client went away); the write stands regardless
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+def _resolve_all(results: list[tuple[asyncio.Future, object]]) -> None:
+    for future, outcome in results:
+        if future.done():  # the request was cancelled (client went away); the write stands regardless
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 

@@ -80,6 +80,7 @@ async def serve(args: argparse.Namespace) -> None:
     from channel_node.node import build_node
     from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id
     from channel_node.store import ChannelWrite
+    from channel_node.cli import freeze_startup_objects
     from channel_node.chain.devchain import DevChain
     from web3 import AsyncWeb3
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
@@ -115,6 +116,7 @@ async def serve(args: argparse.Namespace) -> None:
         await node.store.commit(ChannelWrite(state, 0))
     runner = web.AppRunner(node.app, access_log=None)
     await runner.setup()
+    freeze_startup_objects()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()
     host, port = runner.addresses[0][:2]

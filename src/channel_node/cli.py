@@ -21,6 +21,16 @@ def run_async(main) -> int:
     return uvloop.run(main)
 
 
+def freeze_startup_objects() -> None:
+    """Moves everything allocated at start-up (web3, the ABI, an in-process chain) out of the cyclic
+    garbage collector's sight: full collections then scan only per-request garbage, which removes
+    pauses of tens of milliseconds from the latency tail."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _print(lines: list[str]) -> None:
     for line in lines:
         print(line, flush=True)
@@ -64,6 +74,7 @@ async def _dev_main(args: argparse.Namespace) -> int:
     settings = dev_settings(world.database, world.contract, world.receiver, args.host, args.port)
     node = await build_node(settings, AsyncWeb3(provider))
     runner, base_url = await _serve_app(node.app, args.host, args.port)
+    freeze_startup_objects()
     try:
         # Prove the whole path once: 402, then a paid fetch with the reader's first voucher.
         first = ARTICLES[0]
@@ -129,6 +140,7 @@ async def _serve_main(settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     runner, base_url = await _serve_app(node.app, settings.host, settings.port)
+    freeze_startup_objects()
     print(f"channel-node serving {base_url} (chain {node.chain_id}, contract {settings.contract})", flush=True)
     try:
         await _wait_for_signal()

@@ -20,5 +20,5 @@ def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # so a reconfiguration (tests, CLI) takes effect everywhere
     )

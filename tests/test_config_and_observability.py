@@ -1,0 +1,80 @@
+"""Configuration from TOML and environment; structured logs, metrics and health of a running node."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from channel_node.config import load_settings
+from channel_node.logs import configure
+from paywall_helpers import PRICE, Payer, node_settings, start_node, write_site
+
+BASE = {"contract": "0x" + "11" * 20, "receiver": "0x" + "22" * 20}
+
+
+def test_toml_file_with_environment_overrides(tmp_path, monkeypatch):
+    toml = tmp_path / "node.toml"
+    toml.write_text(
+        f'contract = "{BASE["contract"]}"\nreceiver = "{BASE["receiver"]}"\nport = 9000\n'
+        'admin_token = "s3cret-admin-token"\n'
+        '[paywall]\nupstream = "http://127.0.0.1:8080"\nfree = ["/static/*"]\n'
+        '[[paywall.prices]]\npath = "/articles/*"\nprice = "340282366920938463463374607431768211455"\n'
+        'tags = { section = "news" }\n'
+    )
+    monkeypatch.setenv("CHANNEL_NODE_PORT", "9100")
+    monkeypatch.setenv("CHANNEL_NODE_CLOSE_MARGIN", "120")
+    settings = load_settings(toml)
+    assert (settings.port, settings.close_margin, settings.confirmations) == (9100, 120, 2)
+    assert settings.paywall.prices[0].price == 2**128 - 1  # exact, as an integer
+    assert settings.paywall.prices[0].tags == {"section": "news"}
+    assert "s3cret-admin-token" not in repr(settings) and "s3cret-admin-token" not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"paywall": {"content_dir": "/tmp", "prices": [{"path": "/a", "price": 0.5}]}},  # floats never become money
+        {"paywall": {"content_dir": "/tmp", "prices": [{"path": "/a", "price": 2**128}]}},
+        {"paywall": {"content_dir": "/tmp", "prices": [{"path": "a", "price": 1}]}},  # paths start with /
+        {"paywall": {"content_dir": "/tmp", "upstream": "http://x"}},  # one content source
+        {"paywall": {}},
+        {"paywall": {"content_dir": "/tmp"}, "contract": "0x1234"},
+        {"paywall": {"content_dir": "/tmp"}, "rpc_url": "ftp://x"},
+        {"paywall": {"content_dir": "/tmp"}, "confirmations": 0},
+        {"paywall": {"content_dir": "/tmp"}, "surprise": 1},
+    ],
+)
+def test_invalid_settings_are_refused(change):
+    with pytest.raises(ValidationError):
+        load_settings(**(BASE | change))
+
+
+def test_missing_config_file_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+async def test_one_json_log_line_per_paid_request_and_metrics(chain, deployed, parties, channels, tmp_path, capsys):
+    settings = node_settings(deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=write_site(tmp_path / "site"))
+    running = await start_node(chain.tester, settings)
+    configure("json")
+    try:
+        payer = Payer(channels, channels.open_eth(10 * PRICE, channels.config()))
+        capsys.readouterr()
+        await running.client.get("/articles/1.html", headers={"PAYMENT-SIGNATURE": payer.header(PRICE)})
+        await running.client.get("/articles/2.html", headers={"PAYMENT-SIGNATURE": payer.header(PRICE)})
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(l["event"], l["outcome"], l["charged"]) for l in lines] == [
+            ("payment", "accepted", PRICE), ("payment", "stale_voucher", 0)
+        ]  # fmt: skip
+        assert lines[0]["channel"] == "0x" + payer.id.hex() and lines[0]["resource"] == "/articles/1.html"
+        metrics = await (await running.client.get("/metrics")).text()
+        assert f"channel_node_revenue_total {float(PRICE)}" in metrics
+        assert 'channel_node_paid_request_seconds_count{outcome="accepted"} 1.0' in metrics
+        assert 'channel_node_rejections_total{code="stale_voucher"} 1.0' in metrics
+        assert (await (await running.client.get("/healthz")).json())["status"] == "ok"
+    finally:
+        configure("console")
+        await running.stop()

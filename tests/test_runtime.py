@@ -1,0 +1,133 @@
+"""The runtime's joins, over the in-memory store and a scripted chain: discovery, chain failures,
+another writer, and hostile payment headers that must never become a 5xx."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from channel_node.core import Accepted, Reject
+from channel_node.runtime import ChainChannel, ChainUnavailable, PaymentRequest, Runtime
+from channel_node.server.protocol import ProtocolError, Voucher, decode_header, parse_payment_signature, payment_signature
+from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
+from channel_node.store import ChannelWrite, MemoryStore, Pin
+
+import pytest
+
+KEY = keccak256(b"runtime test key")
+RECEIVER = b"\x02" * 20
+DOMAIN = Domain(1337, b"\x0c" * 20)
+CONFIG = ChannelConfig.create(b"\x01" * 20, address_of_key(KEY), RECEIVER, None, 3600, 1)
+CHANNEL = channel_id(DOMAIN, CONFIG)
+
+
+class ScriptedChain:
+    def __init__(self, channel: ChainChannel | None = None, fail: bool = False):
+        self.channel, self.fail, self.calls = channel, fail, 0
+
+    async def confirmed_channel(self, channel_id: bytes) -> ChainChannel | None:
+        self.calls += 1
+        if self.fail:
+            raise ChainUnavailable("rpc down")
+        return self.channel
+
+
+def request(amount: int, resource: str = "/a", key: bytes = KEY, config: ChannelConfig | None = CONFIG) -> PaymentRequest:
+    signature = sign_digest(key, voucher_digest(DOMAIN, CHANNEL, amount))
+    return PaymentRequest(CHANNEL, amount, signature, resource, price=10, once=True, config=config)
+
+
+async def runtime_with(chain: ScriptedChain) -> Runtime:
+    store = MemoryStore()
+    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    return Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain, close_margin=60, clock=lambda: 1000.0)
+
+
+async def test_first_voucher_discovers_the_channel_on_chain_once():
+    chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))
+    runtime = await runtime_with(chain)
+    outcome = await runtime.pay(request(10))
+    assert outcome.effect == Accepted(charged=10) and outcome.state.deposited == 100
+    assert (await runtime.pay(request(20, "/b", config=None))).accepted
+    assert chain.calls == 1, "a known channel is served from the store, not the chain"
+
+
+async def test_unknown_and_forged_channels_cost_at_most_one_chain_call():
+    chain = ScriptedChain(None)
+    runtime = await runtime_with(chain)
+    for _ in range(3):
+        assert (await runtime.pay(request(10))).effect.code is Reject.CHANNEL_UNKNOWN
+    assert chain.calls == 1, "unknown ids are remembered for a while"
+    forged = await runtime.pay(request(10, key=keccak256(b"someone else")))
+    assert forged.effect.code is Reject.INVALID_SIGNATURE and chain.calls == 1
+    wrong_id = await runtime.pay(request(10, config=ChannelConfig.create(b"\x01" * 20, address_of_key(KEY), RECEIVER, None, 3600, 2)))
+    assert wrong_id.effect.code is Reject.CHANNEL_UNKNOWN and chain.calls == 1
+
+
+async def test_chain_failure_is_raised_for_a_retry_and_records_nothing():
+    runtime = await runtime_with(ScriptedChain(fail=True))
+    with pytest.raises(ChainUnavailable):
+        await runtime.pay(request(10))
+    assert await runtime.store.load_channel(CHANNEL) is None
+
+
+async def test_another_writer_is_detected_and_nothing_is_charged_twice():
+    chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))
+    runtime = await runtime_with(chain)
+    await runtime.pay(request(30))  # charged 10, ceiling 30
+    stored = await runtime.store.load_channel(CHANNEL)
+    # Another process spends the remaining credit behind this runtime's cache.
+    from dataclasses import replace
+
+    await runtime.store.commit(ChannelWrite(replace(stored.state, charged=30), stored.version))
+    outcome = await runtime.pay(request(30, "/b", config=None))
+    assert outcome.effect.code is Reject.STALE_VOUCHER, "the runtime reloaded and saw the credit was gone"
+    assert (await runtime.store.load_channel(CHANNEL)).state.charged == 30
+
+
+# ---------------------------------------------------------------------- hostile headers
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**300), 2**300) | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+VALID = decode_header(payment_signature("eip155:1337", "0x" + "0c" * 20, CHANNEL, 10, sign_digest(KEY, voucher_digest(DOMAIN, CHANNEL, 10)), "p-1", CONFIG))
+PATHS = [("x402Version",), ("accepted",), ("accepted", "scheme"), ("accepted", "network"), ("accepted", "extra"),
+         ("payload",), ("payload", "channelId"), ("payload", "maxClaimableAmount"), ("payload", "signature"),
+         ("payload", "paymentId"), ("payload", "channel"), ("payload", "channel", "closeDelay"),
+         ("payload", "channel", "salt"), ("payload", "channel", "payer")]  # fmt: skip
+
+
+def encode(document) -> str:
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+def parse_or_refuse(header: str) -> Voucher | None:
+    try:
+        return parse_payment_signature(header)
+    except ProtocolError as exc:
+        assert 400 <= exc.status < 500 and exc.code == "malformed_payment"
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300) | st.binary(max_size=300).map(lambda b: base64.b64encode(b).decode()))
+def test_garbage_headers_are_refused_as_malformed(header):
+    assert parse_or_refuse(header) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(PATHS), json_values)
+def test_a_valid_header_with_any_field_replaced_parses_or_is_refused(path, value):
+    document = json.loads(json.dumps(VALID))
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    voucher = parse_or_refuse(encode(document))
+    if voucher is not None:  # whatever parses is within the types the node works with
+        assert 0 <= voucher.amount < 2**128 and len(voucher.channel_id) == 32 and len(voucher.signature) in (64, 65)

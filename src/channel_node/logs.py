@@ -19,6 +19,6 @@ def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(),  # sys.stdout looked up per logger, not frozen here
         cache_logger_on_first_use=False,  # so a reconfiguration (tests, CLI) takes effect everywhere
     )

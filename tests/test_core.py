@@ -8,6 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channel_node.core import (
+    NewBlock,
+    OperatorClaim,
+    OperatorClose,
+    SendClaim,
+    SendClose,
     Accepted,
     ChainClaim,
     ChainCloseRequested,
@@ -90,6 +95,26 @@ def test_rejections():
     assert transition(settled, pay(10, 10))[1][0].code is Reject.CHANNEL_SETTLED
 
 
+def test_a_payers_close_is_defended_at_first_sight_and_every_block_until_claimed():
+    state, _ = transition(fresh(), pay(30, 10))
+    state, effects = transition(state, ChainCloseRequested(deadline=5000))
+    assert effects == [SendClaim(30, b"sig30", 5000)]
+    assert transition(state, NewBlock(timestamp=4000))[1] == [SendClaim(30, b"sig30", 5000)]
+    state, _ = transition(state, ChainClaim(total_claimed=30))
+    assert transition(state, NewBlock(timestamp=4001))[1] == [], "a confirmed claim ends the defence"
+    idle, effects = transition(fresh(), ChainCloseRequested(deadline=5000))
+    assert effects == [], "nothing signed to us, nothing to defend"
+
+
+def test_operator_claim_and_close():
+    assert transition(fresh(), OperatorClaim())[1][0].code is Reject.NOTHING_TO_CLAIM
+    state, _ = transition(fresh(), pay(30, 10))
+    assert transition(state, OperatorClaim()) == (state, [SendClaim(30, b"sig30", None)])
+    closing, effects = transition(state, OperatorClose())
+    assert effects == [SendClose(30, b"sig30")] and closing.receiver_closing
+    assert transition(closing, pay(40, 10))[1][0].code is Reject.CHANNEL_CLOSING, "nothing sold after deciding to close"
+
+
 def test_chain_totals_are_absolute_and_never_go_back():
     state, _ = transition(fresh(100), ChainDeposit(total_deposited=500))
     state, _ = transition(state, ChainDeposit(total_deposited=300))  # a stale or replayed log
@@ -118,6 +143,9 @@ events = st.one_of(
     st.builds(ChainClaim, total_claimed=st.integers(0, 3000)),
     st.builds(ChainCloseRequested, deadline=st.integers(0, 3000)),
     st.builds(ChainSettled, total_claimed=st.integers(0, 3000)),
+    st.builds(NewBlock, timestamp=st.integers(0, 3000)),
+    st.just(OperatorClaim()),
+    st.just(OperatorClose()),
 )
 
 
@@ -146,6 +174,11 @@ def test_properties_over_random_sequences(sequence):
                     if event.payment_id:
                         charges_per_id[event.payment_id] = charges_per_id.get(event.payment_id, 0) + 1
                         paid_by_id[event.payment_id] = event.resource
+            elif isinstance(effect, (SendClaim, SendClose)):
+                assert effect.amount == state.ceiling <= state.deposited, "transactions carry the best voucher"
+                assert effect.signature == state.signature
+                if isinstance(effect, SendClaim):
+                    assert effect.amount > state.claimed, "a claim is sent only when it collects something"
             else:
                 assert isinstance(effect, Rejected) and state == before, "a rejection changes nothing"
     assert served == state.charged, "every unit charged was for content served, once"

@@ -11,6 +11,7 @@ import pytest
 
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
+from channel_node.store.sqlite import migrations
 from channel_node.store import (
     Charge,
     ChannelWrite,
@@ -40,7 +41,10 @@ async def store(request, tmp_path):
 
 
 async def test_round_trip_keeps_uint256_amounts_exact(store):
-    state = channel(deposited=UINT256_MAX, ceiling=UINT256_MAX - 1, charged=UINT256_MAX - 2, signature=b"s" * 65)
+    state = channel(
+        deposited=UINT256_MAX, ceiling=UINT256_MAX - 1, charged=UINT256_MAX - 2, signature=b"s" * 65,
+        close_deadline=2**40 - 2, receiver_closing=True,
+    )  # fmt: skip
     assert await store.commit(ChannelWrite(state, expected_version=0)) == 1
     loaded = await store.load_channel(state.channel_id)
     assert loaded.state == state and loaded.version == 1
@@ -87,7 +91,24 @@ async def test_sqlite_is_durable_across_reopen_and_checks_its_pin(tmp_path):
     for wrong in (replace(PIN, chain_id=1), replace(PIN, contract=b"\x0d" * 20), replace(PIN, receiver=b"\x03" * 20)):
         with pytest.raises(StoreMismatch):
             await SQLiteStore(path).open(wrong)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(migrations())
+
+
+async def test_sqlite_upgrades_a_database_from_the_first_schema(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(migrations()[0][1] + "; PRAGMA user_version = 1;")
+    old.execute(
+        "INSERT INTO channels VALUES (?, ?, ?, ?, ?, 3600, '1', '100', '0', '10', ?, '10', NULL, 0, 1, 0)",
+        (b"\x01" * 32, b"\x01" * 20, b"\x05" * 20, PIN.receiver, b"\0" * 20, b"s" * 65),
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    await store.open(PIN)
+    loaded = await store.load_channel(b"\x01" * 32)
+    assert (loaded.state.charged, loaded.state.receiver_closing, loaded.version) == (10, False, 1)
+    await store.close()
 
 
 async def test_sqlite_refuses_a_second_process_on_the_same_file(tmp_path):

@@ -9,9 +9,14 @@ from channel_node.core.channel import (
     ChannelEvent,
     ChannelState,
     Effect,
+    NewBlock,
+    OperatorClaim,
+    OperatorClose,
     PaymentReceived,
     Reject,
     Rejected,
+    SendClaim,
+    SendClose,
     transition,
 )
 
@@ -24,8 +29,13 @@ __all__ = [
     "ChannelEvent",
     "ChannelState",
     "Effect",
+    "NewBlock",
+    "OperatorClaim",
+    "OperatorClose",
     "PaymentReceived",
     "Reject",
     "Rejected",
+    "SendClaim",
+    "SendClose",
     "transition",
 ]

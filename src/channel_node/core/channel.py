@@ -27,6 +27,7 @@ class Reject(StrEnum):
     INSUFFICIENT_VOUCHER = "insufficient_voucher"  # ceiling does not cover charged + price: sign higher
     STALE_VOUCHER = "stale_voucher"  # an old voucher (at or below the charged total) that cannot pay
     PAYMENT_ID_REUSED = "payment_id_reused"  # this payment identifier already paid for another resource
+    NOTHING_TO_CLAIM = "nothing_to_claim"  # operator asked to claim, but no voucher is above the claimed total
     CHANNEL_CLOSING = "channel_closing"  # a close is pending and its deadline is within the safety margin
     CHANNEL_SETTLED = "channel_settled"  # the channel has ended on chain
 
@@ -44,6 +45,7 @@ class ChannelState:
     charged: int = 0  # total charged for content served
     close_deadline: int | None = None  # set while a payer's close is pending
     settled: bool = False
+    receiver_closing: bool = False  # the operator decided to close: nothing more is sold on it
 
     @property
     def credit(self) -> int:
@@ -105,7 +107,27 @@ class ChainSettled:
     total_claimed: int
 
 
-ChannelEvent = PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested | ChainSettled
+@dataclass(frozen=True)
+class NewBlock:
+    """A new confirmed block: while a payer's close is pending, the defence is asserted again until
+    a confirmed claim covers the best voucher (the outbox makes repeats free)."""
+
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class OperatorClaim:
+    """Collect the best voucher now and keep the channel open."""
+
+
+@dataclass(frozen=True)
+class OperatorClose:
+    """Close with the best voucher (the rest goes back to the payer); stop selling on the channel."""
+
+
+ChannelEvent = (
+    PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested | ChainSettled | NewBlock | OperatorClaim | OperatorClose
+)
 
 
 # ------------------------------------------------------------------ effects (outputs)
@@ -126,7 +148,25 @@ class Rejected:
     detail: str
 
 
-Effect = Accepted | Rejected
+@dataclass(frozen=True)
+class SendClaim:
+    """Claim `amount` with `signature` on chain. `deadline` (chain time) is when it must be
+    confirmed by, for a defence against a payer's close; None when there is no hurry."""
+
+    amount: int
+    signature: bytes
+    deadline: int | None
+
+
+@dataclass(frozen=True)
+class SendClose:
+    """Close the channel on chain with the best voucher; the contract refunds the rest."""
+
+    amount: int
+    signature: bytes
+
+
+Effect = Accepted | Rejected | SendClaim | SendClose
 
 
 def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, list[Effect]]:
@@ -139,10 +179,30 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
         case ChainClaim(total_claimed=total):
             return replace(state, claimed=max(state.claimed, total)), []
         case ChainCloseRequested(deadline=deadline):
-            return replace(state, close_deadline=deadline), []
+            # Defend at first sight, not near the deadline (DESIGN.md section 8).
+            state = replace(state, close_deadline=deadline)
+            return state, _defence(state)
         case ChainSettled(total_claimed=total):
             return replace(state, claimed=max(state.claimed, total), settled=True), []
+        case NewBlock(timestamp=timestamp):
+            if state.close_deadline is not None and timestamp < state.close_deadline:
+                return state, _defence(state)
+            return state, []
+        case OperatorClaim():
+            if state.settled or state.unclaimed == 0:
+                return state, [Rejected(Reject.NOTHING_TO_CLAIM, "no voucher above what is already claimed")]
+            return state, [SendClaim(state.ceiling, state.signature, state.close_deadline)]
+        case OperatorClose():
+            if state.settled:
+                return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
+            return replace(state, receiver_closing=True), [SendClose(state.ceiling, state.signature)]
     raise TypeError(f"unknown channel event {event!r}")
+
+
+def _defence(state: ChannelState) -> list[Effect]:
+    if state.settled or state.unclaimed == 0:
+        return []
+    return [SendClaim(state.ceiling, state.signature, state.close_deadline)]
 
 
 def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list[Effect]]:
@@ -151,6 +211,8 @@ def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, lis
 
     if state.settled:
         return reject(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")
+    if state.receiver_closing:
+        return reject(Reject.CHANNEL_CLOSING, "the receiver is closing this channel; open a new one")
     if state.close_deadline is not None and p.now + p.close_margin >= state.close_deadline:
         return reject(Reject.CHANNEL_CLOSING, "a close is pending; open a new channel")
     if p.signer != state.config.signer:

@@ -60,7 +60,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 
 def _row_to_channel(row: tuple) -> StoredChannel:
     (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling,
-     signature, charged, close_deadline, settled, version) = row  # fmt: skip
+     signature, charged, close_deadline, settled, receiver_closing, version) = row  # fmt: skip
     config = ChannelConfig(payer, signer, receiver, token, close_delay, int(salt))
     state = ChannelState(
         channel_id=channel_id,
@@ -72,13 +72,14 @@ def _row_to_channel(row: tuple) -> StoredChannel:
         charged=int(charged),
         close_deadline=close_deadline,
         settled=bool(settled),
+        receiver_closing=bool(receiver_closing),
     )
     return StoredChannel(state, version)
 
 
 _CHANNEL_COLUMNS = (
     "channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling, "
-    "signature, charged, close_deadline, settled, version"
+    "signature, charged, close_deadline, settled, receiver_closing, version"
 )
 
 
@@ -291,20 +292,21 @@ class SQLiteStore:
         version = write.expected_version + 1
         values = (
             str(s.deposited), str(s.claimed), str(s.ceiling), s.signature, str(s.charged),
-            s.close_deadline, int(s.settled), version, now,
+            s.close_deadline, int(s.settled), int(s.receiver_closing), version, now,
         )  # fmt: skip
         if write.expected_version == 0:
             c = s.config
             cursor = connection.execute(
                 "INSERT OR IGNORE INTO channels (channel_id, payer, signer, receiver, token, close_delay, salt, "
-                "deposited, claimed, ceiling, signature, charged, close_deadline, settled, version, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "deposited, claimed, ceiling, signature, charged, close_deadline, settled, receiver_closing, version, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (s.channel_id, c.payer, c.signer, c.receiver, c.token, c.close_delay, str(c.salt), *values),
             )
         else:
             cursor = connection.execute(
                 "UPDATE channels SET deposited = ?, claimed = ?, ceiling = ?, signature = ?, charged = ?, "
-                "close_deadline = ?, settled = ?, version = ?, updated_at = ? WHERE channel_id = ? AND version = ?",
+                "close_deadline = ?, settled = ?, receiver_closing = ?, version = ?, updated_at = ? "
+                "WHERE channel_id = ? AND version = ?",
                 (*values, s.channel_id, write.expected_version),
             )
         if cursor.rowcount != 1:

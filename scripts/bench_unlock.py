@@ -87,7 +87,7 @@ async def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
     import logging
 
-    configure("json", level=logging.WARNING)  # a log line per request would measure the terminal
+    configure("json", level=getattr(logging, args.log_level.upper()))  # stdout goes to a file: as in production
     chain = DevChain()
     contract = chain.deploy_channel_deposit()
     payer, receiver = chain.accounts[2], chain.accounts[1]
@@ -121,8 +121,10 @@ async def serve(args: argparse.Namespace) -> None:
     await site.start()
     host, port = runner.addresses[0][:2]
     ids = [channel_id(domain, c).hex() for c in configs]
-    print(json.dumps({"url": f"http://{host}:{port}", "chain_id": chain.chain_id, "contract": contract.address,
-                      "channels": ids}), flush=True)  # fmt: skip
+    info = {"url": f"http://{host}:{port}", "chain_id": chain.chain_id, "contract": contract.address, "channels": ids}
+    ready = Path(args.data_dir) / "node.json"
+    ready.with_suffix(".tmp").write_text(json.dumps(info))
+    ready.with_suffix(".tmp").rename(ready)  # appears whole
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
@@ -182,6 +184,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the node gets the other core)")
     parser.add_argument("--vouchers", type=int, default=150_000, help="fresh vouchers to pre-sign")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument("--log-level", choices=["info", "warning"], default="info",
+                        help="node log level (info: one JSON line per paid request, the default of a real node)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -201,13 +205,20 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-unlock-"))
     say(f"starting the node with {args.channels} open channels ...")
+    node_log = (work / "node.log").open("w")
     node = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--channels", str(args.channels), "--data-dir", str(work),
-         "--synchronous", args.synchronous],
-        stdout=subprocess.PIPE, text=True,
+         "--synchronous", args.synchronous, "--log-level", args.log_level],
+        stdout=node_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        info = json.loads(node.stdout.readline())
+        ready = work / "node.json"
+        while not ready.exists():
+            if node.poll() is not None:
+                print((work / "node.log").read_text()[-2000:], file=sys.stderr)
+                raise SystemExit("the node exited during start-up")
+            time.sleep(0.1)
+        info = json.loads(ready.read_text())
         say(f"signing {args.vouchers:,} fresh vouchers ...")
         started = time.perf_counter()
         vouchers = work / "vouchers.tsv"
@@ -223,6 +234,8 @@ def main() -> int:
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=30)
+    node_log.close()
+    log_lines = sum(1 for _ in (work / "node.log").open())
     database = sqlite3.connect(work / "node.db")
     charges, charged = database.execute("SELECT COUNT(*), COALESCE(SUM(CAST(amount AS INTEGER)), 0) FROM charges").fetchone()
     served = paid["requests"] - paid["non2xx"]
@@ -236,6 +249,7 @@ def main() -> int:
         "paid_refused": paid["non2xx"],
         "durable_charges": charges,
         "every_voucher_durable": charges >= served and charged == charges * PRICE,
+        "log_lines": log_lines,
         "channels": args.channels,
         "connections": args.connections,
         "synchronous": args.synchronous,

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from channel_node.config import load_settings
-from channel_node.logs import configure
+from channel_node.logs import configure, flush as flush_logs
 from paywall_helpers import PRICE, Payer, node_settings, start_node, write_site
 
 BASE = {"contract": "0x" + "11" * 20, "receiver": "0x" + "22" * 20}
@@ -58,13 +58,14 @@ def test_missing_config_file_is_reported(tmp_path):
 
 async def test_one_json_log_line_per_paid_request_and_metrics(chain, deployed, parties, channels, tmp_path, capsys):
     settings = node_settings(deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=write_site(tmp_path / "site"))
-    running = await start_node(chain.tester, settings)
     configure("json")
+    running = await start_node(chain.tester, settings)
     try:
         payer = Payer(channels, channels.open_eth(10 * PRICE, channels.config()))
         capsys.readouterr()
         await running.client.get("/articles/1.html", headers={"PAYMENT-SIGNATURE": payer.header(PRICE)})
         await running.client.get("/articles/2.html", headers={"PAYMENT-SIGNATURE": payer.header(PRICE)})
+        flush_logs()
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(l["event"], l["outcome"], l["charged"]) for l in lines] == [
             ("payment", "accepted", PRICE), ("payment", "stale_voucher", 0)

@@ -138,3 +138,30 @@ async def test_sqlite_group_commit_batches_concurrent_writes_and_keeps_each_outc
     await reopened.open(PIN)
     assert len(await reopened.list_channels()) == 300
     await reopened.close()
+
+
+async def test_sqlite_bulk_updates_fall_back_per_write_when_one_is_stale_or_refused(tmp_path):
+    store = SQLiteStore(tmp_path / "node.db")
+    await store.open(PIN)
+    states = [channel(n) for n in range(1, 101)]
+    await asyncio.gather(*(store.commit(ChannelWrite(s, 0)) for s in states))
+    await store.commit(ChannelWrite(replace(states[0], charged=1, ceiling=1), 1, Charge("/x", 1, "dup", True, 1)))
+
+    def paid(s, version, payment_id):
+        return ChannelWrite(replace(s, ceiling=5, charged=5), version, Charge("/a", 5, payment_id, True, 2))
+
+    results = await asyncio.gather(
+        *(store.commit(paid(s, 1, f"p{n}")) for n, s in enumerate(states[1:])),
+        store.commit(paid(states[0], 1, "late")),  # stale: version is 2 now
+        return_exceptions=True,
+    )
+    assert results[:-1] == [2] * 99 and isinstance(results[-1], StaleWrite)
+    results = await asyncio.gather(
+        *(store.commit(paid(replace(s, charged=5), 2, f"q{n}")) for n, s in enumerate(states[1:50])),
+        store.commit(paid(states[0], 2, "dup")),  # refused by the unique payment id: only this write fails
+        return_exceptions=True,
+    )
+    assert results[:-1] == [3] * 49 and isinstance(results[-1], StaleWrite)
+    assert (await store.load_channel(states[0].channel_id)).state.charged == 1
+    assert len(await store.charges(states[1].channel_id)) == 2
+    await store.close()

@@ -9,7 +9,7 @@ Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
@@ -35,7 +35,12 @@ from channel_node.server.protocol import (
 )
 from channel_node.store import StoreError
 
-log = structlog.get_logger("channel_node.paywall")
+
+
+def _paywall_logger():
+    # Bound once per paywall (after logging is configured): a lazy module-level proxy would rebuild
+    # the logger on every paid request.
+    return structlog.get_logger("channel_node.paywall").bind()
 
 # Refusals a client fixes by signing again: they carry the channel's state (a corrective 402).
 CORRECTIVE = {Reject.INSUFFICIENT_VOUCHER, Reject.STALE_VOUCHER, Reject.EXCEEDS_DEPOSIT}
@@ -51,6 +56,7 @@ class Paywall:
     metrics: Metrics
     receiver: bytes
     token: bytes
+    log: structlog.typing.FilteringBoundLogger = field(default_factory=_paywall_logger)
 
     # ------------------------------------------------------------------ handlers
 
@@ -93,7 +99,7 @@ class Paywall:
         except ChainUnavailable as exc:
             return self._refuse(request, price, 503, "chain_unavailable", str(exc), started)
         except StoreError as exc:
-            log.error("store_failed", error=str(exc))
+            self.log.error("store_failed", error=str(exc))
             return self._refuse(request, price, 503, "store_unavailable", "the node could not record the payment", started)
 
         channel = "0x" + voucher.channel_id.hex()
@@ -103,11 +109,11 @@ class Paywall:
             return self._refuse(request, price, 402, code.value, outcome.effect.detail, started, state, channel)
 
         charged = outcome.effect.charged
-        self.metrics.unlocks.labels("paid" if charged else "free_refetch").inc()
+        (self.metrics.paid_unlocks if charged else self.metrics.free_refetches).inc()
         if charged:
             self.metrics.revenue.inc(charged)
-        self.metrics.latency.labels("accepted").observe(time.perf_counter() - started)
-        log.info("payment", channel=channel, resource=request.path, charged=charged, outcome="accepted",
+        self.metrics.accepted_latency.observe(time.perf_counter() - started)
+        self.log.info("payment", channel=channel, resource=request.path, charged=charged, outcome="accepted",
                  charged_total=outcome.state.charged)  # fmt: skip
         response = self._content_response(content)
         response.headers[RESPONSE_HEADER] = encode_header(
@@ -156,8 +162,8 @@ class Paywall:
 
     def _refuse(self, request, price, status, code, message, started, state=None, channel=None) -> web.Response:
         self.metrics.rejections.labels(code).inc()
-        self.metrics.latency.labels("rejected").observe(time.perf_counter() - started)
-        log.info("payment", channel=channel, resource=request.path, charged=0, outcome=code)
+        self.metrics.rejected_latency.observe(time.perf_counter() - started)
+        self.log.info("payment", channel=channel, resource=request.path, charged=0, outcome=code)
         return self._required(request, price, status, code, message, state)
 
     @staticmethod

@@ -21,6 +21,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.channels = Gauge("channel_node_channels", "Channels known to the node", registry=self.registry)
+        # Label lookups cost a lock and a dict probe: resolve the hot ones once.
+        self.paid_unlocks = self.unlocks.labels("paid")
+        self.free_refetches = self.unlocks.labels("free_refetch")
+        self.accepted_latency = self.latency.labels("accepted")
+        self.rejected_latency = self.latency.labels("rejected")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -247,13 +247,19 @@ class SQLiteStore:
 
     def _apply_batch(self, connection: sqlite3.Connection, batch: list[_Request]) -> list[object]:
         try:
+            outcomes = None
             try:
-                outcomes = self._apply_all(connection, batch, savepoints=False)
+                outcomes = self._apply_bulk(connection, batch)
             except sqlite3.IntegrityError:
-                # A write failed after its channel row changed (a payment id another process recorded):
-                # redo the batch with a savepoint per write so only that write is undone.
                 connection.execute("ROLLBACK")
-                outcomes = self._apply_all(connection, batch, savepoints=True)
+            if outcomes is None:
+                try:
+                    outcomes = self._apply_all(connection, batch, savepoints=False)
+                except sqlite3.IntegrityError:
+                    # A write failed after its channel row changed (a payment id another process
+                    # recorded): redo with a savepoint per write so only that write is undone.
+                    connection.execute("ROLLBACK")
+                    outcomes = self._apply_all(connection, batch, savepoints=True)
             connection.execute("COMMIT")
             self.batches += 1
             self.writes += len(batch)
@@ -263,6 +269,27 @@ class SQLiteStore:
             failure = StoreError(f"could not commit to {self.path}: {exc}")
             return [failure] * len(batch)
         return outcomes
+
+    def _apply_bulk(self, connection: sqlite3.Connection, batch: list[_Request]) -> list[object] | None:
+        """The common case, in three statements for the whole batch: every write updates a known
+        channel and every compare-and-set holds. Returns None (nothing written) when a write needs
+        the per-write path: a new channel, or a channel another writer changed."""
+        writes = [request.write for request in batch]
+        if any(write.expected_version == 0 for write in writes):
+            return None
+        now = int(time.time())
+        connection.execute("BEGIN IMMEDIATE")
+        cursor = connection.executemany(_UPDATE_CHANNEL, [_update_values(write, now) for write in writes])
+        if cursor.rowcount != len(writes):
+            connection.execute("ROLLBACK")
+            return None
+        charges = [write for write in writes if write.charge is not None]
+        if charges:
+            connection.executemany(_INSERT_CHARGE, [_charge_values(write) for write in charges])
+            unlocks = [(w.state.channel_id, w.charge.resource) for w in charges if w.charge.once]
+            if unlocks:
+                connection.executemany(_INSERT_UNLOCK, unlocks)
+        return [write.expected_version + 1 for write in writes]
 
     def _apply_all(self, connection: sqlite3.Connection, batch: list[_Request], savepoints: bool) -> list[object]:
         """Applies every write in one transaction. Without savepoints a stale write is still safe to
@@ -290,12 +317,12 @@ class SQLiteStore:
         s = write.state
         now = int(time.time())
         version = write.expected_version + 1
-        values = (
-            str(s.deposited), str(s.claimed), str(s.ceiling), s.signature, str(s.charged),
-            s.close_deadline, int(s.settled), int(s.receiver_closing), version, now,
-        )  # fmt: skip
         if write.expected_version == 0:
             c = s.config
+            values = (
+                str(s.deposited), str(s.claimed), str(s.ceiling), s.signature, str(s.charged),
+                s.close_deadline, int(s.settled), int(s.receiver_closing), version, now,
+            )  # fmt: skip
             cursor = connection.execute(
                 "INSERT OR IGNORE INTO channels (channel_id, payer, signer, receiver, token, close_delay, salt, "
                 "deposited, claimed, ceiling, signature, charged, close_deadline, settled, receiver_closing, version, "
@@ -303,25 +330,36 @@ class SQLiteStore:
                 (s.channel_id, c.payer, c.signer, c.receiver, c.token, c.close_delay, str(c.salt), *values),
             )
         else:
-            cursor = connection.execute(
-                "UPDATE channels SET deposited = ?, claimed = ?, ceiling = ?, signature = ?, charged = ?, "
-                "close_deadline = ?, settled = ?, receiver_closing = ?, version = ?, updated_at = ? "
-                "WHERE channel_id = ? AND version = ?",
-                (*values, s.channel_id, write.expected_version),
-            )
+            cursor = connection.execute(_UPDATE_CHANNEL, _update_values(write, now))
         if cursor.rowcount != 1:
             raise StaleWrite(f"channel 0x{s.channel_id.hex()} changed since it was read")
         charge = write.charge
         if charge is not None:
-            connection.execute(
-                "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (s.channel_id, version, charge.resource, str(charge.amount), charge.payment_id, charge.at),
-            )
+            connection.execute(_INSERT_CHARGE, _charge_values(write))
             if charge.once:
-                connection.execute(
-                    "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?, ?)", (s.channel_id, charge.resource)
-                )
+                connection.execute(_INSERT_UNLOCK, (s.channel_id, charge.resource))
         return version
+
+
+_UPDATE_CHANNEL = (
+    "UPDATE channels SET deposited = ?, claimed = ?, ceiling = ?, signature = ?, charged = ?, close_deadline = ?, "
+    "settled = ?, receiver_closing = ?, version = ?, updated_at = ? WHERE channel_id = ? AND version = ?"
+)
+_INSERT_CHARGE = "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_UNLOCK = "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?, ?)"
+
+
+def _update_values(write: ChannelWrite, now: int) -> tuple:
+    s = write.state
+    return (
+        str(s.deposited), str(s.claimed), str(s.ceiling), s.signature, str(s.charged), s.close_deadline,
+        int(s.settled), int(s.receiver_closing), write.expected_version + 1, now, s.channel_id, write.expected_version,
+    )  # fmt: skip
+
+
+def _charge_values(write: ChannelWrite) -> tuple:
+    c = write.charge
+    return (write.state.channel_id, write.expected_version + 1, c.resource, str(c.amount), c.payment_id, c.at)
 
 
 def _resolve_all(results: list[tuple[asyncio.Future, object]]) -> None:

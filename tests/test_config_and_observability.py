@@ -68,7 +68,7 @@ async def test_one_json_log_line_per_paid_request_and_metrics(chain, deployed, p
         flush_logs()
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(l["event"], l["outcome"], l["charged"]) for l in lines] == [
-            ("payment", "accepted", PRICE), ("payment", "stale_voucher", 0)
+            ("payment", "accepted", str(PRICE)), ("payment", "stale_voucher", "0")
         ]  # fmt: skip
         assert lines[0]["channel"] == "0x" + payer.id.hex() and lines[0]["resource"] == "/articles/1.html"
         metrics = await (await running.client.get("/metrics")).text()

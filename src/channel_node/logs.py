@@ -4,11 +4,13 @@ readable key=value on a terminal. Secrets never enter log events: settings hold 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import sys
 import threading
 import time
 
+import orjson
 import structlog
 
 
@@ -25,13 +27,14 @@ class _Sink:
     BLOCK = 256
 
     def __init__(self) -> None:
+        self.tty = False  # set by configure(): isatty() is a system call, not for every line
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         atexit.register(self.flush)
 
     def write(self, line: str) -> None:
-        if sys.stdout.isatty():
+        if self.tty:
             sys.stdout.write(line + "\n")
             return
         with self._lock:
@@ -73,14 +76,27 @@ def _line_logger(*args) -> _LineLogger:
     return _LineLogger()
 
 
+def _dumps(event: dict, **kwargs) -> str:
+    # orjson is several times faster than json; it refuses integers beyond 64 bits, so money is
+    # logged as decimal strings (as on the wire) and anything unusual falls back to json.
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:
+        return json.dumps(event, default=str)
+
+
 def flush() -> None:
     """Writes out waiting log lines now (tests, and before a planned exit)."""
     _sink.flush()
 
 
 def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
-    json_lines = log_format == "json" or (log_format == "auto" and not sys.stdout.isatty())
-    renderer = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    _sink.flush()
+    _sink.tty = sys.stdout.isatty()
+    json_lines = log_format == "json" or (log_format == "auto" and not _sink.tty)
+    renderer = (
+        structlog.processors.JSONRenderer(serializer=_dumps) if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -113,8 +113,8 @@ class Paywall:
         if charged:
             self.metrics.revenue.inc(charged)
         self.metrics.accepted_latency.observe(time.perf_counter() - started)
-        self.log.info("payment", channel=channel, resource=request.path, charged=charged, outcome="accepted",
-                 charged_total=outcome.state.charged)  # fmt: skip
+        self.log.info("payment", channel=channel, resource=request.path, charged=str(charged), outcome="accepted",
+                      charged_total=str(outcome.state.charged))  # fmt: skip
         response = self._content_response(content)
         response.headers[RESPONSE_HEADER] = encode_header(
             payment_response(self.offer, outcome.state, charged, voucher.payment_id)
@@ -163,7 +163,7 @@ class Paywall:
     def _refuse(self, request, price, status, code, message, started, state=None, channel=None) -> web.Response:
         self.metrics.rejections.labels(code).inc()
         self.metrics.rejected_latency.observe(time.perf_counter() - started)
-        self.log.info("payment", channel=channel, resource=request.path, charged=0, outcome=code)
+        self.log.info("payment", channel=channel, resource=request.path, charged="0", outcome=code)
         return self._required(request, price, status, code, message, state)
 
     @staticmethod

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import orjson
 from eth_utils import to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -173,7 +174,9 @@ def parse_payment_signature(header: str) -> Voucher:
 
 
 def encode_header(document: dict) -> str:
-    return base64.b64encode(json.dumps(document, separators=(",", ":")).encode()).decode()
+    """Base64 of compact JSON. The documents hold amounts as strings, so orjson's 64-bit integer
+    limit never applies; it is several times faster than json here."""
+    return base64.b64encode(orjson.dumps(document)).decode()
 
 
 def decode_header(value: str) -> dict:

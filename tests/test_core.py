@@ -115,6 +115,17 @@ def test_operator_claim_and_close():
     assert transition(closing, pay(40, 10))[1][0].code is Reject.CHANNEL_CLOSING, "nothing sold after deciding to close"
 
 
+def test_a_reset_after_a_deep_reorg_may_lower_the_chain_figures():
+    from channel_node.core import ChainReset
+
+    state, _ = transition(fresh(1000), pay(300, 100))
+    state, effects = transition(state, ChainReset(deposited=200, claimed=0, close_deadline=None, settled=False))
+    assert (state.deposited, state.ceiling, state.charged, effects) == (200, 300, 100, [])
+    assert transition(state, pay(350, 10))[1][0].code is Reject.EXCEEDS_DEPOSIT, "no new voucher above the real deposit"
+    _, effects = transition(state, ChainReset(deposited=400, claimed=0, close_deadline=90, settled=False))
+    assert effects == [SendClaim(300, b"sig300", 90)]
+
+
 def test_chain_totals_are_absolute_and_never_go_back():
     state, _ = transition(fresh(100), ChainDeposit(total_deposited=500))
     state, _ = transition(state, ChainDeposit(total_deposited=300))  # a stale or replayed log

@@ -76,8 +76,11 @@ async def test_serve_over_websocket_pays_after_confirmations(anvil, deployment, 
     write_config(toml, anvil.ws_url, client.address, receiver, site)
     process = await run_cli("serve", "--config", str(toml), "--port", "0")
     try:
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        assert "serving http://" in line, line
+        seen = []
+        while not (line := (await asyncio.wait_for(process.stdout.readline(), 30)).decode()).startswith("channel-node serving"):
+            assert line, "".join(seen)
+            seen.append(line)
+        assert any("no claim_key" in l for l in seen), "the operator is told the node cannot defend channels"
         base = line.split("serving ")[1].split()[0]
         async with aiohttp.ClientSession() as http:
             async with http.get(base + "/articles/a.html") as offer:

@@ -165,3 +165,25 @@ async def test_sqlite_bulk_updates_fall_back_per_write_when_one_is_stale_or_refu
     assert (await store.load_channel(states[0].channel_id)).state.charged == 1
     assert len(await store.charges(states[1].channel_id)) == 2
     await store.close()
+
+
+async def test_outbox_rows_commit_with_the_channel_and_keep_one_open_row_per_kind(store):
+    from channel_node.store import Cursor, OutboxItem
+
+    state = channel(ceiling=30, charged=30, signature=b"a" * 65, close_deadline=5000)
+    await store.commit(ChannelWrite(state, 0, outbox=(OutboxItem("claim", 30, b"a" * 65, 5000),)))
+    await store.commit(ChannelWrite(replace(state, ceiling=40), 1, outbox=(OutboxItem("claim", 40, b"b" * 65, 5000),)))
+    [row] = await store.outbox()
+    assert (row.kind, row.amount, row.signature, row.deadline, row.status) == ("claim", 40, b"b" * 65, 5000, "pending")
+    await store.update_outbox(row.id, status="sent", tx_hash=b"h" * 32, nonce=7, max_fee=2**70, attempts=1)
+    await store.commit(ChannelWrite(replace(state, ceiling=50), 2, outbox=(OutboxItem("claim", 50, b"c" * 65, 5000),)))
+    [row] = await store.outbox()
+    assert (row.amount, row.status, row.nonce, row.max_fee) == (40, "sent", 7, 2**70), "a sent row is not rewritten"
+    assert [c.state.channel_id for c in await store.closing_channels()] == [state.channel_id]
+    assert await store.complete_outbox(state.channel_id, claimed=39, settled=False) == 0
+    assert await store.complete_outbox(state.channel_id, claimed=40, settled=False) == 1
+    assert await store.outbox() == [] and len(await store.outbox(("done",))) == 1
+    assert await store.cursor() is None
+    await store.set_cursor(Cursor(12, b"\x07" * 32))
+    assert await store.cursor() == Cursor(12, b"\x07" * 32)
+    assert await store.channel_ids() == {state.channel_id}

@@ -71,8 +71,9 @@ async def _dev_main(args: argparse.Namespace) -> int:
     world = create_world(Path(args.data_dir) if args.data_dir else None)
     provider = AsyncEthereumTesterProvider()
     provider.ethereum_tester = world.chain.tester  # the node reads the same in-process chain
-    settings = dev_settings(world.database, world.contract, world.receiver, args.host, args.port)
+    settings = dev_settings(world.database, world.contract, world.receiver, args.host, args.port, world.receiver_key)
     node = await build_node(settings, AsyncWeb3(provider))
+    await node.start()
     runner, base_url = await _serve_app(node.app, args.host, args.port)
     freeze_startup_objects()
     try:
@@ -139,6 +140,9 @@ async def _serve_main(settings) -> int:
     except (NodeConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if node.sender is None:
+        print("warning: no claim_key or claim_keystore: the node cannot defend channels or claim", file=sys.stderr)
+    await node.start()
     runner, base_url = await _serve_app(node.app, settings.host, settings.port)
     freeze_startup_objects()
     print(f"channel-node serving {base_url} (chain {node.chain_id}, contract {settings.contract})", flush=True)

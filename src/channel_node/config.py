@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     recovery_thread: bool = True  # recover voucher signers on a worker thread (uses a second core)
     admin_token: SecretStr | None = None
+    # The key that sends claims and closes (the receiver's, or any funded key: payouts go to `receiver`).
+    claim_key: SecretStr | None = None  # hex; prefer claim_keystore
+    claim_keystore: Path | None = None  # encrypted keystore; password in CHANNEL_NODE_KEYSTORE_PASSWORD
+    watch_from_block: int | None = None  # first block to watch on a new database (default: the confirmed head)
+    poll_interval: float = Field(2.0, gt=0)
+    log_range: int = Field(2_000, ge=1)  # blocks per eth_getLogs during catch-up
+    fee_bump_after: float = Field(60.0, gt=0)  # seconds before a stuck transaction is replaced
     paywall: Paywall
 
     @field_validator("rpc_url")

@@ -29,8 +29,9 @@ def site_root() -> Path:
     return Path(str(resources.files("channel_node").joinpath("site")))
 
 
-def dev_settings(database: Path, contract: str, receiver: str, host: str, port: int) -> Settings:
+def dev_settings(database: Path, contract: str, receiver: str, host: str, port: int, claim_key: bytes) -> Settings:
     return load_settings(
+        claim_key=claim_key.hex(),  # the dev publisher's well-known key: it claims and defends
         contract=contract,
         receiver=receiver,
         database=database,
@@ -50,6 +51,7 @@ class DevWorld:
     chain: DevChain
     contract: str
     receiver: str
+    receiver_key: bytes
     reader: str
     config: ChannelConfig
     domain: Domain
@@ -88,6 +90,7 @@ def create_world(database_dir: Path | None = None) -> DevWorld:
         chain=chain,
         contract=contract.address,
         receiver=publisher.address,
+        receiver_key=publisher.private_key,
         reader=reader.address,
         config=config,
         domain=Domain(chain.chain_id, contract.address),

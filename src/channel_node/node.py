@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from eth_utils import to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
 
 from channel_node.chain.artifacts import channel_deposit_artifact
+from channel_node.chain.client import ChannelDepositClient
+from channel_node.chain.sender import OutboxSender
+from channel_node.chain.watcher import Watcher
 from channel_node.chain.view import Web3ChainView
 from channel_node.config import Settings
 from channel_node.recovery import SignerRecovery
@@ -18,7 +24,7 @@ from channel_node.server.content import ProxySource, StaticSource
 from channel_node.server.metrics import Metrics
 from channel_node.server.prices import PriceTable
 from channel_node.signing import Domain
-from channel_node.store import MemoryStore, Pin, SQLiteStore, Store
+from channel_node.store import Cursor, MemoryStore, Pin, SQLiteStore, Store
 
 
 class NodeConfigError(Exception):
@@ -34,11 +40,83 @@ class Node:
     runtime: Runtime
     paywall: Paywall
     app: web.Application
+    watcher: Watcher
+    sender: OutboxSender | None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Starts following the chain and sending the outbox (the paywall serves regardless)."""
+        if await self.store.cursor() is None:
+            await self._place_first_cursor()
+        self.tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
+        if self.sender is not None:
+            self.tasks.append(asyncio.create_task(self.sender.run(), name="outbox-sender"))
+
+    async def _place_first_cursor(self) -> None:
+        start = self.settings.watch_from_block
+        if start is None:  # a new node watches from now; older channels are learnt from their vouchers
+            start = max(0, await self.watcher.w3.eth.block_number - self.settings.confirmations + 1)
+            block = await self.watcher.w3.eth.get_block(start)
+            await self.store.set_cursor(Cursor(start, bytes(block["hash"])))
+        else:
+            self.watcher.start_block = start
+
+    async def health(self) -> dict:
+        problems = []
+        stats = self.watcher.stats
+        if stats.last_poll and time.time() - stats.last_poll > 3 * self.settings.poll_interval + 30:
+            problems.append("chain_stale")
+        if stats.lag > 2 * self.settings.log_range:
+            problems.append("catching_up")
+        open_rows = len(await self.store.outbox())
+        if self.sender is None and open_rows:
+            problems.append("no_claim_key")
+        if self.sender is not None and not self.sender.stats.gas_ok:
+            problems.append("gas_balance_low")
+        report = {
+            "chainId": self.chain_id,
+            "contract": self.paywall.offer.contract,
+            "receiver": self.paywall.offer.pay_to,
+            "head": stats.head,
+            "cursor": stats.cursor,
+            "lag": stats.lag,
+            "outbox": open_rows,
+            "problems": problems,
+        }
+        if self.sender is not None:
+            report["gas"] = {"address": self.sender.address, "balance": str(self.sender.stats.balance),
+                             "needed": str(self.sender.stats.needed)}  # fmt: skip
+        return report
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
         if self.runtime.recovery is not None:
             self.runtime.recovery.close()
         await self.store.close()
+
+
+def claim_key(settings: Settings) -> bytes | None:
+    """The key that sends claims: from an encrypted keystore (preferred) or a hex secret."""
+    if settings.claim_keystore is not None:
+        from channel_node.keys import KeystoreError, load_key, read_password
+
+        try:
+            return load_key(settings.claim_keystore, read_password(confirm=False))
+        except KeystoreError as exc:
+            raise NodeConfigError(str(exc)) from None
+    if settings.claim_key is not None:
+        raw = settings.claim_key.get_secret_value().removeprefix("0x")
+        try:
+            key = bytes.fromhex(raw)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise NodeConfigError("claim_key must be 32 bytes of hex")  # never echo the value
+        return key
+    return None
 
 
 async def check_contract(w3: AsyncWeb3, address: str, domain: Domain) -> None:
@@ -100,8 +178,18 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         receiver=receiver,
         token=settings.token_bytes,
     )
-    app = create_app(paywall, health={"chainId": chain_id, "contract": contract, "receiver": offer.pay_to})
-    return Node(settings, chain_id, domain, store, runtime, paywall, app)
+    client = ChannelDepositClient(w3, contract)
+    watcher = Watcher(
+        w3, client, runtime, store, settings.confirmations, block_range=settings.log_range,
+        poll_interval=settings.poll_interval, progress=sys.stdout.isatty(),
+    )  # fmt: skip
+    key = claim_key(settings)
+    sender = None
+    if key is not None:
+        sender = OutboxSender(w3, client, store, key, bump_after=settings.fee_bump_after, poll_interval=settings.poll_interval)
+    node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender)  # type: ignore[arg-type]
+    node.app = create_app(paywall, health=node.health)
+    return node
 
 
 __all__ = ["MemoryStore", "Node", "NodeConfigError", "build_node", "check_contract"]

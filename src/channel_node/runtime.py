@@ -15,21 +15,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from channel_node.chain.client import (
+    ChannelClaimed,
+    ChannelDeposited,
+    ChannelEventLog,
+    ChannelOpened,
+    ChannelSettled,
+    CloseRequested,
+)
 from channel_node.core import (
     Accepted,
     ChainClaim,
     ChainCloseRequested,
     ChainDeposit,
+    ChainReset,
     ChainSettled,
+    ChannelEvent,
     ChannelState,
+    Effect,
+    NewBlock,
+    OperatorClaim,
+    OperatorClose,
     PaymentReceived,
     Reject,
     Rejected,
+    SendClaim,
+    SendClose,
     transition,
 )
 from channel_node.signing import ChannelConfig, Domain, InvalidSignature, channel_id, recover_signer, voucher_digest
 from channel_node.recovery import SignerRecovery
-from channel_node.store import Charge, ChannelWrite, StaleWrite, Store, StoredChannel
+from channel_node.store import Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
 
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
 UNKNOWN_CHANNEL_TTL = 5.0  # seconds an id the chain does not know is answered from memory
@@ -102,6 +118,7 @@ class Runtime:
         self._cache: dict[bytes, StoredChannel] = {}
         self._last_refresh: dict[bytes, float] = {}
         self._unknown_until: dict[bytes, float] = {}
+        self._known: set[bytes] | None = None  # channel ids in the store, loaded on first chain event
 
     def _lock(self, channel: bytes) -> asyncio.Lock:
         lock = self._locks.get(channel)
@@ -155,6 +172,8 @@ class Runtime:
         if charge is not None or new_state != stored.state or stored.version == 0:
             version = await self.store.commit(ChannelWrite(new_state, stored.version, charge))
             self._cache[request.channel_id] = StoredChannel(new_state, version)
+            if self._known is not None:
+                self._known.add(request.channel_id)
         return PaymentOutcome(effect, new_state)
 
     async def _load(self, request: PaymentRequest, signer: bytes) -> StoredChannel | Rejected:
@@ -198,6 +217,95 @@ class Runtime:
         on_chain = await self.chain.confirmed_channel(state.channel_id)
         return state if on_chain is None else apply_chain(state, on_chain)
 
+    # ------------------------------------------------------------------ chain events
+
+    async def apply_chain_events(self, logs: list[ChannelEventLog]) -> int:
+        """Feeds confirmed contract logs into the core, one commit per channel (channels in parallel,
+        so the store's group commit takes them together). Decided transactions become outbox rows in
+        the same commit. Returns how many logs concerned this node's channels."""
+        if self._known is None:
+            self._known = await self.store.channel_ids()
+        by_channel: dict[bytes, list[ChannelEventLog]] = {}
+        for log in logs:
+            channel = getattr(log, "channel_id", None)
+            if channel is None:
+                continue
+            if channel in self._known or (isinstance(log, ChannelOpened) and self._is_ours(log)):
+                by_channel.setdefault(channel, []).append(log)
+        await asyncio.gather(*(self._apply_channel_logs(channel, items) for channel, items in by_channel.items()))
+        return sum(len(items) for items in by_channel.values())
+
+    def _is_ours(self, opened: ChannelOpened) -> bool:
+        config = opened.config
+        return config.receiver == self.receiver and config.token == self.token
+
+    async def _apply_channel_logs(self, channel: bytes, logs: list[ChannelEventLog]) -> None:
+        async with self._lock(channel):
+            for _ in range(COMMIT_ATTEMPTS):
+                stored = self._cache.get(channel) or await self.store.load_channel(channel)
+                if stored is None:
+                    opened = next(log for log in logs if isinstance(log, ChannelOpened))
+                    stored = StoredChannel(ChannelState(channel_id=channel, config=opened.config), version=0)
+                state, effects = stored.state, []
+                for log in logs:
+                    state, produced = transition(state, core_event(log))
+                    effects += produced
+                outbox = outbox_items(effects)
+                if state == stored.state and stored.version and not outbox:
+                    break
+                try:
+                    version = await self.store.commit(ChannelWrite(state, stored.version, outbox=outbox))
+                except StaleWrite:
+                    self._cache.pop(channel, None)
+                    continue
+                self._cache[channel] = StoredChannel(state, version)
+                self._known.add(channel)
+                break
+            else:
+                raise StaleWrite(f"channel 0x{channel.hex()} keeps changing under this node")
+        if any(isinstance(log, (ChannelClaimed, ChannelSettled)) for log in logs):
+            await self.store.complete_outbox(channel, state.claimed, state.settled)
+
+    async def new_block(self, timestamp: int) -> int:
+        """Re-asserts the defence of every channel with a payer's close pending. Returns how many
+        channels still need a claim."""
+        pending = 0
+        for stored in await self.store.closing_channels():
+            channel = stored.state.channel_id
+            async with self._lock(channel):
+                current = self._cache.get(channel) or await self.store.load_channel(channel)
+                state, effects = transition(current.state, NewBlock(timestamp))
+                outbox = outbox_items(effects)
+                if outbox:
+                    pending += 1
+                    version = await self.store.commit(ChannelWrite(state, current.version, outbox=outbox))
+                    self._cache[channel] = StoredChannel(state, version)
+        return pending
+
+    async def replace_chain_view(self, channel: bytes, on_chain) -> None:
+        """Forces the chain's figures onto a channel (re-sync after a deep reorg)."""
+        event = ChainReset(on_chain.deposited, on_chain.claimed, on_chain.close_deadline, on_chain.settled)
+        async with self._lock(channel):
+            stored = self._cache.get(channel) or await self.store.load_channel(channel)
+            if stored is None:
+                return
+            state, effects = transition(stored.state, event)
+            version = await self.store.commit(ChannelWrite(state, stored.version, outbox=outbox_items(effects)))
+            self._cache[channel] = StoredChannel(state, version)
+
+    async def operator(self, channel: bytes, action: OperatorClaim | OperatorClose) -> Effect:
+        """An operator's claim or close: the decision is committed as an outbox row, sent later."""
+        async with self._lock(channel):
+            stored = self._cache.get(channel) or await self.store.load_channel(channel)
+            if stored is None:
+                return Rejected(Reject.CHANNEL_UNKNOWN, "this node has no such channel")
+            state, effects = transition(stored.state, action)
+            outbox = outbox_items(effects)
+            if outbox or state != stored.state:
+                version = await self.store.commit(ChannelWrite(state, stored.version, outbox=outbox))
+                self._cache[channel] = StoredChannel(state, version)
+            return effects[0]
+
     async def channel(self, channel: bytes) -> ChannelState | None:
         cached = self._cache.get(channel)
         if cached is not None:
@@ -217,3 +325,32 @@ def apply_chain(state: ChannelState, on_chain: ChainChannel) -> ChannelState:
         state, _ = transition(state, event)
     return state
 
+
+
+def core_event(log: ChannelEventLog) -> ChannelEvent:
+    """A confirmed contract log as the core's input (absolute totals: replays change nothing)."""
+    match log:
+        case ChannelOpened(deposited=total) | ChannelDeposited(total_deposited=total):
+            return ChainDeposit(total)
+        case ChannelClaimed(total_claimed=total):
+            return ChainClaim(total)
+        case CloseRequested(deadline=deadline):
+            return ChainCloseRequested(deadline)
+        case ChannelSettled(total_claimed=total):
+            return ChainSettled(total)
+    raise TypeError(f"no core event for {type(log).__name__}")
+
+
+def outbox_items(effects: list) -> tuple[OutboxItem, ...]:
+    """The transactions among effects; of several claims only the highest matters."""
+    items: dict[str, OutboxItem] = {}
+    for effect in effects:
+        if isinstance(effect, SendClaim):
+            item = OutboxItem("claim", effect.amount, effect.signature, effect.deadline)
+        elif isinstance(effect, SendClose):
+            item = OutboxItem("close", effect.amount, effect.signature)
+        else:
+            continue
+        if item.kind not in items or items[item.kind].amount <= item.amount:
+            items[item.kind] = item
+    return tuple(items.values())

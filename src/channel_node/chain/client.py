@@ -886,3 +886,9 @@ __all__ = [
     "decode_log",
     "decode_revert_data",
 ]
+
+
+def as_revert(exc: BaseException, function: str) -> ContractRevert | None:
+    """The ContractRevert an exception from a call, estimate or send stands for, or None when it
+    is not a revert (a transport or node failure)."""
+    return _as_revert(exc, function)

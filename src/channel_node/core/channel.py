@@ -108,6 +108,17 @@ class ChainSettled:
 
 
 @dataclass(frozen=True)
+class ChainReset:
+    """After a reorg deeper than the confirmation depth the chain's figures replace the node's, even
+    where they went down (a deposit that is no longer there). The only input that may lower them."""
+
+    deposited: int
+    claimed: int
+    close_deadline: int | None
+    settled: bool
+
+
+@dataclass(frozen=True)
 class NewBlock:
     """A new confirmed block: while a payer's close is pending, the defence is asserted again until
     a confirmed claim covers the best voucher (the outbox makes repeats free)."""
@@ -126,7 +137,8 @@ class OperatorClose:
 
 
 ChannelEvent = (
-    PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested | ChainSettled | NewBlock | OperatorClaim | OperatorClose
+    PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested | ChainSettled | ChainReset | NewBlock
+    | OperatorClaim | OperatorClose
 )
 
 
@@ -184,6 +196,15 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
             return state, _defence(state)
         case ChainSettled(total_claimed=total):
             return replace(state, claimed=max(state.claimed, total), settled=True), []
+        case ChainReset():
+            state = replace(
+                state,
+                deposited=event.deposited,
+                claimed=event.claimed,
+                close_deadline=event.close_deadline,
+                settled=event.settled,
+            )
+            return state, _defence(state) if state.close_deadline is not None else []
         case NewBlock(timestamp=timestamp):
             if state.close_deadline is not None and timestamp < state.close_deadline:
                 return state, _defence(state)

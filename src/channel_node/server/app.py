@@ -9,6 +9,7 @@ Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -173,11 +174,15 @@ class Paywall:
         return web.Response(status=content.status, body=content.body, headers=content.headers)
 
 
-def create_app(paywall: Paywall, health: dict | None = None) -> web.Application:
+def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = None) -> web.Application:
+    """`health` returns the node's state; a non-empty `problems` list makes the status "degraded"
+    (the paywall keeps serving: a monitor decides what to do)."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **(health or {})})
+        report = await health() if health else {}
+        report = {"status": "degraded" if report.get("problems") else "ok", **report}
+        return web.json_response(report)
 
     async def metrics(request: web.Request) -> web.Response:
         paywall.metrics.channels.set(len(paywall.runtime._cache))

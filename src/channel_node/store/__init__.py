@@ -1,8 +1,12 @@
 """Durable state: a Store protocol, SQLite (default) and in-memory implementations."""
 
 from channel_node.store.base import (
+    OUTBOX_OPEN,
     Charge,
     ChannelWrite,
+    Cursor,
+    OutboxItem,
+    OutboxRow,
     PaymentLookup,
     Pin,
     StaleWrite,
@@ -16,8 +20,12 @@ from channel_node.store.memory import MemoryStore
 from channel_node.store.sqlite import SQLiteStore
 
 __all__ = [
+    "OUTBOX_OPEN",
     "Charge",
     "ChannelWrite",
+    "Cursor",
+    "OutboxItem",
+    "OutboxRow",
     "MemoryStore",
     "PaymentLookup",
     "Pin",

@@ -54,10 +54,51 @@ class Charge:
 
 
 @dataclass(frozen=True)
+class OutboxItem:
+    """A transaction the core decided on, committed with the channel state that caused it."""
+
+    kind: str  # "claim" or "close"
+    amount: int
+    signature: bytes
+    deadline: int | None = None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    channel_id: bytes
+    kind: str
+    amount: int
+    signature: bytes
+    deadline: int | None
+    status: str  # pending | sent | done | abandoned
+    tx_hash: bytes | None = None
+    raw_tx: bytes | None = None
+    nonce: int | None = None
+    max_fee: int | None = None
+    priority_fee: int | None = None
+    sent_at: int | None = None
+    attempts: int = 0
+    note: str | None = None
+
+
+OUTBOX_OPEN = ("pending", "sent")
+
+
+@dataclass(frozen=True)
 class ChannelWrite:
     state: ChannelState
     expected_version: int  # the version the state was derived from; 0 inserts a new channel
     charge: Charge | None = None
+    outbox: tuple[OutboxItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """How far the watcher has applied confirmed logs, and that block's hash (to notice a reorg)."""
+
+    block: int
+    block_hash: bytes
 
 
 @dataclass(frozen=True)
@@ -87,4 +128,24 @@ class Store(Protocol):
 
     async def list_channels(self) -> list[StoredChannel]: ...
 
+    async def channel_ids(self) -> set[bytes]: ...
+
+    async def closing_channels(self) -> list[StoredChannel]:
+        """Channels with a payer's close pending and not settled: the ones to defend."""
+        ...
+
     async def charges(self, channel_id: bytes) -> list[Charge]: ...
+
+    async def cursor(self) -> Cursor | None: ...
+
+    async def set_cursor(self, cursor: Cursor) -> None: ...
+
+    async def outbox(self, statuses: tuple[str, ...] = OUTBOX_OPEN) -> list[OutboxRow]: ...
+
+    async def update_outbox(self, row_id: int, **fields) -> None:
+        """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note)."""
+        ...
+
+    async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
+        """Marks done the open rows a confirmed chain state has fulfilled; returns how many."""
+        ...

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from channel_node.store.base import (
+    OUTBOX_OPEN,
     Charge,
     ChannelWrite,
+    Cursor,
+    OutboxRow,
     PaymentLookup,
     Pin,
     StaleWrite,
@@ -20,6 +25,8 @@ class MemoryStore:
         self._charges: dict[bytes, list[Charge]] = {}
         self._unlocks: set[tuple[bytes, str]] = set()
         self._payments: dict[tuple[bytes, str], str] = {}
+        self._cursor: Cursor | None = None
+        self._outbox: dict[int, OutboxRow] = {}
 
     async def open(self, pin: Pin) -> None:
         if self.pin is not None and self.pin != pin:
@@ -53,7 +60,48 @@ class MemoryStore:
                 self._unlocks.add((channel_id, write.charge.resource))
             if write.charge.payment_id:
                 self._payments[(channel_id, write.charge.payment_id)] = write.charge.resource
+        for item in write.outbox:
+            self._enqueue(channel_id, item)
         return version
+
+    def _enqueue(self, channel_id: bytes, item) -> None:
+        open_row = next(
+            (r for r in self._outbox.values() if r.channel_id == channel_id and r.kind == item.kind and r.status in OUTBOX_OPEN),
+            None,
+        )
+        if open_row is None:
+            row_id = len(self._outbox) + 1
+            self._outbox[row_id] = OutboxRow(row_id, channel_id, item.kind, item.amount, item.signature, item.deadline, "pending")
+        elif open_row.status == "pending" and open_row.amount < item.amount:
+            self._outbox[open_row.id] = dataclasses.replace(
+                open_row, amount=item.amount, signature=item.signature, deadline=item.deadline
+            )
+
+    async def channel_ids(self) -> set[bytes]:
+        return set(self._channels)
+
+    async def closing_channels(self) -> list[StoredChannel]:
+        return [c for c in self._channels.values() if c.state.close_deadline is not None and not c.state.settled]
+
+    async def cursor(self) -> Cursor | None:
+        return self._cursor
+
+    async def set_cursor(self, cursor: Cursor) -> None:
+        self._cursor = cursor
+
+    async def outbox(self, statuses: tuple[str, ...] = OUTBOX_OPEN) -> list[OutboxRow]:
+        return [r for r in sorted(self._outbox.values(), key=lambda r: r.id) if r.status in statuses]
+
+    async def update_outbox(self, row_id: int, **fields) -> None:
+        self._outbox[row_id] = dataclasses.replace(self._outbox[row_id], **fields)
+
+    async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
+        done = 0
+        for row in list(self._outbox.values()):
+            if row.channel_id == channel_id and row.status in OUTBOX_OPEN and (settled or (row.kind == "claim" and claimed >= row.amount)):
+                self._outbox[row.id] = dataclasses.replace(row, status="done")
+                done += 1
+        return done
 
     async def list_channels(self) -> list[StoredChannel]:
         return list(self._channels.values())

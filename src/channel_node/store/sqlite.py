@@ -19,14 +19,19 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
 from channel_node.store.base import (
+    OUTBOX_OPEN,
     Charge,
     ChannelWrite,
+    Cursor,
+    OutboxItem,
+    OutboxRow,
     PaymentLookup,
     Pin,
     StaleWrite,
@@ -48,6 +53,19 @@ def migrations() -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
+
+
+def _statements(sql: str) -> list[str]:
+    """Splits a migration into statements; a ';' inside a comment or string does not end one."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer)
+            buffer = ""
+    if buffer.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buffer.splitlines()):
+        raise StoreError(f"migration ends with an incomplete statement: {buffer.strip()[:80]}")
+    return statements
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -146,9 +164,8 @@ class SQLiteStore:
                 continue
             connection.execute("BEGIN IMMEDIATE")
             try:
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
+                for statement in _statements(sql):
+                    connection.execute(statement)
                 connection.execute(f"PRAGMA user_version={number}")
                 connection.execute("COMMIT")
             except BaseException:
@@ -208,14 +225,76 @@ class SQLiteStore:
         ).fetchall()
         return [Charge(resource, int(amount), payment_id, bool(once), at) for resource, amount, payment_id, at, once in rows]
 
+    async def channel_ids(self) -> set[bytes]:
+        return {row[0] for row in self._reader.execute("SELECT channel_id FROM channels")}
+
+    async def closing_channels(self) -> list[StoredChannel]:
+        rows = self._reader.execute(
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE close_deadline IS NOT NULL AND settled = 0"
+        ).fetchall()
+        return [_row_to_channel(row) for row in rows]
+
+    async def cursor(self) -> Cursor | None:
+        stored = dict(self._reader.execute("SELECT key, value FROM meta WHERE key IN ('cursor_block', 'cursor_hash')"))
+        if "cursor_block" not in stored:
+            return None
+        return Cursor(int(stored["cursor_block"]), bytes.fromhex(stored["cursor_hash"]))
+
+    async def outbox(self, statuses: tuple[str, ...] = OUTBOX_OPEN) -> list[OutboxRow]:
+        marks = ", ".join("?" * len(statuses))
+        rows = self._reader.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status IN ({marks}) ORDER BY id", statuses
+        ).fetchall()
+        return [_row_to_outbox(row) for row in rows]
+
     # ------------------------------------------------------------------ writes (writer thread)
 
     async def commit(self, write: ChannelWrite) -> int:
+        return await self._submit(write)
+
+    async def set_cursor(self, cursor: Cursor) -> None:
+        def apply(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [("cursor_block", str(cursor.block)), ("cursor_hash", cursor.block_hash.hex())],
+            )
+
+        await self._submit(apply)
+
+    async def update_outbox(self, row_id: int, **fields) -> None:
+        unknown = set(fields) - _OUTBOX_MUTABLE
+        if unknown:
+            raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
+        values = [str(v) if k in ("max_fee", "priority_fee") and v is not None else v for k, v in fields.items()]
+
+        def apply(connection: sqlite3.Connection) -> None:
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            connection.execute(
+                f"UPDATE outbox SET {assignments}, updated_at = ? WHERE id = ?", (*values, int(time.time()), row_id)
+            )
+
+        await self._submit(apply)
+
+    async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
+        def apply(connection: sqlite3.Connection) -> int:
+            rows = connection.execute(
+                "SELECT id, kind, amount FROM outbox WHERE channel_id = ? AND status IN ('pending', 'sent')",
+                (channel_id,),
+            ).fetchall()
+            done = [row_id for row_id, kind, amount in rows if settled or (kind == "claim" and claimed >= int(amount))]
+            connection.executemany(
+                "UPDATE outbox SET status = 'done', updated_at = ? WHERE id = ?", [(int(time.time()), i) for i in done]
+            )
+            return len(done)
+
+        return await self._submit(apply)
+
+    async def _submit(self, work: ChannelWrite | Callable[[sqlite3.Connection], object]):
         if self._thread is None:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Request(write, loop, future))
+        self._queue.put(_Request(work, loop, future))
         return await future
 
     def _write_loop(self) -> None:
@@ -275,7 +354,7 @@ class SQLiteStore:
         channel and every compare-and-set holds. Returns None (nothing written) when a write needs
         the per-write path: a new channel, or a channel another writer changed."""
         writes = [request.write for request in batch]
-        if any(write.expected_version == 0 for write in writes):
+        if any(not isinstance(w, ChannelWrite) or w.expected_version == 0 or w.outbox for w in writes):
             return None
         now = int(time.time())
         connection.execute("BEGIN IMMEDIATE")
@@ -300,7 +379,8 @@ class SQLiteStore:
             if savepoints:
                 connection.execute("SAVEPOINT w")
             try:
-                outcomes.append(self._apply(connection, request.write))
+                work = request.write
+                outcomes.append(self._apply(connection, work) if isinstance(work, ChannelWrite) else work(connection))
             except StaleWrite as exc:
                 outcomes.append(exc)
             except sqlite3.IntegrityError as exc:
@@ -338,6 +418,8 @@ class SQLiteStore:
             connection.execute(_INSERT_CHARGE, _charge_values(write))
             if charge.once:
                 connection.execute(_INSERT_UNLOCK, (s.channel_id, charge.resource))
+        for item in write.outbox:
+            _enqueue(connection, s.channel_id, item, now)
         return version
 
 
@@ -347,6 +429,43 @@ _UPDATE_CHANNEL = (
 )
 _INSERT_CHARGE = "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_UNLOCK = "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?, ?)"
+
+
+_OUTBOX_COLUMNS = (
+    "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
+    "sent_at, attempts, note"
+)
+_OUTBOX_MUTABLE = {"status", "tx_hash", "raw_tx", "nonce", "max_fee", "priority_fee", "sent_at", "attempts", "note"}
+
+
+def _row_to_outbox(row: tuple) -> OutboxRow:
+    (row_id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee,
+     priority_fee, sent_at, attempts, note) = row  # fmt: skip
+    return OutboxRow(
+        row_id, channel_id, kind, int(amount), signature, deadline, status, tx_hash, raw_tx, nonce,
+        int(max_fee) if max_fee is not None else None, int(priority_fee) if priority_fee is not None else None,
+        sent_at, attempts, note,
+    )  # fmt: skip
+
+
+def _enqueue(connection: sqlite3.Connection, channel_id: bytes, item: OutboxItem, now: int) -> None:
+    """One open row per channel and kind: a higher voucher replaces the amount of a row not yet sent;
+    a row already sent stands (once done, the core asks again if more is owed)."""
+    row = connection.execute(
+        "SELECT id, status, amount FROM outbox WHERE channel_id = ? AND kind = ? AND status IN ('pending', 'sent')",
+        (channel_id, item.kind),
+    ).fetchone()
+    if row is None:
+        connection.execute(
+            "INSERT INTO outbox (channel_id, kind, amount, signature, deadline, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (channel_id, item.kind, str(item.amount), item.signature, item.deadline, now, now),
+        )
+    elif row[1] == "pending" and int(row[2]) < item.amount:
+        connection.execute(
+            "UPDATE outbox SET amount = ?, signature = ?, deadline = ?, updated_at = ? WHERE id = ?",
+            (str(item.amount), item.signature, item.deadline, now, row[0]),
+        )
 
 
 def _update_values(write: ChannelWrite, now: int) -> tuple:

@@ -1,0 +1,212 @@
+"""Sends the outbox: every claim or close the core decided on, until a confirmed event shows it.
+
+A row's life: `pending` (decided, committed with the channel state) -> the sender signs the
+transaction, records hash, raw bytes, nonce and fees (`sent`), and only then broadcasts it, so a
+crash at any point re-sends the very same transaction after a restart instead of a second one.
+A transaction not mined after `bump_after` seconds is replaced (same nonce, fees raised by at least
+12.5%, as nodes require). The watcher marks a row `done` when a confirmed ChannelClaimed or
+ChannelSettled covers it; the sender also closes rows the chain already fulfilled (someone else's
+claim, a settled channel). A row whose transaction would revert for another reason is `abandoned`
+with the decoded error, loudly: it needs an operator.
+
+The sender warns (log and `/healthz`) when its account cannot pay the gas of the open rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import structlog
+from eth_account import Account
+from web3 import AsyncWeb3
+
+from channel_node.chain.client import ChannelDepositClient, as_revert
+from channel_node.signing import to_compact
+from channel_node.store import OutboxRow, Store
+
+log = structlog.get_logger("channel_node.sender")
+
+FULFILLED_ERRORS = {"NothingToClaim", "ChannelIsSettled"}  # the effect is already on chain
+GAS_HEADROOM = 1.25  # estimates move with state; a claim that runs out of gas is a lost defence
+MIN_BUMP_NUMERATOR, MIN_BUMP_DENOMINATOR = 1125, 1000  # +12.5%, the replacement rule of geth and anvil
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    bumped: int = 0
+    abandoned: int = 0
+    balance: int = 0
+    needed: int = 0  # gas cost of the open rows at current fees
+
+    @property
+    def gas_ok(self) -> bool:
+        return self.balance >= self.needed
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        w3: AsyncWeb3,
+        client: ChannelDepositClient,
+        store: Store,
+        private_key: bytes,
+        bump_after: float = 30.0,
+        poll_interval: float = 2.0,
+        default_gas: int = 150_000,
+    ) -> None:
+        self.w3 = w3
+        self.client = client
+        self.store = store
+        self._account = Account.from_key(private_key)
+        self.address = self._account.address
+        self.bump_after = bump_after
+        self.poll_interval = poll_interval
+        self.default_gas = default_gas
+        self.stats = SenderStats()
+        self._next_nonce: int | None = None
+        self._rebroadcast_done = False
+
+    def __repr__(self) -> str:  # never the key
+        return f"OutboxSender({self.address})"
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sender_tick_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.poll_interval)
+
+    async def tick(self) -> None:
+        rows = await self.store.outbox()
+        if not self._rebroadcast_done:
+            await self._rebroadcast([row for row in rows if row.status == "sent"])
+            self._rebroadcast_done = True
+        for row in rows:
+            if row.status == "pending":
+                await self._send(row)
+            elif row.status == "sent":
+                await self._follow(row)
+        await self._check_balance()
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send(self, row: OutboxRow, nonce: int | None = None, fees: tuple[int, int] | None = None) -> None:
+        stored = await self.store.load_channel(row.channel_id)
+        if stored is None:
+            await self.store.update_outbox(row.id, status="abandoned", note="channel not in the store")
+            return
+        on_chain = await self.client.get_channel(row.channel_id)
+        if on_chain.settled or (row.kind == "claim" and on_chain.claimed >= row.amount):
+            await self.store.update_outbox(row.id, status="done", note="already on chain")
+            return
+        r, vs = to_compact(row.signature)
+        function = "claim" if row.kind == "claim" else "closeByReceiver"
+        data = self.client.contract.encode_abi(function, [stored.state.config.as_abi_tuple(), row.amount, r, vs])
+        tx = {"from": self.address, "to": self.client.address, "data": data, "value": 0}
+        try:
+            gas = int(await self.w3.eth.estimate_gas(tx) * GAS_HEADROOM)
+        except Exception as exc:
+            await self._refused(row, exc)
+            return
+        max_fee, priority_fee = fees or await self._fees()
+        if nonce is None:
+            nonce = await self._take_nonce()
+        tx |= {
+            "gas": gas, "nonce": nonce, "chainId": await self.w3.eth.chain_id, "type": 2,
+            "maxFeePerGas": max_fee, "maxPriorityFeePerGas": priority_fee,
+        }  # fmt: skip
+        signed = self._account.sign_transaction(tx)
+        # Durable before it leaves: a restart re-sends these exact bytes.
+        await self.store.update_outbox(
+            row.id, status="sent", tx_hash=bytes(signed.hash), raw_tx=bytes(signed.raw_transaction), nonce=nonce,
+            max_fee=max_fee, priority_fee=priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
+        )  # fmt: skip
+        await self._broadcast(bytes(signed.raw_transaction))
+        self.stats.sent += 1
+        log.info("outbox_sent", kind=row.kind, channel="0x" + row.channel_id.hex(), amount=str(row.amount),
+                 tx="0x" + bytes(signed.hash).hex(), nonce=nonce, deadline=row.deadline)  # fmt: skip
+
+    async def _follow(self, row: OutboxRow) -> None:
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(row.tx_hash)
+        except Exception:  # web3 raises TransactionNotFound while it is not mined
+            receipt = None
+        if receipt is not None:
+            if receipt["status"] == 0:
+                # Reverted on chain: maybe someone else's claim got there first. Decide afresh.
+                await self.store.update_outbox(row.id, status="pending", note="reverted; deciding again")
+            return  # mined: the watcher marks it done when the confirmed event arrives
+        if time.time() - (row.sent_at or 0) < self.bump_after:
+            return
+        bumped = (_bump(row.max_fee or 0), _bump(row.priority_fee or 0))
+        current = await self._fees()
+        fees = (max(bumped[0], current[0]), max(bumped[1], current[1]))
+        self.stats.bumped += 1
+        log.warning("outbox_fee_bump", channel="0x" + row.channel_id.hex(), nonce=row.nonce,
+                    max_fee=str(fees[0]), priority_fee=str(fees[1]), attempt=row.attempts + 1)  # fmt: skip
+        await self._send(row, nonce=row.nonce, fees=fees)
+
+    async def _refused(self, row: OutboxRow, exc: Exception) -> None:
+        name = _revert_name(exc)
+        if name in FULFILLED_ERRORS:
+            await self.store.update_outbox(row.id, status="done", note=f"chain says {name}")
+            return
+        if name is None:  # not a revert: the node or the network failed; try again next tick
+            raise exc
+        self.stats.abandoned += 1
+        await self.store.update_outbox(row.id, status="abandoned", note=f"would revert: {name}")
+        log.error("outbox_abandoned", channel="0x" + row.channel_id.hex(), kind=row.kind, error=name)
+
+    async def _rebroadcast(self, rows: list[OutboxRow]) -> None:
+        for row in rows:
+            if row.raw_tx:
+                await self._broadcast(row.raw_tx)
+
+    async def _broadcast(self, raw: bytes) -> None:
+        try:
+            await self.w3.eth.send_raw_transaction(raw)
+        except Exception as exc:  # already known / mined / nonce used: following the row sorts it out
+            log.info("outbox_broadcast_refused", error=f"{type(exc).__name__}: {exc}"[:200])
+
+    # ------------------------------------------------------------------ fees, nonces, balance
+
+    async def _fees(self) -> tuple[int, int]:
+        block = await self.w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas") or 0)
+        try:
+            priority = int(await self.w3.eth.max_priority_fee)
+        except Exception:
+            priority = 1_000_000_000
+        return 2 * base + priority, priority
+
+    async def _take_nonce(self) -> int:
+        chain_nonce = await self.w3.eth.get_transaction_count(self.address, "pending")
+        nonce = max(chain_nonce, self._next_nonce or 0)
+        self._next_nonce = nonce + 1
+        return nonce
+
+    async def _check_balance(self) -> None:
+        rows = await self.store.outbox()
+        max_fee, _ = await self._fees()
+        self.stats.balance = int(await self.w3.eth.get_balance(self.address))
+        self.stats.needed = len(rows) * self.default_gas * max_fee
+        if rows and not self.stats.gas_ok:
+            log.error("gas_balance_low", address=self.address, balance=str(self.stats.balance),
+                      needed=str(self.stats.needed), open_rows=len(rows))  # fmt: skip
+
+
+def _bump(value: int) -> int:
+    return value * MIN_BUMP_NUMERATOR // MIN_BUMP_DENOMINATOR + 1
+
+
+def _revert_name(exc: BaseException) -> str | None:
+    revert = as_revert(exc, "outbox")
+    if revert is None:
+        return None
+    return revert.error_name or revert.reason or "revert"

@@ -39,7 +39,8 @@ async def deployment(anvil):
     config = ChannelConfig.create(payer, address_of_key(VOUCHER_KEY), receiver, None, 3600, 7)
     await client.deposit_eth(config, 10 * PRICE, sender=Sender.unlocked(payer))
     domain = await client.domain()
-    return w3, client, config, domain, receiver
+    yield w3, client, config, domain, receiver
+    await w3.provider.disconnect()
 
 
 def voucher(domain, config: ChannelConfig, amount: int, first: bool) -> str:

@@ -165,3 +165,41 @@ async def test_a_cursor_no_longer_on_chain_triggers_a_resync(make_node, channels
     assert (await node.store.load_channel(channels.id(config))).state.deposited == 10 * PRICE
     assert (await node.store.cursor()).block_hash != b"\x66" * 32
     await node.store.close()
+
+
+async def test_settlement_policy_claims_fifty_channels_in_one_batched_transaction(make_node, channels):
+    from channel_node.settlement import SettlementPolicy
+
+    node = await make_node()
+    configs = [channels.open_eth(10 * PRICE, channels.config()) for _ in range(50)]
+    await node.watcher.poll()
+    for n, config in enumerate(configs):
+        assert (await pay(node, channels, config, (n % 3 + 1) * PRICE, "/a")).accepted
+    policy = SettlementPolicy(node.runtime, node.store, claim_min_unclaimed=PRICE)
+    assert await policy.tick(0) == (50, 0)
+    assert await policy.tick(0) == (0, 0), "an open row is not queued twice"
+    await node.sender.tick()
+    hashes = {row.tx_hash for row in await node.store.outbox()}
+    assert len(hashes) == 1 and node.sender.stats.sent == 1, "one claimBatch for all fifty"
+    receipt = channels.chain.w3.eth.get_transaction_receipt(hashes.pop())
+    await node.watcher.poll()
+    assert await node.store.outbox() == []
+    assert [channels.state(c)[1] for c in configs] == [(n % 3 + 1) * PRICE for n in range(50)]
+    assert receipt["gasUsed"] / 50 < 16_000
+
+
+async def test_idle_channels_are_closed_with_their_best_voucher(make_node, channels, parties):
+    from channel_node.settlement import SettlementPolicy
+
+    node = await make_node()
+    config = channels.open_eth(10 * PRICE, channels.config())
+    await node.watcher.poll()
+    assert (await pay(node, channels, config, 2 * PRICE, "/a")).accepted
+    balance_before = channels.chain.w3.eth.get_balance(parties.payer.address)
+    policy = SettlementPolicy(node.runtime, node.store, idle_close_after=3600)
+    assert await policy.tick(__import__("time").time() + 7200) == (0, 1)
+    assert not (await pay(node, channels, config, 3 * PRICE, "/b")).accepted, "nothing sold once closing"
+    await node.sync()
+    deposited, claimed, _, settled = channels.state(config)
+    assert settled and claimed == 2 * PRICE
+    assert channels.chain.w3.eth.get_balance(parties.payer.address) - balance_before == 8 * PRICE

@@ -151,8 +151,7 @@ async def _serve_main(settings) -> int:
     finally:
         await runner.cleanup()
         await node.close()
-        if persistent:
-            await w3.provider.disconnect()
+        await w3.provider.disconnect()
     return 0
 
 

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     poll_interval: float = Field(2.0, gt=0)
     log_range: int = Field(2_000, ge=1)  # blocks per eth_getLogs during catch-up
     fee_bump_after: float = Field(60.0, gt=0)  # seconds before a stuck transaction is replaced
+    # Settlement policy: periodic batched claims and closing of idle channels.
+    auto_claim: bool = True
+    claim_interval: float = Field(3600.0, gt=0)  # seconds between claim rounds
+    claim_min_unclaimed: Amount = 1  # claim a channel once this much is signed but unclaimed
+    claim_batch_size: int = Field(50, ge=1, le=500)  # channels per claimBatch transaction
+    idle_close_after: float | None = Field(None, gt=0)  # close channels idle this long (seconds)
     paywall: Paywall
 
     @field_validator("rpc_url")

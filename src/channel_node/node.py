@@ -19,6 +19,7 @@ from channel_node.chain.view import Web3ChainView
 from channel_node.config import Settings
 from channel_node.recovery import SignerRecovery
 from channel_node.runtime import Runtime
+from channel_node.settlement import SettlementPolicy
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
 from channel_node.server.metrics import Metrics
@@ -42,6 +43,7 @@ class Node:
     app: web.Application
     watcher: Watcher
     sender: OutboxSender | None
+    policy: SettlementPolicy | None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -51,6 +53,8 @@ class Node:
         self.tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
         if self.sender is not None:
             self.tasks.append(asyncio.create_task(self.sender.run(), name="outbox-sender"))
+        if self.policy is not None:
+            self.tasks.append(asyncio.create_task(self.policy.run(), name="settlement"))
 
     async def _place_first_cursor(self) -> None:
         start = self.settings.watch_from_block
@@ -186,8 +190,18 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
     key = claim_key(settings)
     sender = None
     if key is not None:
-        sender = OutboxSender(w3, client, store, key, bump_after=settings.fee_bump_after, poll_interval=settings.poll_interval)
-    node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender)  # type: ignore[arg-type]
+        sender = OutboxSender(
+            w3, client, store, key, bump_after=settings.fee_bump_after, poll_interval=settings.poll_interval,
+            batch_size=settings.claim_batch_size,
+        )  # fmt: skip
+    policy = None
+    if settings.auto_claim or settings.idle_close_after:
+        policy = SettlementPolicy(
+            runtime, store, claim_interval=settings.claim_interval,
+            claim_min_unclaimed=settings.claim_min_unclaimed if settings.auto_claim else (1 << 256),
+            idle_close_after=settings.idle_close_after,
+        )  # fmt: skip
+    node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender, policy)  # type: ignore[arg-type]
     node.app = create_app(paywall, health=node.health)
     return node
 

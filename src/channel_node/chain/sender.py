@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import structlog
 from eth_account import Account
+from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 
 from channel_node.chain.client import ChannelDepositClient, as_revert
-from channel_node.signing import to_compact
+from channel_node.signing import ChannelConfig, to_compact
 from channel_node.store import OutboxRow, Store
 
 log = structlog.get_logger("channel_node.sender")
@@ -56,6 +57,7 @@ class OutboxSender:
         bump_after: float = 30.0,
         poll_interval: float = 2.0,
         default_gas: int = 150_000,
+        batch_size: int = 50,
     ) -> None:
         self.w3 = w3
         self.client = client
@@ -65,6 +67,7 @@ class OutboxSender:
         self.bump_after = bump_after
         self.poll_interval = poll_interval
         self.default_gas = default_gas
+        self.batch_size = batch_size
         self.stats = SenderStats()
         self._next_nonce: int | None = None
         self._rebroadcast_done = False
@@ -87,32 +90,51 @@ class OutboxSender:
         if not self._rebroadcast_done:
             await self._rebroadcast([row for row in rows if row.status == "sent"])
             self._rebroadcast_done = True
+        pending = [row for row in rows if row.status == "pending"]
+        # Defences (a deadline) and closes go alone and first; claims without a deadline share
+        # one claimBatch transaction per `batch_size` channels (one payout, a fraction of the gas).
+        urgent = sorted((r for r in pending if r.kind != "claim" or r.deadline is not None), key=_urgency)
+        batchable = [r for r in pending if r.kind == "claim" and r.deadline is None]
+        for row in urgent:
+            await self._send([row])
+        for start in range(0, len(batchable), self.batch_size):
+            await self._send(batchable[start : start + self.batch_size])
+        by_tx: dict[bytes, list[OutboxRow]] = {}
         for row in rows:
-            if row.status == "pending":
-                await self._send(row)
-            elif row.status == "sent":
-                await self._follow(row)
+            if row.status == "sent" and row.tx_hash:
+                by_tx.setdefault(row.tx_hash, []).append(row)
+        for group in by_tx.values():
+            await self._follow(group)
         await self._check_balance()
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, row: OutboxRow, nonce: int | None = None, fees: tuple[int, int] | None = None) -> None:
-        stored = await self.store.load_channel(row.channel_id)
-        if stored is None:
-            await self.store.update_outbox(row.id, status="abandoned", note="channel not in the store")
+    async def _send(self, rows: list[OutboxRow], nonce: int | None = None, fees: tuple[int, int] | None = None) -> None:
+        """Signs one transaction for `rows` (one claim or close, or a batch of claims), records it
+        on every row, then broadcasts it."""
+        live = []
+        for row in rows:
+            stored = await self.store.load_channel(row.channel_id)
+            if stored is None:
+                await self.store.update_outbox(row.id, status="abandoned", note="channel not in the store")
+                continue
+            on_chain = await self.client.get_channel(row.channel_id)
+            if on_chain.settled or (row.kind == "claim" and on_chain.claimed >= row.amount):
+                await self.store.update_outbox(row.id, status="done", note="already on chain")
+                continue
+            live.append((row, stored.state.config))
+        if not live:
             return
-        on_chain = await self.client.get_channel(row.channel_id)
-        if on_chain.settled or (row.kind == "claim" and on_chain.claimed >= row.amount):
-            await self.store.update_outbox(row.id, status="done", note="already on chain")
-            return
-        r, vs = to_compact(row.signature)
-        function = "claim" if row.kind == "claim" else "closeByReceiver"
-        data = self.client.contract.encode_abi(function, [stored.state.config.as_abi_tuple(), row.amount, r, vs])
+        data = self._calldata(live)
         tx = {"from": self.address, "to": self.client.address, "data": data, "value": 0}
         try:
             gas = int(await self.w3.eth.estimate_gas(tx) * GAS_HEADROOM)
         except Exception as exc:
-            await self._refused(row, exc)
+            if len(live) > 1:  # one bad item must not hold the others back: send them one by one
+                for row, _ in live:
+                    await self._send([row])
+                return
+            await self._refused(live[0][0], exc)
             return
         max_fee, priority_fee = fees or await self._fees()
         if nonce is None:
@@ -122,35 +144,56 @@ class OutboxSender:
             "maxFeePerGas": max_fee, "maxPriorityFeePerGas": priority_fee,
         }  # fmt: skip
         signed = self._account.sign_transaction(tx)
-        # Durable before it leaves: a restart re-sends these exact bytes.
-        await self.store.update_outbox(
-            row.id, status="sent", tx_hash=bytes(signed.hash), raw_tx=bytes(signed.raw_transaction), nonce=nonce,
-            max_fee=max_fee, priority_fee=priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
-        )  # fmt: skip
-        await self._broadcast(bytes(signed.raw_transaction))
+        tx_hash, raw = bytes(signed.hash), bytes(signed.raw_transaction)
+        for row, _ in live:  # durable before it leaves: a restart re-sends these exact bytes
+            await self.store.update_outbox(
+                row.id, status="sent", tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=max_fee,
+                priority_fee=priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
+            )  # fmt: skip
+        await self._broadcast(raw)
         self.stats.sent += 1
-        log.info("outbox_sent", kind=row.kind, channel="0x" + row.channel_id.hex(), amount=str(row.amount),
-                 tx="0x" + bytes(signed.hash).hex(), nonce=nonce, deadline=row.deadline)  # fmt: skip
+        log.info("outbox_sent", kind=live[0][0].kind if len(live) == 1 else "claim_batch", channels=len(live),
+                 amount=str(sum(row.amount for row, _ in live)), tx="0x" + tx_hash.hex(), nonce=nonce,
+                 deadline=min((r.deadline for r, _ in live if r.deadline), default=None))  # fmt: skip
 
-    async def _follow(self, row: OutboxRow) -> None:
+    def _calldata(self, live: list[tuple[OutboxRow, ChannelConfig]]) -> str:
+        if len(live) == 1:
+            row, config = live[0]
+            r, vs = to_compact(row.signature)
+            function = "claim" if row.kind == "claim" else "closeByReceiver"
+            return self.client.contract.encode_abi(function, [config.as_abi_tuple(), row.amount, r, vs])
+        first = live[0][1]
+        items = []
+        for row, config in live:
+            r, vs = to_compact(row.signature)
+            items.append((to_checksum_address(config.payer), to_checksum_address(config.signer), config.close_delay,
+                          config.salt, row.amount, r, vs))  # fmt: skip
+        return self.client.contract.encode_abi(
+            "claimBatch", [to_checksum_address(first.receiver), to_checksum_address(first.token), items]
+        )
+
+    async def _follow(self, rows: list[OutboxRow]) -> None:
+        """Follows one sent transaction (shared by all rows of a batch)."""
+        first = rows[0]
         try:
-            receipt = await self.w3.eth.get_transaction_receipt(row.tx_hash)
+            receipt = await self.w3.eth.get_transaction_receipt(first.tx_hash)
         except Exception:  # web3 raises TransactionNotFound while it is not mined
             receipt = None
         if receipt is not None:
             if receipt["status"] == 0:
                 # Reverted on chain: maybe someone else's claim got there first. Decide afresh.
-                await self.store.update_outbox(row.id, status="pending", note="reverted; deciding again")
-            return  # mined: the watcher marks it done when the confirmed event arrives
-        if time.time() - (row.sent_at or 0) < self.bump_after:
+                for row in rows:
+                    await self.store.update_outbox(row.id, status="pending", note="reverted; deciding again")
+            return  # mined: the watcher marks the rows done when the confirmed events arrive
+        if time.time() - (first.sent_at or 0) < self.bump_after:
             return
-        bumped = (_bump(row.max_fee or 0), _bump(row.priority_fee or 0))
+        bumped = (_bump(first.max_fee or 0), _bump(first.priority_fee or 0))
         current = await self._fees()
         fees = (max(bumped[0], current[0]), max(bumped[1], current[1]))
         self.stats.bumped += 1
-        log.warning("outbox_fee_bump", channel="0x" + row.channel_id.hex(), nonce=row.nonce,
-                    max_fee=str(fees[0]), priority_fee=str(fees[1]), attempt=row.attempts + 1)  # fmt: skip
-        await self._send(row, nonce=row.nonce, fees=fees)
+        log.warning("outbox_fee_bump", channels=len(rows), nonce=first.nonce, max_fee=str(fees[0]),
+                    priority_fee=str(fees[1]), attempt=first.attempts + 1)  # fmt: skip
+        await self._send(rows, nonce=first.nonce, fees=fees)
 
     async def _refused(self, row: OutboxRow, exc: Exception) -> None:
         name = _revert_name(exc)
@@ -199,6 +242,10 @@ class OutboxSender:
         if rows and not self.stats.gas_ok:
             log.error("gas_balance_low", address=self.address, balance=str(self.stats.balance),
                       needed=str(self.stats.needed), open_rows=len(rows))  # fmt: skip
+
+
+def _urgency(row: OutboxRow) -> tuple[int, int]:
+    return (row.deadline if row.deadline is not None else 1 << 62, row.id)
 
 
 def _bump(value: int) -> int:

@@ -42,6 +42,7 @@ class Pin:
 class StoredChannel:
     state: ChannelState
     version: int  # 0 means "not in the store yet"
+    updated_at: int = 0  # unix seconds of the last write (activity), where the store keeps it
 
 
 @dataclass(frozen=True)

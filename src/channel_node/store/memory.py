@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from channel_node.store.base import (
     OUTBOX_OPEN,
@@ -53,7 +54,7 @@ class MemoryStore:
         if write.charge is not None and write.charge.payment_id and (channel_id, write.charge.payment_id) in self._payments:
             raise StaleWrite(f"payment {write.charge.payment_id!r} is already recorded")
         version = write.expected_version + 1
-        self._channels[channel_id] = StoredChannel(write.state, version)
+        self._channels[channel_id] = StoredChannel(write.state, version, int(time.time()))
         if write.charge is not None:
             self._charges.setdefault(channel_id, []).append(write.charge)
             if write.charge.once:

@@ -78,7 +78,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 
 def _row_to_channel(row: tuple) -> StoredChannel:
     (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling,
-     signature, charged, close_deadline, settled, receiver_closing, version) = row  # fmt: skip
+     signature, charged, close_deadline, settled, receiver_closing, version, updated_at) = row  # fmt: skip
     config = ChannelConfig(payer, signer, receiver, token, close_delay, int(salt))
     state = ChannelState(
         channel_id=channel_id,
@@ -92,12 +92,12 @@ def _row_to_channel(row: tuple) -> StoredChannel:
         settled=bool(settled),
         receiver_closing=bool(receiver_closing),
     )
-    return StoredChannel(state, version)
+    return StoredChannel(state, version, updated_at)
 
 
 _CHANNEL_COLUMNS = (
     "channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling, "
-    "signature, charged, close_deadline, settled, receiver_closing, version"
+    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at"
 )
 
 

@@ -1,0 +1,60 @@
+"""When the node collects its money without being asked: periodic claims and idle-channel closes.
+
+Every `claim_interval` seconds, each open channel whose unclaimed vouchers reach
+`claim_min_unclaimed` gets an operator claim (the sender batches them, `batch_size` channels per
+transaction); a channel without activity for `idle_close_after` seconds is closed with its best
+voucher, refunding the rest to its payer. Decisions go through the core and the outbox like any
+other, so they survive a restart and are never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from channel_node.core import OperatorClaim, OperatorClose, SendClaim, SendClose
+from channel_node.runtime import Runtime
+from channel_node.store import Store
+
+log = structlog.get_logger("channel_node.settlement")
+
+
+@dataclass
+class SettlementPolicy:
+    runtime: Runtime
+    store: Store
+    claim_interval: float = 3600.0
+    claim_min_unclaimed: int = 1
+    idle_close_after: float | None = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.claim_interval)
+            try:
+                await self.tick(time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("settlement_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def tick(self, now: float) -> tuple[int, int]:
+        """Queues claims and idle closes; returns (claims, closes) queued."""
+        claims = closes = 0
+        open_kinds = {(row.channel_id, row.kind) for row in await self.store.outbox()}
+        for stored in await self.store.list_channels():
+            state = stored.state
+            if state.settled or state.receiver_closing or state.ceiling == 0:
+                continue
+            idle = self.idle_close_after is not None and now - stored.updated_at >= self.idle_close_after
+            if idle and (state.channel_id, "close") not in open_kinds:
+                if isinstance(await self.runtime.operator(state.channel_id, OperatorClose()), SendClose):
+                    closes += 1
+            elif state.unclaimed >= self.claim_min_unclaimed and (state.channel_id, "claim") not in open_kinds:
+                if isinstance(await self.runtime.operator(state.channel_id, OperatorClaim()), SendClaim):
+                    claims += 1
+        if claims or closes:
+            log.info("settlement_queued", claims=claims, closes=closes)
+        return claims, closes

@@ -203,3 +203,14 @@ async def test_idle_channels_are_closed_with_their_best_voucher(make_node, chann
     deposited, claimed, _, settled = channels.state(config)
     assert settled and claimed == 2 * PRICE
     assert channels.chain.w3.eth.get_balance(parties.payer.address) - balance_before == 8 * PRICE
+
+
+async def test_logs_of_a_channel_opened_in_the_same_range_are_all_applied(make_node, channels, parties):
+    node = await make_node()
+    config = channels.open_eth(10 * PRICE, channels.config())
+    channels.chain.transact(channels.contract.functions.depositEth(config.as_abi_tuple()), parties.payer.address, value=7)
+    r, vs = channels.voucher(config, 3 * PRICE)
+    channels.chain.transact(channels.contract.functions.claim(config.as_abi_tuple(), 3 * PRICE, r, vs), parties.receiver.address)
+    await node.watcher.poll()  # opened, topped up and claimed, all in one range the node has not seen
+    state = (await node.store.load_channel(channels.id(config))).state
+    assert (state.deposited, state.claimed) == (10 * PRICE + 7, 3 * PRICE)

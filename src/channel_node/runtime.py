@@ -230,7 +230,8 @@ class Runtime:
             channel = getattr(log, "channel_id", None)
             if channel is None:
                 continue
-            if channel in self._known or (isinstance(log, ChannelOpened) and self._is_ours(log)):
+            # A channel opened earlier in this same batch counts as known for its later logs.
+            if channel in self._known or channel in by_channel or (isinstance(log, ChannelOpened) and self._is_ours(log)):
                 by_channel.setdefault(channel, []).append(log)
         await asyncio.gather(*(self._apply_channel_logs(channel, items) for channel, items in by_channel.items()))
         return sum(len(items) for items in by_channel.values())

@@ -208,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides the configuration)")
     serve.set_defaults(handler=_serve)
 
+    from channel_node.operator_cli import add_deploy_command, add_keys_commands
+
+    add_keys_commands(commands)
+    add_deploy_command(commands)
+
     demo = commands.add_parser("contract-demo", help="walk one channel through its on-chain life and print the gas")
     demo.add_argument("--unlocks", type=int, default=1000, help="off-chain vouchers to sign and verify (default 1000)")
     demo.add_argument("--price", type=int, default=20_000_000_000_000, help="price per unlock in wei (default 2e13)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -71,10 +72,12 @@ async def _dev_main(args: argparse.Namespace) -> int:
     world = create_world(Path(args.data_dir) if args.data_dir else None)
     provider = AsyncEthereumTesterProvider()
     provider.ethereum_tester = world.chain.tester  # the node reads the same in-process chain
-    settings = dev_settings(world.database, world.contract, world.receiver, args.host, args.port, world.receiver_key)
+    admin_token = secrets.token_urlsafe(24)
+    settings = dev_settings(world.database, world.contract, world.receiver, args.host, args.port, world.receiver_key, admin_token)
     node = await build_node(settings, AsyncWeb3(provider))
     await node.start()
     runner, base_url = await _serve_app(node.app, args.host, args.port)
+    admin_runner, admin_url = await _serve_app(node.admin_app, "127.0.0.1", 0)
     freeze_startup_objects()
     try:
         # Prove the whole path once: 402, then a paid fetch with the reader's first voucher.
@@ -95,12 +98,18 @@ async def _dev_main(args: argparse.Namespace) -> int:
             flush=True,
         )
         _print(instructions(world, base_url, paid_first=True))
+        print(
+            f"\nOperator: admin API {admin_url}/admin, token {admin_token} (a new one each run), e.g.\n"
+            f"  CHANNEL_NODE_ADMIN_TOKEN={admin_token} channel-node channels list --admin-url {admin_url}",
+            flush=True,
+        )
         if args.once:
             return 0
         print("\nPress Ctrl-C to stop.", flush=True)
         await _wait_for_signal()
         return 0
     finally:
+        await admin_runner.cleanup()
         await runner.cleanup()
         await node.close()
 
@@ -144,11 +153,17 @@ async def _serve_main(settings) -> int:
         print("warning: no claim_key or claim_keystore: the node cannot defend channels or claim", file=sys.stderr)
     await node.start()
     runner, base_url = await _serve_app(node.app, settings.host, settings.port)
+    admin_runner = None
+    if settings.admin_token is not None:
+        admin_runner, admin_url = await _serve_app(node.admin_app, settings.admin_host, settings.admin_port)
+        print(f"admin API on {admin_url}/admin (bearer token; OpenAPI at /admin/openapi.json)", flush=True)
     freeze_startup_objects()
     print(f"channel-node serving {base_url} (chain {node.chain_id}, contract {settings.contract})", flush=True)
     try:
         await _wait_for_signal()
     finally:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         await runner.cleanup()
         await node.close()
         await w3.provider.disconnect()
@@ -210,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from channel_node.operator_cli import add_deploy_command, add_keys_commands
 
+    from channel_node.channels_cli import add_operator_commands
+
+    add_operator_commands(commands)
     add_keys_commands(commands)
     add_deploy_command(commands)
 

@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     close_delay_max: int = 30 * 24 * 3600
     log_format: Literal["auto", "json", "console"] = "auto"
     recovery_thread: bool = True  # recover voucher signers on a worker thread (uses a second core)
-    admin_token: SecretStr | None = None
+    admin_token: SecretStr | None = None  # bearer token of the admin API; unset disables it
+    admin_host: str = "127.0.0.1"  # the admin API listens apart from the paywall, on loopback by default
+    admin_port: int = Field(8403, ge=0, le=65535)
     # The key that sends claims and closes (the receiver's, or any funded key: payouts go to `receiver`).
     claim_key: SecretStr | None = None  # hex; prefer claim_keystore
     claim_keystore: Path | None = None  # encrypted keystore; password in CHANNEL_NODE_KEYSTORE_PASSWORD

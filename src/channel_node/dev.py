@@ -29,8 +29,12 @@ def site_root() -> Path:
     return Path(str(resources.files("channel_node").joinpath("site")))
 
 
-def dev_settings(database: Path, contract: str, receiver: str, host: str, port: int, claim_key: bytes) -> Settings:
+def dev_settings(
+    database: Path, contract: str, receiver: str, host: str, port: int, claim_key: bytes, admin_token: str | None = None
+) -> Settings:
     return load_settings(
+        admin_token=admin_token,
+        admin_port=0,
         claim_key=claim_key.hex(),  # the dev publisher's well-known key: it claims and defends
         contract=contract,
         receiver=receiver,

@@ -28,6 +28,7 @@ class _Sink:
 
     def __init__(self) -> None:
         self.tty = False  # set by configure(): isatty() is a system call, not for every line
+        self.stream = "stdout"  # looked up on sys at each write, so a replaced stream (tests) is used
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
@@ -35,7 +36,7 @@ class _Sink:
 
     def write(self, line: str) -> None:
         if self.tty:
-            sys.stdout.write(line + "\n")
+            getattr(sys, self.stream).write(line + "\n")
             return
         with self._lock:
             self._lines.append(line)
@@ -51,8 +52,9 @@ class _Sink:
             lines, self._lines = self._lines, []
         if lines:
             try:
-                sys.stdout.write("\n".join(lines) + "\n")
-                sys.stdout.flush()
+                out = getattr(sys, self.stream)
+                out.write("\n".join(lines) + "\n")
+                out.flush()
             except (OSError, ValueError):  # stdout closed or gone: logs are not worth a crash
                 pass
 
@@ -90,9 +92,11 @@ def flush() -> None:
     _sink.flush()
 
 
-def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
+def configure(log_format: str = "auto", level: int = logging.INFO, stream: str = "stdout") -> None:
+    """`stream` is "stdout" for the node, "stderr" for commands whose stdout is their answer."""
     _sink.flush()
-    _sink.tty = sys.stdout.isatty()
+    _sink.stream = stream
+    _sink.tty = getattr(sys, stream).isatty()
     json_lines = log_format == "json" or (log_format == "auto" and not _sink.tty)
     renderer = (
         structlog.processors.JSONRenderer(serializer=_dumps) if json_lines else structlog.dev.ConsoleRenderer(colors=False)

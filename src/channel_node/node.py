@@ -20,6 +20,7 @@ from channel_node.config import Settings
 from channel_node.recovery import SignerRecovery
 from channel_node.runtime import Runtime
 from channel_node.settlement import SettlementPolicy
+from channel_node.server.admin import create_admin_app
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
 from channel_node.server.metrics import Metrics
@@ -44,6 +45,7 @@ class Node:
     watcher: Watcher
     sender: OutboxSender | None
     policy: SettlementPolicy | None
+    admin_app: web.Application | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -203,6 +205,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         )  # fmt: skip
     node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender, policy)  # type: ignore[arg-type]
     node.app = create_app(paywall, health=node.health)
+    node.admin_app = create_admin_app(node)
     return node
 
 

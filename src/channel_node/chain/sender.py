@@ -95,10 +95,15 @@ class OutboxSender:
         # one claimBatch transaction per `batch_size` channels (one payout, a fraction of the gas).
         urgent = sorted((r for r in pending if r.kind != "claim" or r.deadline is not None), key=_urgency)
         batchable = [r for r in pending if r.kind == "claim" and r.deadline is None]
-        for row in urgent:
-            await self._send([row])
-        for start in range(0, len(batchable), self.batch_size):
-            await self._send(batchable[start : start + self.batch_size])
+        groups = [[row] for row in urgent]
+        groups += [batchable[i : i + self.batch_size] for i in range(0, len(batchable), self.batch_size)]
+        for group in groups:
+            try:  # one failing row must not hold back the others (a defence may be behind it)
+                await self._send(group)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox_send_failed", rows=[row.id for row in group], error=f"{type(exc).__name__}: {exc}")
         by_tx: dict[bytes, list[OutboxRow]] = {}
         for row in rows:
             if row.status == "sent" and row.tx_hash:
@@ -159,7 +164,8 @@ class OutboxSender:
     def _calldata(self, live: list[tuple[OutboxRow, ChannelConfig]]) -> str:
         if len(live) == 1:
             row, config = live[0]
-            r, vs = to_compact(row.signature)
+            # A close with no voucher (amount 0) needs no signature: the contract refunds everything.
+            r, vs = to_compact(row.signature) if row.signature else (b"\0" * 32, b"\0" * 32)
             function = "claim" if row.kind == "claim" else "closeByReceiver"
             return self.client.contract.encode_abi(function, [config.as_abi_tuple(), row.amount, r, vs])
         first = live[0][1]

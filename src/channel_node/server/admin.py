@@ -1,0 +1,663 @@
+"""The admin API: an aiohttp application under `/admin`, for the node's operator.
+
+It is meant for its own listener bound to 127.0.0.1 (never the paywall's): every request must carry
+`Authorization: Bearer <admin_token>`; a node without `admin_token` answers every request 503
+`admin_disabled`. Reads list and show channels, the outbox and totals; writes queue claims and
+closes through `Runtime.operator`, so they are decided by the core and committed as outbox rows
+like any other transaction (the sender broadcasts them). Every write is logged as `admin_action`.
+
+Amounts are decimal strings in the token's smallest unit (uint256-safe, never floats). Every
+refusal is JSON `{"error": <stable code>, "message": ...}`; nothing a client sends raises a 500.
+`GET /admin/openapi.json` describes all of it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from eth_utils import to_checksum_address
+
+from channel_node.core import ChannelState, OperatorClaim, OperatorClose, Reject, Rejected
+from channel_node.store import Charge, OutboxRow, StoreError
+
+PREFIX = "/admin"
+CHANNEL_STATUSES = ("open", "closing", "settled", "receiver_closing")
+OUTBOX_STATUSES = ("pending", "sent", "done", "abandoned")
+OUTBOX_OPEN = ("pending", "sent")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_BATCH = 10_000  # channel ids in one POST /admin/close
+MAX_BODY = 1024 * 1024
+UINT256_MAX = (1 << 256) - 1
+NOTHING_TO_CLOSE = "nothing_to_close"
+
+_HEX_ID = re.compile(r"(0x)?([0-9a-fA-F]{64})")
+_DIGITS = re.compile(r"[0-9]{1,78}")
+
+
+class AdminError(Exception):
+    """A refusal: answered as `{"error": code, "message": message}` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.message, self.headers)
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def _log():
+    return structlog.get_logger("channel_node.admin")
+
+
+# ------------------------------------------------------------------ JSON shapes
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else "0x" + value.hex()
+
+
+def channel_status(state: ChannelState) -> str:
+    if state.settled:
+        return "settled"
+    if state.receiver_closing:
+        return "receiver_closing"
+    if state.close_deadline is not None:
+        return "closing"
+    return "open"
+
+
+def channel_json(state: ChannelState) -> dict[str, Any]:
+    config = state.config
+    return {
+        "channelId": _hex(state.channel_id),
+        "payer": to_checksum_address(config.payer),
+        "signer": to_checksum_address(config.signer),
+        "receiver": to_checksum_address(config.receiver),
+        "token": to_checksum_address(config.token),
+        "closeDelay": config.close_delay,
+        "salt": str(config.salt),
+        "deposited": str(state.deposited),
+        "claimed": str(state.claimed),
+        "maxClaimableAmount": str(state.ceiling),
+        "charged": str(state.charged),
+        "unclaimed": str(state.unclaimed),
+        "credit": str(state.credit),
+        "closeDeadline": state.close_deadline,
+        "settled": state.settled,
+        "receiverClosing": state.receiver_closing,
+        "status": channel_status(state),
+    }
+
+
+def charge_json(charge: Charge) -> dict[str, Any]:
+    return {
+        "resource": charge.resource,
+        "amount": str(charge.amount),
+        "paymentId": charge.payment_id,
+        "once": charge.once,
+        "at": charge.at,
+    }
+
+
+def outbox_json(row: OutboxRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "channelId": _hex(row.channel_id),
+        "kind": row.kind,
+        "amount": str(row.amount),
+        "deadline": row.deadline,
+        "status": row.status,
+        "txHash": _hex(row.tx_hash),
+        "nonce": row.nonce,
+        "maxFee": None if row.max_fee is None else str(row.max_fee),
+        "priorityFee": None if row.priority_fee is None else str(row.priority_fee),
+        "sentAt": row.sent_at,
+        "attempts": row.attempts,
+        "note": row.note,
+    }
+
+
+# ------------------------------------------------------------------ input parsing
+
+
+def parse_channel_id(text: object) -> bytes:
+    match = _HEX_ID.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise AdminError(400, "malformed_channel_id", "a channel id is 32 bytes of hex (0x followed by 64 digits)")
+    return bytes.fromhex(match.group(2))
+
+
+def _amount(value: object, name: str) -> int:
+    """A uint256 amount: a decimal string (preferred) or a JSON integer; never a float or a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise AdminError(400, "malformed_request", f"{name} must be a whole number as a decimal string")
+    if isinstance(value, str):
+        if _DIGITS.fullmatch(value) is None:
+            raise AdminError(400, "malformed_request", f"{name} must be a whole number as a decimal string")
+        value = int(value)
+    if not 0 <= value <= UINT256_MAX:
+        raise AdminError(400, "malformed_request", f"{name} must be between 0 and 2**256 - 1")
+    return value
+
+
+def _query(request: web.Request, allowed: Iterable[str]) -> dict[str, str]:
+    allowed = set(allowed)
+    query: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key not in allowed:
+            raise AdminError(400, "malformed_request", f"unknown query parameter {key!r}; known: {sorted(allowed)}")
+        if key in query:
+            raise AdminError(400, "malformed_request", f"query parameter {key!r} given twice")
+        query[key] = value
+    return query
+
+
+def _page(query: dict[str, str]) -> tuple[int, int]:
+    limit, offset = DEFAULT_LIMIT, 0
+    if "limit" in query:
+        limit = _amount(query["limit"], "limit")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise AdminError(400, "malformed_request", f"limit must be between 1 and {MAX_LIMIT}")
+    if "offset" in query:
+        offset = _amount(query["offset"], "offset")
+    return limit, offset
+
+
+async def _body(request: web.Request, allowed: set[str], required: bool = False) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise AdminError(400, "malformed_request", "this call needs a JSON object body")
+        return {}
+    try:
+        # orjson, not json: it caps nesting at 1024, while py-evm raises the interpreter's recursion limit
+        # so far that the stdlib parser would crash the process on a deeply nested body. Integers beyond
+        # 64 bits come back as floats, which `_amount` refuses (amounts are decimal strings).
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise AdminError(400, "malformed_request", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise AdminError(400, "malformed_request", "the body must be a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        raise AdminError(400, "malformed_request", f"unknown fields {sorted(unknown)}; known: {sorted(allowed)}")
+    return body
+
+
+def _authorized(header: str | None, token: bytes) -> bool:
+    if not header:
+        return False
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(credentials.strip().encode("utf-8", "surrogateescape"), token)
+
+
+# ------------------------------------------------------------------ the application
+
+
+class AdminApi:
+    def __init__(self, node) -> None:
+        self.node = node
+        secret = node.settings.admin_token
+        value = secret.get_secret_value() if secret is not None else ""
+        self._token: bytes | None = value.encode("utf-8") if value else None  # never logged, never answered
+
+    def __repr__(self) -> str:  # never the token
+        return f"AdminApi(enabled={self._token is not None})"
+
+    @property
+    def store(self):
+        return self.node.store
+
+    @property
+    def runtime(self):
+        return self.node.runtime
+
+    # ------------------------------------------------------------------ middleware
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler) -> web.StreamResponse:
+        try:
+            if self._token is None:
+                raise AdminError(503, "admin_disabled", "the admin API is disabled: set admin_token to enable it")
+            if not _authorized(request.headers.get("Authorization"), self._token):
+                _log().warning("admin_denied", method=request.method, path=request.path, remote=request.remote)
+                raise AdminError(
+                    401, "unauthorized", "send Authorization: Bearer <admin_token>",
+                    {"WWW-Authenticate": 'Bearer realm="channel-node admin"'},
+                )  # fmt: skip
+            return await handler(request)
+        except AdminError as exc:
+            return exc.response()
+        except web.HTTPException as exc:  # routing (404, 405) and body size (413) refusals
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status, "http_error")
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return error_response(exc.status, code, exc.reason, headers)
+        except StoreError as exc:
+            _log().error("admin_store_failed", path=request.path, error=type(exc).__name__)
+            return error_response(503, "store_unavailable", "the node's database could not be used; retry later")
+        except Exception as exc:  # a bug: answer JSON, log the type (never the request's headers)
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            _log().error("admin_failed", method=request.method, path=request.path, error=error)
+            return error_response(500, "internal_error", "the node failed to answer; see its log")
+
+    # ------------------------------------------------------------------ reads
+
+    async def list_channels(self, request: web.Request) -> web.Response:
+        query = _query(request, ("status", "min_unclaimed", "limit", "offset"))
+        status = query.get("status")
+        if status is not None and status not in CHANNEL_STATUSES:
+            raise AdminError(400, "malformed_request", f"status must be one of {list(CHANNEL_STATUSES)}")
+        minimum = _amount(query["min_unclaimed"], "min_unclaimed") if "min_unclaimed" in query else None
+        limit, offset = _page(query)
+        states = await self._states()
+        selected = [
+            s for s in states
+            if (status is None or channel_status(s) == status) and (minimum is None or s.unclaimed >= minimum)
+        ]  # fmt: skip
+        page = selected[offset : offset + limit]
+        return web.json_response([channel_json(s) for s in page], headers={"X-Total-Count": str(len(selected))})
+
+    async def show_channel(self, request: web.Request) -> web.Response:
+        _query(request, ())
+        channel = parse_channel_id(request.match_info["id"])
+        state = await self.runtime.channel(channel)
+        if state is None:
+            raise AdminError(404, Reject.CHANNEL_UNKNOWN.value, "this node has no such channel")
+        charges = await self.store.charges(channel)
+        rows = [row for row in await self.store.outbox(OUTBOX_OPEN) if row.channel_id == channel]
+        return web.json_response(
+            channel_json(state) | {"charges": [charge_json(c) for c in charges], "outbox": [outbox_json(r) for r in rows]}
+        )
+
+    async def outbox(self, request: web.Request) -> web.Response:
+        query = _query(request, ("status", "channel", "limit", "offset"))
+        statuses = OUTBOX_STATUSES
+        if "status" in query:
+            if query["status"] not in OUTBOX_STATUSES:
+                raise AdminError(400, "malformed_request", f"status must be one of {list(OUTBOX_STATUSES)}")
+            statuses = (query["status"],)
+        channel = parse_channel_id(query["channel"]) if "channel" in query else None
+        limit, offset = _page(query)
+        rows = await self.store.outbox(statuses)
+        rows = [row for row in reversed(rows) if channel is None or row.channel_id == channel]  # newest first
+        page = rows[offset : offset + limit]
+        return web.json_response([outbox_json(r) for r in page], headers={"X-Total-Count": str(len(rows))})
+
+    async def status(self, request: web.Request) -> web.Response:
+        _query(request, ())
+        health = await self.node.health()
+        states = await self._states()
+        by_status = dict.fromkeys(CHANNEL_STATUSES, 0)
+        for state in states:
+            by_status[channel_status(state)] += 1
+        open_rows = await self.store.outbox(OUTBOX_OPEN)
+        outbox = {
+            status: {
+                "rows": sum(1 for r in open_rows if r.status == status),
+                "amount": str(sum(r.amount for r in open_rows if r.status == status)),
+            }
+            for status in OUTBOX_OPEN
+        }
+        totals = {
+            "channels": len(states),
+            "channelsByStatus": by_status,
+            "deposited": str(sum(s.deposited for s in states)),
+            "claimed": str(sum(s.claimed for s in states)),
+            "revenue": str(sum(s.charged for s in states)),
+            "unclaimed": str(sum(s.unclaimed for s in states)),
+            "credit": str(sum(s.credit for s in states)),
+            "outbox": outbox,
+        }
+        report = {"status": "degraded" if health.get("problems") else "ok", **health, "totals": totals}
+        return web.json_response(report)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    async def _states(self) -> list[ChannelState]:
+        """Every channel, ordered by id (a stable order for paging)."""
+        return sorted((stored.state for stored in await self.store.list_channels()), key=lambda s: s.channel_id)
+
+    # ------------------------------------------------------------------ writes
+
+    async def claim_one(self, request: web.Request) -> web.Response:
+        return await self._one(request, "claim")
+
+    async def close_one(self, request: web.Request) -> web.Response:
+        return await self._one(request, "close")
+
+    async def _one(self, request: web.Request, kind: str) -> web.Response:
+        _query(request, ())
+        channel = parse_channel_id(request.match_info["id"])
+        await _body(request, set())  # no fields; a body, if any, must still be a JSON object
+        result = await self._operate(channel, kind)
+        await self._attach_rows(kind, [result])
+        if "error" in result:
+            self._log_action(request, kind, [channel], result=result["error"])
+            status = 404 if result["error"] == Reject.CHANNEL_UNKNOWN.value else 409
+            raise AdminError(status, result["error"], result["message"])
+        self._log_action(request, kind, [channel], result="queued", amount=result["amount"])
+        return web.json_response(result, status=202)
+
+    async def claim_many(self, request: web.Request) -> web.Response:
+        _query(request, ())
+        body = await _body(request, {"min"})
+        minimum = _amount(body.get("min", "1"), "min")
+        if minimum < 1:
+            raise AdminError(400, "malformed_request", "min must be at least 1")
+        targets = [s.channel_id for s in await self._states() if not s.settled and s.unclaimed >= minimum]
+        return await self._many(request, "claim", targets, min=str(minimum))
+
+    async def close_many(self, request: web.Request) -> web.Response:
+        _query(request, ())
+        body = await _body(request, {"all", "channels"}, required=True)
+        if "all" in body and "channels" in body:
+            raise AdminError(400, "malformed_request", 'send either {"all": true} or {"channels": [...]}, not both')
+        if "all" in body:
+            if body["all"] is not True:
+                raise AdminError(400, "malformed_request", '"all" must be true')
+            # Channels without a voucher are left alone: closing them would only spend gas to refund the payer.
+            targets = [
+                s.channel_id for s in await self._states()
+                if not s.settled and not s.receiver_closing and s.ceiling > 0
+            ]  # fmt: skip
+            return await self._many(request, "close", targets, all=True)
+        ids = body.get("channels")
+        if not isinstance(ids, list) or not ids:
+            raise AdminError(400, "malformed_request", 'send {"all": true} or {"channels": [<channel id>, ...]}')
+        if len(ids) > MAX_BATCH:
+            raise AdminError(400, "malformed_request", f"at most {MAX_BATCH} channels per call")
+        targets = list(dict.fromkeys(parse_channel_id(text) for text in ids))  # all checked before any is closed
+        return await self._many(request, "close", targets)
+
+    async def _many(self, request: web.Request, kind: str, targets: list[bytes], **fields) -> web.Response:
+        queued, rejected = [], []
+        try:
+            for channel in targets:
+                result = await self._operate(channel, kind)
+                (rejected if "error" in result else queued).append(result)
+        finally:  # logged even when the store fails half way: what was queued stays queued
+            self._log_action(
+                request, kind, [r["channelId"] for r in queued], result="queued", queued=len(queued),
+                rejected=[f"{r['channelId']}:{r['error']}" for r in rejected], **fields,
+            )  # fmt: skip
+        await self._attach_rows(kind, queued)
+        return web.json_response({"queued": len(queued), "channels": queued, "rejected": rejected}, status=202)
+
+    async def _operate(self, channel: bytes, kind: str) -> dict[str, Any]:
+        """Queues one claim or close. Returns the outbox item, or `error` and `message`."""
+        channel_hex = _hex(channel)
+        if kind == "close":
+            state = await self.runtime.channel(channel)
+            if state is not None and not state.settled and state.ceiling == 0:
+                # No voucher to close with (and the sender cannot sign a voucherless close).
+                message = "no voucher on this channel: nothing to close with; the payer's own close refunds it"
+                return {"channelId": channel_hex, "error": NOTHING_TO_CLOSE, "message": message}
+        effect = await self.runtime.operator(channel, OperatorClaim() if kind == "claim" else OperatorClose())
+        if isinstance(effect, Rejected):
+            return {"channelId": channel_hex, "error": effect.code.value, "message": effect.detail}
+        return {"channelId": channel_hex, "kind": kind, "amount": str(effect.amount)}
+
+    async def _attach_rows(self, kind: str, results: list[dict[str, Any]]) -> None:
+        """Adds each queued item's open outbox row (id, status, deadline)."""
+        wanted = {r["channelId"] for r in results if "error" not in r}
+        if not wanted:
+            return
+        rows = {_hex(r.channel_id): r for r in await self.store.outbox(OUTBOX_OPEN) if r.kind == kind}  # newest wins
+        for result in results:
+            row = rows.get(result["channelId"]) if result["channelId"] in wanted else None
+            if row is not None:
+                result |= {"outboxId": row.id, "status": row.status, "deadline": row.deadline}
+
+    @staticmethod
+    def _log_action(request: web.Request, action: str, channels: list, **fields) -> None:
+        names = [c if isinstance(c, str) else _hex(c) for c in channels]
+        _log().info("admin_action", action=action, channels=names, remote=request.remote, **fields)
+
+
+def create_admin_app(node) -> web.Application:
+    """The admin application for `node` (serve it on its own listener, 127.0.0.1 by default)."""
+    api = AdminApi(node)
+    app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY)
+    app.router.add_get(f"{PREFIX}/channels", api.list_channels, allow_head=False)
+    app.router.add_get(f"{PREFIX}/channels/{{id}}", api.show_channel, allow_head=False)
+    app.router.add_post(f"{PREFIX}/channels/{{id}}/claim", api.claim_one)
+    app.router.add_post(f"{PREFIX}/channels/{{id}}/close", api.close_one)
+    app.router.add_post(f"{PREFIX}/claim", api.claim_many)
+    app.router.add_post(f"{PREFIX}/close", api.close_many)
+    app.router.add_get(f"{PREFIX}/status", api.status, allow_head=False)
+    app.router.add_get(f"{PREFIX}/outbox", api.outbox, allow_head=False)
+    app.router.add_get(f"{PREFIX}/openapi.json", api.openapi, allow_head=False)
+    return app
+
+
+# ------------------------------------------------------------------ OpenAPI
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _errors(*statuses: int) -> dict:
+    descriptions = {
+        400: "malformed_request or malformed_channel_id",
+        401: "unauthorized: no or wrong bearer token",
+        404: "channel_unknown (or not_found for an unknown path)",
+        409: "the core refused: nothing_to_claim, channel_settled, nothing_to_close",
+        503: "admin_disabled (no admin_token configured) or store_unavailable",
+    }
+    out = {}
+    for status in (*statuses, 401, 503):
+        out[str(status)] = _json(_ref("Error"), descriptions[status])
+        if status == 401:
+            out["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}
+    return out
+
+
+def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required, "schema": schema, "description": description}
+
+
+_AMOUNT = {"type": "string", "pattern": "^[0-9]{1,78}$", "description": "decimal string, token's smallest unit"}
+_CHANNEL_ID = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{64}$"}
+_ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$", "description": "EIP-55 checksum address"}
+_TOTAL = {"X-Total-Count": {"schema": {"type": "integer"}, "description": "matching items before paging"}}
+_PAGING = [
+    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+           "page size"),
+    _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "items to skip"),
+]
+_ID_PARAM = _param("id", "path", _CHANNEL_ID, "the channel id (32 bytes of hex)", required=True)
+
+
+def openapi_document() -> dict:
+    nullable_int = {"type": ["integer", "null"]}
+    nullable_amount = {"type": ["string", "null"], "pattern": "^[0-9]{1,78}$"}
+    schemas = {
+        "Error": {
+            "type": "object", "required": ["error", "message"],
+            "properties": {"error": {"type": "string", "description": "stable machine-readable code"},
+                           "message": {"type": "string", "description": "for people; may change"}},
+        },
+        "Channel": {
+            "type": "object",
+            "properties": {
+                "channelId": _CHANNEL_ID, "payer": _ADDRESS, "signer": _ADDRESS, "receiver": _ADDRESS,
+                "token": _ADDRESS | {"description": "zero address for native ETH"},
+                "closeDelay": {"type": "integer", "description": "seconds"}, "salt": _AMOUNT,
+                "deposited": _AMOUNT, "claimed": _AMOUNT,
+                "maxClaimableAmount": _AMOUNT | {"description": "highest voucher received (the ceiling)"},
+                "charged": _AMOUNT | {"description": "total charged for content served"},
+                "unclaimed": _AMOUNT | {"description": "what a claim would collect now"},
+                "credit": _AMOUNT | {"description": "paid for but not yet spent"},
+                "closeDeadline": nullable_int | {"description": "unix time a payer's pending close ends"},
+                "settled": {"type": "boolean"}, "receiverClosing": {"type": "boolean"},
+                "status": {"type": "string", "enum": list(CHANNEL_STATUSES)},
+            },
+        },
+        "Charge": {
+            "type": "object",
+            "properties": {"resource": {"type": "string"}, "amount": _AMOUNT, "paymentId": {"type": ["string", "null"]},
+                           "once": {"type": "boolean"}, "at": {"type": "integer", "description": "unix time"}},
+        },
+        "OutboxRow": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"}, "channelId": _CHANNEL_ID, "kind": {"type": "string", "enum": ["claim", "close"]},
+                "amount": _AMOUNT, "deadline": nullable_int, "status": {"type": "string", "enum": list(OUTBOX_STATUSES)},
+                "txHash": {"type": ["string", "null"]}, "nonce": nullable_int, "maxFee": nullable_amount,
+                "priorityFee": nullable_amount, "sentAt": nullable_int, "attempts": {"type": "integer"},
+                "note": {"type": ["string", "null"]},
+            },
+        },
+        "ChannelDetail": {
+            "allOf": [_ref("Channel"), {"type": "object", "properties": {
+                "charges": {"type": "array", "items": _ref("Charge")},
+                "outbox": {"type": "array", "items": _ref("OutboxRow"), "description": "open rows (pending, sent)"},
+            }}],
+        },
+        "Queued": {
+            "type": "object", "description": "a transaction committed to the outbox",
+            "properties": {"channelId": _CHANNEL_ID, "kind": {"type": "string", "enum": ["claim", "close"]},
+                           "amount": _AMOUNT, "outboxId": {"type": "integer"}, "status": {"type": "string"},
+                           "deadline": nullable_int},
+        },
+        "Refused": {
+            "type": "object",
+            "properties": {"channelId": _CHANNEL_ID, "error": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "Batch": {
+            "type": "object",
+            "properties": {"queued": {"type": "integer"}, "channels": {"type": "array", "items": _ref("Queued")},
+                           "rejected": {"type": "array", "items": _ref("Refused")}},
+        },
+        "Status": {
+            "type": "object",
+            "description": "the node's health report (as /healthz) plus totals over every channel",
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "degraded"]}, "chainId": {"type": "integer"},
+                "contract": _ADDRESS, "receiver": _ADDRESS, "head": {"type": "integer"}, "cursor": {"type": "integer"},
+                "lag": {"type": "integer"}, "outbox": {"type": "integer"},
+                "problems": {"type": "array", "items": {"type": "string"}},
+                "gas": {"type": "object", "properties": {"address": _ADDRESS, "balance": _AMOUNT, "needed": _AMOUNT}},
+                "totals": {"type": "object", "properties": {
+                    "channels": {"type": "integer"},
+                    "channelsByStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "deposited": _AMOUNT, "claimed": _AMOUNT, "revenue": _AMOUNT, "unclaimed": _AMOUNT, "credit": _AMOUNT,
+                    "outbox": {"type": "object", "description": "open rows by status", "additionalProperties": {
+                        "type": "object", "properties": {"rows": {"type": "integer"}, "amount": _AMOUNT}}},
+                }},
+            },
+        },
+    }  # fmt: skip
+    claim_or_close = {
+        "202": _json(_ref("Queued"), "queued in the outbox; the sender broadcasts it"),
+        **_errors(400, 404, 409),
+    }
+    paths = {
+        f"{PREFIX}/channels": {"get": {
+            "summary": "List channels (ordered by id)", "operationId": "listChannels",
+            "parameters": [
+                _param("status", "query", {"type": "string", "enum": list(CHANNEL_STATUSES)}, "only channels in this state"),
+                _param("min_unclaimed", "query", _AMOUNT, "only channels with at least this much unclaimed"),
+                *_PAGING,
+            ],
+            "responses": {"200": _json({"type": "array", "items": _ref("Channel")}, "channels", _TOTAL), **_errors(400)},
+        }},
+        f"{PREFIX}/channels/{{id}}": {"get": {
+            "summary": "One channel with its charges and open outbox rows", "operationId": "showChannel",
+            "parameters": [_ID_PARAM],
+            "responses": {"200": _json(_ref("ChannelDetail"), "the channel"), **_errors(400, 404)},
+        }},
+        f"{PREFIX}/channels/{{id}}/claim": {"post": {
+            "summary": "Claim the best voucher on chain; the channel stays open", "operationId": "claimChannel",
+            "parameters": [_ID_PARAM], "responses": claim_or_close,
+        }},
+        f"{PREFIX}/channels/{{id}}/close": {"post": {
+            "summary": "Close on chain with the best voucher; the node stops selling on the channel",
+            "operationId": "closeChannel", "parameters": [_ID_PARAM], "responses": claim_or_close,
+        }},
+        f"{PREFIX}/claim": {"post": {
+            "summary": "Claim every unsettled channel with at least `min` unclaimed", "operationId": "claimMany",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"min": _AMOUNT | {"default": "1", "description": "at least 1"}}}}}},
+            "responses": {"202": _json(_ref("Batch"), "claims queued"), **_errors(400)},
+        }},
+        f"{PREFIX}/close": {"post": {
+            "summary": "Close every open channel with a voucher, or the listed ones", "operationId": "closeMany",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                {"type": "object", "additionalProperties": False, "required": ["all"],
+                 "properties": {"all": {"const": True}}},
+                {"type": "object", "additionalProperties": False, "required": ["channels"],
+                 "properties": {"channels": {"type": "array", "items": _CHANNEL_ID, "minItems": 1, "maxItems": MAX_BATCH}}},
+            ]}}}},
+            "responses": {"202": _json(_ref("Batch"), "closes queued; unknown or settled channels in `rejected`"),
+                          **_errors(400)},
+        }},
+        f"{PREFIX}/status": {"get": {
+            "summary": "Health and totals", "operationId": "status",
+            "responses": {"200": _json(_ref("Status"), "the node's state")} | _errors(),
+        }},
+        f"{PREFIX}/outbox": {"get": {
+            "summary": "Outbox rows of every status, newest first", "operationId": "listOutbox",
+            "parameters": [
+                _param("status", "query", {"type": "string", "enum": list(OUTBOX_STATUSES)}, "only rows in this status"),
+                _param("channel", "query", _CHANNEL_ID, "only rows of this channel"),
+                *_PAGING,
+            ],
+            "responses": {"200": _json({"type": "array", "items": _ref("OutboxRow")}, "rows", _TOTAL), **_errors(400)},
+        }},
+        f"{PREFIX}/openapi.json": {"get": {
+            "summary": "This document", "operationId": "openapi",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")} | _errors(),
+        }},
+    }  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "channel-node admin API",
+            "version": "1",
+            "description": (
+                "Operator API of a channel-node, served on its own listener (127.0.0.1 by default). "
+                "Every call needs `Authorization: Bearer <admin_token>`. Amounts are decimal strings in the "
+                "token's smallest unit. Errors are `{\"error\": code, \"message\": text}`; clients switch on `error`. "
+                "Claims and closes are committed to the node's outbox and sent by its sender; every call that "
+                "changes something is logged as `admin_action`."
+            ),
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "the node's admin_token"}},
+            "schemas": schemas,
+        },
+    }
+
+
+__all__ = ["AdminApi", "create_admin_app", "openapi_document"]

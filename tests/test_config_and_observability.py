@@ -79,3 +79,22 @@ async def test_one_json_log_line_per_paid_request_and_metrics(chain, deployed, p
     finally:
         configure("console")
         await running.stop()
+
+
+async def test_health_and_metrics_report_a_claim_key_that_cannot_pay_gas(chain, deployed, parties, tmp_path):
+    settings = load_settings(
+        contract=deployed.address, receiver=parties.receiver.address, database=tmp_path / "node.db", confirmations=1,
+        claim_key="11" * 32, paywall={"content_dir": write_site(tmp_path / "site"), "prices": []},
+    )  # fmt: skip
+    running = await start_node(chain.tester, settings)
+    try:
+        node = running.node
+        node.sender.stats.balance, node.sender.stats.needed, node.sender.stats.open_rows = 0, 3 * 10**15, 1
+        health = await (await running.client.get("/healthz")).json()
+        assert health["status"] == "degraded" and "gas_balance_low" in health["problems"]
+        metrics = await (await running.client.get("/metrics")).text()
+        assert "channel_node_gas_ok 0.0" in metrics and "channel_node_outbox_open 1.0" in metrics
+        node.sender.stats.balance = 10**18
+        assert (await (await running.client.get("/healthz")).json())["status"] == "ok"
+    finally:
+        await running.stop()

@@ -214,3 +214,29 @@ async def test_logs_of_a_channel_opened_in_the_same_range_are_all_applied(make_n
     await node.watcher.poll()  # opened, topped up and claimed, all in one range the node has not seen
     state = (await node.store.load_channel(channels.id(config))).state
     assert (state.deposited, state.claimed) == (10 * PRICE + 7, 3 * PRICE)
+
+
+async def test_a_defence_without_gas_money_warns_and_is_sent_once_funded(make_node, channels, parties):
+    from eth_account import Account
+
+    from channel_node.chain.sender import OutboxSender
+    from channel_node.signing import keccak256
+
+    node = await make_node()
+    poor_key = keccak256(b"a claim key with no gas money")
+    node.sender = OutboxSender(node.sender.w3, node.sender.client, node.store, poor_key, bump_after=3600)
+    config = channels.open_eth(10 * PRICE, channels.config(close_delay=HOUR))
+    await node.watcher.poll()
+    assert (await pay(node, channels, config, 2 * PRICE, "/a")).accepted
+    channels.chain.transact(channels.contract.functions.requestClose(config.as_abi_tuple()), parties.payer.address)
+    await node.sync()
+    [row] = await node.store.outbox()
+    assert row.status == "pending" and not node.sender.stats.gas_ok and node.sender.stats.open_rows == 1
+    assert channels.state(config)[1] == 0
+    channels.chain.w3.eth.send_transaction(
+        {"from": parties.deployer.address, "to": Account.from_key(poor_key).address, "value": 10**18, "gas": 21_000}
+    )
+    await node.sync()
+    await node.watcher.poll()
+    assert channels.state(config)[1] == 2 * PRICE and await node.store.outbox() == []
+    assert node.sender.stats.gas_ok

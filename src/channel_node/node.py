@@ -23,7 +23,7 @@ from channel_node.settlement import SettlementPolicy
 from channel_node.server.admin import create_admin_app
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
-from channel_node.server.metrics import Metrics
+from channel_node.server.metrics import Metrics, add_chain_gauges
 from channel_node.server.prices import PriceTable
 from channel_node.signing import Domain
 from channel_node.store import Cursor, MemoryStore, Pin, SQLiteStore, Store
@@ -204,6 +204,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
             idle_close_after=settings.idle_close_after,
         )  # fmt: skip
     node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender, policy)  # type: ignore[arg-type]
+    add_chain_gauges(paywall.metrics, watcher, sender)
     node.app = create_app(paywall, health=node.health)
     node.admin_app = create_admin_app(node)
     return node

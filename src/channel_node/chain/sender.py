@@ -41,6 +41,7 @@ class SenderStats:
     abandoned: int = 0
     balance: int = 0
     needed: int = 0  # gas cost of the open rows at current fees
+    open_rows: int = 0
 
     @property
     def gas_ok(self) -> bool:
@@ -155,7 +156,13 @@ class OutboxSender:
                 row.id, status="sent", tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=max_fee,
                 priority_fee=priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
             )  # fmt: skip
-        await self._broadcast(raw)
+        if not await self._broadcast(raw) and not await self._known(tx_hash):
+            # Refused outright (no funds for gas, nonce in use): decide again next round with a
+            # fresh nonce rather than wait for a transaction that no node holds.
+            self._next_nonce = None
+            for row, _ in live:
+                await self.store.update_outbox(row.id, status="pending", note="broadcast refused; retrying")
+            return
         self.stats.sent += 1
         log.info("outbox_sent", kind=live[0][0].kind if len(live) == 1 else "claim_batch", channels=len(live),
                  amount=str(sum(row.amount for row, _ in live)), tx="0x" + tx_hash.hex(), nonce=nonce,
@@ -217,11 +224,20 @@ class OutboxSender:
             if row.raw_tx:
                 await self._broadcast(row.raw_tx)
 
-    async def _broadcast(self, raw: bytes) -> None:
+    async def _broadcast(self, raw: bytes) -> bool:
         try:
             await self.w3.eth.send_raw_transaction(raw)
-        except Exception as exc:  # already known / mined / nonce used: following the row sorts it out
-            log.info("outbox_broadcast_refused", error=f"{type(exc).__name__}: {exc}"[:200])
+            return True
+        except Exception as exc:  # already known / mined / no funds: the caller checks what the node holds
+            log.warning("outbox_broadcast_refused", error=f"{type(exc).__name__}: {exc}"[:200])
+            return False
+
+    async def _known(self, tx_hash: bytes) -> bool:
+        try:
+            await self.w3.eth.get_transaction(tx_hash)
+            return True
+        except Exception:
+            return False
 
     # ------------------------------------------------------------------ fees, nonces, balance
 
@@ -245,6 +261,7 @@ class OutboxSender:
         max_fee, _ = await self._fees()
         self.stats.balance = int(await self.w3.eth.get_balance(self.address))
         self.stats.needed = len(rows) * self.default_gas * max_fee
+        self.stats.open_rows = len(rows)
         if rows and not self.stats.gas_ok:
             log.error("gas_balance_low", address=self.address, balance=str(self.stats.balance),
                       needed=str(self.stats.needed), open_rows=len(rows))  # fmt: skip

@@ -29,3 +29,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def add_chain_gauges(metrics: Metrics, watcher, sender) -> None:
+    """Gauges read from the watcher's and sender's live figures at every scrape."""
+    lag = Gauge("channel_node_watcher_lag_blocks", "Confirmed blocks not yet applied", registry=metrics.registry)
+    lag.set_function(lambda: watcher.stats.lag)
+    head = Gauge("channel_node_chain_head", "Latest block seen", registry=metrics.registry)
+    head.set_function(lambda: watcher.stats.head)
+    if sender is None:
+        return
+    open_rows = Gauge("channel_node_outbox_open", "Outbox rows not yet confirmed", registry=metrics.registry)
+    open_rows.set_function(lambda: sender.stats.open_rows)
+    balance = Gauge("channel_node_gas_balance", "Claim key balance (smallest unit; float)", registry=metrics.registry)
+    balance.set_function(lambda: sender.stats.balance)
+    gas_ok = Gauge("channel_node_gas_ok", "1 when the claim key can pay the open rows' gas", registry=metrics.registry)
+    gas_ok.set_function(lambda: 1 if sender.stats.gas_ok else 0)

@@ -248,3 +248,34 @@ async def test_restart_with_a_sent_but_unmined_row_lands_the_same_transaction(wo
     await node.watcher.poll()
     assert await node.store.outbox() == []
     await node.store.close()
+
+
+async def test_a_node_over_websocket_wakes_on_new_heads(world, tmp_path):
+    from web3 import WebSocketProvider
+
+    from channel_node.config import load_settings
+    from channel_node.node import build_node
+    from paywall_helpers import write_site
+
+    ws = AsyncWeb3(WebSocketProvider(world.anvil.ws_url))
+    await ws.provider.connect()
+    settings = load_settings(
+        rpc_url=world.anvil.ws_url, contract=world.client.address, receiver=world.receiver, database=tmp_path / "n.db",
+        confirmations=CONFIRMATIONS, poll_interval=60, claim_key=world.receiver_key.hex(),
+        paywall={"content_dir": write_site(tmp_path / "site"), "prices": []},
+    )  # fmt: skip
+    node = await build_node(settings, ws)
+    await node.start()
+    try:
+        await asyncio.sleep(0.5)  # the first poll places the cursor; the next one waits 60 s unless woken
+        config = await world.open()
+        world.anvil.mine(1)
+        cid = channel_id(node.domain, config)
+        for _ in range(50):
+            if cid in await node.store.channel_ids():
+                break
+            await asyncio.sleep(0.1)
+        assert cid in await node.store.channel_ids(), "a new head woke the watcher long before its 60 s poll"
+    finally:
+        await node.close()
+        await ws.provider.disconnect()

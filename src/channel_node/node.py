@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from eth_utils import to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
+from web3.providers.persistent import PersistentConnectionProvider
 
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.client import ChannelDepositClient
@@ -53,6 +54,8 @@ class Node:
         if await self.store.cursor() is None:
             await self._place_first_cursor()
         self.tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
+        if isinstance(self.watcher.w3.provider, PersistentConnectionProvider):
+            self.tasks.append(asyncio.create_task(self.watcher.follow_new_heads(), name="new-heads"))
         if self.sender is not None:
             self.tasks.append(asyncio.create_task(self.sender.run(), name="outbox-sender"))
         if self.policy is not None:

@@ -89,6 +89,22 @@ class Watcher:
                 pass
             self._wake.clear()
 
+    async def follow_new_heads(self) -> None:
+        """Over a WebSocket: poll as soon as a new head arrives instead of waiting for the
+        interval (the interval still runs, so a silent subscription costs only latency)."""
+        from web3.utils.subscriptions import NewHeadsSubscription
+
+        async def on_new_head(context) -> None:
+            self.wake()
+
+        try:
+            await self.w3.subscription_manager.subscribe(NewHeadsSubscription(handler=on_new_head, label="watcher"))
+            await self.w3.subscription_manager.handle_subscriptions(run_forever=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("new_heads_subscription_failed", error=f"{type(exc).__name__}: {exc}", fallback="polling")
+
     async def poll(self) -> int:
         """Applies every confirmed block not yet applied. Returns the number of our events applied."""
         head = await self.w3.eth.block_number

@@ -240,3 +240,47 @@ async def test_reverse_proxy_mode_charges_only_for_delivered_content(chain, depl
     finally:
         await node.stop()
         await origin.close()
+
+
+async def test_cooperative_close_returns_the_unspent_credit_at_once(chain, deployed, parties, channels, site, tmp_path):
+    from channel_node.config import load_settings
+    from channel_node.signing import cooperative_close_digest, sign_digest
+
+    settings = load_settings(
+        contract=deployed.address, receiver=parties.receiver.address, database=tmp_path / "node.db", confirmations=1,
+        claim_key=parties.receiver.private_key.hex(),
+        paywall={"content_dir": site, "prices": [{"path": "/articles/*", "price": PRICE}]},
+    )  # fmt: skip
+    node = await start_node(chain.tester, settings)
+    try:
+        payer = payer_for(channels, deposit=10 * PRICE)
+        assert (await node.client.get("/articles/1.html", headers={"PAYMENT-SIGNATURE": payer.header(3 * PRICE)})).status == 200
+
+        def ask(amount: int, key: bytes = parties.payer.private_key):
+            signature = sign_digest(key, cooperative_close_digest(channels.domain, payer.id, amount))
+            body = {"channelId": "0x" + payer.id.hex(), "amount": str(amount), "payerSignature": "0x" + signature.hex()}
+            return node.client.post("/_channel/cooperative-close", json=body)
+
+        too_low = await ask(PRICE - 1)
+        assert too_low.status == 409 and (await too_low.json())["error"] == "close_amount_too_low"
+        forged = await ask(PRICE, key=b"\x42" * 32)
+        assert forged.status == 403 and (await forged.json())["error"] == "invalid_signature"
+        malformed = await node.client.post("/_channel/cooperative-close", data=b"{not json")
+        assert malformed.status == 400
+
+        consent = await ask(PRICE)
+        assert consent.status == 200
+        receiver_signature = bytes.fromhex((await consent.json())["receiverSignature"][2:])
+        payer_signature = sign_digest(parties.payer.private_key, cooperative_close_digest(channels.domain, payer.id, PRICE))
+        before = channels.chain.w3.eth.get_balance(parties.payer.address)
+        receipt = channels.chain.transact(
+            channels.contract.functions.closeCooperative(payer.config.as_abi_tuple(), PRICE, payer_signature, receiver_signature),
+            parties.other.address,  # anyone may send it with both signatures
+        )
+        assert receipt["status"] == 1
+        assert channels.chain.w3.eth.get_balance(parties.payer.address) - before == 9 * PRICE, "credit back at once"
+        assert tuple(channels.state(payer.config)[1:]) == (PRICE, 0, True)
+        late = await node.client.get("/articles/2.html", headers={"PAYMENT-SIGNATURE": payer.header(3 * PRICE)})
+        assert (await refusal(late))[1] == "channel_closing", "nothing sold after consenting to close"
+    finally:
+        await node.stop()

@@ -26,7 +26,7 @@ from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
 from channel_node.server.metrics import Metrics, add_chain_gauges
 from channel_node.server.prices import PriceTable
-from channel_node.signing import Domain
+from channel_node.signing import Domain, address_of_key
 from channel_node.store import Cursor, MemoryStore, Pin, SQLiteStore, Store
 
 
@@ -207,6 +207,8 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
             idle_close_after=settings.idle_close_after,
         )  # fmt: skip
     node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender, policy)  # type: ignore[arg-type]
+    if key is not None and address_of_key(key) == receiver:
+        paywall.consent_key = key  # the node can co-sign cooperative closes
     add_chain_gauges(paywall.metrics, watcher, sender)
     node.app = create_app(paywall, health=node.health)
     node.admin_app = create_admin_app(node)

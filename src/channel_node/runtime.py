@@ -32,6 +32,7 @@ from channel_node.core import (
     ChainSettled,
     ChannelEvent,
     ChannelState,
+    CooperativeCloseAsked,
     Effect,
     NewBlock,
     OperatorClaim,
@@ -43,7 +44,15 @@ from channel_node.core import (
     SendClose,
     transition,
 )
-from channel_node.signing import ChannelConfig, Domain, InvalidSignature, channel_id, recover_signer, voucher_digest
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    InvalidSignature,
+    channel_id,
+    cooperative_close_digest,
+    recover_signer,
+    voucher_digest,
+)
 from channel_node.recovery import SignerRecovery
 from channel_node.store import Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
 
@@ -282,6 +291,25 @@ class Runtime:
                     version = await self.store.commit(ChannelWrite(state, current.version, outbox=outbox))
                     self._cache[channel] = StoredChannel(state, version)
         return pending
+
+    async def cooperative_close(self, channel: bytes, amount: int, payer_signature: bytes) -> Effect:
+        """The payer asks for the receiver's consent to close at `amount` (at least the charged
+        total). Its signature over the same cooperative-close message proves it is the payer."""
+        async with self._lock(channel):
+            stored = self._cache.get(channel) or await self.store.load_channel(channel)
+            if stored is None:
+                return Rejected(Reject.CHANNEL_UNKNOWN, "this node has no such channel")
+            try:
+                signer = recover_signer(cooperative_close_digest(self.domain, channel, amount), payer_signature)
+            except (InvalidSignature, ValueError) as exc:
+                return Rejected(Reject.INVALID_SIGNATURE, str(exc))
+            if signer != stored.state.config.payer:
+                return Rejected(Reject.INVALID_SIGNATURE, "not signed by the channel's payer")
+            state, effects = transition(stored.state, CooperativeCloseAsked(amount))
+            if state != stored.state:  # consent is durable before it leaves
+                version = await self.store.commit(ChannelWrite(state, stored.version))
+                self._cache[channel] = StoredChannel(state, version)
+            return effects[0]
 
     async def replace_chain_view(self, channel: bytes, on_chain) -> None:
         """Forces the chain's figures onto a channel (re-sync after a deep reorg)."""

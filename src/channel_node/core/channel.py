@@ -27,6 +27,7 @@ class Reject(StrEnum):
     INSUFFICIENT_VOUCHER = "insufficient_voucher"  # ceiling does not cover charged + price: sign higher
     STALE_VOUCHER = "stale_voucher"  # an old voucher (at or below the charged total) that cannot pay
     PAYMENT_ID_REUSED = "payment_id_reused"  # this payment identifier already paid for another resource
+    CLOSE_AMOUNT_TOO_LOW = "close_amount_too_low"  # a cooperative close must pay at least what was charged
     NOTHING_TO_CLAIM = "nothing_to_claim"  # operator asked to claim, but no voucher is above the claimed total
     CHANNEL_CLOSING = "channel_closing"  # a close is pending and its deadline is within the safety margin
     CHANNEL_SETTLED = "channel_settled"  # the channel has ended on chain
@@ -132,13 +133,21 @@ class OperatorClaim:
 
 
 @dataclass(frozen=True)
+class CooperativeCloseAsked:
+    """The payer (its signature checked by the edge) asks the receiver to consent to closing now at
+    `amount`. Consenting stops sales on the channel: the close is final once on chain."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
 class OperatorClose:
     """Close with the best voucher (the rest goes back to the payer); stop selling on the channel."""
 
 
 ChannelEvent = (
     PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested | ChainSettled | ChainReset | NewBlock
-    | OperatorClaim | OperatorClose
+    | OperatorClaim | OperatorClose | CooperativeCloseAsked
 )
 
 
@@ -178,7 +187,14 @@ class SendClose:
     signature: bytes
 
 
-Effect = Accepted | Rejected | SendClaim | SendClose
+@dataclass(frozen=True)
+class ConsentToClose:
+    """Sign the receiver's consent to a cooperative close at `amount`."""
+
+    amount: int
+
+
+Effect = Accepted | Rejected | SendClaim | SendClose | ConsentToClose
 
 
 def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, list[Effect]]:
@@ -213,6 +229,14 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
             if state.settled or state.unclaimed == 0:
                 return state, [Rejected(Reject.NOTHING_TO_CLAIM, "no voucher above what is already claimed")]
             return state, [SendClaim(state.ceiling, state.signature, state.close_deadline)]
+        case CooperativeCloseAsked(amount=amount):
+            if state.settled:
+                return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
+            if amount < state.charged:
+                return state, [Rejected(Reject.CLOSE_AMOUNT_TOO_LOW, f"the close must pay at least {state.charged}")]
+            if amount > state.deposited:
+                return state, [Rejected(Reject.EXCEEDS_DEPOSIT, f"{amount} is above the deposit {state.deposited}")]
+            return replace(state, receiver_closing=True), [ConsentToClose(amount)]
         case OperatorClose():
             if state.settled:
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]

@@ -12,11 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import orjson
 import structlog
 from aiohttp import web
 from eth_utils import to_checksum_address
 
-from channel_node.core import Reject
+from channel_node.core import Reject, Rejected
 from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
 from channel_node.server.content import Content, ProxySource, StaticSource
 from channel_node.server.metrics import Metrics
@@ -27,6 +28,7 @@ from channel_node.server.protocol import (
     SCHEME,
     SIGNATURE_HEADER,
     Offer,
+    channel_summary,
     ProtocolError,
     Voucher,
     encode_header,
@@ -34,6 +36,7 @@ from channel_node.server.protocol import (
     payment_required,
     payment_response,
 )
+from channel_node.signing import cooperative_close_digest, sign_digest
 from channel_node.store import StoreError
 
 
@@ -46,6 +49,17 @@ def _paywall_logger():
 # Refusals a client fixes by signing again: they carry the channel's state (a corrective 402).
 CORRECTIVE = {Reject.INSUFFICIENT_VOUCHER, Reject.STALE_VOUCHER, Reject.EXCEEDS_DEPOSIT}
 EXPOSED_HEADERS = f"{REQUIRED_HEADER}, {RESPONSE_HEADER}"
+COOPERATIVE_CLOSE_PATH = "/_channel/cooperative-close"
+
+
+def _hex_field(body: dict, name: str, length: int | None) -> bytes:
+    value = body[name]
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError(f"{name} must be 0x-prefixed hex")
+    raw = bytes.fromhex(value[2:])
+    if length is not None and len(raw) != length:
+        raise ValueError(f"{name} must be {length} bytes")
+    return raw
 
 
 @dataclass
@@ -58,6 +72,39 @@ class Paywall:
     receiver: bytes
     token: bytes
     log: structlog.typing.FilteringBoundLogger = field(default_factory=_paywall_logger)
+    consent_key: bytes | None = field(default=None, repr=False)  # the receiver's key, to consent to closes
+
+    async def cooperative_close(self, request: web.Request) -> web.Response:
+        """A payer asks for the receiver's signature to close its channel now at `amount`
+        (at least the charged total); it then sends closeCooperative itself and gets the rest back."""
+        try:
+            body = orjson.loads(await request.read())
+            channel = _hex_field(body, "channelId", 32)
+            amount = int(body["amount"]) if isinstance(body.get("amount"), str) and body["amount"].isdigit() else None
+            payer_signature = _hex_field(body, "payerSignature", None)
+            if amount is None or amount >= 1 << 128:
+                raise ValueError("amount must be a decimal string below 2**128")
+        except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
+            return web.json_response({"error": "malformed_request", "message": str(exc)[:200]}, status=400)
+        if self.consent_key is None:
+            return web.json_response(
+                {"error": "cannot_consent", "message": "this node holds no receiver key; use the unilateral close"},
+                status=503,
+            )
+        effect = await self.runtime.cooperative_close(channel, amount, payer_signature)
+        if isinstance(effect, Rejected):
+            status = {Reject.CHANNEL_UNKNOWN: 404, Reject.INVALID_SIGNATURE: 403}.get(effect.code, 409)
+            state = await self.runtime.channel(channel)
+            document = {"error": effect.code.value, "message": effect.detail}
+            if state is not None:
+                document["channel"] = channel_summary(state)
+            return web.json_response(document, status=status)
+        signature = sign_digest(self.consent_key, cooperative_close_digest(self.runtime.domain, channel, effect.amount))
+        self.log.info("cooperative_close_consent", channel="0x" + channel.hex(), amount=str(effect.amount))
+        return web.json_response({
+            "channelId": "0x" + channel.hex(), "amount": str(effect.amount), "receiverSignature": "0x" + signature.hex(),
+            "contract": self.offer.contract, "network": self.offer.network,
+        })  # fmt: skip
 
     # ------------------------------------------------------------------ handlers
 
@@ -191,6 +238,7 @@ def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = 
     async def close_source(app: web.Application) -> None:
         await paywall.source.close()
 
+    app.router.add_post(COOPERATIVE_CLOSE_PATH, paywall.cooperative_close)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", paywall.handle)

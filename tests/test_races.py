@@ -1,0 +1,92 @@
+"""Races on one channel: the same payment id from two connections, many clients sharing a channel,
+and a top-up and a close landing while requests are in flight. No double charge, no lost credit,
+no deadlock (everything finishes within a bound)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from paywall_helpers import PRICE, Payer, node_settings, receipt, start_node, write_site
+
+BOUND = 30  # seconds: a deadlock fails the test instead of hanging CI
+
+
+@pytest.fixture
+async def running(chain, deployed, parties, tmp_path):
+    settings = node_settings(deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=write_site(tmp_path / "site"))
+    node = await start_node(chain.tester, settings)
+    yield node
+    await node.stop()
+
+
+async def test_the_same_payment_id_from_two_connections_is_charged_once(running, channels):
+    payer = Payer(channels, channels.open_eth(100 * PRICE, channels.config()))
+    for n in range(10):
+        header = {"PAYMENT-SIGNATURE": payer.header((n + 1) * PRICE, payment_id=f"dup-{n}")}
+        first, second = await asyncio.wait_for(
+            asyncio.gather(running.client.get(f"/api/item-{n}", headers=header), running.client.get(f"/api/item-{n}", headers=header)),
+            BOUND,
+        )
+        assert first.status == second.status == 200
+        assert sorted([receipt(first)["chargedAmount"], receipt(second)["chargedAmount"]]) == ["0", str(PRICE)]
+    state = (await running.node.store.load_channel(payer.id)).state
+    assert state.charged == 10 * PRICE and len(await running.node.store.charges(payer.id)) == 10
+
+
+async def test_many_clients_sharing_one_channel(running, channels):
+    payer = Payer(channels, channels.open_eth(1000 * PRICE, channels.config()))
+    # 8 clients each prepaid a share and send overlapping cumulative vouchers concurrently.
+    async def client(k: int) -> list[int]:
+        statuses = []
+        for n in range(25):
+            amount = (k * 25 + n + 1) * PRICE
+            response = await running.client.get(f"/api/item-{(k * 25 + n) % 50}", headers={"PAYMENT-SIGNATURE": payer.header(amount, payment_id=f"c{k}-{n}")})
+            statuses.append(response.status)
+        return statuses
+
+    results = await asyncio.wait_for(asyncio.gather(*(client(k) for k in range(8))), BOUND)
+    served = sum(status == 200 for statuses in results for status in statuses)
+    state = (await running.node.store.load_channel(payer.id)).state
+    charges = await running.node.store.charges(payer.id)
+    assert state.charged == served * PRICE == sum(c.amount for c in charges), "every charge was for a served request"
+    assert state.charged <= state.ceiling <= state.deposited
+    assert len({c.payment_id for c in charges}) == len(charges), "no payment id charged twice"
+
+
+async def test_a_topup_and_a_close_landing_while_requests_are_in_flight(running, channels, parties):
+    config = channels.open_eth(10 * PRICE, channels.config(close_delay=3600))
+    payer = Payer(channels, config)
+    await running.node.watcher.poll()
+    stop = asyncio.Event()
+    paid: list[int] = []
+
+    async def reader(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            amount = (2 * n + k) * PRICE  # the two readers interleave their running totals
+            response = await running.client.get(f"/api/item-{n % 50}", headers={"PAYMENT-SIGNATURE": payer.header(amount, payment_id=f"r{k}-{n}")})
+            if response.status == 200:
+                paid.append(int(receipt(response)["chargedAmount"]))
+            await asyncio.sleep(0)
+
+    async def chain_events() -> None:
+        await asyncio.sleep(0.05)
+        channels.chain.transact(channels.contract.functions.depositEth(config.as_abi_tuple()), parties.payer.address, value=20 * PRICE)
+        await running.node.watcher.poll()
+        await asyncio.sleep(0.05)
+        channels.chain.transact(channels.contract.functions.requestClose(config.as_abi_tuple()), parties.payer.address)
+        await running.node.watcher.poll()
+        await asyncio.sleep(0.05)
+        stop.set()
+
+    await asyncio.wait_for(asyncio.gather(reader(0), reader(1), chain_events()), BOUND)
+    state = (await running.node.store.load_channel(payer.id)).state
+    charges = await running.node.store.charges(payer.id)
+    assert state.deposited == 30 * PRICE and state.close_deadline is not None
+    assert state.charged == sum(c.amount for c in charges) == sum(paid) and len(paid) == len(charges)
+    assert state.charged <= state.ceiling <= state.deposited
+    [row] = await running.node.store.outbox()
+    assert (row.kind, row.amount) == ("claim", state.ceiling), "the close is defended with the best voucher"

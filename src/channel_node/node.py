@@ -75,6 +75,8 @@ class Node:
         stats = self.watcher.stats
         if stats.last_poll and time.time() - stats.last_poll > 3 * self.settings.poll_interval + 30:
             problems.append("chain_stale")
+        if stats.last_error is not None:
+            problems.append("chain_unreachable")
         if stats.lag > 2 * self.settings.log_range:
             problems.append("catching_up")
         open_rows = len(await self.store.outbox())

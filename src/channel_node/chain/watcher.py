@@ -35,6 +35,7 @@ class WatcherStats:
     events: int = 0
     resyncs: int = 0
     last_poll: float = 0.0
+    last_error: str | None = None  # the last poll's failure, cleared by a successful poll
 
     @property
     def lag(self) -> int:
@@ -79,10 +80,12 @@ class Watcher:
         while True:
             try:
                 await self.poll()
+                self.stats.last_error = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the chain is down or answered nonsense: keep serving, retry
-                log.warning("watcher_poll_failed", error=f"{type(exc).__name__}: {exc}")
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:200]
+                log.warning("watcher_poll_failed", error=self.stats.last_error)
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:

@@ -1,0 +1,423 @@
+"""The reader wallet's local state: one SQLite file (mode 0600) holding its channels, the per-channel
+voucher keys, a spending ledger and the blocked sites.
+
+Amounts are decimal TEXT (uint256-safe) and Python ints in memory, never floats. Every method that
+writes commits before it returns (WAL, `synchronous=FULL`), so the wallet can let a signature leave
+the process only after the write that records it is durable. `signed` (the highest voucher amount
+ever signed on a channel) never decreases: a lower value is refused here, not only by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_utils import to_checksum_address
+
+from channel_node.signing import ChannelConfig
+
+SCHEMA_VERSION = 1
+
+# Channel statuses. Only `open` channels are paid from.
+OPENING = "opening"  # the row (and its voucher key) is written before the deposit is sent
+OPEN = "open"
+EXHAUSTED = "exhausted"  # at the deposit cap: no more payments; close it to get the rest back
+CLOSING = "closing"  # a payer's close is pending on chain
+SETTLED = "settled"
+BLOCKED = "blocked"  # the server misbehaved on it
+ORPHANED = "orphaned"  # found on chain after the database was lost: no voucher key, close it
+FAILED = "failed"  # the opening deposit never made it on chain
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    channel_id   TEXT PRIMARY KEY,          -- 0x + 64 hex
+    chain_id     INTEGER NOT NULL,
+    contract     TEXT NOT NULL,             -- checksum address
+    payer        TEXT NOT NULL,
+    signer       TEXT NOT NULL,
+    receiver     TEXT NOT NULL,
+    token        TEXT NOT NULL,             -- zero address for ETH
+    close_delay  INTEGER NOT NULL,
+    salt         TEXT NOT NULL,
+    voucher_key  BLOB,                      -- NULL for channels recovered from chain logs
+    deposited    TEXT NOT NULL DEFAULT '0',
+    signed       TEXT NOT NULL DEFAULT '0', -- highest amount ever signed; never decreases
+    signature    BLOB,                      -- the voucher for `signed`
+    charged      TEXT NOT NULL DEFAULT '0', -- the server's charged total, as last reported
+    acknowledged INTEGER NOT NULL DEFAULT 0,-- the server knows the channel: vouchers omit the config
+    last_receipt TEXT,                      -- JSON of the last PAYMENT-RESPONSE
+    status       TEXT NOT NULL,
+    close_deadline INTEGER,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS channels_by_terms ON channels (chain_id, contract, receiver, token, status);
+CREATE TABLE IF NOT EXISTS purchases (
+    channel_id TEXT NOT NULL,
+    resource   TEXT NOT NULL,              -- a path bought once (`once: true`) on this channel
+    PRIMARY KEY (channel_id, resource)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    site  TEXT NOT NULL,                   -- the URL's host[:port]
+    day   TEXT NOT NULL,                   -- UTC date, YYYY-MM-DD
+    spent TEXT NOT NULL,                   -- sum of voucher increments signed for this site that day
+    PRIMARY KEY (site, day)
+);
+CREATE TABLE IF NOT EXISTS blocked (
+    kind   TEXT NOT NULL,                  -- 'site' or 'receiver'
+    value  TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+"""
+
+_COLUMNS = (
+    "channel_id, chain_id, contract, payer, signer, receiver, token, close_delay, salt, deposited, signed,"
+    " signature, charged, acknowledged, last_receipt, status, close_deadline, created_at,"
+    " voucher_key IS NOT NULL AS has_key"
+)
+
+
+class WalletStoreError(Exception):
+    """The wallet database refused a write (an invariant would break) or belongs to another account."""
+
+
+@dataclass(frozen=True)
+class ChannelRecord:
+    """One channel as the wallet knows it. The voucher key is deliberately not part of it, so a
+    record can be logged or printed; `WalletStore.voucher_key` reads the key when signing."""
+
+    channel_id: bytes
+    chain_id: int
+    contract: str
+    config: ChannelConfig
+    deposited: int
+    signed: int
+    signature: bytes | None
+    charged: int
+    acknowledged: bool
+    last_receipt: dict | None
+    status: str
+    close_deadline: int | None
+    created_at: int
+    has_key: bool
+
+    @property
+    def hex_id(self) -> str:
+        return "0x" + self.channel_id.hex()
+
+    @property
+    def receiver(self) -> str:
+        return to_checksum_address(self.config.receiver)
+
+    @property
+    def unsigned_deposit(self) -> int:
+        """Deposit not yet promised to the receiver by any voucher."""
+        return self.deposited - self.signed
+
+
+def _hex_id(channel: bytes) -> str:
+    return "0x" + bytes(channel).hex()
+
+
+def _record(row: sqlite3.Row) -> ChannelRecord:
+    config = ChannelConfig.create(
+        payer=row["payer"],
+        signer=row["signer"],
+        receiver=row["receiver"],
+        token=row["token"],
+        close_delay=row["close_delay"],
+        salt=int(row["salt"]),
+    )
+    return ChannelRecord(
+        channel_id=bytes.fromhex(row["channel_id"][2:]),
+        chain_id=row["chain_id"],
+        contract=row["contract"],
+        config=config,
+        deposited=int(row["deposited"]),
+        signed=int(row["signed"]),
+        signature=bytes(row["signature"]) if row["signature"] is not None else None,
+        charged=int(row["charged"]),
+        acknowledged=bool(row["acknowledged"]),
+        last_receipt=json.loads(row["last_receipt"]) if row["last_receipt"] else None,
+        status=row["status"],
+        close_deadline=row["close_deadline"],
+        created_at=row["created_at"],
+        has_key=bool(row["has_key"]),
+    )
+
+
+def _amount(value: int, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):  # a float here is a bug upstream
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return str(value)
+
+
+class WalletStore:
+    """Synchronous SQLite access for one wallet; use it from one thread (the event loop's)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            # Created 0600 before SQLite touches it: it holds voucher keys. SQLite gives its -wal and
+            # -shm files the database file's permissions.
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            os.close(fd)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self._tx():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            version = self._meta("schema_version")
+            if version is None:
+                self._set_meta("schema_version", str(SCHEMA_VERSION))
+            elif int(version) != SCHEMA_VERSION:
+                raise WalletStoreError(f"wallet database schema {version} is not {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> WalletStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"WalletStore({str(self.path)!r})"
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: committed (durably) on exit, rolled back on an exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # ------------------------------------------------------------------ account
+
+    @property
+    def account(self) -> str | None:
+        """The main account (checksum address) this wallet pays from."""
+        return self._meta("account")
+
+    def bind_account(self, address: str) -> None:
+        """Pins the database to one main account: its channels' payer is that account, so another key
+        could neither top them up nor close them."""
+        address = to_checksum_address(address)
+        with self._tx():
+            current = self._meta("account")
+            if current is None:
+                self._set_meta("account", address)
+            elif current != address:
+                raise WalletStoreError(f"this wallet database belongs to {current}, not {address}")
+
+    # ------------------------------------------------------------------ channels
+
+    def insert_channel(
+        self,
+        channel: bytes,
+        chain_id: int,
+        contract: str,
+        config: ChannelConfig,
+        voucher_key: bytes | None,
+        status: str,
+        deposited: int = 0,
+        charged: int = 0,
+    ) -> ChannelRecord:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO channels (channel_id, chain_id, contract, payer, signer, receiver, token, close_delay,"
+                " salt, voucher_key, deposited, charged, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    _hex_id(channel), chain_id, to_checksum_address(contract), to_checksum_address(config.payer),
+                    to_checksum_address(config.signer), to_checksum_address(config.receiver),
+                    to_checksum_address(config.token), config.close_delay, str(config.salt), voucher_key,
+                    _amount(deposited, "deposited"), _amount(charged, "charged"), status, int(time.time()),
+                ),
+            )  # fmt: skip
+        return self.channel(channel)  # type: ignore[return-value]
+
+    def channel(self, channel: bytes) -> ChannelRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM channels WHERE channel_id = ?", (_hex_id(channel),)).fetchone()
+        return None if row is None else _record(row)
+
+    def channels(self, status: str | None = None) -> list[ChannelRecord]:
+        if status is None:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM channels ORDER BY created_at, rowid").fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM channels WHERE status = ? ORDER BY created_at, rowid", (status,)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def open_channels(self, chain_id: int, contract: str, receiver: str, token: str) -> list[ChannelRecord]:
+        """Open channels with a voucher key for these terms, newest first."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM channels WHERE chain_id = ? AND contract = ? AND receiver = ? AND token = ?"
+            " AND status = ? AND voucher_key IS NOT NULL ORDER BY created_at DESC, rowid DESC",
+            (chain_id, to_checksum_address(contract), to_checksum_address(receiver), to_checksum_address(token), OPEN),
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def count_channels(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM channels").fetchone()[0]
+
+    def voucher_key(self, channel: bytes) -> bytes | None:
+        row = self._db.execute("SELECT voucher_key FROM channels WHERE channel_id = ?", (_hex_id(channel),)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def update_channel(
+        self,
+        channel: bytes,
+        *,
+        deposited: int | None = None,
+        charged: int | None = None,
+        acknowledged: bool | None = None,
+        last_receipt: dict | None = None,
+        status: str | None = None,
+        close_deadline: int | None = None,
+    ) -> None:
+        """Everything but `signed`, which only `record_signature` and `raise_signed` move."""
+        sets: list[str] = []
+        args: list = []
+        if deposited is not None:
+            sets.append("deposited = ?")
+            args.append(_amount(deposited, "deposited"))
+        if charged is not None:
+            sets.append("charged = ?")
+            args.append(_amount(charged, "charged"))
+        if acknowledged is not None:
+            sets.append("acknowledged = ?")
+            args.append(int(acknowledged))
+        if last_receipt is not None:
+            sets.append("last_receipt = ?")
+            args.append(json.dumps(last_receipt, separators=(",", ":")))
+        if status is not None:
+            sets.append("status = ?")
+            args.append(status)
+        if close_deadline is not None:
+            sets.append("close_deadline = ?")
+            args.append(close_deadline)
+        if not sets:
+            return
+        with self._tx() as db:
+            db.execute(f"UPDATE channels SET {', '.join(sets)} WHERE channel_id = ?", (*args, _hex_id(channel)))
+
+    def _signed(self, channel: bytes) -> int:
+        row = self._db.execute("SELECT signed FROM channels WHERE channel_id = ?", (_hex_id(channel),)).fetchone()
+        if row is None:
+            raise WalletStoreError(f"unknown channel {_hex_id(channel)}")
+        return int(row[0])
+
+    def record_signature(
+        self, channel: bytes, amount: int, signature: bytes, site: str | None, day: str, spend: int
+    ) -> None:
+        """Records a new voucher and what it spends in one transaction. Called BEFORE the voucher is
+        sent: a crash afterwards leaves the wallet knowing at least what the server may hold."""
+        with self._tx() as db:
+            current = self._signed(channel)
+            if amount < current:
+                raise WalletStoreError(f"refusing to lower signed from {current} to {amount}")
+            db.execute(
+                "UPDATE channels SET signed = ?, signature = ? WHERE channel_id = ?",
+                (_amount(amount, "amount"), bytes(signature), _hex_id(channel)),
+            )
+            if site is not None and spend:
+                self._add_spend(site, day, spend)
+
+    def raise_signed(self, channel: bytes, amount: int, signature: bytes) -> bool:
+        """Adopts a higher voucher of ours that the server holds (a wallet restored from an old copy).
+        A lower or equal amount changes nothing. Returns whether it changed."""
+        with self._tx() as db:
+            if amount <= self._signed(channel):
+                return False
+            db.execute(
+                "UPDATE channels SET signed = ?, signature = ? WHERE channel_id = ?",
+                (_amount(amount, "amount"), bytes(signature), _hex_id(channel)),
+            )
+            return True
+
+    # ------------------------------------------------------------------ purchases
+
+    def add_purchase(self, channel: bytes, resource: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO purchases (channel_id, resource) VALUES (?, ?)", (_hex_id(channel), resource))
+
+    def purchased(self, channel: bytes, resource: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM purchases WHERE channel_id = ? AND resource = ?", (_hex_id(channel), resource)
+        ).fetchone()
+        return row is not None
+
+    # ------------------------------------------------------------------ ledger
+
+    def _add_spend(self, site: str, day: str, amount: int) -> None:
+        row = self._db.execute("SELECT spent FROM ledger WHERE site = ? AND day = ?", (site, day)).fetchone()
+        total = amount + (int(row[0]) if row else 0)
+        self._db.execute(
+            "INSERT INTO ledger (site, day, spent) VALUES (?, ?, ?) ON CONFLICT(site, day) DO UPDATE SET spent = excluded.spent",
+            (site, day, str(total)),
+        )
+
+    def spent(self, day: str, site: str | None = None) -> int:
+        """What was signed away on `day`, for one site or (site None) in total."""
+        if site is None:
+            rows = self._db.execute("SELECT spent FROM ledger WHERE day = ?", (day,)).fetchall()
+        else:
+            rows = self._db.execute("SELECT spent FROM ledger WHERE day = ? AND site = ?", (day, site)).fetchall()
+        return sum(int(r[0]) for r in rows)
+
+    # ------------------------------------------------------------------ blocked sites
+
+    def block(self, kind: str, value: str, reason: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO blocked (kind, value, reason, at) VALUES (?, ?, ?, ?) ON CONFLICT(kind, value) DO NOTHING",
+                (kind, value.lower(), reason, int(time.time())),
+            )
+
+    def unblock(self, kind: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM blocked WHERE kind = ? AND value = ?", (kind, value.lower()))
+
+    def blocked_reason(self, kind: str, value: str) -> str | None:
+        row = self._db.execute("SELECT reason FROM blocked WHERE kind = ? AND value = ?", (kind, value.lower())).fetchone()
+        return None if row is None else row[0]
+
+
+__all__ = [
+    "BLOCKED",
+    "CLOSING",
+    "EXHAUSTED",
+    "FAILED",
+    "OPEN",
+    "OPENING",
+    "ORPHANED",
+    "SETTLED",
+    "ChannelRecord",
+    "WalletStore",
+    "WalletStoreError",
+]

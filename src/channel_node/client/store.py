@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS channels (
     salt         TEXT NOT NULL,
     voucher_key  BLOB,                      -- NULL for channels recovered from chain logs
     deposited    TEXT NOT NULL DEFAULT '0',
-    signed       TEXT NOT NULL DEFAULT '0', -- highest amount ever signed; never decreases
+    signed       TEXT NOT NULL DEFAULT '0', -- highest amount ever signed, never decreases
     signature    BLOB,                      -- the voucher for `signed`
     charged      TEXT NOT NULL DEFAULT '0', -- the server's charged total, as last reported
     acknowledged INTEGER NOT NULL DEFAULT 0,-- the server knows the channel: vouchers omit the config
@@ -359,6 +359,19 @@ class WalletStore:
                 (_amount(amount, "amount"), bytes(signature), _hex_id(channel)),
             )
             return True
+
+    def record_receipt(self, channel: bytes, charged: int, receipt: dict, purchase: str | None = None) -> None:
+        """A checked receipt: the server's charged total, the receipt itself and, for a resource sold
+        once, that this channel owns it now. One transaction."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE channels SET charged = ?, acknowledged = 1, last_receipt = ? WHERE channel_id = ?",
+                (_amount(charged, "charged"), json.dumps(receipt, separators=(",", ":")), _hex_id(channel)),
+            )
+            if purchase is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO purchases (channel_id, resource) VALUES (?, ?)", (_hex_id(channel), purchase)
+                )
 
     # ------------------------------------------------------------------ purchases
 

@@ -1,0 +1,249 @@
+"""aiohttp integration: requests that pay for themselves.
+
+A priced resource costs up to three round trips: the request (402 with the offer), the request with a
+voucher, and after a corrective 402 (the wallet's figures were behind the node's) one more with a
+voucher signed from the resynced figures. Receipts are checked by the wallet before the response is
+handed back, so a server that overcharges raises `ServerMisbehaved` instead of returning content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from channel_node.client.wallet import ServerMisbehaved, Wallet
+from channel_node.server.protocol import REQUIRED_HEADER, RESPONSE_HEADER, SCHEME, SIGNATURE_HEADER, decode_header
+
+#: aiohttp >= 3.12 takes client middlewares (`ClientSession(middlewares=...)`).
+MIDDLEWARE_SUPPORTED = tuple(int(p) for p in aiohttp.__version__.split(".")[:2] if p.isdigit()) >= (3, 12)
+
+RESYNC_CODES = ("insufficient_voucher", "stale_voucher")
+CLOSED_CODES = ("channel_closing", "channel_settled")
+
+Send = Callable[[str | None], Awaitable[aiohttp.ClientResponse]]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished request, body read. `charged` is what it cost (0 when free or already bought)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    charged: int
+    receipt: dict | None
+    url: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.body.decode(encoding)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _document(response: aiohttp.ClientResponse, header: str) -> dict | None:
+    value = response.headers.get(header)
+    if value is None:
+        return None
+    try:
+        document = decode_header(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def channel_offer(document: Mapping[str, Any] | None) -> dict | None:
+    """The first `accepts` entry of a PAYMENT-REQUIRED document in the `channel` scheme."""
+    if not document:
+        return None
+    for offer in document.get("accepts") or ():
+        if isinstance(offer, dict) and offer.get("scheme") == SCHEME:
+            return offer
+    return None
+
+
+async def pay_and_fetch(
+    wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0
+) -> tuple[aiohttp.ClientResponse, int, dict | None]:
+    """Runs one request through the 402 protocol. `send(header)` sends the request with that
+    PAYMENT-SIGNATURE (None: without one) and returns the response; intermediate responses are
+    released here. Returns (final response, amount charged, receipt)."""
+    response = await send(None)
+    if response.status != 402:
+        return response, 0, None
+    offer = channel_offer(_document(response, REQUIRED_HEADER))
+    if offer is None:
+        return response, 0, None  # not a scheme this wallet speaks: the caller sees the 402
+    response.release()
+    payment = await wallet.pay_for(offer, url)
+    resynced = reopened = False
+    waits = 0
+    while True:
+        try:
+            response = await send(payment.value)
+        except BaseException:
+            wallet.release(payment, charged_unknown=True)  # the node may have charged before we lost it
+            raise
+        receipt = _document(response, RESPONSE_HEADER)
+        if receipt is not None and response.status < 400:
+            try:
+                charged = await wallet.settle_receipt(payment.channel_id, receipt, payment.price, payment.payment_id)
+            except ServerMisbehaved:
+                response.release()
+                raise
+            return response, charged, receipt
+        if RESPONSE_HEADER in response.headers and response.status < 400:
+            response.release()
+            wallet.release(payment, charged_unknown=True)
+            raise ServerMisbehaved(f"{url}: unreadable {RESPONSE_HEADER} header")
+        refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
+        code = refusal.get("error") if refusal else None
+        state = ((channel_offer(refusal) or {}).get("extra") or {}).get("channel") if refusal else None
+        if code in RESYNC_CODES and isinstance(state, dict) and not resynced:
+            # The node is ahead of the wallet (a restored database, lost receipts): adopt its figures
+            # once they are proven ours, then sign from there.
+            response.release()
+            wallet.release(payment)
+            await wallet.resync(state)
+            resynced = True
+            payment = await wallet.pay_for(offer, url, reuse=False)
+            continue
+        if code == "exceeds_deposit" and waits < retries:
+            # The node has not seen our top-up yet (confirmations, its refresh interval): same voucher, later.
+            response.release()
+            waits += 1
+            await asyncio.sleep(retry_delay)
+            continue
+        if code == "channel_unknown" and waits < retries:
+            # Not confirmed yet, or the node forgot it: resend with the channel's configuration.
+            response.release()
+            waits += 1
+            payment = wallet.with_config(payment)
+            await asyncio.sleep(retry_delay)
+            continue
+        if code in CLOSED_CODES and not reopened:
+            response.release()
+            wallet.release(payment)
+            wallet.channel_unusable(payment.channel_id, code)
+            reopened = True
+            payment = await wallet.pay_for(offer, url)
+            continue
+        # Refused, or the content failed: a refusal changes nothing on the node and a failed delivery
+        # is not charged. A success without a receipt may have been charged.
+        wallet.release(payment, charged_unknown=response.status < 400)
+        return response, 0, None
+
+
+class PayingSession:
+    """An aiohttp.ClientSession whose requests pay 402s through `wallet`.
+
+    ```python
+    async with PayingSession(wallet) as session:
+        result = await session.get("https://news.example/articles/a.html")
+        print(result.status, result.charged, result.text())
+    ```
+    Request bodies are sent again on retries, so pass bytes, str or json= rather than a stream.
+    """
+
+    def __init__(self, wallet: Wallet, *, retries: int = 3, retry_delay: float = 1.0, **session_kwargs: Any) -> None:
+        self.wallet = wallet
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self._kwargs = session_kwargs
+        base = session_kwargs.get("base_url")
+        self._base = URL(base) if base is not None else None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use PayingSession as `async with PayingSession(...) as session`")
+        return self._session
+
+    async def __aenter__(self) -> PayingSession:
+        self._session = aiohttp.ClientSession(**self._kwargs)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _absolute(self, url: str | URL) -> str:
+        target = URL(url)
+        if not target.is_absolute() and self._base is not None:
+            target = self._base.join(target)
+        return str(target)
+
+    async def request(self, method: str, url: str | URL, **kwargs: Any) -> Result:
+        session = self.session
+        headers = CIMultiDict(kwargs.pop("headers", None) or {})
+        target = self._absolute(url)
+
+        async def send(header: str | None) -> aiohttp.ClientResponse:
+            sent = CIMultiDict(headers)
+            if header is not None:
+                sent[SIGNATURE_HEADER] = header
+            return await session.request(method, target, headers=sent, **kwargs)
+
+        response, charged, receipt = await pay_and_fetch(
+            self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay
+        )
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        return Result(response.status, response.headers, body, charged, receipt, str(response.url))
+
+    async def get(self, url: str | URL, **kwargs: Any) -> Result:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str | URL, **kwargs: Any) -> Result:
+        return await self.request("POST", url, **kwargs)
+
+
+def payment_middleware(wallet: Wallet, *, retries: int = 3, retry_delay: float = 1.0):
+    """An aiohttp client middleware (aiohttp >= 3.12) doing what PayingSession does, for callers
+    that keep their own ClientSession: `aiohttp.ClientSession(middlewares=(payment_middleware(w),))`.
+    The response is returned unread; its PAYMENT-RESPONSE header has been checked."""
+    if not MIDDLEWARE_SUPPORTED:
+        raise RuntimeError(f"aiohttp {aiohttp.__version__} has no client middlewares (3.12+); use PayingSession")
+
+    async def middleware(request: aiohttp.ClientRequest, handler) -> aiohttp.ClientResponse:
+        async def send(header: str | None) -> aiohttp.ClientResponse:
+            if header is None:
+                request.headers.popall(SIGNATURE_HEADER, None)
+            else:
+                request.headers[SIGNATURE_HEADER] = header
+            return await handler(request)
+
+        response, _, _ = await pay_and_fetch(wallet, str(request.url), send, retries=retries, retry_delay=retry_delay)
+        return response
+
+    return middleware
+
+
+__all__ = [
+    "MIDDLEWARE_SUPPORTED",
+    "PayingSession",
+    "Result",
+    "channel_offer",
+    "pay_and_fetch",
+    "payment_middleware",
+]
+

@@ -1,0 +1,908 @@
+"""The reader's wallet: turns a `PAYMENT-REQUIRED` offer into a `PAYMENT-SIGNATURE` voucher.
+
+The main key only signs chain transactions (open, top up, close). Each channel gets a fresh random
+voucher key, so the key that signs on every request can spend at most that channel's deposit.
+
+Money rules, in the order they are applied:
+- spending limits are checked before a channel is opened and again, atomically with the ledger
+  write, before a voucher is signed;
+- a voucher's amount is reserved under the channel's lock: new ceiling = max(signed, charged +
+  in-flight) + price, so concurrent requests never sign the same increment twice, and `signed` is
+  committed to the database before the header is returned;
+- every receipt is checked against the price offered and against what was signed; a server caught
+  charging more is blocked (site and receiver) and never paid again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from eth_utils import is_address, to_canonical_address, to_checksum_address
+from web3 import AsyncWeb3
+
+from channel_node.chain.artifacts import channel_deposit_artifact
+from channel_node.chain.client import (
+    ChannelDepositClient,
+    ChannelDeposited,
+    ChannelOpened,
+    ChannelSettled,
+    CloseRequested,
+    ContractRevert,
+    Sender,
+    TxResult,
+    as_revert,
+)
+from channel_node.client.store import (
+    BLOCKED,
+    CLOSING,
+    EXHAUSTED,
+    FAILED,
+    OPEN,
+    OPENING,
+    ORPHANED,
+    SETTLED,
+    ChannelRecord,
+    WalletStore,
+)
+from channel_node.server.protocol import SCHEME, payment_signature
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    InvalidSignature,
+    address_of_key,
+    channel_id,
+    cooperative_close_digest,
+    recover_signer,
+    sign_digest,
+    voucher_digest,
+)
+from channel_node.signing.eip712 import SECP256K1_N, UINT96_MAX, ZERO_ADDRESS
+
+log = logging.getLogger("channel_node.client")
+
+UINT128_MAX = (1 << 128) - 1
+_DECIMAL = re.compile(r"[0-9]{1,78}")
+
+
+# ------------------------------------------------------------------ errors
+
+
+class WalletError(Exception):
+    """Something the wallet will not or cannot do; the message says what and why."""
+
+
+class SpendingLimitExceeded(WalletError):
+    """A policy limit refused the payment. Raised before anything was signed."""
+
+
+class OfferRejected(WalletError):
+    """The offer is malformed, for another chain, names a contract this wallet does not trust, or
+    conflicts with the policy (close delay)."""
+
+
+class UnsupportedAsset(OfferRejected, NotImplementedError):
+    """The offer asks for an ERC-20 token; this wallet pays in native ETH only (for now)."""
+
+
+class ServerMisbehaved(WalletError):
+    """A receipt or a corrective 402 contradicts what the wallet signed or was offered. The site and
+    receiver are blocked: the wallet refuses to pay them again (see `Wallet.unblock`)."""
+
+
+class SiteBlocked(ServerMisbehaved):
+    """A payment to a site or receiver blocked after earlier misbehaviour."""
+
+
+# ------------------------------------------------------------------ policy and results
+
+
+def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):  # amounts are integers, never floats
+        raise TypeError(f"Policy.{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"Policy.{name} must be at least {minimum}")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How much the wallet locks up and spends. Amounts in the asset's smallest unit (wei)."""
+
+    deposit_multiple: int = 50  # a new channel's deposit, and each top-up, is N x the price
+    max_deposit: int | None = None  # most ever locked in one channel; then a new channel is opened
+    topup_below: int = 10  # top up when the unsigned deposit falls below K x the price
+    per_request_limit: int | None = None  # refuse any single price above this
+    per_site_daily_limit: int | None = None  # per URL host[:port], per UTC day
+    daily_limit: int | None = None  # all sites together, per UTC day
+    close_delay: int = 3600  # seconds; must be inside the offer's extra.closeDelay range
+
+    def __post_init__(self) -> None:
+        _check_int("deposit_multiple", self.deposit_multiple, 1)
+        _check_int("max_deposit", self.max_deposit, 1, optional=True)
+        _check_int("topup_below", self.topup_below, 1)
+        _check_int("per_request_limit", self.per_request_limit, 0, optional=True)
+        _check_int("per_site_daily_limit", self.per_site_daily_limit, 0, optional=True)
+        _check_int("daily_limit", self.daily_limit, 0, optional=True)
+        _check_int("close_delay", self.close_delay, 0)
+
+
+@dataclass(frozen=True)
+class PaymentHeader:
+    """A `PAYMENT-SIGNATURE` value and what the wallet reserved for it (needed to settle it)."""
+
+    value: str
+    channel_id: bytes
+    amount: int  # the voucher's maxClaimableAmount
+    price: int  # the offered price (0 reserved for a re-read of a resource bought once)
+    payment_id: str
+    resource: str
+    network: str
+    contract: str
+    signature: bytes = field(repr=False)
+    reused: bool = False  # an existing voucher re-sent for a resource this channel already bought
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class CloseTicket:
+    channel_id: bytes
+    deadline: int  # unix time (chain clock) after which `finalize` refunds the rest
+    locked: int  # deposit not claimed on chain yet, locked until the deadline
+    warning: str
+    tx: TxResult
+
+
+@dataclass(frozen=True)
+class Finalized:
+    channel_id: bytes
+    refunded: int  # paid back to the main account
+    claimed: int  # what the receiver received in total
+    tx: TxResult
+
+
+@dataclass(frozen=True)
+class ChainChannelInfo:
+    """A channel this account opened, as the chain reports it."""
+
+    channel_id: bytes
+    contract: str
+    config: ChannelConfig
+    deposited: int
+    claimed: int
+    close_deadline: int | None
+    settled: bool
+    opened_in_block: int
+    has_voucher_key: bool  # False: the local database lost it; the channel can only be closed
+    local_status: str | None
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@dataclass(frozen=True)
+class _Terms:
+    chain_id: int
+    network: str
+    contract: str
+    receiver: str
+    asset: str
+    price: int
+    once: bool
+    min_deposit: int
+    delay_min: int | None
+    delay_max: int | None
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    price: int
+    resource: str
+    once: bool
+    site: str | None
+
+
+@dataclass
+class _Live:
+    """In-memory state of one channel: its locks and what is in flight."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    funding: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inflight: dict[str, _Reservation] = field(default_factory=dict)
+    expected: int = 0  # the charged total the receipts seen so far add up to
+    uncertain: bool = False  # charges may have happened unseen: the next quiet receipt re-baselines
+
+    @property
+    def reserved(self) -> int:
+        return sum(r.price for r in self.inflight.values())
+
+
+def _uint(value: Any, name: str) -> int:
+    """A decimal string (or a plain int) as an int; the protocol never carries floats."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} is not an amount")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+        number = int(value)
+    else:
+        raise ValueError(f"{name} must be a decimal string")
+    if number < 0 or number >= 1 << 256:
+        raise ValueError(f"{name} out of range")
+    return number
+
+
+def _address(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise OfferRejected(f"offer: {name} is not an address")
+    return to_checksum_address(value)
+
+
+def _channel_bytes(channel: bytes | str) -> bytes:
+    raw = bytes.fromhex(channel[2:] if channel.startswith("0x") else channel) if isinstance(channel, str) else bytes(channel)
+    if len(raw) != 32:
+        raise ValueError("a channel id is 32 bytes")
+    return raw
+
+
+def site_of(url: str) -> str:
+    """The ledger's and blocklist's notion of a site: the URL's host[:port], lower case."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def _new_voucher_key() -> bytes:
+    while True:
+        key = secrets.token_bytes(32)
+        if 0 < int.from_bytes(key, "big") < SECP256K1_N:
+            return key
+
+
+@cache
+def _runtime_code() -> tuple[bytes, tuple[int, ...]]:
+    """ChannelDeposit's runtime code and where its immutables go (PUSH32 0 placeholders): the same
+    code with the chain id, domain separator and deposit cap filled in is the same contract."""
+    code = bytes.fromhex(channel_deposit_artifact().deployed_bytecode.removeprefix("0x"))
+    spans = tuple(m.start() + 1 for m in re.finditer(re.escape(b"\x7f" + b"\0" * 32), code))
+    return code, spans
+
+
+def is_channel_deposit_code(code: bytes) -> bool:
+    expected, spans = _runtime_code()
+    if len(code) != len(expected):
+        return False
+    masked = bytearray(code)
+    for start in spans:
+        masked[start : start + 32] = b"\0" * 32
+    return bytes(masked) == expected
+
+
+def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
+    if not isinstance(offer, Mapping):
+        raise OfferRejected("offer must be one entry of `accepts` (a JSON object)")
+    if offer.get("scheme") != SCHEME:
+        raise OfferRejected(f"offer scheme {offer.get('scheme')!r} is not {SCHEME!r}")
+    network = f"eip155:{chain_id}"
+    if offer.get("network") != network:
+        raise OfferRejected(f"offer is for network {offer.get('network')!r}; this wallet is on {network}")
+    extra = offer.get("extra")
+    if not isinstance(extra, Mapping):
+        raise OfferRejected("offer has no `extra` object")
+    try:
+        price = _uint(offer.get("amount"), "amount")
+        min_deposit = _uint(extra.get("minDeposit", "0"), "extra.minDeposit")
+    except ValueError as exc:
+        raise OfferRejected(f"offer: {exc}") from None
+    if price == 0 or price > UINT128_MAX:
+        raise OfferRejected("offer amount must be between 1 and 2^128-1")
+    delay = extra.get("closeDelay") or {}
+    delay_min, delay_max = delay.get("min"), delay.get("max")
+    for value in (delay_min, delay_max):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise OfferRejected("offer: extra.closeDelay bounds must be integers")
+    once = extra.get("once") is True  # absent: charged per request, never re-sent as a re-read
+    return _Terms(
+        chain_id=chain_id,
+        network=network,
+        contract=_address(extra.get("contract"), "extra.contract"),
+        receiver=_address(offer.get("payTo"), "payTo"),
+        asset=_address(offer.get("asset"), "asset"),
+        price=price,
+        once=once,
+        min_deposit=min_deposit,
+        delay_min=delay_min,
+        delay_max=delay_max,
+    )
+
+
+# ------------------------------------------------------------------ the wallet
+
+
+class Wallet:
+    """Pays `channel`-scheme offers from payment channels it opens with `main_key`.
+
+    `contracts`: the ChannelDeposit deployments to trust. When omitted, a contract named by an offer
+    is trusted only if its code on chain is ChannelDeposit's (so a site cannot make the wallet
+    deposit into a contract of its own). `gas`: a fixed gas limit for chain writes (skips
+    estimation); None estimates.
+    """
+
+    def __init__(
+        self,
+        w3: AsyncWeb3,
+        main_key: bytes,
+        store: WalletStore,
+        policy: Policy | None = None,
+        *,
+        contracts: Iterable[str] | None = None,
+        gas: int | None = None,
+    ) -> None:
+        self.w3 = w3
+        self.store = store
+        self.policy = policy or Policy()
+        self.gas = gas
+        self._sender = Sender.from_key(main_key)  # holds the key; never printed
+        self.address = self._sender.address
+        store.bind_account(self.address)
+        self._trusted = None if contracts is None else {to_checksum_address(c) for c in contracts}
+        self._verified: set[str] = set()
+        self._chain_id: int | None = None
+        self._clients: dict[str, ChannelDepositClient] = {}
+        self._live: dict[bytes, _Live] = {}
+        self._opening: dict[tuple, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"Wallet({self.address}, {self.store!r})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(await self.w3.eth.chain_id)
+        return self._chain_id
+
+    def _client(self, contract: str) -> ChannelDepositClient:
+        contract = to_checksum_address(contract)
+        client = self._clients.get(contract)
+        if client is None:
+            client = self._clients[contract] = ChannelDepositClient(self.w3, contract, sender=self._sender)
+        return client
+
+    def _state(self, record: ChannelRecord) -> _Live:
+        live = self._live.get(record.channel_id)
+        if live is None:
+            # A fresh process does not know what happened after the last receipt it recorded: a
+            # request may have been charged without its receipt being written. If more was signed
+            # than charged, the next receipt seen with nothing in flight re-baselines the total.
+            live = self._live[record.channel_id] = _Live(
+                expected=record.charged, uncertain=record.signed > record.charged
+            )
+        return live
+
+    def _record(self, channel: bytes | str) -> ChannelRecord:
+        record = self.store.channel(_channel_bytes(channel))
+        if record is None:
+            raise WalletError(f"channel {channel if isinstance(channel, str) else '0x' + channel.hex()} is not in this wallet")
+        return record
+
+    async def _check_contract(self, contract: str) -> None:
+        if contract in self._verified:
+            return
+        if self._trusted is not None:
+            if contract not in self._trusted:
+                raise OfferRejected(f"contract {contract} is not one this wallet trusts")
+        else:
+            code = bytes(await self.w3.eth.get_code(contract))
+            if not is_channel_deposit_code(code):
+                raise OfferRejected(f"{contract} is not a ChannelDeposit contract (its code differs)")
+        self._verified.add(contract)
+
+    def _refuse_blocked(self, site: str | None, receiver: str) -> None:
+        for kind, value in (("site", site), ("receiver", receiver)):
+            if value is None:
+                continue
+            reason = self.store.blocked_reason(kind, value)
+            if reason is not None:
+                raise SiteBlocked(f"{kind} {value} is blocked after it misbehaved ({reason}); not paying it again")
+
+    def _block(self, record: ChannelRecord, site: str | None, reason: str) -> None:
+        self.store.update_channel(record.channel_id, status=BLOCKED)
+        self.store.block("receiver", record.receiver, reason)
+        if site:
+            self.store.block("site", site, reason)
+        log.warning(
+            "blocked receiver %s%s: %s; channel %s stays locked until closed (request_close, then finalize)",
+            record.receiver, f" and site {site}" if site else "", reason, record.hex_id,
+        )  # fmt: skip
+
+    def unblock(self, *, site: str | None = None, receiver: str | None = None) -> None:
+        """Lifts a block set after misbehaviour (the blocked channel itself stays out of use)."""
+        if site is not None:
+            self.store.unblock("site", site)
+        if receiver is not None:
+            self.store.unblock("receiver", to_checksum_address(receiver))
+
+    def _check_limits(self, site: str | None, price: int, spend: int) -> None:
+        p = self.policy
+        if p.per_request_limit is not None and price > p.per_request_limit:
+            raise SpendingLimitExceeded(f"price {price} is above the per-request limit {p.per_request_limit}")
+        day = _today()
+        if p.per_site_daily_limit is not None and site is not None:
+            spent = self.store.spent(day, site)
+            if spent + spend > p.per_site_daily_limit:
+                raise SpendingLimitExceeded(
+                    f"paying {spend} would bring today's spending on {site} to {spent + spend}, "
+                    f"above the per-site daily limit {p.per_site_daily_limit}"
+                )
+        if p.daily_limit is not None:
+            spent = self.store.spent(day)
+            if spent + spend > p.daily_limit:
+                raise SpendingLimitExceeded(
+                    f"paying {spend} would bring today's spending to {spent + spend}, above the daily limit {p.daily_limit}"
+                )
+
+    def _close_delay(self, terms: _Terms) -> int:
+        delay = self.policy.close_delay
+        if (terms.delay_min is not None and delay < terms.delay_min) or (
+            terms.delay_max is not None and delay > terms.delay_max
+        ):
+            raise OfferRejected(
+                f"the policy's close delay {delay} s is outside the server's range "
+                f"{terms.delay_min}..{terms.delay_max} s; change Policy.close_delay to accept"
+            )
+        return delay
+
+    def _deposit_size(self, price: int, deposited: int) -> int:
+        amount = self.policy.deposit_multiple * price
+        if self.policy.max_deposit is not None:
+            amount = min(amount, self.policy.max_deposit - deposited)
+        return max(amount, 0)
+
+    # ------------------------------------------------------------------ paying
+
+    async def pay_for(self, offer: Mapping[str, Any], url: str, *, reuse: bool = True) -> PaymentHeader:
+        """A `PAYMENT-SIGNATURE` for one `accepts` entry of a 402, opening or topping up a channel
+        as needed. `reuse=False` always signs a new increment (after a corrective 402)."""
+        terms = _parse_offer(offer, await self.chain_id())
+        site = site_of(url) or None
+        resource = urlsplit(url).path or "/"
+        self._refuse_blocked(site, terms.receiver)
+        self._check_limits(site, terms.price, terms.price)  # before a channel is opened for it
+        if to_canonical_address(terms.asset) != ZERO_ADDRESS:
+            raise UnsupportedAsset(f"the offer asks for token {terms.asset}; this wallet pays in native ETH only")
+        delay = self._close_delay(terms)
+        await self._check_contract(terms.contract)
+        for _ in range(4):  # a channel can fill up or start closing between two steps
+            record = await self._channel_for(terms, delay)
+            if reuse and terms.once and record.signature and self.store.purchased(record.channel_id, resource):
+                return self._reuse(record, terms, resource, site)
+            record = await self._fund(record, terms.price)
+            if record is None:
+                continue
+            header = await self._sign(record, terms, resource, site)
+            if header is not None:
+                return header
+        raise WalletError("could not find or fund a channel for this payment; see the log")
+
+    async def _channel_for(self, terms: _Terms, delay: int) -> ChannelRecord:
+        key = (terms.chain_id, terms.contract, terms.receiver, terms.asset)
+        lock = self._opening.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent first requests open one channel, not one each
+            found = self.store.open_channels(terms.chain_id, terms.contract, terms.receiver, terms.asset)
+            if found:
+                return found[0]
+            return await self._open(terms, delay)
+
+    async def _open(self, terms: _Terms, delay: int) -> ChannelRecord:
+        amount = self._deposit_size(terms.price, 0)
+        if amount < max(terms.price, terms.min_deposit):
+            raise SpendingLimitExceeded(
+                f"a deposit of {amount} (policy) does not cover the price {terms.price} "
+                f"or the server's minimum deposit {terms.min_deposit}"
+            )
+        voucher_key = _new_voucher_key()
+        salt = (self.store.count_channels() + 1) & UINT96_MAX
+        config = ChannelConfig.create(
+            payer=self.address, signer=address_of_key(voucher_key), receiver=terms.receiver, token=None,
+            close_delay=delay, salt=salt,
+        )  # fmt: skip
+        cid = channel_id(Domain(terms.chain_id, terms.contract), config)
+        # The key is on disk before any money moves: a crash after the deposit loses nothing.
+        self.store.insert_channel(cid, terms.chain_id, terms.contract, config, voucher_key, OPENING)
+        client = self._client(terms.contract)
+        try:
+            tx = await client.deposit_eth(config, amount, sender=self._sender, gas=self.gas)
+        except Exception:
+            on_chain = None
+            try:
+                on_chain = await client.get_channel(cid)
+            except Exception:
+                pass  # leave it `opening`: a later look at the chain decides
+            if on_chain is not None and not on_chain.exists:
+                self.store.update_channel(cid, status=FAILED)
+            elif on_chain is not None:
+                self.store.update_channel(cid, status=OPEN, deposited=on_chain.deposited)
+            raise
+        opened = tx.events_of(ChannelOpened)
+        deposited = opened[0].deposited if opened else amount
+        self.store.update_channel(cid, status=OPEN, deposited=deposited)
+        log.info("opened channel 0x%s to %s with %d (close delay %d s)", cid.hex(), terms.receiver, deposited, delay)
+        return self.store.channel(cid)  # type: ignore[return-value]
+
+    def _low(self, record: ChannelRecord, live: _Live, price: int) -> bool:
+        committed = max(record.signed, record.charged + live.reserved)
+        return record.deposited - committed < self.policy.topup_below * price
+
+    async def _fund(self, record: ChannelRecord, price: int) -> ChannelRecord | None:
+        """Tops the channel up when its unsigned deposit runs low. None: the channel cannot take this
+        payment (at the deposit cap, or closing): the caller looks for another one."""
+        live = self._state(record)
+        if not self._low(record, live, price):
+            return record
+        async with live.funding:  # one top-up at a time; the others wait for it and re-check
+            record = self.store.channel(record.channel_id)
+            if record is None or record.status != OPEN:
+                return None
+            if not self._low(record, live, price):
+                return record
+            committed = max(record.signed, record.charged + live.reserved)
+            amount = self._deposit_size(price, record.deposited)
+            if amount <= 0:
+                if record.deposited - committed >= price:
+                    return record  # the cap is reached but this payment still fits
+                self.store.update_channel(record.channel_id, status=EXHAUSTED)
+                log.warning("channel %s reached the deposit cap; opening a new one (close this one to get "
+                            "%d back)", record.hex_id, record.deposited - record.signed)  # fmt: skip
+                return None
+            try:
+                tx = await self._client(record.contract).deposit_eth(record.config, amount, sender=self._sender, gas=self.gas)
+            except ContractRevert as exc:
+                if exc.error_name in ("ChannelClosing", "ChannelIsSettled"):
+                    self.store.update_channel(record.channel_id, status=CLOSING if exc.error_name == "ChannelClosing" else SETTLED)
+                    return None
+                if record.deposited - committed >= price:
+                    log.warning("top-up of %s failed (%s); paying from what is left", record.hex_id, exc)
+                    return record
+                raise
+            topped = tx.events_of(ChannelDeposited)
+            total = topped[0].total_deposited if topped else record.deposited + amount
+            self.store.update_channel(record.channel_id, deposited=total)
+            log.info("topped up channel %s by %d to %d", record.hex_id, amount, total)
+            return self.store.channel(record.channel_id)
+
+    async def _sign(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader | None:
+        live = self._state(record)
+        async with live.lock:
+            # Nothing below awaits: reading, checking, signing and committing are one atomic step.
+            record = self.store.channel(record.channel_id)
+            if record is None or record.status != OPEN:
+                return None
+            ceiling = max(record.signed, record.charged + live.reserved) + terms.price
+            if ceiling > record.deposited:
+                return None  # others reserved the rest meanwhile: fund again
+            increment = ceiling - record.signed
+            self._check_limits(site, terms.price, increment)
+            key = self.store.voucher_key(record.channel_id)
+            if key is None:
+                raise WalletError(f"channel {record.hex_id} has no voucher key")
+            domain = Domain(record.chain_id, record.contract)
+            signature = sign_digest(key, voucher_digest(domain, record.channel_id, ceiling))
+            payment_id = uuid.uuid4().hex
+            self.store.record_signature(record.channel_id, ceiling, signature, site, _today(), increment)
+            live.inflight[payment_id] = _Reservation(terms.price, resource, terms.once, site)
+        return self._header(record, ceiling, signature, payment_id, terms.price, resource)
+
+    def _reuse(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader:
+        """A resource this channel already bought: the node serves it for any valid voucher of the
+        channel, so the top voucher is sent again and nothing new is signed."""
+        live = self._state(record)
+        payment_id = uuid.uuid4().hex
+        live.inflight[payment_id] = _Reservation(0, resource, True, site)
+        assert record.signature is not None
+        return self._header(record, record.signed, record.signature, payment_id, 0, resource, reused=True)
+
+    def _header(self, record: ChannelRecord, amount: int, signature: bytes, payment_id: str, price: int,
+                resource: str, reused: bool = False, with_config: bool | None = None) -> PaymentHeader:  # fmt: skip
+        network = f"eip155:{record.chain_id}"
+        include = (not record.acknowledged) if with_config is None else with_config
+        value = payment_signature(
+            network, record.contract, record.channel_id, amount, signature, payment_id, record.config if include else None
+        )
+        return PaymentHeader(
+            value=value, channel_id=record.channel_id, amount=amount, price=price, payment_id=payment_id,
+            resource=resource, network=network, contract=record.contract, signature=signature, reused=reused,
+        )  # fmt: skip
+
+    def with_config(self, payment: PaymentHeader) -> PaymentHeader:
+        """The same voucher and payment id with the channel's configuration attached (for a server
+        that answered `channel_unknown`: it may have lost the channel or not confirmed it yet)."""
+        record = self._record(payment.channel_id)
+        self.store.update_channel(record.channel_id, acknowledged=False)
+        return self._header(record, payment.amount, payment.signature, payment.payment_id, payment.price,
+                            payment.resource, payment.reused, with_config=True)  # fmt: skip
+
+    def release(self, payment: PaymentHeader, *, charged_unknown: bool = False) -> None:
+        """Ends a reservation without a receipt: the request was refused, or failed before the node
+        charged. `charged_unknown`: the outcome is unknown (a dropped connection), so the next receipt
+        re-baselines the charged total instead of checking continuity."""
+        live = self._live.get(payment.channel_id)
+        if live is None:
+            return
+        live.inflight.pop(payment.payment_id, None)
+        if charged_unknown:
+            live.uncertain = True
+
+    # ------------------------------------------------------------------ receipts and resync
+
+    async def settle_receipt(self, channel: bytes | str, receipt: Mapping[str, Any], price: int, payment_id: str | None) -> int:
+        """Checks a `PAYMENT-RESPONSE` and records the server's charged total; returns what this
+        request cost. Raises ServerMisbehaved (and blocks the server) when the receipt charges more
+        than offered, more than signed, or does not follow from the previous total."""
+        record = self._record(channel)
+        live = self._state(record)
+        async with live.lock:
+            reservation = live.inflight.pop(payment_id, None) if payment_id is not None else None
+            site = reservation.site if reservation else None
+            problem = None
+            try:
+                if not isinstance(receipt, Mapping):
+                    raise ValueError("receipt is not an object")
+                amount = _uint(receipt.get("chargedAmount"), "chargedAmount")
+                total = _uint(receipt.get("chargedTotal"), "chargedTotal")
+                named = receipt.get("channelId")
+                if named is not None and (not isinstance(named, str) or named.lower() != record.hex_id):
+                    raise ValueError("the receipt names another channel")
+            except ValueError as exc:
+                problem = f"malformed receipt: {exc}"
+            else:
+                base = live.expected
+                expected = base + amount
+                if amount > price:
+                    problem = f"charged {amount} for a resource offered at {price}"
+                elif total > record.signed:
+                    problem = f"reports a charged total of {total}, above the {record.signed} this wallet ever signed"
+                elif not live.uncertain:
+                    if not live.inflight and total > expected:
+                        problem = f"charged total {total} does not follow from {base} + {amount}"
+                    elif live.inflight and total > expected + live.reserved:
+                        problem = f"charged total {total} exceeds {base} + {amount} + what is in flight"
+            if problem is not None:
+                self._block(record, site, problem)
+                raise ServerMisbehaved(f"server for {site or record.receiver}: {problem}")
+            if not live.inflight:  # quiet: the server's total is exact and becomes the new baseline
+                live.expected, live.uncertain = total, False
+                charged = total
+            else:
+                live.expected = max(expected, total) if live.uncertain else expected
+                charged = max(record.charged, total)
+            purchase = reservation.resource if reservation and reservation.once else None
+            self.store.record_receipt(record.channel_id, charged, dict(receipt), purchase)
+        return amount
+
+    async def resync(self, channel_state: Mapping[str, Any]) -> ChannelRecord:
+        """Adopts the node's view from a corrective 402's `extra.channel`, after checking that the
+        voucher it presents is ours (our voucher key signed that amount): only then is the node's
+        `maxClaimableAmount` trusted. `signed` is raised to it if higher, never lowered."""
+        try:
+            record = self._record(channel_state["channelId"])
+            charged = _uint(channel_state.get("charged"), "charged")
+            ceiling = _uint(channel_state.get("maxClaimableAmount", "0"), "maxClaimableAmount")
+            raw_signature = channel_state.get("signature")
+            signature = bytes.fromhex(raw_signature.removeprefix("0x")) if raw_signature else None
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise WalletError(f"corrective 402 without a usable extra.channel ({exc})") from None
+        problem = None
+        if signature is not None:
+            try:
+                digest = voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, ceiling)
+                signer = recover_signer(digest, signature)
+            except (InvalidSignature, ValueError):
+                signer = None
+            if signer != record.config.signer:
+                problem = f"presented a voucher for {ceiling} that this wallet did not sign"
+        elif ceiling != 0:
+            problem = f"claims a voucher for {ceiling} without its signature"
+        if problem is None and charged > ceiling:
+            problem = f"claims to have charged {charged} with vouchers for only {ceiling}"
+        if problem is not None:
+            self._block(record, None, problem)
+            raise ServerMisbehaved(f"server for {record.receiver}: {problem}")
+        live = self._state(record)
+        async with live.lock:
+            if signature is not None and self.store.raise_signed(record.channel_id, ceiling, signature):
+                log.warning("the server holds our voucher for %d on %s, above what this wallet recorded; "
+                            "adopting it (was the wallet restored from an older copy?)", ceiling, record.hex_id)  # fmt: skip
+            status = None
+            if channel_state.get("settled"):
+                status = SETTLED
+            elif channel_state.get("closeDeadline"):
+                status = CLOSING
+            deadline = channel_state.get("closeDeadline")
+            self.store.update_channel(
+                record.channel_id, charged=charged, acknowledged=True, status=status,
+                close_deadline=deadline if isinstance(deadline, int) and not isinstance(deadline, bool) else None,
+            )  # fmt: skip
+            live.expected = charged
+            live.uncertain = bool(live.inflight)
+        return self.store.channel(record.channel_id)  # type: ignore[return-value]
+
+    def channel_unusable(self, channel: bytes | str, code: str) -> None:
+        """The node refused the channel as closing or settled: stop paying from it."""
+        record = self._record(channel)
+        self.store.update_channel(record.channel_id, status=SETTLED if code == "channel_settled" else CLOSING)
+        log.warning("channel %s is %s according to the server; close or finalize it", record.hex_id, code)
+
+    # ------------------------------------------------------------------ listing and recovery
+
+    def channels(self, status: str | None = None) -> list[ChannelRecord]:
+        return self.store.channels(status)
+
+    def _only_contract(self, contract: str | None) -> str:
+        if contract is not None:
+            return to_checksum_address(contract)
+        known = set(self._trusted or ()) | {r.contract for r in self.store.channels()}
+        if len(known) != 1:
+            raise WalletError("say which contract to search (several or none are known)")
+        return known.pop()
+
+    async def channels_on_chain(
+        self, receiver: str | None = None, *, contract: str | None = None, from_block: int = 0
+    ) -> list[ChainChannelInfo]:
+        """Every channel this account opened (ChannelOpened logs with us as payer), with its state on
+        chain. Nodes cap eth_getLogs ranges: pass `from_block` near the wallet's first use."""
+        contract = self._only_contract(contract)
+        client = self._client(contract)
+        wanted = to_checksum_address(receiver) if receiver is not None else None
+        out = []
+        for event in await client.get_events(from_block, "latest", kinds=[ChannelOpened]):
+            assert isinstance(event, ChannelOpened)
+            if event.payer != self.address or (wanted is not None and event.receiver != wanted):
+                continue
+            state = await client.get_channel(event.channel_id)
+            local = self.store.channel(event.channel_id)
+            out.append(
+                ChainChannelInfo(
+                    channel_id=event.channel_id, contract=contract, config=event.config, deposited=state.deposited,
+                    claimed=state.claimed, close_deadline=state.close_deadline, settled=state.settled,
+                    opened_in_block=event.block_number,
+                    has_voucher_key=local is not None and local.has_key,
+                    local_status=local.status if local else None,
+                )  # fmt: skip
+            )
+        return out
+
+    async def recover_from_chain(
+        self, receiver: str | None = None, *, contract: str | None = None, from_block: int = 0
+    ) -> list[ChainChannelInfo]:
+        """After losing the local database: lists this account's unsettled channels on chain and adds
+        those the database lacks as `orphaned`, so `request_close` and `finalize` can return their
+        deposits. Nothing secret comes back from chain or server: without a channel's voucher key
+        no new voucher can be signed on it, so it cannot be paid from again, only closed (the
+        receiver keeps what the vouchers it holds are worth)."""
+        chain_id = await self.chain_id()
+        found = []
+        for info in await self.channels_on_chain(receiver, contract=contract, from_block=from_block):
+            if info.settled or info.local_status is not None:
+                continue
+            status = CLOSING if info.close_deadline is not None else ORPHANED
+            self.store.insert_channel(info.channel_id, chain_id, info.contract, info.config, None, status, info.deposited)
+            if info.close_deadline is not None:
+                self.store.update_channel(info.channel_id, close_deadline=info.close_deadline)
+            log.warning("channel 0x%s (%d deposited, %d claimed) has no voucher key here; it can only be closed",
+                        info.channel_id.hex(), info.deposited, info.claimed)  # fmt: skip
+            found.append(info)
+        return found
+
+    # ------------------------------------------------------------------ exit
+
+    async def request_close(self, channel: bytes | str) -> CloseTicket:
+        """Starts the channel's close delay. The unclaimed deposit stays locked until the deadline
+        (the receiver may still claim with the vouchers it holds); then call `finalize`."""
+        record = self._record(channel)
+        if record.status == SETTLED:
+            raise WalletError(f"channel {record.hex_id} is already settled")
+        client = self._client(record.contract)
+        tx = await client.request_close(record.config, sender=self._sender, gas=self.gas)
+        deadline = tx.events_of(CloseRequested)[0].deadline
+        state = await client.get_channel(record.channel_id)
+        self.store.update_channel(record.channel_id, status=CLOSING, close_deadline=deadline)
+        block = await self.w3.eth.get_block(tx.block_number)
+        wait = max(0, deadline - int(block["timestamp"]))
+        when = datetime.fromtimestamp(deadline, timezone.utc).isoformat(timespec="seconds")
+        warning = (
+            f"channel {record.hex_id} is closing: {state.unclaimed} stays locked for {wait} s, until {when} "
+            f"(chain time); call finalize() after that to get back what the receiver has not claimed"
+        )
+        log.warning(warning)
+        return CloseTicket(record.channel_id, deadline, state.unclaimed, warning, tx)
+
+    async def finalize(self, channel: bytes | str) -> Finalized:
+        """After the close delay: refunds everything the receiver has not claimed to the main account.
+        Simulated first, so an early call costs no gas."""
+        record = self._record(channel)
+        client = self._client(record.contract)
+        try:
+            await client.contract.functions.finalizeClose(record.config.as_abi_tuple()).call({"from": self.address})
+        except Exception as exc:
+            revert = as_revert(exc, "finalizeClose")
+            if revert is None:
+                raise
+            if revert.error_name == "CloseDelayNotOver":
+                latest = await self.w3.eth.get_block("latest")
+                left = (record.close_deadline or 0) - int(latest["timestamp"])
+                raise WalletError(f"the close delay of {record.hex_id} is not over yet (about {max(left, 1)} s left)") from None
+            if revert.error_name == "CloseNotRequested":
+                raise WalletError(f"call request_close({record.hex_id}) first") from None
+            if revert.error_name == "ChannelIsSettled":
+                self.store.update_channel(record.channel_id, status=SETTLED)
+                raise WalletError(f"channel {record.hex_id} is already settled") from None
+            raise revert from None
+        tx = await client.finalize_close(record.config, sender=self._sender, gas=self.gas)
+        settled = tx.events_of(ChannelSettled)[0]
+        self.store.update_channel(record.channel_id, status=SETTLED)
+        log.info("finalized %s: %d refunded, %d claimed by the receiver", record.hex_id, settled.refunded, settled.total_claimed)
+        return Finalized(record.channel_id, settled.refunded, settled.total_claimed, tx)
+
+    async def cooperative_close(
+        self, channel: bytes | str, receiver_signature: bytes, claim_amount: int | None = None
+    ) -> Finalized:
+        """Ends the channel at once at `claim_amount` (default: the charged total) with the receiver's
+        CooperativeClose signature; the main account sends it, so no payer signature is needed.
+
+        TODO(protocol): the node has no endpoint yet that hands out its CooperativeClose signature;
+        until it does, a caller that obtained one some other way passes it here."""
+        record = self._record(channel)
+        amount = record.charged if claim_amount is None else claim_amount
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise TypeError("claim_amount must be a non-negative int")
+        if amount > record.signed:
+            raise WalletError(f"refusing to agree to {amount}: this wallet only ever signed {record.signed}")
+        if len(receiver_signature) in (64, 65):  # ECDSA: check it before spending gas (EIP-1271 blobs pass as-is)
+            digest = cooperative_close_digest(Domain(record.chain_id, record.contract), record.channel_id, amount)
+            try:
+                signer = recover_signer(digest, bytes(receiver_signature))
+            except InvalidSignature:
+                signer = None
+            if signer != record.config.receiver:
+                raise WalletError("the receiver's CooperativeClose signature does not match this channel and amount")
+        tx = await self._client(record.contract).close_cooperative(
+            record.config, amount, b"", bytes(receiver_signature), sender=self._sender, gas=self.gas
+        )
+        settled = tx.events_of(ChannelSettled)[0]
+        self.store.update_channel(record.channel_id, status=SETTLED)
+        return Finalized(record.channel_id, settled.refunded, settled.total_claimed, tx)
+
+
+__all__ = [
+    "ChainChannelInfo",
+    "CloseTicket",
+    "Finalized",
+    "OfferRejected",
+    "PaymentHeader",
+    "Policy",
+    "ServerMisbehaved",
+    "SiteBlocked",
+    "SpendingLimitExceeded",
+    "UnsupportedAsset",
+    "Wallet",
+    "WalletError",
+    "is_channel_deposit_code",
+    "site_of",
+]

@@ -1,0 +1,311 @@
+"""The reader wallet end to end against a real node over the in-process chain: one channel for a
+hundred articles with top-ups, free re-reads, concurrent API calls, limits, a wallet restored from
+an old copy, an overcharging server, and getting the unspent deposit back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import stat
+
+import aiohttp
+import pytest
+
+import channel_node.server.app as paywall_app
+from channel_node.client import (
+    OfferRejected,
+    PayingSession,
+    Policy,
+    ServerMisbehaved,
+    SiteBlocked,
+    SpendingLimitExceeded,
+    UnsupportedAsset,
+    Wallet,
+    WalletError,
+    WalletStore,
+    payment_middleware,
+)
+from channel_node.client.store import BLOCKED, CLOSING, ORPHANED, SETTLED
+from channel_node.server.protocol import decode_header, payment_response
+from channel_node.signing import to_compact
+from paywall_helpers import PRICE, async_web3, node_settings, start_node, write_site
+
+GAS = 300_000
+ARTICLE_COUNT = 100
+
+
+@pytest.fixture
+async def site(tmp_path):
+    root = write_site(tmp_path / "site")
+    for n in range(ARTICLE_COUNT):
+        (root / "articles" / f"a{n}.html").write_text(f"<h1>Article a{n}</h1>")
+    return root
+
+
+@pytest.fixture
+async def running(chain, deployed, parties, site, tmp_path):
+    settings = node_settings(deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=site)
+    node = await start_node(chain.tester, settings)
+    yield node
+    await node.stop()
+
+
+@pytest.fixture
+def make_wallet(chain, parties, tmp_path):
+    stores = []
+
+    def make(policy: Policy | None = None, name: str = "wallet.db", **kw) -> Wallet:
+        store = WalletStore(tmp_path / name)
+        stores.append(store)
+        return Wallet(async_web3(chain.tester), parties.payer.private_key, store, policy or Policy(), gas=GAS, **kw)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def url(running, path: str) -> str:
+    return str(running.client.make_url(path))
+
+
+def paying(wallet: Wallet) -> PayingSession:
+    # The node re-reads a channel's deposit at most once a second, so right after a top-up a voucher
+    # can meet `exceeds_deposit`; the session resends it a little later.
+    return PayingSession(wallet, retries=5, retry_delay=0.4)
+
+
+def tamper(wallet: Wallet, sql: str, *args) -> None:
+    """Edits the wallet's database behind its back, as a crash or a restored backup would."""
+    with sqlite3.connect(wallet.store.path) as db:
+        db.execute(sql, args)
+
+
+async def node_state(running, channel: bytes):
+    return (await running.node.store.load_channel(channel)).state
+
+
+async def test_a_reader_buys_a_hundred_articles_from_one_channel(running, make_wallet, tmp_path, chain):
+    wallet = make_wallet(Policy(deposit_multiple=30))
+    assert stat.S_IMODE(os.stat(tmp_path / "wallet.db").st_mode) == 0o600, "the database holds voucher keys"
+    async with paying(wallet) as session:
+        for n in range(ARTICLE_COUNT):
+            result = await session.get(url(running, f"/articles/a{n}.html"))
+            assert (result.status, result.charged, result.text()) == (200, PRICE, f"<h1>Article a{n}</h1>")
+        [record] = wallet.channels()
+        signed = record.signed
+        for n in (0, 17, 99):  # bought once: reading again is free and signs nothing new
+            again = await session.get(url(running, f"/articles/a{n}.html"))
+            assert again.status == 200 and again.charged == 0 and again.receipt["chargedAmount"] == "0"
+
+    [record] = wallet.channels()
+    assert record.charged == record.signed == signed == ARTICLE_COUNT * PRICE
+    assert record.deposited == 120 * PRICE, "opened with 30 prices, topped up three times by 30"
+    charges = await running.node.store.charges(record.channel_id)
+    assert len(charges) == ARTICLE_COUNT and sum(c.amount for c in charges) == ARTICLE_COUNT * PRICE
+    state = await node_state(running, record.channel_id)
+    assert state.charged == state.ceiling == ARTICLE_COUNT * PRICE
+    assert chain.w3.eth.get_balance(running.node.paywall.offer.contract) >= record.deposited
+
+
+async def test_twenty_concurrent_api_calls_never_sign_the_same_amount(running, make_wallet):
+    wallet = make_wallet()
+    amounts: list[int] = []
+    pay_for = wallet.pay_for
+
+    async def spy(*args, **kwargs):
+        header = await pay_for(*args, **kwargs)
+        amounts.append(header.amount)
+        return header
+
+    wallet.pay_for = spy  # type: ignore[method-assign]
+    async with paying(wallet) as session:
+        results = await asyncio.gather(*(session.get(url(running, f"/api/item-{i}")) for i in range(20)))
+    assert all(r.status == 200 and r.charged == PRICE for r in results)
+    assert sorted(amounts) == [PRICE * n for n in range(1, 21)], "one increment per request, none signed twice"
+    [record] = wallet.channels()
+    assert record.charged == record.signed == 20 * PRICE
+    state = await node_state(running, record.channel_id)
+    assert state.charged == 20 * PRICE
+    assert len(await running.node.store.charges(record.channel_id)) == 20
+
+
+async def test_spending_limits_refuse_before_anything_is_signed(running, make_wallet):
+    strict = make_wallet(Policy(per_request_limit=PRICE - 1), name="strict.db")
+    async with paying(strict) as session:
+        with pytest.raises(SpendingLimitExceeded, match="per-request limit"):
+            await session.get(url(running, "/articles/a1.html"))
+    assert strict.channels() == [], "no channel is opened for a refused payment"
+
+    wallet = make_wallet(Policy(per_site_daily_limit=3 * PRICE))
+    async with paying(wallet) as session:
+        for n in range(3):
+            assert (await session.get(url(running, f"/articles/a{n}.html"))).charged == PRICE
+        [before] = wallet.channels()
+        with pytest.raises(SpendingLimitExceeded, match="per-site daily limit"):
+            await session.get(url(running, "/articles/a3.html"))
+    [after] = wallet.channels()
+    assert after.signed == before.signed == 3 * PRICE and after.signature == before.signature
+    assert (await node_state(running, after.channel_id)).charged == 3 * PRICE
+
+    daily = make_wallet(Policy(daily_limit=PRICE), name="daily.db")
+    async with paying(daily) as session:
+        assert (await session.get(url(running, "/api/quote"))).charged == PRICE
+        with pytest.raises(SpendingLimitExceeded, match="above the daily limit"):
+            await session.get(url(running, "/api/quote"))
+    assert daily.channels()[0].signed == PRICE
+
+
+async def test_offers_the_wallet_must_not_pay(running, make_wallet, parties):
+    wallet = make_wallet()
+    async with aiohttp.ClientSession() as plain:
+        async with plain.get(url(running, "/articles/a1.html")) as response:
+            offer = decode_header(response.headers["PAYMENT-REQUIRED"])["accepts"][0]
+    target = url(running, "/articles/a1.html")
+    with pytest.raises(OfferRejected, match="network"):
+        await wallet.pay_for({**offer, "network": "eip155:1"}, target)
+    with pytest.raises(OfferRejected, match="not a ChannelDeposit"):
+        await wallet.pay_for({**offer, "extra": {**offer["extra"], "contract": parties.other.address}}, target)
+    with pytest.raises(UnsupportedAsset):
+        await wallet.pay_for({**offer, "asset": parties.other.address}, target)
+    with pytest.raises(OfferRejected, match="close delay"):
+        await wallet.pay_for({**offer, "extra": {**offer["extra"], "closeDelay": {"min": 7200, "max": 9000}}}, target)
+    assert wallet.channels() == []
+
+
+async def test_a_wallet_behind_the_node_resyncs_without_paying_twice(running, make_wallet, parties, caplog):
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        for n in range(3):
+            await session.get(url(running, f"/articles/a{n}.html"))
+    [record] = wallet.channels()
+
+    # Lost only the charged total (a crash before receipts were recorded): a restarted wallet
+    # still signs above what the node holds, and re-baselines from the next receipt.
+    tamper(wallet, "UPDATE channels SET charged = '0'")
+    restarted = Wallet(wallet.w3, parties.payer.private_key, wallet.store, Policy(), gas=GAS)
+    async with paying(restarted) as session:
+        result = await session.get(url(running, "/articles/a3.html"))
+    assert result.status == 200 and result.charged == PRICE
+    assert restarted.store.channel(record.channel_id).charged == 4 * PRICE
+
+    # Restored from a copy taken before the first payment: signed and charged both behind the
+    # node. The first voucher is stale; the corrective 402 proves the node holds our voucher for
+    # 4 prices, and the retry pays exactly one more price.
+    tamper(wallet, "UPDATE channels SET charged = '0', signed = '0', signature = NULL, acknowledged = 0")
+    tamper(wallet, "DELETE FROM purchases")
+    restored = Wallet(wallet.w3, parties.payer.private_key, wallet.store, Policy(), gas=GAS)
+    with caplog.at_level(logging.WARNING, logger="channel_node.client"):
+        async with paying(restored) as session:
+            result = await session.get(url(running, "/articles/a4.html"))
+    assert result.status == 200 and result.charged == PRICE
+    assert "adopting it" in caplog.text
+    now = restored.store.channel(record.channel_id)
+    assert now.charged == now.signed == 5 * PRICE
+    state = await node_state(running, record.channel_id)
+    assert state.charged == 5 * PRICE and len(await running.node.store.charges(record.channel_id)) == 5
+
+
+async def test_a_resync_with_a_voucher_we_never_signed_is_refused(running, make_wallet):
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        await session.get(url(running, "/articles/a1.html"))
+    [record] = wallet.channels()
+    forged = {
+        "channelId": record.hex_id, "deposited": str(record.deposited), "charged": str(10 * PRICE),
+        "maxClaimableAmount": str(10 * PRICE), "signature": "0x" + "11" * 65,
+    }  # fmt: skip
+    with pytest.raises(ServerMisbehaved, match="did not sign"):
+        await wallet.resync(forged)
+    assert wallet.store.channel(record.channel_id).signed == PRICE
+    assert wallet.store.channel(record.channel_id).status == BLOCKED
+
+
+@pytest.mark.parametrize("lie", ["amount", "total"])
+async def test_an_overcharging_server_is_caught_and_blocked(running, make_wallet, monkeypatch, lie):
+    def dishonest(offer, state, charged, payment_id):
+        document = payment_response(offer, state, charged, payment_id)
+        if lie == "amount":
+            document["chargedAmount"] = str(2 * charged or PRICE)
+        else:  # an honest-looking amount, but the total jumps by more than it
+            document["chargedTotal"] = str(state.charged + PRICE)
+        return document
+
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        assert (await session.get(url(running, "/articles/a1.html"))).charged == PRICE
+        monkeypatch.setattr(paywall_app, "payment_response", dishonest)
+        if lie == "total":  # give the server room under `signed`: credit from a request it never charged
+            [record] = wallet.channels()
+            tamper(wallet, "UPDATE channels SET signed = ? WHERE channel_id = ?", str(5 * PRICE), record.hex_id)
+        with pytest.raises(ServerMisbehaved):
+            await session.get(url(running, "/articles/a2.html"))
+        [record] = wallet.channels()
+        signed = record.signed
+        assert record.status == BLOCKED
+        with pytest.raises(SiteBlocked):
+            await session.get(url(running, "/articles/a3.html"))
+    [record] = wallet.channels()
+    assert record.signed == signed, "nothing signed for a blocked site"
+
+
+async def test_client_middleware_pays_too(running, make_wallet):
+    wallet = make_wallet()
+    async with aiohttp.ClientSession(middlewares=(payment_middleware(wallet),)) as session:
+        async with session.get(url(running, "/api/quote")) as response:
+            assert response.status == 200 and await response.json(content_type=None) == {"item": "quote"}
+            assert decode_header(response.headers["PAYMENT-RESPONSE"])["chargedAmount"] == str(PRICE)
+    [record] = wallet.channels()
+    assert record.charged == record.signed == PRICE
+
+
+async def test_closing_returns_exactly_the_unspent_deposit(running, make_wallet, chain, deployed, parties):
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        for n in range(3):
+            await session.get(url(running, f"/articles/a{n}.html"))
+    [record] = wallet.channels()
+    assert record.deposited == 50 * PRICE
+    # The publisher claims what it was paid with the best voucher the node holds.
+    state = await node_state(running, record.channel_id)
+    r, vs = to_compact(state.signature)
+    claim = deployed.functions.claim(record.config.as_abi_tuple(), state.ceiling, r, vs)
+    assert chain.transact(claim, parties.receiver.address)["status"] == 1
+
+    balance = lambda: chain.w3.eth.get_balance(parties.payer.address)  # noqa: E731
+    before = balance()
+    ticket = await wallet.request_close(record.channel_id)
+    assert balance() == before - ticket.tx.fee
+    assert ticket.locked == 47 * PRICE and "3600 s" in ticket.warning and "finalize()" in ticket.warning
+    assert wallet.store.channel(record.channel_id).status == CLOSING
+    before = balance()
+    with pytest.raises(WalletError, match="not over"):
+        await wallet.finalize(record.channel_id)
+    assert balance() == before, "finalize is simulated first: an early call costs no gas"
+    async with paying(wallet) as session:  # a closing channel is not paid from: a new one is opened
+        assert (await session.get(url(running, "/articles/a3.html"))).charged == PRICE
+    assert len(wallet.channels()) == 2
+
+    chain.time_travel(3600 + 1)
+    before = balance()
+    done = await wallet.finalize(record.channel_id)
+    assert (done.refunded, done.claimed) == (47 * PRICE, 3 * PRICE), "exactly the unspent deposit"
+    assert balance() == before + done.refunded - done.tx.fee
+    assert wallet.store.channel(record.channel_id).status == SETTLED
+
+
+async def test_after_losing_the_database_old_channels_are_found_and_closed(running, make_wallet, parties, deployed):
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        await session.get(url(running, "/articles/a1.html"))
+    [record] = wallet.channels()
+
+    fresh = make_wallet(name="new-laptop.db", contracts=[deployed.address])
+    [found] = await fresh.channels_on_chain(parties.receiver.address)
+    assert found.channel_id == record.channel_id and not found.has_voucher_key and found.deposited == 50 * PRICE
+    assert [i.channel_id for i in await fresh.recover_from_chain()] == [record.channel_id]
+    assert fresh.store.channel(record.channel_id).status == ORPHANED
+    ticket = await fresh.request_close(record.channel_id)
+    assert ticket.locked == 50 * PRICE  # the receiver has not claimed its one price yet
+    assert await fresh.recover_from_chain() == [], "already known"

@@ -4,6 +4,7 @@ its printed instructions buys articles."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
 
 def test_following_what_dev_prints_pays_for_articles(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "channel_node.cli", "dev", "--port", "0", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "channel_node.cli", "dev", "--port", "0", "--rpc-port", "0", "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -33,7 +34,7 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
         lines = []
         for line in process.stdout:
             lines.append(line.rstrip("\n"))
-            if line.startswith("Re-reading"):
+            if "wallet get" in line:
                 break
         text = "\n".join(lines)
         assert "self-check" in text, text
@@ -47,6 +48,29 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
             assert status == 200 and b"<h1>" in body
             assert decode_header(headers["PAYMENT-RESPONSE"])["chargedTotal"] == str(n * 20000000000000)
         assert (tmp_path / "node.db").exists()
+
+        # The reader's CLI, exactly as printed: it opens its own channel and pays.
+        wallet_line = next(l for l in lines if "wallet get" in l).strip()
+        env_part, command = wallet_line.split(" ", 1)
+        name, value = env_part.split("=", 1)
+        args = command.split()[1:]  # drop "channel-node"
+        env = {**os.environ, name: value}
+        bought = subprocess.run([sys.executable, "-m", "channel_node.cli", *args], capture_output=True, text=True, env=env, timeout=60)
+        assert bought.returncode == 0, bought.stderr
+        assert "<h1>" in bought.stdout and "charged 20000000000000 wei" in bought.stderr
+        wallet_args = args[args.index("--wallet") : args.index("--wallet") + 4]  # --wallet DIR --rpc-url URL
+        listed = subprocess.run([sys.executable, "-m", "channel_node.cli", "wallet", "channels", "--json", *wallet_args],
+                                capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        [channel] = json.loads(listed.stdout)
+        assert channel["charged"] == "20000000000000"
+        base = offer_url.split("/articles/")[0]
+        closed = subprocess.run(
+            [sys.executable, "-m", "channel_node.cli", "wallet", "close", channel["channel"], "--node", base, "--json", *wallet_args],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert closed.returncode == 0, closed.stderr
+        result = json.loads(closed.stdout)
+        assert result["closed"] == "cooperatively" and int(result["refunded"]) == int(channel["deposited"]) - 20000000000000
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0

@@ -78,6 +78,8 @@ async def _dev_main(args: argparse.Namespace) -> int:
     await node.start()
     runner, base_url = await _serve_app(node.app, args.host, args.port)
     admin_runner, admin_url = await _serve_app(node.admin_app, "127.0.0.1", 0)
+    rpc_runner, rpc_url = await _serve_rpc(world, args.rpc_port)
+    reader_wallet = _dev_reader_wallet(world)
     freeze_startup_objects()
     try:
         # Prove the whole path once: 402, then a paid fetch with the reader's first voucher.
@@ -103,15 +105,46 @@ async def _dev_main(args: argparse.Namespace) -> int:
             f"  CHANNEL_NODE_ADMIN_TOKEN={admin_token} channel-node channels list --admin-url {admin_url}",
             flush=True,
         )
+        print(
+            f"\nReader: the chain answers JSON-RPC at {rpc_url}. A reader wallet with the dev reader's key is in\n"
+            f"{reader_wallet} (password: dev). Buy an article with it (it opens its own channel first):\n"
+            f"  CHANNEL_NODE_KEYSTORE_PASSWORD=dev channel-node wallet get {base_url}{ARTICLES[2]} "
+            f"--wallet {reader_wallet} --rpc-url {rpc_url}",
+            flush=True,
+        )
         if args.once:
             return 0
         print("\nPress Ctrl-C to stop.", flush=True)
         await _wait_for_signal()
         return 0
     finally:
+        await rpc_runner.cleanup()
         await admin_runner.cleanup()
         await runner.cleanup()
         await node.close()
+
+
+async def _serve_rpc(world, port: int):
+    """The in-process chain as JSON-RPC on loopback; a free port when the wanted one is taken."""
+    from channel_node.chain.rpc_bridge import create_rpc_app
+
+    app = create_rpc_app(world.chain.tester)
+    try:
+        return await _serve_app(app, "127.0.0.1", port)
+    except OSError:
+        return await _serve_app(app, "127.0.0.1", 0)
+
+
+def _dev_reader_wallet(world) -> Path:
+    """A wallet folder holding the dev reader's (public, well-known) key, password "dev"."""
+    from channel_node.keys import import_key
+
+    folder = world.database.parent / "reader-wallet"
+    keystore = folder / "keystore.json"
+    if not keystore.exists():
+        folder.mkdir(mode=0o700, exist_ok=True)
+        import_key(keystore, "dev", world.reader_key.hex())
+    return folder
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -214,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8402, help="listen port (default 8402; 0 picks a free one)")
     dev.add_argument("--data-dir", help="folder for the node's database (default: a new temporary folder)")
     dev.add_argument("--once", action="store_true", help="exit after the self-check and instructions")
+    dev.add_argument("--rpc-port", type=int, default=8545, help="loopback JSON-RPC port of the dev chain (default 8545)")
     dev.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     dev.set_defaults(handler=_dev)
 
@@ -226,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     from channel_node.operator_cli import add_deploy_command, add_keys_commands
 
     from channel_node.channels_cli import add_operator_commands
+    from channel_node.wallet_cli import add_wallet_commands
 
     add_operator_commands(commands)
+    add_wallet_commands(commands)
     add_keys_commands(commands)
     add_deploy_command(commands)
 

@@ -57,6 +57,7 @@ class DevWorld:
     receiver: str
     receiver_key: bytes
     reader: str
+    reader_key: bytes
     config: ChannelConfig
     domain: Domain
     database: Path
@@ -96,6 +97,7 @@ def create_world(database_dir: Path | None = None) -> DevWorld:
         receiver=publisher.address,
         receiver_key=publisher.private_key,
         reader=reader.address,
+        reader_key=reader.private_key,
         config=config,
         domain=Domain(chain.chain_id, contract.address),
         database=folder / "node.db",

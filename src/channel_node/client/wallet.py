@@ -866,8 +866,7 @@ class Wallet:
         """Ends the channel at once at `claim_amount` (default: the charged total) with the receiver's
         CooperativeClose signature; the main account sends it, so no payer signature is needed.
 
-        TODO(protocol): the node has no endpoint yet that hands out its CooperativeClose signature;
-        until it does, a caller that obtained one some other way passes it here."""
+        `close_via_node` asks a channel-node for that signature (POST /_channel/cooperative-close)."""
         record = self._record(channel)
         amount = record.charged if claim_amount is None else claim_amount
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
@@ -888,6 +887,29 @@ class Wallet:
         settled = tx.events_of(ChannelSettled)[0]
         self.store.update_channel(record.channel_id, status=SETTLED)
         return Finalized(record.channel_id, settled.refunded, settled.total_claimed, tx)
+
+
+    async def close_via_node(self, channel: bytes | str, node_url: str, http=None) -> Finalized:
+        """Asks the node at `node_url` to consent to closing at the charged total (proving with the
+        main key that the payer asks), then sends the close: unspent credit comes back at once."""
+        import aiohttp
+
+        record = self._record(channel)
+        amount = record.charged
+        digest = cooperative_close_digest(Domain(record.chain_id, record.contract), record.channel_id, amount)
+        payer_signature = self._sender._account.unsafe_sign_hash(digest).signature
+        body = {"channelId": record.hex_id, "amount": str(amount), "payerSignature": "0x" + bytes(payer_signature).hex()}
+        own_session = http is None
+        http = http or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        try:
+            async with http.post(node_url.rstrip("/") + "/_channel/cooperative-close", json=body) as response:
+                answer = await response.json(content_type=None)
+        finally:
+            if own_session:
+                await http.close()
+        if response.status != 200:
+            raise WalletError(f"the node refused to co-sign the close: {answer.get('error')}: {answer.get('message')}")
+        return await self.cooperative_close(record.channel_id, bytes.fromhex(answer["receiverSignature"][2:]), amount)
 
 
 __all__ = [

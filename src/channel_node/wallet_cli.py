@@ -1,0 +1,267 @@
+"""`channel-node wallet ...`: the reader's side from a terminal.
+
+    channel-node wallet new                       # an encrypted keystore in the wallet folder
+    channel-node wallet get URL [-o FILE]         # pays if needed, prints or saves the content
+    channel-node wallet channels | balance
+    channel-node wallet topup CHANNEL AMOUNT
+    channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
+    channel-node wallet finalize CHANNEL          # after the close delay: the rest comes back
+
+The wallet folder (default ~/.channel-node/wallet, or CHANNEL_NODE_WALLET) holds `keystore.json`
+(the main key, scrypt-encrypted; password from CHANNEL_NODE_KEYSTORE_PASSWORD or a prompt) and
+`wallet.db` (channels, per-channel voucher keys, spending records; 0600). Amounts are in the
+asset's smallest unit (wei).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_FOLDER = Path(os.environ.get("CHANNEL_NODE_WALLET", Path.home() / ".channel-node" / "wallet"))
+
+
+class CliError(Exception):
+    pass
+
+
+def _folder(args) -> Path:
+    return Path(args.wallet) if args.wallet else DEFAULT_FOLDER
+
+
+def _keystore(args) -> Path:
+    return _folder(args) / "keystore.json"
+
+
+def _policy(args):
+    from channel_node.client import Policy
+
+    return Policy(
+        deposit_multiple=args.deposit_multiple,
+        per_request_limit=args.max_price,
+        per_site_daily_limit=args.site_daily_limit,
+        daily_limit=args.daily_limit,
+    )
+
+
+async def _open_wallet(args):
+    from web3 import AsyncWeb3
+    from web3.providers import AsyncHTTPProvider
+
+    from channel_node.client import Wallet, WalletStore
+    from channel_node.keys import KeystoreError, load_key, read_password
+
+    keystore = _keystore(args)
+    if not keystore.exists():
+        raise CliError(f"no wallet at {keystore.parent}: run `channel-node wallet new` or `wallet import` first")
+    try:
+        key = load_key(keystore, read_password(confirm=False))
+    except KeystoreError as exc:
+        raise CliError(str(exc)) from None
+    w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))
+    try:
+        await w3.eth.chain_id
+    except Exception as exc:
+        await w3.provider.disconnect()
+        raise CliError(f"cannot reach the chain at {args.rpc_url} ({type(exc).__name__})") from None
+    store = WalletStore(_folder(args) / "wallet.db")
+    return Wallet(w3, key, store, _policy(args)), w3, store
+
+
+async def _with_wallet(args, action):
+    wallet, w3, store = await _open_wallet(args)
+    try:
+        return await action(wallet)
+    finally:
+        store.close()
+        await w3.provider.disconnect()
+
+
+def _channel_rows(wallet) -> list[dict]:
+    return [
+        {
+            "channel": r.hex_id, "receiver": r.receiver, "status": r.status, "deposited": str(r.deposited),
+            "signed": str(r.signed), "charged": str(r.charged), "unspent": str(r.deposited - r.charged),
+            "closeDeadline": r.close_deadline,
+        }
+        for r in wallet.channels()
+    ]  # fmt: skip
+
+
+async def _get(args) -> int:
+    from rich.console import Console
+
+    from channel_node.client import PayingSession, WalletError
+
+    async def fetch(wallet):
+        async with PayingSession(wallet) as session:
+            return await session.get(args.url)
+
+    try:
+        result = await _with_wallet(args, fetch)
+    except WalletError as exc:
+        raise CliError(str(exc)) from None
+    console = Console(stderr=True)
+    if args.output:
+        Path(args.output).write_bytes(result.body)
+    elif result.ok:
+        sys.stdout.buffer.write(result.body)
+        sys.stdout.flush()
+    total = result.receipt.get("chargedTotal") if result.receipt else None
+    console.print(f"{result.status} {args.url}: charged {result.charged} wei" + (f" (channel total {total})" if total else ""))
+    return 0 if result.ok else 1
+
+
+async def _channels(args) -> int:
+    rows = await _with_wallet(args, lambda wallet: _async(_channel_rows(wallet)))
+    _table(rows, args.json, "channels")
+    return 0
+
+
+async def _balance(args) -> int:
+    async def balance(wallet):
+        on_chain = await wallet.w3.eth.get_balance(wallet.address)
+        rows = _channel_rows(wallet)
+        locked = sum(int(r["unspent"]) for r in rows if r["status"] != "settled")
+        return {"address": wallet.address, "balance": str(on_chain), "unspent_in_channels": str(locked)}
+
+    _table([await _with_wallet(args, balance)], args.json, "balance")
+    return 0
+
+
+async def _topup(args) -> int:
+    async def topup(wallet):
+        record = wallet._record(args.channel)
+        client = wallet._client(record.contract)
+        await client.deposit_eth(record.config, args.amount, sender=wallet._sender)
+        wallet.store.update_channel(record.channel_id, deposited=record.deposited + args.amount)
+        return {"channel": record.hex_id, "deposited": str(record.deposited + args.amount)}
+
+    _table([await _with_wallet(args, topup)], args.json, "topup")
+    return 0
+
+
+async def _close(args) -> int:
+    async def close(wallet):
+        if args.node:
+            done = await wallet.close_via_node(args.channel, args.node)
+            return {"channel": args.channel, "closed": "cooperatively", "refunded": str(done.refunded),
+                    "paid_to_receiver": str(done.claimed)}  # fmt: skip
+        ticket = await wallet.request_close(args.channel)
+        return {"channel": args.channel, "closed": "requested", "deadline": ticket.deadline, "warning": ticket.warning}
+
+    _table([await _with_wallet(args, close)], args.json, "close")
+    return 0
+
+
+async def _finalize(args) -> int:
+    async def finalize(wallet):
+        done = await wallet.finalize(args.channel)
+        return {"channel": args.channel, "refunded": str(done.refunded), "paid_to_receiver": str(done.claimed)}
+
+    _table([await _with_wallet(args, finalize)], args.json, "finalize")
+    return 0
+
+
+async def _async(value):
+    return value
+
+
+def _table(rows: list[dict], as_json: bool, title: str) -> None:
+    if as_json or not sys.stdout.isatty():
+        print(json.dumps(rows if title == "channels" else rows[0]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in (rows[0].keys() if rows else ["channel"]):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+def _new(args) -> int:
+    from channel_node.keys import KeystoreError, create_keystore, read_password
+
+    try:
+        address = create_keystore(_keystore(args), read_password(confirm=True))
+    except KeystoreError as exc:
+        raise CliError(str(exc)) from None
+    print(address)
+    return 0
+
+
+def _import(args) -> int:
+    from channel_node.keys import KeystoreError, import_key, read_password
+
+    text = Path(args.key_file).read_text() if args.key_file else sys.stdin.readline()
+    try:
+        address = import_key(_keystore(args), read_password(confirm=True), text.strip())
+    except KeystoreError as exc:
+        raise CliError(str(exc)) from None
+    print(address)
+    return 0
+
+
+ASYNC = {"get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize}
+SYNC = {"new": _new, "import": _import}
+
+
+def _handler(name: str):
+    def handle(args: argparse.Namespace) -> int:
+        import logging
+
+        from channel_node.cli import run_async
+        from channel_node.logs import configure
+
+        configure("console", logging.WARNING, stream="stderr")  # stdout carries the content
+        try:
+            if name in SYNC:
+                return SYNC[name](args)
+            return run_async(ASYNC[name](args))
+        except CliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return handle
+
+
+def add_wallet_commands(subparsers) -> None:
+    wallet = subparsers.add_parser("wallet", help="the reader's wallet: pay for content, manage channels")
+    actions = wallet.add_subparsers(dest="wallet_action", required=True)
+    specs = {
+        "new": "create the wallet's main key (encrypted keystore)",
+        "import": "import a main key from stdin or --key-file",
+        "get": "fetch a URL, paying with a channel if it asks",
+        "channels": "this wallet's channels",
+        "balance": "on-chain balance and what is unspent in channels",
+        "topup": "add to a channel's deposit",
+        "close": "close a channel: cooperatively with --node URL, else request the unilateral close",
+        "finalize": "after the close delay, take back what was never claimed",
+    }
+    for name, help_text in specs.items():
+        parser = actions.add_parser(name, help=help_text)
+        parser.add_argument("--wallet", help=f"wallet folder (default {DEFAULT_FOLDER})")
+        parser.add_argument("--rpc-url", default=os.environ.get("CHANNEL_NODE_RPC_URL", "http://127.0.0.1:8545"))
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--deposit-multiple", type=int, default=50, help="a new channel's deposit in prices (default 50)")
+        parser.add_argument("--max-price", type=int, help="refuse to pay more than this for one request")
+        parser.add_argument("--site-daily-limit", type=int, help="most to spend per site per day")
+        parser.add_argument("--daily-limit", type=int, help="most to spend per day")
+        parser.set_defaults(handler=_handler(name))
+        if name == "get":
+            parser.add_argument("url")
+            parser.add_argument("-o", "--output", help="save the content to this file instead of printing it")
+        if name == "import":
+            parser.add_argument("--key-file", help="file holding the hex private key (else read from stdin)")
+        if name in ("topup", "close", "finalize"):
+            parser.add_argument("channel", help="channel id (0x...)")
+        if name == "topup":
+            parser.add_argument("amount", type=int, help="wei to add")
+        if name == "close":
+            parser.add_argument("--node", help="the channel-node's base URL, for a cooperative close")

@@ -279,3 +279,44 @@ async def test_a_node_over_websocket_wakes_on_new_heads(world, tmp_path):
     finally:
         await node.close()
         await ws.provider.disconnect()
+
+
+async def test_a_reader_wallet_buys_articles_and_leaves_cooperatively_on_anvil(world, tmp_path):
+    from aiohttp.test_utils import TestServer
+
+    from channel_node.client import PayingSession, Policy, Wallet, WalletStore
+    from channel_node.config import load_settings
+    from channel_node.node import build_node
+    from paywall_helpers import ARTICLES, write_site
+
+    settings = load_settings(
+        rpc_url=world.anvil.http_url, contract=world.client.address, receiver=world.receiver, database=tmp_path / "n.db",
+        confirmations=1, claim_key=world.receiver_key.hex(),
+        paywall={"content_dir": write_site(tmp_path / "site"), "prices": [{"path": "/articles/*", "price": PRICE}]},
+    )  # fmt: skip
+    node = await build_node(settings, world.w3)
+    server = TestServer(node.app)
+    await server.start_server()
+    reader_key = keccak256(b"anvil reader main key")
+    reader = Account.from_key(reader_key).address
+    world.anvil.rpc("anvil_setBalance", [reader, hex(10**20)])
+    store = WalletStore(tmp_path / "wallet.db")
+    wallet = Wallet(world.w3, reader_key, store, Policy(deposit_multiple=10, topup_below=2))
+    try:
+        async with PayingSession(wallet) as session:
+            for path, text in ARTICLES.items():
+                result = await session.get(str(server.make_url(path)))
+                assert result.status == 200 and result.text() == text and result.charged == PRICE
+            again = await session.get(str(server.make_url("/articles/1.html")))
+            assert again.status == 200 and again.charged == 0
+        [record] = wallet.channels()
+        assert (record.charged, record.deposited) == (5 * PRICE, 10 * PRICE)
+        before = await world.w3.eth.get_balance(reader)
+        done = await wallet.close_via_node(record.channel_id, str(server.make_url("/")))
+        fee = done.tx.gas_used * done.tx.effective_gas_price
+        assert (done.refunded, done.claimed) == (5 * PRICE, 5 * PRICE), "the node was paid what it charged"
+        assert await world.w3.eth.get_balance(reader) - before == 5 * PRICE - fee, "exactly the unspent credit, at once"
+    finally:
+        store.close()
+        await server.close()
+        await node.close()

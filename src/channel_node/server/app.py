@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 import structlog
@@ -62,6 +63,15 @@ def _hex_field(body: dict, name: str, length: int | None) -> bytes:
     return raw
 
 
+class InsightsRecorder(Protocol):
+    """Where the paywall reports what it offered and sold. Called on the request path: it must only
+    buffer (no I/O), so recording costs the paid path nothing measurable."""
+
+    def offer(self, resource: str, price: int, tags: dict[str, str], at: float) -> None: ...
+
+    def unlock(self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float) -> None: ...
+
+
 @dataclass
 class Paywall:
     runtime: Runtime
@@ -73,6 +83,7 @@ class Paywall:
     token: bytes
     log: structlog.typing.FilteringBoundLogger = field(default_factory=_paywall_logger)
     consent_key: bytes | None = field(default=None, repr=False)  # the receiver's key, to consent to closes
+    insights: InsightsRecorder | None = None  # offers shown and unlocks sold, for the publisher's reports
 
     async def cooperative_close(self, request: web.Request) -> web.Response:
         """A payer asks for the receiver's signature to close its channel now at `amount`
@@ -122,6 +133,8 @@ class Paywall:
         if header is None:
             if isinstance(self.source, StaticSource) and not self.source.exists(request.path):
                 return self._content_response(await self.source.fetch("GET", request.path, "", {}, b""))
+            if self.insights is not None:
+                self.insights.offer(request.path, price.amount, price.tags, time.time())
             return self._required(request, price, 402, "payment_required", "this resource costs a payment")
         try:
             voucher = parse_payment_signature(header)
@@ -160,6 +173,8 @@ class Paywall:
         (self.metrics.paid_unlocks if charged else self.metrics.free_refetches).inc()
         if charged:
             self.metrics.revenue.inc(charged)
+            if self.insights is not None:
+                self.insights.unlock(request.path, charged, price.tags, voucher.channel_id, time.time())
         self.metrics.accepted_latency.observe(time.perf_counter() - started)
         self.log.info("payment", channel=channel, resource=request.path, charged=str(charged), outcome="accepted",
                       charged_total=str(outcome.state.charged))  # fmt: skip

@@ -222,12 +222,14 @@ async def test_a_resync_with_a_voucher_we_never_signed_is_refused(running, make_
     assert wallet.store.channel(record.channel_id).status == BLOCKED
 
 
-@pytest.mark.parametrize("lie", ["amount", "total"])
+@pytest.mark.parametrize("lie", ["amount", "total", "voucher"])
 async def test_an_overcharging_server_is_caught_and_blocked(running, make_wallet, monkeypatch, lie):
-    def dishonest(offer, state, charged, payment_id):
-        document = payment_response(offer, state, charged, payment_id)
+    def dishonest(offer, state, charged, payment_id, voucher_amount=None):
+        document = payment_response(offer, state, charged, payment_id, voucher_amount)
         if lie == "amount":
             document["chargedAmount"] = str(2 * charged or PRICE)
+        elif lie == "voucher":  # claims to hold a higher voucher than we signed, with a made-up signature
+            document["lastVoucher"] = {"maxClaimableAmount": str(10 * PRICE), "signature": "0x" + "11" * 65}
         else:  # an honest-looking amount, but the total jumps by more than it
             document["chargedTotal"] = str(state.charged + PRICE)
         return document
@@ -295,17 +297,36 @@ async def test_closing_returns_exactly_the_unspent_deposit(running, make_wallet,
     assert wallet.store.channel(record.channel_id).status == SETTLED
 
 
-async def test_after_losing_the_database_old_channels_are_found_and_closed(running, make_wallet, parties, deployed):
+async def test_after_losing_the_database_the_wallet_rebuilds_its_channel_and_keeps_paying(
+    running, make_wallet, parties, deployed
+):
     wallet = make_wallet()
     async with paying(wallet) as session:
-        await session.get(url(running, "/articles/a1.html"))
+        for n in (1, 2, 3):
+            assert (await session.get(url(running, f"/articles/a{n}.html"))).charged == PRICE
     [record] = wallet.channels()
 
-    fresh = make_wallet(name="new-laptop.db", contracts=[deployed.address])
+    fresh = make_wallet(name="new-laptop.db", contracts=[deployed.address])  # same main key, empty database
     [found] = await fresh.channels_on_chain(parties.receiver.address)
-    assert found.channel_id == record.channel_id and not found.has_voucher_key and found.deposited == 50 * PRICE
+    assert found.channel_id == record.channel_id and found.deposited == 50 * PRICE
     assert [i.channel_id for i in await fresh.recover_from_chain()] == [record.channel_id]
-    assert fresh.store.channel(record.channel_id).status == ORPHANED
-    ticket = await fresh.request_close(record.channel_id)
-    assert ticket.locked == 50 * PRICE  # the receiver has not claimed its one price yet
+    rebuilt = fresh.store.channel(record.channel_id)
+    assert rebuilt.has_key and rebuilt.status == record.status, "the voucher key derives from the main key again"
     assert await fresh.recover_from_chain() == [], "already known"
+    async with paying(fresh) as session:
+        again = await session.get(url(running, "/articles/a2.html"))  # bought before the loss: free
+        assert again.status == 200 and again.charged == 0
+        assert (await session.get(url(running, "/articles/a4.html"))).charged == PRICE
+    assert len(fresh.channels()) == 1, "the same channel, not a new one"
+    node_state = (await running.node.store.load_channel(record.channel_id)).state
+    assert node_state.charged == 4 * PRICE, "nothing paid twice across the loss"
+    assert fresh.store.channel(record.channel_id).signed >= record.signed, "never signs below what it signed"
+
+
+async def test_a_channel_whose_key_this_wallet_cannot_derive_is_only_closed(running, make_wallet, parties, deployed, channels):
+    config = channels.open_eth(10 * PRICE, channels.config())  # the payer's account, but a foreign voucher key
+    fresh = make_wallet(name="other.db", contracts=[deployed.address])
+    assert channels.id(config) in [i.channel_id for i in await fresh.recover_from_chain(parties.receiver.address)]
+    assert fresh.store.channel(channels.id(config)).status == ORPHANED
+    ticket = await fresh.request_close(channels.id(config))
+    assert ticket.locked == 10 * PRICE

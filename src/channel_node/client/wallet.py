@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cache
+from functools import cache, partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +62,7 @@ from channel_node.signing import (
     address_of_key,
     channel_id,
     cooperative_close_digest,
+    keccak256,
     recover_signer,
     sign_digest,
     voucher_digest,
@@ -268,11 +269,20 @@ def _today() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
 
-def _new_voucher_key() -> bytes:
+def derive_voucher_key(main_key: bytes, chain_id: int, contract: str, salt: int) -> bytes:
+    """A channel's voucher key, derived one-way from the main key and the channel's identity.
+
+    Why derived and not random: a wallet that loses its database can rebuild every channel from the
+    chain (ChannelOpened carries the salt) and keep paying from it, instead of only closing it. A
+    leaked voucher key reveals nothing about the main key or other channels."""
+    seed = b"channel-node voucher key v1" + main_key + chain_id.to_bytes(32, "big")
+    seed += to_canonical_address(contract) + salt.to_bytes(12, "big")
+    counter = 0
     while True:
-        key = secrets.token_bytes(32)
+        key = keccak256(seed + counter.to_bytes(4, "big"))
         if 0 < int.from_bytes(key, "big") < SECP256K1_N:
             return key
+        counter += 1
 
 
 @cache
@@ -359,6 +369,7 @@ class Wallet:
         self.policy = policy or Policy()
         self.gas = gas
         self._sender = Sender.from_key(main_key)  # holds the key; never printed
+        self._voucher_key = partial(derive_voucher_key, bytes(main_key))  # closes over the key; never printed
         self.address = self._sender.address
         store.bind_account(self.address)
         self._trusted = None if contracts is None else {to_checksum_address(c) for c in contracts}
@@ -517,8 +528,8 @@ class Wallet:
                 f"a deposit of {amount} (policy) does not cover the price {terms.price} "
                 f"or the server's minimum deposit {terms.min_deposit}"
             )
-        voucher_key = _new_voucher_key()
-        salt = (self.store.count_channels() + 1) & UINT96_MAX
+        salt = secrets.randbits(96)  # random: a rebuilt wallet never reuses an old channel's identity
+        voucher_key = self._voucher_key(terms.chain_id, terms.contract, salt)
         config = ChannelConfig.create(
             payer=self.address, signer=address_of_key(voucher_key), receiver=terms.receiver, token=None,
             close_delay=delay, salt=salt,
@@ -658,6 +669,8 @@ class Wallet:
         record = self._record(channel)
         live = self._state(record)
         async with live.lock:
+            if isinstance(receipt, Mapping) and isinstance(receipt.get("lastVoucher"), Mapping):
+                record = self._adopt_last_voucher(record, live, receipt["lastVoucher"])
             reservation = live.inflight.pop(payment_id, None) if payment_id is not None else None
             site = reservation.site if reservation else None
             problem = None
@@ -695,6 +708,26 @@ class Wallet:
             purchase = reservation.resource if reservation and reservation.once else None
             self.store.record_receipt(record.channel_id, charged, dict(receipt), purchase)
         return amount
+
+    def _adopt_last_voucher(self, record: ChannelRecord, live: _Live, last: Mapping[str, Any]) -> ChannelRecord:
+        """A receipt shows the node holds a higher voucher than this wallet remembers (it lost its
+        database, or was restored from a copy): adopt it if, and only if, our own key signed it."""
+        try:
+            amount = _uint(last.get("maxClaimableAmount"), "maxClaimableAmount")
+            signature = bytes.fromhex(str(last.get("signature", "")).removeprefix("0x"))
+            digest = voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, amount)
+            ours = recover_signer(digest, signature) == record.config.signer
+        except (ValueError, InvalidSignature):
+            ours = False
+        if not ours:
+            problem = "presented a last voucher this wallet did not sign"
+            self._block(record, None, problem)
+            raise ServerMisbehaved(f"server for {record.receiver}: {problem}")
+        if amount > record.signed and self.store.raise_signed(record.channel_id, amount, signature):
+            log.warning("the node holds our voucher for %d on %s, above what this wallet recorded; adopting it",
+                        amount, record.hex_id)  # fmt: skip
+            live.uncertain = True  # the next quiet receipt sets the charged baseline
+        return self.store.channel(record.channel_id)  # type: ignore[return-value]
 
     async def resync(self, channel_state: Mapping[str, Any]) -> ChannelRecord:
         """Adopts the node's view from a corrective 402's `extra.channel`, after checking that the
@@ -791,22 +824,27 @@ class Wallet:
     async def recover_from_chain(
         self, receiver: str | None = None, *, contract: str | None = None, from_block: int = 0
     ) -> list[ChainChannelInfo]:
-        """After losing the local database: lists this account's unsettled channels on chain and adds
-        those the database lacks as `orphaned`, so `request_close` and `finalize` can return their
-        deposits. Nothing secret comes back from chain or server: without a channel's voucher key
-        no new voucher can be signed on it, so it cannot be paid from again, only closed (the
-        receiver keeps what the vouchers it holds are worth)."""
+        """After losing the local database: rebuilds this account's unsettled channels from the chain.
+        A channel whose voucher key derives from the main key (every channel this wallet opened)
+        becomes usable again: its signed and charged totals come back from the server's corrective
+        402, whose voucher is checked to be ours before it is trusted. Others are `orphaned` and can
+        only be closed."""
         chain_id = await self.chain_id()
         found = []
         for info in await self.channels_on_chain(receiver, contract=contract, from_block=from_block):
             if info.settled or info.local_status is not None:
                 continue
-            status = CLOSING if info.close_deadline is not None else ORPHANED
-            self.store.insert_channel(info.channel_id, chain_id, info.contract, info.config, None, status, info.deposited)
+            key = self._voucher_key(chain_id, info.contract, info.config.salt)
+            ours = address_of_key(key) == info.config.signer
+            status = CLOSING if info.close_deadline is not None else (OPEN if ours else ORPHANED)
+            self.store.insert_channel(
+                info.channel_id, chain_id, info.contract, info.config, key if ours else None, status, info.deposited
+            )
             if info.close_deadline is not None:
                 self.store.update_channel(info.channel_id, close_deadline=info.close_deadline)
-            log.warning("channel 0x%s (%d deposited, %d claimed) has no voucher key here; it can only be closed",
-                        info.channel_id.hex(), info.deposited, info.claimed)  # fmt: skip
+            if not ours:
+                log.warning("channel 0x%s (%d deposited, %d claimed) has no voucher key here; it can only be closed",
+                            info.channel_id.hex(), info.deposited, info.claimed)  # fmt: skip
             found.append(info)
         return found
 

@@ -180,7 +180,7 @@ class Paywall:
                       charged_total=str(outcome.state.charged))  # fmt: skip
         response = self._content_response(content)
         response.headers[RESPONSE_HEADER] = encode_header(
-            payment_response(self.offer, outcome.state, charged, voucher.payment_id)
+            payment_response(self.offer, outcome.state, charged, voucher.payment_id, voucher.amount)
         )
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         return response

@@ -255,8 +255,13 @@ def _checksum(address: bytes) -> str:
     return to_checksum_address(address)
 
 
-def payment_response(offer: Offer, state: ChannelState, charged: int, payment_id: str | None) -> dict:
-    return {
+def payment_response(
+    offer: Offer, state: ChannelState, charged: int, payment_id: str | None, voucher_amount: int | None = None
+) -> dict:
+    """The receipt. When the request's voucher is below the node's best one (a wallet that lost
+    track, say, after restoring a backup), it also carries that best voucher so the wallet can
+    check it is its own and catch up, instead of taking the figures on trust."""
+    receipt = {
         "x402Version": X402_VERSION,
         "success": True,
         "scheme": SCHEME,
@@ -270,6 +275,9 @@ def payment_response(offer: Offer, state: ChannelState, charged: int, payment_id
         "remaining": str(state.deposited - state.charged),
         "paymentId": payment_id,
     }
+    if voucher_amount is not None and voucher_amount < state.ceiling and state.signature:
+        receipt["lastVoucher"] = {"maxClaimableAmount": str(state.ceiling), "signature": "0x" + state.signature.hex()}
+    return receipt
 
 
 def payment_signature(

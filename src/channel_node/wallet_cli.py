@@ -71,10 +71,17 @@ async def _open_wallet(args):
     return Wallet(w3, key, store, _policy(args)), w3, store
 
 
-async def _with_wallet(args, action):
+async def _with_wallet(args, action, waiting: str | None = None):
+    """Runs `action` with an open wallet; `waiting` shows a spinner on the terminal meanwhile (for
+    on-chain steps that take a block or more)."""
     wallet, w3, store = await _open_wallet(args)
     try:
-        return await action(wallet)
+        if waiting is None:
+            return await action(wallet)
+        from rich.console import Console
+
+        with Console(stderr=True).status(waiting):
+            return await action(wallet)
     finally:
         store.close()
         await w3.provider.disconnect()
@@ -101,7 +108,7 @@ async def _get(args) -> int:
             return await session.get(args.url)
 
     try:
-        result = await _with_wallet(args, fetch)
+        result = await _with_wallet(args, fetch, f"fetching {args.url} ...")
     except WalletError as exc:
         raise CliError(str(exc)) from None
     console = Console(stderr=True)
@@ -140,7 +147,7 @@ async def _topup(args) -> int:
         wallet.store.update_channel(record.channel_id, deposited=record.deposited + args.amount)
         return {"channel": record.hex_id, "deposited": str(record.deposited + args.amount)}
 
-    _table([await _with_wallet(args, topup)], args.json, "topup")
+    _table([await _with_wallet(args, topup, "depositing on chain ...")], args.json, "topup")
     return 0
 
 
@@ -153,7 +160,7 @@ async def _close(args) -> int:
         ticket = await wallet.request_close(args.channel)
         return {"channel": args.channel, "closed": "requested", "deadline": ticket.deadline, "warning": ticket.warning}
 
-    _table([await _with_wallet(args, close)], args.json, "close")
+    _table([await _with_wallet(args, close, "closing the channel on chain ...")], args.json, "close")
     return 0
 
 
@@ -162,7 +169,7 @@ async def _finalize(args) -> int:
         done = await wallet.finalize(args.channel)
         return {"channel": args.channel, "refunded": str(done.refunded), "paid_to_receiver": str(done.claimed)}
 
-    _table([await _with_wallet(args, finalize)], args.json, "finalize")
+    _table([await _with_wallet(args, finalize, "finalizing on chain ...")], args.json, "finalize")
     return 0
 
 

@@ -330,3 +330,29 @@ async def test_a_channel_whose_key_this_wallet_cannot_derive_is_only_closed(runn
     assert fresh.store.channel(channels.id(config)).status == ORPHANED
     ticket = await fresh.request_close(channels.id(config))
     assert ticket.locked == 10 * PRICE
+
+
+async def test_repeat_requests_pay_up_front_and_follow_a_price_change(running, make_wallet):
+    from channel_node.server.prices import Price, PriceTable
+
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        for _ in range(3):
+            assert (await session.get(url(running, "/api/quote"))).charged == PRICE
+        offers = []
+
+        class CountOffers:  # the paywall reports every 402 offer it shows to its insights recorder
+            def offer(self, *args):
+                offers.append(args)
+
+            def unlock(self, *args):
+                pass
+
+        running.node.paywall.insights = CountOffers()
+        assert (await session.get(url(running, "/api/quote"))).charged == PRICE
+        assert offers == [], "a repeat request is paid up front, without a 402 first"
+        running.node.paywall.prices = PriceTable([Price("/api/*", 2 * PRICE, once=False)], [])
+        assert (await session.get(url(running, "/api/quote"))).charged == 2 * PRICE
+        assert (await session.get(url(running, "/api/quote"))).charged == 2 * PRICE
+    state = (await running.node.store.load_channel(wallet.channels()[0].channel_id)).state
+    assert state.charged == 8 * PRICE

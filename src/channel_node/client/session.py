@@ -75,20 +75,29 @@ def channel_offer(document: Mapping[str, Any] | None) -> dict | None:
 
 
 async def pay_and_fetch(
-    wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0
+    wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0, offers: dict | None = None
 ) -> tuple[aiohttp.ClientResponse, int, dict | None]:
     """Runs one request through the 402 protocol. `send(header)` sends the request with that
     PAYMENT-SIGNATURE (None: without one) and returns the response; intermediate responses are
-    released here. Returns (final response, amount charged, receipt)."""
-    response = await send(None)
-    if response.status != 402:
-        return response, 0, None
-    offer = channel_offer(_document(response, REQUIRED_HEADER))
+    released here. Returns (final response, amount charged, receipt).
+
+    `offers` remembers the offer last seen for each URL: a repeat request pays up front and saves
+    the 402 round trip (half the requests). A changed price is noticed from the node's refusal."""
+    offer = offers.get(url) if offers is not None else None
     if offer is None:
-        return response, 0, None  # not a scheme this wallet speaks: the caller sees the 402
-    response.release()
+        response = await send(None)
+        if response.status != 402:
+            return response, 0, None
+        offer = channel_offer(_document(response, REQUIRED_HEADER))
+        if offer is None:
+            return response, 0, None  # not a scheme this wallet speaks: the caller sees the 402
+        response.release()
+        if offers is not None:
+            if len(offers) >= MAX_REMEMBERED_OFFERS:
+                offers.pop(next(iter(offers)))
+            offers[url] = offer
     payment = await wallet.pay_for(offer, url)
-    resynced = reopened = False
+    resynced = reopened = repriced = False
     waits = 0
     while True:
         try:
@@ -110,6 +119,17 @@ async def pay_and_fetch(
             raise ServerMisbehaved(f"{url}: unreadable {RESPONSE_HEADER} header")
         refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
         code = refusal.get("error") if refusal else None
+        current = channel_offer(refusal) if refusal else None
+        if current is not None and current.get("amount") != offer.get("amount") and not repriced:
+            # The remembered offer is out of date (the price changed): pay the one the node asks now.
+            response.release()
+            wallet.release(payment)
+            repriced = True
+            offer = current
+            if offers is not None:
+                offers[url] = offer
+            payment = await wallet.pay_for(offer, url)
+            continue
         state = ((channel_offer(refusal) or {}).get("extra") or {}).get("channel") if refusal else None
         if code in RESYNC_CODES and isinstance(state, dict) and not resynced:
             # The node is ahead of the wallet (a restored database, lost receipts): adopt its figures
@@ -146,6 +166,9 @@ async def pay_and_fetch(
         return response, 0, None
 
 
+MAX_REMEMBERED_OFFERS = 4096
+
+
 class PayingSession:
     """An aiohttp.ClientSession whose requests pay 402s through `wallet`.
 
@@ -165,6 +188,7 @@ class PayingSession:
         base = session_kwargs.get("base_url")
         self._base = URL(base) if base is not None else None
         self._session: aiohttp.ClientSession | None = None
+        self._offers: dict[str, dict] = {}  # URL -> last offer, to pay repeat requests up front
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -202,7 +226,7 @@ class PayingSession:
             return await session.request(method, target, headers=sent, **kwargs)
 
         response, charged, receipt = await pay_and_fetch(
-            self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay
+            self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
         )
         try:
             body = await response.read()

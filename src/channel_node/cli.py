@@ -112,6 +112,9 @@ async def _dev_main(args: argparse.Namespace) -> int:
             f"--wallet {reader_wallet} --rpc-url {rpc_url}",
             flush=True,
         )
+        from channel_node.server.browser import browser_instructions
+
+        _print(browser_instructions(base_url, rpc_url, world.domain.chain_id, world.reader_key, ARTICLES[1]))
         if args.once:
             return 0
         print("\nPress Ctrl-C to stop.", flush=True)

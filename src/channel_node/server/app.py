@@ -20,6 +20,7 @@ from eth_utils import to_checksum_address
 
 from channel_node.core import Reject, Rejected
 from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
+from channel_node.server.browser import add_browser_routes, html_402, teaser_for, wants_html
 from channel_node.server.content import Content, ProxySource, StaticSource
 from channel_node.server.metrics import Metrics
 from channel_node.server.prices import Price, PriceTable
@@ -218,7 +219,10 @@ class Paywall:
             message=message,
             state=state,
         )
-        response = web.json_response(document, status=status)
+        if wants_html(request.headers.get("Accept")):  # a browser: the paywall page, same headers
+            response = html_402(document, teaser_for(self.source, request.path, price.description), status)
+        else:
+            response = web.json_response(document, status=status)
         response.headers[REQUIRED_HEADER] = encode_header(document)
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         return response
@@ -254,6 +258,7 @@ def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = 
         await paywall.source.close()
 
     app.router.add_post(COOPERATIVE_CLOSE_PATH, paywall.cooperative_close)
+    add_browser_routes(app)  # /_channel/wallet.js, before the catch-all below
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", paywall.handle)

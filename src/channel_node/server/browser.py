@@ -1,0 +1,218 @@
+"""The paywall for people in a browser: an HTML 402 page (teaser, price, unlock button) and the
+browser wallet script it loads from `/_channel/wallet.js`.
+
+The machine-readable protocol is unchanged: the HTML page is only the body of the same 402, which
+still carries `PAYMENT-REQUIRED`; the offer is also embedded in the page as JSON for the script.
+The script (built from web/ by scripts/build_wallet_js.py) opens, tops up and closes a channel with
+the reader's EIP-1193 wallet and signs each voucher in the page with a key of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from functools import lru_cache
+from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+WALLET_JS_PATH = "/_channel/wallet.js"
+ZERO_ADDRESS = "0x" + "00" * 20
+TEASER_CHARS = 160  # a taste, not the article: short pages are often one paragraph long
+
+
+def wants_html(accept: str | None) -> bool:
+    """A browser navigation (Accept: text/html, ...); `*/*` alone (curl, fetch) keeps JSON."""
+    return bool(accept) and "text/html" in accept.lower()
+
+
+def format_amount(amount: int, asset: str) -> str:
+    """Exact decimal ETH for the native asset; the raw smallest unit for a token."""
+    if asset.lower() != ZERO_ADDRESS:
+        return f"{amount} units of token {asset}"
+    whole, fraction = divmod(amount, 10**18)
+    text = str(whole) + ("." + f"{fraction:018d}".rstrip("0") if fraction else "")
+    return f"{text} ETH"
+
+
+def _json_for_script(document: dict) -> str:
+    # Inside <script type="application/json">: nothing may close the element or open a comment.
+    return json.dumps(document, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+_STYLE = """
+body{font:17px/1.5 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#222}
+#channel-paywall .channel-teaser{color:#444}
+#channel-paywall .channel-box{border:1px solid #ccd;border-radius:8px;padding:1rem 1.25rem;background:#f7f8fc}
+#channel-paywall button,#channel-wallet button{font:inherit;padding:.45rem 1rem;border-radius:6px;border:1px solid #335;
+background:#335;color:#fff;cursor:pointer}
+#channel-paywall button:disabled,#channel-wallet button:disabled{opacity:.5;cursor:wait}
+#channel-wallet{margin-top:2rem;border-top:1px solid #ccd;font-size:15px}
+#channel-wallet h2{font-size:1rem}
+#channel-wallet button{background:#fff;color:#335}
+[data-kind=error]{color:#a00}
+""".strip()
+
+
+def paywall_page(offer_document: dict, teaser: str) -> str:
+    """The HTML body of a 402 for a browser: `offer_document` is the JSON the node sends in
+    `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text."""
+    accept = offer_document["accepts"][0]
+    resource = offer_document.get("resource") or {}
+    description = resource.get("description") or "this page"
+    price = format_amount(int(accept["amount"]), accept.get("asset") or ZERO_ADDRESS)
+    error = offer_document.get("error")
+    notice = ""
+    if error and error != "payment_required":
+        notice = f'<p class="channel-notice" data-kind="error">{html.escape(error)}: {html.escape(offer_document.get("message") or "")}</p>'
+    esc = html.escape
+    teaser_html = f'<p class="channel-teaser">{esc(teaser)}</p>' if teaser else ""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(description)} (payment required)</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<main id="channel-paywall">
+{teaser_html}
+<div class="channel-box">
+<p>Read the whole of {esc(description)} for <strong id="channel-price">{esc(price)}</strong>, paid from a deposit you
+lock once for this site; what you do not spend comes back when you close.</p>
+{notice}
+<p id="channel-deposit-row"><label>Deposit <input id="channel-deposit" inputmode="decimal" size="10"> ETH</label></p>
+<p><button id="channel-unlock" type="button">Unlock for {esc(price)}</button></p>
+<p id="channel-status" role="status"></p>
+<noscript><p>Paying here needs JavaScript and an Ethereum wallet (EIP-1193, such as MetaMask), or the
+<code>channel-node wallet</code> command line.</p></noscript>
+</div>
+</main>
+<script type="application/json" id="channel-offer">{_json_for_script(offer_document)}</script>
+<script src="{WALLET_JS_PATH}"></script>
+</body>
+</html>
+"""
+
+
+class _Teaser(HTMLParser):
+    """The title and the first paragraph's text of an HTML document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.title = ""
+        self.paragraph = ""
+        self._in: str | None = None
+        self._done = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("title", "h1") and not self.title:
+            self._in = "title"
+        elif tag == "p" and not self.paragraph and not self._done:
+            self._in = "p"
+
+    def handle_endtag(self, tag):
+        if tag == "p" and self._in == "p":
+            self._done = True
+        if tag in ("title", "h1", "p"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "title":
+            self.title += data
+        elif self._in == "p":
+            self.paragraph += data
+
+
+def teaser_from_html(document: str, limit: int = TEASER_CHARS) -> str:
+    """"Title. First words of the first paragraph ..." as plain text."""
+    parser = _Teaser()
+    parser.feed(document)
+    title = " ".join(parser.title.split())
+    words = " ".join(parser.paragraph.split())
+    if len(words) > limit:
+        words = words[:limit].rsplit(" ", 1)[0] + " ..."
+    return ". ".join(part for part in (title.rstrip("."), words) if part)
+
+
+@lru_cache(maxsize=1024)
+def _file_teaser(path: Path, mtime_ns: int, size: int) -> str:
+    return teaser_from_html(path.read_bytes()[: 64 * 1024].decode("utf-8", "replace"))
+
+
+def teaser_for(source, path: str, fallback: str = "") -> str:
+    """The teaser of a priced file of a StaticSource (cached per file version); `fallback` (the
+    price's description) for other sources, non-HTML files, or files that cannot be read."""
+    locate = getattr(source, "locate", None)
+    file = locate(path) if locate is not None else None
+    if file is None or file.suffix.lower() not in (".html", ".htm"):
+        return fallback
+    try:
+        stat = file.stat()
+        return _file_teaser(file, stat.st_mtime_ns, stat.st_size) or fallback
+    except OSError:
+        return fallback
+
+
+def html_402(offer_document: dict, teaser: str, status: int = 402) -> web.Response:
+    """The 402 response for a browser; the caller adds `PAYMENT-REQUIRED` as for JSON."""
+    return web.Response(
+        text=paywall_page(offer_document, teaser),
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store", "Vary": "Accept"},
+    )
+
+
+@lru_cache(maxsize=1)
+def wallet_js() -> bytes:
+    """The committed bundle from package data."""
+    return resources.files("channel_node.server").joinpath("static/wallet.js").read_bytes()
+
+
+def add_browser_routes(app: web.Application) -> None:
+    """`GET /_channel/wallet.js`. Add before the paywall's catch-all route (aiohttp matches routes
+    in the order they were added)."""
+    body = wallet_js()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+    async def serve_wallet_js(request: web.Request) -> web.Response:
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        if etag in re.split(r"\s*,\s*", request.headers.get("If-None-Match", "")):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type="application/javascript", charset="utf-8", headers=headers)
+
+    app.router.add_get(WALLET_JS_PATH, serve_wallet_js)
+
+
+def browser_instructions(base_url: str, rpc_url: str, chain_id: int, reader_key: bytes, article: str) -> list[str]:
+    """What `channel-node dev` prints for a browser wallet on the dev chain."""
+    return [
+        "",
+        "Browser: open an article and unlock it with a browser wallet (MetaMask or any EIP-1193 wallet):",
+        f"  {base_url}{article}",
+        f"  add the network: RPC URL {rpc_url}, chain id {chain_id} (0x{chain_id:x}), currency ETH;",
+        f"  import the dev reader's key (public, dev only): 0x{reader_key.hex()}",
+        "  The page opens a channel with the deposit you choose (one wallet confirmation), then signs each",
+        "  article's voucher itself; the panel under the article shows what is left and closes the channel.",
+    ]
+
+
+__all__ = [
+    "WALLET_JS_PATH",
+    "add_browser_routes",
+    "browser_instructions",
+    "format_amount",
+    "html_402",
+    "paywall_page",
+    "teaser_for",
+    "teaser_from_html",
+    "wants_html",
+    "wallet_js",
+]

@@ -1,0 +1,257 @@
+"""One-click unlock in a real browser: Debian's headless Chromium driven by Playwright (its Python
+package, pointed at /usr/bin/chromium: no browser is ever downloaded), against `channel-node dev`.
+
+A test EIP-1193 provider is injected into every page: it forwards JSON-RPC to the dev chain's
+loopback endpoint and has transactions and typed data signed in Python with the dev reader's
+(public) key. The reader opens a channel, unlocks three articles, tops up, reloads one and reads it again
+without paying, then closes the channel. Screenshots of each step: tests/artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
+ARTICLES = ["/articles/micropayments.html", "/articles/channels.html", "/articles/vouchers.html"]
+PRICE = 20_000_000_000_000
+CHROMIUM_ARGS = [
+    "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+PROVIDER = r"""
+(() => {
+  const RPC = %(rpc)s, ACCOUNT = %(account)s;
+  let id = 0;
+  async function forward(method, params) {
+    const response = await fetch(RPC, {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({jsonrpc: "2.0", id: ++id, method, params}),
+    });
+    const answer = await response.json();
+    if (answer.error) throw Object.assign(new Error(answer.error.message), {code: answer.error.code});
+    return answer.result;
+  }
+  window.ethereum = {
+    isChannelNodeTestProvider: true,
+    async request({method, params = []}) {
+      await window.__devWalletCall(method);
+      switch (method) {
+        case "eth_requestAccounts":
+        case "eth_accounts":
+          return [ACCOUNT];
+        case "eth_sendTransaction":
+          return forward("eth_sendRawTransaction", [await window.__devSignTransaction(JSON.stringify(params[0]))]);
+        case "eth_signTypedData_v4":
+          return window.__devSignTypedData(params[0], params[1]);
+        case "wallet_switchEthereumChain":
+          throw Object.assign(new Error("the test wallet has one chain"), {code: 4902});
+        default:
+          return forward(method, params);
+      }
+    },
+    on() {}, removeListener() {},
+  };
+})();
+"""
+
+
+def _need(condition: bool, reason: str) -> None:
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide this: {reason}")
+        pytest.skip(reason)
+
+
+def _rpc(url: str, method: str, params: list):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    if "error" in answer:
+        raise RuntimeError(answer["error"])
+    return answer["result"]
+
+
+class DevWallet:
+    """The Python half of the injected provider: signs with the dev reader's key."""
+
+    def __init__(self, rpc_url: str, key: bytes):
+        from eth_account import Account
+
+        self.rpc_url = rpc_url
+        self.account = Account.from_key(key)
+        self.calls: list[str] = []
+        self.transactions: list[str] = []
+
+    def call(self, method: str) -> None:
+        self.calls.append(method)
+
+    def sign_transaction(self, tx_json: str) -> str:
+        tx = json.loads(tx_json)
+        assert tx["from"].lower() == self.account.address.lower(), tx
+        chain_id = int(_rpc(self.rpc_url, "eth_chainId", []), 16)
+        call = {"from": tx["from"], "to": tx["to"], "value": tx.get("value", "0x0"), "data": tx.get("data", "0x")}
+        gas = int(_rpc(self.rpc_url, "eth_estimateGas", [call]), 16)
+        signed = self.account.sign_transaction({
+            "chainId": chain_id,
+            "nonce": int(_rpc(self.rpc_url, "eth_getTransactionCount", [self.account.address, "pending"]), 16),
+            "to": tx["to"], "value": int(tx.get("value", "0x0"), 16), "data": tx.get("data", "0x"),
+            "gas": gas * 5 // 4, "gasPrice": int(_rpc(self.rpc_url, "eth_gasPrice", []), 16),
+        })  # fmt: skip
+        self.transactions.append("0x" + signed.hash.hex().removeprefix("0x"))
+        return "0x" + signed.raw_transaction.hex().removeprefix("0x")
+
+    def sign_typed_data(self, address: str, typed_json: str) -> str:
+        from eth_account.messages import encode_typed_data
+
+        assert address.lower() == self.account.address.lower()
+        signed = self.account.sign_message(encode_typed_data(full_message=json.loads(typed_json)))
+        return "0x" + signed.signature.hex().removeprefix("0x")
+
+
+@pytest.fixture
+def dev_node(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "browser_dev.py"), "dev", "--port", "0", "--rpc-port", "0",
+         "--data-dir", str(tmp_path), "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if "wallet get" in line:
+                break
+        text = "\n".join(lines)
+        base = re.search(r"^serving (http://\S+)", text, re.M)
+        rpc = re.search(r"JSON-RPC at (http://[0-9.]+:[0-9]+)", text)
+        assert base and rpc, text
+        yield base.group(1), rpc.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
+    _need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _need(False, "the playwright Python package is missing (pip install -e '.[dev]')")
+    from web3 import HTTPProvider, Web3
+
+    from channel_node.chain.artifacts import channel_deposit_artifact
+    from channel_node.chain.devchain import DevChain
+
+    base, rpc_url = dev_node
+    reader = DevChain().accounts[2]  # the dev chain's well-known keys: the same in every run
+    wallet = DevWallet(rpc_url, reader.private_key)
+    w3 = Web3(HTTPProvider(rpc_url))
+    balance_before = w3.eth.get_balance(reader.address)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+
+    started = time.monotonic()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1000, "height": 800})
+            context.expose_function("__devWalletCall", wallet.call)
+            context.expose_function("__devSignTransaction", wallet.sign_transaction)
+            context.expose_function("__devSignTypedData", wallet.sign_typed_data)
+            context.add_init_script(PROVIDER % {"rpc": json.dumps(rpc_url), "account": json.dumps(reader.address)})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            expect.set_options(timeout=30_000)
+
+            # 1. The paywall: a browser gets an HTML 402 that still carries the machine-readable offer.
+            response = page.goto(base + ARTICLES[0])
+            assert response.status == 402
+            assert "payment-required" in response.headers and response.headers["content-type"].startswith("text/html")
+            expect(page.locator("#channel-unlock")).to_have_text("Open a channel and unlock for 0.00002 ETH")
+            expect(page.locator("#channel-price")).to_have_text("0.00002 ETH")
+            expect(page.locator("#channel-deposit")).to_have_value("0.001")  # 50 prices suggested
+            _shot(page, "01-paywall")
+
+            # 2. Open with a deposit the reader chooses, and unlock the first article in place.
+            page.fill("#channel-deposit", "0.0005")
+            page.click("#channel-unlock")
+            expect(page.locator("#channel-content h1")).to_have_text("Why micropayments finally work")
+            expect(page.locator("#channel-remaining")).to_have_text("0.00048 ETH")
+            assert wallet.calls.count("eth_sendTransaction") == 1
+            _shot(page, "02-opened-and-unlocked-first")
+
+            # 3. Two more articles: vouchers are signed in the page, the wallet is not asked again.
+            titles = ["Payment channels in five minutes", "What a voucher is, and why it is a running total"]
+            for n, (path, title) in enumerate(zip(ARTICLES[1:], titles), start=2):
+                assert page.goto(base + path).status == 402
+                expect(page.locator("#channel-unlock")).to_have_text("Unlock for 0.00002 ETH")
+                page.click("#channel-unlock")
+                expect(page.locator("#channel-content h1")).to_have_text(title)
+                expect(page.locator("#channel-remaining")).to_have_text(f"0.000{50 - 2 * n}".rstrip("0") + " ETH")
+                _shot(page, f"0{n + 1}-unlocked-article-{n}")
+            assert wallet.calls.count("eth_sendTransaction") == 1
+            costs = page.locator("#channel-unlocks li").evaluate_all("items => items.map(i => i.dataset.cost)")
+            assert costs == [str(PRICE)] * 3
+
+            # 4. Top up from the panel (one more wallet confirmation).
+            page.fill("#channel-topup-amount", "0.0001")
+            page.click("#channel-topup")
+            expect(page.locator("#channel-remaining")).to_have_text("0.00054 ETH")
+            assert wallet.calls.count("eth_sendTransaction") == 2
+            _shot(page, "05-topped-up")
+
+            # 5. Reload: the page shows the article again by itself, for free.
+            calls_before = list(wallet.calls)
+            page.reload()
+            expect(page.locator("#channel-content h1")).to_have_text(titles[1])
+            expect(page.locator("#channel-unlocks li").last).to_have_attribute("data-cost", "0")
+            expect(page.locator("#channel-remaining")).to_have_text("0.00054 ETH")
+            assert wallet.calls == calls_before  # no wallet involvement at all
+            stored = page.evaluate("""() => JSON.parse(localStorage.getItem(Object.keys(localStorage)
+                .find(k => k.startsWith("channel-node:v1:"))))""")
+            assert stored["charged"] == str(3 * PRICE) and stored["status"] == "open"
+            _shot(page, "06-reloaded-and-reread-free")
+
+            # 6. Close: the node consents, the reader's wallet sends closeCooperative.
+            page.click("#channel-close")
+            expect(page.locator("#channel-closed")).to_have_text(
+                "Closed: 0.00006 ETH paid, 0.00054 ETH returned.", timeout=60_000
+            )
+            assert wallet.calls.count("eth_signTypedData_v4") == 1 and wallet.calls.count("eth_sendTransaction") == 3
+            _shot(page, "07-closed")
+            assert errors == [], errors
+        finally:
+            browser.close()
+    elapsed = time.monotonic() - started
+
+    # On chain: the channel is settled, and the reader is out exactly three prices plus gas.
+    artifact = channel_deposit_artifact()
+    contract = w3.eth.contract(address=stored["contract"], abi=artifact.abi)
+    deposited, claimed, _, settled = contract.functions.getChannel(bytes.fromhex(stored["channelId"][2:])).call()
+    assert settled and deposited == 600_000_000_000_000 and claimed == 3 * PRICE
+    fees = 0
+    for tx_hash in wallet.transactions:
+        receipt = w3.eth.get_transaction_receipt(tx_hash)
+        assert receipt["status"] == 1
+        fees += receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert balance_before - w3.eth.get_balance(reader.address) == 3 * PRICE + fees
+    assert elapsed < 120, f"the browser flow took {elapsed:.0f} s"

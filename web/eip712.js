@@ -1,0 +1,281 @@
+// EIP-712 hashing, voucher signing and the few ABI encodings the browser wallet needs.
+// Byte-identical to src/channel_node/signing/eip712.py and ChannelDeposit.sol (tests/test_wallet_js.py
+// compares them). Pure: no DOM, no network.
+
+import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { keccak_256 } from "@noble/hashes/sha3.js";
+import { bytesToHex, concatBytes, hexToBytes as nobleHexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+
+export const DOMAIN_NAME = "ChannelDeposit";
+export const DOMAIN_VERSION = "1";
+export const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000";
+const UINT128_MAX = (1n << 128n) - 1n;
+const UINT96_MAX = (1n << 96n) - 1n;
+const UINT32_MAX = (1n << 32n) - 1n;
+
+export const keccak = (bytes) => keccak_256(bytes);
+const typehash = (text) => keccak_256(utf8ToBytes(text));
+
+export const DOMAIN_TYPEHASH = typehash("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+export const CHANNEL_TYPEHASH = typehash(
+  "Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt)",
+);
+export const VOUCHER_TYPEHASH = typehash("Voucher(bytes32 channelId,uint128 maxClaimableAmount)");
+export const COOPERATIVE_CLOSE_TYPEHASH = typehash("CooperativeClose(bytes32 channelId,uint128 claimAmount)");
+
+// ------------------------------------------------------------------ bytes
+
+export function hexToBytes(hex) {
+  if (typeof hex !== "string" || !/^0x[0-9a-fA-F]*$/.test(hex) || hex.length % 2) throw new Error(`not 0x hex: ${hex}`);
+  return nobleHexToBytes(hex.slice(2));
+}
+
+export const toHex = (bytes) => "0x" + bytesToHex(bytes);
+
+export function word(value) {
+  const n = BigInt(value);
+  if (n < 0n || n >= 1n << 256n) throw new Error(`does not fit uint256: ${value}`);
+  return nobleHexToBytes(n.toString(16).padStart(64, "0"));
+}
+
+export function addressBytes(address) {
+  const raw = hexToBytes(address);
+  if (raw.length !== 20) throw new Error(`not an address: ${address}`);
+  return raw;
+}
+
+const addressWord = (address) => concatBytes(new Uint8Array(12), addressBytes(address));
+
+function bytes32(value) {
+  const raw = typeof value === "string" ? hexToBytes(value) : value;
+  if (raw.length !== 32) throw new Error("expected 32 bytes");
+  return raw;
+}
+
+function checkRange(name, value, max) {
+  const n = BigInt(value);
+  if (n < 0n || n > max) throw new Error(`${name} out of range: ${value}`);
+  return n;
+}
+
+// ------------------------------------------------------------------ addresses
+
+/** EIP-55 checksum form of a 20-byte address. */
+export function checksumAddress(address) {
+  const lower = bytesToHex(addressBytes(address));
+  const hash = bytesToHex(keccak_256(utf8ToBytes(lower)));
+  let out = "0x";
+  for (let i = 0; i < 40; i++) out += parseInt(hash[i], 16) >= 8 ? lower[i].toUpperCase() : lower[i];
+  return out;
+}
+
+export function addressOfPublicKey(uncompressed) {
+  return checksumAddress(toHex(keccak_256(uncompressed.slice(1)).slice(-20)));
+}
+
+export function addressOfKey(secretKey) {
+  return addressOfPublicKey(secp256k1.getPublicKey(bytes32(secretKey), false));
+}
+
+// ------------------------------------------------------------------ EIP-712
+
+export function domainSeparator(chainId, contract) {
+  return keccak_256(
+    concatBytes(
+      DOMAIN_TYPEHASH,
+      typehash(DOMAIN_NAME),
+      typehash(DOMAIN_VERSION),
+      word(chainId),
+      addressWord(contract),
+    ),
+  );
+}
+
+export function hashTypedData(chainId, contract, structHash) {
+  return keccak_256(concatBytes(new Uint8Array([0x19, 0x01]), domainSeparator(chainId, contract), structHash));
+}
+
+/** config: {payer, signer, receiver, token, closeDelay, salt} (addresses as 0x hex, numbers or decimal strings). */
+export function channelStructHash(config) {
+  return keccak_256(
+    concatBytes(
+      CHANNEL_TYPEHASH,
+      addressWord(config.payer),
+      addressWord(config.signer),
+      addressWord(config.receiver),
+      addressWord(config.token),
+      word(checkRange("closeDelay", config.closeDelay, UINT32_MAX)),
+      word(checkRange("salt", config.salt, UINT96_MAX)),
+    ),
+  );
+}
+
+export function channelId(chainId, contract, config) {
+  return toHex(hashTypedData(chainId, contract, channelStructHash(config)));
+}
+
+function amountDigest(typeHash, chainId, contract, channel, amount) {
+  const struct = keccak_256(concatBytes(typeHash, bytes32(channel), word(checkRange("amount", amount, UINT128_MAX))));
+  return hashTypedData(chainId, contract, struct);
+}
+
+export const voucherDigest = (chainId, contract, channel, amount) =>
+  amountDigest(VOUCHER_TYPEHASH, chainId, contract, channel, amount);
+
+export const cooperativeCloseDigest = (chainId, contract, channel, amount) =>
+  amountDigest(COOPERATIVE_CLOSE_TYPEHASH, chainId, contract, channel, amount);
+
+/** The typed data a wallet signs with eth_signTypedData_v4 for a cooperative close: same digest. */
+export function cooperativeCloseTypedData(chainId, contract, channel, amount) {
+  return {
+    types: {
+      EIP712Domain: [
+        { name: "name", type: "string" },
+        { name: "version", type: "string" },
+        { name: "chainId", type: "uint256" },
+        { name: "verifyingContract", type: "address" },
+      ],
+      CooperativeClose: [
+        { name: "channelId", type: "bytes32" },
+        { name: "claimAmount", type: "uint128" },
+      ],
+    },
+    primaryType: "CooperativeClose",
+    domain: { name: DOMAIN_NAME, version: DOMAIN_VERSION, chainId: Number(chainId), verifyingContract: contract },
+    message: { channelId: channel, claimAmount: BigInt(amount).toString() },
+  };
+}
+
+// ------------------------------------------------------------------ signatures
+
+export function randomSecretKey() {
+  return secp256k1.utils.randomSecretKey();
+}
+
+/** 65-byte r || s || v (v = 27 or 28), low-s, RFC 6979: the same bytes as the Python `sign_digest`. */
+export function signDigest(secretKey, digest) {
+  const recovered = secp256k1.sign(digest, bytes32(secretKey), { prehash: false, format: "recovered", lowS: true });
+  return concatBytes(recovered.slice(1), new Uint8Array([recovered[0] + 27]));
+}
+
+/** The address that signed `digest` (65-byte r || s || v signature). */
+export function recoverAddress(digest, signature) {
+  const raw = typeof signature === "string" ? hexToBytes(signature) : signature;
+  if (raw.length !== 65) throw new Error("signature must be 65 bytes");
+  const v = raw[64] >= 27 ? raw[64] - 27 : raw[64];
+  const recovered = concatBytes(new Uint8Array([v]), raw.slice(0, 64));
+  const point = secp256k1.recoverPublicKey(recovered, digest, { prehash: false });
+  return addressOfPublicKey(secp256k1.Point.fromBytes(point).toBytes(false));
+}
+
+// ------------------------------------------------------------------ ABI (the calls the wallet makes)
+
+const CONFIG_TUPLE = "(address,address,address,address,uint32,uint96)";
+const selector = (signature) => keccak_256(utf8ToBytes(signature)).slice(0, 4);
+
+function configWords(config) {
+  return concatBytes(
+    addressWord(config.payer),
+    addressWord(config.signer),
+    addressWord(config.receiver),
+    addressWord(config.token),
+    word(checkRange("closeDelay", config.closeDelay, UINT32_MAX)),
+    word(checkRange("salt", config.salt, UINT96_MAX)),
+  );
+}
+
+function dynamicBytes(raw) {
+  const padded = new Uint8Array(Math.ceil(raw.length / 32) * 32);
+  padded.set(raw);
+  return concatBytes(word(raw.length), padded);
+}
+
+export function encodeDepositEth(config) {
+  return toHex(concatBytes(selector(`depositEth(${CONFIG_TUPLE})`), configWords(config)));
+}
+
+export function encodeCloseCooperative(config, amount, payerSignature, receiverSignature) {
+  const payer = dynamicBytes(hexToBytes(payerSignature));
+  const receiver = dynamicBytes(hexToBytes(receiverSignature));
+  const head = 6 * 32 + 3 * 32; // the static tuple inline, the amount, two offsets
+  return toHex(
+    concatBytes(
+      selector(`closeCooperative(${CONFIG_TUPLE},uint128,bytes,bytes)`),
+      configWords(config),
+      word(checkRange("amount", amount, UINT128_MAX)),
+      word(head),
+      word(head + payer.length),
+      payer,
+      receiver,
+    ),
+  );
+}
+
+export function encodeGetChannel(channel) {
+  return toHex(concatBytes(selector("getChannel(bytes32)"), bytes32(channel)));
+}
+
+/** getChannel's answer: (uint256 deposited, uint256 claimed, uint256 closeDeadline, bool settled). */
+export function decodeGetChannel(hex) {
+  const raw = hexToBytes(hex);
+  if (raw.length < 128) throw new Error("short getChannel answer");
+  const at = (i) => BigInt(toHex(raw.slice(32 * i, 32 * i + 32)));
+  return { deposited: at(0), claimed: at(1), closeDeadline: at(2), settled: at(3) !== 0n };
+}
+
+// ------------------------------------------------------------------ amounts
+
+/** wei -> "0.00002" (exact, trailing zeros trimmed). */
+export function formatUnits(value, decimals = 18) {
+  const n = BigInt(value);
+  const negative = n < 0n;
+  const digits = (negative ? -n : n).toString().padStart(decimals + 1, "0");
+  const whole = digits.slice(0, digits.length - decimals);
+  const fraction = digits.slice(digits.length - decimals).replace(/0+$/, "");
+  return (negative ? "-" : "") + whole + (fraction ? "." + fraction : "");
+}
+
+/** "0.001" -> wei, exact; refuses more decimals than the unit has. */
+export function parseUnits(text, decimals = 18) {
+  const match = /^\s*(\d*)(?:\.(\d*))?\s*$/.exec(String(text));
+  if (!match || (match[1] === "" && !match[2])) throw new Error(`not an amount: ${text}`);
+  const fraction = match[2] || "";
+  if (fraction.length > decimals) throw new Error(`at most ${decimals} decimals`);
+  return BigInt((match[1] || "0") + fraction.padEnd(decimals, "0"));
+}
+
+// ------------------------------------------------------------------ x402 headers
+
+export function encodeHeader(document) {
+  const bytes = utf8ToBytes(JSON.stringify(document));
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary);
+}
+
+export function decodeHeader(value) {
+  const binary = atob(value.trim());
+  const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  return JSON.parse(new TextDecoder().decode(bytes));
+}
+
+/** A PAYMENT-SIGNATURE value, shaped like channel_node.server.protocol.payment_signature. */
+export function paymentSignature(network, contract, channel, amount, signature, config, paymentId) {
+  const payload = { channelId: channel, maxClaimableAmount: BigInt(amount).toString(), signature: toHex(signature) };
+  if (paymentId) payload.paymentId = paymentId;
+  const accepted = { scheme: "channel", network };
+  if (config) {
+    payload.channel = {
+      payer: checksumAddress(config.payer),
+      signer: checksumAddress(config.signer),
+      receiver: checksumAddress(config.receiver),
+      token: checksumAddress(config.token),
+      closeDelay: Number(config.closeDelay),
+      salt: BigInt(config.salt).toString(),
+    };
+    accepted.asset = payload.channel.token;
+    accepted.payTo = payload.channel.receiver;
+  }
+  accepted.extra = { contract };
+  return encodeHeader({ x402Version: 2, accepted, payload });
+}

@@ -1,0 +1,450 @@
+// The browser wallet of channel-node's paywall page (served as /_channel/wallet.js, built by
+// scripts/build_wallet_js.py into src/channel_node/server/static/wallet.js).
+//
+// The reader's EIP-1193 wallet (MetaMask, ...) is asked only for on-chain steps: open (a deposit the
+// reader chooses), top-up and close. At open, this script generates a voucher key in the browser and
+// names it the channel's voucher signer; the key stays in localStorage and signs each unlock's
+// voucher here, with no wallet pop-up. The paid content replaces the paywall in place.
+
+import {
+  ZERO_ADDRESS,
+  addressOfKey,
+  channelId,
+  checksumAddress,
+  cooperativeCloseDigest,
+  cooperativeCloseTypedData,
+  decodeGetChannel,
+  decodeHeader,
+  encodeCloseCooperative,
+  encodeDepositEth,
+  encodeGetChannel,
+  formatUnits,
+  hexToBytes,
+  parseUnits,
+  paymentSignature,
+  randomSecretKey,
+  recoverAddress,
+  signDigest,
+  toHex,
+  voucherDigest,
+} from "./eip712.js";
+
+export * from "./eip712.js";
+
+const STORAGE_PREFIX = "channel-node:v1:";
+const DEFAULT_CLOSE_DELAY = 3600;
+const DEFAULT_DEPOSIT_MULTIPLE = 50n;
+
+// ------------------------------------------------------------------ terms and storage
+
+/** The terms of the first `accepts` entry of a 402 document. */
+export function termsOf(offer) {
+  const accept = (offer.accepts || [])[0];
+  if (!accept || accept.scheme !== "channel") throw new Error("the offer has no `channel` scheme");
+  const match = /^eip155:(\d+)$/.exec(accept.network);
+  if (!match) throw new Error(`unsupported network ${accept.network}`);
+  const extra = accept.extra || {};
+  const delay = extra.closeDelay || {};
+  return {
+    network: accept.network,
+    chainId: BigInt(match[1]),
+    contract: checksumAddress(extra.contract),
+    receiver: checksumAddress(accept.payTo),
+    asset: checksumAddress(accept.asset || ZERO_ADDRESS),
+    price: BigInt(accept.amount),
+    minDeposit: BigInt(extra.minDeposit || "0"),
+    once: extra.once !== false,
+    delayMin: delay.min ?? 0,
+    delayMax: delay.max ?? 2 ** 32 - 1,
+    channelState: extra.channel || null,
+    resource: offer.resource || {},
+    error: offer.error,
+    message: offer.message,
+  };
+}
+
+export function storageKey(terms) {
+  return `${STORAGE_PREFIX}${terms.chainId}:${terms.contract}:${terms.receiver}:${terms.asset}`.toLowerCase();
+}
+
+function load(terms) {
+  const raw = localStorage.getItem(storageKey(terms));
+  return raw ? JSON.parse(raw) : null;
+}
+
+function save(terms, record) {
+  localStorage.setItem(storageKey(terms), JSON.stringify(record));
+}
+
+// ------------------------------------------------------------------ EIP-1193
+
+function provider() {
+  if (!window.ethereum || typeof window.ethereum.request !== "function") {
+    throw new Error("no Ethereum wallet in this browser (install MetaMask or another EIP-1193 wallet)");
+  }
+  return window.ethereum;
+}
+
+const rpc = (method, params = []) => provider().request({ method, params });
+
+async function connect(terms) {
+  const [account] = await rpc("eth_requestAccounts");
+  if (!account) throw new Error("the wallet shared no account");
+  const chain = BigInt(await rpc("eth_chainId"));
+  if (chain !== terms.chainId) {
+    try {
+      await rpc("wallet_switchEthereumChain", [{ chainId: "0x" + terms.chainId.toString(16) }]);
+    } catch (error) {
+      throw new Error(`switch your wallet to chain ${terms.chainId} (it is on ${chain})`);
+    }
+  }
+  return checksumAddress(account);
+}
+
+async function sendAndWait(tx) {
+  const hash = await rpc("eth_sendTransaction", [tx]);
+  for (let i = 0; i < 240; i++) {
+    const receipt = await rpc("eth_getTransactionReceipt", [hash]);
+    if (receipt) {
+      if (BigInt(receipt.status) !== 1n) throw new Error(`transaction ${hash} failed`);
+      return receipt;
+    }
+    await sleep(1000);
+  }
+  throw new Error(`transaction ${hash} not mined after 4 minutes`);
+}
+
+async function readChannel(terms, channel) {
+  const answer = await rpc("eth_call", [{ to: terms.contract, data: encodeGetChannel(channel) }, "latest"]);
+  return decodeGetChannel(answer);
+}
+
+// Deposits only grow while a channel is open; the node's figure can lag the chain's (top-up).
+const larger = (a, b) => (BigInt(a) > BigInt(b) ? BigInt(a) : BigInt(b)).toString();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const hexQuantity = (n) => "0x" + BigInt(n).toString(16);
+
+// ------------------------------------------------------------------ channel operations
+
+function closeDelayFor(terms) {
+  return Math.min(Math.max(DEFAULT_CLOSE_DELAY, terms.delayMin), terms.delayMax);
+}
+
+function randomSalt() {
+  const raw = crypto.getRandomValues(new Uint8Array(12));
+  return BigInt(toHex(raw)).toString();
+}
+
+/** Opens a channel with `deposit` (wei): the voucher key is stored before any money moves. */
+export async function openChannel(terms, deposit) {
+  if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
+  const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
+  if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+  const payer = await connect(terms);
+  const key = randomSecretKey();
+  const config = {
+    payer,
+    signer: addressOfKey(key),
+    receiver: terms.receiver,
+    token: ZERO_ADDRESS,
+    closeDelay: closeDelayFor(terms),
+    salt: randomSalt(),
+  };
+  const id = channelId(terms.chainId, terms.contract, config);
+  const record = {
+    channelId: id, config, voucherKey: toHex(key), status: "opening", deposited: "0", charged: "0",
+    voucher: null, unlocks: [], network: terms.network, contract: terms.contract,
+  };
+  save(terms, record);
+  await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
+  const onChain = await readChannel(terms, id);
+  record.status = "open";
+  record.deposited = onChain.deposited.toString();
+  save(terms, record);
+  return record;
+}
+
+export async function topUp(terms, record, amount) {
+  const payer = await connect(terms);
+  if (payer.toLowerCase() !== record.config.payer.toLowerCase()) throw new Error(`switch your wallet to ${record.config.payer}`);
+  await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(amount), data: encodeDepositEth(record.config) });
+  record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
+  save(terms, record);
+  return record;
+}
+
+/** Cooperative close: the node consents, the payer sends closeCooperative and gets the rest back. */
+export async function closeChannel(terms, record, base = location.origin) {
+  const payer = await connect(terms);
+  if (payer.toLowerCase() !== record.config.payer.toLowerCase()) throw new Error(`switch your wallet to ${record.config.payer}`);
+  let amount = BigInt(record.charged);
+  let consent = null;
+  for (let attempt = 0; attempt < 2 && !consent; attempt++) {
+    const typed = cooperativeCloseTypedData(terms.chainId, terms.contract, record.channelId, amount);
+    const payerSignature = await rpc("eth_signTypedData_v4", [payer, JSON.stringify(typed)]);
+    const digest = cooperativeCloseDigest(terms.chainId, terms.contract, record.channelId, amount);
+    if (recoverAddress(digest, payerSignature).toLowerCase() !== payer.toLowerCase()) {
+      throw new Error("the wallet's typed-data signature does not match the close digest");
+    }
+    const response = await fetch(new URL("/_channel/cooperative-close", base), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ channelId: record.channelId, amount: amount.toString(), payerSignature }),
+    });
+    const answer = await response.json();
+    if (response.ok) {
+      consent = { ...answer, payerSignature };
+    } else if (answer.error === "close_amount_too_low" && answer.channel && attempt === 0) {
+      amount = BigInt(answer.channel.charged); // the node charged more than we recorded: sign its figure
+    } else {
+      throw new Error(`the node refused to close: ${answer.error} ${answer.message || ""}`);
+    }
+  }
+  if (!consent) throw new Error("the node did not consent to the close");
+  const closeAmount = BigInt(consent.amount);
+  const data = encodeCloseCooperative(record.config, closeAmount, consent.payerSignature, consent.receiverSignature);
+  await sendAndWait({ from: payer, to: terms.contract, value: "0x0", data });
+  const onChain = await readChannel(terms, record.channelId);
+  record.status = onChain.settled ? "closed" : record.status;
+  record.closedAmount = closeAmount.toString();
+  record.refunded = (BigInt(record.deposited) - closeAmount).toString();
+  save(terms, record);
+  return record;
+}
+
+/** Signs (or reuses) a voucher covering `charged + price` with the channel's voucher key. */
+function voucherFor(terms, record, price) {
+  const needed = BigInt(record.charged) + price;
+  if (needed > BigInt(record.deposited)) return null;
+  const held = record.voucher ? BigInt(record.voucher.amount) : -1n;
+  if (held >= needed) return record.voucher;
+  const digest = voucherDigest(terms.chainId, terms.contract, record.channelId, needed);
+  record.voucher = { amount: needed.toString(), signature: toHex(signDigest(hexToBytes(record.voucherKey), digest)) };
+  save(terms, record);
+  return record.voucher;
+}
+
+function header(terms, record, voucher) {
+  return paymentSignature(
+    terms.network, terms.contract, record.channelId, voucher.amount, hexToBytes(voucher.signature), record.config,
+  );
+}
+
+/** Fetches `url` paying with the channel: {response, receipt} or throws with the node's code. */
+export async function payFor(terms, record, url, { reread = false } = {}) {
+  const path = new URL(url, location.href).pathname;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
+    if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
+    const response = await fetch(url, {
+      headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
+      cache: "no-store",
+    });
+    if (response.ok) {
+      const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
+      const charged = BigInt(receipt.chargedAmount);
+      if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
+        throw new Error(`the node charged more than agreed (${receipt.chargedAmount}): stopped paying this site`);
+      }
+      record.charged = receipt.chargedTotal;
+      record.deposited = larger(record.deposited, receipt.deposited);
+      record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
+      save(terms, record);
+      return { response, receipt };
+    }
+    const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
+    if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
+    const refusal = termsOf(decodeHeader(requiredHeader));
+    const state = refusal.channelState;
+    if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
+      record.charged = state.charged; // resync: the node holds what it charged
+      record.deposited = larger(record.deposited, state.deposited);
+      reread = false;
+      save(terms, record);
+    } else if (refusal.error === "exceeds_deposit") {
+      record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
+      save(terms, record);
+      throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
+    } else if (refusal.error === "channel_unknown") {
+      await sleep(1500); // the deposit is not yet confirmed deep enough for the node
+    } else if (refusal.error === "channel_closing" || refusal.error === "channel_settled") {
+      record.status = "closed";
+      save(terms, record);
+      throw Object.assign(new Error("this channel is closing: open a new one"), { code: refusal.error });
+    } else {
+      throw Object.assign(new Error(`payment refused: ${refusal.error} ${refusal.message || ""}`), { code: refusal.error });
+    }
+  }
+  throw new Error("the node did not accept the payment; try again later");
+}
+
+// ------------------------------------------------------------------ page
+
+const $ = (id) => document.getElementById(id);
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+function eth(wei) {
+  return `${formatUnits(wei)} ETH`;
+}
+
+function showContent(html) {
+  const parsed = new DOMParser().parseFromString(html, "text/html");
+  if (parsed.title) document.title = parsed.title;
+  for (const link of parsed.head.querySelectorAll('link[rel="stylesheet"], style')) {
+    document.head.append(document.importNode(link, true));
+  }
+  const container = element("div", { id: "channel-content" });
+  for (const node of [...parsed.body.childNodes]) {
+    if (node.nodeName !== "SCRIPT") container.append(document.importNode(node, true));
+  }
+  const paywall = $("channel-paywall");
+  paywall.replaceWith(container);
+}
+
+function renderPanel(terms, record, note = "") {
+  let panel = $("channel-wallet");
+  if (!panel) {
+    panel = element("aside", { id: "channel-wallet", "aria-label": "your payment channel" });
+    document.body.append(panel);
+  }
+  panel.replaceChildren();
+  if (!record) return;
+  const remaining = BigInt(record.deposited) - BigInt(record.charged);
+  panel.append(
+    element("h2", {}, "Your channel with this site"),
+    element(
+      "p",
+      {},
+      "Remaining deposit: ",
+      element("strong", { id: "channel-remaining" }, eth(remaining)),
+      ` of ${eth(record.deposited)}`,
+      record.status === "closed" ? " (closed)" : "",
+    ),
+  );
+  const list = element("ol", { id: "channel-unlocks" });
+  for (const unlock of record.unlocks.slice(-20)) {
+    const cost = BigInt(unlock.cost) === 0n ? "free (already paid)" : eth(unlock.cost);
+    list.append(element("li", { "data-cost": unlock.cost }, `${unlock.path}: ${cost}`));
+  }
+  if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
+  if (record.status === "open") {
+    const amount = element("input", { id: "channel-topup-amount", inputmode: "decimal", size: "10", value: formatUnits(terms.price * 10n) });
+    const topup = element("button", { id: "channel-topup", type: "button" }, "Top up");
+    const close = element("button", { id: "channel-close", type: "button" }, "Close channel and get the rest back");
+    topup.addEventListener("click", () =>
+      act(terms, "Topping up (confirm in your wallet) ...", async () => topUp(terms, load(terms), parseUnits(amount.value))),
+    );
+    close.addEventListener("click", () =>
+      act(terms, "Closing (sign and confirm in your wallet) ...", async () => {
+        const closed = await closeChannel(terms, load(terms));
+        return { record: closed, note: `Channel closed: ${eth(closed.refunded)} returned to ${closed.config.payer}.` };
+      }),
+    );
+    panel.append(element("p", {}, element("label", {}, "Add ", amount, " ETH "), topup), element("p", {}, close));
+  } else if (record.status === "closed" && record.refunded) {
+    panel.append(element("p", { id: "channel-closed" }, `Closed: ${eth(record.closedAmount)} paid, ${eth(record.refunded)} returned.`));
+  }
+  panel.append(element("p", { id: "channel-wallet-status", role: "status" }, note));
+}
+
+function setStatus(text, kind = "info") {
+  const target = $("channel-status") || $("channel-wallet-status");
+  if (target) {
+    target.textContent = text;
+    target.dataset.kind = kind;
+  }
+}
+
+let busy = false;
+
+async function act(terms, message, work) {
+  if (busy) return;
+  busy = true;
+  for (const button of document.querySelectorAll("#channel-paywall button, #channel-wallet button")) button.disabled = true;
+  setStatus(message);
+  try {
+    const outcome = await work();
+    const record = outcome && outcome.record ? outcome.record : load(terms);
+    renderPanel(terms, record, (outcome && outcome.note) || "");
+    setStatus((outcome && outcome.note) || "");
+  } catch (error) {
+    console.error(error);
+    renderPanel(terms, load(terms));
+    setStatus(error.message || String(error), "error");
+  } finally {
+    busy = false;
+    for (const button of document.querySelectorAll("#channel-paywall button, #channel-wallet button")) button.disabled = false;
+    refreshPaywall(terms);
+  }
+}
+
+async function unlock(terms, options = {}) {
+  const response = await payFor(terms, load(terms), location.href, options);
+  showContent(await response.response.text());
+  const cost = BigInt(response.receipt.chargedAmount);
+  return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
+}
+
+function refreshPaywall(terms) {
+  const button = $("channel-unlock");
+  if (!button) return;
+  const record = load(terms);
+  const open = record && record.status === "open";
+  const deposit = $("channel-deposit-row");
+  if (deposit) deposit.hidden = Boolean(open);
+  button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
+}
+
+export function start() {
+  const data = $("channel-offer");
+  if (!data) return;
+  const terms = termsOf(JSON.parse(data.textContent));
+  const depositInput = $("channel-deposit");
+  if (depositInput && !depositInput.value) {
+    const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;
+    depositInput.value = formatUnits(suggested > terms.minDeposit ? suggested : terms.minDeposit);
+  }
+  const record = load(terms);
+  if (record && record.status === "opening") {
+    // The page closed while the deposit was on its way: the chain says whether it arrived.
+    readChannel(terms, record.channelId)
+      .then((onChain) => {
+        if (onChain.deposited > 0n) Object.assign(record, { status: "open", deposited: onChain.deposited.toString() });
+        save(terms, record);
+        renderPanel(terms, record);
+        refreshPaywall(terms);
+      })
+      .catch(() => {});
+  }
+  renderPanel(terms, record);
+  refreshPaywall(terms);
+  const button = $("channel-unlock");
+  if (button) {
+    button.addEventListener("click", () =>
+      act(terms, "Unlocking ...", async () => {
+        const current = load(terms);
+        if (!current || current.status !== "open") {
+          setStatus("Opening a channel (confirm the deposit in your wallet) ...");
+          await openChannel(terms, parseUnits($("channel-deposit").value));
+        }
+        return unlock(terms);
+      }),
+    );
+  }
+  // A resource this channel already bought (once per channel) is shown again at once, for free.
+  const path = location.pathname;
+  if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
+    act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
+  }
+}
+
+if (typeof document !== "undefined") {
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+}

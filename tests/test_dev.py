@@ -49,6 +49,14 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
             assert decode_header(headers["PAYMENT-RESPONSE"])["chargedTotal"] == str(n * 20000000000000)
         assert (tmp_path / "node.db").exists()
 
+        # The operator's side: the admin API and the revenue dashboard, with the printed token.
+        token, admin_url = re.search(r"CHANNEL_NODE_ADMIN_TOKEN=(\S+) channel-node channels list --admin-url (\S+)", text).groups()
+        auth = {"Authorization": f"Bearer {token}"}
+        status, _, body = fetch(admin_url + "/admin/channels", auth)
+        assert status == 200 and json.loads(body)[0]["charged"] == str(3 * 20000000000000)
+        status, _, _ = fetch(admin_url + "/admin/insights", auth)
+        assert status == 200
+
         # The reader's CLI, exactly as printed: it opens its own channel and pays.
         wallet_line = next(l for l in lines if "wallet get" in l).strip()
         env_part, command = wallet_line.split(" ", 1)

@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_wallet_commands(commands)
     add_keys_commands(commands)
     add_deploy_command(commands)
+    from channel_node.insights.report import add_report_command
+
+    add_report_command(commands)
 
     demo = commands.add_parser("contract-demo", help="walk one channel through its on-chain life and print the gas")
     demo.add_argument("--unlocks", type=int, default=1000, help="off-chain vouchers to sign and verify (default 1000)")

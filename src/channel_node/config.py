@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     close_delay_max: int = 30 * 24 * 3600
     log_format: Literal["auto", "json", "console"] = "auto"
     recovery_thread: bool = True  # recover voucher signers on a worker thread (uses a second core)
+    insights_database: Path | None = None  # record offers and unlocks here for the revenue dashboard
     admin_token: SecretStr | None = None  # bearer token of the admin API; unset disables it
     admin_host: str = "127.0.0.1"  # the admin API listens apart from the paywall, on loopback by default
     admin_port: int = Field(8403, ge=0, le=65535)

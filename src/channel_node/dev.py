@@ -35,6 +35,7 @@ def dev_settings(
     return load_settings(
         admin_token=admin_token,
         admin_port=0,
+        insights_database=database.parent / "insights.db",
         claim_key=claim_key.hex(),  # the dev publisher's well-known key: it claims and defends
         contract=contract,
         receiver=receiver,

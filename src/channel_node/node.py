@@ -18,6 +18,8 @@ from channel_node.chain.sender import OutboxSender
 from channel_node.chain.watcher import Watcher
 from channel_node.chain.view import Web3ChainView
 from channel_node.config import Settings
+from channel_node.insights.dashboard import add_dashboard_routes
+from channel_node.insights.recorder import Recorder
 from channel_node.recovery import SignerRecovery
 from channel_node.runtime import Runtime
 from channel_node.settlement import SettlementPolicy
@@ -47,10 +49,13 @@ class Node:
     sender: OutboxSender | None
     policy: SettlementPolicy | None
     admin_app: web.Application | None = None
+    insights: Recorder | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def start(self) -> None:
         """Starts following the chain and sending the outbox (the paywall serves regardless)."""
+        if self.insights is not None:
+            await self.insights.start()
         if await self.store.cursor() is None:
             await self._place_first_cursor()
         self.tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
@@ -106,6 +111,8 @@ class Node:
         self.tasks.clear()
         if self.runtime.recovery is not None:
             self.runtime.recovery.close()
+        if self.insights is not None:
+            await self.insights.close()
         await self.store.close()
 
 
@@ -214,6 +221,10 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
     add_chain_gauges(paywall.metrics, watcher, sender)
     node.app = create_app(paywall, health=node.health)
     node.admin_app = create_admin_app(node)
+    if settings.insights_database is not None:
+        node.insights = paywall.insights = Recorder(settings.insights_database)
+        eth = settings.token is None
+        add_dashboard_routes(node.admin_app, node.insights, decimals=18 if eth else None, symbol="ETH" if eth else None)
     return node
 
 

@@ -1,0 +1,403 @@
+"""The insights dashboard on the admin listener: `GET /admin/insights` (an HTML page with inline
+SVG charts, no JavaScript), `GET /admin/insights/data.json` and `GET /admin/insights/export.csv`.
+
+The admin application's middleware already demands the bearer token for every path under /admin;
+these handlers only add routes. Query parameters (all optional):
+
+- `bucket`: hour, day (default) or week;
+- `since`, `until`: unix seconds, an ISO date or time (UTC unless it says otherwise), or for `since`
+  a span back from now such as `48h`, `30d`, `12w`. Default: the last 48 hours (hour), the last 30
+  days (day) or 26 weeks (week), ending with the current bucket;
+- `tag`: `key:value`, to see one section, format or author (summary, series, top resources, prices);
+- `top`: how many resources to rank (default 10);
+- `table` (export.csv only): series (default), resources, tags or prices.
+
+Queries run on a worker thread over a read-only connection (WAL: beside the recorder's writer), so
+the paywall on the same event loop keeps serving. Money in JSON is a decimal string (the admin
+API's convention); in CSV a plain integer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+import sqlite3
+import time
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from channel_node.insights import queries as q
+from channel_node.insights.charts import Money, bar_chart, bucket_label, line_chart, percent
+from channel_node.insights.recorder import Recorder, connect
+
+PREFIX = "/admin/insights"
+PARAMS = ("bucket", "since", "until", "tag", "top")
+TABLES = ("series", "resources", "tags", "prices")
+DEFAULT_SPAN = {"hour": 48 * 3600, "day": 30 * 86400, "week": 26 * 7 * 86400}
+MAX_TOP = 1000
+_RELATIVE = re.compile(r"([0-9]{1,6})([hdw])")
+_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+MONEY_KEYS = {"revenue", "price", "revenue_per_offer"}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def parse_time(text: str, now: float, name: str) -> int:
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        return int(now) - int(relative.group(1)) * _UNITS[relative.group(2)]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be unix seconds, an ISO date or time, or a span like 30d") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def resolve_range(bucket: str, since: str | None, until: str | None, now: float) -> tuple[int, int]:
+    """The range [since, until) in unix seconds; defaults end with the current bucket."""
+    if bucket not in q.BUCKETS:
+        raise BadRequest(f"bucket must be one of {list(q.BUCKETS)}")
+    end = parse_time(until, now, "until") if until else q.bucket_floor(bucket, int(now)) + q.BUCKETS[bucket]
+    start = parse_time(since, now, "since") if since else end - DEFAULT_SPAN[bucket]
+    if end <= start:
+        raise BadRequest("until must be after since")
+    q.buckets(bucket, start, end)  # refuses a range of too many buckets
+    return start, end
+
+
+def _params(request: web.Request, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    allowed = set(PARAMS) | set(extra)
+    out: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key not in allowed:
+            raise BadRequest(f"unknown query parameter {key!r}; known: {sorted(allowed)}")
+        if key in out:
+            raise BadRequest(f"query parameter {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _top(params: dict[str, str], default: int | None = 10) -> int | None:
+    if "top" not in params:
+        return default
+    if not params["top"].isdigit() or not 1 <= int(params["top"]) <= MAX_TOP:
+        raise BadRequest(f"top must be a whole number from 1 to {MAX_TOP}")
+    return int(params["top"])
+
+
+def _tag(params: dict[str, str]) -> str | None:
+    tag = params.get("tag") or None
+    if tag is not None:
+        q.parse_tag(tag)
+    return tag
+
+
+# ------------------------------------------------------------------ data
+
+
+def compute(path: Path, bucket: str, since: int, until: int, tag: str | None, top: int) -> dict:
+    conn = connect(path, readonly=True)
+    try:
+        return q.dashboard(conn, bucket, since, until, tag, top)
+    finally:
+        conn.close()
+
+
+def jsonable(value: Any) -> Any:
+    """Money as decimal strings (uint256-safe for every JSON reader), everything else as is."""
+    if isinstance(value, dict):
+        return {k: (_money_json(v) if k in MONEY_KEYS else [str(p) for p in v] if k == "prices" and isinstance(v, list)
+                    else jsonable(v)) for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _money_json(value):
+    return None if value is None else str(value)
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell; text that a spreadsheet would run as a formula is quoted."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def to_csv(data: dict, table: str) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if table == "series":
+        writer.writerow(["start", "start_unix", "offers", "unlocks", "revenue", "payers", "conversion"])
+        for row in data["series"]:
+            start = datetime.fromtimestamp(row["start"], timezone.utc).isoformat().replace("+00:00", "Z")
+            writer.writerow([start, row["start"], row["offers"], row["unlocks"], row["revenue"], row["payers"],
+                             _cell(row["conversion"])])  # fmt: skip
+    elif table == "resources":
+        writer.writerow(["resource", "tags", "prices", "offers", "unlocks", "revenue", "payers", "conversion"])
+        for row in data["top_resources"]:
+            tags = ";".join(f"{k}={v}" for k, v in sorted(row["tags"].items()))
+            writer.writerow([_cell(row["resource"]), _cell(tags), " ".join(map(str, row["prices"])), row["offers"],
+                             row["unlocks"], row["revenue"], row["payers"], _cell(row["conversion"])])  # fmt: skip
+    elif table == "tags":
+        writer.writerow(["key", "value", "offers", "unlocks", "revenue", "payers", "conversion"])
+        for row in data["tags"]:
+            writer.writerow([_cell(row["key"]), _cell(row["value"]), row["offers"], row["unlocks"], row["revenue"],
+                             row["payers"], _cell(row["conversion"])])  # fmt: skip
+    else:
+        writer.writerow(["tag", "resource", "price", "offers", "unlocks", "revenue", "conversion", "revenue_per_offer"])
+        prices = data["prices"] or {"tag": "", "resources": []}
+        for row in prices["resources"]:
+            writer.writerow([_cell(prices["tag"]), _cell(row["resource"]), row["price"], row["offers"], row["unlocks"],
+                             row["revenue"], _cell(row["conversion"]), _cell(row["revenue_per_offer"])])  # fmt: skip
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ the page
+
+
+CSS = """
+*{box-sizing:border-box}body{margin:0;font:14px/1.45 'DejaVu Sans','Liberation Sans',Arial,sans-serif;color:#1f2933;
+background:#f5f7fa}header{background:#1f2933;color:#fff;padding:14px 24px;display:flex;align-items:baseline;gap:18px;
+flex-wrap:wrap}header h1{font-size:19px;margin:0}header .range{color:#cbd2d9}main{padding:16px 24px;max-width:1600px}
+form{display:flex;gap:10px;flex-wrap:wrap;align-items:end;margin-bottom:14px}label{font-size:12px;color:#52606d;
+display:flex;flex-direction:column;gap:2px}input,select,button{font:inherit;padding:4px 6px;border:1px solid #cbd2d9;
+border-radius:4px;background:#fff}button{background:#2563eb;color:#fff;border-color:#2563eb;cursor:pointer}
+.links a{margin-right:12px}.cards{display:grid;grid-template-columns:repeat(5,1fr);gap:12px;margin-bottom:14px}
+.card{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px #0001}.card .k{font-size:12px;
+color:#52606d;text-transform:uppercase;letter-spacing:.04em}.card .v{font-size:26px;font-weight:bold;margin-top:2px}
+.card .s{font-size:12px;color:#7b8794}.grid{display:grid;grid-template-columns:1fr 1fr;gap:12px;margin-bottom:12px}
+.panel{background:#fff;border-radius:8px;padding:8px;box-shadow:0 1px 2px #0001;overflow:auto}.wide{grid-column:1/-1}
+svg{width:100%;height:auto;display:block}table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{padding:4px 8px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}th{color:#52606d;
+font-weight:600;background:#f5f7fa}td.l,th.l{text-align:left}td.path{max-width:420px;overflow:hidden;
+text-overflow:ellipsis}h2{font-size:15px;margin:6px 8px 8px}.note{color:#7b8794;font-size:12px;margin:8px}
+"""
+
+
+def _query_string(params: dict[str, str], **changes: str | None) -> str:
+    from urllib.parse import urlencode
+
+    merged = {**params, **changes}
+    return urlencode({k: v for k, v in merged.items() if v})
+
+
+def _table(headers: list[tuple[str, bool]], rows: list[list[str]]) -> str:
+    head = "".join(f"<th class='{'l' if left else ''}'>{escape(h)}</th>" for h, left in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for (_, left), value in zip(headers, row):
+            cells.append(f"<td class='{'l path' if left else ''}' title='{escape(value, quote=True)}'>{escape(value)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    if not rows:
+        body.append(f"<tr><td class='l' colspan='{len(headers)}'>nothing recorded in this range</td></tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_page(data: dict, params: dict[str, str], money: Money | None = None) -> str:
+    money = money or Money()
+    bucket = data["range"]["bucket"]
+    since, until, tag = data["range"]["since"], data["range"]["until"], data["range"]["tag"]
+    s = data["summary"]
+    fmt_day = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+    span = f"{fmt_day(since)} → {fmt_day(until)} UTC, by {bucket}" + (f", tag {tag}" if tag else "")
+    per_unlock = s["revenue"] // s["unlocks"] if s["unlocks"] else 0
+    cards = [
+        ("Revenue", money.short(s["revenue"]), money.exact(s["revenue"])),
+        ("Unlocks", f"{s['unlocks']:,}", f"{money.short(per_unlock)} per unlock"),
+        ("Offers shown", f"{s['offers']:,}", "402 answers"),
+        ("Conversion", percent(s["conversion"]), "unlocks / offers"),
+        ("Paying channels", f"{s['payers']:,}", "unique, pseudonymous"),
+    ]
+    series = data["series"]
+    points = lambda key: [(bucket_label(bucket, r["start"], short=True), r[key]) for r in series]  # noqa: E731
+    charts_time = [
+        line_chart(points("revenue"), f"Revenue per {bucket}", money.short, width=1240, height=280),
+        line_chart([(label, (v or 0) * 100) for label, v in points("conversion")], f"Conversion per {bucket} (%)",
+                   lambda v: f"{v:.3g}%", color="#b45309"),  # fmt: skip
+        line_chart(points("unlocks"), f"Unlocks per {bucket}", color="#0f766e"),
+        line_chart(points("payers"), f"Paying channels per {bucket}", color="#7c3aed"),
+    ]
+    top = data["top_resources"]
+    charts_top = bar_chart([(r["resource"], r["revenue"]) for r in top], "Top resources by revenue", money.short)
+    tag_keys: dict[str, list[dict]] = {}
+    for row in data["tags"]:
+        tag_keys.setdefault(row["key"], []).append(row)
+    tag_panels = []
+    for key, rows in tag_keys.items():
+        tag_panels.append(bar_chart([(f"{key}: {r['value']}", r["revenue"]) for r in rows], f"Revenue by {key}", money.short,
+                                    bar_height=18, label_width=200))  # fmt: skip
+        tag_panels.append(bar_chart([(f"{key}: {r['value']}", (r["conversion"] or 0) * 100) for r in rows],
+                                    f"Conversion by {key} (%)", lambda v: f"{v:.3g}%", bar_height=18, label_width=200,
+                                    color="#b45309"))  # fmt: skip
+    resources_table = _table(
+        [("resource", True), ("tags", True), ("price", False), ("offers", False), ("unlocks", False),
+         ("paying channels", False), ("conversion", False), ("revenue", False)],
+        [[r["resource"], ", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items())),
+          " / ".join(money.exact(p) for p in r["prices"]), f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
+          percent(r["conversion"]), money.exact(r["revenue"])] for r in top],
+    )  # fmt: skip
+    tags_table = _table(
+        [("tag", True), ("offers", False), ("unlocks", False), ("paying channels", False), ("conversion", False),
+         ("revenue", False)],
+        [[f"{r['key']}: {r['value']}", f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
+          percent(r["conversion"]), money.exact(r["revenue"])] for r in data["tags"]],
+    )  # fmt: skip
+    prices = data["prices"]
+    price_html = "<p class='note'>no tagged traffic in this range</p>"
+    if prices:
+        price_html = (
+            f"<h2>Price comparison: {escape(prices['tag'])}</h2>"
+            + _table(
+                [("price", False), ("resources", False), ("offers", False), ("unlocks", False), ("conversion", False),
+                 ("revenue per offer", False), ("revenue", False)],
+                [[money.exact(r["price"]), f"{r['resources']:,}", f"{r['offers']:,}", f"{r['unlocks']:,}",
+                  percent(r["conversion"]), money.exact(r["revenue_per_offer"] or 0), money.exact(r["revenue"])]
+                 for r in prices["by_price"]],
+            )
+            + "<h2>… per resource</h2>"
+            + _table(
+                [("resource", True), ("price", False), ("offers", False), ("unlocks", False), ("conversion", False),
+                 ("revenue", False)],
+                [[r["resource"], money.exact(r["price"]), f"{r['offers']:,}", f"{r['unlocks']:,}",
+                  percent(r["conversion"]), money.exact(r["revenue"])] for r in prices["resources"][:50]],
+            )
+        )  # fmt: skip
+    form_bucket = "".join(f"<option{' selected' if b == bucket else ''}>{b}</option>" for b in q.BUCKETS)
+    value = lambda key: escape(params.get(key, ""), quote=True)  # noqa: E731
+    links = " ".join(
+        f"<a href='{PREFIX}/export.csv?{escape(_query_string(params, table=t), quote=True)}'>CSV: {t}</a>" for t in TABLES
+    )
+    cards_html = "".join(
+        f"<div class='card'><div class='k'>{escape(k)}</div><div class='v'>{escape(v)}</div>"
+        f"<div class='s'>{escape(sub)}</div></div>" for k, v, sub in cards
+    )
+    unit = f"Amounts in {money.symbol}." if money.symbol else "Amounts in the token's smallest unit."
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Revenue insights · channel-node</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
+<body><header><h1>Revenue insights</h1><span class="range">{escape(span)}</span></header><main>
+<form method="get" action="{PREFIX}">
+<label>bucket<select name="bucket">{form_bucket}</select></label>
+<label>since<input name="since" value="{value('since')}" placeholder="30d or 2026-01-01" size="12"></label>
+<label>until<input name="until" value="{value('until')}" placeholder="now" size="12"></label>
+<label>tag<input name="tag" value="{value('tag')}" placeholder="section:news" size="16"></label>
+<label>top<input name="top" value="{value('top')}" placeholder="10" size="4"></label>
+<button type="submit">Show</button>
+<span class="links"><a href="{PREFIX}/data.json?{escape(_query_string(params), quote=True)}">JSON</a> {links}</span>
+</form>
+<section class="cards">{cards_html}</section>
+<section class="grid"><div class="panel wide">{charts_time[0]}</div>
+<div class="panel">{charts_time[1]}</div><div class="panel">{charts_time[2]}</div>
+<div class="panel">{charts_top}</div><div class="panel">{charts_time[3]}</div>
+{''.join(f'<div class="panel">{svg}</div>' for svg in tag_panels)}</section>
+<section class="grid"><div class="panel wide"><h2>Top resources</h2>{resources_table}</div>
+<div class="panel"><h2>By tag</h2>{tags_table}</div><div class="panel">{price_html}</div></section>
+<p class="note">{escape(unit)} Paying channels are distinct channel ids (readers stay pseudonymous).
+Conversion is unlocks per 402 offer shown. Times are UTC.</p>
+</main></body></html>"""
+
+
+# ------------------------------------------------------------------ routes
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+class Dashboard:
+    def __init__(self, source: Recorder | str | Path, money: Money | None = None,
+                 clock=time.time) -> None:  # fmt: skip
+        self.recorder = source if isinstance(source, Recorder) else None
+        self.path = source.path if isinstance(source, Recorder) else Path(source)
+        self.money = money or Money()
+        self.clock = clock
+
+    async def _data(self, request: web.Request, extra: tuple[str, ...] = (), top_default: int | None = 10):
+        params = _params(request, extra)
+        bucket = params.get("bucket", "day")
+        since, until = resolve_range(bucket, params.get("since"), params.get("until"), self.clock())
+        tag = _tag(params)
+        top = _top(params, top_default)
+        if not self.path.exists():
+            raise FileNotFoundError(self.path)
+        if self.recorder is not None and self.recorder._thread is not None:
+            try:  # the last second of events too
+                await asyncio.wait_for(self.recorder.flush(), timeout=2)
+            except (asyncio.TimeoutError, RuntimeError):
+                pass
+        data = await asyncio.to_thread(compute, self.path, bucket, since, until, tag, top if top is not None else 10**9)
+        return params, data
+
+    async def _answer(self, request: web.Request, make) -> web.StreamResponse:
+        try:
+            return await make()
+        except (BadRequest, q.QueryError) as exc:
+            return _error(400, "malformed_request", str(exc))
+        except FileNotFoundError:
+            return _error(503, "insights_unavailable", "no insights recorded yet")
+        except sqlite3.Error as exc:
+            return _error(503, "insights_unavailable", f"the insights database could not be read ({type(exc).__name__})")
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        async def make():
+            params, data = await self._data(request)
+            return web.Response(text=render_page(data, params, self.money), content_type="text/html", charset="utf-8",
+                                headers={"Cache-Control": "no-store"})  # fmt: skip
+
+        return await self._answer(request, make)
+
+    async def data_json(self, request: web.Request) -> web.StreamResponse:
+        async def make():
+            _, data = await self._data(request)
+            return web.Response(body=orjson.dumps(jsonable(data)), content_type="application/json",
+                                headers={"Cache-Control": "no-store"})  # fmt: skip
+
+        return await self._answer(request, make)
+
+    async def export_csv(self, request: web.Request) -> web.StreamResponse:
+        async def make():
+            table = request.query.get("table", "series")
+            if table not in TABLES:
+                raise BadRequest(f"table must be one of {list(TABLES)}")
+            params, data = await self._data(request, ("table",), top_default=None if table == "resources" else 10)
+            name = f"insights-{table}-{data['range']['bucket']}-{data['range']['since']}-{data['range']['until']}.csv"
+            return web.Response(text=to_csv(data, table), content_type="text/csv", charset="utf-8",
+                                headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                         "Cache-Control": "no-store"})  # fmt: skip
+
+        return await self._answer(request, make)
+
+
+def add_dashboard_routes(
+    app: web.Application, source: Recorder | str | Path, decimals: int | None = None, symbol: str | None = None
+) -> Dashboard:
+    """Adds the dashboard's three GET routes to `app` (the admin application: its middleware checks
+    the token). `source` is the node's Recorder (its file; the page flushes it first) or a path.
+    `decimals` and `symbol` (e.g. 18, "ETH") show amounts in whole units."""
+    dashboard = Dashboard(source, Money(decimals, symbol))
+    app.router.add_get(PREFIX, dashboard.page, allow_head=False)
+    app.router.add_get(f"{PREFIX}/data.json", dashboard.data_json, allow_head=False)
+    app.router.add_get(f"{PREFIX}/export.csv", dashboard.export_csv, allow_head=False)
+    return dashboard
+
+
+__all__ = ["Dashboard", "add_dashboard_routes", "render_page", "resolve_range", "to_csv"]

@@ -407,6 +407,25 @@ async def test_dashboard_needs_the_token(dashboard):
             assert response.status == 401 and (await response.json())["error"] == "unauthorized"
 
 
+async def test_a_browser_logs_in_with_the_token_and_reads_but_never_mutates(dashboard):
+    form = await dashboard.get("/admin/insights/login")
+    assert form.status == 200 and 'name="token"' in await form.text()
+    refused = await dashboard.post("/admin/insights/login", data={"token": "wrong"}, allow_redirects=False)
+    assert refused.status == 401 and "channel_node_dashboard" not in refused.cookies
+    login = await dashboard.post("/admin/insights/login", data={"token": TOKEN}, allow_redirects=False)
+    assert login.status == 303 and login.headers["Location"] == "/admin/insights"
+    cookie = login.cookies["channel_node_dashboard"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and TOKEN not in cookie.value
+    jar = {"channel_node_dashboard": cookie.value}
+    page = await dashboard.get("/admin/insights", params=RANGE, cookies=jar)
+    assert page.status == 200 and "<svg" in await page.text()
+    for method, path in (("POST", "/admin/claim"), ("GET", "/admin/channels"), ("POST", "/admin/close")):
+        response = await dashboard.request(method, path, cookies=jar)
+        assert response.status == 401, f"the dashboard cookie opens the dashboard only, not {method} {path}"
+    forged = await dashboard.get("/admin/insights", params=RANGE, cookies={"channel_node_dashboard": "0" * 64})
+    assert forged.status == 401
+
+
 async def test_dashboard_page_json_and_csv(dashboard, generated):
     page = await dashboard.get("/admin/insights", headers=AUTH, params=RANGE)
     assert page.status == 200 and page.content_type == "text/html"

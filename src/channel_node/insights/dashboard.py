@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from channel_node.insights import queries as q
@@ -397,7 +398,38 @@ def add_dashboard_routes(
     app.router.add_get(PREFIX, dashboard.page, allow_head=False)
     app.router.add_get(f"{PREFIX}/data.json", dashboard.data_json, allow_head=False)
     app.router.add_get(f"{PREFIX}/export.csv", dashboard.export_csv, allow_head=False)
+    app.router.add_get(f"{PREFIX}/login", _login_form, allow_head=False)
+    app.router.add_post(f"{PREFIX}/login", _login)
     return dashboard
+
+
+_LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>channel-node insights</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:28em;margin:4em auto}}input{{width:100%;padding:.4em}}</style>
+</head><body><h1>Revenue insights</h1>{message}
+<form method="post" action="login"><label>Admin token<br><input type="password" name="token" autofocus></label>
+<p><button type="submit">Open the dashboard</button></p></form></body></html>"""
+
+
+async def _login_form(request: web.Request) -> web.Response:
+    return web.Response(text=_LOGIN_PAGE.format(message=""), content_type="text/html")
+
+
+async def _login(request: web.Request) -> web.Response:
+    """Trades the admin token for an HttpOnly, same-site cookie that opens the dashboard's pages
+    (reads only) in a browser, which cannot send a bearer header."""
+    from channel_node.server.admin import ADMIN_API, DASHBOARD_COOKIE, DASHBOARD_PREFIX
+
+    api = request.app[ADMIN_API]
+    form = await request.post()
+    token = form.get("token")
+    if not isinstance(token, str) or not api.token_matches(token):
+        structlog.get_logger("channel_node.admin").warning("dashboard_login_refused", remote=request.remote)
+        page = _LOGIN_PAGE.format(message="<p><strong>That token is not this node's admin token.</strong></p>")
+        return web.Response(text=page, content_type="text/html", status=401)
+    structlog.get_logger("channel_node.admin").info("dashboard_login", remote=request.remote)
+    response = web.Response(status=303, headers={"Location": DASHBOARD_PREFIX})
+    response.set_cookie(DASHBOARD_COOKIE, api.dashboard_session(), httponly=True, samesite="Strict", path=DASHBOARD_PREFIX)
+    return response
 
 
 __all__ = ["Dashboard", "add_dashboard_routes", "render_page", "resolve_range", "to_csv"]

@@ -230,11 +230,30 @@ class AdminApi:
 
     # ------------------------------------------------------------------ middleware
 
+    def token_matches(self, text: str) -> bool:
+        """Constant-time check of a token typed into the dashboard's login form."""
+        return self._token is not None and hmac.compare_digest(text.encode("utf-8", "surrogateescape"), self._token)
+
+    def dashboard_session(self) -> str:
+        """The dashboard's cookie value: derived from the token (so rotating the token logs every
+        browser out), never the token itself."""
+        return hmac.new(self._token or b"", b"channel-node dashboard session", "sha256").hexdigest()
+
+    def _dashboard_cookie_ok(self, request: web.Request) -> bool:
+        # A browser cannot send a bearer header: the dashboard's pages (reads only, never a
+        # mutation, so a forged cross-site request gains nothing) also accept the login cookie.
+        if request.method not in ("GET", "HEAD") or not request.path.startswith(DASHBOARD_PREFIX):
+            return False
+        cookie = request.cookies.get(DASHBOARD_COOKIE)
+        return bool(cookie) and self._token is not None and hmac.compare_digest(cookie, self.dashboard_session())
+
     @web.middleware
     async def guard(self, request: web.Request, handler) -> web.StreamResponse:
         try:
             if self._token is None:
                 raise AdminError(503, "admin_disabled", "the admin API is disabled: set admin_token to enable it")
+            if request.path == DASHBOARD_LOGIN or self._dashboard_cookie_ok(request):
+                return await handler(request)  # the login form checks the token itself
             if not _authorized(request.headers.get("Authorization"), self._token):
                 _log().warning("admin_denied", method=request.method, path=request.path, remote=request.remote)
                 raise AdminError(
@@ -433,10 +452,17 @@ class AdminApi:
         _log().info("admin_action", action=action, channels=names, remote=request.remote, **fields)
 
 
+DASHBOARD_PREFIX = "/admin/insights"
+DASHBOARD_LOGIN = "/admin/insights/login"
+DASHBOARD_COOKIE = "channel_node_dashboard"
+ADMIN_API = web.AppKey("admin_api", AdminApi)
+
+
 def create_admin_app(node) -> web.Application:
     """The admin application for `node` (serve it on its own listener, 127.0.0.1 by default)."""
     api = AdminApi(node)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY)
+    app[ADMIN_API] = api
     app.router.add_get(f"{PREFIX}/channels", api.list_channels, allow_head=False)
     app.router.add_get(f"{PREFIX}/channels/{{id}}", api.show_channel, allow_head=False)
     app.router.add_post(f"{PREFIX}/channels/{{id}}/claim", api.claim_one)

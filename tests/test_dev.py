@@ -71,6 +71,13 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
                                 capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
         [channel] = json.loads(listed.stdout)
         assert channel["charged"] == "20000000000000"
+        topped = subprocess.run(
+            [sys.executable, "-m", "channel_node.cli", "wallet", "topup", channel["channel"], "1000", "--json", *wallet_args],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert topped.returncode == 0, topped.stderr
+        assert int(json.loads(topped.stdout)["deposited"]) == int(channel["deposited"]) + 1000
+        channel["deposited"] = str(int(channel["deposited"]) + 1000)
         base = offer_url.split("/articles/")[0]
         closed = subprocess.run(
             [sys.executable, "-m", "channel_node.cli", "wallet", "close", channel["channel"], "--node", base, "--json", *wallet_args],

@@ -139,11 +139,11 @@ async def connect(args: argparse.Namespace):
 
 
 async def _direct_node(settings):
-    from channel_node.cli import _web3_for
+    from channel_node.chain.connect import web3_for
     from channel_node.node import NodeConfigError, build_node
     from channel_node.store import StoreError, StoreLocked
 
-    w3, persistent = _web3_for(settings.rpc_url)
+    w3, persistent = web3_for(settings.rpc_url)
     try:
         if persistent:
             await w3.provider.connect()

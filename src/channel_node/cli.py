@@ -160,20 +160,13 @@ def _dev(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- serve
 
 
-def _web3_for(url: str):
-    from web3 import AsyncWeb3, WebSocketProvider
-    from web3.providers import AsyncHTTPProvider
-
-    if url.startswith(("ws://", "wss://")):
-        return AsyncWeb3(WebSocketProvider(url)), True
-    return AsyncWeb3(AsyncHTTPProvider(url)), False
-
-
 async def _serve_main(settings) -> int:
     from channel_node.node import NodeConfigError, build_node
     from channel_node.store import StoreError
 
-    w3, persistent = _web3_for(settings.rpc_url)
+    from channel_node.chain.connect import web3_for
+
+    w3, persistent = web3_for(settings.rpc_url)
     if persistent:
         try:
             await w3.provider.connect()

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from eth_utils import to_checksum_address
-
 from channel_node.chain.devchain import DevChain
 from channel_node.config import Settings, load_settings
 from channel_node.server.protocol import payment_signature
@@ -132,4 +130,4 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
     return lines
 
 
-__all__ = ["ARTICLES", "ARTICLE_PRICE", "DevWorld", "create_world", "dev_settings", "instructions", "to_checksum_address"]
+__all__ = ["ARTICLES", "ARTICLE_PRICE", "DevWorld", "create_world", "dev_settings", "instructions"]

@@ -29,7 +29,7 @@ from channel_node.server.content import ProxySource, StaticSource
 from channel_node.server.metrics import Metrics, add_chain_gauges
 from channel_node.server.prices import PriceTable
 from channel_node.signing import Domain, address_of_key
-from channel_node.store import Cursor, MemoryStore, Pin, SQLiteStore, Store
+from channel_node.store import Cursor, Pin, SQLiteStore, Store
 
 
 class NodeConfigError(Exception):
@@ -228,4 +228,4 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
     return node
 
 
-__all__ = ["MemoryStore", "Node", "NodeConfigError", "build_node", "check_contract"]
+__all__ = ["Node", "NodeConfigError", "build_node", "check_contract"]

@@ -184,17 +184,6 @@ def _public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{hidden}"
 
 
-def _web3_for(url: str):
-    """AsyncWeb3 over HTTP(S) or WS(S); (w3, persistent). A one-shot command gives a dead websocket
-    endpoint one retry rather than web3's default five with growing back-off (~20 s)."""
-    from web3 import AsyncWeb3, WebSocketProvider
-    from web3.providers import AsyncHTTPProvider
-
-    if url.startswith(("ws://", "wss://")):
-        return AsyncWeb3(WebSocketProvider(url, max_connection_retries=2)), True
-    return AsyncWeb3(AsyncHTTPProvider(url)), False
-
-
 def _recording(sender):
     """Wraps a Sender so the deployment's transaction hash is known even if waiting for it fails."""
     from channel_node.chain import Sender
@@ -235,7 +224,9 @@ async def _deploy_main(args: argparse.Namespace, sender) -> int:
     from channel_node.chain import ChannelDepositClient, ContractRevert
 
     endpoint = _public_url(args.rpc_url)
-    w3, persistent = _web3_for(args.rpc_url)
+    from channel_node.chain.connect import web3_for
+
+    w3, persistent = web3_for(args.rpc_url)
     connected = False
     try:
         try:

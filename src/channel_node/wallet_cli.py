@@ -141,11 +141,8 @@ async def _balance(args) -> int:
 
 async def _topup(args) -> int:
     async def topup(wallet):
-        record = wallet._record(args.channel)
-        client = wallet._client(record.contract)
-        await client.deposit_eth(record.config, args.amount, sender=wallet._sender)
-        wallet.store.update_channel(record.channel_id, deposited=record.deposited + args.amount)
-        return {"channel": record.hex_id, "deposited": str(record.deposited + args.amount)}
+        record = await wallet.top_up(args.channel, args.amount)
+        return {"channel": record.hex_id, "deposited": str(record.deposited)}
 
     _table([await _with_wallet(args, topup, "depositing on chain ...")], args.json, "topup")
     return 0

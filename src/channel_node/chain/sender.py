@@ -111,7 +111,7 @@ class OutboxSender:
                 by_tx.setdefault(row.tx_hash, []).append(row)
         for group in by_tx.values():
             await self._follow(group)
-        await self._check_balance()
+        await self._check_balance(len(rows))
 
     # ------------------------------------------------------------------ sending
 
@@ -256,15 +256,15 @@ class OutboxSender:
         self._next_nonce = nonce + 1
         return nonce
 
-    async def _check_balance(self) -> None:
-        rows = await self.store.outbox()
-        max_fee, _ = await self._fees()
+    async def _check_balance(self, open_rows: int) -> None:
+        """`open_rows`: the rows this tick started with (sending keeps them open until confirmed)."""
         self.stats.balance = int(await self.w3.eth.get_balance(self.address))
-        self.stats.needed = len(rows) * self.default_gas * max_fee
-        self.stats.open_rows = len(rows)
-        if rows and not self.stats.gas_ok:
+        self.stats.open_rows = open_rows
+        # Fees matter only when something is waiting to be paid for: no extra RPC call otherwise.
+        self.stats.needed = open_rows * self.default_gas * (await self._fees())[0] if open_rows else 0
+        if open_rows and not self.stats.gas_ok:
             log.error("gas_balance_low", address=self.address, balance=str(self.stats.balance),
-                      needed=str(self.stats.needed), open_rows=len(rows))  # fmt: skip
+                      needed=str(self.stats.needed), open_rows=open_rows)  # fmt: skip
 
 
 def _urgency(row: OutboxRow) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from web3 import AsyncWeb3
 
-from channel_node.chain.artifacts import channel_deposit_artifact
+from channel_node.chain.client import ChannelDepositClient
 from channel_node.runtime import ChainChannel, ChainUnavailable
 
 
@@ -16,7 +16,7 @@ class Web3ChainView:
             raise ValueError("confirmations must be at least 1")
         self.w3 = w3
         self.confirmations = confirmations
-        self.contract = w3.eth.contract(address=contract_address, abi=channel_deposit_artifact().abi)
+        self.client = ChannelDepositClient(w3, contract_address)
 
     async def confirmed_block(self) -> int:
         head = await self.w3.eth.block_number
@@ -24,12 +24,9 @@ class Web3ChainView:
 
     async def confirmed_channel(self, channel_id: bytes) -> ChainChannel | None:
         try:
-            block = await self.confirmed_block()
-            deposited, claimed, deadline, settled = await self.contract.functions.getChannel(channel_id).call(
-                block_identifier=block
-            )
+            on_chain = await self.client.get_channel(channel_id, block=await self.confirmed_block())
         except Exception as exc:  # any transport or node error: the caller answers "try again"
             raise ChainUnavailable(f"could not read channel from the chain: {type(exc).__name__}") from exc
-        if deposited == 0:
+        if on_chain.deposited == 0:
             return None
-        return ChainChannel(deposited, claimed, deadline or None, bool(settled))
+        return ChainChannel(on_chain.deposited, on_chain.claimed, on_chain.close_deadline, on_chain.settled)

@@ -19,8 +19,8 @@ import structlog
 from web3 import AsyncWeb3
 
 from channel_node.chain.client import ChannelDepositClient
-from channel_node.runtime import Runtime, apply_chain
-from channel_node.store import Cursor, Store, StoredChannel
+from channel_node.runtime import Runtime
+from channel_node.store import Cursor, Store
 
 log = structlog.get_logger("channel_node.watcher")
 
@@ -188,4 +188,4 @@ class _progress:
         self._progress.stop()
 
 
-__all__ = ["StoredChannel", "Watcher", "WatcherStats", "apply_chain"]
+__all__ = ["Watcher", "WatcherStats"]

@@ -598,6 +598,19 @@ class Wallet:
             log.info("topped up channel %s by %d to %d", record.hex_id, amount, total)
             return self.store.channel(record.channel_id)
 
+    async def top_up(self, channel: bytes | str, amount: int) -> ChannelRecord:
+        """Adds `amount` to a channel's deposit (the operator's own top-up, beside the policy's);
+        records the deposit total the chain reports."""
+        record = self._record(channel)
+        _uint(amount, "amount")
+        live = self._state(record)
+        async with live.funding:
+            tx = await self._client(record.contract).deposit_eth(record.config, amount, sender=self._sender, gas=self.gas)
+            topped = tx.events_of(ChannelDeposited)
+            record = self.store.channel(record.channel_id)
+            self.store.update_channel(record.channel_id, deposited=topped[0].total_deposited if topped else record.deposited + amount)
+        return self.store.channel(record.channel_id)  # type: ignore[return-value]
+
     async def _sign(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader | None:
         live = self._state(record)
         async with live.lock:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
 import sqlite3
 import sys
 import threading
@@ -48,6 +47,8 @@ from pathlib import Path
 
 import orjson
 import structlog
+
+from channel_node.lockfile import lock_beside
 
 OFFER, UNLOCK = 0, 1
 LIMB = 40
@@ -236,13 +237,9 @@ class InsightsWriter:
     def __init__(self, path: str | Path, grace: float = 120.0) -> None:
         self.path = Path(path)
         self.grace = grace  # seconds after its end before an hour or day is compacted (late events)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(f"{self.path}.lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise RuntimeError(f"another process is writing {self.path}") from None
+        self._lock_file = lock_beside(self.path)
+        if self._lock_file is None:
+            raise RuntimeError(f"another process is writing {self.path}")
         self.db = connect(self.path)
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

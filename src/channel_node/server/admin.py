@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
-from eth_utils import to_checksum_address
 
 from channel_node.core import ChannelState, OperatorClaim, OperatorClose, Reject, Rejected
+from channel_node.server.protocol import config_json
 from channel_node.store import Charge, OutboxRow, StoreError
 
 PREFIX = "/admin"
@@ -81,15 +81,9 @@ def channel_status(state: ChannelState) -> str:
 
 
 def channel_json(state: ChannelState) -> dict[str, Any]:
-    config = state.config
     return {
         "channelId": _hex(state.channel_id),
-        "payer": to_checksum_address(config.payer),
-        "signer": to_checksum_address(config.signer),
-        "receiver": to_checksum_address(config.receiver),
-        "token": to_checksum_address(config.token),
-        "closeDelay": config.close_delay,
-        "salt": str(config.salt),
+        **config_json(state.config),
         "deposited": str(state.deposited),
         "claimed": str(state.claimed),
         "maxClaimableAmount": str(state.ceiling),

@@ -103,7 +103,13 @@ class Paywall:
                 {"error": "cannot_consent", "message": "this node holds no receiver key; use the unilateral close"},
                 status=503,
             )
-        effect = await self.runtime.cooperative_close(channel, amount, payer_signature)
+        try:
+            effect = await self.runtime.cooperative_close(channel, amount, payer_signature)
+        except StoreError as exc:
+            self.log.error("store_failed", error=str(exc))
+            return web.json_response(
+                {"error": "store_unavailable", "message": "the node could not record its consent"}, status=503
+            )
         if isinstance(effect, Rejected):
             status = {Reject.CHANNEL_UNKNOWN: 404, Reject.INVALID_SIGNATURE: 403}.get(effect.code, 409)
             state = await self.runtime.channel(channel)

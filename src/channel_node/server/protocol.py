@@ -280,6 +280,18 @@ def payment_response(
     return receipt
 
 
+def config_json(config: ChannelConfig) -> dict:
+    """A channel's configuration as the wire (and the admin API) spells it."""
+    return {
+        "payer": _checksum(config.payer),
+        "signer": _checksum(config.signer),
+        "receiver": _checksum(config.receiver),
+        "token": _checksum(config.token),
+        "closeDelay": config.close_delay,
+        "salt": str(config.salt),
+    }
+
+
 def payment_signature(
     network: str,
     contract: str,
@@ -298,14 +310,7 @@ def payment_signature(
     if payment_id is not None:
         payload["paymentId"] = payment_id
     if config is not None:
-        payload["channel"] = {
-            "payer": to_checksum_address(config.payer),
-            "signer": to_checksum_address(config.signer),
-            "receiver": to_checksum_address(config.receiver),
-            "token": to_checksum_address(config.token),
-            "closeDelay": config.close_delay,
-            "salt": str(config.salt),
-        }
+        payload["channel"] = config_json(config)
     accepted = {
         "scheme": SCHEME,
         "network": network,

@@ -13,7 +13,6 @@ lets them run beside the writer. A file lock keeps a second node process off the
 from __future__ import annotations
 
 import asyncio
-import fcntl
 
 import queue
 import sqlite3
@@ -24,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from channel_node.core import ChannelState
+from channel_node.lockfile import lock_beside
 from channel_node.signing import ChannelConfig
 from channel_node.store.base import (
     OUTBOX_OPEN,
@@ -125,14 +125,9 @@ class SQLiteStore:
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self, pin: Pin) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(f"{self.path}.lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise StoreLocked(f"another channel-node process is using {self.path}") from None
+        self._lock_file = lock_beside(self.path)
+        if self._lock_file is None:
+            raise StoreLocked(f"another channel-node process is using {self.path}")
         self._writer = _connect(self.path, self.synchronous)
         self._migrate(self._writer)
         self._check_pin(self._writer, pin)

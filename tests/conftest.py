@@ -113,3 +113,13 @@ class Channels:
 @pytest.fixture
 def channels(chain: DevChain, deployed, parties: Parties) -> Channels:
     return Channels(chain, deployed, parties)
+
+
+@pytest.fixture(autouse=True)
+def _flush_logs_per_test():
+    """Log lines are written in blocks by a background thread; flushing at the end of each test
+    keeps one test's lines out of the next test's captured stdout."""
+    from channel_node import logs
+
+    yield
+    logs.flush()

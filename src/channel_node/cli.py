@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import signal
@@ -276,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
     args = build_parser().parse_args(argv)
+    # Every command whose stdout is its answer (tables, JSON, content) logs to stderr; `dev` and
+    # `serve` reconfigure for the node, whose log lines are its output.
+    from channel_node.logs import configure
+
+    configure("console", logging.WARNING, stream="stderr")
     return args.handler(args)
 
 

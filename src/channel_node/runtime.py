@@ -129,6 +129,11 @@ class Runtime:
         self._unknown_until: dict[bytes, float] = {}
         self._known: set[bytes] | None = None  # channel ids in the store, loaded on first chain event
 
+    @property
+    def loaded_channels(self) -> int:
+        """Channels held in memory: those this process has served or seen on chain since it started."""
+        return len(self._cache)
+
     def _lock(self, channel: bytes) -> asyncio.Lock:
         lock = self._locks.get(channel)
         if lock is None:

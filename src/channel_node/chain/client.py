@@ -247,6 +247,11 @@ class LocalKeySender(Sender):
             signed = self._account.sign_transaction(full)
             return bytes(await w3.eth.send_raw_transaction(signed.raw_transaction))
 
+    def sign_digest(self, digest: bytes) -> bytes:
+        """A 65-byte signature over a 32-byte EIP-712 digest (e.g. the payer's consent to a
+        cooperative close), made with the same key that sends, which never leaves this object."""
+        return bytes(self._account.unsafe_sign_hash(digest).signature)
+
     def __repr__(self) -> str:
         return f"LocalKeySender({self.address})"
 

@@ -948,7 +948,7 @@ class Wallet:
         record = self._record(channel)
         amount = record.charged
         digest = cooperative_close_digest(Domain(record.chain_id, record.contract), record.channel_id, amount)
-        payer_signature = self._sender._account.unsafe_sign_hash(digest).signature
+        payer_signature = self._sender.sign_digest(digest)
         body = {"channelId": record.hex_id, "amount": str(amount), "payerSignature": "0x" + bytes(payer_signature).hex()}
         own_session = http is None
         http = http or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

@@ -257,7 +257,7 @@ def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = 
         return web.json_response(report)
 
     async def metrics(request: web.Request) -> web.Response:
-        paywall.metrics.channels.set(len(paywall.runtime._cache))
+        paywall.metrics.channels.set(paywall.runtime.loaded_channels)
         return web.Response(body=paywall.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def close_source(app: web.Application) -> None:

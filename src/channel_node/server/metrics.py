@@ -20,7 +20,7 @@ class Metrics:
             "channel_node_paid_request_seconds", "Latency of priced requests", ["outcome"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.channels = Gauge("channel_node_channels", "Channels known to the node", registry=self.registry)
+        self.channels = Gauge("channel_node_channels", "Channels loaded by the node since it started", registry=self.registry)
         # Label lookups cost a lock and a dict probe: resolve the hot ones once.
         self.paid_unlocks = self.unlocks.labels("paid")
         self.free_refetches = self.unlocks.labels("free_refetch")

@@ -11,6 +11,7 @@ os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
 import pytest
 from eth_utils import to_checksum_address
 
+from channel_node import logs
 from channel_node.chain.devchain import DevAccount, DevChain
 from channel_node.signing import (
     ChannelConfig,
@@ -22,6 +23,9 @@ from channel_node.signing import (
     to_compact,
     voucher_digest,
 )
+
+# Each log line goes out when it is logged, into the output captured for the test that logged it.
+logs.set_buffering(False)
 
 HOUR = 3600
 ETH = 10**18
@@ -114,12 +118,3 @@ class Channels:
 def channels(chain: DevChain, deployed, parties: Parties) -> Channels:
     return Channels(chain, deployed, parties)
 
-
-@pytest.fixture(autouse=True)
-def _flush_logs_per_test():
-    """Log lines are written in blocks by a background thread; flushing at the end of each test
-    keeps one test's lines out of the next test's captured stdout."""
-    from channel_node import logs
-
-    yield
-    logs.flush()

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from channel_node.config import load_settings
+from channel_node import logs
 from channel_node.logs import configure, flush as flush_logs
 from paywall_helpers import PRICE, Payer, node_settings, start_node, write_site
 
@@ -79,6 +80,29 @@ async def test_one_json_log_line_per_paid_request_and_metrics(chain, deployed, p
     finally:
         configure("console")
         await running.stop()
+
+
+def test_buffered_log_lines_are_written_in_blocks_and_on_flush(capsys):
+    """The node buffers log lines (one write per block, not per line); none may be lost or reordered."""
+    import structlog
+
+    capsys.readouterr()
+    logs.set_buffering(True)
+    try:
+        configure("json")
+        log = structlog.get_logger()
+        for n in range(3):
+            log.info("few", n=n)
+        flush_logs()  # what a planned exit does; the daemon thread does it within FLUSH_INTERVAL
+        for n in range(600):
+            log.info("many", n=n)  # blocks written as they fill, and by the daemon thread meanwhile
+        flush_logs()
+        out = capsys.readouterr().out
+    finally:
+        logs.set_buffering(False)
+        configure("console")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["event"], line["n"]) for line in lines] == [("few", n) for n in range(3)] + [("many", n) for n in range(600)]
 
 
 async def test_health_and_metrics_report_a_claim_key_that_cannot_pay_gas(chain, deployed, parties, tmp_path):

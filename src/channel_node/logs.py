@@ -28,6 +28,7 @@ class _Sink:
 
     def __init__(self) -> None:
         self.tty = False  # set by configure(): isatty() is a system call, not for every line
+        self.buffered = True
         self.stream = "stdout"  # looked up on sys at each write, so a replaced stream (tests) is used
         self._lines: list[str] = []
         self._lock = threading.Lock()
@@ -35,7 +36,7 @@ class _Sink:
         atexit.register(self.flush)
 
     def write(self, line: str) -> None:
-        if self.tty:
+        if self.tty or not self.buffered:
             getattr(sys, self.stream).write(line + "\n")
             return
         with self._lock:
@@ -90,6 +91,13 @@ def _dumps(event: dict, **kwargs) -> str:
 def flush() -> None:
     """Writes out waiting log lines now (tests, and before a planned exit)."""
     _sink.flush()
+
+
+def set_buffering(enabled: bool) -> None:
+    """Off: each line is written at once by the thread that logs it (tests turn buffering off so a
+    line lands in the output captured for the test that logged it, never in a later test's)."""
+    _sink.flush()
+    _sink.buffered = enabled
 
 
 def configure(log_format: str = "auto", level: int = logging.INFO, stream: str = "stdout") -> None:

@@ -36,15 +36,18 @@ def async_web3(tester) -> AsyncWeb3:
     return AsyncWeb3(provider)
 
 
-def node_settings(contract: str, receiver: str, database: Path, **paywall):
+def node_settings(
+    contract: str, receiver: str, database: Path, token: str | None = None, claim_key: str | None = None, **paywall
+):
     paywall.setdefault("prices", [
         {"path": "/articles/*", "price": PRICE, "description": "an article", "tags": {"section": "news"}},
         {"path": "/api/*", "price": PRICE, "once": False},
     ])  # fmt: skip
     paywall.setdefault("free", ["/articles/index.html"])
     return load_settings(
-        contract=contract, receiver=receiver, database=database, confirmations=1, close_margin=60, paywall=paywall
-    )
+        contract=contract, receiver=receiver, database=database, token=token, claim_key=claim_key, confirmations=1, close_margin=60,
+        paywall=paywall,
+    )  # fmt: skip
 
 
 @dataclass

@@ -70,7 +70,12 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
         listed = subprocess.run([sys.executable, "-m", "channel_node.cli", "wallet", "channels", "--json", *wallet_args],
                                 capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
         [channel] = json.loads(listed.stdout)
-        assert channel["charged"] == "20000000000000"
+        assert channel["charged"] == "20000000000000" and channel["asset"] == "ETH"
+        token = "0x" + "12" * 20  # a wallet told to pay in a token refuses this site's ETH offer
+        refused = subprocess.run([sys.executable, "-m", "channel_node.cli", "wallet", "get", offer_url, "--token", token, *wallet_args],
+                                 capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        assert refused.returncode != 0 and refused.stdout == ""
+        assert "the offer asks for native ETH; this wallet's policy pays in token" in refused.stderr, refused.stderr
         topped = subprocess.run(
             [sys.executable, "-m", "channel_node.cli", "wallet", "topup", channel["channel"], "1000", "--json", *wallet_args],
             capture_output=True, text=True, env=env, timeout=60,

@@ -30,6 +30,7 @@ from channel_node.client import (
 from channel_node.client.store import BLOCKED, CLOSING, ORPHANED, SETTLED
 from channel_node.server.protocol import decode_header, payment_response
 from channel_node.signing import to_compact
+from contract_helpers import deploy_test_token
 from paywall_helpers import PRICE, async_web3, node_settings, start_node, write_site
 
 GAS = 300_000
@@ -295,6 +296,53 @@ async def test_closing_returns_exactly_the_unspent_deposit(running, make_wallet,
     assert (done.refunded, done.claimed) == (47 * PRICE, 3 * PRICE), "exactly the unspent deposit"
     assert balance() == before + done.refunded - done.tx.fee
     assert wallet.store.channel(record.channel_id).status == SETTLED
+
+
+async def test_a_wallet_that_pays_in_a_token(chain, deployed, parties, site, tmp_path, make_wallet):
+    """A publisher pricing in an ERC-20 (a stablecoin, say): the reader's wallet approves exactly
+    each deposit, pays per article, tops up, and a cooperative close returns the unspent tokens."""
+    token = deploy_test_token(chain)
+    payer, receiver = parties.payer.address, parties.receiver.address
+    assert chain.transact(token.functions.mint(payer, 10**6), parties.deployer.address)["status"] == 1
+    # A stale non-zero allowance: USDT-style tokens refuse to change it to another non-zero value.
+    assert chain.transact(token.functions.approve(deployed.address, 7), payer)["status"] == 1
+    settings = node_settings(
+        deployed.address, receiver, tmp_path / "node.db", token=token.address,
+        claim_key=parties.receiver.private_key.hex(), content_dir=site,
+    )  # fmt: skip
+    node = await start_node(chain.tester, settings)
+    try:
+        eth_wallet = make_wallet(name="eth.db")
+        with pytest.raises(UnsupportedAsset, match=f"token {token.address}.*pays in native ETH"):
+            await eth_wallet.pay_for(await offer_of(node, "/articles/a0.html"), url(node, "/articles/a0.html"))
+        assert eth_wallet.channels() == []
+
+        wallet = make_wallet(Policy(asset=token.address, deposit_multiple=5, topup_below=2), name="token.db")
+        async with paying(wallet) as session:
+            for n in range(8):
+                assert (await session.get(url(node, f"/articles/a{n}.html"))).charged == PRICE
+            assert (await session.get(url(node, "/articles/a0.html"))).charged == 0, "re-read, not paid again"
+        [record] = wallet.channels()
+        assert record.config.token == bytes.fromhex(token.address[2:]) and record.charged == 8 * PRICE
+        assert record.deposited >= 10 * PRICE, "topped up in tokens"
+        assert token.functions.allowance(payer, deployed.address).call() == 0, "approvals were exact"
+        assert token.functions.balanceOf(payer).call() == 10**6 - record.deposited
+
+        done = await wallet.close_via_node(record.channel_id, url(node, "/"))
+        assert (done.claimed, done.refunded) == (8 * PRICE, record.deposited - 8 * PRICE)
+        assert token.functions.balanceOf(payer).call() == 10**6 - 8 * PRICE, "every unspent token came back"
+        owed = token.functions.balanceOf(receiver).call() + deployed.functions.pendingPayouts(token.address, receiver).call()
+        assert owed == 8 * PRICE
+        with pytest.raises(ValueError, match="asset must be a token address"):
+            Policy(asset="USDC")
+    finally:
+        await node.stop()
+
+
+async def offer_of(running, path: str) -> dict:
+    async with aiohttp.ClientSession() as plain:
+        async with plain.get(url(running, path)) as response:
+            return decode_header(response.headers["PAYMENT-REQUIRED"])["accepts"][0]
 
 
 async def test_after_losing_the_database_the_wallet_rebuilds_its_channel_and_keeps_paying(

@@ -10,7 +10,8 @@
 The wallet folder (default ~/.channel-node/wallet, or CHANNEL_NODE_WALLET) holds `keystore.json`
 (the main key, scrypt-encrypted; password from CHANNEL_NODE_KEYSTORE_PASSWORD or a prompt) and
 `wallet.db` (channels, per-channel voucher keys, spending records; 0600). Amounts are in the
-asset's smallest unit (wei).
+asset's smallest unit: wei, or the token's with `--token ADDRESS` (a wallet pays in one asset, so
+its limits mean one thing).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ def _keystore(args) -> Path:
 def _policy(args):
     from channel_node.client import Policy
 
-    return Policy(
-        deposit_multiple=args.deposit_multiple,
-        per_request_limit=args.max_price,
-        per_site_daily_limit=args.site_daily_limit,
-        daily_limit=args.daily_limit,
-    )
+    try:
+        return Policy(
+            asset=args.token,
+            deposit_multiple=args.deposit_multiple,
+            per_request_limit=args.max_price,
+            per_site_daily_limit=args.site_daily_limit,
+            daily_limit=args.daily_limit,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def _open_wallet(args):
@@ -87,10 +92,16 @@ async def _with_wallet(args, action, waiting: str | None = None):
         await w3.provider.disconnect()
 
 
+def _asset_of(record) -> str:
+    from eth_utils import to_checksum_address
+
+    return "ETH" if record.config.is_eth else to_checksum_address(record.config.token)
+
+
 def _channel_rows(wallet) -> list[dict]:
     return [
         {
-            "channel": r.hex_id, "receiver": r.receiver, "status": r.status, "deposited": str(r.deposited),
+            "channel": r.hex_id, "receiver": r.receiver, "asset": _asset_of(r), "status": r.status, "deposited": str(r.deposited),
             "signed": str(r.signed), "charged": str(r.charged), "unspent": str(r.deposited - r.charged),
             "closeDeadline": r.close_deadline,
         }
@@ -130,10 +141,17 @@ async def _channels(args) -> int:
 
 async def _balance(args) -> int:
     async def balance(wallet):
-        on_chain = await wallet.w3.eth.get_balance(wallet.address)
-        rows = _channel_rows(wallet)
+        from channel_node.chain.client import Erc20Client
+
+        gas = await wallet.w3.eth.get_balance(wallet.address)
+        asset = wallet.policy.asset
+        rows = [r for r in _channel_rows(wallet) if r["asset"] == (asset or "ETH")]
         locked = sum(int(r["unspent"]) for r in rows if r["status"] != "settled")
-        return {"address": wallet.address, "balance": str(on_chain), "unspent_in_channels": str(locked)}
+        if asset is None:
+            return {"address": wallet.address, "balance": str(gas), "unspent_in_channels": str(locked)}
+        held = await Erc20Client(wallet.w3, asset).balance_of(wallet.address)
+        return {"address": wallet.address, "token": asset, "balance": str(held), "unspent_in_channels": str(locked),
+                "eth_for_gas": str(gas)}  # fmt: skip
 
     _table([await _with_wallet(args, balance)], args.json, "balance")
     return 0
@@ -253,6 +271,8 @@ def add_wallet_commands(subparsers) -> None:
         parser.add_argument("--wallet", help=f"wallet folder (default {DEFAULT_FOLDER})")
         parser.add_argument("--rpc-url", default=os.environ.get("CHANNEL_NODE_RPC_URL", "http://127.0.0.1:8545"))
         parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--token", default=os.environ.get("CHANNEL_NODE_WALLET_TOKEN"),
+                            help="pay in this ERC-20 token (address) instead of native ETH; amounts and limits are in its smallest unit")
         parser.add_argument("--deposit-multiple", type=int, default=50, help="a new channel's deposit in prices (default 50)")
         parser.add_argument("--max-price", type=int, help="refuse to pay more than this for one request")
         parser.add_argument("--site-daily-limit", type=int, help="most to spend per site per day")

@@ -892,6 +892,58 @@ class ChannelDepositClient:
         )
 
 
+# ------------------------------------------------------------------ ERC-20, for payers
+
+_ERC20_ABI = [
+    {"type": "function", "name": "balanceOf", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "allowance", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+     "outputs": [{"name": "", "type": "uint256"}]},
+    # No outputs declared: tokens that return nothing from approve (USDT) are called the same way.
+    {"type": "function", "name": "approve", "stateMutability": "nonpayable",
+     "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}], "outputs": []},
+]  # fmt: skip
+
+
+class Erc20Client:
+    """The ERC-20 calls a payer needs before a token deposit: balance, allowance, approve."""
+
+    def __init__(self, w3: AsyncWeb3, address: AddressLike, *, receipt_timeout: float = 120.0, poll_latency: float = 0.5) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.receipt_timeout = receipt_timeout
+        self.poll_latency = poll_latency
+        self.contract = w3.eth.contract(address=self.address, abi=_ERC20_ABI)
+
+    def __repr__(self) -> str:
+        return f"Erc20Client({self.address})"
+
+    async def balance_of(self, owner: AddressLike) -> int:
+        return int(await self.contract.functions.balanceOf(to_checksum_address(owner)).call())
+
+    async def allowance(self, owner: AddressLike, spender: AddressLike) -> int:
+        return int(await self.contract.functions.allowance(to_checksum_address(owner), to_checksum_address(spender)).call())
+
+    async def ensure_allowance(self, spender: AddressLike, amount: int, *, sender: Sender, gas: int | None = None) -> bool:
+        """Lets `spender` take exactly `amount` (never an unlimited allowance: a reader's exposure
+        stays what it deposits). Tokens such as USDT refuse a change from one non-zero allowance to
+        another, so a stale non-zero allowance is set to zero first. False: it already sufficed."""
+        _uint(amount, "amount")
+        current = await self.allowance(sender.address, spender)
+        if current >= amount:
+            return False
+        if current:
+            await self._approve(spender, 0, sender=sender, gas=gas)
+        await self._approve(spender, amount, sender=sender, gas=gas)
+        return True
+
+    async def _approve(self, spender: AddressLike, amount: int, *, sender: Sender, gas: int | None) -> None:
+        data = self.contract.encode_abi("approve", [to_checksum_address(spender), amount])
+        tx = {"from": sender.address, "to": self.address, "data": data, "value": 0}
+        await _send_and_wait(self.w3, sender, tx, gas, "approve", timeout=self.receipt_timeout, poll_latency=self.poll_latency)
+
+
 __all__ = [
     "EVENT_TYPES",
     "ChannelClaimed",
@@ -902,6 +954,7 @@ __all__ = [
     "ChannelSettled",
     "CloseRequested",
     "ContractRevert",
+    "Erc20Client",
     "LocalKeySender",
     "OnChainChannel",
     "PayoutDeferred",

@@ -38,6 +38,7 @@ from channel_node.chain.client import (
     ChannelSettled,
     CloseRequested,
     ContractRevert,
+    Erc20Client,
     Sender,
     TxResult,
     as_revert,
@@ -91,8 +92,8 @@ class OfferRejected(WalletError):
     conflicts with the policy (close delay)."""
 
 
-class UnsupportedAsset(OfferRejected, NotImplementedError):
-    """The offer asks for an ERC-20 token; this wallet pays in native ETH only (for now)."""
+class UnsupportedAsset(OfferRejected):
+    """The offer asks for another asset than the one the wallet's policy pays in."""
 
 
 class ServerMisbehaved(WalletError):
@@ -118,7 +119,12 @@ def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> N
 
 @dataclass(frozen=True)
 class Policy:
-    """How much the wallet locks up and spends. Amounts in the asset's smallest unit (wei)."""
+    """How much the wallet locks up and spends, in `asset`'s smallest unit (wei for native ETH).
+
+    One policy counts in one asset, so its limits mean one thing: a wallet that pays in ETH refuses
+    offers in a token, and the other way round."""
+
+    asset: str | None = None  # None: native ETH; else the ERC-20 token's address
 
     deposit_multiple: int = 50  # a new channel's deposit, and each top-up, is N x the price
     max_deposit: int | None = None  # most ever locked in one channel; then a new channel is opened
@@ -129,6 +135,11 @@ class Policy:
     close_delay: int = 3600  # seconds; must be inside the offer's extra.closeDelay range
 
     def __post_init__(self) -> None:
+        if self.asset is not None:
+            if not isinstance(self.asset, str) or not is_address(self.asset):
+                raise ValueError(f"asset must be a token address or None for native ETH, not {self.asset!r}")
+            token = to_checksum_address(self.asset)
+            object.__setattr__(self, "asset", None if to_canonical_address(token) == ZERO_ADDRESS else token)
         _check_int("deposit_multiple", self.deposit_multiple, 1)
         _check_int("max_deposit", self.max_deposit, 1, optional=True)
         _check_int("topup_below", self.topup_below, 1)
@@ -263,6 +274,12 @@ def site_of(url: str) -> str:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     return f"{host}:{parts.port}" if parts.port else host
+
+
+def _asset_name(asset: str | None) -> str:
+    if asset is None or to_canonical_address(asset) == ZERO_ADDRESS:
+        return "native ETH"
+    return f"token {to_checksum_address(asset)}"
 
 
 def _today() -> str:
@@ -496,8 +513,11 @@ class Wallet:
         resource = urlsplit(url).path or "/"
         self._refuse_blocked(site, terms.receiver)
         self._check_limits(site, terms.price, terms.price)  # before a channel is opened for it
-        if to_canonical_address(terms.asset) != ZERO_ADDRESS:
-            raise UnsupportedAsset(f"the offer asks for token {terms.asset}; this wallet pays in native ETH only")
+        if to_canonical_address(terms.asset) != to_canonical_address(self.policy.asset or ZERO_ADDRESS):
+            raise UnsupportedAsset(
+                f"the offer asks for {_asset_name(terms.asset)}; this wallet's policy pays in "
+                f"{_asset_name(self.policy.asset)} (Policy.asset / wallet --token)"
+            )
         delay = self._close_delay(terms)
         await self._check_contract(terms.contract)
         for _ in range(4):  # a channel can fill up or start closing between two steps
@@ -531,7 +551,7 @@ class Wallet:
         salt = secrets.randbits(96)  # random: a rebuilt wallet never reuses an old channel's identity
         voucher_key = self._voucher_key(terms.chain_id, terms.contract, salt)
         config = ChannelConfig.create(
-            payer=self.address, signer=address_of_key(voucher_key), receiver=terms.receiver, token=None,
+            payer=self.address, signer=address_of_key(voucher_key), receiver=terms.receiver, token=self.policy.asset,
             close_delay=delay, salt=salt,
         )  # fmt: skip
         cid = channel_id(Domain(terms.chain_id, terms.contract), config)
@@ -539,7 +559,7 @@ class Wallet:
         self.store.insert_channel(cid, terms.chain_id, terms.contract, config, voucher_key, OPENING)
         client = self._client(terms.contract)
         try:
-            tx = await client.deposit_eth(config, amount, sender=self._sender, gas=self.gas)
+            tx = await self._deposit(terms.contract, config, amount)
         except Exception:
             on_chain = None
             try:
@@ -556,6 +576,19 @@ class Wallet:
         self.store.update_channel(cid, status=OPEN, deposited=deposited)
         log.info("opened channel 0x%s to %s with %d (close delay %d s)", cid.hex(), terms.receiver, deposited, delay)
         return self.store.channel(cid)  # type: ignore[return-value]
+
+    async def _deposit(self, contract: str, config: ChannelConfig, amount: int) -> TxResult:
+        """Opens or tops up a channel: ETH goes with the call; a token is first approved for exactly
+        this amount (when the allowance does not already cover it), then pulled by the contract."""
+        client = self._client(contract)
+        if config.is_eth:
+            return await client.deposit_eth(config, amount, sender=self._sender, gas=self.gas)
+        token = Erc20Client(self.w3, config.token)
+        balance = await token.balance_of(self.address)
+        if balance < amount:
+            raise WalletError(f"a deposit of {amount} needs more of token {token.address} than this account holds ({balance})")
+        await token.ensure_allowance(client.address, amount, sender=self._sender, gas=self.gas)
+        return await client.deposit_token(config, amount, sender=self._sender, gas=self.gas)
 
     def _low(self, record: ChannelRecord, live: _Live, price: int) -> bool:
         committed = max(record.signed, record.charged + live.reserved)
@@ -583,7 +616,7 @@ class Wallet:
                             "%d back)", record.hex_id, record.deposited - record.signed)  # fmt: skip
                 return None
             try:
-                tx = await self._client(record.contract).deposit_eth(record.config, amount, sender=self._sender, gas=self.gas)
+                tx = await self._deposit(record.contract, record.config, amount)
             except ContractRevert as exc:
                 if exc.error_name in ("ChannelClosing", "ChannelIsSettled"):
                     self.store.update_channel(record.channel_id, status=CLOSING if exc.error_name == "ChannelClosing" else SETTLED)
@@ -605,7 +638,7 @@ class Wallet:
         _uint(amount, "amount")
         live = self._state(record)
         async with live.funding:
-            tx = await self._client(record.contract).deposit_eth(record.config, amount, sender=self._sender, gas=self.gas)
+            tx = await self._deposit(record.contract, record.config, amount)
             topped = tx.events_of(ChannelDeposited)
             record = self.store.channel(record.channel_id)
             self.store.update_channel(record.channel_id, deposited=topped[0].total_deposited if topped else record.deposited + amount)

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 import channel_node.server.app as paywall_app
+from channel_node.chain.client import Erc20Client
 from channel_node.client import (
     OfferRejected,
     PayingSession,
@@ -30,7 +31,7 @@ from channel_node.client import (
 from channel_node.client.store import BLOCKED, CLOSING, ORPHANED, SETTLED
 from channel_node.server.protocol import decode_header, payment_response
 from channel_node.signing import to_compact
-from contract_helpers import deploy_test_token
+from contract_helpers import deploy_test_contract, deploy_test_token
 from paywall_helpers import PRICE, async_web3, node_settings, start_node, write_site
 
 GAS = 300_000
@@ -298,19 +299,25 @@ async def test_closing_returns_exactly_the_unspent_deposit(running, make_wallet,
     assert wallet.store.channel(record.channel_id).status == SETTLED
 
 
-async def test_a_wallet_that_pays_in_a_token(chain, deployed, parties, site, tmp_path, make_wallet):
-    """A publisher pricing in an ERC-20 (a stablecoin, say): the reader's wallet approves exactly
-    each deposit, pays per article, tops up, and a cooperative close returns the unspent tokens."""
-    token = deploy_test_token(chain)
-    payer, receiver = parties.payer.address, parties.receiver.address
-    assert chain.transact(token.functions.mint(payer, 10**6), parties.deployer.address)["status"] == 1
+async def token_node(chain, deployed, parties, site, tmp_path, token):
+    """A node whose prices are in `token`, holding the receiver's key (it co-signs closes)."""
+    assert chain.transact(token.functions.mint(parties.payer.address, 10**6), parties.deployer.address)["status"] == 1
     # A stale non-zero allowance: USDT-style tokens refuse to change it to another non-zero value.
-    assert chain.transact(token.functions.approve(deployed.address, 7), payer)["status"] == 1
+    assert chain.transact(token.functions.approve(deployed.address, 7), parties.payer.address)["status"] == 1
     settings = node_settings(
-        deployed.address, receiver, tmp_path / "node.db", token=token.address,
+        deployed.address, parties.receiver.address, tmp_path / "node.db", token=token.address,
         claim_key=parties.receiver.private_key.hex(), content_dir=site,
     )  # fmt: skip
-    node = await start_node(chain.tester, settings)
+    return await start_node(chain.tester, settings)
+
+
+async def test_a_wallet_that_pays_in_a_token(chain, deployed, parties, site, tmp_path, make_wallet):
+    """A publisher pricing in an ERC-20 (a stablecoin, say): each deposit of the reader's wallet is
+    one transaction carrying an EIP-2612 permit for exactly its amount; it pays per article, tops up,
+    and a cooperative close returns the unspent tokens."""
+    token = deploy_test_token(chain)
+    payer, receiver = parties.payer.address, parties.receiver.address
+    node = await token_node(chain, deployed, parties, site, tmp_path, token)
     try:
         eth_wallet = make_wallet(name="eth.db")
         with pytest.raises(UnsupportedAsset, match=f"token {token.address}.*pays in native ETH"):
@@ -318,6 +325,7 @@ async def test_a_wallet_that_pays_in_a_token(chain, deployed, parties, site, tmp
         assert eth_wallet.channels() == []
 
         wallet = make_wallet(Policy(asset=token.address, deposit_multiple=5, topup_below=2), name="token.db")
+        sent_before = chain.w3.eth.get_transaction_count(payer)
         async with paying(wallet) as session:
             for n in range(8):
                 assert (await session.get(url(node, f"/articles/a{n}.html"))).charged == PRICE
@@ -325,7 +333,9 @@ async def test_a_wallet_that_pays_in_a_token(chain, deployed, parties, site, tmp
         [record] = wallet.channels()
         assert record.config.token == bytes.fromhex(token.address[2:]) and record.charged == 8 * PRICE
         assert record.deposited >= 10 * PRICE, "topped up in tokens"
-        assert token.functions.allowance(payer, deployed.address).call() == 0, "approvals were exact"
+        deposits = record.deposited // (5 * PRICE)
+        assert chain.w3.eth.get_transaction_count(payer) - sent_before == deposits, "one transaction per deposit"
+        assert token.functions.allowance(payer, deployed.address).call() == 0, "each permit was exact"
         assert token.functions.balanceOf(payer).call() == 10**6 - record.deposited
 
         done = await wallet.close_via_node(record.channel_id, url(node, "/"))
@@ -335,6 +345,50 @@ async def test_a_wallet_that_pays_in_a_token(chain, deployed, parties, site, tmp
         assert owed == 8 * PRICE
         with pytest.raises(ValueError, match="asset must be a token address"):
             Policy(asset="USDC")
+    finally:
+        await node.stop()
+
+
+async def test_a_token_without_permit_is_approved_exactly(chain, deployed, parties, site, tmp_path, make_wallet):
+    token = deploy_test_contract(chain, "NoReturnToken")  # USDT-style: no permit, approve returns nothing
+    payer = parties.payer.address
+    node = await token_node(chain, deployed, parties, site, tmp_path, token)
+    try:
+        wallet = make_wallet(Policy(asset=token.address), name="token.db")
+        sent_before = chain.w3.eth.get_transaction_count(payer)
+        async with paying(wallet) as session:
+            for n in range(3):
+                assert (await session.get(url(node, f"/articles/a{n}.html"))).charged == PRICE
+        [record] = wallet.channels()
+        assert record.deposited == 50 * PRICE and token.functions.balanceOf(payer).call() == 10**6 - 50 * PRICE
+        # The stale allowance of 7 is zeroed, then exactly the deposit approved and spent.
+        assert chain.w3.eth.get_transaction_count(payer) - sent_before == 3
+        assert token.functions.allowance(payer, deployed.address).call() == 0
+        with pytest.raises(WalletError, match="more of token .* than this account holds"):
+            await wallet.top_up(record.channel_id, 10**6)
+    finally:
+        await node.stop()
+
+
+async def test_a_permit_the_token_does_not_honour_falls_back_to_approve(
+    chain, deployed, parties, site, tmp_path, make_wallet, monkeypatch
+):
+    async def unusable_permit(self, owner, spender, value, deadline):
+        return b"\x11" * 32, b"\x22" * 32  # as from a token whose permit is not EIP-2612's
+
+    monkeypatch.setattr(Erc20Client, "permit_signature", unusable_permit)
+    token = deploy_test_token(chain)
+    payer = parties.payer.address
+    node = await token_node(chain, deployed, parties, site, tmp_path, token)
+    try:
+        wallet = make_wallet(Policy(asset=token.address), name="token.db")
+        async with paying(wallet) as session:
+            assert (await session.get(url(node, "/articles/a0.html"))).charged == PRICE
+        [record] = wallet.channels()
+        assert record.deposited == 50 * PRICE and token.functions.allowance(payer, deployed.address).call() == 0
+        sent_before = chain.w3.eth.get_transaction_count(payer)
+        assert (await wallet.top_up(record.channel_id, 1000)).deposited == 50 * PRICE + 1000
+        assert chain.w3.eth.get_transaction_count(payer) - sent_before == 2, "approve + deposit: no second permit try"
     finally:
         await node.stop()
 

@@ -21,7 +21,7 @@ import eth_abi
 from eth_account import Account
 from eth_utils import to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
-from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3RPCError, Web3ValueError
 
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.signing.eip712 import (
@@ -722,6 +722,17 @@ class ChannelDepositClient:
             "depositToken", [config.as_abi_tuple(), _uint(amount, "amount")], sender=sender, gas=gas
         )
 
+    async def deposit_token_with_permit(
+        self, config: ChannelConfig, amount: int, deadline: int, r: bytes, vs: bytes, *,
+        sender: Sender | None = None, gas: int | None = None,
+    ) -> TxResult:
+        """`deposit_token` with the payer's EIP-2612 permit (compact r, vs) in the same transaction:
+        no separate approve. Reverts TokenTransferFailed when the permit did not grant the allowance."""
+        if config.is_eth:
+            raise ValueError("deposit_token_with_permit needs a token channel (use deposit_eth for ETH)")
+        args = [config.as_abi_tuple(), _uint(amount, "amount"), _uint(deadline, "deadline"), bytes(r), bytes(vs)]
+        return await self._transact("depositTokenWithPermit", args, sender=sender, gas=gas)  # fmt: skip
+
     async def claim(
         self,
         config: ChannelConfig,
@@ -900,10 +911,17 @@ _ERC20_ABI = [
     {"type": "function", "name": "allowance", "stateMutability": "view",
      "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
      "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "nonces", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "DOMAIN_SEPARATOR", "stateMutability": "view",
+     "inputs": [], "outputs": [{"name": "", "type": "bytes32"}]},
     # No outputs declared: tokens that return nothing from approve (USDT) are called the same way.
     {"type": "function", "name": "approve", "stateMutability": "nonpayable",
      "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}], "outputs": []},
 ]  # fmt: skip
+
+
+_PERMIT_TYPEHASH = keccak256(b"Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)")
 
 
 class Erc20Client:
@@ -924,6 +942,27 @@ class Erc20Client:
 
     async def allowance(self, owner: AddressLike, spender: AddressLike) -> int:
         return int(await self.contract.functions.allowance(to_checksum_address(owner), to_checksum_address(spender)).call())
+
+    async def permit_signature(
+        self, owner: LocalKeySender, spender: AddressLike, value: int, deadline: int
+    ) -> tuple[bytes, bytes] | None:
+        """The owner's EIP-2612 permit for `spender` to take `value` until `deadline`, as compact
+        (r, vs); None when the token has no EIP-2612 `nonces`/`DOMAIN_SEPARATOR`. Signed over the
+        token's own domain separator, so the token's name and version need not be guessed."""
+        try:
+            nonce = int(await self.contract.functions.nonces(owner.address).call())
+            separator = bytes(await self.contract.functions.DOMAIN_SEPARATOR().call())
+        except Exception as exc:
+            if isinstance(exc, (BadFunctionCallOutput, Web3ValueError)) or _as_revert(exc, "nonces") is not None:
+                return None  # no such functions (a revert or an empty answer): the caller approves instead
+            raise
+        words = b"".join(
+            int(v).to_bytes(32, "big")
+            for v in (int.from_bytes(to_canonical_address(owner.address), "big"),
+                      int.from_bytes(to_canonical_address(spender), "big"), _uint(value, "value"), nonce, deadline)
+        )  # fmt: skip
+        struct_hash = keccak256(_PERMIT_TYPEHASH + words)
+        return to_compact(owner.sign_digest(keccak256(b"\x19\x01" + separator + struct_hash)))
 
     async def ensure_allowance(self, spender: AddressLike, amount: int, *, sender: Sender, gas: int | None = None) -> bool:
         """Lets `spender` take exactly `amount` (never an unlimited allowance: a reader's exposure

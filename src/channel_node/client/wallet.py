@@ -276,6 +276,10 @@ def site_of(url: str) -> str:
     return f"{host}:{parts.port}" if parts.port else host
 
 
+#: Seconds a deposit's permit stays valid: long enough for a slow block, short enough not to linger.
+PERMIT_LIFETIME = 3600
+
+
 def _asset_name(asset: str | None) -> str:
     if asset is None or to_canonical_address(asset) == ZERO_ADDRESS:
         return "native ETH"
@@ -395,6 +399,7 @@ class Wallet:
         self._clients: dict[str, ChannelDepositClient] = {}
         self._live: dict[bytes, _Live] = {}
         self._opening: dict[tuple, asyncio.Lock] = {}
+        self._no_permit: set[str] = set()  # tokens found without a working EIP-2612 permit
 
     def __repr__(self) -> str:
         return f"Wallet({self.address}, {self.store!r})"
@@ -578,8 +583,9 @@ class Wallet:
         return self.store.channel(cid)  # type: ignore[return-value]
 
     async def _deposit(self, contract: str, config: ChannelConfig, amount: int) -> TxResult:
-        """Opens or tops up a channel: ETH goes with the call; a token is first approved for exactly
-        this amount (when the allowance does not already cover it), then pulled by the contract."""
+        """Opens or tops up a channel. ETH goes with the call. A token with EIP-2612 is deposited in
+        one transaction carrying a permit for exactly this amount; any other token is first approved
+        for exactly this amount (never an unlimited allowance), then pulled by the contract."""
         client = self._client(contract)
         if config.is_eth:
             return await client.deposit_eth(config, amount, sender=self._sender, gas=self.gas)
@@ -587,6 +593,19 @@ class Wallet:
         balance = await token.balance_of(self.address)
         if balance < amount:
             raise WalletError(f"a deposit of {amount} needs more of token {token.address} than this account holds ({balance})")
+        if token.address not in self._no_permit:
+            deadline = int((await self.w3.eth.get_block("latest"))["timestamp"]) + PERMIT_LIFETIME
+            permit = await token.permit_signature(self._sender, client.address, amount, deadline)
+            if permit is not None:
+                try:
+                    return await client.deposit_token_with_permit(
+                        config, amount, deadline, *permit, sender=self._sender, gas=self.gas
+                    )
+                except ContractRevert as exc:
+                    if exc.error_name != "TokenTransferFailed":
+                        raise
+                    log.info("token %s did not honour the permit; approving instead", token.address)
+            self._no_permit.add(token.address)
         await token.ensure_allowance(client.address, amount, sender=self._sender, gas=self.gas)
         return await client.deposit_token(config, amount, sender=self._sender, gas=self.gas)
 

@@ -925,7 +925,8 @@ _PERMIT_TYPEHASH = keccak256(b"Permit(address owner,address spender,uint256 valu
 
 
 class Erc20Client:
-    """The ERC-20 calls a payer needs before a token deposit: balance, allowance, approve."""
+    """The ERC-20 calls a payer needs before a token deposit: balance, EIP-2612 permit, or allowance
+    and approve for tokens without permits."""
 
     def __init__(self, w3: AsyncWeb3, address: AddressLike, *, receipt_timeout: float = 120.0, poll_latency: float = 0.5) -> None:
         self.w3 = w3
@@ -956,12 +957,11 @@ class Erc20Client:
             if isinstance(exc, (BadFunctionCallOutput, Web3ValueError)) or _as_revert(exc, "nonces") is not None:
                 return None  # no such functions (a revert or an empty answer): the caller approves instead
             raise
-        words = b"".join(
-            int(v).to_bytes(32, "big")
-            for v in (int.from_bytes(to_canonical_address(owner.address), "big"),
-                      int.from_bytes(to_canonical_address(spender), "big"), _uint(value, "value"), nonce, deadline)
-        )  # fmt: skip
-        struct_hash = keccak256(_PERMIT_TYPEHASH + words)
+        fields = eth_abi.encode(
+            ["address", "address", "uint256", "uint256", "uint256"],
+            [owner.address, to_checksum_address(spender), _uint(value, "value"), nonce, _uint(deadline, "deadline")],
+        )
+        struct_hash = keccak256(_PERMIT_TYPEHASH + fields)
         return to_compact(owner.sign_digest(keccak256(b"\x19\x01" + separator + struct_hash)))
 
     async def ensure_allowance(self, spender: AddressLike, amount: int, *, sender: Sender, gas: int | None = None) -> bool:

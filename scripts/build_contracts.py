@@ -27,6 +27,10 @@ BUNDLES = {
         "sources": ["contracts/ChannelDeposit.sol"],
         "output": "src/channel_node/artifacts/ChannelDeposit.json",
     },
+    "dev": {  # deployed by `channel-node dev --token` on the embedded chain only
+        "sources": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "contracts" / "dev").glob("*.sol")),
+        "output": "src/channel_node/artifacts/DevContracts.json",
+    },
     "test": {
         "sources": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "contracts" / "test").glob("*.sol")),
         "output": "tests/artifacts/test_contracts.json",

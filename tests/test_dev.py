@@ -23,19 +23,25 @@ def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
         return error.code, dict(error.headers), error.read()
 
 
+def start_dev(tmp_path, *options: str) -> subprocess.Popen:
+    command = ["dev", *options, "--port", "0", "--rpc-port", "0", "--data-dir", str(tmp_path)]
+    return subprocess.Popen([sys.executable, "-m", "channel_node.cli", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_until(process: subprocess.Popen, marker: str) -> list[str]:
+    """What `dev` printed, up to and including the first line containing `marker`."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    raise AssertionError("dev stopped early:\n" + "\n".join(lines))
+
+
 def test_following_what_dev_prints_pays_for_articles(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "channel_node.cli", "dev", "--port", "0", "--rpc-port", "0", "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_dev(tmp_path)
     try:
-        lines = []
-        for line in process.stdout:
-            lines.append(line.rstrip("\n"))
-            if "wallet get" in line:
-                break
+        lines = read_until(process, "wallet get")
         text = "\n".join(lines)
         assert "self-check" in text, text
         offer_url = re.search(r"curl -i (http://\S+)$", text, re.M).group(1)
@@ -91,6 +97,44 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
         assert closed.returncode == 0, closed.stderr
         result = json.loads(closed.stdout)
         assert result["closed"] == "cooperatively" and int(result["refunded"]) == int(channel["deposited"]) - 20000000000000
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
+
+
+def test_dev_with_a_token_prices_the_site_in_a_stand_in_stablecoin(tmp_path):
+    """`dev --token`: the same site priced in DemoDollar; the printed curl vouchers and the printed
+    wallet command (which pays with a permit deposit in the token) both buy articles."""
+    process = start_dev(tmp_path, "--token")
+    try:
+        lines = read_until(process, "Browser:")
+        text = "\n".join(lines)
+        assert "paying 20000 DUSD units (0.02 DUSD)" in text, text
+        token = re.search(r"^token\s+(0x[0-9a-fA-F]{40}) \(DemoDollar", text, re.M).group(1)
+        offer_url = re.search(r"curl -i (http://\S+)$", text, re.M).group(1)
+        status, _, body = fetch(offer_url)
+        [offer] = json.loads(body)["accepts"]
+        assert status == 402 and (offer["amount"], offer["asset"]) == ("20000", token)
+        header, url = re.findall(r"curl -i -H 'PAYMENT-SIGNATURE: (\S+)' (http://\S+)", text)[0]
+        status, headers, _ = fetch(url, {"PAYMENT-SIGNATURE": header})
+        assert status == 200 and decode_header(headers["PAYMENT-RESPONSE"])["chargedTotal"] == "40000"
+
+        wallet_line = next(l for l in lines if "wallet get" in l).strip()
+        env_part, command = wallet_line.split(" ", 1)
+        name, value = env_part.split("=", 1)
+        args = command.split()[1:]
+        assert args[-2:] == ["--token", token]
+        env = {**os.environ, name: value}
+        bought = subprocess.run([sys.executable, "-m", "channel_node.cli", *args], capture_output=True, text=True, env=env, timeout=60)
+        assert bought.returncode == 0, bought.stderr
+        assert "<h1>" in bought.stdout and f"charged 20000 units of token {token}" in bought.stderr
+        wallet_args = args[args.index("--wallet") :]  # --wallet DIR --rpc-url URL --token ADDRESS
+        balance = subprocess.run([sys.executable, "-m", "channel_node.cli", "wallet", "balance", "--json", *wallet_args],
+                                 capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        figures = json.loads(balance.stdout)
+        # 1,000 DUSD minted; 2 DUSD in the demo channel, 1 DUSD (50 prices) in the wallet's own.
+        assert (figures["token"], figures["balance"]) == (token, str(1_000_000_000 - 2_000_000 - 1_000_000))
+        assert figures["unspent_in_channels"] == str(1_000_000 - 20_000)
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0

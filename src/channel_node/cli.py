@@ -70,11 +70,13 @@ async def _dev_main(args: argparse.Namespace) -> int:
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
     print("channel-node dev: starting an in-process chain and deploying ChannelDeposit ...", flush=True)
-    world = create_world(Path(args.data_dir) if args.data_dir else None)
+    world = create_world(Path(args.data_dir) if args.data_dir else None, token=args.token)
     provider = AsyncEthereumTesterProvider()
     provider.ethereum_tester = world.chain.tester  # the node reads the same in-process chain
     admin_token = secrets.token_urlsafe(24)
-    settings = dev_settings(world.database, world.contract, world.receiver, args.host, args.port, world.receiver_key, admin_token)
+    settings = dev_settings(
+        world.database, world.contract, world.receiver, args.host, args.port, world.receiver_key, admin_token, world.token
+    )
     node = await build_node(settings, AsyncWeb3(provider))
     await node.start()
     runner, base_url = await _serve_app(node.app, args.host, args.port)
@@ -97,7 +99,7 @@ async def _dev_main(args: argparse.Namespace) -> int:
             return 1
         print(
             f"\nserving {base_url}  (self-check: {first} answered 402, then 200 after paying "
-            f"{receipt['chargedAmount']} wei; charged total {receipt['chargedTotal']})\n",
+            f"{world.amount(int(receipt['chargedAmount']))}; charged total {receipt['chargedTotal']})\n",
             flush=True,
         )
         _print(instructions(world, base_url, paid_first=True))
@@ -110,12 +112,15 @@ async def _dev_main(args: argparse.Namespace) -> int:
             f"\nReader: the chain answers JSON-RPC at {rpc_url}. A reader wallet with the dev reader's key is in\n"
             f"{reader_wallet} (password: dev). Buy an article with it (it opens its own channel first):\n"
             f"  CHANNEL_NODE_KEYSTORE_PASSWORD=dev channel-node wallet get {base_url}{ARTICLES[2]} "
-            f"--wallet {reader_wallet} --rpc-url {rpc_url}",
+            f"--wallet {reader_wallet} --rpc-url {rpc_url}" + (f" --token {world.token}" if world.token else ""),
             flush=True,
         )
-        from channel_node.server.browser import browser_instructions
+        if world.token is None:
+            from channel_node.server.browser import browser_instructions
 
-        _print(browser_instructions(base_url, rpc_url, world.domain.chain_id, world.reader_key, ARTICLES[1]))
+            _print(browser_instructions(base_url, rpc_url, world.domain.chain_id, world.reader_key, ARTICLES[1]))
+        else:
+            print("\nBrowser: the in-page wallet script pays native ETH only; run `channel-node dev` without --token for it.")
         if args.once:
             return 0
         print("\nPress Ctrl-C to stop.", flush=True)
@@ -246,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--once", action="store_true", help="exit after the self-check and instructions")
     dev.add_argument("--rpc-port", type=int, default=8545, help="loopback JSON-RPC port of the dev chain (default 8545)")
     dev.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    dev.add_argument("--token", action="store_true",
+                     help="price the site in DemoDollar, a stand-in ERC-20 stablecoin (6 decimals) deployed on the dev chain")
     dev.set_defaults(handler=_dev)
 
     serve = commands.add_parser("serve", help="run the node against a JSON-RPC endpoint and a deployed contract")

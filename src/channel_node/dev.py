@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from channel_node.chain.artifacts import demo_dollar_artifact
 from channel_node.chain.devchain import DevChain
 from channel_node.config import Settings, load_settings
 from channel_node.server.protocol import payment_signature
 from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
 
 ARTICLE_PRICE = 20_000_000_000_000  # wei: 0.00002 ETH, a few cents
+TOKEN_ARTICLE_PRICE = 20_000  # DemoDollar units (6 decimals): 0.02 DUSD
 DEMO_DEPOSIT = 100 * ARTICLE_PRICE
+READER_TOKENS = 1_000 * 10**6  # the reader's DUSD: enough for the demo channel and a wallet's own
 DEMO_VOUCHER_KEY = keccak256(b"channel-node dev demo voucher key")  # a dev-only key, public by design
 ARTICLES = ["/articles/micropayments.html", "/articles/channels.html", "/articles/vouchers.html"]
 
@@ -28,9 +31,12 @@ def site_root() -> Path:
 
 
 def dev_settings(
-    database: Path, contract: str, receiver: str, host: str, port: int, claim_key: bytes, admin_token: str | None = None
+    database: Path, contract: str, receiver: str, host: str, port: int, claim_key: bytes, admin_token: str | None = None,
+    token: str | None = None,
 ) -> Settings:
+    price = ARTICLE_PRICE if token is None else TOKEN_ARTICLE_PRICE
     return load_settings(
+        token=token,
         admin_token=admin_token,
         admin_port=0,
         insights_database=database.parent / "insights.db",
@@ -44,7 +50,7 @@ def dev_settings(
         paywall={
             "content_dir": site_root(),
             "free": ["/", "/index.html", "/static/*"],
-            "prices": [{"path": "/articles/*", "price": ARTICLE_PRICE, "description": "an article of The Daily Channel"}],
+            "prices": [{"path": "/articles/*", "price": price, "description": "an article of The Daily Channel"}],
         },
     )
 
@@ -60,6 +66,17 @@ class DevWorld:
     config: ChannelConfig
     domain: Domain
     database: Path
+    token: str | None = None  # the DemoDollar contract when the site is priced in it
+
+    @property
+    def price(self) -> int:
+        return ARTICLE_PRICE if self.token is None else TOKEN_ARTICLE_PRICE
+
+    def amount(self, units: int) -> str:
+        """`units` of the site's asset as a reader reads them."""
+        if self.token is None:
+            return f"{units} wei"
+        return f"{units} DUSD units ({units / 10**6:.2f} DUSD)"
 
     @property
     def channel(self) -> bytes:
@@ -73,22 +90,32 @@ class DevWorld:
         )  # fmt: skip
 
 
-def create_world(database_dir: Path | None = None) -> DevWorld:
-    """Deploys the contract and opens the demo reader's channel (one transaction each)."""
+def create_world(database_dir: Path | None = None, token: bool = False) -> DevWorld:
+    """Deploys the contract and opens the demo reader's channel. With `token`, the site is priced in
+    DemoDollar, a stand-in stablecoin deployed here, and the reader holds some."""
     chain = DevChain()
     deployer, publisher, reader = chain.accounts[0], chain.accounts[1], chain.accounts[2]
     contract = chain.deploy_channel_deposit(sender=deployer.address)
+    dollar = None
+    if token:
+        artifact = demo_dollar_artifact()
+        dollar = chain.deploy(artifact.abi, artifact.bytecode, sender=deployer.address)
+        _require(chain.transact(dollar.functions.mint(reader.address, READER_TOKENS), deployer.address), "minting DUSD")
     config = ChannelConfig.create(
         payer=reader.address,
         signer=address_of_key(DEMO_VOUCHER_KEY),
         receiver=publisher.address,
-        token=None,
+        token=None if dollar is None else dollar.address,
         close_delay=3600,
         salt=1,
     )
-    receipt = chain.transact(contract.functions.depositEth(config.as_abi_tuple()), reader.address, value=DEMO_DEPOSIT)
-    if receipt["status"] != 1:
-        raise RuntimeError("opening the demo channel failed")
+    if dollar is None:
+        opened = chain.transact(contract.functions.depositEth(config.as_abi_tuple()), reader.address, value=DEMO_DEPOSIT)
+    else:
+        deposit = 100 * TOKEN_ARTICLE_PRICE
+        _require(chain.transact(dollar.functions.approve(contract.address, deposit), reader.address), "approving DUSD")
+        opened = chain.transact(contract.functions.depositToken(config.as_abi_tuple(), deposit), reader.address)
+    _require(opened, "opening the demo channel")
     folder = database_dir or Path(tempfile.mkdtemp(prefix="channel-node-dev-"))
     return DevWorld(
         chain=chain,
@@ -100,7 +127,13 @@ def create_world(database_dir: Path | None = None) -> DevWorld:
         config=config,
         domain=Domain(chain.chain_id, contract.address),
         database=folder / "node.db",
+        token=None if dollar is None else dollar.address,
     )
+
+
+def _require(receipt: dict, what: str) -> None:
+    if receipt["status"] != 1:
+        raise RuntimeError(f"{what} failed on the dev chain")
 
 
 def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
@@ -109,7 +142,8 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
         f"chain        in-process eth-tester, chain id {world.domain.chain_id}",
         f"contract     {world.contract}",
         f"publisher    {world.receiver} (receives vouchers)",
-        f"reader       {world.reader}, channel 0x{world.channel.hex()} with {DEMO_DEPOSIT} wei",
+        *([f"token        {world.token} (DemoDollar, a stand-in stablecoin: 6 decimals, dev chain only)"] if world.token else []),
+        f"reader       {world.reader}, channel 0x{world.channel.hex()} with {world.amount(100 * world.price)}",
         f"database     {world.database}",
         "",
         "See the price of an article (HTTP 402, the offer in PAYMENT-REQUIRED and in the body):",
@@ -119,7 +153,7 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
     ]
     already = 1 if paid_first else 0
     for n, path in enumerate(ARTICLES[1:], start=already + 1):
-        header = world.voucher_header(n * ARTICLE_PRICE, first=(n == 1))
+        header = world.voucher_header(n * world.price, first=(n == 1))
         lines.append(f"  curl -i -H 'PAYMENT-SIGNATURE: {header}' {base_url}{path}")
     lines += [
         "",
@@ -130,4 +164,4 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
     return lines
 
 
-__all__ = ["ARTICLES", "ARTICLE_PRICE", "DevWorld", "create_world", "dev_settings", "instructions"]
+__all__ = ["ARTICLES", "ARTICLE_PRICE", "TOKEN_ARTICLE_PRICE", "DevWorld", "create_world", "dev_settings", "instructions"]

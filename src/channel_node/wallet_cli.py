@@ -129,7 +129,8 @@ async def _get(args) -> int:
         sys.stdout.buffer.write(result.body)
         sys.stdout.flush()
     total = result.receipt.get("chargedTotal") if result.receipt else None
-    console.print(f"{result.status} {args.url}: charged {result.charged} wei" + (f" (channel total {total})" if total else ""))
+    unit = f"units of token {args.token}" if args.token else "wei"
+    console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else ""), soft_wrap=True)
     return 0 if result.ok else 1
 
 
@@ -286,6 +287,6 @@ def add_wallet_commands(subparsers) -> None:
         if name in ("topup", "close", "finalize"):
             parser.add_argument("channel", help="channel id (0x...)")
         if name == "topup":
-            parser.add_argument("amount", type=int, help="wei to add")
+            parser.add_argument("amount", type=int, help="amount to add, in the channel's asset's smallest unit (wei for ETH)")
         if name == "close":
             parser.add_argument("--node", help="the channel-node's base URL, for a cooperative close")

@@ -22,13 +22,22 @@ def load_bundle(package: str = "channel_node.artifacts", filename: str = "Channe
     return json.loads(resources.files(package).joinpath(filename).read_text())
 
 
-def channel_deposit_artifact() -> Artifact:
-    bundle = load_bundle()
-    contract = bundle["contracts"]["ChannelDeposit"]
+def _artifact(filename: str, name: str) -> Artifact:
+    bundle = load_bundle(filename=filename)
+    contract = bundle["contracts"][name]
     return Artifact(
-        name="ChannelDeposit",
+        name=name,
         abi=contract["abi"],
         bytecode=contract["bytecode"],
         deployed_bytecode=contract["deployedBytecode"],
         compiler=bundle["compiler"],
     )
+
+
+def channel_deposit_artifact() -> Artifact:
+    return _artifact("ChannelDeposit.json", "ChannelDeposit")
+
+
+def demo_dollar_artifact() -> Artifact:
+    """The dev chain's stand-in stablecoin (`channel-node dev --token`); never deployed elsewhere."""
+    return _artifact("DevContracts.json", "DemoDollar")

@@ -16,6 +16,7 @@ import pytest
 import channel_node.server.app as paywall_app
 from channel_node.chain.client import Erc20Client
 from channel_node.client import (
+    InsufficientFunds,
     OfferRejected,
     PayingSession,
     Policy,
@@ -364,8 +365,26 @@ async def test_a_token_without_permit_is_approved_exactly(chain, deployed, parti
         # The stale allowance of 7 is zeroed, then exactly the deposit approved and spent.
         assert chain.w3.eth.get_transaction_count(payer) - sent_before == 3
         assert token.functions.allowance(payer, deployed.address).call() == 0
-        with pytest.raises(WalletError, match="more of token .* than this account holds"):
+        with pytest.raises(InsufficientFunds, match="more of token .* than this account holds"):
             await wallet.top_up(record.channel_id, 10**6)
+    finally:
+        await node.stop()
+
+
+async def test_a_wallet_out_of_tokens_pays_from_what_is_left_then_says_so(chain, deployed, parties, site, tmp_path, make_wallet):
+    token = deploy_test_token(chain)
+    payer = parties.payer.address
+    node = await token_node(chain, deployed, parties, site, tmp_path, token)
+    try:  # the reader keeps exactly one deposit's worth
+        assert chain.transact(token.functions.transfer(parties.other.address, 10**6 - 5 * PRICE), payer)["status"] == 1
+        wallet = make_wallet(Policy(asset=token.address, deposit_multiple=5, topup_below=3), name="token.db")
+        async with paying(wallet) as session:
+            for n in range(5):  # top-ups fail from the 3rd article on; the deposit still covers these
+                assert (await session.get(url(node, f"/articles/a{n}.html"))).charged == PRICE
+            with pytest.raises(InsufficientFunds, match=r"more of token .* than this account holds \(0\)"):
+                await session.get(url(node, "/articles/a5.html"))
+        [record] = wallet.channels()
+        assert (record.deposited, record.signed, record.charged) == (5 * PRICE, 5 * PRICE, 5 * PRICE)
     finally:
         await node.stop()
 

@@ -87,6 +87,10 @@ class SpendingLimitExceeded(WalletError):
     """A policy limit refused the payment. Raised before anything was signed."""
 
 
+class InsufficientFunds(WalletError):
+    """The account holds less of the asset than a deposit needs. Raised before anything is sent."""
+
+
 class OfferRejected(WalletError):
     """The offer is malformed, for another chain, names a contract this wallet does not trust, or
     conflicts with the policy (close delay)."""
@@ -588,11 +592,16 @@ class Wallet:
         for exactly this amount (never an unlimited allowance), then pulled by the contract."""
         client = self._client(contract)
         if config.is_eth:
+            balance = int(await self.w3.eth.get_balance(self.address))
+            if balance < amount:  # gas comes on top; the node's answer covers that case
+                raise InsufficientFunds(f"a deposit of {amount} wei needs more than this account holds ({balance} wei)")
             return await client.deposit_eth(config, amount, sender=self._sender, gas=self.gas)
         token = Erc20Client(self.w3, config.token)
         balance = await token.balance_of(self.address)
         if balance < amount:
-            raise WalletError(f"a deposit of {amount} needs more of token {token.address} than this account holds ({balance})")
+            raise InsufficientFunds(
+                f"a deposit of {amount} needs more of token {token.address} than this account holds ({balance})"
+            )
         if token.address not in self._no_permit:
             deadline = int((await self.w3.eth.get_block("latest"))["timestamp"]) + PERMIT_LIFETIME
             permit = await token.permit_signature(self._sender, client.address, amount, deadline)
@@ -636,6 +645,11 @@ class Wallet:
                 return None
             try:
                 tx = await self._deposit(record.contract, record.config, amount)
+            except InsufficientFunds as exc:
+                if record.deposited - committed >= price:
+                    log.warning("cannot top up %s (%s); paying from what is left", record.hex_id, exc)
+                    return record
+                raise
             except ContractRevert as exc:
                 if exc.error_name in ("ChannelClosing", "ChannelIsSettled"):
                     self.store.update_channel(record.channel_id, status=CLOSING if exc.error_name == "ChannelClosing" else SETTLED)
@@ -1019,6 +1033,7 @@ __all__ = [
     "ChainChannelInfo",
     "CloseTicket",
     "Finalized",
+    "InsufficientFunds",
     "OfferRejected",
     "PaymentHeader",
     "Policy",

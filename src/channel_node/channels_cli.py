@@ -249,12 +249,7 @@ def _render(command: str, result: Any, as_json: bool) -> None:
 
 def _handler(command: str):
     def handle(args: argparse.Namespace) -> int:
-        import logging
-
         from channel_node.cli import run_async
-        from channel_node.logs import configure
-
-        configure("console", logging.WARNING, stream="stderr")  # stdout carries the answer
 
         async def main() -> int:
             try:

@@ -74,9 +74,7 @@ async def _dev_main(args: argparse.Namespace) -> int:
     provider = AsyncEthereumTesterProvider()
     provider.ethereum_tester = world.chain.tester  # the node reads the same in-process chain
     admin_token = secrets.token_urlsafe(24)
-    settings = dev_settings(
-        world.database, world.contract, world.receiver, args.host, args.port, world.receiver_key, admin_token, world.token
-    )
+    settings = dev_settings(world, args.host, args.port, admin_token)
     node = await build_node(settings, AsyncWeb3(provider))
     await node.start()
     runner, base_url = await _serve_app(node.app, args.host, args.port)

@@ -20,7 +20,7 @@ from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_
 
 ARTICLE_PRICE = 20_000_000_000_000  # wei: 0.00002 ETH, a few cents
 TOKEN_ARTICLE_PRICE = 20_000  # DemoDollar units (6 decimals): 0.02 DUSD
-DEMO_DEPOSIT = 100 * ARTICLE_PRICE
+DEMO_DEPOSIT_PRICES = 100  # the demo channel's deposit, in article prices
 READER_TOKENS = 1_000 * 10**6  # the reader's DUSD: enough for the demo channel and a wallet's own
 DEMO_VOUCHER_KEY = keccak256(b"channel-node dev demo voucher key")  # a dev-only key, public by design
 ARTICLES = ["/articles/micropayments.html", "/articles/channels.html", "/articles/vouchers.html"]
@@ -30,27 +30,27 @@ def site_root() -> Path:
     return Path(str(resources.files("channel_node").joinpath("site")))
 
 
-def dev_settings(
-    database: Path, contract: str, receiver: str, host: str, port: int, claim_key: bytes, admin_token: str | None = None,
-    token: str | None = None,
-) -> Settings:
-    price = ARTICLE_PRICE if token is None else TOKEN_ARTICLE_PRICE
+def article_price(token: str | None) -> int:
+    return ARTICLE_PRICE if token is None else TOKEN_ARTICLE_PRICE
+
+
+def dev_settings(world: DevWorld, host: str, port: int, admin_token: str | None = None) -> Settings:
     return load_settings(
-        token=token,
+        token=world.token,
         admin_token=admin_token,
         admin_port=0,
-        insights_database=database.parent / "insights.db",
-        claim_key=claim_key.hex(),  # the dev publisher's well-known key: it claims and defends
-        contract=contract,
-        receiver=receiver,
-        database=database,
+        insights_database=world.database.parent / "insights.db",
+        claim_key=world.receiver_key.hex(),  # the dev publisher's well-known key: it claims and defends
+        contract=world.contract,
+        receiver=world.receiver,
+        database=world.database,
         host=host,
         port=port,
         confirmations=1,  # the in-process chain mines one final block per transaction
         paywall={
             "content_dir": site_root(),
             "free": ["/", "/index.html", "/static/*"],
-            "prices": [{"path": "/articles/*", "price": price, "description": "an article of The Daily Channel"}],
+            "prices": [{"path": "/articles/*", "price": world.price, "description": "an article of The Daily Channel"}],
         },
     )
 
@@ -70,7 +70,11 @@ class DevWorld:
 
     @property
     def price(self) -> int:
-        return ARTICLE_PRICE if self.token is None else TOKEN_ARTICLE_PRICE
+        return article_price(self.token)
+
+    @property
+    def deposit(self) -> int:
+        return DEMO_DEPOSIT_PRICES * self.price
 
     def amount(self, units: int) -> str:
         """`units` of the site's asset as a reader reads them."""
@@ -109,10 +113,10 @@ def create_world(database_dir: Path | None = None, token: bool = False) -> DevWo
         close_delay=3600,
         salt=1,
     )
+    deposit = DEMO_DEPOSIT_PRICES * article_price(None if dollar is None else dollar.address)
     if dollar is None:
-        opened = chain.transact(contract.functions.depositEth(config.as_abi_tuple()), reader.address, value=DEMO_DEPOSIT)
+        opened = chain.transact(contract.functions.depositEth(config.as_abi_tuple()), reader.address, value=deposit)
     else:
-        deposit = 100 * TOKEN_ARTICLE_PRICE
         _require(chain.transact(dollar.functions.approve(contract.address, deposit), reader.address), "approving DUSD")
         opened = chain.transact(contract.functions.depositToken(config.as_abi_tuple(), deposit), reader.address)
     _require(opened, "opening the demo channel")
@@ -143,7 +147,7 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
         f"contract     {world.contract}",
         f"publisher    {world.receiver} (receives vouchers)",
         *([f"token        {world.token} (DemoDollar, a stand-in stablecoin: 6 decimals, dev chain only)"] if world.token else []),
-        f"reader       {world.reader}, channel 0x{world.channel.hex()} with {world.amount(100 * world.price)}",
+        f"reader       {world.reader}, channel 0x{world.channel.hex()} with {world.amount(world.deposit)}",
         f"database     {world.database}",
         "",
         "See the price of an article (HTTP 402, the offer in PAYMENT-REQUIRED and in the body):",

@@ -237,12 +237,8 @@ SYNC = {"new": _new, "import": _import}
 
 def _handler(name: str):
     def handle(args: argparse.Namespace) -> int:
-        import logging
-
         from channel_node.cli import run_async
-        from channel_node.logs import configure
 
-        configure("console", logging.WARNING, stream="stderr")  # stdout carries the content
         try:
             if name in SYNC:
                 return SYNC[name](args)

@@ -964,18 +964,17 @@ class Erc20Client:
         struct_hash = keccak256(_PERMIT_TYPEHASH + fields)
         return to_compact(owner.sign_digest(keccak256(b"\x19\x01" + separator + struct_hash)))
 
-    async def ensure_allowance(self, spender: AddressLike, amount: int, *, sender: Sender, gas: int | None = None) -> bool:
+    async def ensure_allowance(self, spender: AddressLike, amount: int, *, sender: Sender, gas: int | None = None) -> None:
         """Lets `spender` take exactly `amount` (never an unlimited allowance: a reader's exposure
         stays what it deposits). Tokens such as USDT refuse a change from one non-zero allowance to
-        another, so a stale non-zero allowance is set to zero first. False: it already sufficed."""
+        another, so a stale non-zero allowance is set to zero first."""
         _uint(amount, "amount")
         current = await self.allowance(sender.address, spender)
         if current >= amount:
-            return False
+            return
         if current:
             await self._approve(spender, 0, sender=sender, gas=gas)
         await self._approve(spender, amount, sender=sender, gas=gas)
-        return True
 
     async def _approve(self, spender: AddressLike, amount: int, *, sender: Sender, gas: int | None) -> None:
         data = self.contract.encode_abi("approve", [to_checksum_address(spender), amount])

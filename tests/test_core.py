@@ -90,7 +90,7 @@ def test_rejections():
     assert transition(state, pay(1001, 10))[1][0].code is Reject.EXCEEDS_DEPOSIT
     closing, _ = transition(state, ChainCloseRequested(deadline=1000))
     assert transition(closing, pay(10, 10, now=950, margin=60))[1][0].code is Reject.CHANNEL_CLOSING
-    assert transition(closing, pay(10, 10, now=900, margin=60))[1] == [Accepted(charged=10)]
+    assert transition(closing, pay(10, 10, now=900, margin=60))[1] == [Accepted(charged=10), SendClaim(10, b"sig10", 1000)]
     settled, _ = transition(state, ChainSettled(total_claimed=0))
     assert transition(settled, pay(10, 10))[1][0].code is Reject.CHANNEL_SETTLED
 
@@ -104,6 +104,18 @@ def test_a_payers_close_is_defended_at_first_sight_and_every_block_until_claimed
     assert transition(state, NewBlock(timestamp=4001))[1] == [], "a confirmed claim ends the defence"
     idle, effects = transition(fresh(), ChainCloseRequested(deadline=5000))
     assert effects == [], "nothing signed to us, nothing to defend"
+
+
+def test_a_better_voucher_during_a_pending_close_refreshes_the_defence_at_once():
+    state, _ = transition(fresh(), pay(30, 10))
+    state, effects = transition(state, ChainCloseRequested(deadline=5000))
+    assert effects == [SendClaim(30, b"sig30", 5000)]
+    state, effects = transition(state, pay(50, 10, now=100))
+    assert effects == [Accepted(charged=10), SendClaim(50, b"sig50", 5000)], "the queued claim takes the new voucher"
+    _, effects = transition(state, pay(40, 10, now=100))  # spends credit; the best voucher is unchanged
+    assert effects == [Accepted(charged=10)]
+    _, effects = transition(fresh(), pay(30, 10))
+    assert effects == [Accepted(charged=10)], "no claim without a pending close"
 
 
 def test_operator_claim_and_close():

@@ -184,7 +184,8 @@ class Runtime:
         if isinstance(effect, Accepted) and effect.record:
             charge = Charge(request.resource, effect.charged, request.payment_id, request.once, int(now))
         if charge is not None or new_state != stored.state or stored.version == 0:
-            version = await self.store.commit(ChannelWrite(new_state, stored.version, charge))
+            outbox = outbox_items(effects[1:])  # a defence refreshed by a better voucher, if any
+            version = await self.store.commit(ChannelWrite(new_state, stored.version, charge, outbox))
             self._cache[request.channel_id] = StoredChannel(new_state, version)
             if self._known is not None:
                 self._known.add(request.channel_id)

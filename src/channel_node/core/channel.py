@@ -251,6 +251,17 @@ def _defence(state: ChannelState) -> list[Effect]:
 
 
 def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list[Effect]]:
+    new_state, effects = _charge(state, p)
+    if new_state.close_deadline is not None and new_state.ceiling > state.ceiling:
+        # A better voucher while the payer's close is pending: the queued defence claims it at once,
+        # instead of waiting for the next block's re-assertion.
+        effects += _defence(new_state)
+    return new_state, effects
+
+
+def _charge(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list[Effect]]:
+    """The payment's own decision; its first effect is always Accepted or Rejected."""
+
     def reject(code: Reject, detail: str) -> tuple[ChannelState, list[Effect]]:
         return state, [Rejected(code, detail)]
 

@@ -39,7 +39,7 @@ from contract_helpers import deploy_test_contract, deploy_test_token, sign_permi
 
 HOUR = 3600
 
-# Targets from the issue and µRaiden's published figures (DESIGN.md section 6; None: no equivalent).
+# Targets from the issue and µRaiden's published figures (docs/design.md, "Gas is a feature"; None: no equivalent).
 ROWS = [
     # key, description, target, µRaiden figure, µRaiden note
     ("open_eth", "open, ETH", 50_000, 88_976, "ERC223 open"),

@@ -44,11 +44,48 @@ def test_payment_charges_price_and_keeps_best_voucher():
     assert (state.ceiling, state.charged, state.credit, state.signature) == (30, 10, 20, b"sig30")
 
 
-def test_out_of_order_and_prepaid_vouchers_spend_credit():
+def test_prepaid_credit_is_spent_by_resending_the_highest_voucher():
     state, _ = transition(fresh(), pay(30, 10))
-    state, effects = transition(state, pay(20, 10))  # older, lower voucher arrives late: credit covers it
+    state, effects = transition(state, pay(30, 10))  # the same prepaid voucher again: it covers 20
     assert effects == [Accepted(charged=10)]
     assert (state.ceiling, state.charged, state.signature) == (30, 20, b"sig30")
+
+
+def test_an_older_lower_voucher_spends_nothing_even_with_credit_left():
+    state, _ = transition(fresh(), pay(30, 10))  # 20 of credit left under the ceiling
+    after, effects = transition(state, pay(10, 10))  # an old (or leaked) voucher of the channel
+    assert effects[0].code is Reject.STALE_VOUCHER and after == state
+    after, effects = transition(state, pay(15, 10))  # above charged, below charged + price
+    assert effects[0].code is Reject.INSUFFICIENT_VOUCHER and after == state
+
+
+def test_an_unlocked_resource_is_not_reread_with_an_old_voucher():
+    state, _ = transition(fresh(), replace(pay(10, 10), resource="/a"))
+    state, _ = transition(state, replace(pay(20, 10), resource="/b"))
+    after, effects = transition(state, replace(pay(10, 10), resource="/a", unlocked=True))
+    assert effects[0].code is Reject.STALE_VOUCHER and after == state
+    _, effects = transition(state, replace(pay(20, 10), resource="/a", unlocked=True))
+    assert effects == [Accepted(charged=0, record=False)]
+
+
+@settings(max_examples=300)
+@given(
+    prepaid=st.integers(0, 500),
+    spent=st.lists(st.integers(1, 50), min_size=1, max_size=10),
+    price=st.integers(1, 50),
+    older=st.data(),
+)
+def test_no_voucher_below_charged_plus_price_ever_pays(prepaid, spent, price, older):
+    """Whatever the channel's credit, a voucher below charged + price buys nothing and changes nothing."""
+    ceiling = sum(spent) + prepaid
+    state = fresh(ceiling + 1000)
+    for cost in spent:
+        state, [effect] = transition(state, pay(ceiling, cost))
+        assert effect == Accepted(charged=cost)
+    amount = older.draw(st.integers(0, state.charged + price - 1))
+    after, effects = transition(state, pay(amount, price))
+    assert isinstance(effects[0], Rejected) and after == state
+    assert effects[0].code in (Reject.STALE_VOUCHER, Reject.INSUFFICIENT_VOUCHER)
 
 
 def test_insufficient_voucher_changes_nothing():
@@ -191,6 +228,10 @@ def test_properties_over_random_sequences(sequence):
         for effect in effects:
             if isinstance(effect, Accepted):
                 served += effect.charged
+                if effect.charged:
+                    assert event.amount >= state.charged, "a charge is covered by the request's own voucher"
+                elif event.unlocked and event.prior_resource is None:
+                    assert event.amount >= before.charged, "a free re-read needs a current voucher"
                 if effect.record and event.resource:
                     assert event.resource not in unlocked, "a resource is charged once per channel"
                     unlocked.add(event.resource)

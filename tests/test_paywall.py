@@ -69,10 +69,12 @@ async def test_pay_per_article_flow(running, channels):
         response = await client.get(f"/articles/{n}.html", headers={"PAYMENT-SIGNATURE": prepaid})
         assert response.status == 200 and receipt(response)["chargedTotal"] == str(n * PRICE)
 
-    # Re-reading an unlocked article is free, even with an old voucher.
-    again = await client.get("/articles/1.html", headers={"PAYMENT-SIGNATURE": payer.header(PRICE)})
+    # Re-reading an unlocked article is free with a current voucher; an old one opens nothing.
+    again = await client.get("/articles/1.html", headers={"PAYMENT-SIGNATURE": prepaid})
     assert again.status == 200 and receipt(again)["chargedAmount"] == "0"
     assert receipt(again)["chargedTotal"] == str(4 * PRICE)
+    old = await client.get("/articles/1.html", headers={"PAYMENT-SIGNATURE": payer.header(PRICE)})
+    assert (await refusal(old))[:2] == (402, "stale_voucher")
 
     # Credit is spent: the next article needs a higher voucher, and the 402 says how far we are.
     short = await client.get("/articles/5.html", headers={"PAYMENT-SIGNATURE": prepaid})

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from paywall_helpers import PRICE, Payer, node_settings, receipt, start_node, write_site
+from paywall_helpers import PRICE, Payer, node_settings, receipt, refusal, start_node, write_site
 
 BOUND = 30  # seconds: a deadlock fails the test instead of hanging CI
 
@@ -53,6 +53,47 @@ async def test_many_clients_sharing_one_channel(running, channels):
     assert state.charged == served * PRICE == sum(c.amount for c in charges), "every charge was for a served request"
     assert state.charged <= state.ceiling <= state.deposited
     assert len({c.payment_id for c in charges}) == len(charges), "no payment id charged twice"
+
+
+async def test_clients_sharing_a_channel_resync_from_the_corrective_402_and_sign_no_more_than_they_spend(running, channels):
+    """Spending needs the request's own voucher to cover charged + price (an older one buys nothing),
+    so concurrent clients of one channel lose races; each loser signs again at the charged total the
+    corrective 402 states. Every request is served, and nothing is signed above what was charged
+    (beyond the prices of requests in flight)."""
+    payer = Payer(channels, channels.open_eth(1000 * PRICE, channels.config()))
+    known = {"charged": 0, "in_flight": 0}  # what one wallet shared by the clients would track
+    retries = 0
+
+    async def client(k: int) -> int:
+        nonlocal retries
+        served = 0
+        for n in range(25):
+            for _attempt in range(50):
+                known["in_flight"] += 1  # each request in flight reserves one price above the charged total
+                amount = known["charged"] + known["in_flight"] * PRICE
+                try:
+                    response = await running.client.get(
+                        f"/api/item-{(k * 25 + n) % 50}",
+                        headers={"PAYMENT-SIGNATURE": payer.header(amount, payment_id=f"c{k}-{n}-{_attempt}")},
+                    )
+                finally:
+                    known["in_flight"] -= 1
+                if response.status == 200:
+                    known["charged"] = max(known["charged"], int(receipt(response)["chargedTotal"]))
+                    served += 1
+                    break
+                status, code, body = await refusal(response)
+                assert (status, code) in {(402, "stale_voucher"), (402, "insufficient_voucher")}
+                known["charged"] = max(known["charged"], int(body["accepts"][0]["extra"]["channel"]["charged"]))
+                retries += 1
+        return served
+
+    served = await asyncio.wait_for(asyncio.gather(*(client(k) for k in range(8))), BOUND)
+    assert sum(served) == 200, "every request is served in the end"
+    state = (await running.node.store.load_channel(payer.id)).state
+    assert state.charged == 200 * PRICE == sum(c.amount for c in await running.node.store.charges(payer.id))
+    assert state.charged <= state.ceiling <= state.charged + 8 * PRICE, "signed at most the in-flight prices above"
+    assert retries < 200 * 8, "each race costs a bounded number of extra round trips"
 
 
 async def test_a_topup_and_a_close_landing_while_requests_are_in_flight(running, channels, parties):

@@ -4,10 +4,13 @@
 does no I/O and verifies no signature itself: the edges recover the voucher's signer and pass the
 current time in, so the rules stay a plain, testable function.
 
-Accounting (DESIGN.md section 4): the node keeps the highest signed ceiling (the voucher amount,
-with its signature) and the charged total. A request is served when the ceiling covers
-charged + price; then charged grows by the price. Anything above is credit, so concurrent and
-out-of-order vouchers work and a client may prepay.
+Accounting (docs/design.md, "Vouchers and credit"): the node keeps the highest signed ceiling (the
+voucher amount, with its signature, which is what a claim may go up to) and the charged total. A
+request is served only when ITS OWN voucher covers charged + price; then charged grows by the price.
+Credit is not a bearer balance: an old or leaked voucher, below what is already charged, buys
+nothing. A client that prepaid (signed above what it spent) spends that credit by resending its
+highest voucher; one that lost a race to a concurrent request gets a corrective 402 with the
+charged total and signs again.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class Reject(StrEnum):
     CHANNEL_UNKNOWN = "channel_unknown"  # no confirmed ChannelOpened for this id
     INVALID_SIGNATURE = "invalid_signature"  # does not recover to the channel's voucher signer
     EXCEEDS_DEPOSIT = "exceeds_deposit"  # voucher above the confirmed deposit: top up first
-    INSUFFICIENT_VOUCHER = "insufficient_voucher"  # ceiling does not cover charged + price: sign higher
+    INSUFFICIENT_VOUCHER = "insufficient_voucher"  # the voucher does not cover charged + price: sign higher
     STALE_VOUCHER = "stale_voucher"  # an old voucher (at or below the charged total) that cannot pay
     PAYMENT_ID_REUSED = "payment_id_reused"  # this payment identifier already paid for another resource
     CLOSE_AMOUNT_TOO_LOW = "close_amount_too_low"  # a cooperative close must pay at least what was charged
@@ -207,7 +210,7 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
         case ChainClaim(total_claimed=total):
             return replace(state, claimed=max(state.claimed, total)), []
         case ChainCloseRequested(deadline=deadline):
-            # Defend at first sight, not near the deadline (DESIGN.md section 8).
+            # Defend at first sight, not near the deadline (docs/design.md, "Defending a payer's close").
             state = replace(state, close_deadline=deadline)
             return state, _defence(state)
         case ChainSettled(total_claimed=total):
@@ -278,11 +281,18 @@ def _charge(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list
     if p.prior_resource is not None and p.prior_resource != p.resource:
         return reject(Reject.PAYMENT_ID_REUSED, "this payment identifier already paid for another resource")
     ceiling, signature = (p.amount, p.signature) if p.amount > state.ceiling else (state.ceiling, state.signature)
-    if p.unlocked or p.prior_resource is not None:
-        # Already paid for: serve again for free, but still keep a higher voucher if one came.
+    if p.prior_resource is not None:
+        # A retry of a request already charged (same payment id, same resource) carries that
+        # request's voucher, which may since have fallen below the charged total: serve it again.
+        return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
+    if p.unlocked:
+        # Already bought on this channel: free again, but only for a current voucher, so an old or
+        # leaked one opens nothing. A higher voucher is still kept.
+        if p.amount < state.charged:
+            return reject(Reject.STALE_VOUCHER, f"a voucher of at least {state.charged} is needed to read again")
         return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
     needed = state.charged + p.price
-    if ceiling < needed:
+    if p.amount < needed:  # the request's own voucher must pay: a higher one seen before does not
         code = Reject.STALE_VOUCHER if p.amount <= state.charged and p.price else Reject.INSUFFICIENT_VOUCHER
         return reject(code, f"a voucher of at least {needed} is needed (charged {state.charged}, price {p.price})")
     new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed)

@@ -1,4 +1,4 @@
--- Transactions the node decided to send, durable before they are sent (DESIGN.md section 5).
+-- Transactions the node decided to send, durable before they are sent (docs/design.md, "Durable before delivered").
 -- A row is `pending` (decided), `sent` (signed; its raw transaction kept so a restart re-sends the
 -- very same one), `done` (a confirmed event shows the effect) or `abandoned` (needs an operator).
 CREATE TABLE outbox (

@@ -215,9 +215,11 @@ def restart(ledger: Ledger) -> Ledger:
 
 
 def trust(ledger: Ledger) -> Ledger:
-    """The reader says the site may be paid again: it accepts what was lost, and the bound restarts
-    from there."""
-    return replace(ledger, misbehaved=None, received=ledger.received + ledger.lost, lost=0)
+    """The reader says the site may be paid again: it accepts what was lost there and the node's
+    charged total as last claimed (at most what was signed), settles the unsure requests with it, and
+    the bound restarts from there."""
+    accepted = max(ledger.received + ledger.lost, min(ledger.charged, ledger.signed) - ledger.in_flight)
+    return replace(ledger, misbehaved=None, received=accepted, lost=0, unsure=())
 
 
 __all__ = [

@@ -378,6 +378,27 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
     )
 
 
+def trust_site(store: WalletStore, site: str) -> list[bytes]:
+    """Lifts the block of `site` (host[:port], or a URL) and of the receivers blocked with it,
+    reopens their blocked channels and accepts what was lost there, so the exposure bound restarts
+    from it (client/ledger.py `trust`). Needs only the wallet's database. Returns the reopened ids."""
+    site = site_of(site) if "//" in site else site.strip().lower()
+    receivers = set(store.receivers_blocked_with(site))
+    store.unblock("site", site)
+    for receiver in receivers:
+        store.unblock("link", f"{site} {receiver}")
+        store.unblock("receiver", to_checksum_address(receiver))
+    reopened = []
+    for record in store.channels(BLOCKED):
+        if record.receiver.lower() not in receivers:
+            continue
+        trusted = rules.trust(_ledger_of(record))
+        store.save_ledger(record.channel_id, _row(trusted), status=OPEN)
+        reopened.append(record.channel_id)
+    log.warning("trusting %s again (%d channel(s) reopened)", site, len(reopened))
+    return reopened
+
+
 # ------------------------------------------------------------------ the wallet
 
 
@@ -501,23 +522,10 @@ class Wallet:
 
     def trust(self, site: str) -> list[bytes]:
         """The reader's word that `site` (host[:port], or a URL) may be paid again after it was caught
-        misbehaving: lifts the site's block and its receivers', reopens their blocked channels, and
-        accepts what was lost there (the exposure bound restarts from it). Returns the reopened ids."""
-        site = site_of(site) if "//" in site else site.lower()
-        receivers = set(self.store.receivers_blocked_with(site))
-        self.store.unblock("site", site)
-        for receiver in receivers:
-            self.store.unblock("link", f"{site} {receiver}")
-            self.store.unblock("receiver", to_checksum_address(receiver))
-        reopened = []
-        for record in self.store.channels(BLOCKED):
-            if record.receiver.lower() not in receivers:
-                continue
-            live = self._state(record)
-            live.ledger = rules.trust(self._synced(live, record))
-            self.store.save_ledger(record.channel_id, _row(live.ledger), status=OPEN)
-            reopened.append(record.channel_id)
-        log.warning("trusting %s again (%d channel(s) reopened)", site, len(reopened))
+        misbehaving: see `trust_site`. Returns the reopened channel ids."""
+        reopened = trust_site(self.store, site)
+        for channel in reopened:
+            self._live.pop(channel, None)  # reloaded from the store, trusted
         return reopened
 
     def blocked(self) -> list[tuple[str, str, str]]:
@@ -1179,4 +1187,5 @@ __all__ = [
     "WalletError",
     "is_channel_deposit_code",
     "site_of",
+    "trust_site",
 ]

@@ -433,3 +433,40 @@ def test_any_sequence_of_hostile_answers_keeps_the_bound(chain, deployed, partie
             await node.stop()
 
     asyncio.run(run())
+
+
+async def test_the_cli_says_so_in_one_line_and_trust_lets_the_reader_pay_again(running, make_wallet, parties, tmp_path, capsys):
+    from channel_node import wallet_cli
+    from channel_node.cli import main
+
+    wallet = make_wallet()  # its database is tmp_path / "wallet.db", the CLI's --wallet folder
+    async with Hostile(running, "echo_charged") as hostile:
+        async with paying(wallet) as session:
+            with pytest.raises(ServerMisbehaved):
+                await session.get(hostile.url("/articles/a0.html"))
+
+        async def blocked(args, action, waiting=None):
+            async with paying(wallet) as session:
+                return await session.get(args.url)
+
+        original = wallet_cli._with_wallet
+        wallet_cli._with_wallet = blocked
+        try:
+            capsys.readouterr()
+            code = await asyncio.to_thread(main, ["wallet", "get", hostile.url("/articles/a1.html"), "--wallet", str(tmp_path)])
+        finally:
+            wallet_cli._with_wallet = original
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+        assert f"channel-node wallet trust {hostile.site}" in err[0] and "Traceback" not in err[0]
+
+        code = await asyncio.to_thread(main, ["wallet", "trust", hostile.site, "--wallet", str(tmp_path)])
+        out = capsys.readouterr().out
+        [record] = wallet.channels()
+        assert code == 0 and record.hex_id in out and record.status == OPEN
+        hostile.mode = "honest"
+        again = Wallet(wallet.w3, parties.payer.private_key, wallet.store, Policy(), gas=GAS)  # a new process
+        async with paying(again) as session:
+            assert (await session.get(hostile.url("/articles/a1.html"))).charged == PRICE
+    [record] = again.channels()
+    assert record.signed == 2 * PRICE and (await node_state(running, record.channel_id)).charged == PRICE

@@ -333,3 +333,26 @@ def test_a_lost_response_for_an_api_call_that_was_charged_blocks_after_one_price
     ledger = trust(ledger)
     ledger, send = reserve(ledger, Pending("c", price))
     assert send.amount == 2 * price, "trusted again: the bound restarts from what the reader accepted"
+
+
+def test_a_version_1_wallet_database_is_migrated_and_counts_what_was_charged_as_received(tmp_path):
+    import sqlite3
+
+    from channel_node.client.store import _SCHEMA, WalletStore
+
+    v1 = "\n".join(l for l in _SCHEMA.splitlines() if not l.strip().startswith(("received", "lost", "pending")))
+    v1 = v1.replace("created_at   INTEGER NOT NULL,\n);", "created_at   INTEGER NOT NULL\n);")
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.executescript(v1)
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute(
+            "INSERT INTO channels (channel_id, chain_id, contract, payer, signer, receiver, token, close_delay, salt,"
+            " deposited, signed, charged, status, created_at) VALUES (?,1,?,?,?,?,?,3600,'1','100','70','40','open',0)",
+            ("0x" + "11" * 32, *["0x" + "22" * 20] * 5),
+        )
+    store = WalletStore(tmp_path / "old.db")
+    try:
+        [record] = store.channels()
+        assert (record.signed, record.charged, record.received, record.lost, record.pending) == (70, 40, 40, 0, ())
+    finally:
+        store.close()

@@ -395,7 +395,7 @@ def trust_site(store: WalletStore, site: str) -> list[bytes]:
         trusted = rules.trust(_ledger_of(record))
         store.save_ledger(record.channel_id, _row(trusted), status=OPEN)
         reopened.append(record.channel_id)
-    log.warning("trusting %s again (%d channel(s) reopened)", site, len(reopened))
+    log.info("trusting %s again (%d channel(s) reopened)", site, len(reopened))
     return reopened
 
 
@@ -507,7 +507,7 @@ class Wallet:
         if site:
             self.store.block("site", site, reason)
             self.store.block("link", f"{site} {record.receiver}", reason)
-        log.warning(
+        log.info(  # the ServerMisbehaved raised with it says the same to the caller
             "blocked receiver %s%s: %s; channel %s is not paid from until `wallet trust %s` (or close it)",
             record.receiver, f" and site {site}" if site else "", reason, record.hex_id, site or record.receiver,
         )  # fmt: skip

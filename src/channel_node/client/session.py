@@ -169,6 +169,13 @@ async def pay_and_fetch(
         refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
         code = refusal.get("error") if refusal else None
         current = channel_offer(refusal) if refusal else None
+        if refusal is not None and current is not None:
+            try:
+                _check_resource(refusal, url)
+            except OfferRejected:
+                response.release()
+                wallet.release(payment)
+                raise
         if current is not None and not _same_terms(current, offer):
             response.release()
             wallet.release(payment)

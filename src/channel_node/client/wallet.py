@@ -462,9 +462,17 @@ class Wallet:
         return live
 
     def _synced(self, live: _Live, record: ChannelRecord) -> Ledger:
-        """The ledger with the database's `signed` (the durable truth; it never decreases)."""
-        if record.signed != live.ledger.signed:
-            live.ledger = replace(live.ledger, signed=max(record.signed, live.ledger.signed))
+        """The ledger merged with the database's figures: `signed` (the durable truth; it never
+        decreases) and, should another process share the file, what it received and left pending
+        (its pending requests are of unknown outcome here)."""
+        ledger = live.ledger
+        known = {p.payment_id for p in ledger.active + ledger.unsure}
+        foreign = tuple(Pending(*p) for p in record.pending if p[0] not in known)
+        if (record.signed, record.received, record.lost) != (ledger.signed, ledger.received, ledger.lost) or foreign:
+            live.ledger = replace(
+                ledger, signed=max(record.signed, ledger.signed), received=max(min(record.received, record.signed), ledger.received),
+                lost=max(record.lost, ledger.lost), unsure=ledger.unsure + foreign,
+            )  # fmt: skip
         return live.ledger
 
     def ledger(self, channel: bytes | str) -> Ledger:

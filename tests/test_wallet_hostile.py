@@ -126,6 +126,7 @@ class Hostile:
         self.mode = mode
         self.seen: list[tuple[str, str | None]] = []  # (path, PAYMENT-SIGNATURE)
         self.other: TestServer | None = None  # a second origin, for redirects
+        self.lie_channel: str | None = None  # closing_lie about this channel only (None: every one)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.server = TestServer(app)
@@ -162,10 +163,12 @@ class Hostile:
         voucher = request.headers.get(SIGNATURE_HEADER)
         self.seen.append((request.path, voucher))
         mode = self.mode
+        if mode == "closing_lie" and voucher and self.lie_channel not in (None, decode_header(voucher)["payload"]["channelId"]):
+            mode = "honest"  # only that channel is said to be closing
         if mode == "redirect_unpaid" or (mode == "redirect_paid" and voucher is not None):
             target = self.other.make_url("/steal") if self.other is not None else "/elsewhere.html"
             raise web.HTTPFound(str(target))
-        if voucher is not None and mode in ("echo_charged", "reprice", "other_payee", "other_resource"):
+        if voucher is not None and mode in ("echo_charged", "reprice", "other_payee", "other_resource", "closing_lie"):
             # Refuses every voucher with a corrective 402; the real node never sees it.
             payload = decode_header(voucher)["payload"]
             _, headers, _ = await self.forward(request, with_voucher=False)
@@ -180,6 +183,8 @@ class Hostile:
                 }  # fmt: skip
             elif mode == "reprice":
                 accepts["amount"] = str(2 * PRICE)
+            elif mode == "closing_lie":
+                offer["error"] = "channel_closing"
             elif mode == "other_resource":
                 offer["resource"]["url"] = self.url("/articles/a9.html")
             else:
@@ -472,3 +477,30 @@ async def test_the_cli_says_so_in_one_line_and_trust_lets_the_reader_pay_again(r
             assert (await session.get(hostile.url("/articles/a1.html"))).charged == PRICE
     [record] = again.channels()
     assert record.signed == 2 * PRICE and (await node_state(running, record.channel_id)).charged == PRICE
+
+
+async def test_a_site_claiming_the_channel_is_closing_while_the_chain_shows_it_open_gets_no_new_channel(
+    running, make_wallet
+):
+    wallet = make_wallet()
+    async with Hostile(running, "closing_lie") as hostile, paying(wallet) as session:
+        for n in range(3):
+            result = await session.get(hostile.url(f"/articles/a{n}.html"))
+            assert result.status == 402 and result.charged == 0
+    [record] = wallet.channels()
+    assert record.status == OPEN and record.signed == PRICE, "one channel, one voucher resent"
+
+
+async def test_a_channel_really_closing_on_chain_is_left_for_a_new_one(running, make_wallet):
+    wallet = make_wallet()
+    async with Hostile(running) as hostile, paying(wallet) as session:
+        assert (await session.get(hostile.url("/articles/a0.html"))).charged == PRICE
+        [old] = wallet.channels()
+        await wallet.request_close(old.channel_id)
+        wallet.store.update_channel(old.channel_id, status=OPEN)  # as if the wallet had not recorded it
+        hostile.mode, hostile.lie_channel = "closing_lie", old.hex_id  # the node says so (within its margin)
+        result = await session.get(hostile.url("/articles/a1.html"))
+        assert (result.status, result.charged) == (200, PRICE)
+    old_now, new = wallet.channels()
+    assert old_now.status == "closing" and old_now.signed == 2 * PRICE, "the refused voucher, nothing more"
+    assert new.signed == PRICE and new.channel_id != old.channel_id

@@ -219,12 +219,12 @@ async def pay_and_fetch(
             await asyncio.sleep(retry_delay)
             continue
         if code in CLOSED_CODES and not reopened:
-            response.release()
-            wallet.release(payment)
-            wallet.channel_unusable(payment.channel_id, code)
             reopened = True
-            payment = await wallet.pay_for(offer, url)
-            continue
+            if await wallet.confirm_unusable(payment.channel_id, code):  # the chain agrees: a new channel
+                response.release()
+                wallet.release(payment)
+                payment = await wallet.pay_for(offer, url)
+                continue
         # A 4xx refusal changes nothing on the node: the voucher stays as credit for the next
         # request. A success without a receipt, a redirect or a server error may have been charged.
         wallet.release(payment, charged_unknown=response.status < 400 or response.status >= 500)

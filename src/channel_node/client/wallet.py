@@ -1005,6 +1005,25 @@ class Wallet:
         return self._header(record, send.amount, signature, payment.payment_id, payment.price, payment.resource,
                             payment.reused)  # fmt: skip
 
+    async def confirm_unusable(self, channel: bytes | str, code: str) -> bool:
+        """The node refused the channel as closing or settled: believed, and the channel marked
+        unusable, only when the chain shows its close pending or done. Otherwise a site could make
+        the wallet open (and sign a first voucher on) one new channel after another."""
+        record = self._record(channel)
+        try:
+            state = await self._client(record.contract).get_channel(record.channel_id)
+        except Exception as exc:  # an unreachable chain proves nothing: keep the channel
+            log.warning("cannot check %s on chain (%s); not opening another channel", record.hex_id, type(exc).__name__)
+            return False
+        if state.settled or state.close_deadline is not None:
+            self.channel_unusable(record.channel_id, "channel_settled" if state.settled else "channel_closing")
+            if state.close_deadline is not None:
+                self.store.update_channel(record.channel_id, close_deadline=state.close_deadline)
+            return True
+        log.warning("the server says %s is %s, but the chain shows it open; not opening another channel",
+                    record.hex_id, code)  # fmt: skip
+        return False
+
     def channel_unusable(self, channel: bytes | str, code: str) -> None:
         """The node refused the channel as closing or settled: stop paying from it."""
         record = self._record(channel)

@@ -139,7 +139,17 @@ async def _get(args) -> int:
         sys.stdout.flush()
     total = result.receipt.get("chargedTotal") if result.receipt else None
     unit = f"units of token {args.token}" if args.token else "wei"
-    console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else ""), soft_wrap=True)
+    why = ""
+    if result.status == 402 and "PAYMENT-REQUIRED" in result.headers:
+        from channel_node.server.protocol import decode_header
+
+        try:
+            refusal = decode_header(result.headers["PAYMENT-REQUIRED"])
+            why = f" ({str(refusal.get('error'))[:40]}: {str(refusal.get('message'))[:160]}; nothing more was signed)"
+        except (ValueError, TypeError):
+            why = ""
+    console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else "") + why,
+                  soft_wrap=True, markup=False)  # fmt: skip
     return 0 if result.ok else 1
 
 

@@ -332,10 +332,12 @@ async def test_the_middleware_does_not_carry_the_voucher_across_a_redirect(runni
 
 async def test_a_price_or_payee_that_changes_between_the_402_and_the_retry_is_not_paid(running, make_wallet):
     wallet = make_wallet()
-    for mode in ("reprice", "other_payee", "other_resource"):
-        async with Hostile(running, mode) as hostile, paying(wallet) as session:
-            with pytest.raises(OfferRejected):
-                await session.get(hostile.url("/articles/a0.html"))
+    async with Hostile(running) as hostile:
+        for mode in ("reprice", "other_payee", "other_resource"):
+            hostile.mode = mode
+            async with paying(wallet) as session:
+                with pytest.raises(OfferRejected):
+                    await session.get(hostile.url("/articles/a0.html"))
     [record] = wallet.channels()
     assert record.signed == PRICE, "the first voucher is resent, nothing signed for the changed terms"
 
@@ -504,3 +506,18 @@ async def test_a_channel_really_closing_on_chain_is_left_for_a_new_one(running, 
     old_now, new = wallet.channels()
     assert old_now.status == "closing" and old_now.signed == 2 * PRICE, "the refused voucher, nothing more"
     assert new.signed == PRICE and new.channel_id != old.channel_id
+
+
+async def test_a_site_naming_another_sites_receiver_never_gets_that_sites_vouchers(running, make_wallet):
+    """Site A's 402 names the receiver the reader already pays on site B: A gets a channel of its own,
+    so B's vouchers (and B's credit) never reach A."""
+    wallet = make_wallet()
+    async with Hostile(running) as site_b, Hostile(running) as site_a, paying(wallet) as session:
+        assert (await session.get(site_b.url("/articles/a0.html"))).charged == PRICE
+        [b_channel] = wallet.channels()
+        assert (await session.get(site_a.url("/articles/a1.html"))).charged == PRICE
+        assert (await session.get(site_b.url("/articles/a2.html"))).charged == PRICE
+    ids_seen_by_a = {decode_header(v)["payload"]["channelId"] for _, v in site_a.seen if v}
+    assert b_channel.hex_id not in ids_seen_by_a and len(ids_seen_by_a) == 1
+    assert len(wallet.channels()) == 2
+    assert wallet.store.channel(b_channel.channel_id).signed == 2 * PRICE

@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS purchases (
     resource   TEXT NOT NULL,              -- a path bought once (`once: true`) on this channel
     PRIMARY KEY (channel_id, resource)
 );
+CREATE TABLE IF NOT EXISTS channel_sites (
+    channel_id TEXT PRIMARY KEY,           -- a channel pays one site: its vouchers go nowhere else
+    site       TEXT NOT NULL               -- the URL's host[:port] that first paid from it
+);
 CREATE TABLE IF NOT EXISTS ledger (
     site  TEXT NOT NULL,                   -- the URL's host[:port]
     day   TEXT NOT NULL,                   -- UTC date, YYYY-MM-DD
@@ -429,6 +433,18 @@ class WalletStore:
                 db.execute(
                     "INSERT OR IGNORE INTO purchases (channel_id, resource) VALUES (?, ?)", (_hex_id(channel), purchase)
                 )
+
+    # ------------------------------------------------------------------ which site a channel pays
+
+    def channel_site(self, channel: bytes) -> str | None:
+        row = self._db.execute("SELECT site FROM channel_sites WHERE channel_id = ?", (_hex_id(channel),)).fetchone()
+        return None if row is None else row[0]
+
+    def claim_channel(self, channel: bytes, site: str) -> str:
+        """Binds an unbound channel to `site`; returns the site it is bound to (maybe another one)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO channel_sites (channel_id, site) VALUES (?, ?)", (_hex_id(channel), site.lower()))
+        return self.channel_site(channel)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ purchases
 

@@ -594,7 +594,7 @@ class Wallet:
         delay = self._close_delay(terms)
         await self._check_contract(terms.contract)
         for _ in range(4):  # a channel can fill up or start closing between two steps
-            record = await self._channel_for(terms, delay)
+            record = await self._channel_for(terms, delay, site)
             if reuse and terms.once and record.signed and self.store.purchased(record.channel_id, resource):
                 return self._reuse(record, terms, resource, site)
             record = await self._fund(record, terms.price)
@@ -605,11 +605,14 @@ class Wallet:
                 return header
         raise WalletError("could not find or fund a channel for this payment; see the log")
 
-    async def _channel_for(self, terms: _Terms, delay: int) -> ChannelRecord:
-        key = (terms.chain_id, terms.contract, terms.receiver, terms.asset)
+    async def _channel_for(self, terms: _Terms, delay: int, site: str | None = None) -> ChannelRecord:
+        key = (terms.chain_id, terms.contract, terms.receiver, terms.asset, site)
         lock = self._opening.setdefault(key, asyncio.Lock())
         async with lock:  # concurrent first requests open one channel, not one each
             found = self.store.open_channels(terms.chain_id, terms.contract, terms.receiver, terms.asset)
+            # A channel pays the site that first paid from it: another site naming the same receiver
+            # never gets (and cannot spend elsewhere) that channel's vouchers. docs/security.md
+            found = [r for r in found if self.store.channel_site(r.channel_id) in (None, site)]
             if found:
                 return found[0]
             return await self._open(terms, delay)
@@ -771,6 +774,8 @@ class Wallet:
             record = self.store.channel(record.channel_id)
             if record is None or record.status != OPEN:
                 return None
+            if site is not None and self.store.claim_channel(record.channel_id, site) != site:
+                return None  # another site took it meanwhile: find or open one for this site
             payment_id = uuid.uuid4().hex
             try:
                 new, send = rules.reserve(self._synced(live, record), Pending(payment_id, terms.price, resource, terms.once))
@@ -786,6 +791,8 @@ class Wallet:
         """A resource this channel already bought: the node serves it for any valid voucher of the
         channel, so the top voucher is sent again and nothing new is signed."""
         live = self._state(record)
+        if site is not None:
+            self.store.claim_channel(record.channel_id, site)  # found for this site, or still unbound
         payment_id = uuid.uuid4().hex
         try:
             new, send = rules.reserve(self._synced(live, record), Pending(payment_id, 0, resource, True))

@@ -6,6 +6,7 @@
     channel-node wallet topup CHANNEL AMOUNT
     channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
     channel-node wallet finalize CHANNEL          # after the close delay: the rest comes back
+    channel-node wallet trust SITE                # pay a site again after it was caught misbehaving
 
 The wallet folder (default ~/.channel-node/wallet, or CHANNEL_NODE_WALLET) holds `keystore.json`
 (the main key, scrypt-encrypted; password from CHANNEL_NODE_KEYSTORE_PASSWORD or a prompt) and
@@ -110,9 +111,12 @@ def _channel_rows(wallet) -> list[dict]:
 
 
 async def _get(args) -> int:
+    import asyncio
+
+    import aiohttp
     from rich.console import Console
 
-    from channel_node.client import PayingSession, WalletError
+    from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
 
     async def fetch(wallet):
         async with PayingSession(wallet) as session:
@@ -120,8 +124,13 @@ async def _get(args) -> int:
 
     try:
         result = await _with_wallet(args, fetch, f"fetching {args.url} ...")
+    except ServerMisbehaved as exc:
+        site = site_of(args.url)
+        raise CliError(f"{exc}; not paying {site} again (run `channel-node wallet trust {site}` if you trust it)") from None
     except WalletError as exc:
         raise CliError(str(exc)) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise CliError(f"{args.url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}") from None
     console = Console(stderr=True)
     if args.output:
         Path(args.output).write_bytes(result.body)
@@ -130,7 +139,17 @@ async def _get(args) -> int:
         sys.stdout.flush()
     total = result.receipt.get("chargedTotal") if result.receipt else None
     unit = f"units of token {args.token}" if args.token else "wei"
-    console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else ""), soft_wrap=True)
+    why = ""
+    if result.status == 402 and "PAYMENT-REQUIRED" in result.headers:
+        from channel_node.server.protocol import decode_header
+
+        try:
+            refusal = decode_header(result.headers["PAYMENT-REQUIRED"])
+            why = f" ({str(refusal.get('error'))[:40]}: {str(refusal.get('message'))[:160]}; nothing more was signed)"
+        except (ValueError, TypeError):
+            why = ""
+    console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else "") + why,
+                  soft_wrap=True, markup=False)  # fmt: skip
     return 0 if result.ok else 1
 
 
@@ -189,6 +208,18 @@ async def _finalize(args) -> int:
     return 0
 
 
+def _trust(args) -> int:
+    from channel_node.client import WalletStore, trust_site
+
+    database = _folder(args) / "wallet.db"
+    if not database.exists():
+        raise CliError(f"no wallet database at {database}")
+    with WalletStore(database) as store:
+        reopened = trust_site(store, args.site)
+    print(json.dumps({"site": args.site, "reopened": ["0x" + c.hex() for c in reopened]}))
+    return 0
+
+
 async def _async(value):
     return value
 
@@ -232,7 +263,7 @@ def _import(args) -> int:
 
 
 ASYNC = {"get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize}
-SYNC = {"new": _new, "import": _import}
+SYNC = {"new": _new, "import": _import, "trust": _trust}
 
 
 def _handler(name: str):
@@ -262,6 +293,7 @@ def add_wallet_commands(subparsers) -> None:
         "topup": "add to a channel's deposit",
         "close": "close a channel: cooperatively with --node URL, else request the unilateral close",
         "finalize": "after the close delay, take back what was never claimed",
+        "trust": "pay a site again after the wallet blocked it for misbehaving",
     }
     for name, help_text in specs.items():
         parser = actions.add_parser(name, help=help_text)
@@ -278,6 +310,8 @@ def add_wallet_commands(subparsers) -> None:
         if name == "get":
             parser.add_argument("url")
             parser.add_argument("-o", "--output", help="save the content to this file instead of printing it")
+        if name == "trust":
+            parser.add_argument("site", help="the site as host[:port] (or a URL of it)")
         if name == "import":
             parser.add_argument("--key-file", help="file holding the hex private key (else read from stdin)")
         if name in ("topup", "close", "finalize"):

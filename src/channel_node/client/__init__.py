@@ -26,7 +26,9 @@ from channel_node.client.wallet import (
     WalletError,
     is_channel_deposit_code,
     site_of,
+    trust_site,
 )
+from channel_node.client.ledger import Ledger
 
 __all__ = [
     "MIDDLEWARE_SUPPORTED",
@@ -35,6 +37,7 @@ __all__ = [
     "CloseTicket",
     "Finalized",
     "InsufficientFunds",
+    "Ledger",
     "OfferRejected",
     "PayingSession",
     "PaymentHeader",
@@ -53,4 +56,5 @@ __all__ = [
     "pay_and_fetch",
     "payment_middleware",
     "site_of",
+    "trust_site",
 ]

@@ -19,7 +19,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from channel_node.client.wallet import ServerMisbehaved, Wallet
+from channel_node.client.wallet import OfferRejected, ServerMisbehaved, Wallet
 from channel_node.server.protocol import REQUIRED_HEADER, RESPONSE_HEADER, SCHEME, SIGNATURE_HEADER, decode_header
 
 #: aiohttp >= 3.12 takes client middlewares (`ClientSession(middlewares=...)`).
@@ -74,31 +74,66 @@ def channel_offer(document: Mapping[str, Any] | None) -> dict | None:
     return None
 
 
+TERMS = ("scheme", "network", "asset", "payTo")
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _same_terms(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two offers for the same receiver, asset, network and contract (the price may differ)."""
+    if any(a.get(k) != b.get(k) for k in TERMS):
+        return False
+    contract_a = (a.get("extra") or {}).get("contract") if isinstance(a.get("extra"), Mapping) else None
+    contract_b = (b.get("extra") or {}).get("contract") if isinstance(b.get("extra"), Mapping) else None
+    return contract_a == contract_b
+
+
+def _check_resource(document: Mapping[str, Any], url: str) -> None:
+    """A 402 may only ask payment for the URL requested: its `resource.url` names the same host and
+    path (scheme and port may differ behind a TLS proxy)."""
+    resource = document.get("resource")
+    if resource is None:
+        return
+    named = resource.get("url") if isinstance(resource, Mapping) else None
+    try:
+        there, here = URL(named), URL(url)
+        same = there.is_absolute() and (there.host or "").lower() == (here.host or "").lower() and there.path == here.path
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise OfferRejected(f"the 402 for {url} asks payment for another resource ({str(named)[:200]!r})")
+
+
 async def pay_and_fetch(
     wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0, offers: dict | None = None
 ) -> tuple[aiohttp.ClientResponse, int, dict | None]:
     """Runs one request through the 402 protocol. `send(header)` sends the request with that
-    PAYMENT-SIGNATURE (None: without one) and returns the response; intermediate responses are
-    released here. Returns (final response, amount charged, receipt).
+    PAYMENT-SIGNATURE (None: without one) and returns the response without following redirects;
+    intermediate responses are released here. Returns (final response, amount charged, receipt).
+    A paid response's body is read here (it stays readable): a charge counts as received only once
+    the whole body arrived.
 
     `offers` remembers the offer last seen for each URL: a repeat request pays up front and saves
-    the 402 round trip (half the requests). A changed price is noticed from the node's refusal."""
+    the 402 round trip (half the requests). A changed price is noticed from the node's refusal; a
+    price that changes between a fresh 402 and its retry is refused."""
     offer = offers.get(url) if offers is not None else None
+    from_cache = offer is not None
     if offer is None:
         response = await send(None)
         if response.status != 402:
             return response, 0, None
-        offer = channel_offer(_document(response, REQUIRED_HEADER))
+        document = _document(response, REQUIRED_HEADER)
+        offer = channel_offer(document)
         if offer is None:
             return response, 0, None  # not a scheme this wallet speaks: the caller sees the 402
         response.release()
+        _check_resource(document, url)  # type: ignore[arg-type]
         if offers is not None:
             if len(offers) >= MAX_REMEMBERED_OFFERS:
                 offers.pop(next(iter(offers)))
             offers[url] = offer
     payment = await wallet.pay_for(offer, url)
-    resynced = reopened = repriced = False
-    waits = 0
+    reopened = repriced = False
+    resynced = waits = 0
     while True:
         try:
             response = await send(payment.value)
@@ -106,12 +141,26 @@ async def pay_and_fetch(
             wallet.release(payment, charged_unknown=True)  # the node may have charged before we lost it
             raise
         receipt = _document(response, RESPONSE_HEADER)
-        if receipt is not None and response.status < 400:
+        if receipt is not None and 200 <= response.status < 300:
+            complete, error = True, None
             try:
-                charged = await wallet.settle_receipt(payment.channel_id, receipt, payment.price, payment.payment_id)
-            except ServerMisbehaved:
+                await response.read()  # cached: the caller reads it again for free
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                complete, error = False, exc  # a body cut short (Content-Length mismatch), a timeout
+            except BaseException:
+                response.release()
+                wallet.release(payment, charged_unknown=True)
+                raise
+            try:
+                charged = await wallet.settle_receipt(
+                    payment.channel_id, receipt, payment.price, payment.payment_id, complete=complete
+                )
+            except BaseException:
                 response.release()
                 raise
+            if error is not None:
+                response.release()
+                raise error  # charged nothing (a re-read): the transport error stands
             return response, charged, receipt
         if RESPONSE_HEADER in response.headers and response.status < 400:
             response.release()
@@ -120,25 +169,41 @@ async def pay_and_fetch(
         refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
         code = refusal.get("error") if refusal else None
         current = channel_offer(refusal) if refusal else None
-        if current is not None and current.get("amount") != offer.get("amount") and not repriced:
-            # The remembered offer is out of date (the price changed): pay the one the node asks now.
+        if refusal is not None and current is not None:
+            try:
+                _check_resource(refusal, url)
+            except OfferRejected:
+                response.release()
+                wallet.release(payment)
+                raise
+        if current is not None and not _same_terms(current, offer):
             response.release()
             wallet.release(payment)
+            raise OfferRejected(f"{url}: the server changed its payment terms (receiver, asset, network or contract)")
+        if current is not None and current.get("amount") != offer.get("amount"):
+            response.release()
+            wallet.release(payment)
+            if not from_cache or repriced:
+                raise OfferRejected(f"{url}: the price changed from {offer.get('amount')} to {current.get('amount')} "
+                                    "between the offer and the payment; not paying")  # fmt: skip
+            # The remembered offer is out of date (the price changed): pay the one the node asks now.
             repriced = True
             offer = current
             if offers is not None:
                 offers[url] = offer
             payment = await wallet.pay_for(offer, url)
             continue
-        state = ((channel_offer(refusal) or {}).get("extra") or {}).get("channel") if refusal else None
-        if code in RESYNC_CODES and isinstance(state, dict) and not resynced:
-            # The node is ahead of the wallet (a restored database, lost receipts): adopt its figures
-            # once they are proven ours, then sign from there.
+        state = ((current or {}).get("extra") or {}).get("channel") if refusal else None
+        if code in RESYNC_CODES and isinstance(state, dict) and resynced < MAX_RESYNCS:
+            # The node's charged total is ahead of the voucher (concurrent requests, lost receipts, a
+            # restored database): retry with charged + price, if what the node claims adds up.
             response.release()
-            wallet.release(payment)
-            await wallet.resync(state)
-            resynced = True
-            payment = await wallet.pay_for(offer, url, reuse=False)
+            resynced += 1
+            try:
+                payment = await wallet.retry_after(payment, state)
+            except BaseException:
+                wallet.release(payment)
+                raise
             continue
         if code == "exceeds_deposit" and waits < retries:
             # The node has not seen our top-up yet (confirmations, its refresh interval): same voucher, later.
@@ -154,18 +219,19 @@ async def pay_and_fetch(
             await asyncio.sleep(retry_delay)
             continue
         if code in CLOSED_CODES and not reopened:
-            response.release()
-            wallet.release(payment)
-            wallet.channel_unusable(payment.channel_id, code)
             reopened = True
-            payment = await wallet.pay_for(offer, url)
-            continue
-        # Refused, or the content failed: a refusal changes nothing on the node and a failed delivery
-        # is not charged. A success without a receipt may have been charged.
-        wallet.release(payment, charged_unknown=response.status < 400)
+            if await wallet.confirm_unusable(payment.channel_id, code):  # the chain agrees: a new channel
+                response.release()
+                wallet.release(payment)
+                payment = await wallet.pay_for(offer, url)
+                continue
+        # A 4xx refusal changes nothing on the node: the voucher stays as credit for the next
+        # request. A success without a receipt, a redirect or a server error may have been charged.
+        wallet.release(payment, charged_unknown=response.status < 400 or response.status >= 500)
         return response, 0, None
 
 
+MAX_RESYNCS = 3
 MAX_REMEMBERED_OFFERS = 4096
 
 
@@ -215,19 +281,38 @@ class PayingSession:
         return str(target)
 
     async def request(self, method: str, url: str | URL, **kwargs: Any) -> Result:
+        """One request, paid if it asks. Redirects are followed here, never by aiohttp: each hop is a
+        new request without any PAYMENT-SIGNATURE (a voucher only goes to the URL whose 402 asked for
+        it), and a paid request's redirect is returned, not followed."""
         session = self.session
         headers = CIMultiDict(kwargs.pop("headers", None) or {})
+        follow = kwargs.pop("allow_redirects", True)
+        hops = kwargs.pop("max_redirects", 10)
         target = self._absolute(url)
+        for _ in range(hops + 1):
 
-        async def send(header: str | None) -> aiohttp.ClientResponse:
-            sent = CIMultiDict(headers)
-            if header is not None:
-                sent[SIGNATURE_HEADER] = header
-            return await session.request(method, target, headers=sent, **kwargs)
+            async def send(header: str | None, target: str = target, method: str = method) -> aiohttp.ClientResponse:
+                sent = CIMultiDict(headers)
+                sent.popall(SIGNATURE_HEADER, None)
+                if header is not None:
+                    sent[SIGNATURE_HEADER] = header
+                return await session.request(method, target, headers=sent, allow_redirects=False, **kwargs)
 
-        response, charged, receipt = await pay_and_fetch(
-            self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
-        )
+            response, charged, receipt = await pay_and_fetch(
+                self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
+            )
+            location = response.headers.get("Location")
+            if not (follow and response.status in REDIRECTS and location and receipt is None):
+                break
+            response.release()
+            target = str(URL(target).join(URL(location)))
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                method = "GET"
+                for name in ("data", "json"):
+                    kwargs.pop(name, None)
+        else:
+            response.release()
+            raise aiohttp.TooManyRedirects(response.request_info, response.history)
         try:
             body = await response.read()
         finally:

@@ -22,7 +22,10 @@ from eth_utils import to_checksum_address
 
 from channel_node.signing import ChannelConfig
 
-SCHEMA_VERSION = 1
+#: The ledger's durable part: (received, lost, pending as (payment id, price, resource, once) tuples).
+LedgerRow = tuple[int, int, tuple[tuple[str, int, str, bool], ...]]
+
+SCHEMA_VERSION = 2  # 2: the ledger columns (received, lost, pending); a version 1 file is migrated
 
 # Channel statuses. Only `open` channels are paid from.
 OPENING = "opening"  # the row (and its voucher key) is written before the deposit is sent
@@ -55,13 +58,20 @@ CREATE TABLE IF NOT EXISTS channels (
     last_receipt TEXT,                      -- JSON of the last PAYMENT-RESPONSE
     status       TEXT NOT NULL,
     close_deadline INTEGER,
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    received     TEXT,                      -- what delivered content cost (NULL: as charged, for old rows)
+    lost         TEXT NOT NULL DEFAULT '0', -- charged for content never received (the site misbehaved)
+    pending      TEXT NOT NULL DEFAULT '[]' -- JSON: vouchers sent whose outcome is open (client/ledger.py)
 );
 CREATE INDEX IF NOT EXISTS channels_by_terms ON channels (chain_id, contract, receiver, token, status);
 CREATE TABLE IF NOT EXISTS purchases (
     channel_id TEXT NOT NULL,
     resource   TEXT NOT NULL,              -- a path bought once (`once: true`) on this channel
     PRIMARY KEY (channel_id, resource)
+);
+CREATE TABLE IF NOT EXISTS channel_sites (
+    channel_id TEXT PRIMARY KEY,           -- a channel pays one site: its vouchers go nowhere else
+    site       TEXT NOT NULL               -- the URL's host[:port] that first paid from it
 );
 CREATE TABLE IF NOT EXISTS ledger (
     site  TEXT NOT NULL,                   -- the URL's host[:port]
@@ -81,8 +91,10 @@ CREATE TABLE IF NOT EXISTS blocked (
 _COLUMNS = (
     "channel_id, chain_id, contract, payer, signer, receiver, token, close_delay, salt, deposited, signed,"
     " signature, charged, acknowledged, last_receipt, status, close_deadline, created_at,"
-    " voucher_key IS NOT NULL AS has_key"
+    " voucher_key IS NOT NULL AS has_key, received, lost, pending"
 )
+
+_LEDGER_COLUMNS = (("received", "TEXT"), ("lost", "TEXT NOT NULL DEFAULT '0'"), ("pending", "TEXT NOT NULL DEFAULT '[]'"))
 
 
 class WalletStoreError(Exception):
@@ -108,6 +120,12 @@ class ChannelRecord:
     close_deadline: int | None
     created_at: int
     has_key: bool
+    # The ledger's durable part (client/ledger.py): what delivered content cost, what was charged
+    # without being received, and the vouchers sent whose outcome is open (payment id, price,
+    # resource, once).
+    received: int = 0
+    lost: int = 0
+    pending: tuple[tuple[str, int, str, bool], ...] = ()
 
     @property
     def hex_id(self) -> str:
@@ -151,6 +169,9 @@ def _record(row: sqlite3.Row) -> ChannelRecord:
         close_deadline=row["close_deadline"],
         created_at=row["created_at"],
         has_key=bool(row["has_key"]),
+        received=int(row["received"]) if row["received"] is not None else int(row["charged"]),
+        lost=int(row["lost"]),
+        pending=tuple((str(p), int(a), str(r), bool(o)) for p, a, r, o in json.loads(row["pending"])),
     )
 
 
@@ -181,6 +202,13 @@ class WalletStore:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
             version = self._meta("schema_version")
+            if version is not None and int(version) == 1:
+                # Version 1 had no ledger columns: old rows count what was charged as received.
+                have = {r["name"] for r in self._db.execute("PRAGMA table_info(channels)")}
+                for name, kind in _LEDGER_COLUMNS:
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE channels ADD COLUMN {name} {kind}")
+                version = None
             if version is None:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
             elif int(version) != SCHEMA_VERSION:
@@ -333,20 +361,53 @@ class WalletStore:
         return int(row[0])
 
     def record_signature(
-        self, channel: bytes, amount: int, signature: bytes, site: str | None, day: str, spend: int
-    ) -> None:
-        """Records a new voucher and what it spends in one transaction. Called BEFORE the voucher is
-        sent: a crash afterwards leaves the wallet knowing at least what the server may hold."""
+        self, channel: bytes, amount: int, signature: bytes, site: str | None, day: str, spend: int,
+        ledger: LedgerRow | None = None,
+    ) -> None:  # fmt: skip
+        """Records a new voucher, what it spends and (when given) the ledger with the voucher's request
+        pending, in one transaction. Called BEFORE the voucher is sent: a crash afterwards leaves the
+        wallet knowing at least what the server may hold. Signing an amount again is refused: one
+        total is signed once, so a restart never sends two different vouchers for it."""
         with self._tx() as db:
             current = self._signed(channel)
-            if amount < current:
-                raise WalletStoreError(f"refusing to lower signed from {current} to {amount}")
+            if amount <= current and not (amount == current == 0):
+                raise WalletStoreError(f"refusing to sign {amount} again or lower (signed is {current})")
             db.execute(
                 "UPDATE channels SET signed = ?, signature = ? WHERE channel_id = ?",
                 (_amount(amount, "amount"), bytes(signature), _hex_id(channel)),
             )
+            if ledger is not None:
+                self._write_ledger(channel, ledger)
             if site is not None and spend:
                 self._add_spend(site, day, spend)
+
+    def _write_ledger(self, channel: bytes, ledger: LedgerRow) -> None:
+        received, lost, pending = ledger
+        self._db.execute(
+            "UPDATE channels SET received = ?, lost = ?, pending = ? WHERE channel_id = ?",
+            (_amount(received, "received"), _amount(lost, "lost"),
+             json.dumps([list(p) for p in pending], separators=(",", ":")), _hex_id(channel)),
+        )  # fmt: skip
+
+    def save_ledger(self, channel: bytes, ledger: LedgerRow, *, charged: int | None = None, receipt: dict | None = None,
+                    purchase: str | None = None, status: str | None = None) -> None:  # fmt: skip
+        """The ledger's durable part (what was received and lost, the pending vouchers), with the
+        node's charged total, the receipt and a purchase when they come with it: one transaction."""
+        with self._tx() as db:
+            self._write_ledger(channel, ledger)
+            if charged is not None:
+                db.execute("UPDATE channels SET charged = ? WHERE channel_id = ?", (_amount(charged, "charged"), _hex_id(channel)))
+            if receipt is not None:
+                db.execute(
+                    "UPDATE channels SET acknowledged = 1, last_receipt = ? WHERE channel_id = ?",
+                    (json.dumps(receipt, separators=(",", ":")), _hex_id(channel)),
+                )
+            if purchase is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO purchases (channel_id, resource) VALUES (?, ?)", (_hex_id(channel), purchase)
+                )
+            if status is not None:
+                db.execute("UPDATE channels SET status = ? WHERE channel_id = ?", (status, _hex_id(channel)))
 
     def raise_signed(self, channel: bytes, amount: int, signature: bytes) -> bool:
         """Adopts a higher voucher of ours that the server holds (a wallet restored from an old copy).
@@ -372,6 +433,18 @@ class WalletStore:
                 db.execute(
                     "INSERT OR IGNORE INTO purchases (channel_id, resource) VALUES (?, ?)", (_hex_id(channel), purchase)
                 )
+
+    # ------------------------------------------------------------------ which site a channel pays
+
+    def channel_site(self, channel: bytes) -> str | None:
+        row = self._db.execute("SELECT site FROM channel_sites WHERE channel_id = ?", (_hex_id(channel),)).fetchone()
+        return None if row is None else row[0]
+
+    def claim_channel(self, channel: bytes, site: str) -> str:
+        """Binds an unbound channel to `site`; returns the site it is bound to (maybe another one)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO channel_sites (channel_id, site) VALUES (?, ?)", (_hex_id(channel), site.lower()))
+        return self.channel_site(channel)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ purchases
 
@@ -415,6 +488,17 @@ class WalletStore:
     def unblock(self, kind: str, value: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM blocked WHERE kind = ? AND value = ?", (kind, value.lower()))
+
+    def receivers_blocked_with(self, site: str) -> list[str]:
+        """The receivers blocked together with `site` (kind 'link', value 'site receiver')."""
+        prefix = site.lower() + " "
+        rows = self._db.execute("SELECT value FROM blocked WHERE kind = 'link'").fetchall()
+        return [r[0][len(prefix):] for r in rows if r[0].startswith(prefix)]
+
+    def blocked(self) -> list[tuple[str, str, str]]:
+        """Every block: (kind, value, reason), sites and receivers."""
+        rows = self._db.execute("SELECT kind, value, reason FROM blocked WHERE kind != 'link' ORDER BY at").fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def blocked_reason(self, kind: str, value: str) -> str | None:
         row = self._db.execute("SELECT reason FROM blocked WHERE kind = ? AND value = ?", (kind, value.lower())).fetchone()

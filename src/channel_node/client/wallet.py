@@ -3,14 +3,17 @@
 The main key only signs chain transactions (open, top up, close). Each channel gets a fresh random
 voucher key, so the key that signs on every request can spend at most that channel's deposit.
 
-Money rules, in the order they are applied:
+Money rules, in the order they are applied (the pure ledger in `client/ledger.py`; the bound is
+docs/security.md, "The wallet's exposure bound"):
 - spending limits are checked before a channel is opened and again, atomically with the ledger
   write, before a voucher is signed;
-- a voucher's amount is reserved under the channel's lock: new ceiling = max(signed, charged +
-  in-flight) + price, so concurrent requests never sign the same increment twice, and `signed` is
+- a request reserves its price under the channel's lock; it carries the highest voucher while that
+  covers what was received plus the prices in flight, else a new one for exactly that, so concurrent
+  requests never sign the same increment twice; the new `signed` and the pending request are
   committed to the database before the header is returned;
-- every receipt is checked against the price offered and against what was signed; a server caught
-  charging more is blocked (site and receiver) and never paid again.
+- every receipt and corrective 402 is checked against the price offered, what was signed, and what
+  was delivered plus what is in flight; a server caught claiming more is blocked (site and
+  receiver) and not paid again until the reader trusts it (`Wallet.trust`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cache, partial
 from typing import Any
@@ -43,6 +46,8 @@ from channel_node.chain.client import (
     TxResult,
     as_revert,
 )
+from channel_node.client import ledger as rules
+from channel_node.client.ledger import Ledger, LedgerBlocked, Pending
 from channel_node.client.store import (
     BLOCKED,
     CLOSING,
@@ -101,8 +106,9 @@ class UnsupportedAsset(OfferRejected):
 
 
 class ServerMisbehaved(WalletError):
-    """A receipt or a corrective 402 contradicts what the wallet signed or was offered. The site and
-    receiver are blocked: the wallet refuses to pay them again (see `Wallet.unblock`)."""
+    """A receipt or a corrective 402 contradicts what the wallet signed, was offered or received. The
+    site and receiver are blocked: the wallet refuses to pay them again until the reader trusts the
+    site again (`Wallet.trust`, `channel-node wallet trust SITE`)."""
 
 
 class SiteBlocked(ServerMisbehaved):
@@ -222,27 +228,32 @@ class _Terms:
     delay_max: int | None
 
 
-@dataclass(frozen=True)
-class _Reservation:
-    price: int
-    resource: str
-    once: bool
-    site: str | None
-
-
 @dataclass
 class _Live:
-    """In-memory state of one channel: its locks and what is in flight."""
+    """In-memory state of one channel: its locks and its ledger (what is in flight included)."""
 
+    ledger: Ledger
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     funding: asyncio.Lock = field(default_factory=asyncio.Lock)
-    inflight: dict[str, _Reservation] = field(default_factory=dict)
-    expected: int = 0  # the charged total the receipts seen so far add up to
-    uncertain: bool = False  # charges may have happened unseen: the next quiet receipt re-baselines
+    sites: dict[str, str | None] = field(default_factory=dict)  # payment id -> site, for blocking
 
     @property
     def reserved(self) -> int:
-        return sum(r.price for r in self.inflight.values())
+        return self.ledger.in_flight
+
+
+def _ledger_of(record: ChannelRecord) -> Ledger:
+    """A channel's ledger as a fresh process loads it: what was pending has an unknown outcome now."""
+    pending = tuple(Pending(pid, price, resource, once) for pid, price, resource, once in record.pending)
+    return Ledger(
+        signed=record.signed, received=min(record.received, record.signed), charged=record.charged, lost=record.lost,
+        unsure=pending, misbehaved="blocked earlier" if record.status == BLOCKED else None,
+    )  # fmt: skip
+
+
+def _row(ledger: Ledger) -> tuple[int, int, tuple[tuple[str, int, str, bool], ...]]:
+    pending = tuple((p.payment_id, p.price, p.resource, p.once) for p in ledger.active + ledger.unsure)
+    return ledger.received, ledger.lost, pending
 
 
 def _uint(value: Any, name: str) -> int:
@@ -367,6 +378,27 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
     )
 
 
+def trust_site(store: WalletStore, site: str) -> list[bytes]:
+    """Lifts the block of `site` (host[:port], or a URL) and of the receivers blocked with it,
+    reopens their blocked channels and accepts what was lost there, so the exposure bound restarts
+    from it (client/ledger.py `trust`). Needs only the wallet's database. Returns the reopened ids."""
+    site = site_of(site) if "//" in site else site.strip().lower()
+    receivers = set(store.receivers_blocked_with(site))
+    store.unblock("site", site)
+    for receiver in receivers:
+        store.unblock("link", f"{site} {receiver}")
+        store.unblock("receiver", to_checksum_address(receiver))
+    reopened = []
+    for record in store.channels(BLOCKED):
+        if record.receiver.lower() not in receivers:
+            continue
+        trusted = rules.trust(_ledger_of(record))
+        store.save_ledger(record.channel_id, _row(trusted), status=OPEN)
+        reopened.append(record.channel_id)
+    log.info("trusting %s again (%d channel(s) reopened)", site, len(reopened))
+    return reopened
+
+
 # ------------------------------------------------------------------ the wallet
 
 
@@ -425,13 +457,28 @@ class Wallet:
     def _state(self, record: ChannelRecord) -> _Live:
         live = self._live.get(record.channel_id)
         if live is None:
-            # A fresh process does not know what happened after the last receipt it recorded: a
-            # request may have been charged without its receipt being written. If more was signed
-            # than charged, the next receipt seen with nothing in flight re-baselines the total.
-            live = self._live[record.channel_id] = _Live(
-                expected=record.charged, uncertain=record.signed > record.charged
-            )
+            # A fresh process: requests pending when the last one stopped have unknown outcomes.
+            live = self._live[record.channel_id] = _Live(_ledger_of(record))
         return live
+
+    def _synced(self, live: _Live, record: ChannelRecord) -> Ledger:
+        """The ledger merged with the database's figures: `signed` (the durable truth; it never
+        decreases) and, should another process share the file, what it received and left pending
+        (its pending requests are of unknown outcome here)."""
+        ledger = live.ledger
+        known = {p.payment_id for p in ledger.active + ledger.unsure}
+        foreign = tuple(Pending(*p) for p in record.pending if p[0] not in known)
+        if (record.signed, record.received, record.lost) != (ledger.signed, ledger.received, ledger.lost) or foreign:
+            live.ledger = replace(
+                ledger, signed=max(record.signed, ledger.signed), received=max(min(record.received, record.signed), ledger.received),
+                lost=max(record.lost, ledger.lost), unsure=ledger.unsure + foreign,
+            )  # fmt: skip
+        return live.ledger
+
+    def ledger(self, channel: bytes | str) -> Ledger:
+        """The channel's money state (client/ledger.py), for display and tests."""
+        record = self._record(channel)
+        return self._synced(self._state(record), record)
 
     def _record(self, channel: bytes | str) -> ChannelRecord:
         record = self.store.channel(_channel_bytes(channel))
@@ -461,20 +508,37 @@ class Wallet:
 
     def _block(self, record: ChannelRecord, site: str | None, reason: str) -> None:
         self.store.update_channel(record.channel_id, status=BLOCKED)
+        live = self._live.get(record.channel_id)
+        if live is not None and live.ledger.misbehaved is None:
+            live.ledger = replace(live.ledger, misbehaved=reason)
         self.store.block("receiver", record.receiver, reason)
         if site:
             self.store.block("site", site, reason)
-        log.warning(
-            "blocked receiver %s%s: %s; channel %s stays locked until closed (request_close, then finalize)",
-            record.receiver, f" and site {site}" if site else "", reason, record.hex_id,
+            self.store.block("link", f"{site} {record.receiver}", reason)
+        log.info(  # the ServerMisbehaved raised with it says the same to the caller
+            "blocked receiver %s%s: %s; channel %s is not paid from until `wallet trust %s` (or close it)",
+            record.receiver, f" and site {site}" if site else "", reason, record.hex_id, site or record.receiver,
         )  # fmt: skip
 
     def unblock(self, *, site: str | None = None, receiver: str | None = None) -> None:
-        """Lifts a block set after misbehaviour (the blocked channel itself stays out of use)."""
+        """Lifts a block set after misbehaviour (the blocked channel itself stays out of use; `trust`
+        also reopens it)."""
         if site is not None:
             self.store.unblock("site", site)
         if receiver is not None:
             self.store.unblock("receiver", to_checksum_address(receiver))
+
+    def trust(self, site: str) -> list[bytes]:
+        """The reader's word that `site` (host[:port], or a URL) may be paid again after it was caught
+        misbehaving: see `trust_site`. Returns the reopened channel ids."""
+        reopened = trust_site(self.store, site)
+        for channel in reopened:
+            self._live.pop(channel, None)  # reloaded from the store, trusted
+        return reopened
+
+    def blocked(self) -> list[tuple[str, str, str]]:
+        """Blocked sites and receivers: (kind, value, reason)."""
+        return self.store.blocked()
 
     def _check_limits(self, site: str | None, price: int, spend: int) -> None:
         p = self.policy
@@ -530,8 +594,8 @@ class Wallet:
         delay = self._close_delay(terms)
         await self._check_contract(terms.contract)
         for _ in range(4):  # a channel can fill up or start closing between two steps
-            record = await self._channel_for(terms, delay)
-            if reuse and terms.once and record.signature and self.store.purchased(record.channel_id, resource):
+            record = await self._channel_for(terms, delay, site)
+            if reuse and terms.once and record.signed and self.store.purchased(record.channel_id, resource):
                 return self._reuse(record, terms, resource, site)
             record = await self._fund(record, terms.price)
             if record is None:
@@ -541,11 +605,14 @@ class Wallet:
                 return header
         raise WalletError("could not find or fund a channel for this payment; see the log")
 
-    async def _channel_for(self, terms: _Terms, delay: int) -> ChannelRecord:
-        key = (terms.chain_id, terms.contract, terms.receiver, terms.asset)
+    async def _channel_for(self, terms: _Terms, delay: int, site: str | None = None) -> ChannelRecord:
+        key = (terms.chain_id, terms.contract, terms.receiver, terms.asset, site)
         lock = self._opening.setdefault(key, asyncio.Lock())
         async with lock:  # concurrent first requests open one channel, not one each
             found = self.store.open_channels(terms.chain_id, terms.contract, terms.receiver, terms.asset)
+            # A channel pays the site that first paid from it: another site naming the same receiver
+            # never gets (and cannot spend elsewhere) that channel's vouchers. docs/security.md
+            found = [r for r in found if self.store.channel_site(r.channel_id) in (None, site)]
             if found:
                 return found[0]
             return await self._open(terms, delay)
@@ -677,6 +744,29 @@ class Wallet:
             self.store.update_channel(record.channel_id, deposited=topped[0].total_deposited if topped else record.deposited + amount)
         return self.store.channel(record.channel_id)  # type: ignore[return-value]
 
+    def _voucher(self, record: ChannelRecord, amount: int) -> bytes:
+        """The voucher signature for `amount`. Deterministic (RFC 6979): one total always gets the
+        same bytes, so resending the highest voucher never puts a second voucher for it about."""
+        key = self.store.voucher_key(record.channel_id)
+        if key is None:
+            raise WalletError(f"channel {record.hex_id} has no voucher key")
+        return sign_digest(key, voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, amount))
+
+    def _commit(self, record: ChannelRecord, live: _Live, new: Ledger, send: rules.Send, site: str | None,
+                price: int) -> bytes:  # fmt: skip
+        """Signs `send` (when fresh: checks the limits first) and makes the ledger durable; only then
+        may the voucher leave. Called under the channel's lock, without awaiting."""
+        increment = send.amount - record.signed if send.fresh else 0
+        if send.fresh:
+            self._check_limits(site, price, increment)
+        signature = self._voucher(record, send.amount)
+        if send.fresh:
+            self.store.record_signature(record.channel_id, send.amount, signature, site, _today(), increment, _row(new))
+        else:
+            self.store.save_ledger(record.channel_id, _row(new))
+        live.ledger = new
+        return signature
+
     async def _sign(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader | None:
         live = self._state(record)
         async with live.lock:
@@ -684,29 +774,33 @@ class Wallet:
             record = self.store.channel(record.channel_id)
             if record is None or record.status != OPEN:
                 return None
-            ceiling = max(record.signed, record.charged + live.reserved) + terms.price
-            if ceiling > record.deposited:
-                return None  # others reserved the rest meanwhile: fund again
-            increment = ceiling - record.signed
-            self._check_limits(site, terms.price, increment)
-            key = self.store.voucher_key(record.channel_id)
-            if key is None:
-                raise WalletError(f"channel {record.hex_id} has no voucher key")
-            domain = Domain(record.chain_id, record.contract)
-            signature = sign_digest(key, voucher_digest(domain, record.channel_id, ceiling))
+            if site is not None and self.store.claim_channel(record.channel_id, site) != site:
+                return None  # another site took it meanwhile: find or open one for this site
             payment_id = uuid.uuid4().hex
-            self.store.record_signature(record.channel_id, ceiling, signature, site, _today(), increment)
-            live.inflight[payment_id] = _Reservation(terms.price, resource, terms.once, site)
-        return self._header(record, ceiling, signature, payment_id, terms.price, resource)
+            try:
+                new, send = rules.reserve(self._synced(live, record), Pending(payment_id, terms.price, resource, terms.once))
+            except LedgerBlocked as exc:
+                raise SiteBlocked(f"channel {record.hex_id} is blocked after the server misbehaved ({exc})") from None
+            if send.amount > record.deposited:
+                return None  # others reserved the rest meanwhile: fund again
+            signature = self._commit(record, live, new, send, site, terms.price)
+            live.sites[payment_id] = site
+        return self._header(record, send.amount, signature, payment_id, terms.price, resource)
 
     def _reuse(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader:
         """A resource this channel already bought: the node serves it for any valid voucher of the
         channel, so the top voucher is sent again and nothing new is signed."""
         live = self._state(record)
+        if site is not None:
+            self.store.claim_channel(record.channel_id, site)  # found for this site, or still unbound
         payment_id = uuid.uuid4().hex
-        live.inflight[payment_id] = _Reservation(0, resource, True, site)
-        assert record.signature is not None
-        return self._header(record, record.signed, record.signature, payment_id, 0, resource, reused=True)
+        try:
+            new, send = rules.reserve(self._synced(live, record), Pending(payment_id, 0, resource, True))
+        except LedgerBlocked as exc:
+            raise SiteBlocked(f"channel {record.hex_id} is blocked after the server misbehaved ({exc})") from None
+        signature = self._commit(record, live, new, send, site, 0)
+        live.sites[payment_id] = site
+        return self._header(record, send.amount, signature, payment_id, 0, resource, reused=True)
 
     def _header(self, record: ChannelRecord, amount: int, signature: bytes, payment_id: str, price: int,
                 resource: str, reused: bool = False, with_config: bool | None = None) -> PaymentHeader:  # fmt: skip
@@ -729,29 +823,49 @@ class Wallet:
                             payment.resource, payment.reused, with_config=True)  # fmt: skip
 
     def release(self, payment: PaymentHeader, *, charged_unknown: bool = False) -> None:
-        """Ends a reservation without a receipt: the request was refused, or failed before the node
-        charged. `charged_unknown`: the outcome is unknown (a dropped connection), so the next receipt
-        re-baselines the charged total instead of checking continuity."""
+        """Ends a request without a receipt: refused (the node says it charged nothing; the voucher
+        stays as credit for the next request), or `charged_unknown` (a dropped connection, a 5xx, a
+        success without a receipt): kept as unsure until a later receipt settles it."""
         live = self._live.get(payment.channel_id)
-        if live is None:
+        if live is None or live.ledger.find(payment.payment_id) is None:
             return
-        live.inflight.pop(payment.payment_id, None)
-        if charged_unknown:
-            live.uncertain = True
+        live.sites.pop(payment.payment_id, None)
+        step = rules.unknown if charged_unknown else rules.refused
+        live.ledger = step(live.ledger, payment.payment_id)
+        self.store.save_ledger(payment.channel_id, _row(live.ledger))
 
     # ------------------------------------------------------------------ receipts and resync
 
-    async def settle_receipt(self, channel: bytes | str, receipt: Mapping[str, Any], price: int, payment_id: str | None) -> int:
-        """Checks a `PAYMENT-RESPONSE` and records the server's charged total; returns what this
-        request cost. Raises ServerMisbehaved (and blocks the server) when the receipt charges more
-        than offered, more than signed, or does not follow from the previous total."""
+    def _ours(self, record: ChannelRecord, amount: int, signature: bytes | None) -> bool:
+        if signature is None:
+            return False
+        try:
+            digest = voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, amount)
+            return recover_signer(digest, signature) == record.config.signer
+        except (InvalidSignature, ValueError):
+            return False
+
+    def _misbehaved(self, record: ChannelRecord, live: _Live, site: str | None, problem: str) -> ServerMisbehaved:
+        """Blocks site and receiver, persists the ledger, and returns the error to raise."""
+        self.store.save_ledger(record.channel_id, _row(live.ledger), charged=live.ledger.charged)
+        self._block(record, site, problem)
+        return ServerMisbehaved(f"server for {site or record.receiver}: {problem}")
+
+    async def settle_receipt(self, channel: bytes | str, receipt: Mapping[str, Any], price: int, payment_id: str | None,
+                             *, complete: bool = True) -> int:  # fmt: skip
+        """Checks a `PAYMENT-RESPONSE` for the request `payment_id` and records it; returns what the
+        request cost. `complete`: the body arrived in full (a charge for a body cut short is not
+        counted as received). Raises ServerMisbehaved (and blocks the server) when the receipt charges
+        more than offered, more than signed, names another channel or payment, or reports a total that
+        what was delivered and is in flight does not explain."""
         record = self._record(channel)
         live = self._state(record)
         async with live.lock:
-            if isinstance(receipt, Mapping) and isinstance(receipt.get("lastVoucher"), Mapping):
-                record = self._adopt_last_voucher(record, live, receipt["lastVoucher"])
-            reservation = live.inflight.pop(payment_id, None) if payment_id is not None else None
-            site = reservation.site if reservation else None
+            record = self._record(channel)
+            ledger = self._synced(live, record)
+            if payment_id is None or ledger.find(payment_id) is None:
+                raise WalletError("settle_receipt needs the payment id of a request in flight")
+            site = live.sites.pop(payment_id, None)
             problem = None
             try:
                 if not isinstance(receipt, Mapping):
@@ -761,99 +875,161 @@ class Wallet:
                 named = receipt.get("channelId")
                 if named is not None and (not isinstance(named, str) or named.lower() != record.hex_id):
                     raise ValueError("the receipt names another channel")
+                paid = receipt.get("paymentId")
+                if paid is not None and paid != payment_id:
+                    raise ValueError("the receipt names another payment")
+                network = receipt.get("network")
+                if network is not None and network != f"eip155:{record.chain_id}":
+                    raise ValueError("the receipt is for another network")
             except ValueError as exc:
                 problem = f"malformed receipt: {exc}"
-            else:
-                base = live.expected
-                expected = base + amount
-                if amount > price:
-                    problem = f"charged {amount} for a resource offered at {price}"
-                elif total > record.signed:
-                    problem = f"reports a charged total of {total}, above the {record.signed} this wallet ever signed"
-                elif not live.uncertain:
-                    if not live.inflight and total > expected:
-                        problem = f"charged total {total} does not follow from {base} + {amount}"
-                    elif live.inflight and total > expected + live.reserved:
-                        problem = f"charged total {total} exceeds {base} + {amount} + what is in flight"
+            last = receipt.get("lastVoucher") if isinstance(receipt, Mapping) else None
+            if problem is None and isinstance(last, Mapping):
+                try:
+                    voucher = _uint(last.get("maxClaimableAmount"), "maxClaimableAmount")
+                    signature = bytes.fromhex(str(last.get("signature", "")).removeprefix("0x"))
+                except ValueError:
+                    voucher, signature = 0, None
+                if not self._ours(record, voucher, signature):
+                    problem = "presented a last voucher this wallet did not sign"
+                elif voucher > ledger.signed:
+                    assert signature is not None
+                    ledger = self._adopt(record, live, voucher, signature, max(total - amount, 0), payment_id)
             if problem is not None:
-                self._block(record, site, problem)
-                raise ServerMisbehaved(f"server for {site or record.receiver}: {problem}")
-            if not live.inflight:  # quiet: the server's total is exact and becomes the new baseline
-                live.expected, live.uncertain = total, False
-                charged = total
-            else:
-                live.expected = max(expected, total) if live.uncertain else expected
-                charged = max(record.charged, total)
-            purchase = reservation.resource if reservation and reservation.once else None
-            self.store.record_receipt(record.channel_id, charged, dict(receipt), purchase)
+                live.ledger = rules.refused(ledger, payment_id)
+                raise self._misbehaved(record, live, site, problem)
+            pending = ledger.find(payment_id)
+            assert pending is not None
+            new = rules.delivered(ledger, payment_id, amount, total, complete=complete)
+            live.ledger = new
+            if new.misbehaved is not None and ledger.misbehaved is None:
+                raise self._misbehaved(record, live, site, new.misbehaved)
+            purchase = pending.resource if pending.once and complete else None
+            self.store.save_ledger(record.channel_id, _row(new), charged=total, receipt=dict(receipt), purchase=purchase)
         return amount
 
-    def _adopt_last_voucher(self, record: ChannelRecord, live: _Live, last: Mapping[str, Any]) -> ChannelRecord:
-        """A receipt shows the node holds a higher voucher than this wallet remembers (it lost its
-        database, or was restored from a copy): adopt it if, and only if, our own key signed it."""
-        try:
-            amount = _uint(last.get("maxClaimableAmount"), "maxClaimableAmount")
-            signature = bytes.fromhex(str(last.get("signature", "")).removeprefix("0x"))
-            digest = voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, amount)
-            ours = recover_signer(digest, signature) == record.config.signer
-        except (ValueError, InvalidSignature):
-            ours = False
-        if not ours:
-            problem = "presented a last voucher this wallet did not sign"
-            self._block(record, None, problem)
-            raise ServerMisbehaved(f"server for {record.receiver}: {problem}")
-        if amount > record.signed and self.store.raise_signed(record.channel_id, amount, signature):
-            log.warning("the node holds our voucher for %d on %s, above what this wallet recorded; adopting it",
-                        amount, record.hex_id)  # fmt: skip
-            live.uncertain = True  # the next quiet receipt sets the charged baseline
-        return self.store.channel(record.channel_id)  # type: ignore[return-value]
+    def _adopt(self, record: ChannelRecord, live: _Live, voucher: int, signature: bytes, charged: int,
+               payment_id: str | None) -> Ledger:  # fmt: skip
+        """The node holds a voucher of ours above what this wallet recorded (it lost its database, or
+        was restored from a copy): checked to be ours by the caller; `signed` rises to it."""
+        if self.store.raise_signed(record.channel_id, voucher, signature):
+            log.warning("the server holds our voucher for %d on %s, above what this wallet recorded; "
+                        "adopting it (was the wallet restored from an older copy?)", voucher, record.hex_id)  # fmt: skip
+        live.ledger = rules.adopt(live.ledger, voucher, charged, payment_id)
+        return live.ledger
 
-    async def resync(self, channel_state: Mapping[str, Any]) -> ChannelRecord:
-        """Adopts the node's view from a corrective 402's `extra.channel`, after checking that the
-        voucher it presents is ours (our voucher key signed that amount): only then is the node's
-        `maxClaimableAmount` trusted. `signed` is raised to it if higher, never lowered."""
+    def _checked_state(self, record: ChannelRecord, channel_state: Mapping[str, Any]) -> tuple[int, int, bytes | None, str | None]:
+        """(charged, voucher, signature, problem) from a corrective 402's `extra.channel`; a problem
+        when it presents a voucher our key did not sign, or charges above its own voucher."""
         try:
-            record = self._record(channel_state["channelId"])
             charged = _uint(channel_state.get("charged"), "charged")
             ceiling = _uint(channel_state.get("maxClaimableAmount", "0"), "maxClaimableAmount")
             raw_signature = channel_state.get("signature")
             signature = bytes.fromhex(raw_signature.removeprefix("0x")) if raw_signature else None
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise WalletError(f"corrective 402 without a usable extra.channel ({exc})") from None
         problem = None
         if signature is not None:
-            try:
-                digest = voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, ceiling)
-                signer = recover_signer(digest, signature)
-            except (InvalidSignature, ValueError):
-                signer = None
-            if signer != record.config.signer:
+            if not self._ours(record, ceiling, signature):
                 problem = f"presented a voucher for {ceiling} that this wallet did not sign"
         elif ceiling != 0:
             problem = f"claims a voucher for {ceiling} without its signature"
         if problem is None and charged > ceiling:
             problem = f"claims to have charged {charged} with vouchers for only {ceiling}"
-        if problem is not None:
-            self._block(record, None, problem)
-            raise ServerMisbehaved(f"server for {record.receiver}: {problem}")
+        return charged, ceiling, signature, problem
+
+    def _apply_status(self, record: ChannelRecord, channel_state: Mapping[str, Any]) -> None:
+        status = None
+        if channel_state.get("settled") is True:
+            status = SETTLED
+        elif channel_state.get("closeDeadline"):
+            status = CLOSING
+        deadline = channel_state.get("closeDeadline")
+        self.store.update_channel(
+            record.channel_id, acknowledged=True, status=status,
+            close_deadline=deadline if isinstance(deadline, int) and not isinstance(deadline, bool) else None,
+        )  # fmt: skip
+
+    async def resync(self, channel_state: Mapping[str, Any]) -> ChannelRecord:
+        """Adopts the node's view from a corrective 402's `extra.channel` outside a request, after
+        checking that the voucher it presents is ours (our voucher key signed that amount): only
+        then is the node's `maxClaimableAmount` trusted. `signed` is raised to it if higher, never
+        lowered. A request's corrective 402 goes through `retry_after` instead."""
+        try:
+            record = self._record(channel_state["channelId"])
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise WalletError(f"corrective 402 without a usable extra.channel ({exc})") from None
+        charged, ceiling, signature, problem = self._checked_state(record, channel_state)
         live = self._state(record)
+        if problem is not None:
+            raise self._misbehaved(record, live, None, problem)
         async with live.lock:
-            if signature is not None and self.store.raise_signed(record.channel_id, ceiling, signature):
-                log.warning("the server holds our voucher for %d on %s, above what this wallet recorded; "
-                            "adopting it (was the wallet restored from an older copy?)", ceiling, record.hex_id)  # fmt: skip
-            status = None
-            if channel_state.get("settled"):
-                status = SETTLED
-            elif channel_state.get("closeDeadline"):
-                status = CLOSING
-            deadline = channel_state.get("closeDeadline")
-            self.store.update_channel(
-                record.channel_id, charged=charged, acknowledged=True, status=status,
-                close_deadline=deadline if isinstance(deadline, int) and not isinstance(deadline, bool) else None,
-            )  # fmt: skip
-            live.expected = charged
-            live.uncertain = bool(live.inflight)
+            self._synced(live, record)
+            if signature is not None and ceiling > live.ledger.signed:
+                self._adopt(record, live, ceiling, signature, charged, None)
+            self.store.save_ledger(record.channel_id, _row(live.ledger), charged=charged)
+            self._apply_status(record, channel_state)
         return self.store.channel(record.channel_id)  # type: ignore[return-value]
+
+    async def retry_after(self, payment: PaymentHeader, channel_state: Mapping[str, Any]) -> PaymentHeader:
+        """The voucher to retry `payment` with after a corrective 402 (insufficient or stale voucher)
+        whose `extra.channel` states the node's figures: `charged + price` (the highest voucher
+        when it covers that), with the same payment id, so the node never charges the retry twice.
+        Raises ServerMisbehaved (and blocks) when the figures name another channel, present a voucher
+        we did not sign, or claim charges beyond what was delivered plus what else is in flight."""
+        record = self._record(payment.channel_id)
+        live = self._state(record)
+        site = live.sites.get(payment.payment_id)
+        named = channel_state.get("channelId") if isinstance(channel_state, Mapping) else None
+        if not isinstance(named, str) or named.lower() != record.hex_id:
+            live.ledger = rules.refused(live.ledger, payment.payment_id)
+            raise self._misbehaved(record, live, site, "answered a voucher with the state of another channel")
+        charged, ceiling, signature, problem = self._checked_state(record, channel_state)
+        if problem is not None:
+            live.ledger = rules.refused(live.ledger, payment.payment_id)
+            raise self._misbehaved(record, live, site, problem)
+        await self._fund(record, payment.price)  # a retry above the deposit would only be refused again
+        async with live.lock:
+            record = self._record(payment.channel_id)
+            ledger = self._synced(live, record)
+            if ledger.find(payment.payment_id) is None:
+                raise WalletError("retry_after needs a request in flight")
+            if signature is not None and ceiling > ledger.signed:
+                ledger = self._adopt(record, live, ceiling, signature, charged, payment.payment_id)
+            new, send = rules.corrective(ledger, payment.payment_id, charged)
+            if send is None:
+                live.ledger = new
+                live.sites.pop(payment.payment_id, None)
+                assert new.misbehaved is not None
+                raise self._misbehaved(record, live, site, new.misbehaved)
+            try:
+                signature = self._commit(record, live, new, send, site, payment.price)
+            except SpendingLimitExceeded:
+                live.ledger = rules.refused(ledger, payment.payment_id)
+                self.store.save_ledger(record.channel_id, _row(live.ledger))
+                raise
+            self.store.update_channel(record.channel_id, charged=charged)
+        return self._header(record, send.amount, signature, payment.payment_id, payment.price, payment.resource,
+                            payment.reused)  # fmt: skip
+
+    async def confirm_unusable(self, channel: bytes | str, code: str) -> bool:
+        """The node refused the channel as closing or settled: believed, and the channel marked
+        unusable, only when the chain shows its close pending or done. Otherwise a site could make
+        the wallet open (and sign a first voucher on) one new channel after another."""
+        record = self._record(channel)
+        try:
+            state = await self._client(record.contract).get_channel(record.channel_id)
+        except Exception as exc:  # an unreachable chain proves nothing: keep the channel
+            log.warning("cannot check %s on chain (%s); not opening another channel", record.hex_id, type(exc).__name__)
+            return False
+        if state.settled or state.close_deadline is not None:
+            self.channel_unusable(record.channel_id, "channel_settled" if state.settled else "channel_closing")
+            if state.close_deadline is not None:
+                self.store.update_channel(record.channel_id, close_deadline=state.close_deadline)
+            return True
+        log.warning("the server says %s is %s, but the chain shows it open; not opening another channel",
+                    record.hex_id, code)  # fmt: skip
+        return False
 
     def channel_unusable(self, channel: bytes | str, code: str) -> None:
         """The node refused the channel as closing or settled: stop paying from it."""
@@ -1045,4 +1221,5 @@ __all__ = [
     "WalletError",
     "is_channel_deposit_code",
     "site_of",
+    "trust_site",
 ]

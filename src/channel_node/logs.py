@@ -100,6 +100,65 @@ def set_buffering(enabled: bool) -> None:
     _sink.buffered = enabled
 
 
+# aiohttp's server and web loggers report malformed requests (oversize headers, smuggling shapes,
+# bad methods) and handler failures with a traceback quoting the request's bytes. These become one
+# bounded line each, naming the error's type and never its text (docs/security.md, "Malformed
+# requests in the log").
+AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.internal")  # the access log is off (cli.py)
+MAX_FIELD = 80
+
+
+def _bounded(value: object) -> str:
+    text = str(value)
+    text = "".join(ch if ch.isprintable() and ch.isascii() else "?" for ch in text[:MAX_FIELD])
+    return text
+
+
+class _AiohttpLines(logging.Handler):
+    """One bounded structlog line per aiohttp record: no traceback, no attacker-supplied text."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.min_level = level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from aiohttp.http_exceptions import HttpProcessingError
+
+            exc = record.exc_info[1] if record.exc_info else None
+            log = structlog.get_logger("channel_node.http")
+            if isinstance(exc, HttpProcessingError):
+                # Refused by the HTTP parser: the reader sees 400/413/431; the log keeps the kind.
+                log.warning("bad_request", status=int(exc.code or 400), error=type(exc).__name__, source=record.name)
+                return
+            if record.levelno < self.min_level:
+                return
+            fields = {"source": record.name}
+            if exc is not None:
+                fields["error"] = type(exc).__name__
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_next is not None:
+                    tb = tb.tb_next
+                if tb is not None:  # where, from our code's side: a file name and line, not a traceback
+                    fields["at"] = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+            message = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+            event = "http_error" if record.levelno >= logging.ERROR else "http_notice"
+            getattr(log, "error" if record.levelno >= logging.ERROR else "info")(event, message=_bounded(message), **fields)
+        except Exception:  # a log line is never worth a crash
+            pass
+
+
+def _route_aiohttp(level: int) -> None:
+    handler = _AiohttpLines(level)
+    for name in AIOHTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, _AiohttpLines)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)  # parse errors at debug level (bad methods) still get their line
+        logger.propagate = False  # never to the root logger's traceback-printing handlers
+
+
 def configure(log_format: str = "auto", level: int = logging.INFO, stream: str = "stdout") -> None:
     """`stream` is "stdout" for the node, "stderr" for commands whose stdout is their answer."""
     _sink.flush()
@@ -119,3 +178,4 @@ def configure(log_format: str = "auto", level: int = logging.INFO, stream: str =
         logger_factory=_line_logger,
         cache_logger_on_first_use=False,  # so a reconfiguration (tests, CLI) takes effect everywhere
     )
+    _route_aiohttp(level)

@@ -195,6 +195,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         metrics=Metrics(),
         receiver=receiver,
         token=settings.token_bytes,
+        public_url=settings.public_url,
     )
     client = ChannelDepositClient(w3, contract)
     watcher = Watcher(

@@ -1,4 +1,4 @@
-"""The x402-v2-shaped HTTP transport (DESIGN.md section 4): parse `PAYMENT-SIGNATURE`, build
+"""The x402-v2-shaped HTTP transport (docs/protocol.md): parse `PAYMENT-SIGNATURE`, build
 `PAYMENT-REQUIRED` and `PAYMENT-RESPONSE`. Headers carry base64 of JSON; amounts are decimal
 strings in the token's smallest unit. Everything here is pure: no I/O.
 """

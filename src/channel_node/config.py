@@ -60,7 +60,8 @@ class PriceRule(BaseModel):
 class Paywall(BaseModel):
     content_dir: Path | None = None
     upstream: str | None = None  # reverse-proxy mode: the origin server's base URL
-    upstream_max_body: int = 16 * 1024 * 1024
+    upstream_max_body: int = Field(16 * 1024 * 1024, ge=0)  # bytes; a larger answer is a 502, never charged
+    upstream_timeout: float = Field(30.0, gt=0)  # seconds for the origin's whole answer; later is a 504
     free: list[str] = []
     prices: list[PriceRule] = []
 

@@ -374,7 +374,7 @@ def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = 
         "/healthz": (("GET", "HEAD"), healthz),
         "/metrics": (("GET", "HEAD"), metrics),
     }
-    app.router.add_route("*", "/{tail:.*}", paywall.handle)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", paywall.handle)  # any path, newlines too: refused by handle
     app.on_cleanup.append(close_source)
     return app
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections import Counter
 
 import pytest
 from aiohttp import web
@@ -190,26 +191,30 @@ hostile_targets = st.one_of(targets().filter(lambda t: t.isascii() and t.isprint
 
 def test_static_targets_are_priced_as_the_file_they_read(static_edge):
     edge = static_edge
+    seen = Counter()
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(hostile_targets, st.booleans())
     def attempt(target, pay):
         before = edge.charged()
         status, headers, body = edge.send("GET", target, edge.voucher() if pay else None)
+        seen[status] += 1
         if status == 400:
             assert _refusal_code(body) in EDGE_CODES | {"parser"}, body
             assert edge.charged() == before
             return
         resource = canonical_resource(target)
         assert isinstance(resource, Resource), (target, status)
-        read = origin_resolve(target)  # the file the target names for the file system
-        priced = node_price(edge, read) or node_price(edge, read + "/index.html")
+        read = origin_resolve(target, keep_slash=True)  # what the file system reads for the target
+        assert read == resource.path
+        file = read + "index.html" if read.endswith("/") else (read + "/index.html" if read + "/index.html" in PAGES else read)
+        priced = node_price(edge, file) or node_price(edge, read)
         if not pay:
             assert SECRET.encode() not in body, (target, status)
-            if read in PAGES and priced:
+            if file in PAGES and priced:
                 assert status == 402, (target, status)
         if status == 200:
-            assert body.decode() == PAGES.get(read, PAGES.get(read.rstrip("/") + "/index.html")), target
+            assert body.decode() == PAGES[file], target
             charged = int(decode_header(headers["PAYMENT-RESPONSE"])["chargedAmount"]) if priced else 0
             assert charged in ((0, PRICE) if priced else (0,))
         else:
@@ -217,6 +222,7 @@ def test_static_targets_are_priced_as_the_file_they_read(static_edge):
             assert edge.charged() == before
 
     attempt()
+    assert min(seen[400], seen[402], seen[404], seen[200]) >= 5, seen  # every branch was exercised
 
 
 def test_symlinks_never_serve_a_priced_file_or_one_outside_the_folder(static_edge):
@@ -227,14 +233,16 @@ def test_symlinks_never_serve_a_priced_file_or_one_outside_the_folder(static_edg
 
 def test_proxied_targets_are_priced_as_the_upstream_resolves_them(proxy_edge):
     edge = proxy_edge
+    seen = Counter()
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(hostile_targets, st.booleans(), st.sampled_from([1, 2]))
     def attempt(target, pay, decodes):
         edge.origin.decodes = decodes  # a typical origin, or a careless one that decodes twice
         edge.origin.received.clear()
         before = edge.charged()
         status, headers, body = edge.send("GET", target, edge.voucher() if pay else None)
+        seen[status] += 1
         if status == 400:
             assert _refusal_code(body) in EDGE_CODES | {"parser"} and not edge.origin.received
             assert edge.charged() == before
@@ -242,20 +250,24 @@ def test_proxied_targets_are_priced_as_the_upstream_resolves_them(proxy_edge):
         resource = canonical_resource(target)
         assert isinstance(resource, Resource)
         price = node_price(edge, resource.path)
-        # What the upstream would read from the request's own target is priced as the node priced it.
-        assert node_price(edge, origin_resolve(target, decodes, backslash=True)) == price, target
+        # What the upstream would read from the request's own target is priced as the node priced it
+        # (and an origin that ignores trailing slashes reads nothing priced that the node sold free).
+        assert origin_resolve(target, decodes, backslash=True, keep_slash=True) == resource.path, target
+        if node_price(edge, origin_resolve(target, decodes, backslash=True)) is not None:
+            assert price is not None, target
         for _, received, _ in edge.origin.received:  # and so is what it read from the forwarded target
             assert received == resource.target
-            assert origin_resolve(received, decodes, backslash=True).rstrip("/") == resource.path.rstrip("/")
-            assert node_price(edge, origin_resolve(received, decodes, backslash=True)) == price
+            assert origin_resolve(received, decodes, backslash=True, keep_slash=True) == resource.path
         if price is not None and not pay:
             assert status == 402 and not edge.origin.received
         if status == 200 and price is not None:
             assert decode_header(headers["PAYMENT-RESPONSE"])["chargedAmount"] in ("0", str(PRICE))
         if SECRET.encode() in body:
             assert pay and status == 200 and "PAYMENT-RESPONSE" in headers, target
+            seen["sold"] += 1
 
     attempt()
+    assert min(seen[400], seen[402], seen[404], seen["sold"]) >= 5, seen
 
 
 def test_the_query_is_part_of_a_proxied_purchase(proxy_edge):

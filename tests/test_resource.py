@@ -26,6 +26,13 @@ ATOMS = [
 SEPARATORS = ["/", "//", "///", "/./", "/%2e/"]
 
 
+TABLE = PriceTable(
+    [Price("/articles/*", 10), Price("/premium.html", 99), Price("/api/*", 1, once=False)],
+    ["/", "/static/*", "/articles/index.html"],
+)
+
+
+
 def _encoded(text: str, levels: int) -> str:
     for _ in range(levels):
         text = quote(text, safe="")
@@ -53,10 +60,11 @@ def targets(draw) -> str:
     return prefix + path + query
 
 
-def origin_resolve(target: str, decodes: int = 1, backslash: bool = False) -> str:
+def origin_resolve(target: str, decodes: int = 1, backslash: bool = False, keep_slash: bool = False) -> str:
     """What a typical origin or file system reads for a target: percent-decoded (once, or twice
     for a careless one), backslashes as slashes (IIS), repeated slashes merged, dot segments
-    resolved (nginx, Apache, aiohttp's static handler all do as much)."""
+    resolved (nginx, Apache, aiohttp's static handler all do as much). `keep_slash`: a folder
+    keeps its trailing slash (RFC 3986); without it the origin ignores trailing slashes."""
     path = target.split("?", 1)[0].split("#", 1)[0]
     if path.lower().startswith(("http://", "https://")):
         path = "/" + path.split("://", 1)[1].partition("/")[2]
@@ -65,13 +73,15 @@ def origin_resolve(target: str, decodes: int = 1, backslash: bool = False) -> st
     if backslash:
         path = path.replace("\\", "/")
     segments: list[str] = []
-    for part in path.split("/"):
+    parts = path.split("/")
+    for part in parts:
         if part == "..":
             if segments:
                 segments.pop()
         elif part not in ("", "."):
             segments.append(part)
-    return "/" + "/".join(segments)
+    folder = keep_slash and segments and parts[-1] in ("", ".", "..")
+    return "/" + "/".join(segments) + ("/" if folder else "")
 
 
 @settings(max_examples=600, deadline=None)
@@ -91,8 +101,12 @@ def test_every_target_is_one_canonical_resource_or_a_coded_refusal(target):
     # path the node priced: a careless origin decoding twice or turning backslashes into slashes too.
     for decodes in (1, 2):
         for backslash in (False, True):
-            assert origin_resolve(target, decodes, backslash).rstrip("/") == path.rstrip("/"), (target, decodes, backslash)
-            assert origin_resolve(result.target, decodes, backslash).rstrip("/") == path.rstrip("/")
+            assert origin_resolve(target, decodes, backslash, keep_slash=True) == path, (target, decodes, backslash)
+            assert origin_resolve(result.target, decodes, backslash, keep_slash=True) == path
+            # an origin that ignores trailing slashes reads nothing the table prices differently
+            loose = origin_resolve(target, decodes, backslash)
+            if TABLE.match(loose) is not None:
+                assert TABLE.match(path) is not None
     # The forwarded target is itself canonical and means the same resource.
     assert canonical_resource(result.target) == result
     assert unquote(result.encoded_path, errors="strict") == path
@@ -129,12 +143,6 @@ def test_the_reported_examples():
 
 # ------------------------------------------------------------------ price table
 
-TABLE = PriceTable(
-    [Price("/articles/*", 10), Price("/premium.html", 99), Price("/api/*", 1, once=False)],
-    ["/", "/static/*", "/articles/index.html"],
-)
-
-
 def _case_variants(text: str):
     return st.lists(st.booleans(), min_size=len(text), max_size=len(text)).map(
         lambda flips: "".join(c.upper() if f else c.lower() for c, f in zip(text, flips))
@@ -142,9 +150,11 @@ def _case_variants(text: str):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["/articles/1.html", "/premium.html", "/api/quote", "/articles/deep/x"]).flatmap(_case_variants))
-def test_case_variants_of_a_priced_path_are_priced(path):
-    price = TABLE.match(path)
+@given(st.sampled_from(["/articles/1.html", "/premium.html", "/api/quote", "/articles/deep/x"]).flatmap(_case_variants),
+       st.sampled_from(["", "/", "//"]))  # fmt: skip
+def test_case_and_slash_variants_of_a_priced_path_are_priced(path, slash):
+    resource = canonical_resource(path + slash)
+    price = TABLE.match(resource.path)
     assert price is not None and price == TABLE.match(path.lower()), path
 
 

@@ -367,7 +367,8 @@ def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = 
         await paywall.source.close()
 
     # One route: the paywall computes the canonical resource and dispatches these on it, so no
-    # spelling of a path can reach another handler than the one its canonical form names.
+    # spelling of a path can reach another handler than the one its canonical form names (the
+    # wallet script is served here as add_browser_routes serves it elsewhere).
     paywall.routes = {
         COOPERATIVE_CLOSE_PATH: (("POST",), paywall.cooperative_close),
         WALLET_JS_PATH: (("GET", "HEAD"), wallet_js_handler()),

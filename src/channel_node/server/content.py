@@ -220,7 +220,8 @@ class ProxySource:
                     data += chunk
                     if len(data) > self.max_body:
                         return failure(502, "upstream_too_large", "the origin's answer is over the node's limit")
-                if method != "HEAD" and declared is not None and (not declared.isdigit() or int(declared) != len(data)):
+                bodiless = method == "HEAD" or r.status in (204, 304) or r.status < 200
+                if not bodiless and declared is not None and (not declared.isdigit() or int(declared) != len(data)):
                     return failure(502, "upstream_incomplete", "the origin's answer does not match its Content-Length")
                 return Content(r.status, end_to_end(r.headers), bytes(data))
         except TimeoutError:

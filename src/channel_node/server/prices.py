@@ -3,7 +3,8 @@ in the order they are listed; a path nothing matches is free (the paywall guards
 
 Paths are the canonical, decoded resource paths of server/resource.py. A path is free only when it
 is free both as spelled and case-folded, so `/ARTICLES/a.html` costs what `/articles/a.html` costs
-on an origin or file system that ignores case (docs/protocol.md section 6)."""
+on an origin or file system that ignores case, and with and without a trailing slash
+(docs/protocol.md section 6)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,17 @@ class PriceTable:
         self.prices = prices
 
     def match(self, path: str) -> Price | None:
-        """The price of `path` (a canonical resource path), or None when it is free."""
-        price = self._as_spelled.match(path)
-        return price if price is not None else self._folded.match(path.casefold())
+        """The price of `path` (a canonical resource path), or None when it is free. A folder path
+        ("/premium/") also costs what the same path without its slash costs: many origins answer
+        both alike."""
+        variants = (path, path.rstrip("/")) if len(path) > 1 and path.endswith("/") else (path,)
+        for variant in variants:
+            price = self._as_spelled.match(variant)
+            if price is None:
+                price = self._folded.match(variant.casefold())
+            if price is not None:
+                return price
+        return None
 
 
 class _Rules:

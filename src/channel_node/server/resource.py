@@ -4,9 +4,10 @@ resource"). Pure: no I/O.
 The price table, the content source, the upstream, the insights record and the `once` unlock all
 use the value computed here; nothing downstream reads `request.path` again. A target is decoded
 once, its dot segments resolved and repeated slashes collapsed; anything another component could
-read differently (an encoded slash, a backslash, a NUL or other control character, a second level
-of percent-encoding, invalid UTF-8, `;` path parameters, text that Unicode normalisation would
-change, a segment ending in a dot) is refused with a stable code instead of guessed at.
+read differently (an encoded slash, a backslash, a NUL or other control character, a space other
+than U+0020 inside a segment, a second level of percent-encoding, invalid UTF-8, `;` path
+parameters, text that Unicode normalisation would change, a segment ending in a dot or starting
+or ending with a space) is refused with a stable code instead of guessed at.
 """
 
 from __future__ import annotations
@@ -129,8 +130,10 @@ def _segment_problem(segment: str) -> RefusedPath | None:
     if ";" in segment:
         return RefusedPath(BAD_PATH, "an encoded path parameter (%3B) in the path")
     for char in segment:
-        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES and char != " ":
             return RefusedPath(BAD_PATH, f"a control, format or space character (U+{ord(char):04X}) in the path")
+    if segment != segment.strip(" "):
+        return RefusedPath(BAD_PATH, "a path segment starting or ending with a space")
     if not segment.isascii() and unicodedata.normalize("NFKC", segment) != segment:
         return RefusedPath(BAD_PATH, "a path that Unicode normalisation (NFKC) would change")
     if segment not in (".", "..") and segment.endswith("."):

@@ -28,7 +28,7 @@ READ_CHUNK = 64 * 1024
 # never forwarded in either direction, nor any field the message's own `Connection` names.
 HOP_BY_HOP = frozenset({
     "connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host", "expect",
 })  # fmt: skip
 # Not forwarded on a priced request: the node sells the whole representation, once, as a 200, so
 # the origin must not answer a part (206) or "unchanged" (304) (docs/security.md, "Partial and

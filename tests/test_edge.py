@@ -589,3 +589,36 @@ def test_a_large_priced_file_ignores_range_and_conditionals(static_edge, tmp_pat
     assert edge.charged() == PRICE, "bought once, re-read whole for free"
     status, _, body = edge.send("HEAD", "/articles/big.bin", edge.voucher())
     assert status == 402 and body == b""
+
+
+def test_path_and_method_override_fields_never_reach_the_origin(proxy_edge):
+    """Some origins take X-Original-URL (and kin) as the real path: a free path would read a priced one."""
+    edge = proxy_edge
+    overrides = {"X-Original-URL": "/articles/1.html", "X-Rewrite-URL": "/articles/1.html", "X-Override-URL": "/articles/1.html",
+                 "X-Forwarded-Path": "/articles/1.html", "X-Forwarded-Prefix": "/articles", "X-HTTP-Method-Override": "GET",
+                 "X-HTTP-Method": "GET", "X-Method-Override": "GET"}  # fmt: skip
+    for target, extra in [("/free/page.html", {}), ("/articles/1.html", edge.voucher())]:
+        edge.origin.received.clear()
+        assert edge.send("GET", target, {**overrides, **extra})[0] == 200
+        (_, _, forwarded), = edge.origin.received
+        assert not set(overrides) & set(forwarded)
+
+
+@pytest.mark.parametrize("mode", ["static", "proxy"])
+def test_a_sold_answer_is_never_kept_by_a_shared_cache(chain, deployed, parties, channels, tmp_path, mode):
+    edge = Edge(chain, deployed, parties, channels, tmp_path, mode)
+    try:
+        async def cacheable(request):
+            return web.Response(text=PAGES["/articles/1.html"], headers={
+                "Cache-Control": "public, max-age=86400", "Expires": "Fri, 01 Jan 2100 00:00:00 GMT",
+                "Surrogate-Control": "max-age=86400", "CDN-Cache-Control": "max-age=86400"})  # fmt: skip
+
+        edge.origin.behaviour = cacheable
+        offer = edge.send("GET", "/articles/1.html")
+        assert offer[0] == 402 and "no-store" in offer[1]["Cache-Control"]
+        status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
+        assert status == 200 and SECRET.encode() in body
+        assert headers.getall("Cache-Control") == ["private, no-store"]
+        assert not {"Expires", "Surrogate-Control", "CDN-Cache-Control"} & set(headers)
+    finally:
+        edge.close()

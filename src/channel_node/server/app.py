@@ -56,6 +56,10 @@ def _paywall_logger():
 CORRECTIVE = {Reject.INSUFFICIENT_VOUCHER, Reject.STALE_VOUCHER, Reject.EXCEEDS_DEPOSIT}
 EXPOSED_HEADERS = f"{REQUIRED_HEADER}, {RESPONSE_HEADER}"
 COOPERATIVE_CLOSE_PATH = "/_channel/cooperative-close"
+# A sold answer is the reader's own: never stored by a shared cache (a CDN in front of the node
+# would otherwise hand it to readers who did not pay); offers are never stored at all.
+SOLD_CACHE_CONTROL = "private, no-store"
+SHARED_CACHE_FIELDS = ("Cache-Control", "Expires", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control")
 
 
 def _hex_field(body: dict, name: str, length: int | None) -> bytes:
@@ -250,7 +254,10 @@ class Paywall:
         extra = {
             RESPONSE_HEADER: encode_header(payment_response(self.offer, outcome.state, charged, voucher.payment_id, voucher.amount)),
             "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+            "Cache-Control": SOLD_CACHE_CONTROL,
         }
+        for name in SHARED_CACHE_FIELDS:  # a shared cache must not keep a sold answer for others
+            content.headers.popall(name, None)
         if content.opened is not None:
             return await self._stream_opened(request, content, extra)
         response = self._content_response(content)
@@ -309,6 +316,7 @@ class Paywall:
             response = web.json_response(document, status=status)
         response.headers[REQUIRED_HEADER] = encode_header(document)
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers["Cache-Control"] = "no-store"
         return response
 
     def _refuse(self, resource, request, price, status, code, message, started, state=None, channel=None) -> web.Response:

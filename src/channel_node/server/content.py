@@ -30,6 +30,13 @@ HOP_BY_HOP = frozenset({
     "connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host", "expect",
 })  # fmt: skip
+# Never forwarded: fields some origins and frameworks take as the request's real path or method
+# (IIS, Symfony, Rails, Express middleware), which would let a free path read a priced one
+# (docs/security.md, "One canonical resource").
+OVERRIDES = frozenset({
+    "x-original-url", "x-rewrite-url", "x-override-url", "x-forwarded-path", "x-forwarded-prefix",
+    "x-http-method-override", "x-http-method", "x-method-override",
+})  # fmt: skip
 # Not forwarded on a priced request: the node sells the whole representation, once, as a 200, so
 # the origin must not answer a part (206) or "unchanged" (304) (docs/security.md, "Partial and
 # conditional answers").
@@ -208,7 +215,7 @@ class ProxySource:
     async def fetch(self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False) -> Content:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)
-        forward = end_to_end(headers, PRICED_DROP if priced else frozenset())
+        forward = end_to_end(headers, OVERRIDES | PRICED_DROP if priced else OVERRIDES)
         url = URL(self.upstream + resource.target, encoded=True)
         try:
             async with self._session.request(method, url, headers=forward, data=body or None, allow_redirects=False) as r:

@@ -119,6 +119,8 @@ class StaticSource:
         """The path of the file a request for `path` reads: a folder's `index.html`."""
         if path.endswith("/"):
             return path + "index.html"
+        if path in self._cache:  # a file read lately: no stat on the hot path
+            return path
         try:
             if (self.root / path.lstrip("/")).is_dir():
                 return path + "/index.html"

@@ -622,3 +622,31 @@ def test_a_sold_answer_is_never_kept_by_a_shared_cache(chain, deployed, parties,
         assert not {"Expires", "Surrogate-Control", "CDN-Cache-Control"} & set(headers)
     finally:
         edge.close()
+
+
+def test_aiohttp_records_carry_no_traceback_whoever_handles_them(static_edge, caplog):
+    """An embedded node (no logs.configure): the records reach the root logger's handlers, bounded."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in logs.AIOHTTP_LOGGERS]
+    saved = [(logger.propagate, list(logger.handlers), logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.propagate = True
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, logs._AiohttpLines)]
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for raw in MALFORMED:
+                try:
+                    static_edge.run(raw_http(static_edge.server.port, raw, 5))
+                except (ConnectionError, IndexError, ValueError):
+                    pass
+        # (aiohttp.access is the test server's access log; the node runs without one: cli.py)
+        records = [r for r in caplog.records if r.name.startswith("aiohttp") and r.name != "aiohttp.access"]
+        assert len(records) >= 5
+        for record in records:
+            assert record.exc_info is None and MARKER not in record.getMessage() and len(record.getMessage()) < 300
+        assert "Traceback" not in caplog.text
+    finally:
+        for logger, (propagate, handlers, level) in zip(loggers, saved):
+            logger.propagate, logger.handlers = propagate, handlers
+            logger.setLevel(level)

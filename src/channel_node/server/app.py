@@ -22,6 +22,7 @@ from aiohttp import web
 from eth_utils import to_checksum_address
 
 from channel_node.core import Reject, Rejected
+from channel_node.logs import bound_aiohttp_logs
 from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
 from channel_node.server.content import Content, ProxySource, StaticSource, failure, not_found
@@ -360,6 +361,7 @@ def _method_not_allowed(methods: tuple[str, ...]) -> web.Response:
 def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = None) -> web.Application:
     """`health` returns the node's state; a non-empty `problems` list makes the status "degraded"
     (the paywall keeps serving: a monitor decides what to do)."""
+    bound_aiohttp_logs()  # a malformed request is one bounded log line, never a traceback
     app = web.Application(client_max_size=16 * 1024 * 1024)
 
     async def healthz(request: web.Request) -> web.Response:

@@ -650,3 +650,31 @@ def test_aiohttp_records_carry_no_traceback_whoever_handles_them(static_edge, ca
         for logger, (propagate, handlers, level) in zip(loggers, saved):
             logger.propagate, logger.handlers = propagate, handlers
             logger.setLevel(level)
+
+
+REPORTED = {  # finding 1's examples: each is the article (402) or refused (400), never free
+    "//articles/a.html": 402, "/./articles/a.html": 402, "/static/../articles/a.html": 402,
+    "/static/%2e%2e/articles/a.html": 402, "/static/..%2farticles/a.html": 400, "/free/%252e%252e/articles/a.html": 400,
+    "/articles/a.html%00": 400, "/static/%5c../articles/a.html": 400, "http://127.0.0.1/articles/a.html": 402,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["static", "proxy"])
+def test_the_reported_paths_are_the_article_or_refused(chain, deployed, parties, channels, tmp_path, mode):
+    edge = Edge(chain, deployed, parties, channels, tmp_path, mode)
+    try:
+        for target, expected in REPORTED.items():
+            status, headers, body = edge.send("GET", target)
+            assert status == expected and SECRET.encode() not in body, (target, status)
+            if status == 400:
+                assert _json_code(body) in EDGE_CODES
+            before = edge.charged()
+            status, headers, body = edge.send("GET", target, edge.voucher())
+            if expected == 400:
+                assert status == 400 and edge.charged() == before
+            else:
+                assert status == 200 and body.decode() == PAGES["/articles/a.html"]
+                assert decode_header(headers["PAYMENT-RESPONSE"])["chargedTotal"] == str(PRICE), "one purchase for every spelling"
+        assert {t for _, t, _ in edge.origin.received} <= {"/articles/a.html"}
+    finally:
+        edge.close()

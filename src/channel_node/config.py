@@ -8,6 +8,7 @@ Amounts are integers in the token's smallest unit; TOML integers or decimal stri
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +19,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from channel_node.server.prices import Price
 
 UINT128_MAX = (1 << 128) - 1
+# http(s), a DNS name, IPv4 or [IPv6] host, an optional port and path prefix of unreserved characters.
+_PUBLIC_URL = re.compile(r"https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,=:@/-]*)?")
 
 
 def _amount(value: object) -> int:
@@ -57,7 +60,8 @@ class PriceRule(BaseModel):
 class Paywall(BaseModel):
     content_dir: Path | None = None
     upstream: str | None = None  # reverse-proxy mode: the origin server's base URL
-    upstream_max_body: int = 16 * 1024 * 1024
+    upstream_max_body: int = Field(16 * 1024 * 1024, ge=0)  # bytes; a larger answer is a 502, never charged
+    upstream_timeout: float = Field(30.0, gt=0)  # seconds for the origin's whole answer; later is a 504
     free: list[str] = []
     prices: list[PriceRule] = []
 
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
     close_delay_max: int = 30 * 24 * 3600
     log_format: Literal["auto", "json", "console"] = "auto"
     recovery_thread: bool = True  # recover voucher signers on a worker thread (uses a second core)
+    # The node's public base URL ("https://news.example"): a 402's resource.url is this plus the
+    # canonical path. Unset, resource.url is the path alone; the Host header is never used.
+    public_url: str | None = None
     insights_database: Path | None = None  # record offers and unlocks here for the revenue dashboard
     admin_token: SecretStr | None = None  # bearer token of the admin API; unset disables it
     admin_host: str = "127.0.0.1"  # the admin API listens apart from the paywall, on loopback by default
@@ -111,6 +118,15 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://", "ws://", "wss://")):
             raise ValueError("rpc_url must start with http://, https://, ws:// or wss://")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def plain_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _PUBLIC_URL.fullmatch(value):
+            raise ValueError("public_url must be http(s)://host[:port][/prefix], without query, fragment or user")
+        return value.rstrip("/")
 
     @property
     def receiver_bytes(self) -> bytes:

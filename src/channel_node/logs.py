@@ -100,6 +100,102 @@ def set_buffering(enabled: bool) -> None:
     _sink.buffered = enabled
 
 
+# aiohttp's server and web loggers report malformed requests (oversize headers, smuggling shapes,
+# bad methods) and handler failures with a traceback quoting the request's bytes. These become one
+# bounded line each, naming the error's type and never its text (docs/security.md, "Malformed
+# requests in the log").
+AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.internal")  # the access log is off (cli.py)
+MAX_FIELD = 80
+
+
+def _bounded(value: object) -> str:
+    text = str(value)
+    text = "".join(ch if ch.isprintable() and ch.isascii() else "?" for ch in text[:MAX_FIELD])
+    return text
+
+
+def _edge_fields(record: logging.LogRecord) -> tuple[str, dict]:
+    """The event and fields of an aiohttp record, bounded: the error's type, never its text."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):  # refused by the HTTP parser (400/413/431)
+        return "bad_request", {"status": int(exc.code or 400), "error": type(exc).__name__, "source": record.name}
+    fields: dict = {"source": record.name}
+    message = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+    fields["message"] = _bounded(message)
+    if exc is not None:
+        fields["error"] = type(exc).__name__
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:  # where it was raised: a file name and line, not a traceback
+            fields["at"] = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+    return ("http_error" if record.levelno >= logging.ERROR else "http_notice"), fields
+
+
+class _Bounded(logging.Filter):
+    """Rewrites each aiohttp record in place into one bounded line without a traceback, for
+    whatever handler receives it (ours, the root logger's, a test's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "edge_event", None) is None:
+            try:
+                event, fields = _edge_fields(record)
+            except Exception:  # a log line is never worth a crash
+                event, fields = "http_notice", {"source": record.name}
+            record.edge_event, record.edge_fields = event, fields
+            record.msg = event + " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            record.args = ()
+            record.exc_info = record.exc_text = record.stack_info = None
+            if event == "bad_request" and record.levelno < logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"  # one line per refused request
+        return True
+
+
+_FILTER = _Bounded()
+
+
+class _AiohttpLines(logging.Handler):
+    """Sends the rewritten aiohttp records to the node's structured log."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.min_level = level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event, fields = record.edge_event, record.edge_fields
+            if event != "bad_request" and record.levelno < self.min_level:
+                return
+            log = structlog.get_logger("channel_node.http")
+            level = "warning" if event == "bad_request" else ("error" if record.levelno >= logging.ERROR else "info")
+            getattr(log, level)(event, **fields)
+        except Exception:  # a log line is never worth a crash
+            pass
+
+
+def bound_aiohttp_logs() -> None:
+    """Makes aiohttp's server loggers write bounded lines without tracebacks, whoever handles them
+    (idempotent; the paywall's create_app calls it, so an embedded node is covered too)."""
+    for name in AIOHTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def _route_aiohttp(level: int) -> None:
+    bound_aiohttp_logs()
+    handler = _AiohttpLines(level)
+    for name in AIOHTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, _AiohttpLines)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)  # parse errors at debug level (bad methods) still get their line
+        logger.propagate = False  # into the node's log only
+
+
 def configure(log_format: str = "auto", level: int = logging.INFO, stream: str = "stdout") -> None:
     """`stream` is "stdout" for the node, "stderr" for commands whose stdout is their answer."""
     _sink.flush()
@@ -119,3 +215,4 @@ def configure(log_format: str = "auto", level: int = logging.INFO, stream: str =
         logger_factory=_line_logger,
         cache_logger_on_first_use=False,  # so a reconfiguration (tests, CLI) takes effect everywhere
     )
+    _route_aiohttp(level)

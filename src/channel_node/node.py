@@ -181,7 +181,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
     source = (
         StaticSource(wall.content_dir)
         if wall.content_dir is not None
-        else ProxySource(wall.upstream, wall.upstream_max_body)
+        else ProxySource(wall.upstream, wall.upstream_max_body, wall.upstream_timeout)
     )
     offer = make_offer(
         chain_id, contract, receiver, settings.token_bytes, settings.min_deposit,
@@ -195,6 +195,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         metrics=Metrics(),
         receiver=receiver,
         token=settings.token_bytes,
+        public_url=settings.public_url,
     )
     client = ChannelDepositClient(w3, contract)
     watcher = Watcher(

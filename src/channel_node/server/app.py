@@ -1,13 +1,16 @@
 """The paywall: an aiohttp application that answers priced paths with 402 until a voucher pays.
 
-Flow of a priced request: parse `PAYMENT-SIGNATURE` -> check it is for this network, contract,
-receiver and asset -> fetch the content (a missing file or failing origin costs nothing) ->
-`Runtime.pay` commits the voucher and charge -> send the content with `PAYMENT-RESPONSE`.
+Flow of a priced request: the canonical resource (server/resource.py; a target that is not
+canonical is a 400) -> its price -> parse `PAYMENT-SIGNATURE` -> check it is for this network,
+contract, receiver and asset -> fetch the whole content (a missing file, a failing origin or a
+partial answer costs nothing) -> `Runtime.pay` commits the voucher and charge -> send the content
+with `PAYMENT-RESPONSE`. HEAD and OPTIONS are never charged (docs/protocol.md section 9).
 Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises into a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,11 +22,13 @@ from aiohttp import web
 from eth_utils import to_checksum_address
 
 from channel_node.core import Reject, Rejected
+from channel_node.logs import bound_aiohttp_logs
 from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
-from channel_node.server.browser import add_browser_routes, html_402, teaser_for, wants_html
-from channel_node.server.content import Content, ProxySource, StaticSource
+from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
+from channel_node.server.content import Content, ProxySource, StaticSource, failure, not_found
 from channel_node.server.metrics import Metrics
 from channel_node.server.prices import Price, PriceTable
+from channel_node.server.resource import RefusedPath, Resource, canonical_resource
 from channel_node.server.protocol import (
     REQUIRED_HEADER,
     RESPONSE_HEADER,
@@ -52,6 +57,10 @@ def _paywall_logger():
 CORRECTIVE = {Reject.INSUFFICIENT_VOUCHER, Reject.STALE_VOUCHER, Reject.EXCEEDS_DEPOSIT}
 EXPOSED_HEADERS = f"{REQUIRED_HEADER}, {RESPONSE_HEADER}"
 COOPERATIVE_CLOSE_PATH = "/_channel/cooperative-close"
+# A sold answer is the reader's own: never stored by a shared cache (a CDN in front of the node
+# would otherwise hand it to readers who did not pay); offers are never stored at all.
+SOLD_CACHE_CONTROL = "private, no-store"
+SHARED_CACHE_FIELDS = ("Cache-Control", "Expires", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control")
 
 
 def _hex_field(body: dict, name: str, length: int | None) -> bytes:
@@ -68,6 +77,7 @@ class InsightsRecorder(Protocol):
     """Where the paywall reports what it offered and sold. Called on the request path: it must only
     buffer (no I/O), so recording costs the paid path nothing measurable."""
 
+    # `resource` is the canonical resource key (docs/protocol.md, "Canonical resource").
     def offer(self, resource: str, price: int, tags: dict[str, str], at: float) -> None: ...
 
     def unlock(self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float) -> None: ...
@@ -85,6 +95,8 @@ class Paywall:
     log: structlog.typing.FilteringBoundLogger = field(default_factory=_paywall_logger)
     consent_key: bytes | None = field(default=None, repr=False)  # the receiver's key, to consent to closes
     insights: InsightsRecorder | None = None  # offers shown and unlocks sold, for the publisher's reports
+    public_url: str | None = None  # "https://news.example": the base of a 402's resource.url
+    routes: dict = field(default_factory=dict)  # canonical path -> (methods, handler), set by create_app
 
     async def cooperative_close(self, request: web.Request) -> web.Response:
         """A payer asks for the receiver's signature to close its channel now at `amount`
@@ -127,36 +139,85 @@ class Paywall:
     # ------------------------------------------------------------------ handlers
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        price = self.prices.match(request.path)
-        body = await request.read() if request.method not in ("GET", "HEAD") else b""
+        """Every request of the paywall's listener: the canonical resource is computed here, once,
+        and passed down; nothing below reads `request.path` (docs/protocol.md, "Canonical resource")."""
+        resource = canonical_resource(request.raw_path)
+        if isinstance(resource, RefusedPath):
+            self.log.info("request_refused", status=400, error=resource.code, method=request.method[:16])
+            return _error(400, resource.code, resource.detail)
+        fixed = self.routes.get(resource.path)
+        if fixed is not None:
+            methods, handler = fixed
+            if request.method not in methods:
+                return _method_not_allowed(methods)
+            return await handler(request)
+        served = self.source.served_path(resource.path)
+        price = self.prices.match(served)
+        if price is None and served != resource.path:
+            price = self.prices.match(resource.path)
         if price is None:
-            content = await self.source.fetch(request.method, request.path, request.query_string, request.headers, body)
-            return self._content_response(content)
-        return await self._priced(request, price, body)
+            return await self._free(request, resource)
+        methods = self._priced_methods(price)
+        if request.method not in methods:
+            return _method_not_allowed(methods)
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers={"Allow": ", ".join(methods)})
+        if request.method == "HEAD":  # the offer's headers, never a charge (docs/protocol.md section 9)
+            if isinstance(self.source, StaticSource) and not self.source.exists(resource.path):
+                return self._content_response(not_found())
+            return self._required(resource, request, price, 402, "payment_required", "this resource costs a payment")
+        body = await request.read() if request.method != "GET" else b""
+        return await self._priced(request, resource, price, body)
 
-    async def _priced(self, request: web.Request, price: Price, body: bytes) -> web.StreamResponse:
+    def _priced_methods(self, price: Price) -> tuple[str, ...]:
+        """GET is sold; HEAD and OPTIONS are answered and never charged; in reverse-proxy mode a
+        per-request price (`once = false`, an API) also sells POST, PUT, PATCH and DELETE."""
+        if isinstance(self.source, ProxySource) and not price.once:
+            return ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+        return ("GET", "HEAD", "OPTIONS")
+
+    async def _free(self, request: web.Request, resource: Resource) -> web.StreamResponse:
+        if isinstance(self.source, StaticSource):
+            if request.method == "OPTIONS":
+                return web.Response(status=204, headers={"Allow": "GET, HEAD, OPTIONS"})
+            if request.method not in ("GET", "HEAD"):
+                return _method_not_allowed(("GET", "HEAD", "OPTIONS"))
+            return self._content_response(await self.source.fetch(request.method, resource))
+        if request.method in ("TRACE", "CONNECT"):
+            return _method_not_allowed(("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"))
+        body = await request.read() if request.method not in ("GET", "HEAD") else b""
+        content = await self.source.fetch(request.method, resource, request.headers, body)
+        return self._content_response(content)
+
+    async def _priced(self, request: web.Request, resource: Resource, price: Price, body: bytes) -> web.StreamResponse:
         started = time.perf_counter()
+        key = self._key(resource)
         header = request.headers.get(SIGNATURE_HEADER)
         if header is None:
-            if isinstance(self.source, StaticSource) and not self.source.exists(request.path):
-                return self._content_response(await self.source.fetch("GET", request.path, "", {}, b""))
+            if isinstance(self.source, StaticSource) and not self.source.exists(resource.path):
+                return self._content_response(not_found())
             if self.insights is not None:
-                self.insights.offer(request.path, price.amount, price.tags, time.time())
-            return self._required(request, price, 402, "payment_required", "this resource costs a payment")
+                self.insights.offer(key, price.amount, price.tags, time.time())
+            return self._required(resource, request, price, 402, "payment_required", "this resource costs a payment")
         try:
             voucher = parse_payment_signature(header)
             self._check_terms(voucher)
         except ProtocolError as exc:
-            return self._refuse(request, price, exc.status, exc.code, exc.detail, started)
+            return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)
 
-        content = await self.source.fetch(request.method, request.path, request.query_string, request.headers, body)
-        if not content.ok:  # nothing to sell: relay the failure, charge nothing
-            return self._content_response(content)
+        # The whole answer first: what cannot be delivered is never charged (docs/security.md).
+        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True)
+        if not content.sellable(request.method):
+            if content.opened is not None:
+                content.opened.close()
+            if content.ok:  # a part, or an empty answer to a GET: never relayed on a priced path
+                content = failure(502, "upstream_unsellable", "the origin did not answer with the whole resource")
+            return self._content_response(content)  # nothing to sell: relay the failure, charge nothing
         payment = PaymentRequest(
             channel_id=voucher.channel_id,
             amount=voucher.amount,
             signature=voucher.signature,
-            resource=request.path,
+            resource=key,
             price=price.amount,
             once=price.once,
             payment_id=voucher.payment_id,
@@ -165,32 +226,51 @@ class Paywall:
         try:
             outcome = await self.runtime.pay(payment)
         except ChainUnavailable as exc:
-            return self._refuse(request, price, 503, "chain_unavailable", str(exc), started)
+            outcome = None
+            refusal = (503, "chain_unavailable", str(exc))
         except StoreError as exc:
             self.log.error("store_failed", error=str(exc))
-            return self._refuse(request, price, 503, "store_unavailable", "the node could not record the payment", started)
-
-        channel = "0x" + voucher.channel_id.hex()
-        if not outcome.accepted:
+            outcome = None
+            refusal = (503, "store_unavailable", "the node could not record the payment")
+        if outcome is None or not outcome.accepted:
+            if content.opened is not None:
+                content.opened.close()
+            if outcome is None:
+                return self._refuse(resource, request, price, *refusal, started)
             code = outcome.effect.code
             state = outcome.state if code in CORRECTIVE else None
-            return self._refuse(request, price, 402, code.value, outcome.effect.detail, started, state, channel)
+            channel = "0x" + voucher.channel_id.hex()
+            return self._refuse(resource, request, price, 402, code.value, outcome.effect.detail, started, state, channel)
 
+        channel = "0x" + voucher.channel_id.hex()
         charged = outcome.effect.charged
         (self.metrics.paid_unlocks if charged else self.metrics.free_refetches).inc()
         if charged:
             self.metrics.revenue.inc(charged)
             if self.insights is not None:
-                self.insights.unlock(request.path, charged, price.tags, voucher.channel_id, time.time())
+                self.insights.unlock(key, charged, price.tags, voucher.channel_id, time.time())
         self.metrics.accepted_latency.observe(time.perf_counter() - started)
-        self.log.info("payment", channel=channel, resource=request.path, charged=str(charged), outcome="accepted",
+        self.log.info("payment", channel=channel, resource=key, charged=str(charged), outcome="accepted",
                       charged_total=str(outcome.state.charged))  # fmt: skip
+        extra = {
+            RESPONSE_HEADER: encode_header(payment_response(self.offer, outcome.state, charged, voucher.payment_id, voucher.amount)),
+            "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+            "Cache-Control": SOLD_CACHE_CONTROL,
+        }
+        for name in SHARED_CACHE_FIELDS:  # a shared cache must not keep a sold answer for others
+            content.headers.popall(name, None)
+        if content.opened is not None:
+            return await self._stream_opened(request, content, extra)
         response = self._content_response(content)
-        response.headers[RESPONSE_HEADER] = encode_header(
-            payment_response(self.offer, outcome.state, charged, voucher.payment_id, voucher.amount)
-        )
-        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers.update(extra)
         return response
+
+    def _key(self, resource: Resource) -> str:
+        """What a purchase is recorded under (the `once` unlock, insights, logs): the file a static
+        source serves, or the path and query an upstream answers."""
+        if self.source.uses_query:
+            return resource.key(with_query=True)
+        return self.source.served_path(resource.path)
 
     def _check_terms(self, voucher: Voucher) -> None:
         """A voucher for another network, contract, receiver or asset is refused before any work."""
@@ -213,31 +293,38 @@ class Paywall:
 
     # ------------------------------------------------------------------ responses
 
-    def _required(self, request, price: Price, status: int, code: str, message: str, state=None) -> web.Response:
+    def _url(self, resource: Resource) -> str:
+        """The 402's `resource.url`: `public_url` and the canonical target; without `public_url`,
+        the path-only target. Never the request's Host (docs/protocol.md section 1)."""
+        return (self.public_url or "") + resource.target
+
+    def _required(self, resource: Resource, request, price: Price, status: int, code: str, message: str, state=None) -> web.Response:
+        served = self.source.served_path(resource.path)
         document = payment_required(
             self.offer,
-            url=str(request.url),
+            url=self._url(resource),
             price=price.amount,
             description=price.description,
-            mime_type=self.source.mime_type(request.path),
+            mime_type=self.source.mime_type(served),
             once=price.once,
             error=code,
             message=message,
             state=state,
         )
         if wants_html(request.headers.get("Accept")):  # a browser: the paywall page, same headers
-            response = html_402(document, teaser_for(self.source, request.path, price.description), status)
+            response = html_402(document, teaser_for(self.source, served, price.description), status)
         else:
             response = web.json_response(document, status=status)
         response.headers[REQUIRED_HEADER] = encode_header(document)
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers["Cache-Control"] = "no-store"
         return response
 
-    def _refuse(self, request, price, status, code, message, started, state=None, channel=None) -> web.Response:
+    def _refuse(self, resource, request, price, status, code, message, started, state=None, channel=None) -> web.Response:
         self.metrics.rejections.labels(code).inc()
         self.metrics.rejected_latency.observe(time.perf_counter() - started)
-        self.log.info("payment", channel=channel, resource=request.path, charged="0", outcome=code)
-        return self._required(request, price, status, code, message, state)
+        self.log.info("payment", channel=channel, resource=self._key(resource), charged="0", outcome=code)
+        return self._required(resource, request, price, status, code, message, state)
 
     @staticmethod
     def _content_response(content: Content) -> web.StreamResponse:
@@ -245,10 +332,36 @@ class Paywall:
             return web.FileResponse(content.file, headers=content.headers)
         return web.Response(status=content.status, body=content.body, headers=content.headers)
 
+    @staticmethod
+    async def _stream_opened(request: web.Request, content: Content, extra: dict) -> web.StreamResponse:
+        """A priced large file, opened before the charge: the whole file as one 200 (no Range, no
+        304: docs/security.md, "Partial and conditional answers")."""
+        response = web.StreamResponse(status=200, headers={**content.headers, **extra})
+        response.content_length = content.length
+        try:
+            await response.prepare(request)
+            if request.method != "HEAD":
+                while chunk := await asyncio.to_thread(content.opened.read, 256 * 1024):
+                    await response.write(chunk)
+            await response.write_eof()
+        finally:
+            content.opened.close()
+        return response
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def _method_not_allowed(methods: tuple[str, ...]) -> web.Response:
+    allow = ", ".join(methods)
+    return _error(405, "method_not_allowed", f"this resource answers {allow}", {"Allow": allow})
+
 
 def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = None) -> web.Application:
     """`health` returns the node's state; a non-empty `problems` list makes the status "degraded"
     (the paywall keeps serving: a monitor decides what to do)."""
+    bound_aiohttp_logs()  # a malformed request is one bounded log line, never a traceback
     app = web.Application(client_max_size=16 * 1024 * 1024)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -263,11 +376,16 @@ def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = 
     async def close_source(app: web.Application) -> None:
         await paywall.source.close()
 
-    app.router.add_post(COOPERATIVE_CLOSE_PATH, paywall.cooperative_close)
-    add_browser_routes(app)  # /_channel/wallet.js, before the catch-all below
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_route("*", "/{tail:.*}", paywall.handle)
+    # One route: the paywall computes the canonical resource and dispatches these on it, so no
+    # spelling of a path can reach another handler than the one its canonical form names (the
+    # wallet script is served here as add_browser_routes serves it elsewhere).
+    paywall.routes = {
+        COOPERATIVE_CLOSE_PATH: (("POST",), paywall.cooperative_close),
+        WALLET_JS_PATH: (("GET", "HEAD"), wallet_js_handler()),
+        "/healthz": (("GET", "HEAD"), healthz),
+        "/metrics": (("GET", "HEAD"), metrics),
+    }
+    app.router.add_route("*", r"/{tail:[\s\S]*}", paywall.handle)  # any path, newlines too: refused by handle
     app.on_cleanup.append(close_source)
     return app
 

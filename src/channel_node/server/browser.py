@@ -23,6 +23,7 @@ from aiohttp import web
 WALLET_JS_PATH = "/_channel/wallet.js"
 ZERO_ADDRESS = "0x" + "00" * 20
 TEASER_CHARS = 160  # a taste, not the article: short pages are often one paragraph long
+TEASER_FRACTION = (1, 4)  # and never more than this share of the page's text, title included
 
 
 def wants_html(accept: str | None) -> bool:
@@ -101,28 +102,37 @@ lock once for this site; what you do not spend comes back when you close.</p>
 
 
 class _Teaser(HTMLParser):
-    """The title and the first paragraph's text of an HTML document."""
+    """The title, the first paragraph's text, and all the text of an HTML document."""
 
     def __init__(self) -> None:
         super().__init__()
         self.title = ""
         self.paragraph = ""
+        self.text: list[str] = []
         self._in: str | None = None
         self._done = False
+        self._hidden = 0  # inside <script> or <style>: not text
 
     def handle_starttag(self, tag, attrs):
-        if tag in ("title", "h1") and not self.title:
+        if tag in ("script", "style"):
+            self._hidden += 1
+        elif tag in ("title", "h1") and not self.title:
             self._in = "title"
         elif tag == "p" and not self.paragraph and not self._done:
             self._in = "p"
 
     def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._hidden = max(0, self._hidden - 1)
         if tag == "p" and self._in == "p":
             self._done = True
         if tag in ("title", "h1", "p"):
             self._in = None
 
     def handle_data(self, data):
+        if self._hidden:
+            return
+        self.text.append(data)
         if self._in == "title":
             self.title += data
         elif self._in == "p":
@@ -130,14 +140,25 @@ class _Teaser(HTMLParser):
 
 
 def teaser_from_html(document: str, limit: int = TEASER_CHARS) -> str:
-    """"Title. First words of the first paragraph ..." as plain text."""
+    """"Title. First words of the first paragraph ..." as plain text, never the content itself: at
+    most the first paragraph, at most `limit` characters of it, and, title included, at most
+    TEASER_FRACTION of the document's text (docs/security.md, "The teaser"). A page too short to
+    spare anything gets an empty teaser (the caller shows the price's description instead)."""
     parser = _Teaser()
     parser.feed(document)
-    title = " ".join(parser.title.split())
+    parser.close()
+    total = len(" ".join(" ".join(parser.text).split()))
+    budget = total * TEASER_FRACTION[0] // TEASER_FRACTION[1]
+    title = " ".join(parser.title.split()).rstrip(".")
+    if len(title) > budget:
+        title = ""
+    budget -= len(title)
     words = " ".join(parser.paragraph.split())
-    if len(words) > limit:
-        words = words[:limit].rsplit(" ", 1)[0] + " ..."
-    return ". ".join(part for part in (title.rstrip("."), words) if part)
+    cap = min(limit, budget)
+    if len(words) > cap:
+        cut = words[: cap + 1]
+        words = cut.rsplit(" ", 1)[0] + " ..." if " " in cut else ""
+    return ". ".join(part for part in (title, words) if part)
 
 
 @lru_cache(maxsize=1024)
@@ -176,9 +197,8 @@ def wallet_js() -> bytes:
     return resources.files("channel_node.server").joinpath("static/wallet.js").read_bytes()
 
 
-def add_browser_routes(app: web.Application) -> None:
-    """`GET /_channel/wallet.js`. Add before the paywall's catch-all route (aiohttp matches routes
-    in the order they were added)."""
+def wallet_js_handler():
+    """The handler of `GET /_channel/wallet.js` (ETag, 304 on a match)."""
     body = wallet_js()
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
@@ -188,7 +208,13 @@ def add_browser_routes(app: web.Application) -> None:
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, content_type="application/javascript", charset="utf-8", headers=headers)
 
-    app.router.add_get(WALLET_JS_PATH, serve_wallet_js)
+    return serve_wallet_js
+
+
+def add_browser_routes(app: web.Application) -> None:
+    """`GET /_channel/wallet.js`. Add before the paywall's catch-all route (aiohttp matches routes
+    in the order they were added). The paywall itself dispatches it on the canonical path."""
+    app.router.add_get(WALLET_JS_PATH, wallet_js_handler())
 
 
 def browser_instructions(base_url: str, rpc_url: str, chain_id: int, reader_key: bytes, article: str) -> list[str]:
@@ -215,4 +241,5 @@ __all__ = [
     "teaser_from_html",
     "wants_html",
     "wallet_js",
+    "wallet_js_handler",
 ]

@@ -11,17 +11,52 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict
+from yarl import URL
+
+from channel_node.server.resource import Resource
 
 SMALL_FILE = 1 << 20  # files up to this size are read into memory; larger ones are streamed
 CACHE_BYTES = 64 << 20  # small files kept in memory, revalidated by a stat every REVALIDATE seconds
 REVALIDATE = 1.0
-HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
-}  # fmt: skip
+READ_CHUNK = 64 * 1024
+# Hop-by-hop fields (RFC 9110 section 7.6.1), plus the ones a proxy recomputes or must not pass on:
+# never forwarded in either direction, nor any field the message's own `Connection` names.
+HOP_BY_HOP = frozenset({
+    "connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host", "expect",
+})  # fmt: skip
+# Never forwarded: fields some origins and frameworks take as the request's real path or method
+# (IIS, Symfony, Rails, Express middleware), which would let a free path read a priced one
+# (docs/security.md, "One canonical resource").
+OVERRIDES = frozenset({
+    "x-original-url", "x-rewrite-url", "x-override-url", "x-forwarded-path", "x-forwarded-prefix",
+    "x-http-method-override", "x-http-method", "x-method-override",
+})  # fmt: skip
+# Not forwarded on a priced request: the node sells the whole representation, once, as a 200, so
+# the origin must not answer a part (206) or "unchanged" (304) (docs/security.md, "Partial and
+# conditional answers").
+PRICED_DROP = frozenset({"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"})
+
+
+def end_to_end(headers, drop: frozenset[str] = frozenset()) -> CIMultiDict:
+    """`headers` without hop-by-hop fields, the fields its `Connection` names, the node's own
+    payment fields (`PAYMENT-*`), and `drop`."""
+    named = {
+        token.strip().lower()
+        for name in ("Connection", "Proxy-Connection")
+        for value in headers.getall(name, ())
+        for token in value.split(",")
+    }
+    return CIMultiDict(
+        (k, v)
+        for k, v in headers.items()
+        if (low := k.lower()) not in HOP_BY_HOP and low not in named and low not in drop and not low.startswith("payment-")
+    )
 
 
 @dataclass
@@ -30,10 +65,23 @@ class Content:
     headers: CIMultiDict
     body: bytes | None = None
     file: Path | None = None  # streamed from disk when set
+    opened: BinaryIO | None = None  # a priced large file, opened before the charge and streamed after
+    length: int = 0
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    def sellable(self, method: str) -> bool:
+        """Whether this is a whole answer worth the price: a GET sells only a 200; another priced
+        method (an API call) any 2xx except a part (206)."""
+        return self.status == 200 if method == "GET" else (self.ok and self.status != 206)
+
+
+def failure(status: int, code: str, message: str) -> Content:
+    """An answer the node makes itself when content cannot be delivered (never charged)."""
+    body = orjson.dumps({"error": code, "message": message})
+    return Content(status, CIMultiDict({"Content-Type": "application/json"}), body)
 
 
 def not_found() -> Content:
@@ -51,7 +99,14 @@ class _Cached:
 
 class StaticSource:
     """Files under `root`. Small files are served from memory: resolving and reading a file per
-    request costs more than the whole payment check, and a stat per second keeps edits visible."""
+    request costs more than the whole payment check, and a stat per second keeps edits visible.
+
+    Paths are canonical (server/resource.py). A folder is served as its `index.html`, and priced as
+    that file (`served_path`). Symbolic links are not followed: a path whose real location differs
+    from `root` + path is not found, so a link cannot serve a priced file under a free name or a
+    file outside `root` (docs/security.md, "One canonical resource")."""
+
+    uses_query = False  # the same file whatever the query: purchases are keyed by path alone
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -60,18 +115,37 @@ class StaticSource:
         self._cache: dict[str, _Cached] = {}
         self._cached_bytes = 0
 
+    def served_path(self, path: str) -> str:
+        """The path of the file a request for `path` reads: a folder's `index.html`."""
+        if path.endswith("/"):
+            return path + "index.html"
+        if path in self._cache:  # a file read lately: no stat on the hot path
+            return path
+        try:
+            if (self.root / path.lstrip("/")).is_dir():
+                return path + "/index.html"
+        except (OSError, ValueError):
+            pass
+        return path
+
     def locate(self, path: str) -> Path | None:
-        candidate = (self.root / path.lstrip("/")).resolve()
-        if candidate != self.root and not candidate.is_relative_to(self.root):
-            return None  # ../ escapes are simply not found
-        if candidate.is_dir():
-            candidate = candidate / "index.html"
-        return candidate if candidate.is_file() else None
+        relative = self.served_path(path).lstrip("/")
+        if "\0" in relative or any(part in ("", ".", "..") for part in relative.split("/")):
+            return None  # not canonical: never guessed at
+        candidate = self.root / relative
+        try:
+            real = candidate.resolve(strict=True)
+            if real != candidate or not real.is_file():
+                return None  # missing, a folder, or reached through a symbolic link
+        except (OSError, ValueError, RuntimeError):
+            return None
+        return real
 
     def exists(self, path: str) -> bool:
         return path in self._cache or self.locate(path) is not None
 
-    async def fetch(self, method: str, path: str, query: str, headers, body: bytes) -> Content:
+    async def fetch(self, method: str, resource: Resource, headers=None, body: bytes = b"", priced: bool = False) -> Content:
+        path = resource.path
         cached = self._fresh(path)
         if cached is not None:
             return Content(200, CIMultiDict({"Content-Type": cached.mime}), cached.body)
@@ -79,10 +153,16 @@ class StaticSource:
         if file is None:
             return not_found()
         mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        stat = file.stat()
-        if stat.st_size > SMALL_FILE:
-            return Content(200, CIMultiDict({"Content-Type": mime}), file=file)
-        data = file.read_bytes()
+        try:
+            stat = file.stat()
+            if stat.st_size > SMALL_FILE:
+                if not priced:
+                    return Content(200, CIMultiDict({"Content-Type": mime}), file=file)
+                opened = open(file, "rb")  # before the charge: what is sold exists and is readable
+                return Content(200, CIMultiDict({"Content-Type": mime}), opened=opened, length=os.fstat(opened.fileno()).st_size)
+            data = file.read_bytes()
+        except OSError:
+            return failure(503, "content_unavailable", "the file could not be read")
         if self._cached_bytes + len(data) <= CACHE_BYTES:
             self._cache[path] = _Cached(file, data, mime, (stat.st_mtime_ns, stat.st_size), time.monotonic())
             self._cached_bytes += len(data)
@@ -115,7 +195,15 @@ class StaticSource:
 
 
 class ProxySource:
-    """Reverse-proxy mode: forwards to `upstream` and relays its answer."""
+    """Reverse-proxy mode: forwards to `upstream` and relays its answer.
+
+    The upstream receives the canonical resource re-encoded unambiguously (server/resource.py),
+    with the query as the client sent it; hop-by-hop fields are stripped both ways. The answer is
+    read whole (up to `max_body`) before anything is charged: a body cut short, over the limit,
+    late or of the wrong length is a 502/504 that costs nothing (docs/security.md, "Charging only
+    for delivered content")."""
+
+    uses_query = True  # an origin may answer per query: purchases are keyed by path and query
 
     def __init__(self, upstream: str, max_body: int, timeout: float = 30.0) -> None:
         self.upstream = upstream.rstrip("/")
@@ -123,22 +211,32 @@ class ProxySource:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def fetch(self, method: str, path: str, query: str, headers, body: bytes) -> Content:
+    def served_path(self, path: str) -> str:
+        return path
+
+    async def fetch(self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False) -> Content:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)
-        forward = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and not k.upper().startswith("PAYMENT-"))
-        url = self.upstream + path + (f"?{query}" if query else "")
+        forward = end_to_end(headers, OVERRIDES | PRICED_DROP if priced else OVERRIDES)
+        url = URL(self.upstream + resource.target, encoded=True)
         try:
             async with self._session.request(method, url, headers=forward, data=body or None, allow_redirects=False) as r:
-                data = await r.content.read(self.max_body + 1)
-                if len(data) > self.max_body:
-                    return Content(502, CIMultiDict({"Content-Type": "text/plain"}), b"upstream response too large\n")
-                relayed = CIMultiDict((k, v) for k, v in r.headers.items() if k.lower() not in HOP_BY_HOP)
-                if "Content-Encoding" in r.headers:
-                    relayed["Content-Encoding"] = r.headers["Content-Encoding"]
-                return Content(r.status, relayed, data)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return Content(502, CIMultiDict({"Content-Type": "text/plain"}), f"upstream unavailable: {type(exc).__name__}\n".encode())
+                declared = r.headers.get("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                    return failure(502, "upstream_too_large", "the origin's answer is over the node's limit")
+                data = bytearray()
+                async for chunk in r.content.iter_chunked(READ_CHUNK):
+                    data += chunk
+                    if len(data) > self.max_body:
+                        return failure(502, "upstream_too_large", "the origin's answer is over the node's limit")
+                bodiless = method == "HEAD" or r.status in (204, 304) or r.status < 200
+                if not bodiless and declared is not None and (not declared.isdigit() or int(declared) != len(data)):
+                    return failure(502, "upstream_incomplete", "the origin's answer does not match its Content-Length")
+                return Content(r.status, end_to_end(r.headers), bytes(data))
+        except TimeoutError:
+            return failure(504, "upstream_timeout", "the origin did not answer in time")
+        except (aiohttp.ClientError, ValueError) as exc:
+            return failure(502, "upstream_unavailable", f"the origin failed: {type(exc).__name__}")
 
     def mime_type(self, path: str) -> str:
         return mimetypes.guess_type(path)[0] or "text/html"

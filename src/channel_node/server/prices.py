@@ -1,5 +1,10 @@
 """The price table: which paths cost what. Exact paths win, then free patterns, then priced patterns
-in the order they are listed; a path nothing matches is free (the paywall guards only what is listed)."""
+in the order they are listed; a path nothing matches is free (the paywall guards only what is listed).
+
+Paths are the canonical, decoded resource paths of server/resource.py. A path is free only when it
+is free both as spelled and case-folded, so `/ARTICLES/a.html` costs what `/articles/a.html` costs
+on an origin or file system that ignores case, and with and without a trailing slash
+(docs/protocol.md section 6)."""
 
 from __future__ import annotations
 
@@ -19,25 +24,45 @@ class Price:
 
 class PriceTable:
     def __init__(self, prices: list[Price], free: list[str]) -> None:
+        for price in prices:
+            if price.amount <= 0:
+                raise ValueError(f"price for {price.path} must be positive (list free paths under `free`)")
+        self._as_spelled = _Rules(prices, free, fold=False)
+        self._folded = _Rules(prices, free, fold=True)
+        self.prices = prices
+
+    def match(self, path: str) -> Price | None:
+        """The price of `path` (a canonical resource path), or None when it is free. A folder path
+        ("/premium/") also costs what the same path without its slash costs: many origins answer
+        both alike."""
+        variants = (path, path.rstrip("/")) if len(path) > 1 and path.endswith("/") else (path,)
+        for variant in variants:
+            price = self._as_spelled.match(variant)
+            if price is None:
+                price = self._folded.match(variant.casefold())
+            if price is not None:
+                return price
+        return None
+
+
+class _Rules:
+    def __init__(self, prices: list[Price], free: list[str], fold: bool) -> None:
+        norm = str.casefold if fold else (lambda text: text)
         self._exact: dict[str, Price | None] = {}
         self._free_patterns: list[re.Pattern] = []
         self._patterns: list[tuple[re.Pattern, Price]] = []
         for path in free:
             if _is_pattern(path):
-                self._free_patterns.append(re.compile(fnmatch.translate(path)))
+                self._free_patterns.append(re.compile(fnmatch.translate(norm(path)), re.S))
             else:
-                self._exact[path] = None
+                self._exact.setdefault(norm(path), None)
         for price in prices:
-            if price.amount <= 0:
-                raise ValueError(f"price for {price.path} must be positive (list free paths under `free`)")
             if _is_pattern(price.path):
-                self._patterns.append((re.compile(fnmatch.translate(price.path)), price))
-            else:
-                self._exact[price.path] = price
-        self.prices = prices
+                self._patterns.append((re.compile(fnmatch.translate(norm(price.path)), re.S), price))
+            elif self._exact.get(norm(price.path)) is None:
+                self._exact[norm(price.path)] = price  # folded: a priced spelling wins over a free one
 
     def match(self, path: str) -> Price | None:
-        """The price of `path`, or None when it is free."""
         if path in self._exact:
             return self._exact[path]
         if any(pattern.match(path) for pattern in self._free_patterns):

@@ -521,3 +521,27 @@ async def test_a_site_naming_another_sites_receiver_never_gets_that_sites_vouche
     assert b_channel.hex_id not in ids_seen_by_a and len(ids_seen_by_a) == 1
     assert len(wallet.channels()) == 2
     assert wallet.store.channel(b_channel.channel_id).signed == 2 * PRICE
+
+
+@pytest.mark.parametrize(
+    ("named", "ok"),
+    [
+        ("/articles/a.html", True),  # a node without public_url names the path alone
+        ("https://news.example/articles/a.html", True),  # scheme and port may differ behind TLS
+        ("/articles/b.html", False),
+        ("//evil.example/articles/a.html", False),
+        ("https://evil.example/articles/a.html", False),
+        ("articles/a.html", False),
+        (None, False),
+    ],
+)
+def test_the_offer_must_name_the_resource_requested(named, ok):
+    from channel_node.client.session import _check_resource
+    from channel_node.client.wallet import OfferRejected
+
+    document = {"resource": {"url": named}}
+    if ok:
+        _check_resource(document, "http://news.example:8402/articles/a.html")
+    else:
+        with pytest.raises(OfferRejected):
+            _check_resource(document, "http://news.example:8402/articles/a.html")

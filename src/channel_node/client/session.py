@@ -89,13 +89,16 @@ def _same_terms(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def _check_resource(document: Mapping[str, Any], url: str) -> None:
     """A 402 may only ask payment for the URL requested: its `resource.url` names the same host and
-    path (scheme and port may differ behind a TLS proxy)."""
+    path (scheme and port may differ behind a TLS proxy). A node without `public_url` names the path
+    alone (docs/protocol.md section 10), which is read against the URL requested."""
     resource = document.get("resource")
     if resource is None:
         return
     named = resource.get("url") if isinstance(resource, Mapping) else None
     try:
         there, here = URL(named), URL(url)
+        if not there.is_absolute() and str(there).startswith("/"):
+            there = here.join(there)
         same = there.is_absolute() and (there.host or "").lower() == (here.host or "").lower() and there.path == here.path
     except (TypeError, ValueError):
         same = False

@@ -1,12 +1,18 @@
 """Follows the contract's logs and feeds the confirmed ones into the runtime.
 
-Only blocks at the confirmation depth are read (`confirmations` counts the block itself), so a
-reorg shallower than that never reaches the node. The cursor (last applied block and its hash) is
-persisted after each range; at every poll the watcher checks that the cursor's block is still on
-the chain. If it is not (a reorg deeper than the confirmation depth), it re-syncs: every known
-channel is read again from the chain at the confirmed head and the cursor moves there, instead of
-the node crashing or trusting logs that no longer exist. After downtime it catches up in bounded
-block ranges, with a progress bar on a terminal.
+Only blocks at the confirmation depth are read (`confirmations` counts the block itself). The cursor
+(last applied block and its hash) is persisted after each range; at every poll the watcher checks
+that the cursor's block is still on the chain. If it is not (a reorg deeper than the confirmation
+depth), it re-syncs: every known channel is read again from the chain at the confirmed head and the
+cursor moves there, instead of the node crashing or trusting logs that no longer exist.
+
+Figures the node read directly (a channel's first voucher, a top-up check) carry the block they were
+read at (an anchor) and may lie above the cursor, where a reorg no deeper than the confirmation
+depth can remove them without touching the cursor. At every poll, after the logs, each anchor is
+checked: still canonical and covered by the cursor, it is cleared; no longer canonical (or no longer
+confirmed), the channel is suspended and read again at the cursor's block (a `ChainReset`, which may
+lower its figures to zero) (docs/security.md, "Reorganisations"). After downtime it catches up in
+bounded block ranges, with a progress bar on a terminal.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import structlog
 from web3 import AsyncWeb3
 
 from channel_node.chain.client import ChannelDepositClient
+from channel_node.chain.view import block_ref, canonical_hash, channel_at
 from channel_node.runtime import Runtime
-from channel_node.store import Cursor, Store
+from channel_node.store import BlockRef, Cursor, Store
 
 log = structlog.get_logger("channel_node.watcher")
 
@@ -34,6 +41,8 @@ class WatcherStats:
     cursor: int = -1
     events: int = 0
     resyncs: int = 0
+    reverified: int = 0  # channels read again because the block their figures were read at is gone
+    chain_moved: int = 0  # catch-up ranges abandoned because the chain changed while they were read
     last_poll: float = 0.0
     last_error: str | None = None  # the last poll's failure, cleared by a successful poll
 
@@ -115,12 +124,13 @@ class Watcher:
         self.stats.head, self.stats.confirmed, self.stats.last_poll = head, confirmed, time.time()
         cursor = await self.store.cursor()
         if cursor is not None and not await self._still_on_chain(cursor):
-            await self.resync(confirmed)
+            await self.resync(max(confirmed, 0))
             return 0
         first = self.start_block if cursor is None else cursor.block + 1
         applied = 0
         if first <= confirmed:
             applied = await self._catch_up(first, confirmed)
+        await self._check_anchors()
         if applied or time.monotonic() - self._last_defence >= self.defence_interval:
             block = await self.w3.eth.get_block(max(confirmed, 0))
             await self.runtime.new_block(block["timestamp"])
@@ -128,8 +138,37 @@ class Watcher:
         return applied
 
     async def _still_on_chain(self, cursor: Cursor) -> bool:
-        block = await self.w3.eth.get_block(cursor.block)
-        return bytes(block["hash"]) == cursor.block_hash
+        return await canonical_hash(self.w3, cursor.block) == cursor.block_hash
+
+    async def _check_anchors(self) -> None:
+        """Re-validates every channel figure read directly at a block the cursor had not covered.
+
+        Order matters: the cursor's hash was read before this check, so if a reorg replaces an
+        anchor's block after the check it also replaces the cursor's block (at or above it), and the
+        next poll re-syncs everything."""
+        anchored = await self.store.anchored_channels()
+        if not anchored:
+            return
+        cursor = await self.store.cursor()
+        confirmed = await self.w3.eth.block_number - self.confirmations + 1
+        hashes: dict[int, bytes | None] = {}
+        for channel, anchor in anchored:
+            if anchor.block not in hashes:
+                hashes[anchor.block] = await canonical_hash(self.w3, anchor.block)
+            if hashes[anchor.block] == anchor.block_hash and anchor.block <= confirmed:
+                if cursor is not None and anchor.block <= cursor.block:
+                    await self.runtime.cover_anchor(channel, anchor)
+                continue  # canonical and confirmed, above the cursor: checked again next poll
+            # Gone (or no longer at the confirmation depth): sell nothing on it until it is re-read.
+            self.runtime.suspend(channel)
+            self.stats.reverified += 1
+            at = BlockRef(cursor.block, cursor.block_hash) if cursor is not None else await block_ref(self.w3, confirmed)
+            on_chain = await channel_at(self.client, channel, at)
+            log.warning(
+                "watcher_reorged_read", channel="0x" + channel.hex(), read_block=anchor.block,
+                reread_block=at.block, deposited=str(on_chain.deposited),
+            )  # fmt: skip
+            await self.runtime.replace_chain_view(channel, on_chain)
 
     async def _catch_up(self, first: int, last: int) -> int:
         total_blocks = last - first + 1
@@ -138,10 +177,16 @@ class Watcher:
         try:
             for start in range(first, last + 1, self.block_range):
                 end = min(start + self.block_range - 1, last)
+                # The range's last block is read before and after its logs: if the chain changed in
+                # between, the logs may belong to either branch, so they wait for the next poll.
+                before = await block_ref(self.w3, end)
                 events = await self.client.get_events(start, end)
+                if await canonical_hash(self.w3, end) != before.block_hash:
+                    self.stats.chain_moved += 1
+                    log.info("watcher_chain_moved", block=end)
+                    break
                 applied += await self.runtime.apply_chain_events(events)
-                block = await self.w3.eth.get_block(end)
-                await self.store.set_cursor(Cursor(end, bytes(block["hash"])))
+                await self.store.set_cursor(Cursor(end, before.block_hash))
                 self.stats.cursor = end
                 self.stats.events += len(events)
                 if bar is not None:
@@ -158,12 +203,16 @@ class Watcher:
         chain at the confirmed head, then continue from there."""
         self.stats.resyncs += 1
         log.warning("watcher_deep_reorg", action="resync", confirmed=confirmed)
-        for stored in await self.store.list_channels():
-            on_chain = await self.client.get_channel(stored.state.channel_id, block=confirmed)
+        stored_channels = await self.store.list_channels()
+        for stored in stored_channels:  # nothing is sold on figures of a branch that is gone
+            self.runtime.suspend(stored.state.channel_id)
+        at = await block_ref(self.w3, confirmed)
+        for stored in stored_channels:
+            # Read at the hash itself; the anchor it leaves is checked (and cleared) by later polls.
+            on_chain = await channel_at(self.client, stored.state.channel_id, at)
             await self.runtime.replace_chain_view(stored.state.channel_id, on_chain)
-        block = await self.w3.eth.get_block(confirmed)
-        await self.store.set_cursor(Cursor(confirmed, bytes(block["hash"])))
-        self.stats.cursor = confirmed
+        await self.store.set_cursor(Cursor(at.block, at.block_hash))
+        self.stats.cursor = at.block
 
 
 class _progress:

@@ -32,6 +32,7 @@ from channel_node.store import BlockRef, Cursor, Store
 log = structlog.get_logger("channel_node.watcher")
 
 DEFAULT_RANGE = 2_000  # blocks per eth_getLogs request: most providers accept this
+RESYNC_RESCAN = 128  # after a deep reorg, logs are read again from this many blocks below the old cursor
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Watcher:
         poll_interval: float = 2.0,
         defence_interval: float = 15.0,
         progress: bool = False,
+        resync_rescan: int = RESYNC_RESCAN,
     ) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be at least 1")
@@ -77,6 +79,7 @@ class Watcher:
         self.poll_interval = poll_interval
         self.defence_interval = defence_interval
         self.progress = progress
+        self.resync_rescan = resync_rescan
         self.stats = WatcherStats()
         self._last_defence = 0.0
         self._wake = asyncio.Event()
@@ -123,9 +126,10 @@ class Watcher:
         confirmed = head - self.confirmations + 1
         self.stats.head, self.stats.confirmed, self.stats.last_poll = head, confirmed, time.time()
         cursor = await self.store.cursor()
-        if cursor is not None and not await self._still_on_chain(cursor):
-            await self.resync(max(confirmed, 0))
-            return 0
+        if cursor is not None and (cursor.block > confirmed or not await self._still_on_chain(cursor)):
+            # The cursor's block is gone, or no longer at the confirmation depth (the chain got
+            # shorter): what the logs up to it said cannot be trusted any more.
+            cursor = await self.resync(max(confirmed, 0), cursor)
         first = self.start_block if cursor is None else cursor.block + 1
         applied = 0
         if first <= confirmed:
@@ -198,9 +202,12 @@ class Watcher:
             log.info("watcher_caught_up", blocks=total_blocks, events=applied, cursor=last)
         return applied
 
-    async def resync(self, confirmed: int) -> None:
+    async def resync(self, confirmed: int, cursor: Cursor | None = None) -> Cursor:
         """After a reorg deeper than the confirmation depth: re-read every known channel from the
-        chain at the confirmed head, then continue from there."""
+        chain at the confirmed head (by its hash), then move the cursor back `resync_rescan` blocks
+        below where the branches can have split, so that the logs of the new branch are read (a
+        channel opened only there is learnt; known channels' logs change nothing: they are at or
+        below the figures just read). Returns the new cursor."""
         self.stats.resyncs += 1
         log.warning("watcher_deep_reorg", action="resync", confirmed=confirmed)
         stored_channels = await self.store.list_channels()
@@ -211,8 +218,12 @@ class Watcher:
             # Read at the hash itself; the anchor it leaves is checked (and cleared) by later polls.
             on_chain = await channel_at(self.client, stored.state.channel_id, at)
             await self.runtime.replace_chain_view(stored.state.channel_id, on_chain)
-        await self.store.set_cursor(Cursor(at.block, at.block_hash))
-        self.stats.cursor = at.block
+        below = at.block if cursor is None else min(cursor.block, at.block)
+        restart = await block_ref(self.w3, max(0, below - self.resync_rescan))
+        moved = Cursor(restart.block, restart.block_hash)
+        await self.store.set_cursor(moved)
+        self.stats.cursor = moved.block
+        return moved
 
 
 class _progress:

@@ -59,13 +59,13 @@ class Node:
     violations: int = 0
     accepted_after_poll: int = 0
 
-    async def pay(self, config: ChannelConfig, checked: bool = True):
-        """Pays one new resource with a voucher of charged + PRICE. With `checked`, an accepted
-        voucher must be covered by the canonical chain's deposit at the confirmation depth."""
+    async def pay(self, config: ChannelConfig, checked: bool = True, amount: int | None = None):
+        """Pays one new resource with a voucher of charged + PRICE (or `amount`). With `checked`, an
+        accepted voucher must be covered by the canonical chain's deposit at the confirmation depth."""
         cid = channel_id(DOMAIN, config)
         self.now += 10  # past the runtime's refresh interval and unknown-channel memory
         state = await self.runtime.channel(cid)
-        amount = (state.charged if state else 0) + PRICE
+        amount = amount or (state.charged if state else 0) + PRICE
         signature = sign_digest(VOUCHER_KEY, voucher_digest(DOMAIN, cid, amount))
         request = PaymentRequest(cid, amount, signature, f"/r/{self.now}", PRICE, True, config=config)
         try:
@@ -343,3 +343,81 @@ class ReorgMachine(RuleBasedStateMachine):
 
 ReorgMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=25, deadline=None)
 test_random_interleavings_of_reorgs_polls_and_vouchers = ReorgMachine.TestCase
+
+
+async def test_a_top_up_learnt_from_a_voucher_and_then_reorged_away_is_taken_back():
+    """A voucher above the deposit makes the node read the channel again (a top-up it has not seen
+    in logs); that read is tied to its block too, and a reorg removing the top-up lowers the figure."""
+    for confirmations in (1, 2, 3):
+        chain = FakeChain(DOMAIN)
+        chain.mine_empty(4)
+        node = await make_node(chain, confirmations)
+        config = new_config()
+        cid = channel_id(DOMAIN, config)
+        chain.mine([Deposit(config, 2 * PRICE)])
+        await node.settle()  # learnt from its log; the cursor is past it
+        assert [await node.pay(config) for _ in range(2)][-1].accepted
+        chain.mine([Deposit(config, 3 * PRICE)])  # the top-up
+        chain.mine_empty(confirmations - 1)
+        assert (await node.pay(config, checked=False)).accepted, "the refresh saw the confirmed top-up"
+        assert (await node.store.load_channel(cid)).anchor is not None
+        chain.reorg(confirmations, [[] for _ in range(confirmations)])
+        await node.watcher.poll()
+        assert (await node.store.load_channel(cid)).state.deposited == 2 * PRICE
+        refused = await node.pay(config)
+        assert refused is not None and refused.effect.code.value == "exceeds_deposit"
+        await node.settle()
+        await node.assert_figures_are_the_chains(config)
+        assert node.violations == 0
+
+
+async def test_a_refresh_over_a_read_whose_block_is_gone_replaces_it():
+    """Before the watcher notices, a voucher above the deposit reads the channel again; the earlier
+    read's block is gone, so the new figures replace the old ones instead of adding to them."""
+    chain = FakeChain(DOMAIN)
+    chain.mine_empty(4)
+    node = await make_node(chain, 1)
+    config = new_config()
+    cid = channel_id(DOMAIN, config)
+    chain.mine([Deposit(config, 2 * PRICE)])
+    assert (await node.pay(config, checked=False)).accepted  # read at the head, anchored there
+    chain.reorg(1, [[Deposit(config, PRICE)]])  # the winning branch has a deposit of one price
+    # A voucher above the old deposit makes the node read again: the old figure is not kept (as the
+    # larger of the two reads would be), it is replaced, and the voucher is refused.
+    refused = await node.pay(config, amount=3 * PRICE)
+    assert refused is not None and refused.effect.code.value == "exceeds_deposit"
+    stored = await node.store.load_channel(cid)
+    assert stored.state.deposited == PRICE and stored.anchor.block_hash == chain.canonical[-1].hash
+    await node.settle()
+    await node.assert_figures_are_the_chains(config)
+
+
+async def test_nothing_is_sold_on_a_reorged_read_while_the_chain_cannot_be_read_again():
+    chain = FakeChain(DOMAIN)
+    chain.mine_empty(4)
+    node = await make_node(chain, 2)
+    config = new_config()
+    cid = channel_id(DOMAIN, config)
+    chain.mine([Deposit(config, DEPOSIT)])
+    chain.mine_empty(1)
+    assert (await node.pay(config, checked=False)).accepted
+    chain.reorg(2, [[], []])
+
+    def unreachable(c: FakeChain) -> None:
+        import inspect
+
+        if any(frame.function == "get_channel" for frame in inspect.stack()[1:4]):
+            raise ConnectionError("the chain's RPC is down")
+
+    chain.on_call = unreachable
+    with pytest.raises(ConnectionError):
+        await node.watcher.poll()
+    assert cid in node.runtime.suspended
+    assert await node.pay(config) is None, "answered chain_unavailable (503), not served"
+    chain.on_call = None
+    await node.watcher.poll()
+    assert cid not in node.runtime.suspended
+    assert (await node.store.load_channel(cid)).state.deposited == 0
+    refused = await node.pay(config)
+    assert refused is not None and refused.effect.code.value == "exceeds_deposit"
+    assert node.violations == 0

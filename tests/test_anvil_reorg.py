@@ -24,7 +24,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.mark.parametrize("confirmations", [1, 2])
-async def test_a_deposit_removed_by_a_reorg_after_the_first_voucher_is_no_longer_trusted(world: World, tmp_path, confirmations):
+async def test_a_deposit_removed_by_a_reorg_after_the_first_voucher_is_no_longer_trusted(
+    world: World, tmp_path, confirmations
+):
     depth = confirmations
     settings = load_settings(
         rpc_url=world.anvil.http_url, contract=world.client.address, receiver=world.receiver, database=tmp_path / "n.db",

@@ -20,7 +20,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -169,12 +169,14 @@ def _sweep():
             for after in (0, 1, 2):
                 for depth in range(0, confirmations + after + 3):
                     for variant in VARIANTS:
-                        yield confirmations, position, 0, after, depth, variant, 0
+                        for extra in (0, -1):  # as many new blocks as dropped, or one fewer
+                            yield confirmations, position, 0, after, depth, variant, extra
 
 
 def test_every_depth_at_every_position_removed_reduced_reincluded_or_kept():
     """The exhaustive grid: confirmations 1-3, three cursor positions, 0-2 blocks after the first
-    voucher, every reorg depth from 0 to past the deposit's block, four fates of the deposit."""
+    voucher, every reorg depth from 0 to past the deposit's block, four fates of the deposit, and a
+    new branch as long as the old one or one block shorter."""
 
     async def run() -> int:
         count = 0
@@ -186,7 +188,7 @@ def test_every_depth_at_every_position_removed_reduced_reincluded_or_kept():
             count += 1
         return count
 
-    assert asyncio.run(run()) > 500
+    assert asyncio.run(run()) > 1000
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -199,7 +201,10 @@ def test_every_depth_at_every_position_removed_reduced_reincluded_or_kept():
     variant=st.sampled_from(VARIANTS),
     extra=st.integers(-2, 2),
 )
-def test_reorgs_of_any_shape_never_leave_a_vanished_deposit_trusted(confirmations, position, gap, after, depth, variant, extra):
+@example(confirmations=2, position="cursor_after_deposit", gap=0, after=0, depth=1, variant="removed", extra=-1)
+def test_reorgs_of_any_shape_never_leave_a_vanished_deposit_trusted(
+    confirmations, position, gap, after, depth, variant, extra
+):
     """The same class with the chain also getting shorter or longer, and more blocks between deposit,
     voucher and reorg."""
     asyncio.run(scenario(confirmations, position, gap, after, depth, variant, extra))

@@ -42,6 +42,7 @@ class WatcherStats:
     cursor: int = -1
     events: int = 0
     resyncs: int = 0
+    stepped_back: int = 0  # polls that found the chain shorter than the cursor's block
     reverified: int = 0  # channels read again because the block their figures were read at is gone
     chain_moved: int = 0  # catch-up ranges abandoned because the chain changed while they were read
     last_poll: float = 0.0
@@ -126,10 +127,10 @@ class Watcher:
         confirmed = head - self.confirmations + 1
         self.stats.head, self.stats.confirmed, self.stats.last_poll = head, confirmed, time.time()
         cursor = await self.store.cursor()
-        if cursor is not None and (cursor.block > confirmed or not await self._still_on_chain(cursor)):
-            # The cursor's block is gone, or no longer at the confirmation depth (the chain got
-            # shorter): what the logs up to it said cannot be trusted any more.
+        if cursor is not None and not await self._still_on_chain(cursor):
             cursor = await self.resync(max(confirmed, 0), cursor)
+        elif cursor is not None and cursor.block > max(confirmed, 0):
+            cursor = await self._step_back(cursor, max(confirmed, 0))
         first = self.start_block if cursor is None else cursor.block + 1
         applied = 0
         if first <= confirmed:
@@ -143,6 +144,25 @@ class Watcher:
 
     async def _still_on_chain(self, cursor: Cursor) -> bool:
         return await canonical_hash(self.w3, cursor.block) == cursor.block_hash
+
+    async def _step_back(self, cursor: Cursor, confirmed: int) -> Cursor:
+        """The chain got shorter: the cursor's block is still canonical but no longer at the
+        confirmation depth. The channels with logs above the confirmed block are read again there
+        (their figures may go down) and the cursor steps back to it."""
+        self.stats.stepped_back += 1
+        at = await block_ref(self.w3, confirmed)
+        events = await self.client.get_events(at.block + 1, cursor.block)
+        known = await self.store.channel_ids()
+        touched = sorted({cid for e in events if (cid := getattr(e, "channel_id", None)) in known})
+        log.warning("watcher_chain_shorter", cursor=cursor.block, confirmed=at.block, channels=len(touched))
+        for channel in touched:
+            self.runtime.suspend(channel)
+        for channel in touched:
+            await self.runtime.replace_chain_view(channel, await channel_at(self.client, channel, at))
+        moved = Cursor(at.block, at.block_hash)
+        await self.store.set_cursor(moved)
+        self.stats.cursor = moved.block
+        return moved
 
     async def _check_anchors(self) -> None:
         """Re-validates every channel figure read directly at a block the cursor had not covered.

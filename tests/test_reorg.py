@@ -426,3 +426,22 @@ async def test_nothing_is_sold_on_a_reorged_read_while_the_chain_cannot_be_read_
     refused = await node.pay(config)
     assert refused is not None and refused.effect.code.value == "exceeds_deposit"
     assert node.violations == 0
+
+
+async def test_a_channel_opened_only_on_the_new_branch_of_a_deep_reorg_is_learnt_from_its_log():
+    """A reorg deeper than the confirmation depth re-syncs; the logs of the new branch below the old
+    cursor are read too, so a deposit that exists only there is known without waiting for a voucher."""
+    for confirmations in (1, 2, 3):
+        chain = FakeChain(DOMAIN)
+        chain.mine_empty(4)
+        node = await make_node(chain, confirmations)
+        chain.mine_empty(confirmations + 1)
+        await node.watcher.poll()
+        config = new_config()
+        depth = confirmations + 2
+        chain.reorg(depth, [[Deposit(config, DEPOSIT)]] + [[] for _ in range(depth - 1)])
+        await node.watcher.poll()
+        assert node.watcher.stats.resyncs == 1
+        stored = await node.store.load_channel(channel_id(DOMAIN, config))
+        assert stored is not None and stored.state.deposited == DEPOSIT
+        await node.assert_figures_are_the_chains(config)

@@ -78,3 +78,51 @@ async def test_a_deposit_removed_by_a_reorg_after_the_first_voucher_is_no_longer
     finally:
         await admin.close()
         await node.close()
+
+
+@pytest.mark.parametrize("confirmations", [1, 2])
+async def test_a_deposit_reduced_by_a_reorg_is_lowered_and_the_smaller_one_sold_against(
+    world: World, tmp_path, confirmations
+):
+    """The winning branch carries the payer's deposit again, smaller and one block higher (anvil
+    mines the given transaction into the new blocks): the node lowers the figure to it."""
+    from channel_node.chain.view import Web3ChainView
+    from channel_node.chain.watcher import Watcher
+    from channel_node.runtime import Runtime
+    from channel_node.store import Pin, SQLiteStore
+
+    domain = await world.client.domain()
+    store = SQLiteStore(tmp_path / "node.db")
+    receiver = bytes.fromhex(world.receiver[2:])
+    await store.open(Pin(domain.chain_id, domain.verifying_contract, receiver))
+    world.now = (await world.w3.eth.get_block("latest"))["timestamp"]
+    view = Web3ChainView(world.w3, world.client.address, confirmations)
+    runtime = Runtime(store, domain, receiver, b"\0" * 20, view, close_margin=60, clock=lambda: world.now)
+    watcher = Watcher(world.w3, world.client, runtime, store, confirmations, defence_interval=3600)
+    try:
+        await watcher.poll()
+        config = await world.open(10 * PRICE)
+        world.anvil.mine(confirmations - 1)
+        cid = channel_id(domain, config)
+
+        async def pay(amount: int, resource: str):
+            signature = world.signature(domain, config, amount)
+            return await runtime.pay(PaymentRequest(cid, amount, signature, resource, PRICE, True, config=config))
+
+        assert (await pay(PRICE, "/a")).accepted
+        calldata = world.client.contract.encode_abi("depositEth", [config.as_abi_tuple()])
+        smaller = {
+            "from": world.payer, "to": world.client.address, "value": hex(3 * PRICE), "data": calldata, "gas": hex(300_000)
+        }
+        world.anvil.rpc("anvil_reorg", [confirmations, [[smaller, confirmations - 1]]])
+        assert (await world.state(config)).deposited == 3 * PRICE
+        world.anvil.mine(confirmations)  # the smaller deposit is confirmed now
+        world.now += 10
+        await watcher.poll()
+        await watcher.poll()
+        assert (await store.load_channel(cid)).state.deposited == 3 * PRICE
+        assert not (await pay(4 * PRICE, "/b")).accepted, "above the deposit that is left"
+        assert (await pay(2 * PRICE, "/c")).accepted
+        assert await store.anchored_channels() == []
+    finally:
+        await store.close()

@@ -445,3 +445,39 @@ async def test_a_channel_opened_only_on_the_new_branch_of_a_deep_reorg_is_learnt
         stored = await node.store.load_channel(channel_id(DOMAIN, config))
         assert stored is not None and stored.state.deposited == DEPOSIT
         await node.assert_figures_are_the_chains(config)
+
+
+async def test_a_channel_suspended_by_a_failed_re_read_is_released_once_the_chain_grows_back():
+    """The chain gets one block shorter, so the channel learnt from the last confirmed block is
+    suspended and read again, but that read fails; then the chain grows back and the cursor is
+    confirmed again. The channel is read again anyway (at the cursor's block), not left refusing
+    every voucher."""
+    chain = FakeChain(DOMAIN)
+    chain.mine_empty(4)
+    node = await make_node(chain, 2)
+    config = new_config()
+    cid = channel_id(DOMAIN, config)
+    chain.mine([Deposit(config, DEPOSIT)])
+    chain.mine_empty(1)
+    await node.watcher.poll()  # learnt from its log; the cursor is the deposit's block
+    chain.reorg(1, [])  # one block shorter: the deposit's block is no longer confirmed
+
+    def unreachable(c: FakeChain) -> None:
+        import inspect
+
+        if any(frame.function == "get_channel" for frame in inspect.stack()[1:4]):
+            raise ConnectionError("the chain's RPC is down")
+
+    chain.on_call = unreachable
+    with pytest.raises(ConnectionError):
+        await node.watcher.poll()
+    assert cid in node.runtime.suspended and node.watcher.stats.stepped_back == 1
+    assert await node.pay(config) is None, "answered chain_unavailable (503)"
+    chain.on_call = None
+    chain.mine_empty(1)  # the cursor's block is confirmed again: no step back this time
+    await node.watcher.poll()
+    assert not node.runtime.suspended
+    assert (await node.pay(config)).accepted
+    await node.settle()
+    await node.assert_figures_are_the_chains(config)
+    assert node.violations == 0

@@ -136,6 +136,7 @@ class Watcher:
         if first <= confirmed:
             applied = await self._catch_up(first, confirmed)
         await self._check_anchors()
+        await self._release_leftovers()
         if applied or time.monotonic() - self._last_defence >= self.defence_interval:
             block = await self.w3.eth.get_block(max(confirmed, 0))
             await self.runtime.new_block(block["timestamp"])
@@ -193,6 +194,18 @@ class Watcher:
                 reread_block=at.block, deposited=str(on_chain.deposited),
             )  # fmt: skip
             await self.runtime.replace_chain_view(channel, on_chain)
+
+    async def _release_leftovers(self) -> None:
+        """Channels still suspended after the checks above were left by an earlier poll whose
+        re-read failed (and whose cause may since have gone, the chain flipping back): they are read
+        again at the cursor's block, which is canonical, before they are sold on again."""
+        leftovers = self.runtime.suspended
+        cursor = await self.store.cursor()
+        if not leftovers or cursor is None:
+            return
+        at = BlockRef(cursor.block, cursor.block_hash)
+        for channel in sorted(leftovers):
+            await self.runtime.replace_chain_view(channel, await channel_at(self.client, channel, at))
 
     async def _catch_up(self, first: int, last: int) -> int:
         total_blocks = last - first + 1

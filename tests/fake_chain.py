@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from web3.exceptions import BlockNotFound
 
-from channel_node.chain.client import ChannelDeposited, ChannelOpened, OnChainChannel
+from channel_node.chain.client import ChannelDeposited, ChannelOpened, CloseRequested, OnChainChannel
 from channel_node.signing import ChannelConfig, Domain, channel_id, keccak256
 
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -26,14 +26,22 @@ class Deposit:
     amount: int
 
 
+@dataclass(frozen=True)
+class RequestClose:
+    """The payer's unilateral close: a deadline `close_delay` seconds after the block's time."""
+
+    config: ChannelConfig
+
+
 @dataclass
 class Block:
     number: int
     hash: bytes
     parent: bytes
     timestamp: int
-    txs: tuple[Deposit, ...]
+    txs: tuple[Deposit | RequestClose, ...]
     state: dict[bytes, int] = field(default_factory=dict)  # channel id -> total deposited after this block
+    closing: dict[bytes, int] = field(default_factory=dict)  # channel id -> close deadline after this block
     logs: list = field(default_factory=list)
 
 
@@ -57,12 +65,19 @@ class FakeChain:
         parent = self.canonical[-1]
         number = parent.number + 1
         digest = keccak256(parent.hash + number.to_bytes(8, "big") + self.forks.to_bytes(8, "big") + repr(txs).encode())
-        block = Block(number, digest, parent.hash, parent.timestamp + 12, tuple(txs), dict(parent.state))
+        block = Block(
+            number, digest, parent.hash, parent.timestamp + 12, tuple(txs), dict(parent.state), dict(parent.closing)
+        )
         for index, tx in enumerate(txs):
             cid = channel_id(self.domain, tx.config)
+            common = dict(block_number=number, log_index=index, tx_hash=keccak256(digest + bytes([index])), channel_id=cid)
+            if isinstance(tx, RequestClose):
+                if block.state.get(cid, 0) and cid not in block.closing:
+                    block.closing[cid] = block.timestamp + tx.config.close_delay
+                    block.logs.append(CloseRequested(**common, deadline=block.closing[cid]))
+                continue
             before = block.state.get(cid, 0)
             block.state[cid] = before + tx.amount
-            common = dict(block_number=number, log_index=index, tx_hash=keccak256(digest + bytes([index])), channel_id=cid)
             if before == 0:
                 c = tx.config
                 block.logs.append(ChannelOpened(
@@ -95,6 +110,10 @@ class FakeChain:
         """The canonical chain's total deposited for a channel at a block (the head by default)."""
         number = self.head if block is None else max(0, min(block, self.head))
         return self.canonical[number].state.get(cid, 0)
+
+    def close_deadline(self, cid: bytes, confirmations: int) -> int | None:
+        """The canonical chain's pending close deadline at the confirmation depth."""
+        return self.canonical[max(0, self.head - confirmations + 1)].closing.get(cid)
 
     def confirmed_deposited(self, cid: bytes, confirmations: int) -> int:
         return self.deposited(cid, self.head - confirmations + 1)
@@ -158,7 +177,8 @@ class FakeClient:
 
     async def get_channel(self, cid: bytes, block="latest") -> OnChainChannel:
         self.chain._tick()
-        return OnChainChannel(self.chain._block(block).state.get(bytes(cid), 0), 0, None, False)
+        found = self.chain._block(block)
+        return OnChainChannel(found.state.get(bytes(cid), 0), 0, found.closing.get(bytes(cid)), False)
 
     async def get_events(self, from_block: int, to_block: int) -> list:
         self.chain._tick()

@@ -29,7 +29,7 @@ from channel_node.chain.watcher import Watcher
 from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
 from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
 from channel_node.store import Cursor, MemoryStore, Pin, SQLiteStore
-from fake_chain import CONTRACT, Deposit, FakeChain, FakeClient, FakeWeb3
+from fake_chain import CONTRACT, Deposit, FakeChain, FakeClient, FakeWeb3, RequestClose
 
 PRICE = 100
 DEPOSIT = 5 * PRICE
@@ -94,6 +94,8 @@ class Node:
             assert (state.deposited if state else 0) == canonical, "runtime (admin API) figure is the chain's"
             if canonical:
                 assert stored is not None, "a deposit on the canonical chain is known (again)"
+            deadline = self.chain.close_deadline(cid, self.confirmations)
+            assert (stored.state.close_deadline if stored else None) == deadline, "close deadline is the chain's"
         assert await self.store.anchored_channels() == [], "every direct read was re-validated"
         assert not self.runtime.suspended
 
@@ -481,3 +483,35 @@ async def test_a_channel_suspended_by_a_failed_re_read_is_released_once_the_chai
     await node.settle()
     await node.assert_figures_are_the_chains(config)
     assert node.violations == 0
+
+
+async def test_a_close_request_removed_by_a_reorg_is_forgotten_and_one_kept_is_defended():
+    """The close deadline is a chain figure too: a payer's close request the node learnt (from logs
+    or from a read) and a reorg then removed is no longer believed; one that stays still is."""
+    for confirmations in (1, 2, 3):
+        for depth in range(0, confirmations + 3):
+            for learnt_by_read in (False, True):
+                chain = FakeChain(DOMAIN)
+                chain.mine_empty(4)
+                node = await make_node(chain, confirmations)
+                config = new_config()
+                cid = channel_id(DOMAIN, config)
+                chain.mine([Deposit(config, 2 * PRICE)])
+                chain.mine_empty(confirmations - 1)
+                if not learnt_by_read:
+                    await node.watcher.poll()
+                    assert (await node.pay(config, checked=False)).accepted
+                chain.mine([RequestClose(config)])
+                chain.mine_empty(confirmations - 1)
+                if learnt_by_read:  # the first voucher reads the pending close along with the deposit
+                    assert (await node.pay(config, checked=False)).accepted
+                else:
+                    await node.watcher.poll()
+                assert (await node.store.load_channel(cid)).state.close_deadline is not None
+                chain.reorg(depth, [[] for _ in range(depth)])
+                await node.watcher.poll()
+                await node.settle()
+                try:
+                    await node.assert_figures_are_the_chains(config)
+                except AssertionError as exc:
+                    raise AssertionError(f"confirmations {confirmations}, depth {depth}, read {learnt_by_read}: {exc}")

@@ -54,7 +54,7 @@ from channel_node.signing import (
     voucher_digest,
 )
 from channel_node.recovery import SignerRecovery
-from channel_node.store import Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
+from channel_node.store import BlockRef, Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
 
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
 UNKNOWN_CHANNEL_TTL = 5.0  # seconds an id the chain does not know is answered from memory
@@ -67,17 +67,29 @@ class ChainUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ChainChannel:
-    """A channel as the chain shows it at the confirmation depth."""
+    """A channel as the chain shows it at the confirmation depth, and the block (number and hash)
+    it was read at: the figures were read at that very hash, so the two cannot disagree
+    (docs/security.md, "Reorganisations")."""
 
     deposited: int
     claimed: int
     close_deadline: int | None
     settled: bool
+    block: int | None = None
+    block_hash: bytes | None = None
+
+    @property
+    def ref(self) -> BlockRef | None:
+        return BlockRef(self.block, self.block_hash) if self.block is not None and self.block_hash else None
 
 
 class ChainView(Protocol):
     async def confirmed_channel(self, channel_id: bytes) -> ChainChannel | None:
         """The channel at the confirmed block, or None if it has no deposit there."""
+        ...
+
+    async def is_canonical(self, ref: BlockRef) -> bool:
+        """Whether the chain still has that block at that number (asked only for reads that carried a ref)."""
         ...
 
 
@@ -128,6 +140,9 @@ class Runtime:
         self._last_refresh: dict[bytes, float] = {}
         self._unknown_until: dict[bytes, float] = {}
         self._known: set[bytes] | None = None  # channel ids in the store, loaded on first chain event
+        # Channels whose figures rest on a block the chain no longer has, until the watcher has read
+        # them again: nothing is sold on them meanwhile (docs/security.md, "Reorganisations").
+        self._suspended: set[bytes] = set()
 
     @property
     def loaded_channels(self) -> int:
@@ -150,6 +165,8 @@ class Runtime:
         except (InvalidSignature, ValueError) as exc:
             return PaymentOutcome(Rejected(Reject.INVALID_SIGNATURE, str(exc)), None)
         async with self._lock(request.channel_id):
+            if request.channel_id in self._suspended:
+                raise ChainUnavailable("the chain reorganised under this channel's deposit; it is being read again")
             for _ in range(COMMIT_ATTEMPTS):
                 loaded = await self._load(request, signer)
                 if isinstance(loaded, Rejected):
@@ -163,8 +180,10 @@ class Runtime:
     async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel) -> PaymentOutcome:
         state = stored.state
         now = self.clock()
+        anchor = stored.anchor if stored.version == 0 else None  # a channel just read from the chain
         if request.amount > state.deposited and not state.settled:
-            state = await self._refresh(state, now)  # maybe a top-up the node has not seen yet
+            state, refreshed = await self._refresh(stored, now)  # maybe a top-up the node has not seen yet
+            anchor = refreshed or anchor
         lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id, request.once)
         event = PaymentReceived(
             amount=request.amount,
@@ -183,10 +202,10 @@ class Runtime:
         charge = None
         if isinstance(effect, Accepted) and effect.record:
             charge = Charge(request.resource, effect.charged, request.payment_id, request.once, int(now))
-        if charge is not None or new_state != stored.state or stored.version == 0:
+        if charge is not None or new_state != stored.state or stored.version == 0 or anchor is not None:
             outbox = outbox_items(effects[1:])  # a defence refreshed by a better voucher, if any
-            version = await self.store.commit(ChannelWrite(new_state, stored.version, charge, outbox))
-            self._cache[request.channel_id] = StoredChannel(new_state, version)
+            version = await self.store.commit(ChannelWrite(new_state, stored.version, charge, outbox, anchor))
+            self._cache[request.channel_id] = StoredChannel(new_state, version, anchor=anchor or stored.anchor)
             if self._known is not None:
                 self._known.add(request.channel_id)
         return PaymentOutcome(effect, new_state)
@@ -223,14 +242,32 @@ class Runtime:
             return Rejected(Reject.CHANNEL_UNKNOWN, "no confirmed deposit for this channel")
         self._last_refresh[request.channel_id] = now
         state = apply_chain(ChannelState(channel_id=request.channel_id, config=config), on_chain)
-        return StoredChannel(state, version=0)
+        # The read's block travels with the figures into the store: the watcher checks it is still
+        # canonical when its cursor gets there, and reads the channel again if it is not.
+        return StoredChannel(state, version=0, anchor=on_chain.ref)
 
-    async def _refresh(self, state: ChannelState, now: float) -> ChannelState:
+    async def _refresh(self, stored: StoredChannel, now: float) -> tuple[ChannelState, BlockRef | None]:
+        """Reads the channel again (a voucher above the deposit); returns the state and the anchor to
+        store with it (None: keep the stored one)."""
+        state = stored.state
         if self.chain is None or now - self._last_refresh.get(state.channel_id, 0) < DEPOSIT_REFRESH_INTERVAL:
-            return state
+            return state, None
         self._last_refresh[state.channel_id] = now
         on_chain = await self.chain.confirmed_channel(state.channel_id)
-        return state if on_chain is None else apply_chain(state, on_chain)
+        if on_chain is None:
+            return state, None
+        ref, previous = on_chain.ref, stored.anchor
+        if ref is None:  # a view that does not say where it read (test doubles)
+            return apply_chain(state, on_chain), None
+        if previous is not None and previous != ref and not await self.chain.is_canonical(previous):
+            # What the node holds was read at a block the chain no longer has: the new read replaces
+            # it, even where it is lower. (A pending close's defence is re-asserted at the next block.)
+            state, _ = transition(state, chain_reset(on_chain))
+            return state, ref
+        refreshed = apply_chain(state, on_chain)
+        if refreshed == state or (previous is not None and previous.block > ref.block):
+            return refreshed, None  # the stored anchor, the higher block, still covers the figures
+        return refreshed, ref
 
     # ------------------------------------------------------------------ chain events
 
@@ -274,7 +311,7 @@ class Runtime:
                 except StaleWrite:
                     self._cache.pop(channel, None)
                     continue
-                self._cache[channel] = StoredChannel(state, version)
+                self._cache[channel] = StoredChannel(state, version, anchor=stored.anchor)
                 self._known.add(channel)
                 break
             else:
@@ -295,7 +332,7 @@ class Runtime:
                 if outbox:
                     pending += 1
                     version = await self.store.commit(ChannelWrite(state, current.version, outbox=outbox))
-                    self._cache[channel] = StoredChannel(state, version)
+                    self._cache[channel] = StoredChannel(state, version, anchor=current.anchor)
         return pending
 
     async def cooperative_close(self, channel: bytes, amount: int, payer_signature: bytes) -> Effect:
@@ -314,19 +351,45 @@ class Runtime:
             state, effects = transition(stored.state, CooperativeCloseAsked(amount))
             if state != stored.state:  # consent is durable before it leaves
                 version = await self.store.commit(ChannelWrite(state, stored.version))
-                self._cache[channel] = StoredChannel(state, version)
+                self._cache[channel] = StoredChannel(state, version, anchor=stored.anchor)
             return effects[0]
 
+    def suspend(self, channel: bytes) -> None:
+        """Stops selling on a channel until `replace_chain_view` gives it the chain's figures again
+        (the watcher found that they were read at a block the chain no longer has)."""
+        self._suspended.add(channel)
+
+    @property
+    def suspended(self) -> frozenset[bytes]:
+        return frozenset(self._suspended)
+
     async def replace_chain_view(self, channel: bytes, on_chain) -> None:
-        """Forces the chain's figures onto a channel (re-sync after a deep reorg)."""
-        event = ChainReset(on_chain.deposited, on_chain.claimed, on_chain.close_deadline, on_chain.settled)
+        """Forces the chain's figures onto a channel, even where they are lower (a re-sync after a
+        deep reorg, or a read at a block that is gone): a `ChainReset`. A channel whose deposit is
+        gone keeps its row, charges and best voucher, with zero chain figures, and is learned again
+        if the deposit reappears. `on_chain` is a `ChainChannel` (its ref becomes the anchor) or a
+        client's `OnChainChannel`."""
         async with self._lock(channel):
             stored = self._cache.get(channel) or await self.store.load_channel(channel)
             if stored is None:
+                self._suspended.discard(channel)
                 return
-            state, effects = transition(stored.state, event)
-            version = await self.store.commit(ChannelWrite(state, stored.version, outbox=outbox_items(effects)))
-            self._cache[channel] = StoredChannel(state, version)
+            state, effects = transition(stored.state, chain_reset(on_chain))
+            anchor = getattr(on_chain, "ref", None)
+            write = ChannelWrite(state, stored.version, outbox=outbox_items(effects), anchor=anchor)
+            version = await self.store.commit(write)
+            self._cache[channel] = StoredChannel(state, version, anchor=anchor or stored.anchor)
+            self._suspended.discard(channel)
+
+    async def cover_anchor(self, channel: bytes, anchor: BlockRef) -> bool:
+        """The watcher's cursor passed the anchor's block with that block still canonical: the
+        channel's figures are now those of the logs the cursor covers."""
+        async with self._lock(channel):
+            cleared = await self.store.clear_anchor(channel, anchor)
+            cached = self._cache.get(channel)
+            if cleared and cached is not None and cached.anchor == anchor:
+                self._cache[channel] = StoredChannel(cached.state, cached.version, cached.updated_at)
+            return cleared
 
     async def operator(self, channel: bytes, action: OperatorClaim | OperatorClose) -> Effect:
         """An operator's claim or close: the decision is committed as an outbox row, sent later."""
@@ -338,7 +401,7 @@ class Runtime:
             outbox = outbox_items(effects)
             if outbox or state != stored.state:
                 version = await self.store.commit(ChannelWrite(state, stored.version, outbox=outbox))
-                self._cache[channel] = StoredChannel(state, version)
+                self._cache[channel] = StoredChannel(state, version, anchor=stored.anchor)
             return effects[0]
 
     async def channel(self, channel: bytes) -> ChannelState | None:
@@ -360,6 +423,10 @@ def apply_chain(state: ChannelState, on_chain: ChainChannel) -> ChannelState:
         state, _ = transition(state, event)
     return state
 
+
+def chain_reset(on_chain) -> ChainReset:
+    """The chain's figures as the one input that may lower the node's."""
+    return ChainReset(on_chain.deposited, on_chain.claimed, on_chain.close_deadline, on_chain.settled)
 
 
 def core_event(log: ChannelEventLog) -> ChannelEvent:

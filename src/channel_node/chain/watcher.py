@@ -1,12 +1,18 @@
 """Follows the contract's logs and feeds the confirmed ones into the runtime.
 
-Only blocks at the confirmation depth are read (`confirmations` counts the block itself), so a
-reorg shallower than that never reaches the node. The cursor (last applied block and its hash) is
-persisted after each range; at every poll the watcher checks that the cursor's block is still on
-the chain. If it is not (a reorg deeper than the confirmation depth), it re-syncs: every known
-channel is read again from the chain at the confirmed head and the cursor moves there, instead of
-the node crashing or trusting logs that no longer exist. After downtime it catches up in bounded
-block ranges, with a progress bar on a terminal.
+Only blocks at the confirmation depth are read (`confirmations` counts the block itself). The cursor
+(last applied block and its hash) is persisted after each range; at every poll the watcher checks
+that the cursor's block is still on the chain. If it is not (a reorg deeper than the confirmation
+depth), it re-syncs: every known channel is read again from the chain at the confirmed head and the
+cursor moves there, instead of the node crashing or trusting logs that no longer exist.
+
+Figures the node read directly (a channel's first voucher, a top-up check) carry the block they were
+read at (an anchor) and may lie above the cursor, where a reorg no deeper than the confirmation
+depth can remove them without touching the cursor. At every poll, after the logs, each anchor is
+checked: still canonical and covered by the cursor, it is cleared; no longer canonical (or no longer
+confirmed), the channel is suspended and read again at the cursor's block (a `ChainReset`, which may
+lower its figures to zero) (docs/security.md, "Reorganisations"). After downtime it catches up in
+bounded block ranges, with a progress bar on a terminal.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import structlog
 from web3 import AsyncWeb3
 
 from channel_node.chain.client import ChannelDepositClient
+from channel_node.chain.view import block_ref, canonical_hash, channel_at
 from channel_node.runtime import Runtime
-from channel_node.store import Cursor, Store
+from channel_node.store import BlockRef, Cursor, Store
 
 log = structlog.get_logger("channel_node.watcher")
 
 DEFAULT_RANGE = 2_000  # blocks per eth_getLogs request: most providers accept this
+RESYNC_RESCAN = 128  # after a deep reorg, logs are read again from this many blocks below the old cursor
 
 
 @dataclass
@@ -34,6 +42,9 @@ class WatcherStats:
     cursor: int = -1
     events: int = 0
     resyncs: int = 0
+    stepped_back: int = 0  # polls that found the chain shorter than the cursor's block
+    reverified: int = 0  # channels read again because the block their figures were read at is gone
+    chain_moved: int = 0  # catch-up ranges abandoned because the chain changed while they were read
     last_poll: float = 0.0
     last_error: str | None = None  # the last poll's failure, cleared by a successful poll
 
@@ -55,6 +66,7 @@ class Watcher:
         poll_interval: float = 2.0,
         defence_interval: float = 15.0,
         progress: bool = False,
+        resync_rescan: int = RESYNC_RESCAN,
     ) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be at least 1")
@@ -68,6 +80,7 @@ class Watcher:
         self.poll_interval = poll_interval
         self.defence_interval = defence_interval
         self.progress = progress
+        self.resync_rescan = resync_rescan
         self.stats = WatcherStats()
         self._last_defence = 0.0
         self._wake = asyncio.Event()
@@ -115,12 +128,15 @@ class Watcher:
         self.stats.head, self.stats.confirmed, self.stats.last_poll = head, confirmed, time.time()
         cursor = await self.store.cursor()
         if cursor is not None and not await self._still_on_chain(cursor):
-            await self.resync(confirmed)
-            return 0
+            cursor = await self.resync(max(confirmed, 0), cursor)
+        elif cursor is not None and cursor.block > max(confirmed, 0):
+            cursor = await self._step_back(cursor, max(confirmed, 0))
         first = self.start_block if cursor is None else cursor.block + 1
         applied = 0
         if first <= confirmed:
             applied = await self._catch_up(first, confirmed)
+        await self._check_anchors()
+        await self._release_leftovers()
         if applied or time.monotonic() - self._last_defence >= self.defence_interval:
             block = await self.w3.eth.get_block(max(confirmed, 0))
             await self.runtime.new_block(block["timestamp"])
@@ -128,8 +144,68 @@ class Watcher:
         return applied
 
     async def _still_on_chain(self, cursor: Cursor) -> bool:
-        block = await self.w3.eth.get_block(cursor.block)
-        return bytes(block["hash"]) == cursor.block_hash
+        return await canonical_hash(self.w3, cursor.block) == cursor.block_hash
+
+    async def _step_back(self, cursor: Cursor, confirmed: int) -> Cursor:
+        """The chain got shorter: the cursor's block is still canonical but no longer at the
+        confirmation depth. The channels with logs above the confirmed block are read again there
+        (their figures may go down) and the cursor steps back to it."""
+        self.stats.stepped_back += 1
+        at = await block_ref(self.w3, confirmed)
+        events = await self.client.get_events(at.block + 1, cursor.block)
+        known = await self.store.channel_ids()
+        touched = sorted({cid for e in events if (cid := getattr(e, "channel_id", None)) in known})
+        log.warning("watcher_chain_shorter", cursor=cursor.block, confirmed=at.block, channels=len(touched))
+        for channel in touched:
+            self.runtime.suspend(channel)
+        for channel in touched:
+            await self.runtime.replace_chain_view(channel, await channel_at(self.client, channel, at))
+        moved = Cursor(at.block, at.block_hash)
+        await self.store.set_cursor(moved)
+        self.stats.cursor = moved.block
+        return moved
+
+    async def _check_anchors(self) -> None:
+        """Re-validates every channel figure read directly at a block the cursor had not covered.
+
+        Order matters: the cursor's hash was read before this check, so if a reorg replaces an
+        anchor's block after the check it also replaces the cursor's block (at or above it), and the
+        next poll re-syncs everything."""
+        anchored = await self.store.anchored_channels()
+        if not anchored:
+            return
+        cursor = await self.store.cursor()
+        confirmed = await self.w3.eth.block_number - self.confirmations + 1
+        hashes: dict[int, bytes | None] = {}
+        for channel, anchor in anchored:
+            if anchor.block not in hashes:
+                hashes[anchor.block] = await canonical_hash(self.w3, anchor.block)
+            if hashes[anchor.block] == anchor.block_hash and anchor.block <= confirmed:
+                if cursor is not None and anchor.block <= cursor.block:
+                    await self.runtime.cover_anchor(channel, anchor)
+                continue  # canonical and confirmed, above the cursor: checked again next poll
+            # Gone (or no longer at the confirmation depth): sell nothing on it until it is re-read.
+            self.runtime.suspend(channel)
+            self.stats.reverified += 1
+            at = BlockRef(cursor.block, cursor.block_hash) if cursor is not None else await block_ref(self.w3, confirmed)
+            on_chain = await channel_at(self.client, channel, at)
+            log.warning(
+                "watcher_reorged_read", channel="0x" + channel.hex(), read_block=anchor.block,
+                reread_block=at.block, deposited=str(on_chain.deposited),
+            )  # fmt: skip
+            await self.runtime.replace_chain_view(channel, on_chain)
+
+    async def _release_leftovers(self) -> None:
+        """Channels still suspended after the checks above were left by an earlier poll whose
+        re-read failed (and whose cause may since have gone, the chain flipping back): they are read
+        again at the cursor's block, which is canonical, before they are sold on again."""
+        leftovers = self.runtime.suspended
+        cursor = await self.store.cursor()
+        if not leftovers or cursor is None:
+            return
+        at = BlockRef(cursor.block, cursor.block_hash)
+        for channel in sorted(leftovers):
+            await self.runtime.replace_chain_view(channel, await channel_at(self.client, channel, at))
 
     async def _catch_up(self, first: int, last: int) -> int:
         total_blocks = last - first + 1
@@ -138,10 +214,16 @@ class Watcher:
         try:
             for start in range(first, last + 1, self.block_range):
                 end = min(start + self.block_range - 1, last)
+                # The range's last block is read before and after its logs: if the chain changed in
+                # between, the logs may belong to either branch, so they wait for the next poll.
+                before = await block_ref(self.w3, end)
                 events = await self.client.get_events(start, end)
+                if await canonical_hash(self.w3, end) != before.block_hash:
+                    self.stats.chain_moved += 1
+                    log.info("watcher_chain_moved", block=end)
+                    break
                 applied += await self.runtime.apply_chain_events(events)
-                block = await self.w3.eth.get_block(end)
-                await self.store.set_cursor(Cursor(end, bytes(block["hash"])))
+                await self.store.set_cursor(Cursor(end, before.block_hash))
                 self.stats.cursor = end
                 self.stats.events += len(events)
                 if bar is not None:
@@ -153,17 +235,28 @@ class Watcher:
             log.info("watcher_caught_up", blocks=total_blocks, events=applied, cursor=last)
         return applied
 
-    async def resync(self, confirmed: int) -> None:
+    async def resync(self, confirmed: int, cursor: Cursor | None = None) -> Cursor:
         """After a reorg deeper than the confirmation depth: re-read every known channel from the
-        chain at the confirmed head, then continue from there."""
+        chain at the confirmed head (by its hash), then move the cursor back `resync_rescan` blocks
+        below where the branches can have split, so that the logs of the new branch are read (a
+        channel opened only there is learnt; known channels' logs change nothing: they are at or
+        below the figures just read). Returns the new cursor."""
         self.stats.resyncs += 1
         log.warning("watcher_deep_reorg", action="resync", confirmed=confirmed)
-        for stored in await self.store.list_channels():
-            on_chain = await self.client.get_channel(stored.state.channel_id, block=confirmed)
+        stored_channels = await self.store.list_channels()
+        for stored in stored_channels:  # nothing is sold on figures of a branch that is gone
+            self.runtime.suspend(stored.state.channel_id)
+        at = await block_ref(self.w3, confirmed)
+        for stored in stored_channels:
+            # Read at the hash itself; the anchor it leaves is checked (and cleared) by later polls.
+            on_chain = await channel_at(self.client, stored.state.channel_id, at)
             await self.runtime.replace_chain_view(stored.state.channel_id, on_chain)
-        block = await self.w3.eth.get_block(confirmed)
-        await self.store.set_cursor(Cursor(confirmed, bytes(block["hash"])))
-        self.stats.cursor = confirmed
+        below = at.block if cursor is None else min(cursor.block, at.block)
+        restart = await block_ref(self.w3, max(0, below - self.resync_rescan))
+        moved = Cursor(restart.block, restart.block_hash)
+        await self.store.set_cursor(moved)
+        self.stats.cursor = moved.block
+        return moved
 
 
 class _progress:

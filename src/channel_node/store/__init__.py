@@ -2,6 +2,7 @@
 
 from channel_node.store.base import (
     OUTBOX_OPEN,
+    BlockRef,
     Charge,
     ChannelWrite,
     Cursor,
@@ -21,6 +22,7 @@ from channel_node.store.sqlite import SQLiteStore
 
 __all__ = [
     "OUTBOX_OPEN",
+    "BlockRef",
     "Charge",
     "ChannelWrite",
     "Cursor",

@@ -39,10 +39,22 @@ class Pin:
 
 
 @dataclass(frozen=True)
+class BlockRef:
+    """A block by number and hash: what a chain figure was read at (docs/security.md, "Reorganisations")."""
+
+    block: int
+    block_hash: bytes
+
+
+@dataclass(frozen=True)
 class StoredChannel:
     state: ChannelState
     version: int  # 0 means "not in the store yet"
     updated_at: int = 0  # unix seconds of the last write (activity), where the store keeps it
+    # The block a direct chain read of this channel's figures was made at, until the watcher's
+    # cursor covers it with that block still canonical; None when the figures come from logs at or
+    # below the cursor.
+    anchor: BlockRef | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class ChannelWrite:
     expected_version: int  # the version the state was derived from; 0 inserts a new channel
     charge: Charge | None = None
     outbox: tuple[OutboxItem, ...] = ()
+    anchor: BlockRef | None = None  # set the channel's anchor (None keeps the stored one)
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,15 @@ class Store(Protocol):
     async def cursor(self) -> Cursor | None: ...
 
     async def set_cursor(self, cursor: Cursor) -> None: ...
+
+    async def anchored_channels(self) -> list[tuple[bytes, BlockRef]]:
+        """Channels whose figures were read at a block the watcher has not yet covered."""
+        ...
+
+    async def clear_anchor(self, channel_id: bytes, anchor: BlockRef) -> bool:
+        """Clears the channel's anchor if it is still `anchor` (the cursor covered it); returns
+        whether it did. Figures and version are untouched."""
+        ...
 
     async def outbox(self, statuses: tuple[str, ...] = OUTBOX_OPEN) -> list[OutboxRow]: ...
 

@@ -7,6 +7,7 @@ import time
 
 from channel_node.store.base import (
     OUTBOX_OPEN,
+    BlockRef,
     Charge,
     ChannelWrite,
     Cursor,
@@ -54,7 +55,8 @@ class MemoryStore:
         if write.charge is not None and write.charge.payment_id and (channel_id, write.charge.payment_id) in self._payments:
             raise StaleWrite(f"payment {write.charge.payment_id!r} is already recorded")
         version = write.expected_version + 1
-        self._channels[channel_id] = StoredChannel(write.state, version, int(time.time()))
+        anchor = write.anchor if write.anchor is not None else (current.anchor if current else None)
+        self._channels[channel_id] = StoredChannel(write.state, version, int(time.time()), anchor)
         if write.charge is not None:
             self._charges.setdefault(channel_id, []).append(write.charge)
             if write.charge.once:
@@ -83,6 +85,16 @@ class MemoryStore:
 
     async def closing_channels(self) -> list[StoredChannel]:
         return [c for c in self._channels.values() if c.state.close_deadline is not None and not c.state.settled]
+
+    async def anchored_channels(self) -> list[tuple[bytes, BlockRef]]:
+        return [(cid, c.anchor) for cid, c in self._channels.items() if c.anchor is not None]
+
+    async def clear_anchor(self, channel_id: bytes, anchor: BlockRef) -> bool:
+        current = self._channels.get(channel_id)
+        if current is None or current.anchor != anchor:
+            return False
+        self._channels[channel_id] = dataclasses.replace(current, anchor=None)
+        return True
 
     async def cursor(self) -> Cursor | None:
         return self._cursor

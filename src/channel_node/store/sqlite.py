@@ -27,6 +27,7 @@ from channel_node.lockfile import lock_beside
 from channel_node.signing import ChannelConfig
 from channel_node.store.base import (
     OUTBOX_OPEN,
+    BlockRef,
     Charge,
     ChannelWrite,
     Cursor,
@@ -78,7 +79,8 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 
 def _row_to_channel(row: tuple) -> StoredChannel:
     (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling,
-     signature, charged, close_deadline, settled, receiver_closing, version, updated_at) = row  # fmt: skip
+     signature, charged, close_deadline, settled, receiver_closing, version, updated_at, chain_block,
+     chain_hash) = row  # fmt: skip
     config = ChannelConfig(payer, signer, receiver, token, close_delay, int(salt))
     state = ChannelState(
         channel_id=channel_id,
@@ -92,12 +94,13 @@ def _row_to_channel(row: tuple) -> StoredChannel:
         settled=bool(settled),
         receiver_closing=bool(receiver_closing),
     )
-    return StoredChannel(state, version, updated_at)
+    anchor = BlockRef(chain_block, bytes(chain_hash)) if chain_block is not None else None
+    return StoredChannel(state, version, updated_at, anchor)
 
 
 _CHANNEL_COLUMNS = (
     "channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling, "
-    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at"
+    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, chain_block, chain_hash"
 )
 
 
@@ -229,6 +232,23 @@ class SQLiteStore:
         ).fetchall()
         return [_row_to_channel(row) for row in rows]
 
+    async def anchored_channels(self) -> list[tuple[bytes, BlockRef]]:
+        rows = self._reader.execute(
+            "SELECT channel_id, chain_block, chain_hash FROM channels WHERE chain_block IS NOT NULL"
+        ).fetchall()
+        return [(channel_id, BlockRef(block, bytes(block_hash))) for channel_id, block, block_hash in rows]
+
+    async def clear_anchor(self, channel_id: bytes, anchor: BlockRef) -> bool:
+        def apply(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "UPDATE channels SET chain_block = NULL, chain_hash = NULL "
+                "WHERE channel_id = ? AND chain_block = ? AND chain_hash = ?",
+                (channel_id, anchor.block, anchor.block_hash),
+            )
+            return cursor.rowcount == 1
+
+        return await self._submit(apply)
+
     async def cursor(self) -> Cursor | None:
         stored = dict(self._reader.execute("SELECT key, value FROM meta WHERE key IN ('cursor_block', 'cursor_hash')"))
         if "cursor_block" not in stored:
@@ -349,7 +369,7 @@ class SQLiteStore:
         channel and every compare-and-set holds. Returns None (nothing written) when a write needs
         the per-write path: a new channel, or a channel another writer changed."""
         writes = [request.write for request in batch]
-        if any(not isinstance(w, ChannelWrite) or w.expected_version == 0 or w.outbox for w in writes):
+        if any(not isinstance(w, ChannelWrite) or w.expected_version == 0 or w.outbox or w.anchor for w in writes):
             return None
         now = int(time.time())
         connection.execute("BEGIN IMMEDIATE")
@@ -408,6 +428,11 @@ class SQLiteStore:
             cursor = connection.execute(_UPDATE_CHANNEL, _update_values(write, now))
         if cursor.rowcount != 1:
             raise StaleWrite(f"channel 0x{s.channel_id.hex()} changed since it was read")
+        if write.anchor is not None:
+            connection.execute(
+                "UPDATE channels SET chain_block = ?, chain_hash = ? WHERE channel_id = ?",
+                (write.anchor.block, write.anchor.block_hash, s.channel_id),
+            )
         charge = write.charge
         if charge is not None:
             connection.execute(_INSERT_CHARGE, _charge_values(write))

@@ -123,6 +123,12 @@ async def test_a_close_requested_while_the_node_was_down_is_found_on_catch_up(ma
     await second.sync()
     assert channels.state(config)[1] == PRICE, "claimed what was charged before the deadline, half the delay late"
     assert await second.store.outbox() == []
+    # the payer finalizes: its unspent credit (the voucher said 2, one article was charged) comes back
+    channels.chain.time_travel(HOUR)
+    before = channels.chain.w3.eth.get_balance(parties.payer.address)
+    receipt = channels.chain.transact(channels.contract.functions.finalizeClose(config.as_abi_tuple()), parties.payer.address)
+    fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert channels.chain.w3.eth.get_balance(parties.payer.address) - before + fee == 9 * PRICE
     await second.store.close()
 
 

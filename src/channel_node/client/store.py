@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS channels (
     last_receipt TEXT,                      -- JSON of the last PAYMENT-RESPONSE
     status       TEXT NOT NULL,
     close_deadline INTEGER,
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    receiver_authorizer TEXT NOT NULL DEFAULT '0x0000000000000000000000000000000000000000'
 );
 CREATE INDEX IF NOT EXISTS channels_by_terms ON channels (chain_id, contract, receiver, token, status);
 CREATE TABLE IF NOT EXISTS purchases (
@@ -80,7 +81,7 @@ CREATE TABLE IF NOT EXISTS blocked (
 
 _COLUMNS = (
     "channel_id, chain_id, contract, payer, signer, receiver, token, close_delay, salt, deposited, signed,"
-    " signature, charged, acknowledged, last_receipt, status, close_deadline, created_at,"
+    " signature, charged, acknowledged, last_receipt, status, close_deadline, created_at, receiver_authorizer,"
     " voucher_key IS NOT NULL AS has_key"
 )
 
@@ -135,6 +136,7 @@ def _record(row: sqlite3.Row) -> ChannelRecord:
         token=row["token"],
         close_delay=row["close_delay"],
         salt=int(row["salt"]),
+        receiver_authorizer=row["receiver_authorizer"],
     )
     return ChannelRecord(
         channel_id=bytes.fromhex(row["channel_id"][2:]),
@@ -180,6 +182,12 @@ class WalletStore:
         with self._tx():
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(channels)")}
+            if "receiver_authorizer" not in columns:  # a wallet from before the receiver authorizer
+                self._db.execute(
+                    "ALTER TABLE channels ADD COLUMN receiver_authorizer TEXT NOT NULL "
+                    "DEFAULT '0x0000000000000000000000000000000000000000'"
+                )
             version = self._meta("schema_version")
             if version is None:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
@@ -250,12 +258,14 @@ class WalletStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO channels (channel_id, chain_id, contract, payer, signer, receiver, token, close_delay,"
-                " salt, voucher_key, deposited, charged, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " salt, voucher_key, deposited, charged, status, created_at, receiver_authorizer)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     _hex_id(channel), chain_id, to_checksum_address(contract), to_checksum_address(config.payer),
                     to_checksum_address(config.signer), to_checksum_address(config.receiver),
                     to_checksum_address(config.token), config.close_delay, str(config.salt), voucher_key,
                     _amount(deposited, "deposited"), _amount(charged, "charged"), status, int(time.time()),
+                    to_checksum_address(config.receiver_authorizer),
                 ),
             )  # fmt: skip
         return self.channel(channel)  # type: ignore[return-value]

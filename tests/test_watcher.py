@@ -247,3 +247,22 @@ async def test_a_defence_without_gas_money_warns_and_is_sent_once_funded(make_no
     await node.watcher.poll()
     assert channels.state(config)[1] == PRICE and await node.store.outbox() == []
     assert node.sender.stats.gas_ok
+
+
+async def test_batched_claims_are_split_by_receiver_authorizer(make_node, channels, parties):
+    """claimBatch names one authorizer (it is part of each channel's id): channels naming different
+    ones go in different transactions, and each claims what was charged."""
+    from channel_node.settlement import SettlementPolicy
+
+    node = await make_node()
+    alone = [channels.open_eth(10 * PRICE, channels.config()) for _ in range(2)]
+    named = [channels.open_eth(10 * PRICE, channels.config(receiver_authorizer=parties.other.address)) for _ in range(2)]
+    await node.watcher.poll()
+    for config in alone + named:
+        assert (await pay(node, channels, config, 3 * PRICE, "/a")).accepted
+    assert await SettlementPolicy(node.runtime, node.store, claim_min_unclaimed=PRICE).tick(0) == (4, 0)
+    await node.sender.tick()
+    assert len({row.tx_hash for row in await node.store.outbox()}) == 2 and node.sender.stats.sent == 2
+    await node.watcher.poll()
+    assert await node.store.outbox() == []
+    assert [channels.state(c)[1] for c in alone + named] == [PRICE] * 4

@@ -161,7 +161,7 @@ def test_the_node_sells_only_on_channels_its_claim_key_can_settle(named, settler
             assert outcome.accepted
         else:
             assert outcome.effect.code is Reject.WRONG_AUTHORIZER and outcome.state is None
-            assert await runtime.store.charges(cid) == []
+            assert await runtime.store.charges(cid) == [] and chain.calls == 0, "refused before any chain read"
             return
         consent = sign_digest(payer_key, cooperative_close_digest(DOMAIN, cid, 10))
         effect = await runtime.cooperative_close(cid, 10, consent, consenter=other)

@@ -221,6 +221,8 @@ class Runtime:
             return Rejected(Reject.CHANNEL_UNKNOWN, "the channel holds another asset")
         if signer != config.signer:  # checked before the chain is asked, so forgeries cost no RPC call
             return Rejected(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
+        if self.settler is not None and not config.may_act_for_receiver(self.settler):  # nor unsettleable ones
+            return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
         now = self.clock()
         if self._unknown_until.get(request.channel_id, 0) > now or self.chain is None:
             return Rejected(Reject.CHANNEL_UNKNOWN, "no confirmed deposit for this channel")

@@ -194,7 +194,7 @@ async def test_settlement_policy_claims_fifty_channels_in_one_batched_transactio
     assert receipt["gasUsed"] / 50 < 16_000
 
 
-async def test_idle_channels_are_closed_with_their_best_voucher(make_node, channels, parties):
+async def test_idle_channels_are_closed_claiming_what_was_charged(make_node, channels, parties):
     from channel_node.settlement import SettlementPolicy
 
     node = await make_node()

@@ -3,10 +3,12 @@ pragma solidity 0.8.37;
 
 /// @title ChannelDeposit: one contract holding every one-way payment channel.
 /// @notice A payer locks ETH or an ERC-20 token for a receiver. The payer's voucher key signs
-/// cumulative vouchers off-chain (EIP-712 `Voucher(channelId, maxClaimableAmount)`); the receiver
-/// settles on-chain only when it wants to: claim (single or batched), close with its best voucher,
-/// or a cooperative close. A payer leaves by requesting a close and finalizing after the close delay;
-/// until finalization the receiver may still claim.
+/// cumulative vouchers off-chain (EIP-712 `Voucher(channelId, maxClaimableAmount)`): a voucher is a
+/// ceiling, not a payment. The receiver (or the channel's receiver authorizer, a hot key it names in
+/// the configuration) settles on-chain only when it wants to: claim (single or batched), close, or a
+/// cooperative close, each time naming the total it claims, which is at most the voucher; whatever is
+/// not claimed goes back to the payer at every close. A payer leaves by requesting a close and
+/// finalizing after the close delay; until finalization the receiver may still claim.
 ///
 /// Channel state is one storage slot: deposited (108 bits) | claimed (108 bits) | closeDeadline (40 bits).
 /// The configuration travels in calldata and is hashed into the channel id, so it is never stored.
@@ -29,6 +31,7 @@ contract ChannelDeposit {
         address token; // address(0) for native ETH
         uint32 closeDelay; // seconds between a payer's close request and its finalization
         uint96 salt; // lets the same parties hold several channels
+        address receiverAuthorizer; // may claim, close and consent for the receiver; address(0): nobody
     }
 
     /// One channel of a batched claim; receiver and token are shared by the whole batch.
@@ -37,7 +40,8 @@ contract ChannelDeposit {
         address signer;
         uint32 closeDelay;
         uint96 salt;
-        uint128 amount; // the voucher's maxClaimableAmount
+        uint128 voucherAmount; // the voucher's maxClaimableAmount (what the signature covers)
+        uint128 claimAmount; // the total to have claimed, at most voucherAmount
         bytes32 r; // EIP-2098 compact signature
         bytes32 vs;
     }
@@ -52,7 +56,7 @@ contract ChannelDeposit {
     uint256 public constant COUNTERPARTY_PAYOUT_GAS = 100_000;
 
     bytes32 public constant CHANNEL_TYPEHASH = keccak256(
-        "Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt)"
+        "Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt,address receiverAuthorizer)"
     );
     bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(bytes32 channelId,uint128 maxClaimableAmount)");
     bytes32 public constant COOPERATIVE_CLOSE_TYPEHASH =
@@ -91,6 +95,7 @@ contract ChannelDeposit {
         address token,
         uint32 closeDelay,
         uint96 salt,
+        address receiverAuthorizer,
         uint256 deposited
     );
     event ChannelDeposited(bytes32 indexed channelId, uint256 amount, uint256 totalDeposited);
@@ -116,6 +121,7 @@ contract ChannelDeposit {
     error InvalidSignature();
     error NotPayer();
     error NotReceiver();
+    error ClaimAboveVoucher();
     error CloseNotRequested();
     error CloseDelayNotOver();
     error NothingPending();
@@ -183,35 +189,50 @@ contract ChannelDeposit {
 
     // ------------------------------------------------------------------ receiver settlement
 
-    /// Pays the receiver up to a voucher, without closing. Anyone may submit: funds only ever go to
-    /// `c.receiver`. Works while a close is pending and never restarts the payer's close timer.
-    function claim(ChannelConfig calldata c, uint128 amount, bytes32 r, bytes32 vs) external nonReentrant {
+    /// Pays the receiver so that its claimed total becomes `claimAmount` (clamped to the deposit),
+    /// without closing. `voucherAmount` is the signed ceiling that authorises it: `claimAmount` may be
+    /// anything up to it (what the receiver actually charged), and the rest stays the payer's. Only
+    /// the receiver or its authorizer may claim: a third party could otherwise claim a payer's unspent
+    /// credit for the receiver. Works while a close is pending and never restarts the payer's close timer.
+    function claim(ChannelConfig calldata c, uint128 voucherAmount, uint128 claimAmount, bytes32 r, bytes32 vs)
+        external
+        nonReentrant
+    {
+        _requireReceiverSide(c.receiver, c.receiverAuthorizer);
+        if (claimAmount > voucherAmount) revert ClaimAboveVoucher();
         bytes32 id = channelId(c);
         uint256 packed = _channels[id];
         uint256 claimedBefore = _claimed(packed);
-        uint256 claimedAfter = _claimTarget(packed, amount);
+        uint256 claimedAfter = _claimTarget(packed, claimAmount);
         if (claimedAfter <= claimedBefore) revert NothingToClaim();
-        _verifyVoucher(c.signer, id, amount, r, vs);
+        _verifyVoucher(c.signer, id, voucherAmount, r, vs);
         _channels[id] = _withClaimed(packed, claimedAfter);
         emit ChannelClaimed(id, claimedAfter);
         _pay(c.token, c.receiver, claimedAfter - claimedBefore);
     }
 
-    /// Claims many channels of one receiver and token with a single payout. A channel that has nothing
-    /// new to claim (already claimed, settled or unknown) is skipped, so nobody can make a batch fail
-    /// by front-running one of its channels; an invalid signature reverts the batch.
-    function claimBatch(address receiver, address token, BatchClaim[] calldata items) external nonReentrant {
+    /// Claims many channels of one receiver, authorizer and token with a single payout; the caller
+    /// must be that receiver or that (nonzero) authorizer. A channel that has nothing new to claim
+    /// (already claimed, settled or unknown, including one whose configuration names another
+    /// authorizer, which hashes to another id) is skipped, so a payer's close cannot make a batch
+    /// fail; an invalid signature or a claim above its voucher reverts the batch.
+    function claimBatch(address receiver, address receiverAuthorizer, address token, BatchClaim[] calldata items)
+        external
+        nonReentrant
+    {
+        _requireReceiverSide(receiver, receiverAuthorizer);
         uint256 total;
         uint256 n = items.length;
         for (uint256 i; i < n; ++i) {
             BatchClaim calldata item = items[i];
-            bytes32 id = _channelId(item.payer, item.signer, receiver, token, item.closeDelay, item.salt);
+            if (item.claimAmount > item.voucherAmount) revert ClaimAboveVoucher();
+            bytes32 id = _channelId(item.payer, item.signer, receiver, token, item.closeDelay, item.salt, receiverAuthorizer);
             uint256 packed = _channels[id];
             if (packed == 0 || _closeDeadline(packed) == _SETTLED) continue;
             uint256 claimedBefore = _claimed(packed);
-            uint256 claimedAfter = _min(item.amount, _deposited(packed));
+            uint256 claimedAfter = _min(item.claimAmount, _deposited(packed));
             if (claimedAfter <= claimedBefore) continue;
-            _verifyVoucher(item.signer, id, item.amount, item.r, item.vs);
+            _verifyVoucher(item.signer, id, item.voucherAmount, item.r, item.vs);
             _channels[id] = _withClaimed(packed, claimedAfter);
             emit ChannelClaimed(id, claimedAfter);
             unchecked {
@@ -222,24 +243,30 @@ contract ChannelDeposit {
         _pay(token, receiver, total);
     }
 
-    /// The receiver ends the channel with its best voucher (or none: amount 0) and the rest is
-    /// refunded to the payer at once.
-    function closeByReceiver(ChannelConfig calldata c, uint128 amount, bytes32 r, bytes32 vs) external nonReentrant {
-        if (msg.sender != c.receiver) revert NotReceiver();
+    /// The receiver (or its authorizer) ends the channel, claiming `claimAmount` under a voucher for
+    /// `voucherAmount` (or nothing new: claimAmount 0 or at most what is already claimed, no
+    /// signature needed); everything not claimed is refunded to the payer at once.
+    function closeByReceiver(ChannelConfig calldata c, uint128 voucherAmount, uint128 claimAmount, bytes32 r, bytes32 vs)
+        external
+        nonReentrant
+    {
+        _requireReceiverSide(c.receiver, c.receiverAuthorizer);
+        if (claimAmount > voucherAmount) revert ClaimAboveVoucher();
         bytes32 id = channelId(c);
         uint256 packed = _channels[id];
         uint256 claimedBefore = _claimed(packed);
-        uint256 claimedAfter = _claimTarget(packed, amount);
+        uint256 claimedAfter = _claimTarget(packed, claimAmount);
         if (claimedAfter > claimedBefore) {
-            _verifyVoucher(c.signer, id, amount, r, vs);
+            _verifyVoucher(c.signer, id, voucherAmount, r, vs);
         } else {
             claimedAfter = claimedBefore;
         }
         _settle(c, id, packed, claimedBefore, claimedAfter);
     }
 
-    /// Ends the channel at once at an agreed total. Both sides consent: each either is the caller or
-    /// signed `CooperativeClose(channelId, claimAmount)` (ECDSA, or EIP-1271 for contract accounts).
+    /// Ends the channel at once at an agreed total. Both sides consent: the payer is the caller or
+    /// signed `CooperativeClose(channelId, claimAmount)` (ECDSA, or EIP-1271 for contract accounts);
+    /// the receiver side is the receiver or its authorizer, as the caller or as the signer.
     /// The payer's unspent credit is refunded immediately.
     function closeCooperative(
         ChannelConfig calldata c,
@@ -250,14 +277,30 @@ contract ChannelDeposit {
         bytes32 id = channelId(c);
         bytes32 digest = _hashTypedData(_amountStructHash(COOPERATIVE_CLOSE_TYPEHASH, id, claimAmount));
         if (msg.sender != c.payer && !_isValidSignature(c.payer, digest, payerSignature)) revert InvalidSignature();
-        if (msg.sender != c.receiver && !_isValidSignature(c.receiver, digest, receiverSignature)) {
-            revert InvalidSignature();
-        }
+        if (!_receiverConsents(c.receiver, c.receiverAuthorizer, digest, receiverSignature)) revert InvalidSignature();
         uint256 packed = _channels[id];
         uint256 claimedBefore = _claimed(packed);
         uint256 claimedAfter = _claimTarget(packed, claimAmount);
         if (claimedAfter < claimedBefore) claimedAfter = claimedBefore; // claims are never undone
         _settle(c, id, packed, claimedBefore, claimedAfter);
+    }
+
+    /// The receiver side of a cooperative close: the receiver or a nonzero authorizer, as the caller
+    /// or as the signer of `digest`.
+    function _receiverConsents(address receiver, address authorizer, bytes32 digest, bytes calldata signature)
+        private
+        view
+        returns (bool)
+    {
+        if (msg.sender == receiver) return true;
+        if (authorizer != address(0) && msg.sender == authorizer) return true;
+        if (_isValidSignature(receiver, digest, signature)) return true;
+        return authorizer != address(0) && _isValidSignature(authorizer, digest, signature);
+    }
+
+    /// Claims and receiver closes come from the receiver or its nonzero authorizer only.
+    function _requireReceiverSide(address receiver, address authorizer) private view {
+        if (msg.sender != receiver && (authorizer == address(0) || msg.sender != authorizer)) revert NotReceiver();
     }
 
     // ------------------------------------------------------------------ payer exit
@@ -344,7 +387,8 @@ contract ChannelDeposit {
         _channels[id] = (packed & ~_AMOUNT_MASK) | total;
     }
 
-    /// Payer, signer and receiver set; close delay within [MIN_CLOSE_DELAY, MAX_CLOSE_DELAY].
+    /// Payer, signer and receiver set; close delay within [MIN_CLOSE_DELAY, MAX_CLOSE_DELAY]. The
+    /// receiver authorizer may be address(0) (the receiver acts alone).
     function _isValidNewConfig(ChannelConfig calldata c) private pure returns (bool valid) {
         assembly ("memory-safe") {
             let delay := calldataload(add(c, 0x80))
@@ -360,9 +404,9 @@ contract ChannelDeposit {
         assembly ("memory-safe") {
             let ptr := mload(0x40)
             mstore(ptr, calldataload(add(c, 0x20))) // signer
-            calldatacopy(add(ptr, 0x20), add(c, 0x60), 0x60) // token, closeDelay, salt
-            mstore(add(ptr, 0x80), amount)
-            log4(ptr, 0xa0, topic, id, calldataload(c), calldataload(add(c, 0x40))) // payer, receiver
+            calldatacopy(add(ptr, 0x20), add(c, 0x60), 0x80) // token, closeDelay, salt, receiverAuthorizer
+            mstore(add(ptr, 0xa0), amount)
+            log4(ptr, 0xc0, topic, id, calldataload(c), calldataload(add(c, 0x40))) // payer, receiver
         }
     }
 
@@ -424,7 +468,8 @@ contract ChannelDeposit {
         address receiver,
         address token,
         uint32 closeDelay,
-        uint96 salt
+        uint96 salt,
+        address receiverAuthorizer
     ) private view returns (bytes32 structHash) {
         bytes32 typehash = CHANNEL_TYPEHASH;
         assembly ("memory-safe") {
@@ -436,7 +481,8 @@ contract ChannelDeposit {
             mstore(add(ptr, 0x80), token)
             mstore(add(ptr, 0xa0), closeDelay)
             mstore(add(ptr, 0xc0), salt)
-            structHash := keccak256(ptr, 0xe0)
+            mstore(add(ptr, 0xe0), receiverAuthorizer)
+            structHash := keccak256(ptr, 0x100)
         }
         return _hashTypedData(structHash);
     }
@@ -449,11 +495,12 @@ contract ChannelDeposit {
             let dirty := or(shr(160, calldataload(c)), shr(160, calldataload(add(c, 0x20))))
             dirty := or(dirty, or(shr(160, calldataload(add(c, 0x40))), shr(160, calldataload(add(c, 0x60)))))
             dirty := or(dirty, or(shr(32, calldataload(add(c, 0x80))), shr(96, calldataload(add(c, 0xa0)))))
+            dirty := or(dirty, shr(160, calldataload(add(c, 0xc0))))
             if dirty { revert(0, 0) }
             let ptr := mload(0x40)
             mstore(ptr, typehash)
-            calldatacopy(add(ptr, 0x20), c, 0xc0)
-            structHash := keccak256(ptr, 0xe0)
+            calldatacopy(add(ptr, 0x20), c, 0xe0)
+            structHash := keccak256(ptr, 0x100)
         }
         return _hashTypedData(structHash);
     }

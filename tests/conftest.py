@@ -89,6 +89,7 @@ class Channels:
             token=token,
             close_delay=close_delay,
             salt=kw.get("salt", next(self._salts)),
+            receiver_authorizer=kw.get("receiver_authorizer"),
         )
 
     def id(self, config: ChannelConfig) -> bytes:

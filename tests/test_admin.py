@@ -137,12 +137,13 @@ async def test_list_filters_and_show(make_admin, channels, parties):
     assert by_id[hex_id(channels, a)] == {
         "channelId": hex_id(channels, a), "payer": parties.payer.address, "signer": parties.voucher_signer,
         "receiver": parties.receiver.address, "token": ZERO, "closeDelay": HOUR, "salt": str(a.salt),
-        "deposited": str(10 * PRICE), "claimed": "0", "maxClaimableAmount": str(3 * PRICE), "charged": str(3 * PRICE),
+        "receiverAuthorizer": ZERO, "deposited": str(10 * PRICE), "claimed": "0", "maxClaimableAmount": str(3 * PRICE), "charged": str(3 * PRICE),
         "unclaimed": str(3 * PRICE), "credit": "0", "closeDeadline": None, "settled": False,
         "receiverClosing": False, "status": "open",
     }  # fmt: skip
     b_row = by_id[hex_id(channels, b)]
-    assert (b_row["charged"], b_row["unclaimed"], b_row["credit"]) == (str(PRICE), str(2 * PRICE), str(PRICE))
+    # b's credit (a voucher for two, one article charged) is the payer's: only the charged article is unclaimed
+    assert (b_row["charged"], b_row["unclaimed"], b_row["credit"]) == (str(PRICE), str(PRICE), str(PRICE))
     c_row = by_id[hex_id(channels, c)]
     assert c_row["status"] == "closing" and isinstance(c_row["closeDeadline"], int) and c_row["unclaimed"] == "0"
 
@@ -236,16 +237,16 @@ async def test_bulk_claim_with_a_minimum(make_admin, channels):
     status, body = await admin.post("/admin/claim")  # default min: 1
     assert status == 202 and body["queued"] == 2
     assert {ch["channelId"]: ch["amount"] for ch in body["channels"]} == {
-        hex_id(channels, a): str(3 * PRICE), hex_id(channels, b): str(2 * PRICE)}  # fmt: skip
+        hex_id(channels, a): str(3 * PRICE), hex_id(channels, b): str(PRICE)}  # fmt: skip
     rows = await admin.node.store.outbox()
-    assert sorted((r.channel_id, r.amount) for r in rows) == sorted(
-        [(channels.id(a), 3 * PRICE), (channels.id(b), 2 * PRICE)])  # fmt: skip
+    assert sorted((r.channel_id, r.amount, r.voucher) for r in rows) == sorted(
+        [(channels.id(a), 3 * PRICE, 3 * PRICE), (channels.id(b), PRICE, 2 * PRICE)])  # fmt: skip
     assert sorted(ch["outboxId"] for ch in body["channels"]) == sorted(r.id for r in rows)
 
     status, report, _ = await admin.get("/admin/status")
-    assert report["totals"]["outbox"] == {"pending": {"rows": 2, "amount": str(5 * PRICE)}, "sent": {"rows": 0, "amount": "0"}}
+    assert report["totals"]["outbox"] == {"pending": {"rows": 2, "amount": str(4 * PRICE)}, "sent": {"rows": 0, "amount": "0"}}
     await admin.sync()
-    assert (channels.state(a)[1], channels.state(b)[1], channels.state(c)[1]) == (3 * PRICE, 2 * PRICE, 0)
+    assert (channels.state(a)[1], channels.state(b)[1], channels.state(c)[1]) == (3 * PRICE, PRICE, 0)
     assert await admin.post("/admin/claim", {"min": 1}) == (202, {"queued": 0, "channels": [], "rejected": []})
 
 
@@ -284,7 +285,7 @@ async def test_close_stops_sales_and_settles_on_chain(make_admin, channels):
 
     await admin.sync()
     assert (channels.state(a)[1], channels.state(a)[3]) == (3 * PRICE, True), "claimed and settled on chain"
-    assert (channels.state(b)[1], channels.state(b)[3]) == (2 * PRICE, True)
+    assert (channels.state(b)[1], channels.state(b)[3]) == (PRICE, True), "what was charged; the credit went back"
     assert await admin.node.store.outbox() == []
     status, body = await admin.post(f"/admin/channels/{hex_id(channels, a)}/close")
     assert (status, body["error"]) == (409, "channel_settled")
@@ -302,7 +303,7 @@ async def test_status_totals(make_admin, channels):
     assert report["outbox"] == 1 and report["gas"]["address"] == channels.parties.receiver.address
     assert report["totals"] == {
         "channels": 3, "channelsByStatus": {"open": 3, "closing": 0, "settled": 0, "receiver_closing": 0},
-        "deposited": str(30 * PRICE), "claimed": "0", "revenue": str(4 * PRICE), "unclaimed": str(5 * PRICE),
+        "deposited": str(30 * PRICE), "claimed": "0", "revenue": str(4 * PRICE), "unclaimed": str(4 * PRICE),
         "credit": str(PRICE),
         "outbox": {"pending": {"rows": 1, "amount": str(3 * PRICE)}, "sent": {"rows": 0, "amount": "0"}},
     }  # fmt: skip

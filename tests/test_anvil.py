@@ -135,8 +135,9 @@ async def test_close_requested_while_running_is_defended_before_the_deadline(wor
     assert (await node.pay(world, config, 3 * PRICE, "/a")).accepted
     await world.client.request_close(config, sender=Sender.unlocked(world.payer))
     deadline = (await world.state(config)).close_deadline
-    await settle_until(node, world, lambda: _claimed(world, config, 3 * PRICE))
+    await settle_until(node, world, lambda: _claimed(world, config, PRICE))
     assert await chain_now(world) < deadline, "answered before the deadline"
+    assert (await world.state(config)).claimed == PRICE, "the defence claims what was charged, not the voucher of 3"
     assert await node.store.outbox() == []
     await node.store.close()
 
@@ -155,8 +156,9 @@ async def test_close_requested_while_the_node_was_down_is_defended_after_restart
     deadline = (await world.state(config)).close_deadline
     world.advance(DELAY // 2)  # back halfway through the close delay
     node = await start_node(world, tmp_path / "node.db")
-    await settle_until(node, world, lambda: _claimed(world, config, 5 * PRICE))
+    await settle_until(node, world, lambda: _claimed(world, config, PRICE))
     assert await chain_now(world) < deadline
+    assert (await world.state(config)).claimed == PRICE, "charged, not the voucher of 5"
     await node.store.close()
 
 
@@ -191,9 +193,9 @@ async def test_fifty_channels_claimed_in_one_batch(world, tmp_path):
     for config in configs:
         assert (await node.pay(world, config, 2 * PRICE, "/a")).accepted
     assert await SettlementPolicy(node.runtime, node.store).tick(0) == (50, 0)
-    await settle_until(node, world, lambda: _claimed(world, configs[-1], 2 * PRICE))
+    await settle_until(node, world, lambda: _claimed(world, configs[-1], PRICE))
     assert node.sender.stats.sent == 1
-    assert [(await world.state(c)).claimed for c in configs] == [2 * PRICE] * 50
+    assert [(await world.state(c)).claimed for c in configs] == [PRICE] * 50, "charged, not the vouchers of 2"
     await node.store.close()
 
 

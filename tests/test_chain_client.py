@@ -62,7 +62,10 @@ class Env:
     receiver: Sender
     other: Sender
 
-    def config(self, *, token: str | None = None, receiver: str | None = None, payer: str | None = None) -> ChannelConfig:
+    def config(
+        self, *, token: str | None = None, receiver: str | None = None, payer: str | None = None,
+        receiver_authorizer: str | None = None,
+    ) -> ChannelConfig:
         return ChannelConfig.create(
             payer=payer or self.payer.address,
             signer=address_of_key(VOUCHER_KEY),
@@ -70,6 +73,7 @@ class Env:
             token=token,
             close_delay=HOUR,
             salt=next(_salts),
+            receiver_authorizer=receiver_authorizer,
         )
 
     async def voucher(self, config: ChannelConfig, amount: int, key: bytes = VOUCHER_KEY) -> bytes:
@@ -173,15 +177,22 @@ async def test_amounts_must_be_ints(env: Env):
 
 
 async def test_claim_with_signed_voucher(env: Env):
-    config = await env.open_eth(ETH)
+    config = await env.open_eth(ETH, receiver_authorizer=env.other.address)
     cid = await env.client.channel_id(config)
     before = await env.balance(env.receiver.address)
-    result = await env.client.claim(config, 3 * UNIT, await env.voucher(config, 3 * UNIT), sender=env.other, gas=GAS)
+    voucher = await env.voucher(config, 3 * UNIT)
+    # the authorizer sends; it claims what was charged (2 units) under a 3-unit voucher
+    result = await env.client.claim(config, 3 * UNIT, voucher, 2 * UNIT, sender=env.other, gas=GAS)
     (claimed,) = result.events
     assert isinstance(claimed, ChannelClaimed)
-    assert (claimed.channel_id, claimed.total_claimed) == (cid, 3 * UNIT)
-    assert await env.balance(env.receiver.address) - before == 3 * UNIT  # paid to the stored receiver
-    assert await env.client.get_channel(config) == OnChainChannel(ETH, 3 * UNIT, None, False)
+    assert (claimed.channel_id, claimed.total_claimed) == (cid, 2 * UNIT)
+    assert await env.balance(env.receiver.address) - before == 2 * UNIT  # paid to the stored receiver
+    assert await env.client.get_channel(config) == OnChainChannel(ETH, 2 * UNIT, None, False)
+    with pytest.raises(ValueError):  # above its voucher: refused before any gas is spent
+        await env.client.claim(config, 3 * UNIT, voucher, 3 * UNIT + 1, sender=env.other, gas=GAS)
+    with pytest.raises(ContractRevert) as info:  # nobody else may claim
+        await env.client.claim(config, 3 * UNIT, voucher, sender=env.payer, gas=GAS)
+    assert info.value.error_name == "NotReceiver"
 
 
 async def test_reverts_decode_to_custom_errors(env: Env):
@@ -314,7 +325,7 @@ async def test_token_channels_batch_claim(env: Env):
     for config in configs:
         await env.client.deposit_token(config, 1000, sender=env.payer, gas=GAS)
     items = [(c, amount, await env.voucher(c, amount)) for c, amount in zip(configs, (100, 2000, 250))]
-    result = await env.client.claim_batch(env.receiver.address, token.address, items, sender=env.other, gas=GAS)
+    result = await env.client.claim_batch(env.receiver.address, token.address, items, sender=env.receiver, gas=GAS)
     assert {e.channel_id: e.total_claimed for e in result.events_of(ChannelClaimed)} == {
         await env.client.channel_id(configs[0]): 100,
         await env.client.channel_id(configs[1]): 1000,  # clamped to the deposit
@@ -327,7 +338,7 @@ async def test_token_channels_batch_claim(env: Env):
 
 async def test_deferred_payout_and_withdrawal(env: Env):
     rejecting = await env.deploy_test_contract("RejectingAccount")
-    config = await env.open_eth(ETH, receiver=rejecting.address)
+    config = await env.open_eth(ETH, receiver=rejecting.address, receiver_authorizer=env.other.address)
     result = await env.client.claim(config, 2 * UNIT, await env.voucher(config, 2 * UNIT), sender=env.other, gas=GAS)
     assert [type(e) for e in result.events] == [ChannelClaimed, PayoutDeferred]
     deferred = result.events_of(PayoutDeferred)[0]

@@ -111,7 +111,7 @@ def test_open_and_top_up_eth(chain, deployed, channels, parties):
     assert opened == {
         "channelId": channels.id(config), "payer": parties.payer.address, "receiver": parties.receiver.address,
         "signer": parties.voucher_signer, "token": ZERO_ADDRESS, "closeDelay": HOUR, "salt": config.salt,
-        "deposited": ETH,
+        "receiverAuthorizer": ZERO_ADDRESS, "deposited": ETH,
     }
     receipt = send(chain, deployed.functions.depositEth(config.as_abi_tuple()), parties.other, ETH // 2)
     assert events(deployed, receipt, "ChannelDeposited") == [
@@ -173,7 +173,7 @@ def test_token_open_top_up_and_fee_on_transfer(chain, deployed, channels, partie
     assert events(deployed, receipt, "ChannelOpened")[0]["deposited"] == 9_900
     assert channels.state(config)[0] == 9_900 == fee_token.functions.balanceOf(deployed.address).call()
     # payouts stay solvent: the receiver closes with a voucher for everything credited
-    send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), 9_900, *channels.voucher(config, 9_900)), parties.receiver)
+    send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), 9_900, 9_900, *channels.voucher(config, 9_900)), parties.receiver)
     assert fee_token.functions.balanceOf(parties.receiver.address).call() == 9_801  # the token takes its fee again
 
 
@@ -183,7 +183,7 @@ def test_no_return_and_false_returning_tokens(chain, deployed, channels, parties
     send(chain, quiet.functions.approve(deployed.address, 10**6), parties.payer)
     config = token_config(channels, quiet)
     send(chain, deployed.functions.depositToken(config.as_abi_tuple(), 1000), parties.payer)
-    send(chain, deployed.functions.claim(config.as_abi_tuple(), 400, *channels.voucher(config, 400)), parties.receiver)
+    send(chain, deployed.functions.claim(config.as_abi_tuple(), 400, 400, *channels.voucher(config, 400)), parties.receiver)
     assert quiet.functions.balanceOf(parties.receiver.address).call() == 400
     err(deployed, deployed.functions.depositToken(config.as_abi_tuple(), 10**7), parties.payer, "TokenTransferFailed", chain)
 
@@ -194,7 +194,7 @@ def test_no_return_and_false_returning_tokens(chain, deployed, channels, parties
     send(chain, liar.functions.setFailing(True), parties.payer)
     err(deployed, deployed.functions.depositToken(config.as_abi_tuple(), 1000), parties.payer, "TokenTransferFailed", chain)
     # a payout the token refuses is deferred, never lost, and the claim still counts
-    receipt = send(chain, deployed.functions.claim(config.as_abi_tuple(), 300, *channels.voucher(config, 300)), parties.receiver)
+    receipt = send(chain, deployed.functions.claim(config.as_abi_tuple(), 300, 300, *channels.voucher(config, 300)), parties.receiver)
     assert events(deployed, receipt, "PayoutDeferred") == [{"token": liar.address, "account": parties.receiver.address, "amount": 300}]
     assert deployed.functions.pendingPayouts(liar.address, parties.receiver.address).call() == 300
     err(deployed, deployed.functions.withdrawPending(liar.address, parties.receiver.address), parties.receiver, "TokenTransferFailed", chain)
@@ -240,9 +240,9 @@ def test_reentrant_token_is_stopped(chain, deployed, channels, parties):
     send(chain, deployed.functions.depositToken(config.as_abi_tuple(), 1000), parties.payer)  # unarmed: fine
     assert channels.state(config)[0] == 2000
     # ... and tries to claim again during a claim's payout
-    inner = deployed.encode_abi("claim", [config.as_abi_tuple(), 600, *channels.voucher(config, 600)])
+    inner = deployed.encode_abi("claim", [config.as_abi_tuple(), 600, 600, *channels.voucher(config, 600)])
     send(chain, token.functions.arm(deployed.address, inner), parties.payer)
-    receipt = send(chain, deployed.functions.claim(config.as_abi_tuple(), 500, *channels.voucher(config, 500)), parties.receiver)
+    receipt = send(chain, deployed.functions.claim(config.as_abi_tuple(), 500, 500, *channels.voucher(config, 500)), parties.receiver)
     assert events(deployed, receipt, "PayoutDeferred")[0]["amount"] == 500  # the hook's revert failed the payout
     assert channels.state(config)[:2] == [2000, 500]
     assert token.functions.balanceOf(deployed.address).call() == 2000
@@ -252,45 +252,45 @@ def test_reentrant_token_is_stopped(chain, deployed, channels, parties):
 
 
 def test_claim_pays_receiver_and_is_monotonic(chain, deployed, channels, parties):
-    config = channels.open_eth(ETH)
+    config = channels.open_eth(ETH, config=channels.config(receiver_authorizer=parties.other.address))
     f = deployed.functions
     before = balance(chain, parties.receiver.address)
-    receipt = send(chain, f.claim(config.as_abi_tuple(), 3 * UNIT, *channels.voucher(config, 3 * UNIT)), parties.other)
+    receipt = send(chain, f.claim(config.as_abi_tuple(), 3 * UNIT, 3 * UNIT, *channels.voucher(config, 3 * UNIT)), parties.other)
     assert events(deployed, receipt, "ChannelClaimed") == [{"channelId": channels.id(config), "totalClaimed": 3 * UNIT}]
     assert balance(chain, parties.receiver.address) - before == 3 * UNIT  # paid to the stored receiver, not the sender
     for amount in (3 * UNIT, 2 * UNIT):
-        err(deployed, f.claim(config.as_abi_tuple(), amount, *channels.voucher(config, amount)), parties.receiver, "NothingToClaim", chain)
-    send(chain, f.claim(config.as_abi_tuple(), 5 * UNIT, *channels.voucher(config, 5 * UNIT)), parties.receiver)
+        err(deployed, f.claim(config.as_abi_tuple(), amount, amount, *channels.voucher(config, amount)), parties.receiver, "NothingToClaim", chain)
+    send(chain, f.claim(config.as_abi_tuple(), 5 * UNIT, 5 * UNIT, *channels.voucher(config, 5 * UNIT)), parties.receiver)
     assert channels.state(config) == [ETH, 5 * UNIT, 0, False]
     unknown = channels.config()
-    err(deployed, f.claim(unknown.as_abi_tuple(), UNIT, *channels.voucher(unknown, UNIT)), parties.receiver, "ChannelUnknown", chain)
+    err(deployed, f.claim(unknown.as_abi_tuple(), UNIT, UNIT, *channels.voucher(unknown, UNIT)), parties.receiver, "ChannelUnknown", chain)
 
 
 def test_voucher_above_deposit_is_clamped_then_claims_rest_after_top_up(chain, deployed, channels, parties):
     config = channels.open_eth(10 * UNIT)
     voucher = channels.voucher(config, 15 * UNIT)
-    send(chain, deployed.functions.claim(config.as_abi_tuple(), 15 * UNIT, *voucher), parties.receiver)
+    send(chain, deployed.functions.claim(config.as_abi_tuple(), 15 * UNIT, 15 * UNIT, *voucher), parties.receiver)
     assert channels.state(config)[:2] == [10 * UNIT, 10 * UNIT]
-    err(deployed, deployed.functions.claim(config.as_abi_tuple(), 15 * UNIT, *voucher), parties.receiver, "NothingToClaim", chain)
+    err(deployed, deployed.functions.claim(config.as_abi_tuple(), 15 * UNIT, 15 * UNIT, *voucher), parties.receiver, "NothingToClaim", chain)
     channels.open_eth(10 * UNIT, config=config)  # top-up
-    send(chain, deployed.functions.claim(config.as_abi_tuple(), 15 * UNIT, *voucher), parties.receiver)
+    send(chain, deployed.functions.claim(config.as_abi_tuple(), 15 * UNIT, 15 * UNIT, *voucher), parties.receiver)
     assert channels.state(config)[:2] == [20 * UNIT, 15 * UNIT]
 
 
 def test_replay_across_channels_contracts_chains_and_kinds(chain, dev_chain, deployed, channels, parties):
     a, b = channels.open_eth(ETH), channels.open_eth(ETH)
     f = deployed.functions
-    err(deployed, f.claim(b.as_abi_tuple(), UNIT, *channels.voucher(a, UNIT)), parties.receiver, "InvalidSignature", chain)
+    err(deployed, f.claim(b.as_abi_tuple(), UNIT, UNIT, *channels.voucher(a, UNIT)), parties.receiver, "InvalidSignature", chain)
     other = dev_chain.deploy_channel_deposit()
     foreign = Domain(chain.chain_id, other.address)
     sig = to_compact(sign_digest(parties.voucher_key, voucher_digest(foreign, channel_id(foreign, a), UNIT)))
-    err(deployed, f.claim(a.as_abi_tuple(), UNIT, *sig), parties.receiver, "InvalidSignature", chain)
+    err(deployed, f.claim(a.as_abi_tuple(), UNIT, UNIT, *sig), parties.receiver, "InvalidSignature", chain)
     fork = Domain(chain.chain_id + 1, deployed.address)
     sig = to_compact(sign_digest(parties.voucher_key, voucher_digest(fork, channel_id(fork, a), UNIT)))
-    err(deployed, f.claim(a.as_abi_tuple(), UNIT, *sig), parties.receiver, "InvalidSignature", chain)
+    err(deployed, f.claim(a.as_abi_tuple(), UNIT, UNIT, *sig), parties.receiver, "InvalidSignature", chain)
     # a cooperative-close signature by the voucher key is not a voucher (different typehash)
     sig = to_compact(sign_digest(parties.voucher_key, cooperative_close_digest(channels.domain, channels.id(a), UNIT)))
-    err(deployed, f.claim(a.as_abi_tuple(), UNIT, *sig), parties.receiver, "InvalidSignature", chain)
+    err(deployed, f.claim(a.as_abi_tuple(), UNIT, UNIT, *sig), parties.receiver, "InvalidSignature", chain)
     # and a voucher is not a cooperative-close consent
     voucher_sig = sign_digest(parties.receiver.private_key, voucher_digest(channels.domain, channels.id(a), UNIT))
     err(deployed, f.closeCooperative(a.as_abi_tuple(), UNIT, b"", voucher_sig), parties.payer, "InvalidSignature", chain)
@@ -304,7 +304,7 @@ def _high_s(r: bytes, vs: bytes) -> tuple[bytes, bytes]:
 
 def test_bad_signatures_rejected(chain, deployed, channels, parties):
     config = channels.open_eth(ETH)
-    claim = lambda r, vs: deployed.functions.claim(config.as_abi_tuple(), UNIT, r, vs)  # noqa: E731
+    claim = lambda r, vs: deployed.functions.claim(config.as_abi_tuple(), UNIT, UNIT, r, vs)  # noqa: E731
     r, vs = channels.voucher(config, UNIT)
     # high-s: the same signature's malleable twin (ecrecover alone would accept it)
     err(deployed, claim(*_high_s(r, vs)), parties.receiver, "InvalidSignature", chain)
@@ -321,22 +321,24 @@ def test_batch_claim_one_payout_skips_what_has_nothing_new(chain, deployed, chan
     configs = [token_config(channels, token) for _ in range(5)]
     for c in configs:
         send(chain, deployed.functions.depositToken(c.as_abi_tuple(), 1000), parties.payer)
-    send(chain, deployed.functions.claim(configs[1].as_abi_tuple(), 300, *channels.voucher(configs[1], 300)), parties.receiver)
-    send(chain, deployed.functions.closeByReceiver(configs[2].as_abi_tuple(), 0, b"\0" * 32, b"\0" * 32), parties.receiver)
+    send(chain, deployed.functions.claim(configs[1].as_abi_tuple(), 300, 300, *channels.voucher(configs[1], 300)), parties.receiver)
+    send(chain, deployed.functions.closeByReceiver(configs[2].as_abi_tuple(), 0, 0, b"\0" * 32, b"\0" * 32), parties.receiver)
     unknown = token_config(channels, token)
 
     def item(c, amount):
-        return (to_checksum_address(c.payer), to_checksum_address(c.signer), c.close_delay, c.salt, amount, *channels.voucher(c, amount))
+        return (to_checksum_address(c.payer), to_checksum_address(c.signer), c.close_delay, c.salt, amount, amount, *channels.voucher(c, amount))
 
     items = [item(configs[0], 100), item(configs[1], 300), item(configs[2], 500), item(unknown, 5), item(configs[3], 2000), item(configs[4], 250)]
-    receipt = send(chain, deployed.functions.claimBatch(parties.receiver.address, token.address, items), parties.other)
+    receipt = send(chain, deployed.functions.claimBatch(parties.receiver.address, ZERO_ADDRESS, token.address, items), parties.receiver)
     claimed = {e["channelId"]: e["totalClaimed"] for e in events(deployed, receipt, "ChannelClaimed")}
     assert claimed == {channels.id(configs[0]): 100, channels.id(configs[3]): 1000, channels.id(configs[4]): 250}
     transfers = token.events.Transfer().process_receipt(receipt)
     assert [(t["args"]["to"], t["args"]["value"]) for t in transfers] == [(parties.receiver.address, 1350)]
-    err(deployed, deployed.functions.claimBatch(parties.receiver.address, token.address, items), parties.other, "NothingToClaim", chain)
-    forged = [item(configs[0], 200)[:5] + channels.voucher(configs[1], 200)]
-    err(deployed, deployed.functions.claimBatch(parties.receiver.address, token.address, forged), parties.other, "InvalidSignature", chain)
+    err(deployed, deployed.functions.claimBatch(parties.receiver.address, ZERO_ADDRESS, token.address, items), parties.receiver, "NothingToClaim", chain)
+    forged = [item(configs[0], 200)[:6] + channels.voucher(configs[1], 200)]
+    err(deployed, deployed.functions.claimBatch(parties.receiver.address, ZERO_ADDRESS, token.address, forged), parties.receiver, "InvalidSignature", chain)
+    # nobody else may send a batch: it would claim payers' unspent credit for the receiver
+    err(deployed, deployed.functions.claimBatch(parties.receiver.address, ZERO_ADDRESS, token.address, items), parties.other, "NotReceiver", chain)
 
 
 # ------------------------------------------------------------------ closes
@@ -345,27 +347,27 @@ def test_batch_claim_one_payout_skips_what_has_nothing_new(chain, deployed, chan
 def test_receiver_close_settles_and_refunds(chain, deployed, channels, parties):
     config = channels.open_eth(ETH)
     f = deployed.functions
-    err(deployed, f.closeByReceiver(config.as_abi_tuple(), UNIT, *channels.voucher(config, UNIT)), parties.other, "NotReceiver", chain)
+    err(deployed, f.closeByReceiver(config.as_abi_tuple(), UNIT, UNIT, *channels.voucher(config, UNIT)), parties.other, "NotReceiver", chain)
     payer_before, receiver_before = balance(chain, parties.payer.address), balance(chain, parties.receiver.address)
-    receipt = send(chain, f.closeByReceiver(config.as_abi_tuple(), 4 * UNIT, *channels.voucher(config, 4 * UNIT)), parties.receiver)
+    receipt = send(chain, f.closeByReceiver(config.as_abi_tuple(), 4 * UNIT, 4 * UNIT, *channels.voucher(config, 4 * UNIT)), parties.receiver)
     assert events(deployed, receipt, "ChannelSettled") == [{"channelId": channels.id(config), "totalClaimed": 4 * UNIT, "refunded": ETH - 4 * UNIT}]
     assert balance(chain, parties.payer.address) - payer_before == ETH - 4 * UNIT
     assert balance(chain, parties.receiver.address) - receiver_before == 4 * UNIT - gas_cost(receipt)
     assert channels.state(config) == [ETH, 4 * UNIT, 0, True]
     assert balance(chain, deployed.address) == 0
     # settled is final: no claim, top-up, close or reopen of the same configuration
-    err(deployed, f.claim(config.as_abi_tuple(), 5 * UNIT, *channels.voucher(config, 5 * UNIT)), parties.receiver, "ChannelIsSettled", chain)
+    err(deployed, f.claim(config.as_abi_tuple(), 5 * UNIT, 5 * UNIT, *channels.voucher(config, 5 * UNIT)), parties.receiver, "ChannelIsSettled", chain)
     err(deployed, f.depositEth(config.as_abi_tuple()), parties.payer, "ChannelIsSettled", chain, ETH)
     err(deployed, f.requestClose(config.as_abi_tuple()), parties.payer, "ChannelIsSettled", chain)
     err(deployed, f.finalizeClose(config.as_abi_tuple()), parties.payer, "ChannelIsSettled", chain)
-    err(deployed, f.closeByReceiver(config.as_abi_tuple(), 0, b"\0" * 32, b"\0" * 32), parties.receiver, "ChannelIsSettled", chain)
+    err(deployed, f.closeByReceiver(config.as_abi_tuple(), 0, 0, b"\0" * 32, b"\0" * 32), parties.receiver, "ChannelIsSettled", chain)
 
 
 def test_receiver_close_without_voucher_refunds_everything_unclaimed(chain, deployed, channels, parties):
     config = channels.open_eth(ETH)
-    send(chain, deployed.functions.claim(config.as_abi_tuple(), UNIT, *channels.voucher(config, UNIT)), parties.receiver)
+    send(chain, deployed.functions.claim(config.as_abi_tuple(), UNIT, UNIT, *channels.voucher(config, UNIT)), parties.receiver)
     before = balance(chain, parties.payer.address)
-    send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), 0, b"\0" * 32, b"\0" * 32), parties.receiver)
+    send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), 0, 0, b"\0" * 32, b"\0" * 32), parties.receiver)
     assert balance(chain, parties.payer.address) - before == ETH - UNIT
 
 
@@ -398,7 +400,7 @@ def test_cooperative_close_by_either_side_or_a_relayer(chain, deployed, channels
 
 def test_cooperative_close_never_undoes_a_claim(chain, deployed, channels, parties):
     config = channels.open_eth(ETH)
-    send(chain, deployed.functions.claim(config.as_abi_tuple(), 5 * UNIT, *channels.voucher(config, 5 * UNIT)), parties.receiver)
+    send(chain, deployed.functions.claim(config.as_abi_tuple(), 5 * UNIT, 5 * UNIT, *channels.voucher(config, 5 * UNIT)), parties.receiver)
     sig = sign_digest(parties.receiver.private_key, cooperative_close_digest(channels.domain, channels.id(config), 2 * UNIT))
     send(chain, deployed.functions.closeCooperative(config.as_abi_tuple(), 2 * UNIT, b"", sig), parties.payer)
     assert channels.state(config) == [ETH, 5 * UNIT, 0, True]
@@ -416,7 +418,7 @@ def test_payer_close_delay_claims_in_between_and_finalize(chain, deployed, chann
     err(deployed, f.requestClose(config.as_abi_tuple()), parties.payer, "ChannelClosing", chain)
     err(deployed, f.depositEth(config.as_abi_tuple()), parties.payer, "ChannelClosing", chain, ETH)
     # the receiver can still claim, and that does not move the deadline
-    send(chain, f.claim(config.as_abi_tuple(), 3 * UNIT, *channels.voucher(config, 3 * UNIT)), parties.receiver)
+    send(chain, f.claim(config.as_abi_tuple(), 3 * UNIT, 3 * UNIT, *channels.voucher(config, 3 * UNIT)), parties.receiver)
     assert channels.state(config) == [ETH, 3 * UNIT, deadline, False]
     err(deployed, f.finalizeClose(config.as_abi_tuple()), parties.payer, "CloseDelayNotOver", chain)
     chain.tester.time_travel(deadline)
@@ -424,7 +426,7 @@ def test_payer_close_delay_claims_in_between_and_finalize(chain, deployed, chann
     send(chain, f.finalizeClose(config.as_abi_tuple()), parties.other)  # anyone may finalize
     assert balance(chain, parties.payer.address) - before == ETH - 3 * UNIT
     assert channels.state(config) == [ETH, 3 * UNIT, 0, True]
-    err(deployed, f.claim(config.as_abi_tuple(), 9 * UNIT, *channels.voucher(config, 9 * UNIT)), parties.receiver, "ChannelIsSettled", chain)
+    err(deployed, f.claim(config.as_abi_tuple(), 9 * UNIT, 9 * UNIT, *channels.voucher(config, 9 * UNIT)), parties.receiver, "ChannelIsSettled", chain)
 
 
 # ------------------------------------------------------------------ hostile recipients and contract accounts
@@ -436,7 +438,7 @@ def test_hostile_payer_cannot_block_the_receiver(chain, deployed, channels, part
     config = channels.config(payer_address=payer.address)
     send(chain, deployed.functions.depositEth(config.as_abi_tuple()), parties.other, ETH)
     receiver_before = balance(chain, parties.receiver.address)
-    receipt = send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), UNIT, *channels.voucher(config, UNIT)), parties.receiver)
+    receipt = send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), UNIT, UNIT, *channels.voucher(config, UNIT)), parties.receiver)
     assert receipt["gasUsed"] < 250_000, "a gas-burning payer must not make the receiver's close expensive"
     assert balance(chain, parties.receiver.address) - receiver_before == UNIT - gas_cost(receipt)
     assert events(deployed, receipt, "PayoutDeferred") == [{"token": ZERO_ADDRESS, "account": payer.address, "amount": ETH - UNIT}]
@@ -455,7 +457,7 @@ def test_blocklisted_payer_refund_is_deferred(chain, deployed, channels, parties
     config = token_config(channels, token)
     send(chain, deployed.functions.depositToken(config.as_abi_tuple(), 1000), parties.payer)
     send(chain, token.functions.setBlocked(parties.payer.address, True), parties.other)
-    send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), 400, *channels.voucher(config, 400)), parties.receiver)
+    send(chain, deployed.functions.closeByReceiver(config.as_abi_tuple(), 400, 400, *channels.voucher(config, 400)), parties.receiver)
     assert token.functions.balanceOf(parties.receiver.address).call() == 400
     assert deployed.functions.pendingPayouts(token.address, parties.payer.address).call() == 600
     send(chain, deployed.functions.withdrawPending(token.address, parties.other.address), parties.payer)
@@ -474,3 +476,125 @@ def test_eip1271_payer_consents_to_cooperative_close(chain, deployed, channels, 
     send(chain, deployed.functions.closeCooperative(config.as_abi_tuple(), 2 * UNIT, owner_sig, b""), parties.receiver)
     assert channels.state(config) == [ETH, 2 * UNIT, 0, True]
     assert balance(chain, wallet.address) == ETH - 2 * UNIT
+
+
+# ------------------------------------------------------------------ claim amounts and the receiver authorizer
+
+
+def test_claim_takes_only_the_claim_amount_and_the_rest_goes_back_at_close(chain, deployed, channels, parties):
+    config = channels.open_eth(ETH)
+    f = deployed.functions
+    voucher = channels.voucher(config, 10 * UNIT)
+    err(deployed, f.claim(config.as_abi_tuple(), 10 * UNIT, 10 * UNIT + 1, *voucher), parties.receiver, "ClaimAboveVoucher", chain)
+    before = balance(chain, parties.receiver.address)
+    receipt = send(chain, f.claim(config.as_abi_tuple(), 10 * UNIT, 4 * UNIT, *voucher), parties.receiver)
+    assert balance(chain, parties.receiver.address) - before == 4 * UNIT - gas_cost(receipt)
+    assert channels.state(config) == [ETH, 4 * UNIT, 0, False]
+    err(deployed, f.claim(config.as_abi_tuple(), 10 * UNIT, 3 * UNIT, *voucher), parties.receiver, "NothingToClaim", chain)
+    # the same voucher authorises a later, higher claim
+    send(chain, f.claim(config.as_abi_tuple(), 10 * UNIT, 6 * UNIT, *voucher), parties.receiver)
+    err(deployed, f.closeByReceiver(config.as_abi_tuple(), 10 * UNIT, 11 * UNIT, *voucher), parties.receiver, "ClaimAboveVoucher", chain)
+    payer_before = balance(chain, parties.payer.address)
+    receipt = send(chain, f.closeByReceiver(config.as_abi_tuple(), 10 * UNIT, 7 * UNIT, *voucher), parties.receiver)
+    assert events(deployed, receipt, "ChannelSettled") == [{"channelId": channels.id(config), "totalClaimed": 7 * UNIT, "refunded": ETH - 7 * UNIT}]
+    assert balance(chain, parties.payer.address) - payer_before == ETH - 7 * UNIT, "unspent credit goes back to the payer"
+    assert balance(chain, deployed.address) == 0
+
+
+def test_receiver_close_below_what_is_claimed_claims_nothing_new(chain, deployed, channels, parties):
+    config = channels.open_eth(ETH)
+    f = deployed.functions
+    send(chain, f.claim(config.as_abi_tuple(), 5 * UNIT, 5 * UNIT, *channels.voucher(config, 5 * UNIT)), parties.receiver)
+    # no valid signature is needed when nothing new is claimed, and claimed never decreases
+    send(chain, f.closeByReceiver(config.as_abi_tuple(), 9 * UNIT, 2 * UNIT, b"\0" * 32, b"\0" * 32), parties.receiver)
+    assert channels.state(config) == [ETH, 5 * UNIT, 0, True]
+
+
+def test_only_the_receiver_or_its_authorizer_claims_and_closes(chain, deployed, channels, parties):
+    f = deployed.functions
+    authorizer, stranger = parties.other, parties.deployer
+    alone = channels.open_eth(ETH)
+    for who in (authorizer, stranger, parties.payer):  # no authorizer: nobody but the receiver
+        err(deployed, f.claim(alone.as_abi_tuple(), UNIT, UNIT, *channels.voucher(alone, UNIT)), who, "NotReceiver", chain)
+        err(deployed, f.closeByReceiver(alone.as_abi_tuple(), 0, 0, b"\0" * 32, b"\0" * 32), who, "NotReceiver", chain)
+    config = channels.open_eth(ETH, config=channels.config(receiver_authorizer=authorizer.address))
+    for who in (stranger, parties.payer):
+        err(deployed, f.claim(config.as_abi_tuple(), UNIT, UNIT, *channels.voucher(config, UNIT)), who, "NotReceiver", chain)
+        err(deployed, f.closeByReceiver(config.as_abi_tuple(), 0, 0, b"\0" * 32, b"\0" * 32), who, "NotReceiver", chain)
+    receiver_before = balance(chain, parties.receiver.address)
+    own = send(chain, f.claim(config.as_abi_tuple(), 3 * UNIT, 2 * UNIT, *channels.voucher(config, 3 * UNIT)), parties.receiver)
+    send(chain, f.claim(config.as_abi_tuple(), 3 * UNIT, 3 * UNIT, *channels.voucher(config, 3 * UNIT)), authorizer)
+    payer_before = balance(chain, parties.payer.address)
+    send(chain, f.closeByReceiver(config.as_abi_tuple(), 5 * UNIT, 4 * UNIT, *channels.voucher(config, 5 * UNIT)), authorizer)
+    assert channels.state(config) == [ETH, 4 * UNIT, 0, True]
+    # the authorizer moves money only to the receiver and the payer, never to itself
+    assert balance(chain, parties.payer.address) - payer_before == ETH - 4 * UNIT
+    assert balance(chain, parties.receiver.address) - receiver_before == 4 * UNIT - gas_cost(own)
+
+
+def test_an_authorizer_consents_to_a_cooperative_close_for_the_receiver(chain, deployed, channels, parties):
+    f = deployed.functions
+    authorizer, stranger = parties.other, parties.deployer
+    for how in ("signs", "sends"):
+        config = channels.open_eth(ETH, config=channels.config(receiver_authorizer=authorizer.address))
+        digest = cooperative_close_digest(channels.domain, channels.id(config), 2 * UNIT)
+        payer_sig = sign_digest(parties.payer.private_key, digest)
+        receiver_before, payer_before = balance(chain, parties.receiver.address), balance(chain, parties.payer.address)
+        if how == "signs":
+            receipt = send(chain, f.closeCooperative(config.as_abi_tuple(), 2 * UNIT, b"", sign_digest(authorizer.private_key, digest)), parties.payer)
+            refund = ETH - 2 * UNIT - gas_cost(receipt)
+        else:
+            send(chain, f.closeCooperative(config.as_abi_tuple(), 2 * UNIT, payer_sig, b""), authorizer)
+            refund = ETH - 2 * UNIT
+        assert balance(chain, parties.receiver.address) - receiver_before == 2 * UNIT
+        assert balance(chain, parties.payer.address) - payer_before == refund
+        assert channels.state(config) == [ETH, 2 * UNIT, 0, True]
+    # a stranger's consent is not the receiver's, whether it signs or sends; nor is an authorizer's
+    # consent on a channel that names no authorizer (or another one)
+    named = channels.open_eth(ETH, config=channels.config(receiver_authorizer=authorizer.address))
+    alone = channels.open_eth(ETH)
+    for config in (named, alone):
+        digest = cooperative_close_digest(channels.domain, channels.id(config), 2 * UNIT)
+        payer_sig = sign_digest(parties.payer.private_key, digest)
+        err(deployed, f.closeCooperative(config.as_abi_tuple(), 2 * UNIT, b"", sign_digest(stranger.private_key, digest)), parties.payer, "InvalidSignature", chain)
+        err(deployed, f.closeCooperative(config.as_abi_tuple(), 2 * UNIT, payer_sig, b""), stranger, "InvalidSignature", chain)
+    digest = cooperative_close_digest(channels.domain, channels.id(alone), 2 * UNIT)
+    err(deployed, f.closeCooperative(alone.as_abi_tuple(), 2 * UNIT, b"", sign_digest(authorizer.private_key, digest)), parties.payer, "InvalidSignature", chain)
+    err(deployed, f.closeCooperative(alone.as_abi_tuple(), 2 * UNIT, sign_digest(parties.payer.private_key, digest), b""), authorizer, "InvalidSignature", chain)
+
+
+def test_batch_claim_by_the_authorizer_with_claim_amounts(chain, deployed, channels, parties):
+    f = deployed.functions
+    authorizer = parties.other
+    mine = [channels.open_eth(ETH, config=channels.config(receiver_authorizer=authorizer.address)) for _ in range(2)]
+    foreign = channels.open_eth(ETH, config=channels.config(receiver_authorizer=parties.deployer.address))
+
+    def item(c, voucher, claim):
+        return (to_checksum_address(c.payer), to_checksum_address(c.signer), c.close_delay, c.salt, voucher, claim,
+                *channels.voucher(c, voucher))  # fmt: skip
+
+    items = [item(mine[0], 5 * UNIT, 2 * UNIT), item(mine[1], 7 * UNIT, 7 * UNIT), item(foreign, 3 * UNIT, 3 * UNIT)]
+    err(deployed, f.claimBatch(parties.receiver.address, authorizer.address, ZERO_ADDRESS, items), parties.deployer, "NotReceiver", chain)
+    err(deployed, f.claimBatch(parties.receiver.address, ZERO_ADDRESS, ZERO_ADDRESS, items), authorizer, "NotReceiver", chain)
+    above = [item(mine[0], 5 * UNIT, 5 * UNIT + 1)]
+    err(deployed, f.claimBatch(parties.receiver.address, authorizer.address, ZERO_ADDRESS, above), authorizer, "ClaimAboveVoucher", chain)
+    before = balance(chain, parties.receiver.address)
+    receipt = send(chain, f.claimBatch(parties.receiver.address, authorizer.address, ZERO_ADDRESS, items), authorizer)
+    claimed = {e["channelId"]: e["totalClaimed"] for e in events(deployed, receipt, "ChannelClaimed")}
+    assert claimed == {channels.id(mine[0]): 2 * UNIT, channels.id(mine[1]): 7 * UNIT}, "another authorizer's channel is skipped"
+    assert balance(chain, parties.receiver.address) - before == 9 * UNIT
+    assert channels.state(foreign)[1] == 0
+
+
+def test_authorizer_is_part_of_the_channel_id_and_canonically_encoded(chain, deployed, channels, parties):
+    base = channels.config()
+    other = ChannelConfig.create(base.payer, base.signer, base.receiver, None, base.close_delay, base.salt, parties.other.address)
+    assert channels.id(base) != channels.id(other)
+    assert deployed.functions.channelId(other.as_abi_tuple()).call() == channels.id(other)
+    data = bytearray(bytes.fromhex(deployed.encode_abi("depositEth", [other.as_abi_tuple()])[2:]))
+    data[4 + 32 * 6 + 3] = 0x01  # a dirty high byte in the receiverAuthorizer word
+    tx = {"from": parties.payer.address, "to": deployed.address, "data": bytes(data), "value": ETH, "gas": GAS}
+    receipt = chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_transaction(tx))
+    assert receipt["status"] == 0
+    receipt = send(chain, deployed.functions.depositEth(other.as_abi_tuple()), parties.payer, ETH)
+    assert events(deployed, receipt, "ChannelOpened")[0]["receiverAuthorizer"] == parties.other.address

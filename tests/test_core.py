@@ -127,7 +127,7 @@ def test_rejections():
     assert transition(state, pay(1001, 10))[1][0].code is Reject.EXCEEDS_DEPOSIT
     closing, _ = transition(state, ChainCloseRequested(deadline=1000))
     assert transition(closing, pay(10, 10, now=950, margin=60))[1][0].code is Reject.CHANNEL_CLOSING
-    assert transition(closing, pay(10, 10, now=900, margin=60))[1] == [Accepted(charged=10), SendClaim(10, b"sig10", 1000)]
+    assert transition(closing, pay(10, 10, now=900, margin=60))[1] == [Accepted(charged=10), SendClaim(10, 10, b"sig10", 1000)]
     settled, _ = transition(state, ChainSettled(total_claimed=0))
     assert transition(settled, pay(10, 10))[1][0].code is Reject.CHANNEL_SETTLED
 
@@ -135,9 +135,9 @@ def test_rejections():
 def test_a_payers_close_is_defended_at_first_sight_and_every_block_until_claimed():
     state, _ = transition(fresh(), pay(30, 10))
     state, effects = transition(state, ChainCloseRequested(deadline=5000))
-    assert effects == [SendClaim(30, b"sig30", 5000)]
-    assert transition(state, NewBlock(timestamp=4000))[1] == [SendClaim(30, b"sig30", 5000)]
-    state, _ = transition(state, ChainClaim(total_claimed=30))
+    assert effects == [SendClaim(10, 30, b"sig30", 5000)], "claims what was charged, under the best voucher"
+    assert transition(state, NewBlock(timestamp=4000))[1] == [SendClaim(10, 30, b"sig30", 5000)]
+    state, _ = transition(state, ChainClaim(total_claimed=10))
     assert transition(state, NewBlock(timestamp=4001))[1] == [], "a confirmed claim ends the defence"
     idle, effects = transition(fresh(), ChainCloseRequested(deadline=5000))
     assert effects == [], "nothing signed to us, nothing to defend"
@@ -146,11 +146,13 @@ def test_a_payers_close_is_defended_at_first_sight_and_every_block_until_claimed
 def test_a_better_voucher_during_a_pending_close_refreshes_the_defence_at_once():
     state, _ = transition(fresh(), pay(30, 10))
     state, effects = transition(state, ChainCloseRequested(deadline=5000))
-    assert effects == [SendClaim(30, b"sig30", 5000)]
+    assert effects == [SendClaim(10, 30, b"sig30", 5000)]
     state, effects = transition(state, pay(50, 10, now=100))
-    assert effects == [Accepted(charged=10), SendClaim(50, b"sig50", 5000)], "the queued claim takes the new voucher"
+    assert effects == [Accepted(charged=10), SendClaim(20, 50, b"sig50", 5000)], "the queued claim takes the new voucher"
     _, effects = transition(state, pay(40, 10, now=100))  # spends credit; the best voucher is unchanged
-    assert effects == [Accepted(charged=10)]
+    assert effects == [Accepted(charged=10), SendClaim(30, 50, b"sig50", 5000)], "the claim follows the charged total"
+    _, effects = transition(state, replace(pay(50, 10, now=100), resource="/a", unlocked=True))
+    assert effects == [Accepted(charged=0, record=False)], "a free re-read changes nothing to claim"
     _, effects = transition(fresh(), pay(30, 10))
     assert effects == [Accepted(charged=10)], "no claim without a pending close"
 
@@ -158,9 +160,11 @@ def test_a_better_voucher_during_a_pending_close_refreshes_the_defence_at_once()
 def test_operator_claim_and_close():
     assert transition(fresh(), OperatorClaim())[1][0].code is Reject.NOTHING_TO_CLAIM
     state, _ = transition(fresh(), pay(30, 10))
-    assert transition(state, OperatorClaim()) == (state, [SendClaim(30, b"sig30", None)])
+    assert transition(state, OperatorClaim()) == (state, [SendClaim(10, 30, b"sig30", None)]), "charged, not the ceiling"
     closing, effects = transition(state, OperatorClose())
-    assert effects == [SendClose(30, b"sig30")] and closing.receiver_closing
+    assert effects == [SendClose(10, 30, b"sig30")] and closing.receiver_closing
+    claimed, _ = transition(state, ChainClaim(total_claimed=10))
+    assert transition(claimed, OperatorClaim())[1][0].code is Reject.NOTHING_TO_CLAIM, "credit above charged is not ours"
     assert transition(closing, pay(40, 10))[1][0].code is Reject.CHANNEL_CLOSING, "nothing sold after deciding to close"
 
 
@@ -172,7 +176,7 @@ def test_a_reset_after_a_deep_reorg_may_lower_the_chain_figures():
     assert (state.deposited, state.ceiling, state.charged, effects) == (200, 300, 100, [])
     assert transition(state, pay(350, 10))[1][0].code is Reject.EXCEEDS_DEPOSIT, "no new voucher above the real deposit"
     _, effects = transition(state, ChainReset(deposited=400, claimed=0, close_deadline=90, settled=False))
-    assert effects == [SendClaim(300, b"sig300", 90)]
+    assert effects == [SendClaim(100, 300, b"sig300", 90)]
 
 
 def test_chain_totals_are_absolute_and_never_go_back():
@@ -239,10 +243,11 @@ def test_properties_over_random_sequences(sequence):
                         charges_per_id[event.payment_id] = charges_per_id.get(event.payment_id, 0) + 1
                         paid_by_id[event.payment_id] = event.resource
             elif isinstance(effect, (SendClaim, SendClose)):
-                assert effect.amount == state.ceiling <= state.deposited, "transactions carry the best voucher"
+                assert effect.voucher_amount == state.ceiling <= state.deposited, "transactions carry the best voucher"
+                assert effect.amount == state.charged <= effect.voucher_amount, "and claim exactly what was charged"
                 assert effect.signature == state.signature
                 if isinstance(effect, SendClaim):
-                    assert effect.amount > state.claimed, "a claim is sent only when it collects something"
+                    assert min(effect.amount, state.deposited) > state.claimed, "a claim is sent only when it collects something"
             else:
                 assert isinstance(effect, Rejected) and state == before, "a rejection changes nothing"
     assert served == state.charged, "every unit charged was for content served, once"

@@ -153,7 +153,7 @@ async def test_closing_and_settled_channels_are_refused(running, channels, parti
     settled = payer_for(channels)
     r, vs = channels.voucher(settled.config, 0)
     channels.chain.transact(
-        channels.contract.functions.closeByReceiver(settled.config.as_abi_tuple(), 0, r, vs), parties.receiver.address
+        channels.contract.functions.closeByReceiver(settled.config.as_abi_tuple(), 0, 0, r, vs), parties.receiver.address
     )
     response = await running.client.get("/articles/1.html", headers={"PAYMENT-SIGNATURE": settled.header(PRICE)})
     assert (await refusal(response))[1] == "channel_settled"

@@ -130,4 +130,6 @@ async def test_a_topup_and_a_close_landing_while_requests_are_in_flight(running,
     assert state.charged == sum(c.amount for c in charges) == sum(paid) and len(paid) == len(charges)
     assert state.charged <= state.ceiling <= state.deposited
     [row] = await running.node.store.outbox()
-    assert (row.kind, row.amount) == ("claim", state.ceiling), "the close is defended with the best voucher"
+    assert (row.kind, row.amount, row.voucher) == ("claim", state.charged, state.ceiling), (
+        "the close is defended claiming what was charged, under the best voucher"
+    )

@@ -9,7 +9,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channel_node.core import Accepted, Reject
+from channel_node.core import Accepted, ConsentToClose, Reject
 from channel_node.runtime import ChainChannel, ChainUnavailable, PaymentRequest, Runtime
 from channel_node.server.protocol import ProtocolError, Voucher, decode_header, parse_payment_signature, payment_signature
 from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
@@ -131,3 +131,46 @@ def test_a_valid_header_with_any_field_replaced_parses_or_is_refused(path, value
     voucher = parse_or_refuse(encode(document))
     if voucher is not None:  # whatever parses is within the types the node works with
         assert 0 <= voucher.amount < 2**128 and len(voucher.channel_id) == 32 and len(voucher.signature) in (64, 65)
+
+
+@settings(max_examples=60, deadline=None)
+@given(named=st.sampled_from(["none", "settler", "other"]), settler=st.sampled_from(["receiver", "hot", None]))
+def test_the_node_sells_only_on_channels_its_claim_key_can_settle(named, settler):
+    """A channel whose configuration does not let the claim key claim and close (as receiver or as
+    receiver authorizer) is refused with wrong_authorizer before anything is charged; the same rule
+    decides whether the node may consent to a cooperative close."""
+    import asyncio
+
+    from channel_node.signing import cooperative_close_digest
+
+    hot, other = b"\x0a" * 20, b"\x0b" * 20
+    settler_address = {"receiver": RECEIVER, "hot": hot, None: None}[settler]
+    authorizer = {"none": None, "settler": settler_address or hot, "other": other}[named]
+    payer_key = keccak256(b"runtime payer")
+    config = ChannelConfig.create(address_of_key(payer_key), address_of_key(KEY), RECEIVER, None, 3600, 1, authorizer)
+    cid = channel_id(DOMAIN, config)
+    settleable = settler_address is None or config.may_act_for_receiver(settler_address)
+
+    async def scenario():
+        chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))
+        runtime = await runtime_with(chain)
+        runtime.settler = settler_address
+        signature = sign_digest(KEY, voucher_digest(DOMAIN, cid, 10))
+        outcome = await runtime.pay(PaymentRequest(cid, 10, signature, "/a", price=10, once=True, config=config))
+        if settleable:
+            assert outcome.accepted
+        else:
+            assert outcome.effect.code is Reject.WRONG_AUTHORIZER and outcome.state is None
+            assert await runtime.store.charges(cid) == [] and chain.calls == 0, "refused before any chain read"
+            return
+        consent = sign_digest(payer_key, cooperative_close_digest(DOMAIN, cid, 10))
+        effect = await runtime.cooperative_close(cid, 10, consent, consenter=other)
+        if config.may_act_for_receiver(other):
+            assert isinstance(effect, ConsentToClose)
+            return
+        assert effect.code is Reject.CANNOT_CONSENT
+        assert not (await runtime.channel(cid)).receiver_closing, "a refused consent records nothing"
+        if settler_address is not None:
+            assert isinstance(await runtime.cooperative_close(cid, 10, consent, consenter=settler_address), ConsentToClose)
+
+    asyncio.run(scenario())

@@ -32,11 +32,22 @@ def test_domain_separator_matches_contract(chain, deployed, channels):
 
 @settings(max_examples=25, deadline=None)
 @given(payer=addresses, signer=addresses, receiver=addresses, token=addresses,
-       delay=st.integers(0, 2**32 - 1), salt=st.integers(0, 2**96 - 1))
-def test_channel_id_matches_contract(dev_chain, deployed, payer, signer, receiver, token, delay, salt):
+       delay=st.integers(0, 2**32 - 1), salt=st.integers(0, 2**96 - 1), authorizer=st.none() | addresses)
+def test_channel_id_matches_contract(dev_chain, deployed, payer, signer, receiver, token, delay, salt, authorizer):
     domain = Domain(dev_chain.chain_id, deployed.address)
-    config = ChannelConfig.create(payer, signer, receiver, token, delay, salt)
+    config = ChannelConfig.create(payer, signer, receiver, token, delay, salt, authorizer)
     assert deployed.functions.channelId(config.as_abi_tuple()).call() == channel_id(domain, config)
+    # the authorizer is part of the identity; leaving it out means the zero address
+    assert ChannelConfig.create(payer, signer, receiver, token, delay, salt) == ChannelConfig(
+        config.payer, config.signer, config.receiver, config.token, delay, salt
+    )
+    if authorizer is not None and any(authorizer):
+        plain = ChannelConfig.create(payer, signer, receiver, token, delay, salt)
+        assert channel_id(domain, plain) != channel_id(domain, config)
+        assert config.may_act_for_receiver(config.receiver_authorizer)
+        assert plain.may_act_for_receiver(config.receiver_authorizer) == (config.receiver_authorizer == config.receiver)
+    assert config.may_act_for_receiver(config.receiver)
+    assert not config.may_act_for_receiver(b"\0" * 20) or config.receiver == b"\0" * 20, "address(0) never acts"
 
 
 @settings(max_examples=25, deadline=None)

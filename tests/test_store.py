@@ -16,6 +16,7 @@ from channel_node.store import (
     Charge,
     ChannelWrite,
     MemoryStore,
+    OutboxItem,
     Pin,
     SQLiteStore,
     StaleWrite,
@@ -187,3 +188,43 @@ async def test_outbox_rows_commit_with_the_channel_and_keep_one_open_row_per_kin
     await store.set_cursor(Cursor(12, b"\x07" * 32))
     assert await store.cursor() == Cursor(12, b"\x07" * 32)
     assert await store.channel_ids() == {state.channel_id}
+
+
+async def test_sqlite_upgrade_keeps_outbox_rows_of_the_third_schema_readable(tmp_path):
+    """Rows written before claim amounts existed claimed their voucher: they read back that way, and
+    channels stored then name no receiver authorizer."""
+    path = tmp_path / "v3.db"
+    old = sqlite3.connect(path)
+    old.executescript("".join(sql + ";\n" for _, sql in migrations()[:3]) + "PRAGMA user_version = 3;")
+    old.execute(
+        "INSERT INTO channels VALUES (?, ?, ?, ?, ?, 3600, '1', '100', '0', '30', ?, '10', NULL, 0, 1, 0, 0)",
+        (b"\x01" * 32, b"\x01" * 20, b"\x05" * 20, PIN.receiver, b"\0" * 20, b"s" * 65),
+    )
+    old.execute(
+        "INSERT INTO outbox (channel_id, kind, amount, signature, deadline, status, created_at, updated_at) "
+        "VALUES (?, 'claim', '30', ?, 500, 'pending', 0, 0)", (b"\x01" * 32, b"s" * 65),
+    )  # fmt: skip
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    await store.open(PIN)
+    loaded = await store.load_channel(b"\x01" * 32)
+    assert loaded.state.config.receiver_authorizer == b"\0" * 20 and not loaded.state.config.has_authorizer
+    [row] = await store.outbox()
+    assert (row.amount, row.voucher_amount, row.voucher) == (30, None, 30)
+    # a new decision on the same channel claims what was charged under the voucher
+    await store.commit(ChannelWrite(replace(loaded.state, charged=20), 1, outbox=(OutboxItem("claim", 20, b"t" * 65, 500, 30),)))
+    [row] = await store.outbox()
+    assert (row.amount, row.voucher, row.signature) == (30, 30, b"s" * 65), "a pending row is only raised, never lowered"
+    await store.close()
+
+
+async def test_outbox_keeps_claim_and_voucher_amounts_and_the_authorizer(store):
+    authorizer = b"\x0a" * 20
+    config = ChannelConfig.create(b"\x01" * 20, b"\x05" * 20, PIN.receiver, None, 3600, 7, authorizer)
+    state = ChannelState(channel_id=b"\x07" * 32, config=config, deposited=1000)
+    await store.commit(ChannelWrite(state, 0, outbox=(OutboxItem("claim", 10, b"a" * 65, None, 30),)))
+    await store.commit(ChannelWrite(replace(state, charged=20), 1, outbox=(OutboxItem("claim", 20, b"b" * 65, None, 50),)))
+    [row] = await store.outbox()
+    assert (row.amount, row.voucher, row.signature) == (20, 50, b"b" * 65)
+    assert (await store.load_channel(b"\x07" * 32)).state.config.receiver_authorizer == authorizer

@@ -275,7 +275,7 @@ async def test_closing_returns_exactly_the_unspent_deposit(running, make_wallet,
     # The publisher claims what it was paid with the best voucher the node holds.
     state = await node_state(running, record.channel_id)
     r, vs = to_compact(state.signature)
-    claim = deployed.functions.claim(record.config.as_abi_tuple(), state.ceiling, r, vs)
+    claim = deployed.functions.claim(record.config.as_abi_tuple(), state.ceiling, state.charged, r, vs)
     assert chain.transact(claim, parties.receiver.address)["status"] == 1
 
     balance = lambda: chain.w3.eth.get_balance(parties.payer.address)  # noqa: E731
@@ -477,3 +477,58 @@ async def test_repeat_requests_pay_up_front_and_follow_a_price_change(running, m
         assert (await session.get(url(running, "/api/quote"))).charged == 2 * PRICE
     state = (await running.node.store.load_channel(wallet.channels()[0].channel_id)).state
     assert state.charged == 8 * PRICE
+
+
+async def test_a_node_whose_claim_key_is_not_the_receiver_settles_and_consents(chain, deployed, parties, site, tmp_path, make_wallet, channels):
+    """The receiver's key stays cold: the node holds only a hot claim key, which its offer names as
+    receiverAuthorizer. The wallet opens its channel with it, and a cooperative close through the
+    node returns the unspent credit at once. A channel naming no authorizer cannot be settled by
+    this node: it sells nothing on it and cannot consent to its close."""
+    from paywall_helpers import Payer, refusal
+
+    hot = parties.other  # the node's claim key; the receiver (parties.receiver) signs nothing here
+    settings = node_settings(deployed.address, parties.receiver.address, tmp_path / "hot.db",
+                             claim_key=hot.private_key.hex(), content_dir=site)  # fmt: skip
+    node = await start_node(chain.tester, settings)
+    try:
+        offer = await offer_of(node, "/articles/a0.html")
+        assert offer["extra"]["receiverAuthorizer"] == hot.address and offer["payTo"] == parties.receiver.address
+        wallet = make_wallet(name="reader.db")
+        async with paying(wallet) as session:
+            for n in range(3):
+                assert (await session.get(url(node, f"/articles/a{n}.html"))).charged == PRICE
+        [record] = wallet.channels()
+        assert record.config.receiver_authorizer == bytes.fromhex(hot.address[2:])
+        receiver_before = chain.w3.eth.get_balance(parties.receiver.address)
+        payer_before = chain.w3.eth.get_balance(parties.payer.address)
+        done = await wallet.close_via_node(record.channel_id, url(node, "/"))
+        assert (done.claimed, done.refunded) == (3 * PRICE, record.deposited - 3 * PRICE), "the unspent credit came back"
+        assert chain.w3.eth.get_balance(parties.receiver.address) - receiver_before == 3 * PRICE
+        assert chain.w3.eth.get_balance(parties.payer.address) - payer_before == done.refunded - done.tx.fee
+
+        # A channel opened without the node's authorizer: refused before anything is charged ...
+        alone = Payer(channels, channels.open_eth(10 * PRICE, channels.config()))
+        response = await node.client.get("/articles/a1.html", headers={"PAYMENT-SIGNATURE": alone.header(PRICE)})
+        assert (await refusal(response))[:2] == (402, "wrong_authorizer")
+        # ... and the node, which learns it from the chain, cannot consent to its close; the wallet says so
+        await node.node.watcher.poll()
+        stored = wallet.store.insert_channel(alone.id, chain.chain_id, deployed.address, alone.config, None, "open", 10 * PRICE)
+        with pytest.raises(WalletError, match="cannot_consent.*close unilaterally"):
+            await wallet.close_via_node(stored.channel_id, url(node, "/"))
+    finally:
+        await node.stop()
+
+
+def test_wallet_close_prints_one_line_when_the_node_refuses(monkeypatch, capsys):
+    import argparse
+
+    from channel_node import wallet_cli
+
+    async def refused(args, action, waiting=None):
+        raise WalletError("the node refused to co-sign the close: cannot_consent: no key; close unilaterally instead")
+
+    monkeypatch.setattr(wallet_cli, "_with_wallet", refused)
+    args = argparse.Namespace(channel="0x" + "11" * 32, node="http://127.0.0.1:9", json=False)
+    assert wallet_cli._handler("close")(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "cannot_consent" in err and "Traceback" not in err

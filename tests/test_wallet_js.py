@@ -87,11 +87,14 @@ def _cases() -> list[dict]:
         receiver = to_checksum_address(keccak256(b"receiver %d" % n)[-20:])
         contract = to_checksum_address(keccak256(b"contract %d" % n)[-20:])
         token = "0x" + "00" * 20 if n != 1 else to_checksum_address(keccak256(b"token")[-20:])
+        # a named receiver authorizer (a node's hot claim key), or none (the receiver settles itself)
+        authorizer = to_checksum_address(keccak256(b"authorizer %d" % n)[-20:]) if n != 2 else "0x" + "00" * 20
         cases.append({
             "chainId": chain_id, "contract": contract, "amount": str(amount), "key": "0x" + key.hex(),
             "network": f"eip155:{chain_id}",
             "config": {"payer": payer, "signer": to_checksum_address(address_of_key(key)),
-                       "receiver": receiver, "token": token, "closeDelay": delay, "salt": str(salt)},
+                       "receiver": receiver, "token": token, "closeDelay": delay, "salt": str(salt),
+                       "receiverAuthorizer": authorizer},
             "payerSig": "0x" + (bytes(range(65 + n))).hex(), "receiverSig": "0x" + (b"\xaa" * (64 + 3 * n)).hex(),
         })  # fmt: skip
     return cases
@@ -112,7 +115,9 @@ def test_bundle_computes_the_same_bytes_as_python():
     w3 = Web3()
     for case, js in zip(cases, answers, strict=True):
         c = case["config"]
-        config = ChannelConfig.create(c["payer"], c["signer"], c["receiver"], c["token"], c["closeDelay"], int(c["salt"]))
+        config = ChannelConfig.create(
+            c["payer"], c["signer"], c["receiver"], c["token"], c["closeDelay"], int(c["salt"]), c["receiverAuthorizer"]
+        )
         domain = Domain(case["chainId"], case["contract"])
         cid = channel_id(domain, config)
         amount = int(case["amount"])

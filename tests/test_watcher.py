@@ -121,8 +121,14 @@ async def test_a_close_requested_while_the_node_was_down_is_found_on_catch_up(ma
 
     second = await make_node()
     await second.sync()
-    assert channels.state(config)[1] == 2 * PRICE, "claimed before the deadline, half the delay late"
+    assert channels.state(config)[1] == PRICE, "claimed what was charged before the deadline, half the delay late"
     assert await second.store.outbox() == []
+    # the payer finalizes: its unspent credit (the voucher said 2, one article was charged) comes back
+    channels.chain.time_travel(HOUR)
+    before = channels.chain.w3.eth.get_balance(parties.payer.address)
+    receipt = channels.chain.transact(channels.contract.functions.finalizeClose(config.as_abi_tuple()), parties.payer.address)
+    fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert channels.chain.w3.eth.get_balance(parties.payer.address) - before + fee == 9 * PRICE
     await second.store.close()
 
 
@@ -184,11 +190,11 @@ async def test_settlement_policy_claims_fifty_channels_in_one_batched_transactio
     receipt = channels.chain.w3.eth.get_transaction_receipt(hashes.pop())
     await node.watcher.poll()
     assert await node.store.outbox() == []
-    assert [channels.state(c)[1] for c in configs] == [(n % 3 + 1) * PRICE for n in range(50)]
+    assert [channels.state(c)[1] for c in configs] == [PRICE] * 50, "what was charged, whatever the voucher"
     assert receipt["gasUsed"] / 50 < 16_000
 
 
-async def test_idle_channels_are_closed_with_their_best_voucher(make_node, channels, parties):
+async def test_idle_channels_are_closed_claiming_what_was_charged(make_node, channels, parties):
     from channel_node.settlement import SettlementPolicy
 
     node = await make_node()
@@ -201,8 +207,8 @@ async def test_idle_channels_are_closed_with_their_best_voucher(make_node, chann
     assert not (await pay(node, channels, config, 3 * PRICE, "/b")).accepted, "nothing sold once closing"
     await node.sync()
     deposited, claimed, _, settled = channels.state(config)
-    assert settled and claimed == 2 * PRICE
-    assert channels.chain.w3.eth.get_balance(parties.payer.address) - balance_before == 8 * PRICE
+    assert settled and claimed == PRICE, "one article charged under a voucher for two"
+    assert channels.chain.w3.eth.get_balance(parties.payer.address) - balance_before == 9 * PRICE
 
 
 async def test_logs_of_a_channel_opened_in_the_same_range_are_all_applied(make_node, channels, parties):
@@ -210,7 +216,7 @@ async def test_logs_of_a_channel_opened_in_the_same_range_are_all_applied(make_n
     config = channels.open_eth(10 * PRICE, channels.config())
     channels.chain.transact(channels.contract.functions.depositEth(config.as_abi_tuple()), parties.payer.address, value=7)
     r, vs = channels.voucher(config, 3 * PRICE)
-    channels.chain.transact(channels.contract.functions.claim(config.as_abi_tuple(), 3 * PRICE, r, vs), parties.receiver.address)
+    channels.chain.transact(channels.contract.functions.claim(config.as_abi_tuple(), 3 * PRICE, 3 * PRICE, r, vs), parties.receiver.address)
     await node.watcher.poll()  # opened, topped up and claimed, all in one range the node has not seen
     state = (await node.store.load_channel(channels.id(config))).state
     assert (state.deposited, state.claimed) == (10 * PRICE + 7, 3 * PRICE)
@@ -225,7 +231,8 @@ async def test_a_defence_without_gas_money_warns_and_is_sent_once_funded(make_no
     node = await make_node()
     poor_key = keccak256(b"a claim key with no gas money")
     node.sender = OutboxSender(node.sender.w3, node.sender.client, node.store, poor_key, bump_after=3600)
-    config = channels.open_eth(10 * PRICE, channels.config(close_delay=HOUR))
+    # the claim key is the channel's receiver authorizer, not the receiver (which stays cold)
+    config = channels.open_eth(10 * PRICE, channels.config(close_delay=HOUR, receiver_authorizer=Account.from_key(poor_key).address))
     await node.watcher.poll()
     assert (await pay(node, channels, config, 2 * PRICE, "/a")).accepted
     channels.chain.transact(channels.contract.functions.requestClose(config.as_abi_tuple()), parties.payer.address)
@@ -238,5 +245,24 @@ async def test_a_defence_without_gas_money_warns_and_is_sent_once_funded(make_no
     )
     await node.sync()
     await node.watcher.poll()
-    assert channels.state(config)[1] == 2 * PRICE and await node.store.outbox() == []
+    assert channels.state(config)[1] == PRICE and await node.store.outbox() == []
     assert node.sender.stats.gas_ok
+
+
+async def test_batched_claims_are_split_by_receiver_authorizer(make_node, channels, parties):
+    """claimBatch names one authorizer (it is part of each channel's id): channels naming different
+    ones go in different transactions, and each claims what was charged."""
+    from channel_node.settlement import SettlementPolicy
+
+    node = await make_node()
+    alone = [channels.open_eth(10 * PRICE, channels.config()) for _ in range(2)]
+    named = [channels.open_eth(10 * PRICE, channels.config(receiver_authorizer=parties.other.address)) for _ in range(2)]
+    await node.watcher.poll()
+    for config in alone + named:
+        assert (await pay(node, channels, config, 3 * PRICE, "/a")).accepted
+    assert await SettlementPolicy(node.runtime, node.store, claim_min_unclaimed=PRICE).tick(0) == (4, 0)
+    await node.sender.tick()
+    assert len({row.tx_hash for row in await node.store.outbox()}) == 2 and node.sender.stats.sent == 2
+    await node.watcher.poll()
+    assert await node.store.outbox() == []
+    assert [channels.state(c)[1] for c in alone + named] == [PRICE] * 4

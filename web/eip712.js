@@ -18,7 +18,7 @@ const typehash = (text) => keccak_256(utf8ToBytes(text));
 
 export const DOMAIN_TYPEHASH = typehash("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
 export const CHANNEL_TYPEHASH = typehash(
-  "Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt)",
+  "Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt,address receiverAuthorizer)",
 );
 export const VOUCHER_TYPEHASH = typehash("Voucher(bytes32 channelId,uint128 maxClaimableAmount)");
 export const COOPERATIVE_CLOSE_TYPEHASH = typehash("CooperativeClose(bytes32 channelId,uint128 claimAmount)");
@@ -95,19 +95,10 @@ export function hashTypedData(chainId, contract, structHash) {
   return keccak_256(concatBytes(new Uint8Array([0x19, 0x01]), domainSeparator(chainId, contract), structHash));
 }
 
-/** config: {payer, signer, receiver, token, closeDelay, salt} (addresses as 0x hex, numbers or decimal strings). */
+/** config: {payer, signer, receiver, token, closeDelay, salt, receiverAuthorizer} (addresses as 0x hex,
+ * numbers or decimal strings; receiverAuthorizer absent means the zero address, as in ChannelDeposit.sol). */
 export function channelStructHash(config) {
-  return keccak_256(
-    concatBytes(
-      CHANNEL_TYPEHASH,
-      addressWord(config.payer),
-      addressWord(config.signer),
-      addressWord(config.receiver),
-      addressWord(config.token),
-      word(checkRange("closeDelay", config.closeDelay, UINT32_MAX)),
-      word(checkRange("salt", config.salt, UINT96_MAX)),
-    ),
-  );
+  return keccak_256(concatBytes(CHANNEL_TYPEHASH, configWords(config)));
 }
 
 export function channelId(chainId, contract, config) {
@@ -170,7 +161,7 @@ export function recoverAddress(digest, signature) {
 
 // ------------------------------------------------------------------ ABI (the calls the wallet makes)
 
-const CONFIG_TUPLE = "(address,address,address,address,uint32,uint96)";
+const CONFIG_TUPLE = "(address,address,address,address,uint32,uint96,address)";
 const selector = (signature) => keccak_256(utf8ToBytes(signature)).slice(0, 4);
 
 function configWords(config) {
@@ -181,6 +172,7 @@ function configWords(config) {
     addressWord(config.token),
     word(checkRange("closeDelay", config.closeDelay, UINT32_MAX)),
     word(checkRange("salt", config.salt, UINT96_MAX)),
+    addressWord(config.receiverAuthorizer || ZERO_ADDRESS),
   );
 }
 
@@ -197,7 +189,7 @@ export function encodeDepositEth(config) {
 export function encodeCloseCooperative(config, amount, payerSignature, receiverSignature) {
   const payer = dynamicBytes(hexToBytes(payerSignature));
   const receiver = dynamicBytes(hexToBytes(receiverSignature));
-  const head = 6 * 32 + 3 * 32; // the static tuple inline, the amount, two offsets
+  const head = 7 * 32 + 3 * 32; // the static tuple inline, the amount, two offsets
   return toHex(
     concatBytes(
       selector(`closeCooperative(${CONFIG_TUPLE},uint128,bytes,bytes)`),
@@ -272,6 +264,7 @@ export function paymentSignature(network, contract, channel, amount, signature, 
       token: checksumAddress(config.token),
       closeDelay: Number(config.closeDelay),
       salt: BigInt(config.salt).toString(),
+      receiverAuthorizer: checksumAddress(config.receiverAuthorizer || ZERO_ADDRESS),
     };
     accepted.asset = payload.channel.token;
     accepted.payTo = payload.channel.receiver;

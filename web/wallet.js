@@ -45,11 +45,15 @@ export function termsOf(offer) {
   if (!match) throw new Error(`unsupported network ${accept.network}`);
   const extra = accept.extra || {};
   const delay = extra.closeDelay || {};
+  // The node settles only channels naming its claim key (zero: the receiver settles itself); one
+  // opened with anything else would be refused (docs/browser.md).
+  if (typeof extra.receiverAuthorizer !== "string") throw new Error("the offer names no receiverAuthorizer");
   return {
     network: accept.network,
     chainId: BigInt(match[1]),
     contract: checksumAddress(extra.contract),
     receiver: checksumAddress(accept.payTo),
+    receiverAuthorizer: checksumAddress(extra.receiverAuthorizer),
     asset: checksumAddress(accept.asset || ZERO_ADDRESS),
     price: BigInt(accept.amount),
     minDeposit: BigInt(extra.minDeposit || "0"),
@@ -64,7 +68,9 @@ export function termsOf(offer) {
 }
 
 export function storageKey(terms) {
-  return `${STORAGE_PREFIX}${terms.chainId}:${terms.contract}:${terms.receiver}:${terms.asset}`.toLowerCase();
+  const key = `${STORAGE_PREFIX}${terms.chainId}:${terms.contract}:${terms.receiver}:${terms.asset}`;
+  // A channel for another authorizer is another channel (the node changed its claim key).
+  return (terms.receiverAuthorizer === ZERO_ADDRESS ? key : `${key}:${terms.receiverAuthorizer}`).toLowerCase();
 }
 
 function load(terms) {
@@ -149,6 +155,7 @@ export async function openChannel(terms, deposit) {
     token: ZERO_ADDRESS,
     closeDelay: closeDelayFor(terms),
     salt: randomSalt(),
+    receiverAuthorizer: terms.receiverAuthorizer,
   };
   const id = channelId(terms.chainId, terms.contract, config);
   const record = {
@@ -202,6 +209,15 @@ export async function closeChannel(terms, record, base = location.origin) {
   }
   if (!consent) throw new Error("the node did not consent to the close");
   const closeAmount = BigInt(consent.amount);
+  // The contract takes the receiver's consent from the receiver or the channel's authorizer: check
+  // it before spending gas on a close that would revert.
+  const consenter = recoverAddress(
+    cooperativeCloseDigest(terms.chainId, terms.contract, record.channelId, closeAmount), consent.receiverSignature,
+  ).toLowerCase();
+  const authorizer = (record.config.receiverAuthorizer || ZERO_ADDRESS).toLowerCase();
+  if (consenter !== record.config.receiver.toLowerCase() && (authorizer === ZERO_ADDRESS || consenter !== authorizer)) {
+    throw new Error("the node's consent is not signed by the receiver or the channel's authorizer");
+  }
   const data = encodeCloseCooperative(record.config, closeAmount, consent.payerSignature, consent.receiverSignature);
   await sendAndWait({ from: payer, to: terms.contract, value: "0x0", data });
   const onChain = await readChannel(terms, record.channelId);

@@ -69,8 +69,8 @@ def run_contract_demo(unlocks: int = 1000, price: int = 20_000_000_000_000) -> l
     total = unlocks * price
     steps.append(Step(f"{unlocks} unlocks paid off-chain", 0, f"{unlocks / elapsed:,.0f} sign+verify/s, total {total} wei"))
 
-    send("publisher claims the last voucher", contract.functions.claim(config.as_abi_tuple(), total, *to_compact(signature)), publisher)
-    send("publisher closes, refund to reader", contract.functions.closeByReceiver(config.as_abi_tuple(), total, *to_compact(signature)), publisher)
+    send("publisher claims the last voucher", contract.functions.claim(config.as_abi_tuple(), total, total, *to_compact(signature)), publisher)
+    send("publisher closes, refund to reader", contract.functions.closeByReceiver(config.as_abi_tuple(), total, total, *to_compact(signature)), publisher)
     deposited, claimed, _, settled = contract.functions.getChannel(channel).call()
     steps[-1].result = f"claimed {claimed} wei, refunded {deposited - claimed} wei, settled={settled}"
     steps.append(Step("contract", 0, to_checksum_address(contract.address)))

@@ -183,9 +183,15 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         if wall.content_dir is not None
         else ProxySource(wall.upstream, wall.upstream_max_body, wall.upstream_timeout)
     )
+    key = claim_key(settings)
+    settler = address_of_key(key) if key is not None else None
+    # The claim key settles the node's channels: new channels name it receiver authorizer unless it
+    # is the receiver's own key, so the receiver's key can stay cold (docs/operations.md).
+    runtime.settler = settler
     offer = make_offer(
         chain_id, contract, receiver, settings.token_bytes, settings.min_deposit,
         settings.close_delay_min, settings.close_delay_max,
+        receiver_authorizer=settler if settler not in (None, receiver) else None,
     )  # fmt: skip
     paywall = Paywall(
         runtime=runtime,
@@ -202,7 +208,6 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         w3, client, runtime, store, settings.confirmations, block_range=settings.log_range,
         poll_interval=settings.poll_interval, progress=sys.stdout.isatty(),
     )  # fmt: skip
-    key = claim_key(settings)
     sender = None
     if key is not None:
         sender = OutboxSender(
@@ -217,8 +222,8 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
             idle_close_after=settings.idle_close_after,
         )  # fmt: skip
     node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender, policy)  # type: ignore[arg-type]
-    if key is not None and address_of_key(key) == receiver:
-        paywall.consent_key = key  # the node can co-sign cooperative closes
+    if key is not None:
+        paywall.consent_key = key  # co-signs cooperative closes on channels that accept it (receiver or authorizer)
     add_chain_gauges(paywall.metrics, watcher, sender)
     node.app = create_app(paywall, health=node.health)
     node.admin_app = create_admin_app(node)

@@ -126,6 +126,7 @@ class Runtime:
         close_margin: int,
         clock: Callable[[], float] = time.time,
         recovery: SignerRecovery | None = None,
+        settler: bytes | None = None,
     ) -> None:
         self.store = store
         self.domain = domain
@@ -135,6 +136,9 @@ class Runtime:
         self.close_margin = close_margin
         self.clock = clock
         self.recovery = recovery  # None: recover inline on the loop's thread
+        # The claim key's address: the node sells only on channels whose configuration lets it claim
+        # and close (receiver or receiver authorizer, docs/contract.md). None: no key, not checked.
+        self.settler = settler
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._cache: dict[bytes, StoredChannel] = {}
         self._last_refresh: dict[bytes, float] = {}
@@ -171,6 +175,9 @@ class Runtime:
                 loaded = await self._load(request, signer)
                 if isinstance(loaded, Rejected):
                     return PaymentOutcome(loaded, None)
+                if self.settler is not None and not loaded.state.config.may_act_for_receiver(self.settler):
+                    refusal = Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+                    return PaymentOutcome(refusal, None)
                 try:
                     return await self._pay_locked(request, signer, loaded)
                 except StaleWrite:
@@ -233,6 +240,8 @@ class Runtime:
             return Rejected(Reject.CHANNEL_UNKNOWN, "the channel holds another asset")
         if signer != config.signer:  # checked before the chain is asked, so forgeries cost no RPC call
             return Rejected(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
+        if self.settler is not None and not config.may_act_for_receiver(self.settler):  # nor unsettleable ones
+            return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
         now = self.clock()
         if self._unknown_until.get(request.channel_id, 0) > now or self.chain is None:
             return Rejected(Reject.CHANNEL_UNKNOWN, "no confirmed deposit for this channel")
@@ -335,13 +344,19 @@ class Runtime:
                     self._cache[channel] = StoredChannel(state, version, anchor=current.anchor)
         return pending
 
-    async def cooperative_close(self, channel: bytes, amount: int, payer_signature: bytes) -> Effect:
+    async def cooperative_close(
+        self, channel: bytes, amount: int, payer_signature: bytes, consenter: bytes | None = None
+    ) -> Effect:
         """The payer asks for the receiver's consent to close at `amount` (at least the charged
-        total). Its signature over the same cooperative-close message proves it is the payer."""
+        total). Its signature over the same cooperative-close message proves it is the payer.
+        `consenter` is the address that will sign the consent: refused (CANNOT_CONSENT, nothing
+        recorded) when the contract would not accept it for this channel."""
         async with self._lock(channel):
             stored = self._cache.get(channel) or await self.store.load_channel(channel)
             if stored is None:
                 return Rejected(Reject.CHANNEL_UNKNOWN, "this node has no such channel")
+            if consenter is not None and not stored.state.config.may_act_for_receiver(consenter):
+                return Rejected(Reject.CANNOT_CONSENT, "this node holds neither the receiver's key nor the channel's authorizer")
             try:
                 signer = recover_signer(cooperative_close_digest(self.domain, channel, amount), payer_signature)
             except (InvalidSignature, ValueError) as exc:
@@ -448,9 +463,9 @@ def outbox_items(effects: list) -> tuple[OutboxItem, ...]:
     items: dict[str, OutboxItem] = {}
     for effect in effects:
         if isinstance(effect, SendClaim):
-            item = OutboxItem("claim", effect.amount, effect.signature, effect.deadline)
+            item = OutboxItem("claim", effect.amount, effect.signature, effect.deadline, effect.voucher_amount)
         elif isinstance(effect, SendClose):
-            item = OutboxItem("close", effect.amount, effect.signature)
+            item = OutboxItem("close", effect.amount, effect.signature, voucher_amount=effect.voucher_amount)
         else:
             continue
         if item.kind not in items or items[item.kind].amount <= item.amount:

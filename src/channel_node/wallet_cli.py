@@ -187,6 +187,9 @@ async def _topup(args) -> int:
 
 
 async def _close(args) -> int:
+    from channel_node.chain.client import ContractRevert
+    from channel_node.client import WalletError
+
     async def close(wallet):
         if args.node:
             done = await wallet.close_via_node(args.channel, args.node)
@@ -195,7 +198,11 @@ async def _close(args) -> int:
         ticket = await wallet.request_close(args.channel)
         return {"channel": args.channel, "closed": "requested", "deadline": ticket.deadline, "warning": ticket.warning}
 
-    _table([await _with_wallet(args, close, "closing the channel on chain ...")], args.json, "close")
+    try:  # a refusal is one line on stderr and exit 2, never a traceback
+        result = await _with_wallet(args, close, "closing the channel on chain ...")
+    except (WalletError, ContractRevert) as exc:
+        raise CliError(str(exc)) from None
+    _table([result], args.json, "close")
     return 0
 
 

@@ -318,13 +318,16 @@ class ChannelOpened(ChannelEventLog):
     token: str
     close_delay: int
     salt: int
+    receiver_authorizer: str
     deposited: int
 
     @property
     def config(self) -> ChannelConfig:
         """The whole configuration travels in this event, so a watcher can rebuild the channel."""
         token = None if to_canonical_address(self.token) == ZERO_ADDRESS else self.token
-        return ChannelConfig.create(self.payer, self.signer, self.receiver, token, self.close_delay, self.salt)
+        return ChannelConfig.create(
+            self.payer, self.signer, self.receiver, token, self.close_delay, self.salt, self.receiver_authorizer
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -544,6 +547,16 @@ def _address(value: AddressLike | None) -> str:
 
 _NO_SIGNATURE = (b"\0" * 32, b"\0" * 32)
 
+
+def _claim_amounts(voucher_amount: int, claim_amount: int) -> tuple[int, int]:
+    """(voucher amount, claim amount) checked as the contract will: a claim above its voucher reverts
+    ClaimAboveVoucher, so it is refused here before any gas is spent."""
+    voucher_amount = _uint(voucher_amount, "voucher_amount", UINT128_MAX)
+    claim_amount = _uint(claim_amount, "claim_amount", UINT128_MAX)
+    if claim_amount > voucher_amount:
+        raise ValueError(f"claim_amount {claim_amount} is above the voucher {voucher_amount}")
+    return voucher_amount, claim_amount
+
 #: Headroom over `eth_estimateGas`: state can change before inclusion, and payouts forward a bounded
 #: amount of gas that some nodes' estimates cut close.
 GAS_MARGIN_PERCENT = 20
@@ -736,59 +749,69 @@ class ChannelDepositClient:
     async def claim(
         self,
         config: ChannelConfig,
-        amount: int,
+        voucher_amount: int,
         signature: bytes,
+        claim_amount: int | None = None,
         *,
         sender: Sender | None = None,
         gas: int | None = None,
     ) -> TxResult:
-        """Pays the receiver up to the voucher `amount` (signature: 65-byte or EIP-2098 64-byte)."""
+        """Raises the receiver's claimed total to `claim_amount` (default: the whole voucher) under
+        the voucher for `voucher_amount` (signature: 65-byte or EIP-2098 64-byte). The sender must be
+        the receiver or the channel's receiver authorizer."""
+        claim_amount = voucher_amount if claim_amount is None else claim_amount
         r, vs = to_compact(signature)
-        args = [config.as_abi_tuple(), _uint(amount, "amount", UINT128_MAX), r, vs]
+        args = [config.as_abi_tuple(), *_claim_amounts(voucher_amount, claim_amount), r, vs]
         return await self._transact("claim", args, sender=sender, gas=gas)
 
     async def claim_batch(
         self,
         receiver: AddressLike,
         token: AddressLike | None,
-        items: Sequence[tuple[ChannelConfig, int, bytes]],
+        items: Sequence[tuple[ChannelConfig, int, bytes] | tuple[ChannelConfig, int, bytes, int]],
         *,
+        receiver_authorizer: AddressLike | None = None,
         sender: Sender | None = None,
         gas: int | None = None,
     ) -> TxResult:
-        """Claims many channels of one receiver and token with a single payout."""
+        """Claims many channels of one receiver, authorizer and token with a single payout. Items are
+        (config, voucher amount, signature[, claim amount]); the claim amount defaults to the voucher."""
         receiver_bytes = to_canonical_address(receiver)
         token_bytes = ZERO_ADDRESS if token is None else to_canonical_address(token)
+        authorizer_bytes = ZERO_ADDRESS if receiver_authorizer is None else to_canonical_address(receiver_authorizer)
         if not items:
             raise ValueError("claim_batch needs at least one item")
         encoded = []
-        for config, amount, signature in items:
-            # The contract rebuilds each id from the batch's receiver and token: a mismatched config
-            # would name a channel that does not exist and be skipped silently, so catch it here.
-            if config.receiver != receiver_bytes or config.token != token_bytes:
-                raise ValueError("every batch item must share the batch's receiver and token")
+        for item in items:
+            config, voucher_amount, signature = item[:3]
+            claim_amount = item[3] if len(item) > 3 else voucher_amount
+            # The contract rebuilds each id from the batch's receiver, authorizer and token: a
+            # mismatched config would name a channel that does not exist and be skipped silently.
+            if (config.receiver, config.token, config.receiver_authorizer) != (receiver_bytes, token_bytes, authorizer_bytes):
+                raise ValueError("every batch item must share the batch's receiver, authorizer and token")
             r, vs = to_compact(signature)
             payer, signer = to_checksum_address(config.payer), to_checksum_address(config.signer)
-            amount = _uint(amount, "amount", UINT128_MAX)
-            encoded.append((payer, signer, config.close_delay, config.salt, amount, r, vs))
-        return await self._transact(
-            "claimBatch", [_address(receiver), _address(token), encoded], sender=sender, gas=gas
-        )
+            encoded.append((payer, signer, config.close_delay, config.salt, *_claim_amounts(voucher_amount, claim_amount), r, vs))
+        args = [_address(receiver), _address(receiver_authorizer), _address(token), encoded]
+        return await self._transact("claimBatch", args, sender=sender, gas=gas)
 
     async def close_by_receiver(
         self,
         config: ChannelConfig,
-        amount: int = 0,
+        voucher_amount: int = 0,
         signature: bytes | None = None,
+        claim_amount: int | None = None,
         *,
         sender: Sender | None = None,
         gas: int | None = None,
     ) -> TxResult:
-        """The receiver settles with its best voucher, or without one (amount 0, no signature)."""
-        if signature is None and amount != 0:
-            raise ValueError("a non-zero amount needs the voucher's signature")
+        """The receiver (or its authorizer) settles, claiming `claim_amount` (default: the whole
+        voucher) under its best voucher, or nothing new (amount 0, no signature); the payer gets the rest."""
+        claim_amount = voucher_amount if claim_amount is None else claim_amount
+        if signature is None and claim_amount != 0:
+            raise ValueError("a non-zero claim needs the voucher's signature")
         r, vs = _NO_SIGNATURE if signature is None else to_compact(signature)
-        args = [config.as_abi_tuple(), _uint(amount, "amount", UINT128_MAX), r, vs]
+        args = [config.as_abi_tuple(), *_claim_amounts(voucher_amount, claim_amount), r, vs]
         return await self._transact("closeByReceiver", args, sender=sender, gas=gas)
 
     async def close_cooperative(

@@ -131,6 +131,13 @@ class OutboxSender:
             live.append((row, stored.state.config))
         if not live:
             return
+        by_authorizer: dict[bytes, list[OutboxRow]] = {}
+        for row, config in live:
+            by_authorizer.setdefault(config.receiver_authorizer, []).append(row)
+        if len(by_authorizer) > 1:  # a batch names one authorizer: channels naming another go apart
+            for group in by_authorizer.values():
+                await self._send(group)
+            return
         data = self._calldata(live)
         tx = {"from": self.address, "to": self.client.address, "data": data, "value": 0}
         try:
@@ -171,19 +178,26 @@ class OutboxSender:
     def _calldata(self, live: list[tuple[OutboxRow, ChannelConfig]]) -> str:
         if len(live) == 1:
             row, config = live[0]
-            # A close with no voucher (amount 0) needs no signature: the contract refunds everything.
-            r, vs = to_compact(row.signature) if row.signature else (b"\0" * 32, b"\0" * 32)
+            # The row claims `amount` (what was charged) under the voucher its signature covers. A
+            # close with no voucher (amount 0) needs no signature: the contract refunds everything.
+            if row.signature:
+                r, vs = to_compact(row.signature)
+                voucher = row.voucher
+            else:
+                (r, vs), voucher = (b"\0" * 32, b"\0" * 32), row.amount
             function = "claim" if row.kind == "claim" else "closeByReceiver"
-            return self.client.contract.encode_abi(function, [config.as_abi_tuple(), row.amount, r, vs])
+            return self.client.contract.encode_abi(function, [config.as_abi_tuple(), voucher, row.amount, r, vs])
         first = live[0][1]
         items = []
         for row, config in live:
             r, vs = to_compact(row.signature)
             items.append((to_checksum_address(config.payer), to_checksum_address(config.signer), config.close_delay,
-                          config.salt, row.amount, r, vs))  # fmt: skip
+                          config.salt, row.voucher, row.amount, r, vs))  # fmt: skip
         return self.client.contract.encode_abi(
-            "claimBatch", [to_checksum_address(first.receiver), to_checksum_address(first.token), items]
-        )
+            "claimBatch",
+            [to_checksum_address(first.receiver), to_checksum_address(first.receiver_authorizer),
+             to_checksum_address(first.token), items],
+        )  # fmt: skip
 
     async def _follow(self, rows: list[OutboxRow]) -> None:
         """Follows one sent transaction (shared by all rows of a batch)."""

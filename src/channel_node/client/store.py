@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS channels (
     created_at   INTEGER NOT NULL,
     received     TEXT,                      -- what delivered content cost (NULL: as charged, for old rows)
     lost         TEXT NOT NULL DEFAULT '0', -- charged for content never received (the site misbehaved)
-    pending      TEXT NOT NULL DEFAULT '[]' -- JSON: vouchers sent whose outcome is open (client/ledger.py)
+    pending      TEXT NOT NULL DEFAULT '[]', -- JSON: vouchers sent whose outcome is open (client/ledger.py)
+    receiver_authorizer TEXT NOT NULL DEFAULT '0x0000000000000000000000000000000000000000'
 );
 CREATE INDEX IF NOT EXISTS channels_by_terms ON channels (chain_id, contract, receiver, token, status);
 CREATE TABLE IF NOT EXISTS purchases (
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS blocked (
 
 _COLUMNS = (
     "channel_id, chain_id, contract, payer, signer, receiver, token, close_delay, salt, deposited, signed,"
-    " signature, charged, acknowledged, last_receipt, status, close_deadline, created_at,"
+    " signature, charged, acknowledged, last_receipt, status, close_deadline, created_at, receiver_authorizer,"
     " voucher_key IS NOT NULL AS has_key, received, lost, pending"
 )
 
@@ -153,6 +154,7 @@ def _record(row: sqlite3.Row) -> ChannelRecord:
         token=row["token"],
         close_delay=row["close_delay"],
         salt=int(row["salt"]),
+        receiver_authorizer=row["receiver_authorizer"],
     )
     return ChannelRecord(
         channel_id=bytes.fromhex(row["channel_id"][2:]),
@@ -201,6 +203,12 @@ class WalletStore:
         with self._tx():
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(channels)")}
+            if "receiver_authorizer" not in columns:  # a wallet from before the receiver authorizer
+                self._db.execute(
+                    "ALTER TABLE channels ADD COLUMN receiver_authorizer TEXT NOT NULL "
+                    "DEFAULT '0x0000000000000000000000000000000000000000'"
+                )
             version = self._meta("schema_version")
             if version is not None and int(version) == 1:
                 # Version 1 had no ledger columns: old rows count what was charged as received.
@@ -278,12 +286,14 @@ class WalletStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO channels (channel_id, chain_id, contract, payer, signer, receiver, token, close_delay,"
-                " salt, voucher_key, deposited, charged, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " salt, voucher_key, deposited, charged, status, created_at, receiver_authorizer)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     _hex_id(channel), chain_id, to_checksum_address(contract), to_checksum_address(config.payer),
                     to_checksum_address(config.signer), to_checksum_address(config.receiver),
                     to_checksum_address(config.token), config.close_delay, str(config.salt), voucher_key,
                     _amount(deposited, "deposited"), _amount(charged, "charged"), status, int(time.time()),
+                    to_checksum_address(config.receiver_authorizer),
                 ),
             )  # fmt: skip
         return self.channel(channel)  # type: ignore[return-value]

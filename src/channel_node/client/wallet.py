@@ -223,6 +223,7 @@ class _Terms:
     asset: str
     price: int
     once: bool
+    receiver_authorizer: str  # the node's claim key (zero: the receiver settles itself), docs/protocol.md
     min_deposit: int
     delay_min: int | None
     delay_max: int | None
@@ -364,6 +365,11 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise OfferRejected("offer: extra.closeDelay bounds must be integers")
     once = extra.get("once") is True  # absent: charged per request, never re-sent as a re-read
+    # The node can settle only channels that name its claim key (or the zero address when that key
+    # is the receiver's own): a channel opened with anything else would be refused (wrong_authorizer).
+    if "receiverAuthorizer" not in extra:
+        raise OfferRejected("offer has no extra.receiverAuthorizer: this node cannot settle a channel on this contract")
+    authorizer = _address(extra.get("receiverAuthorizer"), "extra.receiverAuthorizer")
     return _Terms(
         chain_id=chain_id,
         network=network,
@@ -372,6 +378,7 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
         asset=_address(offer.get("asset"), "asset"),
         price=price,
         once=once,
+        receiver_authorizer=authorizer,
         min_deposit=min_deposit,
         delay_min=delay_min,
         delay_max=delay_max,
@@ -613,6 +620,10 @@ class Wallet:
             # A channel pays the site that first paid from it: another site naming the same receiver
             # never gets (and cannot spend elsewhere) that channel's vouchers. docs/security.md
             found = [r for r in found if self.store.channel_site(r.channel_id) in (None, site)]
+            # A channel naming another authorizer than the node's (it changed its claim key) cannot be settled
+            # by the node, which refuses it: open one that names the current key.
+            wanted = to_canonical_address(terms.receiver_authorizer)
+            found = [r for r in found if r.config.receiver_authorizer == wanted]
             if found:
                 return found[0]
             return await self._open(terms, delay)
@@ -628,7 +639,7 @@ class Wallet:
         voucher_key = self._voucher_key(terms.chain_id, terms.contract, salt)
         config = ChannelConfig.create(
             payer=self.address, signer=address_of_key(voucher_key), receiver=terms.receiver, token=self.policy.asset,
-            close_delay=delay, salt=salt,
+            close_delay=delay, salt=salt, receiver_authorizer=terms.receiver_authorizer,
         )  # fmt: skip
         cid = channel_id(Domain(terms.chain_id, terms.contract), config)
         # The key is on disk before any money moves: a crash after the deposit loses nothing.
@@ -1172,7 +1183,7 @@ class Wallet:
                 signer = recover_signer(digest, bytes(receiver_signature))
             except InvalidSignature:
                 signer = None
-            if signer != record.config.receiver:
+            if not record.config.may_act_for_receiver(signer):  # the receiver, or the channel's receiver authorizer
                 raise WalletError("the receiver's CooperativeClose signature does not match this channel and amount")
         tx = await self._client(record.contract).close_cooperative(
             record.config, amount, b"", bytes(receiver_signature), sender=self._sender, gas=self.gas
@@ -1196,13 +1207,30 @@ class Wallet:
         http = http or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
             async with http.post(node_url.rstrip("/") + "/_channel/cooperative-close", json=body) as response:
-                answer = await response.json(content_type=None)
+                status = response.status
+                try:
+                    answer = await response.json(content_type=None)
+                except ValueError:
+                    answer = None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise WalletError(f"could not reach the node at {node_url} ({type(exc).__name__})") from None
         finally:
             if own_session:
                 await http.close()
-        if response.status != 200:
-            raise WalletError(f"the node refused to co-sign the close: {answer.get('error')}: {answer.get('message')}")
-        return await self.cooperative_close(record.channel_id, bytes.fromhex(answer["receiverSignature"][2:]), amount)
+        if not isinstance(answer, dict):
+            raise WalletError(f"the node at {node_url} did not answer the close request with JSON (HTTP {status})")
+        if status != 200:
+            code, message = str(answer.get("error"))[:64], str(answer.get("message"))[:200]
+            hint = "; close unilaterally instead (without --node)" if code == "cannot_consent" else ""
+            raise WalletError(f"the node refused to co-sign the close: {code}: {message}{hint}")
+        signature = answer.get("receiverSignature")
+        if not isinstance(signature, str) or not signature.startswith("0x"):
+            raise WalletError("the node's answer carries no receiverSignature")
+        try:
+            receiver_signature = bytes.fromhex(signature[2:])
+        except ValueError:
+            raise WalletError("the node's receiverSignature is not hex") from None
+        return await self.cooperative_close(record.channel_id, receiver_signature, amount)
 
 
 __all__ = [

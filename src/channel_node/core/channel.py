@@ -10,7 +10,8 @@ request is served only when ITS OWN voucher covers charged + price; then charged
 Credit is not a bearer balance: an old or leaked voucher, below what is already charged, buys
 nothing. A client that prepaid (signed above what it spent) spends that credit by resending its
 highest voucher; one that lost a race to a concurrent request gets a corrective 402 with the
-charged total and signs again.
+charged total and signs again. Settlement claims the charged total, never the ceiling
+(docs/contract.md): the payer's unspent credit goes back to it at every kind of close.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Reject(StrEnum):
     NOTHING_TO_CLAIM = "nothing_to_claim"  # operator asked to claim, but no voucher is above the claimed total
     CHANNEL_CLOSING = "channel_closing"  # a close is pending and its deadline is within the safety margin
     CHANNEL_SETTLED = "channel_settled"  # the channel has ended on chain
+    # The channel names a receiver authorizer this node does not hold: it could never claim what it
+    # sold (docs/protocol.md). Open a channel with the offer's `receiverAuthorizer`.
+    WRONG_AUTHORIZER = "wrong_authorizer"
+    CANNOT_CONSENT = "cannot_consent"  # the node holds no key the contract accepts for this channel's consent
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,15 @@ class ChannelState:
         return self.deposited - self.ceiling
 
     @property
+    def claim_amount(self) -> int:
+        """The total a claim or close asks for: what was charged, which the best voucher covers."""
+        return min(self.charged, self.ceiling)
+
+    @property
     def unclaimed(self) -> int:
-        """Signed to us but not yet claimed on chain: what a claim would collect now."""
-        return max(0, min(self.ceiling, self.deposited) - self.claimed)
+        """Charged but not yet claimed on chain: what a claim would collect now (the contract clamps
+        to the deposit). Credit above the charged total is the payer's and is never claimed."""
+        return max(0, min(self.claim_amount, self.deposited) - self.claimed)
 
 
 # ------------------------------------------------------------------ events (inputs)
@@ -174,19 +185,23 @@ class Rejected:
 
 @dataclass(frozen=True)
 class SendClaim:
-    """Claim `amount` with `signature` on chain. `deadline` (chain time) is when it must be
-    confirmed by, for a defence against a payer's close; None when there is no hurry."""
+    """Raise the claimed total on chain to `amount` (the charged total) under the voucher for
+    `voucher_amount` with `signature`. `deadline` (chain time) is when it must be confirmed by, for a
+    defence against a payer's close; None when there is no hurry."""
 
     amount: int
+    voucher_amount: int
     signature: bytes
     deadline: int | None
 
 
 @dataclass(frozen=True)
 class SendClose:
-    """Close the channel on chain with the best voucher; the contract refunds the rest."""
+    """Close the channel on chain claiming `amount` (the charged total) under the voucher for
+    `voucher_amount`; the contract refunds the rest to the payer."""
 
     amount: int
+    voucher_amount: int
     signature: bytes
 
 
@@ -231,7 +246,7 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
         case OperatorClaim():
             if state.settled or state.unclaimed == 0:
                 return state, [Rejected(Reject.NOTHING_TO_CLAIM, "no voucher above what is already claimed")]
-            return state, [SendClaim(state.ceiling, state.signature, state.close_deadline)]
+            return state, [_claim(state)]
         case CooperativeCloseAsked(amount=amount):
             if state.settled:
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
@@ -243,20 +258,25 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
         case OperatorClose():
             if state.settled:
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
-            return replace(state, receiver_closing=True), [SendClose(state.ceiling, state.signature)]
+            return replace(state, receiver_closing=True), [SendClose(state.claim_amount, state.ceiling, state.signature)]
     raise TypeError(f"unknown channel event {event!r}")
 
 
+def _claim(state: ChannelState) -> SendClaim:
+    return SendClaim(state.claim_amount, state.ceiling, state.signature, state.close_deadline)
+
+
 def _defence(state: ChannelState) -> list[Effect]:
+    """Against a payer's close: claim what was charged before the deadline (the rest is the payer's)."""
     if state.settled or state.unclaimed == 0:
         return []
-    return [SendClaim(state.ceiling, state.signature, state.close_deadline)]
+    return [_claim(state)]
 
 
 def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list[Effect]]:
     new_state, effects = _charge(state, p)
-    if new_state.close_deadline is not None and new_state.ceiling > state.ceiling:
-        # A better voucher while the payer's close is pending: the queued defence claims it at once,
+    if new_state.close_deadline is not None and new_state.claim_amount > state.claim_amount:
+        # More charged while the payer's close is pending: the queued defence claims it at once,
         # instead of waiting for the next block's re-assertion.
         effects += _defence(new_state)
     return new_state, effects

@@ -43,7 +43,7 @@ from channel_node.server.protocol import (
     payment_required,
     payment_response,
 )
-from channel_node.signing import cooperative_close_digest, sign_digest
+from channel_node.signing import address_of_key, cooperative_close_digest, sign_digest
 from channel_node.store import StoreError
 
 
@@ -93,7 +93,9 @@ class Paywall:
     receiver: bytes
     token: bytes
     log: structlog.typing.FilteringBoundLogger = field(default_factory=_paywall_logger)
-    consent_key: bytes | None = field(default=None, repr=False)  # the receiver's key, to consent to closes
+    # The claim key: it consents to cooperative closes for channels that name it receiver authorizer
+    # (or when it is the receiver's own key), docs/operations.md.
+    consent_key: bytes | None = field(default=None, repr=False)
     insights: InsightsRecorder | None = None  # offers shown and unlocks sold, for the publisher's reports
     public_url: str | None = None  # "https://news.example": the base of a 402's resource.url
     routes: dict = field(default_factory=dict)  # canonical path -> (methods, handler), set by create_app
@@ -112,18 +114,19 @@ class Paywall:
             return web.json_response({"error": "malformed_request", "message": str(exc)[:200]}, status=400)
         if self.consent_key is None:
             return web.json_response(
-                {"error": "cannot_consent", "message": "this node holds no receiver key; use the unilateral close"},
+                {"error": "cannot_consent", "message": "this node holds no claim key; use the unilateral close"},
                 status=503,
             )
         try:
-            effect = await self.runtime.cooperative_close(channel, amount, payer_signature)
+            consenter = address_of_key(self.consent_key)
+            effect = await self.runtime.cooperative_close(channel, amount, payer_signature, consenter)
         except StoreError as exc:
             self.log.error("store_failed", error=str(exc))
             return web.json_response(
                 {"error": "store_unavailable", "message": "the node could not record its consent"}, status=503
             )
         if isinstance(effect, Rejected):
-            status = {Reject.CHANNEL_UNKNOWN: 404, Reject.INVALID_SIGNATURE: 403}.get(effect.code, 409)
+            status = {Reject.CHANNEL_UNKNOWN: 404, Reject.INVALID_SIGNATURE: 403, Reject.CANNOT_CONSENT: 503}.get(effect.code, 409)
             state = await self.runtime.channel(channel)
             document = {"error": effect.code.value, "message": effect.detail}
             if state is not None:
@@ -390,8 +393,13 @@ def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = 
     return app
 
 
-def make_offer(chain_id: int, contract: str, receiver: bytes, token: bytes, min_deposit: int, delay_min: int, delay_max: int) -> Offer:
+def make_offer(
+    chain_id: int, contract: str, receiver: bytes, token: bytes, min_deposit: int, delay_min: int, delay_max: int,
+    receiver_authorizer: bytes | None = None,
+) -> Offer:
+    """`receiver_authorizer`: the claim key's address when it is not the receiver (None: the zero address)."""
     return Offer(
+        receiver_authorizer=to_checksum_address(receiver_authorizer or b"\0" * 20),
         network=f"eip155:{chain_id}",
         asset=to_checksum_address(token),
         pay_to=to_checksum_address(receiver),

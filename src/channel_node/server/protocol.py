@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
+from channel_node.signing.eip712 import ZERO_ADDRESS
 
 X402_VERSION = 2
 SCHEME = "channel"
@@ -92,6 +93,7 @@ class ChannelConfigModel(_Strict):
     token: Address
     closeDelay: int = Field(ge=0, lt=1 << 32, strict=True)
     salt: Salt
+    receiverAuthorizer: Address | None = None  # absent: the zero address (the receiver acts alone)
 
 
 class VoucherPayload(_Strict):
@@ -155,7 +157,8 @@ def parse_payment_signature(header: str) -> Voucher:
     if p.channel is not None:
         c = p.channel
         config = ChannelConfig(
-            payer=c.payer, signer=c.signer, receiver=c.receiver, token=c.token, close_delay=c.closeDelay, salt=c.salt
+            payer=c.payer, signer=c.signer, receiver=c.receiver, token=c.token, close_delay=c.closeDelay, salt=c.salt,
+            receiver_authorizer=c.receiverAuthorizer or ZERO_ADDRESS,
         )
     extra = model.accepted.extra or {}
     contract = extra.get("contract")
@@ -210,6 +213,9 @@ class Offer:
     close_delay_min: int
     close_delay_max: int
     max_timeout_seconds: int = 60
+    # The address channels must name as receiverAuthorizer for this node to settle them: its claim
+    # key, when that is not the receiver itself (docs/protocol.md); the zero address otherwise.
+    receiver_authorizer: str = "0x" + "00" * 20
 
 
 def payment_required(
@@ -227,6 +233,7 @@ def payment_required(
         "contract": offer.contract,
         "minDeposit": str(offer.min_deposit),
         "closeDelay": {"min": offer.close_delay_min, "max": offer.close_delay_max},
+        "receiverAuthorizer": offer.receiver_authorizer,
         "once": once,
     }
     if state is not None:
@@ -289,6 +296,7 @@ def config_json(config: ChannelConfig) -> dict:
         "token": _checksum(config.token),
         "closeDelay": config.close_delay,
         "salt": str(config.salt),
+        "receiverAuthorizer": _checksum(config.receiver_authorizer),
     }
 
 

@@ -25,6 +25,8 @@ from eth_utils import to_canonical_address, to_checksum_address
 
 AddressLike = Union[str, bytes]
 
+ZERO_ADDRESS = b"\0" * 20
+
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2
 UINT128_MAX = (1 << 128) - 1
@@ -36,12 +38,12 @@ DOMAIN_VERSION = "1"
 
 DOMAIN_TYPEHASH = keccak256(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
 CHANNEL_TYPEHASH = keccak256(
-    b"Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt)"
+    b"Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt,"
+    b"address receiverAuthorizer)"
 )
 VOUCHER_TYPEHASH = keccak256(b"Voucher(bytes32 channelId,uint128 maxClaimableAmount)")
 COOPERATIVE_CLOSE_TYPEHASH = keccak256(b"CooperativeClose(bytes32 channelId,uint128 claimAmount)")
 
-ZERO_ADDRESS = b"\0" * 20
 
 
 class InvalidSignature(ValueError):
@@ -96,6 +98,9 @@ class ChannelConfig:
     token: bytes  # 20 zero bytes for native ETH
     close_delay: int
     salt: int
+    # A hot key that may claim, close and consent to cooperative closes for the receiver, so the
+    # receiver's own key can stay cold (docs/contract.md); 20 zero bytes: the receiver acts alone.
+    receiver_authorizer: bytes = ZERO_ADDRESS
 
     @classmethod
     def create(
@@ -106,6 +111,7 @@ class ChannelConfig:
         token: AddressLike | None,
         close_delay: int,
         salt: int,
+        receiver_authorizer: AddressLike | None = None,
     ) -> ChannelConfig:
         if not 0 <= close_delay <= UINT32_MAX:
             raise ValueError(f"close_delay must fit uint32, got {close_delay}")
@@ -118,7 +124,17 @@ class ChannelConfig:
             token=ZERO_ADDRESS if token is None else _canonical(token),
             close_delay=close_delay,
             salt=salt,
+            receiver_authorizer=ZERO_ADDRESS if receiver_authorizer is None else _canonical(receiver_authorizer),
         )
+
+    @property
+    def has_authorizer(self) -> bool:
+        return self.receiver_authorizer != ZERO_ADDRESS
+
+    def may_act_for_receiver(self, address: bytes) -> bool:
+        """Whether the contract accepts `address` (20 bytes) as the receiver side of this channel:
+        for claims and receiver closes as the caller, for a cooperative close as caller or signer."""
+        return address == self.receiver or (self.has_authorizer and address == self.receiver_authorizer)
 
     @property
     def is_eth(self) -> bool:
@@ -133,6 +149,7 @@ class ChannelConfig:
             + _address_word(self.token)
             + _word(self.close_delay)
             + _word(self.salt)
+            + _address_word(self.receiver_authorizer)
         )
 
     def as_abi_tuple(self) -> tuple:
@@ -144,6 +161,7 @@ class ChannelConfig:
             to_checksum_address(self.token),
             self.close_delay,
             self.salt,
+            to_checksum_address(self.receiver_authorizer),
         )
 
 

@@ -71,9 +71,14 @@ class OutboxItem:
     """A transaction the core decided on, committed with the channel state that caused it."""
 
     kind: str  # "claim" or "close"
-    amount: int
+    amount: int  # the claimed total to reach: what was charged
     signature: bytes
     deadline: int | None = None
+    voucher_amount: int | None = None  # the voucher `signature` covers; None: `amount` itself
+
+    @property
+    def voucher(self) -> int:
+        return self.amount if self.voucher_amount is None else self.voucher_amount
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,11 @@ class OutboxRow:
     sent_at: int | None = None
     attempts: int = 0
     note: str | None = None
+    voucher_amount: int | None = None  # the voucher `signature` covers; None (older rows): `amount`
+
+    @property
+    def voucher(self) -> int:
+        return self.amount if self.voucher_amount is None else self.voucher_amount
 
 
 OUTBOX_OPEN = ("pending", "sent")

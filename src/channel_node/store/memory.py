@@ -74,11 +74,15 @@ class MemoryStore:
         )
         if open_row is None:
             row_id = len(self._outbox) + 1
-            self._outbox[row_id] = OutboxRow(row_id, channel_id, item.kind, item.amount, item.signature, item.deadline, "pending")
+            self._outbox[row_id] = OutboxRow(
+                row_id, channel_id, item.kind, item.amount, item.signature, item.deadline, "pending",
+                voucher_amount=item.voucher,
+            )  # fmt: skip
         elif open_row.status == "pending" and open_row.amount < item.amount:
             self._outbox[open_row.id] = dataclasses.replace(
-                open_row, amount=item.amount, signature=item.signature, deadline=item.deadline
-            )
+                open_row, amount=item.amount, signature=item.signature, deadline=item.deadline,
+                voucher_amount=item.voucher,
+            )  # fmt: skip
 
     async def channel_ids(self) -> set[bytes]:
         return set(self._channels)

@@ -80,8 +80,8 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 def _row_to_channel(row: tuple) -> StoredChannel:
     (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling,
      signature, charged, close_deadline, settled, receiver_closing, version, updated_at, chain_block,
-     chain_hash) = row  # fmt: skip
-    config = ChannelConfig(payer, signer, receiver, token, close_delay, int(salt))
+     chain_hash, receiver_authorizer) = row  # fmt: skip
+    config = ChannelConfig(payer, signer, receiver, token, close_delay, int(salt), receiver_authorizer)
     state = ChannelState(
         channel_id=channel_id,
         config=config,
@@ -100,7 +100,8 @@ def _row_to_channel(row: tuple) -> StoredChannel:
 
 _CHANNEL_COLUMNS = (
     "channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling, "
-    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, chain_block, chain_hash"
+    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, chain_block, chain_hash, "
+    "receiver_authorizer"
 )
 
 
@@ -421,8 +422,9 @@ class SQLiteStore:
             cursor = connection.execute(
                 "INSERT OR IGNORE INTO channels (channel_id, payer, signer, receiver, token, close_delay, salt, "
                 "deposited, claimed, ceiling, signature, charged, close_deadline, settled, receiver_closing, version, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (s.channel_id, c.payer, c.signer, c.receiver, c.token, c.close_delay, str(c.salt), *values),
+                "updated_at, receiver_authorizer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (s.channel_id, c.payer, c.signer, c.receiver, c.token, c.close_delay, str(c.salt), *values,
+                 c.receiver_authorizer),  # fmt: skip
             )
         else:
             cursor = connection.execute(_UPDATE_CHANNEL, _update_values(write, now))
@@ -453,18 +455,18 @@ _INSERT_UNLOCK = "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?
 
 _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
-    "sent_at, attempts, note"
+    "sent_at, attempts, note, voucher_amount"
 )
 _OUTBOX_MUTABLE = {"status", "tx_hash", "raw_tx", "nonce", "max_fee", "priority_fee", "sent_at", "attempts", "note"}
 
 
 def _row_to_outbox(row: tuple) -> OutboxRow:
     (row_id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee,
-     priority_fee, sent_at, attempts, note) = row  # fmt: skip
+     priority_fee, sent_at, attempts, note, voucher_amount) = row  # fmt: skip
     return OutboxRow(
         row_id, channel_id, kind, int(amount), signature, deadline, status, tx_hash, raw_tx, nonce,
         int(max_fee) if max_fee is not None else None, int(priority_fee) if priority_fee is not None else None,
-        sent_at, attempts, note,
+        sent_at, attempts, note, int(voucher_amount) if voucher_amount is not None else None,
     )  # fmt: skip
 
 
@@ -477,14 +479,14 @@ def _enqueue(connection: sqlite3.Connection, channel_id: bytes, item: OutboxItem
     ).fetchone()
     if row is None:
         connection.execute(
-            "INSERT INTO outbox (channel_id, kind, amount, signature, deadline, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (channel_id, item.kind, str(item.amount), item.signature, item.deadline, now, now),
+            "INSERT INTO outbox (channel_id, kind, amount, signature, deadline, status, created_at, updated_at, "
+            "voucher_amount) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (channel_id, item.kind, str(item.amount), item.signature, item.deadline, now, now, str(item.voucher)),
         )
     elif row[1] == "pending" and int(row[2]) < item.amount:
         connection.execute(
-            "UPDATE outbox SET amount = ?, signature = ?, deadline = ?, updated_at = ? WHERE id = ?",
-            (str(item.amount), item.signature, item.deadline, now, row[0]),
+            "UPDATE outbox SET amount = ?, signature = ?, deadline = ?, voucher_amount = ?, updated_at = ? WHERE id = ?",
+            (str(item.amount), item.signature, item.deadline, str(item.voucher), now, row[0]),
         )
 
 

@@ -2920,7 +2920,7 @@ var ChannelWallet = (() => {
   var typehash = (text) => keccak_256(utf8ToBytes(text));
   var DOMAIN_TYPEHASH = typehash("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
   var CHANNEL_TYPEHASH = typehash(
-    "Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt)"
+    "Channel(address payer,address signer,address receiver,address token,uint32 closeDelay,uint96 salt,address receiverAuthorizer)"
   );
   var VOUCHER_TYPEHASH = typehash("Voucher(bytes32 channelId,uint128 maxClaimableAmount)");
   var COOPERATIVE_CLOSE_TYPEHASH = typehash("CooperativeClose(bytes32 channelId,uint128 claimAmount)");
@@ -2978,17 +2978,7 @@ var ChannelWallet = (() => {
     return keccak_256(concatBytes(new Uint8Array([25, 1]), domainSeparator(chainId, contract), structHash));
   }
   function channelStructHash(config) {
-    return keccak_256(
-      concatBytes(
-        CHANNEL_TYPEHASH,
-        addressWord(config.payer),
-        addressWord(config.signer),
-        addressWord(config.receiver),
-        addressWord(config.token),
-        word(checkRange("closeDelay", config.closeDelay, UINT32_MAX)),
-        word(checkRange("salt", config.salt, UINT96_MAX))
-      )
-    );
+    return keccak_256(concatBytes(CHANNEL_TYPEHASH, configWords(config)));
   }
   function channelId(chainId, contract, config) {
     return toHex(hashTypedData(chainId, contract, channelStructHash(config)));
@@ -3033,7 +3023,7 @@ var ChannelWallet = (() => {
     const point = secp256k1.recoverPublicKey(recovered, digest, { prehash: false });
     return addressOfPublicKey(secp256k1.Point.fromBytes(point).toBytes(false));
   }
-  var CONFIG_TUPLE = "(address,address,address,address,uint32,uint96)";
+  var CONFIG_TUPLE = "(address,address,address,address,uint32,uint96,address)";
   var selector = (signature) => keccak_256(utf8ToBytes(signature)).slice(0, 4);
   function configWords(config) {
     return concatBytes(
@@ -3042,7 +3032,8 @@ var ChannelWallet = (() => {
       addressWord(config.receiver),
       addressWord(config.token),
       word(checkRange("closeDelay", config.closeDelay, UINT32_MAX)),
-      word(checkRange("salt", config.salt, UINT96_MAX))
+      word(checkRange("salt", config.salt, UINT96_MAX)),
+      addressWord(config.receiverAuthorizer || ZERO_ADDRESS)
     );
   }
   function dynamicBytes(raw) {
@@ -3056,7 +3047,7 @@ var ChannelWallet = (() => {
   function encodeCloseCooperative(config, amount, payerSignature, receiverSignature) {
     const payer = dynamicBytes(hexToBytes3(payerSignature));
     const receiver = dynamicBytes(hexToBytes3(receiverSignature));
-    const head = 6 * 32 + 3 * 32;
+    const head = 7 * 32 + 3 * 32;
     return toHex(
       concatBytes(
         selector(`closeCooperative(${CONFIG_TUPLE},uint128,bytes,bytes)`),
@@ -3115,7 +3106,8 @@ var ChannelWallet = (() => {
         receiver: checksumAddress(config.receiver),
         token: checksumAddress(config.token),
         closeDelay: Number(config.closeDelay),
-        salt: BigInt(config.salt).toString()
+        salt: BigInt(config.salt).toString(),
+        receiverAuthorizer: checksumAddress(config.receiverAuthorizer || ZERO_ADDRESS)
       };
       accepted.asset = payload.channel.token;
       accepted.payTo = payload.channel.receiver;
@@ -3135,11 +3127,13 @@ var ChannelWallet = (() => {
     if (!match) throw new Error(`unsupported network ${accept.network}`);
     const extra = accept.extra || {};
     const delay = extra.closeDelay || {};
+    if (typeof extra.receiverAuthorizer !== "string") throw new Error("the offer names no receiverAuthorizer");
     return {
       network: accept.network,
       chainId: BigInt(match[1]),
       contract: checksumAddress(extra.contract),
       receiver: checksumAddress(accept.payTo),
+      receiverAuthorizer: checksumAddress(extra.receiverAuthorizer),
       asset: checksumAddress(accept.asset || ZERO_ADDRESS),
       price: BigInt(accept.amount),
       minDeposit: BigInt(extra.minDeposit || "0"),
@@ -3153,7 +3147,8 @@ var ChannelWallet = (() => {
     };
   }
   function storageKey(terms) {
-    return `${STORAGE_PREFIX}${terms.chainId}:${terms.contract}:${terms.receiver}:${terms.asset}`.toLowerCase();
+    const key = `${STORAGE_PREFIX}${terms.chainId}:${terms.contract}:${terms.receiver}:${terms.asset}`;
+    return (terms.receiverAuthorizer === ZERO_ADDRESS ? key : `${key}:${terms.receiverAuthorizer}`).toLowerCase();
   }
   function load(terms) {
     const raw = localStorage.getItem(storageKey(terms));
@@ -3220,7 +3215,8 @@ var ChannelWallet = (() => {
       receiver: terms.receiver,
       token: ZERO_ADDRESS,
       closeDelay: closeDelayFor(terms),
-      salt: randomSalt()
+      salt: randomSalt(),
+      receiverAuthorizer: terms.receiverAuthorizer
     };
     const id = channelId(terms.chainId, terms.contract, config);
     const record = {
@@ -3279,6 +3275,14 @@ var ChannelWallet = (() => {
     }
     if (!consent) throw new Error("the node did not consent to the close");
     const closeAmount = BigInt(consent.amount);
+    const consenter = recoverAddress(
+      cooperativeCloseDigest(terms.chainId, terms.contract, record.channelId, closeAmount),
+      consent.receiverSignature
+    ).toLowerCase();
+    const authorizer = (record.config.receiverAuthorizer || ZERO_ADDRESS).toLowerCase();
+    if (consenter !== record.config.receiver.toLowerCase() && (authorizer === ZERO_ADDRESS || consenter !== authorizer)) {
+      throw new Error("the node's consent is not signed by the receiver or the channel's authorizer");
+    }
     const data = encodeCloseCooperative(record.config, closeAmount, consent.payerSignature, consent.receiverSignature);
     await sendAndWait({ from: payer, to: terms.contract, value: "0x0", data });
     const onChain = await readChannel(terms, record.channelId);

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from eth_utils import to_checksum_address
 
 from channel_node.chain.artifacts import channel_deposit_artifact
@@ -141,3 +143,95 @@ def test_bundle_computes_the_same_bytes_as_python():
         expected = payment_signature(case["network"], case["contract"], cid, amount, signature, config=config)
         assert decode_header(js["header"]) == decode_header(expected)
         assert js["parse"] == case["amount"]
+
+
+LEDGER_RUNNER = r"""
+const fs = require("fs"), vm = require("vm");
+const input = JSON.parse(fs.readFileSync(0, "utf8"));
+const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto };
+vm.createContext(context);
+vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
+const W = vm.runInContext("ChannelWallet", context);
+const out = [];
+for (const run of input.runs) {
+  let book = W.bookOf({});
+  const steps = [];
+  for (const [kind, a, b] of run.events) {
+    if (book.blocked && kind !== "trust") { steps.push({ refused: true, book }); continue; }
+    const voucher = W.voucherNeeded(book, run.price).toString();
+    if (kind === "deliver") book = W.onDelivered(book, a, b, run.price);
+    else if (kind === "stated") book = W.onStatedCharged(book, a, run.price);
+    else if (kind === "trust") book = W.trusted(book);
+    steps.push({ refused: false, voucher, book });
+  }
+  out.push(steps);
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+@settings(max_examples=40, deadline=None)
+@given(
+    price=st.integers(1, 10**18),
+    events=st.lists(
+        st.one_of(
+            # a delivery: what the receipt says it cost (at most the price) and how far its total lies
+            st.tuples(st.just("deliver"), st.integers(0, 1), st.integers(-2, 3)),
+            # a corrective 402's charged total, relative to what the reader accepts as charged
+            st.tuples(st.just("stated"), st.integers(-3, 3), st.just(0)),
+            st.tuples(st.just("trust"), st.just(0), st.just(0)),
+        ),
+        max_size=30,
+    ),
+)
+def test_the_browser_ledger_never_signs_beyond_received_plus_one_price_of_lies(price, events):
+    """Sites that lie in receipts and corrective 402s: the browser wallet signs at most what it
+    received, plus the price in flight, plus one price of charges it never received per trust."""
+    concrete, base = [], 0  # events in absolute amounts around a rough running total
+    for kind, a, b in events:
+        step = price // 2 + 1
+        if kind == "deliver":
+            base += a * price
+            concrete.append(["deliver", str(a * price), str(max(base + b * step, 0))])
+        elif kind == "stated":
+            concrete.append(["stated", str(max(base + a * step, 0)), None])
+        else:
+            concrete.append(["trust", None, None])
+    steps = _ledger_run(price, concrete)
+    delivered, trusts, blocked = 0, 0, False
+    for (kind, amount, _), step in zip(concrete, steps, strict=True):
+        if step["refused"]:
+            assert blocked, "only a blocked site is refused"
+            continue
+        assert int(step["voucher"]) <= delivered + price + price * (1 + trusts), (
+            "signed ≤ received + the price in flight + one price of lies per trust"
+        )
+        if kind == "deliver":
+            delivered += int(amount)
+        elif kind == "trust":
+            trusts += 1
+        assert int(step["book"]["lost"]) <= price
+        blocked = step["book"]["blocked"]
+
+
+def _ledger_run(price: int, events: list) -> list[dict]:
+    result = subprocess.run(
+        [NODE, "-e", LEDGER_RUNNER],
+        input=json.dumps({"bundle": str(build_wallet_js.OUTPUT), "runs": [{"price": str(price), "events": events}]}),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_the_browser_wallet_pays_one_price_to_a_site_echoing_its_voucher_then_stops():
+    """Finding 7(b) in the browser: each voucher answered by a corrective 402 presenting it as charged."""
+    price = 1000
+    steps = _ledger_run(price, [["deliver", "1000", "1000"], ["stated", "2000", None], ["stated", "3000", None],
+                                ["stated", "4000", None], ["trust", None, None], ["stated", "3000", None]])  # fmt: skip
+    vouchers = [int(s["voucher"]) for s in steps if not s["refused"]]
+    assert vouchers[:3] == [1000, 2000, 3000], "the echo costs one price, then the site is blocked"
+    assert steps[2]["book"]["blocked"] and steps[3]["refused"]
+    assert not steps[4]["book"]["blocked"] and steps[5]["book"]["lost"] == "1000", "trust gives one more price"

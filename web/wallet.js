@@ -29,7 +29,9 @@ import {
   voucherDigest,
 } from "./eip712.js";
 
+import { bookOf, onDelivered, onStatedCharged, trusted, voucherNeeded } from "./ledger.js";
 export * from "./eip712.js";
+export * from "./ledger.js";
 
 const STORAGE_PREFIX = "channel-node:v1:";
 const DEFAULT_CLOSE_DELAY = 3600;
@@ -228,9 +230,9 @@ export async function closeChannel(terms, record, base = location.origin) {
   return record;
 }
 
-/** Signs (or reuses) a voucher covering `charged + price` with the channel's voucher key. */
+/** Signs (or reuses) a voucher covering what the reader accepts as charged plus `price` (web/ledger.js). */
 function voucherFor(terms, record, price) {
-  const needed = BigInt(record.charged) + price;
+  const needed = voucherNeeded(bookOf(record), price);
   if (needed > BigInt(record.deposited)) return null;
   const held = record.voucher ? BigInt(record.voucher.amount) : -1n;
   if (held >= needed) return record.voucher;
@@ -246,9 +248,32 @@ function header(terms, record, voucher) {
   );
 }
 
+function misbehaved() {
+  return Object.assign(
+    new Error("this site claims charges for content this browser never received: stopped paying it"),
+    { code: "server_misbehaved" },
+  );
+}
+
+/** Applies a ledger step to the record; saves it, and throws once the site is blocked. */
+function book(terms, record, step) {
+  const next = step(bookOf(record));
+  Object.assign(record, next, { charged: (BigInt(next.received) + BigInt(next.lost)).toString() });
+  save(terms, record);
+  if (next.blocked) throw misbehaved();
+}
+
+/** The reader trusts a blocked site again (what it lost stays counted as charged). */
+export function trustSite(terms) {
+  const record = load(terms);
+  if (record) book(terms, record, trusted);
+  return record;
+}
+
 /** Fetches `url` paying with the channel: {response, receipt} or throws with the node's code. */
 export async function payFor(terms, record, url, { reread = false } = {}) {
   const path = new URL(url, location.href).pathname;
+  if (bookOf(record).blocked) throw misbehaved();
   for (let attempt = 0; attempt < 20; attempt++) {
     const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
     if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
@@ -260,9 +285,9 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
       const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
       const charged = BigInt(receipt.chargedAmount);
       if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
-        throw new Error(`the node charged more than agreed (${receipt.chargedAmount}): stopped paying this site`);
+        book(terms, record, (b) => ({ ...b, blocked: true }));
       }
-      record.charged = receipt.chargedTotal;
+      book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
       record.deposited = larger(record.deposited, receipt.deposited);
       record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
       save(terms, record);
@@ -273,7 +298,9 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
     const refusal = termsOf(decodeHeader(requiredHeader));
     const state = refusal.channelState;
     if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
-      record.charged = state.charged; // resync: the node holds what it charged
+      // Resync only as far as the ledger allows: a node claiming charges for content this browser
+      // never received gets one price of that, then nothing.
+      book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
       record.deposited = larger(record.deposited, state.deposited);
       reread = false;
       save(terms, record);
@@ -349,6 +376,14 @@ function renderPanel(terms, record, note = "") {
     list.append(element("li", { "data-cost": unlock.cost }, `${unlock.path}: ${cost}`));
   }
   if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
+  if (bookOf(record).blocked) {
+    const trust = element("button", { id: "channel-trust", type: "button" }, "Trust this site again");
+    trust.addEventListener("click", () => act(terms, "Trusting this site again ...", async () => ({ record: trustSite(terms) })));
+    panel.append(
+      element("p", { id: "channel-blocked" }, "Stopped paying: this site claimed charges for content this browser never received."),
+      element("p", {}, trust),
+    );
+  }
   if (record.status === "open") {
     const amount = element("input", { id: "channel-topup-amount", inputmode: "decimal", size: "10", value: formatUnits(terms.price * 10n) });
     const topup = element("button", { id: "channel-topup", type: "button" }, "Top up");

@@ -30,9 +30,11 @@ var ChannelWallet = (() => {
     DOMAIN_VERSION: () => DOMAIN_VERSION,
     VOUCHER_TYPEHASH: () => VOUCHER_TYPEHASH,
     ZERO_ADDRESS: () => ZERO_ADDRESS,
+    acceptedCharged: () => acceptedCharged,
     addressBytes: () => addressBytes,
     addressOfKey: () => addressOfKey,
     addressOfPublicKey: () => addressOfPublicKey,
+    bookOf: () => bookOf,
     channelId: () => channelId,
     channelStructHash: () => channelStructHash,
     checksumAddress: () => checksumAddress,
@@ -50,6 +52,8 @@ var ChannelWallet = (() => {
     hashTypedData: () => hashTypedData,
     hexToBytes: () => hexToBytes3,
     keccak: () => keccak,
+    onDelivered: () => onDelivered,
+    onStatedCharged: () => onStatedCharged,
     openChannel: () => openChannel,
     parseUnits: () => parseUnits,
     payFor: () => payFor,
@@ -62,7 +66,10 @@ var ChannelWallet = (() => {
     termsOf: () => termsOf,
     toHex: () => toHex,
     topUp: () => topUp,
+    trustSite: () => trustSite,
+    trusted: () => trusted,
     voucherDigest: () => voucherDigest,
+    voucherNeeded: () => voucherNeeded,
     word: () => word
   });
 
@@ -3116,6 +3123,36 @@ var ChannelWallet = (() => {
     return encodeHeader({ x402Version: 2, accepted, payload });
   }
 
+  // web/ledger.js
+  var big = (value) => BigInt(value ?? 0);
+  function bookOf(record) {
+    return {
+      received: String(record.received ?? record.charged ?? "0"),
+      lost: String(record.lost ?? "0"),
+      blocked: Boolean(record.blocked)
+    };
+  }
+  function acceptedCharged(book2) {
+    return big(book2.received) + big(book2.lost);
+  }
+  function voucherNeeded(book2, price) {
+    return acceptedCharged(book2) + big(price);
+  }
+  function onStatedCharged(book2, stated, price) {
+    const excess = big(stated) - acceptedCharged(book2);
+    if (excess <= 0n) return book2;
+    const lost = big(book2.lost) + excess;
+    if (lost > big(price)) return { ...book2, blocked: true };
+    return { ...book2, lost: lost.toString() };
+  }
+  function onDelivered(book2, amount, total, price) {
+    const delivered = { ...book2, received: (big(book2.received) + big(amount)).toString() };
+    return onStatedCharged(delivered, total, price);
+  }
+  function trusted(book2) {
+    return { received: acceptedCharged(book2).toString(), lost: "0", blocked: false };
+  }
+
   // web/wallet.js
   var STORAGE_PREFIX = "channel-node:v1:";
   var DEFAULT_CLOSE_DELAY = 3600;
@@ -3293,7 +3330,7 @@ var ChannelWallet = (() => {
     return record;
   }
   function voucherFor(terms, record, price) {
-    const needed = BigInt(record.charged) + price;
+    const needed = voucherNeeded(bookOf(record), price);
     if (needed > BigInt(record.deposited)) return null;
     const held = record.voucher ? BigInt(record.voucher.amount) : -1n;
     if (held >= needed) return record.voucher;
@@ -3312,8 +3349,26 @@ var ChannelWallet = (() => {
       record.config
     );
   }
+  function misbehaved() {
+    return Object.assign(
+      new Error("this site claims charges for content this browser never received: stopped paying it"),
+      { code: "server_misbehaved" }
+    );
+  }
+  function book(terms, record, step) {
+    const next = step(bookOf(record));
+    Object.assign(record, next, { charged: (BigInt(next.received) + BigInt(next.lost)).toString() });
+    save(terms, record);
+    if (next.blocked) throw misbehaved();
+  }
+  function trustSite(terms) {
+    const record = load(terms);
+    if (record) book(terms, record, trusted);
+    return record;
+  }
   async function payFor(terms, record, url, { reread = false } = {}) {
     const path = new URL(url, location.href).pathname;
+    if (bookOf(record).blocked) throw misbehaved();
     for (let attempt = 0; attempt < 20; attempt++) {
       const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
       if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
@@ -3325,9 +3380,9 @@ var ChannelWallet = (() => {
         const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
         const charged = BigInt(receipt.chargedAmount);
         if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
-          throw new Error(`the node charged more than agreed (${receipt.chargedAmount}): stopped paying this site`);
+          book(terms, record, (b) => ({ ...b, blocked: true }));
         }
-        record.charged = receipt.chargedTotal;
+        book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
         record.deposited = larger(record.deposited, receipt.deposited);
         record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
         save(terms, record);
@@ -3338,7 +3393,7 @@ var ChannelWallet = (() => {
       const refusal = termsOf(decodeHeader(requiredHeader));
       const state = refusal.channelState;
       if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
-        record.charged = state.charged;
+        book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
         record.deposited = larger(record.deposited, state.deposited);
         reread = false;
         save(terms, record);
@@ -3407,6 +3462,14 @@ var ChannelWallet = (() => {
       list.append(element("li", { "data-cost": unlock2.cost }, `${unlock2.path}: ${cost}`));
     }
     if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
+    if (bookOf(record).blocked) {
+      const trust = element("button", { id: "channel-trust", type: "button" }, "Trust this site again");
+      trust.addEventListener("click", () => act(terms, "Trusting this site again ...", async () => ({ record: trustSite(terms) })));
+      panel.append(
+        element("p", { id: "channel-blocked" }, "Stopped paying: this site claimed charges for content this browser never received."),
+        element("p", {}, trust)
+      );
+    }
     if (record.status === "open") {
       const amount = element("input", { id: "channel-topup-amount", inputmode: "decimal", size: "10", value: formatUnits(terms.price * 10n) });
       const topup = element("button", { id: "channel-topup", type: "button" }, "Top up");

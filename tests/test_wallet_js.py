@@ -35,13 +35,16 @@ import build_wallet_js  # noqa: E402
 
 NODE = shutil.which("node")
 
-RUNNER = r"""
+BUNDLE_LOADER = r"""
 const fs = require("fs"), vm = require("vm");
 const input = JSON.parse(fs.readFileSync(0, "utf8"));
 const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto };
 vm.createContext(context);
 vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
 const W = vm.runInContext("ChannelWallet", context);
+"""
+
+RUNNER = BUNDLE_LOADER + r"""
 const hex = (b) => W.toHex(b);
 const out = [];
 for (const c of input.cases) {
@@ -145,13 +148,7 @@ def test_bundle_computes_the_same_bytes_as_python():
         assert js["parse"] == case["amount"]
 
 
-LEDGER_RUNNER = r"""
-const fs = require("fs"), vm = require("vm");
-const input = JSON.parse(fs.readFileSync(0, "utf8"));
-const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto };
-vm.createContext(context);
-vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
-const W = vm.runInContext("ChannelWallet", context);
+LEDGER_RUNNER = BUNDLE_LOADER + r"""
 const out = [];
 for (const run of input.runs) {
   let book = W.bookOf({});

@@ -249,7 +249,7 @@ def _render(command: str, result: Any, as_json: bool) -> None:
 
 def _handler(command: str):
     def handle(args: argparse.Namespace) -> int:
-        from channel_node.cli import run_async
+        from channel_node.cli_support import run_async
 
         async def main() -> int:
             try:

@@ -12,15 +12,7 @@ import sys
 from pathlib import Path
 
 from channel_node import __version__
-
-
-def run_async(main) -> int:
-    """Runs `main` on uvloop where it is installed (faster sockets), else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+from channel_node.cli_support import run_async  # noqa: F401 (also importable from here)
 
 
 def freeze_startup_objects() -> None:

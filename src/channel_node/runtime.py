@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from channel_node.chain.client import (
     ChannelClaimed,
@@ -23,6 +22,8 @@ from channel_node.chain.client import (
     ChannelSettled,
     CloseRequested,
 )
+# ChainChannel, ChainUnavailable and ChainView live with the chain edge; importable from here too.
+from channel_node.chain.ports import ChainChannel, ChainUnavailable, ChainView
 from channel_node.core import (
     Accepted,
     ChainClaim,
@@ -59,38 +60,6 @@ from channel_node.store import BlockRef, Charge, ChannelWrite, OutboxItem, Stale
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
 UNKNOWN_CHANNEL_TTL = 5.0  # seconds an id the chain does not know is answered from memory
 COMMIT_ATTEMPTS = 3
-
-
-class ChainUnavailable(Exception):
-    """The chain could not be read; the request may be retried."""
-
-
-@dataclass(frozen=True)
-class ChainChannel:
-    """A channel as the chain shows it at the confirmation depth, and the block (number and hash)
-    it was read at: the figures were read at that very hash, so the two cannot disagree
-    (docs/security.md, "Reorganisations")."""
-
-    deposited: int
-    claimed: int
-    close_deadline: int | None
-    settled: bool
-    block: int | None = None
-    block_hash: bytes | None = None
-
-    @property
-    def ref(self) -> BlockRef | None:
-        return BlockRef(self.block, self.block_hash) if self.block is not None and self.block_hash else None
-
-
-class ChainView(Protocol):
-    async def confirmed_channel(self, channel_id: bytes) -> ChainChannel | None:
-        """The channel at the confirmed block, or None if it has no deposit there."""
-        ...
-
-    async def is_canonical(self, ref: BlockRef) -> bool:
-        """Whether the chain still has that block at that number (asked only for reads that carried a ref)."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound
 
 from channel_node.chain.client import ChannelDepositClient
-from channel_node.runtime import ChainChannel, ChainUnavailable
+from channel_node.chain.ports import ChainChannel, ChainUnavailable
 from channel_node.store import BlockRef
 
 

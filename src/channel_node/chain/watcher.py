@@ -1,4 +1,4 @@
-"""Follows the contract's logs and feeds the confirmed ones into the runtime.
+"""Follows the contract's logs and feeds the confirmed ones to its sink (the runtime, in a node).
 
 Only blocks at the confirmation depth are read (`confirmations` counts the block itself). The cursor
 (last applied block and its hash) is persisted after each range; at every poll the watcher checks
@@ -25,8 +25,8 @@ import structlog
 from web3 import AsyncWeb3
 
 from channel_node.chain.client import ChannelDepositClient
+from channel_node.chain.ports import ChainSink
 from channel_node.chain.view import block_ref, canonical_hash, channel_at
-from channel_node.runtime import Runtime
 from channel_node.store import BlockRef, Cursor, Store
 
 log = structlog.get_logger("channel_node.watcher")
@@ -58,7 +58,7 @@ class Watcher:
         self,
         w3: AsyncWeb3,
         client: ChannelDepositClient,
-        runtime: Runtime,
+        sink: ChainSink,
         store: Store,
         confirmations: int,
         start_block: int = 0,
@@ -72,7 +72,7 @@ class Watcher:
             raise ValueError("confirmations must be at least 1")
         self.w3 = w3
         self.client = client
-        self.runtime = runtime
+        self.sink = sink  # what the watcher reports to; it does not know what consumes it
         self.store = store
         self.confirmations = confirmations
         self.start_block = start_block
@@ -139,7 +139,7 @@ class Watcher:
         await self._release_leftovers()
         if applied or time.monotonic() - self._last_defence >= self.defence_interval:
             block = await self.w3.eth.get_block(max(confirmed, 0))
-            await self.runtime.new_block(block["timestamp"])
+            await self.sink.new_block(block["timestamp"])
             self._last_defence = time.monotonic()
         return applied
 
@@ -157,9 +157,9 @@ class Watcher:
         touched = sorted({cid for e in events if (cid := getattr(e, "channel_id", None)) in known})
         log.warning("watcher_chain_shorter", cursor=cursor.block, confirmed=at.block, channels=len(touched))
         for channel in touched:
-            self.runtime.suspend(channel)
+            self.sink.suspend(channel)
         for channel in touched:
-            await self.runtime.replace_chain_view(channel, await channel_at(self.client, channel, at))
+            await self.sink.replace_chain_view(channel, await channel_at(self.client, channel, at))
         moved = Cursor(at.block, at.block_hash)
         await self.store.set_cursor(moved)
         self.stats.cursor = moved.block
@@ -182,10 +182,10 @@ class Watcher:
                 hashes[anchor.block] = await canonical_hash(self.w3, anchor.block)
             if hashes[anchor.block] == anchor.block_hash and anchor.block <= confirmed:
                 if cursor is not None and anchor.block <= cursor.block:
-                    await self.runtime.cover_anchor(channel, anchor)
+                    await self.sink.cover_anchor(channel, anchor)
                 continue  # canonical and confirmed, above the cursor: checked again next poll
             # Gone (or no longer at the confirmation depth): sell nothing on it until it is re-read.
-            self.runtime.suspend(channel)
+            self.sink.suspend(channel)
             self.stats.reverified += 1
             at = BlockRef(cursor.block, cursor.block_hash) if cursor is not None else await block_ref(self.w3, confirmed)
             on_chain = await channel_at(self.client, channel, at)
@@ -193,19 +193,19 @@ class Watcher:
                 "watcher_reorged_read", channel="0x" + channel.hex(), read_block=anchor.block,
                 reread_block=at.block, deposited=str(on_chain.deposited),
             )  # fmt: skip
-            await self.runtime.replace_chain_view(channel, on_chain)
+            await self.sink.replace_chain_view(channel, on_chain)
 
     async def _release_leftovers(self) -> None:
         """Channels still suspended after the checks above were left by an earlier poll whose
         re-read failed (and whose cause may since have gone, the chain flipping back): they are read
         again at the cursor's block, which is canonical, before they are sold on again."""
-        leftovers = self.runtime.suspended
+        leftovers = self.sink.suspended
         cursor = await self.store.cursor()
         if not leftovers or cursor is None:
             return
         at = BlockRef(cursor.block, cursor.block_hash)
         for channel in sorted(leftovers):
-            await self.runtime.replace_chain_view(channel, await channel_at(self.client, channel, at))
+            await self.sink.replace_chain_view(channel, await channel_at(self.client, channel, at))
 
     async def _catch_up(self, first: int, last: int) -> int:
         total_blocks = last - first + 1
@@ -222,7 +222,7 @@ class Watcher:
                     self.stats.chain_moved += 1
                     log.info("watcher_chain_moved", block=end)
                     break
-                applied += await self.runtime.apply_chain_events(events)
+                applied += await self.sink.apply_chain_events(events)
                 await self.store.set_cursor(Cursor(end, before.block_hash))
                 self.stats.cursor = end
                 self.stats.events += len(events)
@@ -245,12 +245,12 @@ class Watcher:
         log.warning("watcher_deep_reorg", action="resync", confirmed=confirmed)
         stored_channels = await self.store.list_channels()
         for stored in stored_channels:  # nothing is sold on figures of a branch that is gone
-            self.runtime.suspend(stored.state.channel_id)
+            self.sink.suspend(stored.state.channel_id)
         at = await block_ref(self.w3, confirmed)
         for stored in stored_channels:
             # Read at the hash itself; the anchor it leaves is checked (and cleared) by later polls.
             on_chain = await channel_at(self.client, stored.state.channel_id, at)
-            await self.runtime.replace_chain_view(stored.state.channel_id, on_chain)
+            await self.sink.replace_chain_view(stored.state.channel_id, on_chain)
         below = at.block if cursor is None else min(cursor.block, at.block)
         restart = await block_ref(self.w3, max(0, below - self.resync_rescan))
         moved = Cursor(restart.block, restart.block_hash)

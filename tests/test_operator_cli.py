@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -122,4 +123,64 @@ async def test_direct_mode_on_a_stopped_node_settles_its_channels(anvil, tmp_pat
     assert code == 0, err
     assert json.loads(out) == {"queued": 2, "open": 0, "abandoned": 0}
     assert [(await client.get_channel(c)).claimed for c in configs] == [PRICE, PRICE], "charged, not the vouchers"
+    await w3.provider.disconnect()
+
+
+async def test_close_all_makes_the_same_choice_through_the_api_and_on_a_stopped_node(anvil, tmp_path):
+    """Two nodes over the same chain and the same vouchers: `channels close --all` through one's admin
+    API and directly on the other, stopped, close the same channels for the same amounts and skip the
+    same ones: the voucherless channel (nothing to close with) and the one already closing."""
+    from channel_node.operations import Operations
+
+    w3 = AsyncWeb3(AsyncHTTPProvider(anvil.http_url))
+    deployer, payer = (await w3.eth.accounts)[:2]
+    receiver_key = keccak256(b"operator cli receiver")
+    receiver = Account.from_key(receiver_key).address
+    client = await ChannelDepositClient.deploy(w3, Sender.unlocked(deployer), poll_latency=0.02)
+    voucher_key = keccak256(b"operator cli voucher")
+    paid, credit, voucherless, closing = configs = [
+        ChannelConfig.create(payer, address_of_key(voucher_key), receiver, None, 3600, salt) for salt in (11, 12, 13, 14)
+    ]
+    for config in configs:
+        await client.deposit_eth(config, 10 * PRICE, sender=Sender.unlocked(payer))
+    anvil.mine(1)
+    domain = await client.domain()
+    site = write_site(tmp_path / "site")
+
+    def toml(name: str, extra: str = "") -> str:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(
+            f'rpc_url = "{anvil.http_url}"\ncontract = "{client.address}"\nreceiver = "{receiver}"\n'
+            f'database = "{tmp_path / name}.db"\nclaim_key = "{receiver_key.hex()}"\nwatch_from_block = 0\n'
+            f'confirmations = 1\n{extra}[paywall]\ncontent_dir = "{site}"\n[[paywall.prices]]\npath = "/articles/*"\nprice = {PRICE}\n'
+        )
+        return str(path)
+
+    answers = {}
+    for name in ("api", "direct"):
+        path = toml(name, f'admin_token = "{TOKEN}"\n' if name == "api" else "")
+        node = await build_node(load_settings(Path(path)), w3)
+        await node.watcher.poll()  # learns all four channels, the voucherless one included
+        for config, voucher in ((paid, PRICE), (credit, 2 * PRICE), (closing, PRICE)):
+            cid = channel_id(domain, config)
+            signature = sign_digest(voucher_key, voucher_digest(domain, cid, voucher))
+            assert (await node.runtime.pay(PaymentRequest(cid, voucher, signature, "/a", PRICE, True))).accepted
+        assert (await Operations(node.runtime, node.store).one("close", channel_id(domain, closing))).kind == "close"
+        if name == "api":
+            admin = TestServer(node.admin_app)
+            await admin.start_server()
+            url = str(admin.make_url("")).rstrip("/")
+            code, out, err = await cli("channels", "close", "--all", "--admin-url", url, "--json",
+                                       env={"CHANNEL_NODE_ADMIN_TOKEN": TOKEN})  # fmt: skip
+            await admin.close()
+            await node.close()
+        else:
+            await node.close()  # the node is stopped
+            code, out, err = await cli("channels", "close", "--all", "--config", path, "--json")
+        assert code == 0, err
+        answers[name] = json.loads(out)
+    assert answers["api"] == answers["direct"]
+    chosen = {c["channelId"]: c["amount"] for c in answers["api"]["channels"]}
+    assert chosen == {"0x" + channel_id(domain, paid).hex(): str(PRICE), "0x" + channel_id(domain, credit).hex(): str(PRICE)}
+    assert answers["api"]["rejected"] == [], "the voucherless and the closing channel are not even tried"
     await w3.provider.disconnect()

@@ -26,13 +26,32 @@ class OperatorError(Exception):
 
 
 # ---------------------------------------------------------------------- two ways to reach the node
+#
+# Both offer the same calls and answer the same JSON. Neither decides which channels a claim or a
+# close takes: the admin API and `Direct` both ask `channel_node.operations` (docs/design.md,
+# "Operations"), so `close --all` makes the same choice through the API and on a stopped node.
+
+
+def channel_arg(text: str) -> str:
+    """A channel id as the operator typed it, checked and normalised (0x and 64 lowercase digits)."""
+    from channel_node.server.admin import AdminError, parse_channel_id
+
+    try:
+        return "0x" + parse_channel_id(text).hex()
+    except AdminError as exc:
+        raise OperatorError(f"{exc.code}: {exc.message}") from None
 
 
 class AdminApi:
-    def __init__(self, url: str, token: str) -> None:
+    """The running node's admin API. Lists are read page by page to the end."""
+
+    poll_delay = 1.0  # seconds between outbox reads while `settle` waits
+
+    def __init__(self, url: str, token: str, page_size: int = 1000) -> None:
         import aiohttp
 
         self.url = url.rstrip("/")
+        self.page_size = page_size
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientTimeout(total=30)
         )
@@ -44,64 +63,119 @@ class AdminApi:
                 raise OperatorError(f"{document.get('error')}: {document.get('message')}")
             return document
 
+    async def _all_pages(self, path: str, params: dict | None = None) -> list:
+        rows: list = []
+        while True:
+            page = await self.call("GET", path, params={**(params or {}), "limit": self.page_size, "offset": len(rows)})
+            rows += page
+            if len(page) < self.page_size:
+                return rows
+
+    async def list_channels(self, status: str | None = None, min_unclaimed: str | None = None) -> list:
+        params = {k: v for k, v in (("status", status), ("min_unclaimed", min_unclaimed)) if v is not None}
+        return await self._all_pages("/channels", params)
+
+    async def show_channel(self, channel: str) -> dict:
+        return await self.call("GET", f"/channels/{channel_arg(channel)}")
+
+    async def claim_one(self, channel: str) -> dict:
+        return await self.call("POST", f"/channels/{channel_arg(channel)}/claim")
+
+    async def claim_all(self, minimum: int) -> dict:
+        return await self.call("POST", "/claim", {"min": str(minimum)})
+
+    async def close_listed(self, channels: list[str]) -> dict:
+        return await self.call("POST", "/close", {"channels": [channel_arg(c) for c in channels]})
+
+    async def close_all(self) -> dict:
+        return await self.call("POST", "/close", {"all": True})
+
+    async def outbox(self) -> list:
+        return await self._all_pages("/outbox")
+
+    async def status(self) -> dict:
+        return await self.call("GET", "/status")
+
+    async def work(self) -> None:
+        """Nothing: the running node's own watcher and sender do the work."""
+
     async def close(self) -> None:
         await self._session.close()
 
 
 class Direct:
-    """The node's own objects over its database and chain, for when the node is stopped."""
+    """The node's own objects over its database and chain, for when the node is stopped: the same
+    documents the admin API answers, built by the same functions."""
+
+    poll_delay = 0.5
 
     def __init__(self, node) -> None:
+        from channel_node.operations import Operations
+
         self.node = node
+        self.operations = Operations(node.runtime, node.store)
 
-    async def call(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> Any:
-        from channel_node.core import OperatorClaim, OperatorClose, Rejected
-        from channel_node.server.admin import channel_json, channel_status, charge_json, outbox_json, parse_channel_id
+    async def list_channels(self, status: str | None = None, min_unclaimed: str | None = None) -> list:
+        from channel_node.server.admin import AdminError, amount_arg, channel_json, matching_channels
 
-        store, runtime = self.node.store, self.node.runtime
-        params = params or {}
-        if (method, path) == ("GET", "/channels"):
-            rows = [channel_json(c.state) for c in await store.list_channels()]
-            if params.get("status"):
-                rows = [r for r in rows if r["status"] == params["status"]]
-            if params.get("min_unclaimed"):
-                rows = [r for r in rows if int(r["unclaimed"]) >= int(params["min_unclaimed"])]
-            return rows
-        if method == "GET" and path.startswith("/channels/"):
-            channel = parse_channel_id(path.split("/")[2])
-            stored = await store.load_channel(channel)
-            if stored is None:
-                raise OperatorError("channel_unknown: this node has no such channel")
-            charges = [charge_json(c) for c in await store.charges(channel)]
-            outbox = [outbox_json(r) for r in await store.outbox() if r.channel_id == channel]
-            return channel_json(stored.state) | {"charges": charges, "outbox": outbox}
-        if method == "POST" and path in ("/claim", "/close"):
-            action = OperatorClaim() if path == "/claim" else OperatorClose()
-            minimum = int((body or {}).get("min", "1"))
-            wanted = {parse_channel_id(c) for c in (body or {}).get("channels", [])}
-            queued, rejected = [], []
-            for stored in await store.list_channels():
-                state = stored.state
-                if channel_status(state) == "settled" or (wanted and state.channel_id not in wanted):
-                    continue
-                if path == "/claim" and state.unclaimed < minimum:
-                    continue
-                effect = await runtime.operator(state.channel_id, action)
-                target = rejected if isinstance(effect, Rejected) else queued
-                target.append("0x" + state.channel_id.hex())
-            return {"queued": len(queued), "channels": queued, "rejected": rejected}
-        if (method, path) == ("GET", "/outbox"):
-            return [outbox_json(r) for r in await store.outbox(("pending", "sent", "done", "abandoned"))]
-        if (method, path) == ("GET", "/status"):
-            channels = [c.state for c in await store.list_channels()]
-            report = await self.node.health()
-            report["totals"] = {
-                "channels": len(channels),
-                "revenue": str(sum(s.charged for s in channels)),
-                "unclaimed": str(sum(s.unclaimed for s in channels)),
-            }
-            return report
-        raise OperatorError(f"not available without a running node: {method} {path}")
+        try:  # the API's own check, so a bad figure gets the same answer both ways
+            minimum = None if min_unclaimed is None else amount_arg(min_unclaimed, "min_unclaimed")
+        except AdminError as exc:
+            raise OperatorError(f"{exc.code}: {exc.message}") from None
+        return [channel_json(s) for s in matching_channels(await self.operations.states(), status, minimum)]
+
+    async def show_channel(self, channel: str) -> dict:
+        from channel_node.server.admin import channel_document
+
+        document = await channel_document(self.node, bytes.fromhex(channel_arg(channel)[2:]))
+        if document is None:
+            raise OperatorError("channel_unknown: this node has no such channel")
+        return document
+
+    async def claim_one(self, channel: str) -> dict:
+        return self._one(await self.operations.one("claim", bytes.fromhex(channel_arg(channel)[2:])))
+
+    async def claim_all(self, minimum: int) -> dict:
+        from channel_node.server.admin import batch_json
+
+        return batch_json(await self.operations.claim_all(minimum))
+
+    async def close_listed(self, channels: list[str]) -> dict:
+        from channel_node.server.admin import batch_json
+
+        ids = [bytes.fromhex(channel_arg(c)[2:]) for c in channels]  # all checked before any is closed
+        return batch_json(await self.operations.close_listed(ids))
+
+    async def close_all(self) -> dict:
+        from channel_node.server.admin import batch_json
+
+        return batch_json(await self.operations.close_all())
+
+    async def outbox(self) -> list:
+        from channel_node.server.admin import OUTBOX_STATUSES, outbox_json
+
+        return [outbox_json(r) for r in reversed(await self.node.store.outbox(OUTBOX_STATUSES))]  # newest first
+
+    async def status(self) -> dict:
+        from channel_node.server.admin import status_document
+
+        return await status_document(self.node)
+
+    async def work(self) -> None:
+        """Nobody else is sending: do the node's work here (follow the chain, send the outbox)."""
+        await self.node.watcher.poll()
+        if self.node.sender is None:
+            raise OperatorError("no claim_key or claim_keystore in the configuration: cannot send")
+        await self.node.sender.tick()
+
+    @staticmethod
+    def _one(result) -> dict:
+        from channel_node.operations import Refused
+        from channel_node.server.admin import result_json
+
+        if isinstance(result, Refused):
+            raise OperatorError(f"{result.code}: {result.message}")
+        return result_json(result)
 
     async def close(self) -> None:
         await self.node.close()
@@ -124,7 +198,7 @@ async def connect(args: argparse.Namespace):
     if token:
         api = AdminApi(url, token)
         try:
-            await api.call("GET", "/status")
+            await api.status()
             return api
         except OperatorError:
             await api.close()
@@ -160,63 +234,55 @@ async def _direct_node(settings):
 
 
 async def _list(node, args) -> Any:
-    params = {k: v for k, v in (("status", args.status), ("min_unclaimed", args.min_unclaimed)) if v is not None}
-    return await node.call("GET", "/channels", params=params)
+    return await node.list_channels(args.status, args.min_unclaimed)
 
 
 async def _show(node, args) -> Any:
-    return await node.call("GET", f"/channels/{args.channel}")
+    return await node.show_channel(args.channel)
 
 
 async def _claim(node, args) -> Any:
     if args.channel and args.all:
         raise OperatorError("give a channel id or --all, not both")
     if args.channel:
-        if isinstance(node, Direct):
-            return await node.call("POST", "/claim", {"channels": [args.channel], "min": "1"})
-        return await node.call("POST", f"/channels/{args.channel}/claim")
+        return await node.claim_one(args.channel)
     if not args.all:
         raise OperatorError("give a channel id or --all")
-    return await node.call("POST", "/claim", {"min": str(args.min)})
+    if args.min < 1:
+        raise OperatorError("malformed_request: min must be at least 1")
+    return await node.claim_all(args.min)
 
 
 async def _close(node, args) -> Any:
     if bool(args.channel) == bool(args.all):
         raise OperatorError("give a channel id or --all")
-    body = {"all": True} if args.all else {"channels": [args.channel]}
-    if isinstance(node, Direct) and args.all:
-        body = {}
-    return await node.call("POST", "/close", body)
+    return await node.close_all() if args.all else await node.close_listed([args.channel])
 
 
 async def _settle(node, args) -> Any:
     """Claims everything claimable and waits until the outbox has sent and confirmed it all."""
-    queued = await node.call("POST", "/claim", {"min": "1"})
+    queued = await node.claim_all(1)
     deadline = time.monotonic() + args.wait
     from rich.console import Console
 
     console = Console(stderr=True)
     with console.status("waiting for claims to confirm ...") as status:
         while True:
-            if isinstance(node, Direct):  # nobody else is sending: do the node's work here
-                await node.node.watcher.poll()
-                if node.node.sender is None:
-                    raise OperatorError("no claim_key or claim_keystore in the configuration: cannot send")
-                await node.node.sender.tick()
-            rows = await node.call("GET", "/outbox")
+            await node.work()
+            rows = await node.outbox()
             open_rows = [r for r in rows if r["status"] in ("pending", "sent")]
             status.update(f"waiting for {len(open_rows)} transaction(s) to confirm ...")
             if not open_rows:
                 break
             if time.monotonic() > deadline:
                 raise OperatorError(f"{len(open_rows)} outbox rows still open after {args.wait} s")
-            await asyncio.sleep(0.5 if isinstance(node, Direct) else 1.0)
+            await asyncio.sleep(node.poll_delay)
     abandoned = [r for r in rows if r["status"] == "abandoned"]
     return {"queued": queued["queued"], "open": 0, "abandoned": len(abandoned)}
 
 
 async def _status(node, args) -> Any:
-    return await node.call("GET", "/status")
+    return await node.status()
 
 
 COMMANDS = {"list": _list, "show": _show, "claim": _claim, "close": _close, "settle": _settle, "status": _status}

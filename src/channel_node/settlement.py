@@ -3,8 +3,10 @@
 Every `claim_interval` seconds, each open channel whose unclaimed vouchers reach
 `claim_min_unclaimed` gets an operator claim (the sender batches them, `batch_size` channels per
 transaction); a channel without activity for `idle_close_after` seconds is closed with its best
-voucher, refunding the rest to its payer. Decisions go through the core and the outbox like any
-other, so they survive a restart and are never sent twice.
+voucher, refunding the rest to its payer. Which channels is decided by `channel_node.operations`,
+the same rules as the operator's `claim --all` and `close --all` (docs/design.md, "Operations");
+decisions go through the core and the outbox like any other, so they survive a restart and are
+never sent twice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from channel_node.core import OperatorClaim, OperatorClose, SendClaim, SendClose
+from channel_node.operations import Operations
 from channel_node.runtime import Runtime
 from channel_node.store import Store
 
@@ -42,19 +44,8 @@ class SettlementPolicy:
 
     async def tick(self, now: float) -> tuple[int, int]:
         """Queues claims and idle closes; returns (claims, closes) queued."""
-        claims = closes = 0
-        open_kinds = {(row.channel_id, row.kind) for row in await self.store.outbox()}
-        for stored in await self.store.list_channels():
-            state = stored.state
-            if state.settled or state.receiver_closing or state.ceiling == 0:
-                continue
-            idle = self.idle_close_after is not None and now - stored.updated_at >= self.idle_close_after
-            if idle and (state.channel_id, "close") not in open_kinds:
-                if isinstance(await self.runtime.operator(state.channel_id, OperatorClose()), SendClose):
-                    closes += 1
-            elif state.unclaimed >= self.claim_min_unclaimed and (state.channel_id, "claim") not in open_kinds:
-                if isinstance(await self.runtime.operator(state.channel_id, OperatorClaim()), SendClaim):
-                    claims += 1
+        operations = Operations(self.runtime, self.store)
+        claims, closes = await operations.settle_due(now, self.idle_close_after, self.claim_min_unclaimed)
         if claims or closes:
             log.info("settlement_queued", claims=claims, closes=closes)
         return claims, closes

@@ -3,8 +3,10 @@
 It is meant for its own listener bound to 127.0.0.1 (never the paywall's): every request must carry
 `Authorization: Bearer <admin_token>`; a node without `admin_token` answers every request 503
 `admin_disabled`. Reads list and show channels, the outbox and totals; writes queue claims and
-closes through `Runtime.operator`, so they are decided by the core and committed as outbox rows
-like any other transaction (the sender broadcasts them). Every write is logged as `admin_action`.
+closes through `channel_node.operations` (which channels, what amount: the same choice the operator
+commands make on a stopped node and the settlement policy makes), decided by the core and committed
+as outbox rows like any other transaction (the sender broadcasts them). Every write is logged as
+`admin_action`.
 
 Amounts are decimal strings in the token's smallest unit (uint256-safe, never floats). Every
 refusal is JSON `{"error": <stable code>, "message": ...}`; nothing a client sends raises a 500.
@@ -22,7 +24,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from channel_node.core import ChannelState, OperatorClaim, OperatorClose, Reject, Rejected
+from channel_node.core import ChannelState, Reject
+from channel_node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
 from channel_node.server.protocol import config_json
 from channel_node.store import Charge, OutboxRow, StoreError
 
@@ -35,7 +38,6 @@ MAX_LIMIT = 1000
 MAX_BATCH = 10_000  # channel ids in one POST /admin/close
 MAX_BODY = 1024 * 1024
 UINT256_MAX = (1 << 256) - 1
-NOTHING_TO_CLOSE = "nothing_to_close"
 
 _HEX_ID = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 _DIGITS = re.compile(r"[0-9]{1,78}")
@@ -126,6 +128,70 @@ def outbox_json(row: OutboxRow) -> dict[str, Any]:
     }
 
 
+def result_json(result: Queued | Refused) -> dict[str, Any]:
+    """A queued claim or close (with its outbox row when known), or a refusal with its code."""
+    if isinstance(result, Refused):
+        return {"channelId": _hex(result.channel_id), "error": result.code, "message": result.message}
+    out = {"channelId": _hex(result.channel_id), "kind": result.kind, "amount": str(result.amount)}
+    if result.outbox_id is not None:
+        out |= {"outboxId": result.outbox_id, "status": result.status, "deadline": result.deadline}
+    return out
+
+
+def batch_json(batch: Batch) -> dict[str, Any]:
+    return {
+        "queued": len(batch.queued),
+        "channels": [result_json(r) for r in batch.queued],
+        "rejected": [result_json(r) for r in batch.rejected],
+    }
+
+
+def matching_channels(states: Iterable[ChannelState], status: str | None, minimum: int | None) -> list[ChannelState]:
+    """The list's filters (`status`, at least `minimum` unclaimed), in the order given."""
+    return [
+        s for s in states
+        if (status is None or channel_status(s) == status) and (minimum is None or s.unclaimed >= minimum)
+    ]  # fmt: skip
+
+
+async def channel_document(node, channel: bytes) -> dict[str, Any] | None:
+    """One channel with its charges and open outbox rows (None: the node has no such channel)."""
+    state = await node.runtime.channel(channel)
+    if state is None:
+        return None
+    charges = await node.store.charges(channel)
+    rows = [row for row in await node.store.outbox(OUTBOX_OPEN) if row.channel_id == channel]
+    return channel_json(state) | {"charges": [charge_json(c) for c in charges], "outbox": [outbox_json(r) for r in rows]}
+
+
+async def status_document(node) -> dict[str, Any]:
+    """The node's health report plus totals over every channel and the open outbox."""
+    health = await node.health()
+    states = [stored.state for stored in await node.store.list_channels()]
+    by_status = dict.fromkeys(CHANNEL_STATUSES, 0)
+    for state in states:
+        by_status[channel_status(state)] += 1
+    open_rows = await node.store.outbox(OUTBOX_OPEN)
+    outbox = {
+        status: {
+            "rows": sum(1 for r in open_rows if r.status == status),
+            "amount": str(sum(r.amount for r in open_rows if r.status == status)),
+        }
+        for status in OUTBOX_OPEN
+    }
+    totals = {
+        "channels": len(states),
+        "channelsByStatus": by_status,
+        "deposited": str(sum(s.deposited for s in states)),
+        "claimed": str(sum(s.claimed for s in states)),
+        "revenue": str(sum(s.charged for s in states)),
+        "unclaimed": str(sum(s.unclaimed for s in states)),
+        "credit": str(sum(s.credit for s in states)),
+        "outbox": outbox,
+    }
+    return {"status": "degraded" if health.get("problems") else "ok", **health, "totals": totals}
+
+
 # ------------------------------------------------------------------ input parsing
 
 
@@ -147,6 +213,9 @@ def _amount(value: object, name: str) -> int:
     if not 0 <= value <= UINT256_MAX:
         raise AdminError(400, "malformed_request", f"{name} must be between 0 and 2**256 - 1")
     return value
+
+
+amount_arg = _amount  # for the operator commands on a stopped node (channels_cli.Direct)
 
 
 def _query(request: web.Request, allowed: Iterable[str]) -> dict[str, str]:
@@ -223,6 +292,10 @@ class AdminApi:
     def runtime(self):
         return self.node.runtime
 
+    @property
+    def operations(self) -> Operations:
+        return Operations(self.node.runtime, self.node.store)
+
     # ------------------------------------------------------------------ middleware
 
     def token_matches(self, text: str) -> bool:
@@ -281,25 +354,17 @@ class AdminApi:
             raise AdminError(400, "malformed_request", f"status must be one of {list(CHANNEL_STATUSES)}")
         minimum = _amount(query["min_unclaimed"], "min_unclaimed") if "min_unclaimed" in query else None
         limit, offset = _page(query)
-        states = await self._states()
-        selected = [
-            s for s in states
-            if (status is None or channel_status(s) == status) and (minimum is None or s.unclaimed >= minimum)
-        ]  # fmt: skip
+        selected = matching_channels(await self._states(), status, minimum)
         page = selected[offset : offset + limit]
         return web.json_response([channel_json(s) for s in page], headers={"X-Total-Count": str(len(selected))})
 
     async def show_channel(self, request: web.Request) -> web.Response:
         _query(request, ())
         channel = parse_channel_id(request.match_info["id"])
-        state = await self.runtime.channel(channel)
-        if state is None:
+        document = await channel_document(self.node, channel)
+        if document is None:
             raise AdminError(404, Reject.CHANNEL_UNKNOWN.value, "this node has no such channel")
-        charges = await self.store.charges(channel)
-        rows = [row for row in await self.store.outbox(OUTBOX_OPEN) if row.channel_id == channel]
-        return web.json_response(
-            channel_json(state) | {"charges": [charge_json(c) for c in charges], "outbox": [outbox_json(r) for r in rows]}
-        )
+        return web.json_response(document)
 
     async def outbox(self, request: web.Request) -> web.Response:
         query = _query(request, ("status", "channel", "limit", "offset"))
@@ -317,38 +382,14 @@ class AdminApi:
 
     async def status(self, request: web.Request) -> web.Response:
         _query(request, ())
-        health = await self.node.health()
-        states = await self._states()
-        by_status = dict.fromkeys(CHANNEL_STATUSES, 0)
-        for state in states:
-            by_status[channel_status(state)] += 1
-        open_rows = await self.store.outbox(OUTBOX_OPEN)
-        outbox = {
-            status: {
-                "rows": sum(1 for r in open_rows if r.status == status),
-                "amount": str(sum(r.amount for r in open_rows if r.status == status)),
-            }
-            for status in OUTBOX_OPEN
-        }
-        totals = {
-            "channels": len(states),
-            "channelsByStatus": by_status,
-            "deposited": str(sum(s.deposited for s in states)),
-            "claimed": str(sum(s.claimed for s in states)),
-            "revenue": str(sum(s.charged for s in states)),
-            "unclaimed": str(sum(s.unclaimed for s in states)),
-            "credit": str(sum(s.credit for s in states)),
-            "outbox": outbox,
-        }
-        report = {"status": "degraded" if health.get("problems") else "ok", **health, "totals": totals}
-        return web.json_response(report)
+        return web.json_response(await status_document(self.node))
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
 
     async def _states(self) -> list[ChannelState]:
         """Every channel, ordered by id (a stable order for paging)."""
-        return sorted((stored.state for stored in await self.store.list_channels()), key=lambda s: s.channel_id)
+        return await self.operations.states()
 
     # ------------------------------------------------------------------ writes
 
@@ -362,14 +403,13 @@ class AdminApi:
         _query(request, ())
         channel = parse_channel_id(request.match_info["id"])
         await _body(request, set())  # no fields; a body, if any, must still be a JSON object
-        result = await self._operate(channel, kind)
-        await self._attach_rows(kind, [result])
-        if "error" in result:
-            self._log_action(request, kind, [channel], result=result["error"])
-            status = 404 if result["error"] == Reject.CHANNEL_UNKNOWN.value else 409
-            raise AdminError(status, result["error"], result["message"])
-        self._log_action(request, kind, [channel], result="queued", amount=result["amount"])
-        return web.json_response(result, status=202)
+        result = await self.operations.one(kind, channel)
+        if isinstance(result, Refused):
+            self._log_action(request, kind, [channel], result=result.code)
+            status = 404 if result.code == Reject.CHANNEL_UNKNOWN.value else 409
+            raise AdminError(status, result.code, result.message)
+        self._log_action(request, kind, [channel], result="queued", amount=str(result.amount))
+        return web.json_response(result_json(result), status=202)
 
     async def claim_many(self, request: web.Request) -> web.Response:
         _query(request, ())
@@ -377,8 +417,8 @@ class AdminApi:
         minimum = _amount(body.get("min", "1"), "min")
         if minimum < 1:
             raise AdminError(400, "malformed_request", "min must be at least 1")
-        targets = [s.channel_id for s in await self._states() if not s.settled and s.unclaimed >= minimum]
-        return await self._many(request, "claim", targets, min=str(minimum))
+        return await self._many(request, "claim", lambda results: self.operations.claim_all(minimum, results),
+                                min=str(minimum))  # fmt: skip
 
     async def close_many(self, request: web.Request) -> web.Response:
         _query(request, ())
@@ -388,58 +428,28 @@ class AdminApi:
         if "all" in body:
             if body["all"] is not True:
                 raise AdminError(400, "malformed_request", '"all" must be true')
-            # Channels without a voucher are left alone: closing them would only spend gas to refund the payer.
-            targets = [
-                s.channel_id for s in await self._states()
-                if not s.settled and not s.receiver_closing and s.ceiling > 0
-            ]  # fmt: skip
-            return await self._many(request, "close", targets, all=True)
+            # Which channels: channel_node.operations (none without a voucher, none settled or already closing).
+            return await self._many(request, "close", self.operations.close_all, all=True)
         ids = body.get("channels")
         if not isinstance(ids, list) or not ids:
             raise AdminError(400, "malformed_request", 'send {"all": true} or {"channels": [<channel id>, ...]}')
         if len(ids) > MAX_BATCH:
             raise AdminError(400, "malformed_request", f"at most {MAX_BATCH} channels per call")
-        targets = list(dict.fromkeys(parse_channel_id(text) for text in ids))  # all checked before any is closed
-        return await self._many(request, "close", targets)
+        targets = [parse_channel_id(text) for text in ids]  # all checked before any is closed
+        return await self._many(request, "close", lambda results: self.operations.close_listed(targets, results))
 
-    async def _many(self, request: web.Request, kind: str, targets: list[bytes], **fields) -> web.Response:
-        queued, rejected = [], []
+    async def _many(self, request: web.Request, kind: str, operate, **fields) -> web.Response:
+        results: list[Queued | Refused] = []
         try:
-            for channel in targets:
-                result = await self._operate(channel, kind)
-                (rejected if "error" in result else queued).append(result)
+            batch = await operate(results)
         finally:  # logged even when the store fails half way: what was queued stays queued
+            queued = [r for r in results if isinstance(r, Queued)]
+            rejected = [r for r in results if isinstance(r, Refused)]
             self._log_action(
-                request, kind, [r["channelId"] for r in queued], result="queued", queued=len(queued),
-                rejected=[f"{r['channelId']}:{r['error']}" for r in rejected], **fields,
+                request, kind, [r.channel_id for r in queued], result="queued", queued=len(queued),
+                rejected=[f"{_hex(r.channel_id)}:{r.code}" for r in rejected], **fields,
             )  # fmt: skip
-        await self._attach_rows(kind, queued)
-        return web.json_response({"queued": len(queued), "channels": queued, "rejected": rejected}, status=202)
-
-    async def _operate(self, channel: bytes, kind: str) -> dict[str, Any]:
-        """Queues one claim or close. Returns the outbox item, or `error` and `message`."""
-        channel_hex = _hex(channel)
-        if kind == "close":
-            state = await self.runtime.channel(channel)
-            if state is not None and not state.settled and state.ceiling == 0:
-                # No voucher to close with (and the sender cannot sign a voucherless close).
-                message = "no voucher on this channel: nothing to close with; the payer's own close refunds it"
-                return {"channelId": channel_hex, "error": NOTHING_TO_CLOSE, "message": message}
-        effect = await self.runtime.operator(channel, OperatorClaim() if kind == "claim" else OperatorClose())
-        if isinstance(effect, Rejected):
-            return {"channelId": channel_hex, "error": effect.code.value, "message": effect.detail}
-        return {"channelId": channel_hex, "kind": kind, "amount": str(effect.amount)}
-
-    async def _attach_rows(self, kind: str, results: list[dict[str, Any]]) -> None:
-        """Adds each queued item's open outbox row (id, status, deadline)."""
-        wanted = {r["channelId"] for r in results if "error" not in r}
-        if not wanted:
-            return
-        rows = {_hex(r.channel_id): r for r in await self.store.outbox(OUTBOX_OPEN) if r.kind == kind}  # newest wins
-        for result in results:
-            row = rows.get(result["channelId"]) if result["channelId"] in wanted else None
-            if row is not None:
-                result |= {"outboxId": row.id, "status": row.status, "deadline": row.deadline}
+        return web.json_response(batch_json(batch), status=202)
 
     @staticmethod
     def _log_action(request: web.Request, action: str, channels: list, **fields) -> None:
@@ -627,7 +637,8 @@ def openapi_document() -> dict:
             "operationId": "closeChannel", "parameters": [_ID_PARAM], "responses": claim_or_close,
         }},
         f"{PREFIX}/claim": {"post": {
-            "summary": "Claim every unsettled channel with at least `min` unclaimed", "operationId": "claimMany",
+            "summary": "Claim every channel with at least `min` unclaimed, neither settled nor closing by the receiver",
+            "operationId": "claimMany",
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False,
                 "properties": {"min": _AMOUNT | {"default": "1", "description": "at least 1"}}}}}},

@@ -25,7 +25,7 @@ PACKAGE = "channel_node"
 LOWER = ("core", "signing", "store", "chain")
 # Everything that joins edges or faces a user: the lower layers never import any of it.
 UPPER = ("node", "runtime", "settlement", "recovery", "operations", "server", "client", "cli", "cli_support",
-         "channels_cli", "wallet_cli", "operator_cli", "insights", "dev", "demo", "keys", "config")  # fmt: skip
+         "channels_cli", "wallet_cli", "operator_cli", "insights", "dev", "demo")  # fmt: skip
 
 DOMAIN = Domain(31337, bytes.fromhex(CONTRACT[2:]))
 RECEIVER = keccak256(b"layers test receiver")[:20]

@@ -59,19 +59,29 @@ def _document(response: aiohttp.ClientResponse, header: str) -> dict | None:
         return None
     try:
         document = decode_header(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        return None  # unreadable, or JSON nested past the parser's depth
     return document if isinstance(document, dict) else None
 
 
 def channel_offer(document: Mapping[str, Any] | None) -> dict | None:
     """The first `accepts` entry of a PAYMENT-REQUIRED document in the `channel` scheme."""
-    if not document:
+    if not isinstance(document, Mapping):
         return None
-    for offer in document.get("accepts") or ():
+    accepts = document.get("accepts")
+    if not isinstance(accepts, list):
+        return None  # any other JSON value is no list of offers (a string or a number is never iterated)
+    for offer in accepts:
         if isinstance(offer, dict) and offer.get("scheme") == SCHEME:
             return offer
     return None
+
+
+def _channel_state(offer: Mapping[str, Any] | None) -> dict | None:
+    """A corrective 402's `extra.channel` object; None whatever else the offer holds there."""
+    extra = offer.get("extra") if isinstance(offer, Mapping) else None
+    state = extra.get("channel") if isinstance(extra, Mapping) else None
+    return state if isinstance(state, dict) else None
 
 
 TERMS = ("scheme", "network", "asset", "payTo")
@@ -137,102 +147,110 @@ async def pay_and_fetch(
     payment = await wallet.pay_for(offer, url)
     reopened = repriced = False
     resynced = waits = 0
-    while True:
-        try:
-            response = await send(payment.value)
-        except BaseException:
-            wallet.release(payment, charged_unknown=True)  # the node may have charged before we lost it
-            raise
-        receipt = _document(response, RESPONSE_HEADER)
-        if receipt is not None and 200 <= response.status < 300:
-            complete, error = True, None
+    try:
+        while True:
             try:
-                await response.read()  # cached: the caller reads it again for free
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                complete, error = False, exc  # a body cut short (Content-Length mismatch), a timeout
+                response = await send(payment.value)
             except BaseException:
+                wallet.release(payment, charged_unknown=True)  # the node may have charged before we lost it
+                raise
+            receipt = _document(response, RESPONSE_HEADER)
+            if receipt is not None and 200 <= response.status < 300:
+                complete, error = True, None
+                try:
+                    await response.read()  # cached: the caller reads it again for free
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    complete, error = False, exc  # a body cut short (Content-Length mismatch), a timeout
+                except BaseException:
+                    response.release()
+                    wallet.release(payment, charged_unknown=True)
+                    raise
+                try:
+                    charged = await wallet.settle_receipt(
+                        payment.channel_id, receipt, payment.price, payment.payment_id, complete=complete
+                    )
+                except BaseException:
+                    response.release()
+                    raise
+                if error is not None:
+                    response.release()
+                    raise error  # charged nothing (a re-read): the transport error stands
+                return response, charged, receipt
+            if RESPONSE_HEADER in response.headers and response.status < 400:
                 response.release()
                 wallet.release(payment, charged_unknown=True)
-                raise
-            try:
-                charged = await wallet.settle_receipt(
-                    payment.channel_id, receipt, payment.price, payment.payment_id, complete=complete
-                )
-            except BaseException:
-                response.release()
-                raise
-            if error is not None:
-                response.release()
-                raise error  # charged nothing (a re-read): the transport error stands
-            return response, charged, receipt
-        if RESPONSE_HEADER in response.headers and response.status < 400:
-            response.release()
-            wallet.release(payment, charged_unknown=True)
-            raise ServerMisbehaved(f"{url}: unreadable {RESPONSE_HEADER} header")
-        refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
-        code = refusal.get("error") if refusal else None
-        current = channel_offer(refusal) if refusal else None
-        if refusal is not None and current is not None:
-            try:
-                _check_resource(refusal, url)
-            except OfferRejected:
+                raise ServerMisbehaved(f"{url}: unreadable {RESPONSE_HEADER} header")
+            refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
+            code = refusal.get("error") if refusal else None
+            current = channel_offer(refusal) if refusal else None
+            if refusal is not None and current is not None:
+                try:
+                    _check_resource(refusal, url)
+                except OfferRejected:
+                    response.release()
+                    wallet.release(payment)
+                    raise
+            if current is not None and not _same_terms(current, offer):
                 response.release()
                 wallet.release(payment)
-                raise
-        if current is not None and not _same_terms(current, offer):
-            response.release()
-            wallet.release(payment)
-            raise OfferRejected(f"{url}: the server changed its payment terms (receiver, asset, network or contract)")
-        if current is not None and current.get("amount") != offer.get("amount"):
-            response.release()
-            wallet.release(payment)
-            if not from_cache or repriced:
-                raise OfferRejected(f"{url}: the price changed from {offer.get('amount')} to {current.get('amount')} "
-                                    "between the offer and the payment; not paying")  # fmt: skip
-            # The remembered offer is out of date (the price changed): pay the one the node asks now.
-            repriced = True
-            offer = current
-            if offers is not None:
-                offers[url] = offer
-            payment = await wallet.pay_for(offer, url)
-            continue
-        state = ((current or {}).get("extra") or {}).get("channel") if refusal else None
-        if code in RESYNC_CODES and isinstance(state, dict) and resynced < MAX_RESYNCS:
-            # The node's charged total is ahead of the voucher (concurrent requests, lost receipts, a
-            # restored database): retry with charged + price, if what the node claims adds up.
-            response.release()
-            resynced += 1
-            try:
-                payment = await wallet.retry_after(payment, state)
-            except BaseException:
-                wallet.release(payment)
-                raise
-            continue
-        if code == "exceeds_deposit" and waits < retries:
-            # The node has not seen our top-up yet (confirmations, its refresh interval): same voucher, later.
-            response.release()
-            waits += 1
-            await asyncio.sleep(retry_delay)
-            continue
-        if code == "channel_unknown" and waits < retries:
-            # Not confirmed yet, or the node forgot it: resend with the channel's configuration.
-            response.release()
-            waits += 1
-            payment = wallet.with_config(payment)
-            await asyncio.sleep(retry_delay)
-            continue
-        if code in CLOSED_CODES and not reopened:
-            reopened = True
-            if await wallet.confirm_unusable(payment.channel_id, code):  # the chain agrees: a new channel
+                raise OfferRejected(f"{url}: the server changed its payment terms (receiver, asset, network or contract)")
+            if current is not None and current.get("amount") != offer.get("amount"):
                 response.release()
                 wallet.release(payment)
+                if not from_cache or repriced:
+                    raise OfferRejected(f"{url}: the price changed from {offer.get('amount')} to {current.get('amount')} "
+                                        "between the offer and the payment; not paying")  # fmt: skip
+                # The remembered offer is out of date (the price changed): pay the one the node asks now.
+                repriced = True
+                offer = current
+                if offers is not None:
+                    offers[url] = offer
                 payment = await wallet.pay_for(offer, url)
                 continue
-        # A 4xx refusal changes nothing on the node: the voucher stays as credit for the next
-        # request. A success without a receipt, a redirect or a server error may have been charged.
-        wallet.release(payment, charged_unknown=response.status < 400 or response.status >= 500)
-        return response, 0, None
+            state = _channel_state(current)
+            if code in RESYNC_CODES and state is not None and resynced < MAX_RESYNCS:
+                # The node's charged total is ahead of the voucher (concurrent requests, lost receipts, a
+                # restored database): retry with charged + price, if what the node claims adds up.
+                response.release()
+                resynced += 1
+                try:
+                    payment = await wallet.retry_after(payment, state)
+                except BaseException:
+                    wallet.release(payment)
+                    raise
+                continue
+            if code == "exceeds_deposit" and waits < retries:
+                # The node has not seen our top-up yet (confirmations, its refresh interval): same voucher, later.
+                response.release()
+                waits += 1
+                await asyncio.sleep(retry_delay)
+                continue
+            if code == "channel_unknown" and waits < retries:
+                # Not confirmed yet, or the node forgot it: resend with the channel's configuration.
+                response.release()
+                waits += 1
+                payment = wallet.with_config(payment)
+                await asyncio.sleep(retry_delay)
+                continue
+            if code in CLOSED_CODES and not reopened:
+                reopened = True
+                if await wallet.confirm_unusable(payment.channel_id, code):  # the chain agrees: a new channel
+                    response.release()
+                    wallet.release(payment)
+                    payment = await wallet.pay_for(offer, url)
+                    continue
+            # A 4xx refusal changes nothing on the node: the voucher stays as credit for the next
+            # request. A success without a receipt, a redirect or a server error may have been charged.
+            wallet.release(payment, charged_unknown=response.status < 400 or response.status >= 500)
+            return response, 0, None
 
+    except BaseException:
+        # Whatever else ends the request (a malformed answer, a cancellation while waiting to resend,
+        # a bug), the voucher in flight is settled, never left reserved: a reserved price is signed
+        # again by every later request of the process (docs/security.md, "The wallet's exposure
+        # bound"). The node may have charged it, so its outcome is unknown. A no-op when settled.
+        wallet.release(payment, charged_unknown=True)
+        raise
 
 MAX_RESYNCS = 3
 MAX_REMEMBERED_OFFERS = 4096

@@ -359,7 +359,11 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
         raise OfferRejected(f"offer: {exc}") from None
     if price == 0 or price > UINT128_MAX:
         raise OfferRejected("offer amount must be between 1 and 2^128-1")
-    delay = extra.get("closeDelay") or {}
+    delay = extra.get("closeDelay")
+    if delay is None:
+        delay = {}
+    if not isinstance(delay, Mapping):
+        raise OfferRejected("offer: extra.closeDelay must be an object with integer bounds")
     delay_min, delay_max = delay.get("min"), delay.get("max")
     for value in (delay_min, delay_max):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):

@@ -155,3 +155,90 @@ def test_any_json_in_any_field_of_an_offer_is_parsed_or_refused_with_offer_rejec
         return
     assert isinstance(terms.price, int) and 0 < terms.price < 2**128
     assert terms.delay_min is None or type(terms.delay_min) is int
+
+
+class Redirecting(Hostile):
+    """Answers a voucher with a redirect to `self.target` (a URL of this or another site)."""
+
+    target: str | None = None
+    status = 302
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get(SIGNATURE_HEADER) is not None and self.target is not None:
+            self.seen.append((request.path, request.headers[SIGNATURE_HEADER]))
+            return web.Response(status=self.status, headers={"Location": self.target})
+        return await super().handle(request)
+
+
+def _vouchers(*sites) -> list[str]:
+    return [v for s in sites for _, v in s.seen if v]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("where", ["same_site_other_path", "other_site"])
+async def test_a_redirect_answering_a_voucher_never_makes_the_request_pay_again(running, make_wallet, status, where):
+    """One request, one voucher: the page a paid request is redirected to (another article of the
+    same site, or a priced page of another site) is not paid for by that request."""
+    wallet = make_wallet()
+    async with Redirecting(running) as site_a, Hostile(running) as site_b, paying(wallet) as session:
+        site_a.status = status
+        site_a.target = site_b.url("/articles/a5.html") if where == "other_site" else site_a.url("/articles/a5.html")
+        result = await session.get(site_a.url("/articles/a1.html"))
+        assert result.status == status and result.charged == 0
+        assert len(_vouchers(site_a, site_b)) == 1, "one voucher for one request"
+        assert len(wallet.channels()) == 1, "no channel opened for the page redirected to"
+
+
+@pytest.mark.skipif(not __import__("channel_node.client", fromlist=["x"]).MIDDLEWARE_SUPPORTED, reason="aiohttp < 3.12")
+@pytest.mark.parametrize("where", ["same_site_other_path", "other_site"])
+async def test_the_middleware_never_pays_the_page_a_paid_request_is_redirected_to(running, make_wallet, where):
+    from channel_node.client import payment_middleware
+
+    wallet = make_wallet()
+    async with Redirecting(running) as site_a, Hostile(running) as site_b:
+        site_a.target = site_b.url("/articles/a5.html") if where == "other_site" else site_a.url("/articles/a5.html")
+        async with aiohttp.ClientSession(middlewares=(payment_middleware(wallet, retry_delay=0.05),)) as session:
+            async with session.get(site_a.url("/articles/a1.html")) as response:
+                assert response.status == 402  # the page redirected to, unpaid
+            assert len(_vouchers(site_a, site_b)) == 1, "one voucher for one request"
+            site_a.target = None  # an honest answer afterwards is paid as usual
+            async with session.get(site_a.url("/articles/a2.html")) as response:
+                assert response.status == 200
+    assert len(wallet.channels()) == 1
+
+
+class Rotating(Hostile):
+    """Every fresh 402 names new terms: a fresh receiver (`payTo`) or receiver authorizer."""
+
+    field = "payTo"
+    count = 0
+
+    async def forward(self, request, with_voucher=True):
+        status, headers, body = await super().forward(request, with_voucher)
+        if REQUIRED_HEADER in headers and SIGNATURE_HEADER not in request.headers:  # each fresh offer
+            document = decode_header(headers[REQUIRED_HEADER])
+            Rotating.count += 1
+            fresh = "0x" + f"{Rotating.count:040x}"
+            accepts = document["accepts"][0]
+            if self.field == "payTo":
+                accepts["payTo"] = fresh
+            else:
+                accepts["extra"]["receiverAuthorizer"] = fresh
+            headers[REQUIRED_HEADER] = encode_header(document)
+        return status, headers, body
+
+
+@pytest.mark.parametrize("field", ["payTo", "receiverAuthorizer"])
+async def test_a_site_naming_new_terms_on_every_request_gets_one_channel(running, make_wallet, field):
+    wallet = make_wallet()
+    async with Rotating(running) as hostile, paying(wallet, retries=0) as session:
+        hostile.field = field
+        second = 0
+        for n in range(4):
+            try:
+                await session.get(hostile.url(f"/articles/a{n}.html"))
+            except OfferRejected as exc:  # the first: the node's refusal names its real terms
+                second += "not opening a second channel" in str(exc)
+        assert second == 3
+    [record] = wallet.channels()
+    assert record.signed <= PRICE

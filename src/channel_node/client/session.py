@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -304,26 +305,31 @@ class PayingSession:
     async def request(self, method: str, url: str | URL, **kwargs: Any) -> Result:
         """One request, paid if it asks. Redirects are followed here, never by aiohttp: each hop is a
         new request without any PAYMENT-SIGNATURE (a voucher only goes to the URL whose 402 asked for
-        it), and a paid request's redirect is returned, not followed."""
+        it), and a redirect answering a voucher (with or without a receipt) is returned, not followed."""
         session = self.session
         headers = CIMultiDict(kwargs.pop("headers", None) or {})
         follow = kwargs.pop("allow_redirects", True)
         hops = kwargs.pop("max_redirects", 10)
         target = self._absolute(url)
         for _ in range(hops + 1):
+            last: list[str | None] = [None]  # the PAYMENT-SIGNATURE of the request that got the final answer
 
             async def send(header: str | None, target: str = target, method: str = method) -> aiohttp.ClientResponse:
                 sent = CIMultiDict(headers)
                 sent.popall(SIGNATURE_HEADER, None)
                 if header is not None:
                     sent[SIGNATURE_HEADER] = header
+                last[0] = header
                 return await session.request(method, target, headers=sent, allow_redirects=False, **kwargs)
 
             response, charged, receipt = await pay_and_fetch(
                 self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
             )
             location = response.headers.get("Location")
-            if not (follow and response.status in REDIRECTS and location and receipt is None):
+            # A redirect answering a voucher is returned, never followed: the request was paid for
+            # (its outcome is unknown), and the page it points to must not make it pay a second time,
+            # there or on another site (docs/security.md, "Where vouchers go").
+            if not (follow and response.status in REDIRECTS and location and receipt is None and last[0] is None):
                 break
             response.release()
             target = str(URL(target).join(URL(location)))
@@ -354,15 +360,33 @@ def payment_middleware(wallet: Wallet, *, retries: int = 3, retry_delay: float =
     if not MIDDLEWARE_SUPPORTED:
         raise RuntimeError(f"aiohttp {aiohttp.__version__} has no client middlewares (3.12+); use PayingSession")
 
+    # aiohttp follows redirects itself, calling the middleware again for each hop: a hop that follows
+    # a redirect answering a voucher (in the same task) is sent without paying, whatever it answers,
+    # so one request never pays twice (docs/security.md, "Where vouchers go").
+    unpaid_hops: weakref.WeakKeyDictionary[asyncio.Task, URL] = weakref.WeakKeyDictionary()
+
     async def middleware(request: aiohttp.ClientRequest, handler) -> aiohttp.ClientResponse:
+        task = asyncio.current_task()
+        last: list[str | None] = [None]
+
         async def send(header: str | None) -> aiohttp.ClientResponse:
-            if header is None:
-                request.headers.popall(SIGNATURE_HEADER, None)
-            else:
+            request.headers.popall(SIGNATURE_HEADER, None)
+            if header is not None:
                 request.headers[SIGNATURE_HEADER] = header
+            last[0] = header
             return await handler(request)
 
-        response, _, _ = await pay_and_fetch(wallet, str(request.url), send, retries=retries, retry_delay=retry_delay)
+        followed = task is not None and unpaid_hops.pop(task, None) == request.url.with_fragment(None)
+        if followed:
+            response = await send(None)
+        else:
+            response, _, _ = await pay_and_fetch(wallet, str(request.url), send, retries=retries, retry_delay=retry_delay)
+        location = response.headers.get("Location")
+        if task is not None and response.status in REDIRECTS and location and (followed or last[0] is not None):
+            try:
+                unpaid_hops[task] = request.url.join(URL(location)).with_fragment(None)
+            except ValueError:
+                pass
         return response
 
     return middleware

@@ -617,7 +617,7 @@ class Wallet:
         raise WalletError("could not find or fund a channel for this payment; see the log")
 
     async def _channel_for(self, terms: _Terms, delay: int, site: str | None = None) -> ChannelRecord:
-        key = (terms.chain_id, terms.contract, terms.receiver, terms.asset, site)
+        key = (terms.chain_id, site) if site else (terms.chain_id, terms.contract, terms.receiver, terms.asset, site)
         lock = self._opening.setdefault(key, asyncio.Lock())
         async with lock:  # concurrent first requests open one channel, not one each
             found = self.store.open_channels(terms.chain_id, terms.contract, terms.receiver, terms.asset)
@@ -630,9 +630,20 @@ class Wallet:
             found = [r for r in found if r.config.receiver_authorizer == wanted]
             if found:
                 return found[0]
-            return await self._open(terms, delay)
+            if site is not None:
+                # One open channel per site: a site whose offer names another receiver, authorizer or
+                # contract than its open channel does (new ones on every request, say) would otherwise
+                # make the wallet lock a deposit in one new channel after another. docs/security.md
+                held = next((r for r in self.store.channels(OPEN) if self.store.channel_site(r.channel_id) == site), None)
+                if held is not None:
+                    raise OfferRejected(
+                        f"{site} asks payment under other terms (receiver {terms.receiver}, receiver authorizer "
+                        f"{terms.receiver_authorizer}, contract {terms.contract}) than its open channel {held.hex_id}; "
+                        f"not opening a second channel for it (close {held.hex_id} to pay under the new terms)"
+                    )
+            return await self._open(terms, delay, site)
 
-    async def _open(self, terms: _Terms, delay: int) -> ChannelRecord:
+    async def _open(self, terms: _Terms, delay: int, site: str | None = None) -> ChannelRecord:
         amount = self._deposit_size(terms.price, 0)
         if amount < max(terms.price, terms.min_deposit):
             raise SpendingLimitExceeded(
@@ -648,6 +659,8 @@ class Wallet:
         cid = channel_id(Domain(terms.chain_id, terms.contract), config)
         # The key is on disk before any money moves: a crash after the deposit loses nothing.
         self.store.insert_channel(cid, terms.chain_id, terms.contract, config, voucher_key, OPENING)
+        if site is not None:
+            self.store.claim_channel(cid, site)  # the site's from the start: it counts as the site's channel
         client = self._client(terms.contract)
         try:
             tx = await self._deposit(terms.contract, config, amount)

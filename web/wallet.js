@@ -29,7 +29,7 @@ import {
   voucherDigest,
 } from "./eip712.js";
 
-import { bookOf, onDelivered, onStatedCharged, trusted, voucherNeeded } from "./ledger.js";
+import { bookOf, onCutShort, onDelivered, onStatedCharged, trusted, voucherNeeded } from "./ledger.js";
 export * from "./eip712.js";
 export * from "./ledger.js";
 
@@ -82,6 +82,16 @@ function load(terms) {
 
 function save(terms, record) {
   localStorage.setItem(storageKey(terms), JSON.stringify(record));
+}
+
+/** Keeps the channel stored under these terms (its configuration and voucher key: what closing or
+ * finalizing it takes) under a key of its own before a new channel takes the place: opening a new
+ * channel never forgets a deposit. */
+function archive(terms) {
+  const raw = localStorage.getItem(storageKey(terms));
+  if (!raw) return;
+  const old = JSON.parse(raw);
+  if (old && old.channelId) localStorage.setItem(`${storageKey(terms)}:${String(old.channelId).toLowerCase()}`, raw);
 }
 
 // ------------------------------------------------------------------ EIP-1193
@@ -164,6 +174,7 @@ export async function openChannel(terms, deposit) {
     channelId: id, config, voucherKey: toHex(key), status: "opening", deposited: "0", charged: "0",
     voucher: null, unlocks: [], network: terms.network, contract: terms.contract,
   };
+  archive(terms);
   save(terms, record);
   await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
   const onChain = await readChannel(terms, id);
@@ -277,21 +288,36 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
   for (let attempt = 0; attempt < 20; attempt++) {
     const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
     if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
+    // The voucher goes to this URL only: a redirect is not followed with it (the browser would send
+    // the header on to the page redirected to, of this site or, after a preflight, another one).
     const response = await fetch(url, {
       headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
       cache: "no-store",
+      redirect: "manual",
     });
+    if (response.type === "opaqueredirect" || (response.status >= 300 && response.status < 400)) {
+      throw Object.assign(new Error("the site answered the payment with a redirect: not following it with a voucher"),
+        { code: "redirected" });
+    }
     if (response.ok) {
       const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
       const charged = BigInt(receipt.chargedAmount);
       if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
         book(terms, record, (b) => ({ ...b, blocked: true }));
       }
+      // A charge counts as received only once the whole body arrived (a body cut short is not).
+      let text;
+      try {
+        text = await response.text();
+      } catch (error) {
+        book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+        throw Object.assign(new Error("the page did not arrive whole"), { code: "cut_short" });
+      }
       book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
       record.deposited = larger(record.deposited, receipt.deposited);
       record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
       save(terms, record);
-      return { response, receipt };
+      return { response, receipt, text };
     }
     const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
     if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
@@ -311,6 +337,13 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
     } else if (refusal.error === "channel_unknown") {
       await sleep(1500); // the deposit is not yet confirmed deep enough for the node
     } else if (refusal.error === "channel_closing" || refusal.error === "channel_settled") {
+      // Believed only when the chain shows the close pending or done: otherwise a site could make the
+      // reader leave a funded channel for a new deposit, one after another (docs/browser.md).
+      const onChain = await readChannel(terms, record.channelId);
+      if (!onChain.settled && onChain.closeDeadline === 0n) {
+        throw Object.assign(new Error("the site says this channel is closing, but the chain shows it open: not paying"),
+          { code: "channel_open_on_chain" });
+      }
       record.status = "closed";
       save(terms, record);
       throw Object.assign(new Error("this channel is closing: open a new one"), { code: refusal.error });
@@ -437,7 +470,7 @@ async function act(terms, message, work) {
 
 async function unlock(terms, options = {}) {
   const response = await payFor(terms, load(terms), location.href, options);
-  showContent(await response.response.text());
+  showContent(response.text);
   const cost = BigInt(response.receipt.chargedAmount);
   return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
 }

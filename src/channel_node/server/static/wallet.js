@@ -52,6 +52,7 @@ var ChannelWallet = (() => {
     hashTypedData: () => hashTypedData,
     hexToBytes: () => hexToBytes3,
     keccak: () => keccak,
+    onCutShort: () => onCutShort,
     onDelivered: () => onDelivered,
     onStatedCharged: () => onStatedCharged,
     openChannel: () => openChannel,
@@ -3149,6 +3150,10 @@ var ChannelWallet = (() => {
     const delivered = { ...book2, received: (big(book2.received) + big(amount)).toString() };
     return onStatedCharged(delivered, total, price);
   }
+  function onCutShort(book2, amount, total, price) {
+    const next = onStatedCharged(book2, total, price);
+    return big(amount) > 0n ? { ...next, blocked: true } : next;
+  }
   function trusted(book2) {
     return { received: acceptedCharged(book2).toString(), lost: "0", blocked: false };
   }
@@ -3193,6 +3198,12 @@ var ChannelWallet = (() => {
   }
   function save(terms, record) {
     localStorage.setItem(storageKey(terms), JSON.stringify(record));
+  }
+  function archive(terms) {
+    const raw = localStorage.getItem(storageKey(terms));
+    if (!raw) return;
+    const old = JSON.parse(raw);
+    if (old && old.channelId) localStorage.setItem(`${storageKey(terms)}:${String(old.channelId).toLowerCase()}`, raw);
   }
   function provider() {
     if (!window.ethereum || typeof window.ethereum.request !== "function") {
@@ -3268,6 +3279,7 @@ var ChannelWallet = (() => {
       network: terms.network,
       contract: terms.contract
     };
+    archive(terms);
     save(terms, record);
     await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
     const onChain = await readChannel(terms, id);
@@ -3374,19 +3386,33 @@ var ChannelWallet = (() => {
       if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
       const response = await fetch(url, {
         headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
-        cache: "no-store"
+        cache: "no-store",
+        redirect: "manual"
       });
+      if (response.type === "opaqueredirect" || response.status >= 300 && response.status < 400) {
+        throw Object.assign(
+          new Error("the site answered the payment with a redirect: not following it with a voucher"),
+          { code: "redirected" }
+        );
+      }
       if (response.ok) {
         const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
         const charged = BigInt(receipt.chargedAmount);
         if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
           book(terms, record, (b) => ({ ...b, blocked: true }));
         }
+        let text;
+        try {
+          text = await response.text();
+        } catch (error) {
+          book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+          throw Object.assign(new Error("the page did not arrive whole"), { code: "cut_short" });
+        }
         book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
         record.deposited = larger(record.deposited, receipt.deposited);
         record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
         save(terms, record);
-        return { response, receipt };
+        return { response, receipt, text };
       }
       const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
       if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
@@ -3404,6 +3430,13 @@ var ChannelWallet = (() => {
       } else if (refusal.error === "channel_unknown") {
         await sleep(1500);
       } else if (refusal.error === "channel_closing" || refusal.error === "channel_settled") {
+        const onChain = await readChannel(terms, record.channelId);
+        if (!onChain.settled && onChain.closeDeadline === 0n) {
+          throw Object.assign(
+            new Error("the site says this channel is closing, but the chain shows it open: not paying"),
+            { code: "channel_open_on_chain" }
+          );
+        }
         record.status = "closed";
         save(terms, record);
         throw Object.assign(new Error("this channel is closing: open a new one"), { code: refusal.error });
@@ -3521,7 +3554,7 @@ var ChannelWallet = (() => {
   }
   async function unlock(terms, options = {}) {
     const response = await payFor(terms, load(terms), location.href, options);
-    showContent(await response.response.text());
+    showContent(response.text);
     const cost = BigInt(response.receipt.chargedAmount);
     return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
   }

@@ -1,0 +1,183 @@
+"""Red-team variants against the browser wallet (web/wallet.js, through the committed bundle): a
+node (or the origin behind it) that answers a voucher with a redirect, cuts a charged page short,
+or claims the channel is closing while the chain shows it open. The bundle runs in node's vm with
+a scripted `fetch`, `localStorage` and EIP-1193 provider (docs/security.md, "The wallet's exposure
+bound")."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import build_wallet_js  # noqa: E402
+
+NODE = shutil.which("node")
+PRICE = 1000
+PAGE = "http://news.example/articles/a.html"
+
+RUNNER = r"""
+const fs = require("fs"), vm = require("vm");
+const input = JSON.parse(fs.readFileSync(0, "utf8"));
+const store = new Map();
+const localStorage = {
+  getItem: (k) => (store.has(k) ? store.get(k) : null),
+  setItem: (k, v) => store.set(k, String(v)),
+  removeItem: (k) => store.delete(k),
+};
+const enc = (doc) => Buffer.from(JSON.stringify(doc)).toString("base64");
+const headers = (map) => ({
+  get: (name) => {
+    for (const [k, v] of Object.entries(map)) if (k.toLowerCase() === name.toLowerCase()) return v;
+    return null;
+  },
+});
+const answers = input.answers.slice();
+const sent = [];
+const offer = (error, extra = {}) => ({
+  x402Version: 2, error, resource: { url: input.page },
+  accepts: [{ scheme: "channel", network: "eip155:31337", amount: String(input.price), asset: "0x" + "00".repeat(20),
+              payTo: "0x" + "11".repeat(20),
+              extra: { contract: "0x" + "22".repeat(20), receiverAuthorizer: "0x" + "00".repeat(20), once: true, ...extra } }],
+});
+async function fetch(url, opts = {}) {
+  const h = (opts.headers || {})["PAYMENT-SIGNATURE"];
+  const amount = h ? JSON.parse(Buffer.from(h, "base64").toString()).payload.maxClaimableAmount : null;
+  sent.push({ url: String(url), amount, redirect: opts.redirect || "follow" });
+  const a = answers.shift() || { kind: "402", error: "insufficient_voucher" };
+  if (a.kind === "redirect") {
+    if (opts.redirect === "manual") return { ok: false, status: 0, type: "opaqueredirect", headers: headers({}), text: async () => "" };
+    if (opts.redirect === "error") throw new TypeError("redirected");
+    return fetch(new URL(a.location, url).href, opts); // as a browser follows: the same headers
+  }
+  if (a.kind === "receipt" || a.kind === "cut") {
+    const receipt = { success: true, network: "eip155:31337", chargedAmount: String(a.charged), chargedTotal: String(a.total),
+                      deposited: "1000000" };
+    return {
+      ok: true, status: 200, type: "basic", headers: headers({ "PAYMENT-RESPONSE": enc(receipt) }),
+      text: a.kind === "cut" ? async () => { throw new TypeError("network error: body cut short"); } : async () => "<h1>ok</h1>",
+    };
+  }
+  const doc = offer(a.error);
+  if (a.error === "insufficient_voucher") doc.accepts[0].extra.channel = { charged: String(a.charged ?? 0), deposited: "1000000" };
+  return { ok: false, status: 402, type: "basic", headers: headers({ "PAYMENT-REQUIRED": enc(doc) }), text: async () => "{}" };
+}
+const word = (n) => BigInt(n).toString(16).padStart(64, "0");
+const ethereum = {
+  request: async ({ method }) => {
+    if (method === "eth_call") return "0x" + word(1000000) + word(0) + word(input.chainCloseDeadline || 0) + word(input.chainSettled ? 1 : 0);
+    if (method === "eth_requestAccounts") return ["0x" + "33".repeat(20)];
+    if (method === "eth_chainId") return "0x7a69";
+    if (method === "eth_sendTransaction") return "0x" + "44".repeat(32);
+    if (method === "eth_getTransactionReceipt") return { status: "0x1" };
+    throw new Error("unexpected " + method);
+  },
+};
+const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto, localStorage, fetch, URL, console,
+                  setTimeout: (f) => setTimeout(f, 0), location: { href: input.page, origin: new URL(input.page).origin },
+                  window: { ethereum } };
+vm.createContext(context);
+vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
+const W = vm.runInContext("ChannelWallet", context);
+const terms = W.termsOf(offer(undefined));
+const key = W.randomSecretKey();
+const config = { payer: "0x" + "33".repeat(20), signer: W.addressOfKey(key), receiver: terms.receiver, token: W.ZERO_ADDRESS,
+                 closeDelay: 3600, salt: "1", receiverAuthorizer: W.ZERO_ADDRESS };
+const id = W.channelId(terms.chainId, terms.contract, config);
+localStorage.setItem(W.storageKey(terms), JSON.stringify({
+  channelId: id, config, voucherKey: W.toHex(key), status: "open", deposited: "1000000", charged: "0", voucher: null,
+  unlocks: [], network: terms.network, contract: terms.contract,
+}));
+(async () => {
+  const results = [];
+  for (const step of input.steps) {
+    try {
+      if (step === "open") await W.openChannel(terms, 50n * terms.price);
+      else {
+        const record = JSON.parse(localStorage.getItem(W.storageKey(terms)));
+        const out = await W.payFor(terms, record, step);
+        results.push({ ok: true, charged: out.receipt.chargedAmount, text: out.text });
+        continue;
+      }
+      results.push({ ok: true });
+    } catch (error) {
+      results.push({ ok: false, code: error.code || null, message: error.message });
+    }
+  }
+  const record = JSON.parse(localStorage.getItem(W.storageKey(terms)));
+  process.stdout.write(JSON.stringify({ results, sent, record, first: id, keys: [...store.keys()],
+                                        stored: [...store.values()].map((v) => JSON.parse(v).channelId) }));
+})();
+"""
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+
+
+def run(steps, answers, **chain) -> dict:
+    payload = {"bundle": str(build_wallet_js.OUTPUT), "page": PAGE, "price": PRICE, "steps": steps, "answers": answers, **chain}
+    result = subprocess.run([NODE, "-e", RUNNER], input=json.dumps(payload), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    "location", ["/articles/b.html", "http://news.example/articles/b.html", "https://news.example/articles/a.html",
+                 "http://evil.example/steal", "//evil.example/x", "a.html?again=1"],
+)  # fmt: skip
+def test_a_redirect_answering_a_voucher_is_not_followed_with_it(location):
+    out = run([PAGE], [{"kind": "redirect", "location": location}, {"kind": "receipt", "charged": PRICE, "total": PRICE}])
+    with_voucher = [s for s in out["sent"] if s["amount"] is not None]
+    assert [s["url"] for s in with_voucher] == [PAGE], "the voucher went only to the page that asked for it"
+    assert out["results"][0]["ok"] is False and out["results"][0]["code"] == "redirected"
+
+
+@settings(max_examples=30, deadline=None)
+@given(script=st.lists(st.sampled_from(["honest", "honest", "cut", "cut_free"]), min_size=1, max_size=6))
+def test_a_page_cut_short_after_the_charge_is_not_received_and_blocks(script):
+    """Each step buys one article; `cut` charges it and cuts the body short. What the reader signed
+    stays at most what it received plus one price, and a cut charged page blocks the site."""
+    answers, total = [], 0
+    for kind in script:
+        if kind == "cut_free":
+            answers.append({"kind": "cut", "charged": 0, "total": total})
+        else:
+            total += PRICE
+            answers.append({"kind": "receipt" if kind == "honest" else "cut", "charged": PRICE, "total": total})
+    out = run([PAGE] * len(script), answers)
+    delivered, blocked = 0, False
+    for kind, result in zip(script, out["results"], strict=True):
+        if blocked:
+            assert result["code"] == "server_misbehaved", "a blocked site is not paid"
+            continue
+        if kind == "honest":
+            assert result["ok"] and result["text"] == "<h1>ok</h1>"
+            delivered += PRICE
+        else:
+            blocked = kind == "cut"  # a charged page cut short is a claim for content never received
+            assert result["ok"] is False and result["code"] == ("server_misbehaved" if blocked else "cut_short")
+    signed = max((int(s["amount"]) for s in out["sent"] if s["amount"] is not None), default=0)
+    assert signed <= delivered + PRICE, f"signed {signed} for {delivered} delivered"
+    assert out["record"]["blocked"] is blocked
+    assert int(out["record"]["received"]) == delivered
+
+
+def test_a_site_claiming_the_channel_is_closing_while_the_chain_shows_it_open_keeps_it():
+    out = run([PAGE, PAGE], [{"kind": "402", "error": "channel_closing"}, {"kind": "402", "error": "channel_settled"}])
+    assert [r["code"] for r in out["results"]] == ["channel_open_on_chain"] * 2
+    assert out["record"]["status"] == "open" and out["record"]["channelId"] == out["first"]
+
+
+def test_a_channel_really_closing_on_chain_is_left_and_a_new_one_never_forgets_it():
+    out = run([PAGE, "open"], [{"kind": "402", "error": "channel_closing"}], chainCloseDeadline=2_000_000_000)
+    assert out["results"][0]["code"] == "channel_closing" and out["results"][1]["ok"]
+    assert out["record"]["channelId"] != out["first"], "the new channel is the one in use"
+    assert out["first"] in out["stored"], "the old channel (its configuration and voucher key) is still stored"

@@ -242,3 +242,36 @@ async def test_a_site_naming_new_terms_on_every_request_gets_one_channel(running
         assert second == 3
     [record] = wallet.channels()
     assert record.signed <= PRICE
+
+
+SPELLINGS = [
+    "http://news.example/articles/a.html", "http://NEWS.Example/articles/a.html", "http://news.example./articles/a.html",
+    "http://news.example:80/articles/a.html", "https://news.example:443/articles/a.html", "https://news.example/x",
+    "http://news.example.:80/x", "https://NEWS.EXAMPLE.:443/x?y=1#z",
+]  # fmt: skip
+
+
+def test_every_spelling_of_one_host_is_one_site():
+    """Blocks, per-site daily limits and the one-channel-per-site rule count by site: a site must not
+    escape them by spelling its own host another way (case, a trailing dot, the default port, IDNA)."""
+    from channel_node.client import site_of
+
+    assert {site_of(u) for u in SPELLINGS} == {"news.example"}
+    assert site_of("http://news.example:8402/a") == site_of("http://NEWS.example.:8402/b") == "news.example:8402"
+    assert site_of("http://news.example:443/a") == "news.example:443", "443 is not http's default port"
+    assert site_of("http://bücher.example/a") == site_of("http://xn--bcher-kva.example/a") == site_of("http://BÜCHER.example./")
+    assert site_of("http://[::1]:8080/a") == site_of("http://[::1]:8080/b")
+
+
+async def test_a_site_spelled_another_way_shares_the_per_site_daily_limit(running, make_wallet):
+    from channel_node.client import SpendingLimitExceeded
+    from test_wallet import offer_of
+
+    wallet = make_wallet(Policy(per_site_daily_limit=PRICE))
+    offer = await offer_of(running, "/articles/a0.html")
+    await wallet.pay_for(offer, "http://news.example/articles/a0.html")
+    for spelling in ("http://news.example./articles/a1.html", "http://NEWS.example:80/articles/a1.html"):
+        with pytest.raises(SpendingLimitExceeded):
+            await wallet.pay_for(offer, spelling)
+    [record] = wallet.channels()
+    assert record.signed == PRICE

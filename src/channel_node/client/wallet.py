@@ -285,11 +285,28 @@ def _channel_bytes(channel: bytes | str) -> bytes:
     return raw
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
 def site_of(url: str) -> str:
-    """The ledger's and blocklist's notion of a site: the URL's host[:port], lower case."""
+    """The ledger's and blocklist's notion of a site: the URL's host[:port], one spelling per host:
+    lower case, IDNA (punycode), no trailing dot, no port when it is the scheme's default. Blocks,
+    per-site limits and a channel's site compare these, so a site cannot escape them by spelling its
+    own host another way (docs/security.md)."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return f"{host}:{parts.port}" if parts.port else host
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host and not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # not a valid IDNA name: kept as written (it cannot be reached under another spelling)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and port == _DEFAULT_PORTS.get(parts.scheme.lower()):
+        port = None
+    return f"{host}:{port}" if port is not None else host
 
 
 #: Seconds a deposit's permit stays valid: long enough for a slow block, short enough not to linger.
@@ -393,7 +410,7 @@ def trust_site(store: WalletStore, site: str) -> list[bytes]:
     """Lifts the block of `site` (host[:port], or a URL) and of the receivers blocked with it,
     reopens their blocked channels and accepts what was lost there, so the exposure bound restarts
     from it (client/ledger.py `trust`). Needs only the wallet's database. Returns the reopened ids."""
-    site = site_of(site) if "//" in site else site.strip().lower()
+    site = site_of(site.strip() if "//" in site else "http://" + site.strip())  # one spelling, as site_of
     receivers = set(store.receivers_blocked_with(site))
     store.unblock("site", site)
     for receiver in receivers:

@@ -275,3 +275,68 @@ async def test_a_site_spelled_another_way_shares_the_per_site_daily_limit(runnin
             await wallet.pay_for(offer, spelling)
     [record] = wallet.channels()
     assert record.signed == PRICE
+
+
+class CloseDelimited:
+    """A raw HTTP/1.1 site in front of the node: forwards each request, and answers a paid page
+    without Content-Length or chunking (the body ends when the connection closes), cut after 5 bytes."""
+
+    def __init__(self, running) -> None:
+        self.running = running
+        self.server: asyncio.base_events.Server | None = None
+        self.cut = True
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.http.close()
+        self.server.close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}{path}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        path = head[0].split(" ")[1]
+        fields = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+        sent = {k: v for k, v in fields.items() if k.upper() == SIGNATURE_HEADER.upper()}
+        async with self.http.get(url_of(self.running, path), headers=sent) as r:
+            body = await r.read()
+            keep = {k: v for k, v in r.headers.items() if k.upper().startswith("PAYMENT-") or k.upper() == "CONTENT-TYPE"}
+            status = r.status
+        if REQUIRED_HEADER in keep:
+            document = decode_header(keep[REQUIRED_HEADER])
+            document["resource"]["url"] = self.url(path)
+            keep[REQUIRED_HEADER] = encode_header(document)
+        if status == 200 and self.cut:
+            body = body[:5]
+        lines = [f"HTTP/1.1 {status} X", "Connection: close", *(f"{k}: {v}" for k, v in keep.items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+        writer.close()
+
+
+async def test_a_charged_body_whose_end_cannot_be_checked_is_not_received(running, make_wallet):
+    """Without Content-Length or chunking a body cut short looks whole: a charge for it is not
+    counted as received (as a body cut short), so a site cannot make the wallet pay for fragments."""
+    wallet = make_wallet()
+    async with CloseDelimited(running) as hostile, paying(wallet) as session:
+        with pytest.raises(ServerMisbehaved, match="cut short|whole"):
+            await session.get(hostile.url("/articles/a0.html"))
+    [record] = wallet.channels()
+    ledger = wallet.ledger(record.channel_id)
+    assert (ledger.received, ledger.lost) == (0, PRICE)
+
+
+async def test_the_real_node_frames_every_paid_answer(running, make_wallet):
+    """The honest node's paid answers carry Content-Length, so the rule above costs it nothing."""
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        for path in ("/articles/a0.html", "/api/quote", "/articles/a0.html"):
+            result = await session.get(url_of(running, path))
+            assert result.status == 200 and "Content-Length" in result.headers
+    [record] = wallet.channels()
+    assert wallet.ledger(record.channel_id).received == 2 * PRICE

@@ -78,6 +78,14 @@ def channel_offer(document: Mapping[str, Any] | None) -> dict | None:
     return None
 
 
+def _framed(response: aiohttp.ClientResponse) -> bool:
+    """The body's end can be checked: a Content-Length (aiohttp refuses a shorter body) or chunked
+    framing (a missing last chunk is an error). A body delimited by the connection closing cannot be
+    told from one cut short, so a charge for it is never counted as received (docs/security.md)."""
+    coding = response.headers.get("Transfer-Encoding", "").lower()
+    return response.headers.get("Content-Length") is not None or "chunked" in coding
+
+
 def _channel_state(offer: Mapping[str, Any] | None) -> dict | None:
     """A corrective 402's `extra.channel` object; None whatever else the offer holds there."""
     extra = offer.get("extra") if isinstance(offer, Mapping) else None
@@ -166,6 +174,8 @@ async def pay_and_fetch(
                     response.release()
                     wallet.release(payment, charged_unknown=True)
                     raise
+                if complete and not _framed(response):
+                    complete = False  # its end is the connection's: a body cut short would look whole
                 try:
                     charged = await wallet.settle_receipt(
                         payment.channel_id, receipt, payment.price, payment.payment_id, complete=complete

@@ -340,3 +340,45 @@ async def test_the_real_node_frames_every_paid_answer(running, make_wallet):
             assert result.status == 200 and "Content-Length" in result.headers
     [record] = wallet.channels()
     assert wallet.ledger(record.channel_id).received == 2 * PRICE
+
+
+@pytest.fixture
+def tls_context(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_a_redirect_from_https_to_http_is_never_paid_in_clear(running, make_wallet, tls_context):
+    """A reader who asked for https is not made to send a voucher in clear text by a redirect to http
+    (where anyone on the path could take it and spend it first)."""
+    wallet = make_wallet()
+    async with Hostile(running) as plain:
+        app = web.Application()
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPFound(plain.url(request.path))
+
+        app.router.add_get("/{tail:.*}", redirect)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        tls = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls_context)
+        await tls.start()
+        port = tls._server.sockets[0].getsockname()[1]
+        try:
+            async with paying(wallet, connector=aiohttp.TCPConnector(ssl=False)) as session:
+                result = await session.get(f"https://127.0.0.1:{port}/articles/a1.html")
+                assert result.status == 402 and result.charged == 0
+                # Asked for in clear text by the reader, the same page is paid as usual.
+                assert (await session.get(plain.url("/articles/a1.html"))).charged == PRICE
+        finally:
+            await runner.cleanup()
+    assert sum(1 for _, v in plain.seen if v) == 1, "the only voucher is the one the reader asked for over http"

@@ -321,6 +321,7 @@ class PayingSession:
         follow = kwargs.pop("allow_redirects", True)
         hops = kwargs.pop("max_redirects", 10)
         target = self._absolute(url)
+        secure = URL(target).scheme == "https"
         for _ in range(hops + 1):
             last: list[str | None] = [None]  # the PAYMENT-SIGNATURE of the request that got the final answer
 
@@ -332,9 +333,14 @@ class PayingSession:
                 last[0] = header
                 return await session.request(method, target, headers=sent, allow_redirects=False, **kwargs)
 
-            response, charged, receipt = await pay_and_fetch(
-                self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
-            )
+            if secure and URL(target).scheme != "https":
+                # Redirected from https to clear text: nothing is paid there (a voucher in clear text
+                # can be taken on the way and spent first); the 402, if any, is the caller's.
+                response, charged, receipt = await send(None), 0, None
+            else:
+                response, charged, receipt = await pay_and_fetch(
+                    self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
+                )
             location = response.headers.get("Location")
             # A redirect answering a voucher is returned, never followed: the request was paid for
             # (its outcome is unknown), and the page it points to must not make it pay a second time,

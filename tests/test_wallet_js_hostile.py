@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_wallet_js  # noqa: E402
 
+from channel_node.signing import keccak256  # noqa: E402
+
 NODE = shutil.which("node")
 PRICE = 1000
 PAGE = "http://news.example/articles/a.html"
@@ -42,14 +44,29 @@ const headers = (map) => ({
   },
 });
 const answers = input.answers.slice();
+const txs = [];
+let W = null;
+const payerKey = Uint8Array.from(Buffer.from(input.payerKey, "hex"));
+const receiverKey = Uint8Array.from(Buffer.from(input.receiverKey, "hex"));
 const sent = [];
 const offer = (error, extra = {}) => ({
   x402Version: 2, error, resource: { url: input.page },
   accepts: [{ scheme: "channel", network: "eip155:31337", amount: String(input.price), asset: "0x" + "00".repeat(20),
-              payTo: "0x" + "11".repeat(20),
+              payTo: W.addressOfKey(receiverKey),
               extra: { contract: "0x" + "22".repeat(20), receiverAuthorizer: "0x" + "00".repeat(20), once: true, ...extra } }],
 });
 async function fetch(url, opts = {}) {
+  if (String(url).endsWith("/_channel/cooperative-close")) {
+    const body = JSON.parse(opts.body);
+    sent.push({ url: String(url), amount: null, close: body.amount });
+    const a = answers.shift();
+    const sign = (amount) => W.toHex(W.signDigest(receiverKey, W.cooperativeCloseDigest(31337n, body.channelId ? W.checksumAddress("0x" + "22".repeat(20)) : null, body.channelId, BigInt(amount))));
+    if (a.kind === "too_low") {
+      return { ok: false, status: 409, json: async () => ({ error: "close_amount_too_low", channel: { charged: String(a.charged) } }) };
+    }
+    const amount = a.amount ?? body.amount;
+    return { ok: true, status: 200, json: async () => ({ amount: String(amount), receiverSignature: sign(amount) }) };
+  }
   const h = (opts.headers || {})["PAYMENT-SIGNATURE"];
   const amount = h ? JSON.parse(Buffer.from(h, "base64").toString()).payload.maxClaimableAmount : null;
   sent.push({ url: String(url), amount, redirect: opts.redirect || "follow" });
@@ -73,11 +90,16 @@ async function fetch(url, opts = {}) {
 }
 const word = (n) => BigInt(n).toString(16).padStart(64, "0");
 const ethereum = {
-  request: async ({ method }) => {
+  request: async ({ method, params }) => {
     if (method === "eth_call") return "0x" + word(1000000) + word(0) + word(input.chainCloseDeadline || 0) + word(input.chainSettled ? 1 : 0);
-    if (method === "eth_requestAccounts") return ["0x" + "33".repeat(20)];
+    if (method === "eth_requestAccounts") return [W.addressOfKey(payerKey)];
+    if (method === "eth_signTypedData_v4") {
+      const typed = JSON.parse(params[1]);
+      const digest = W.cooperativeCloseDigest(31337n, typed.domain.verifyingContract, typed.message.channelId, BigInt(typed.message.claimAmount));
+      return W.toHex(W.signDigest(payerKey, digest));
+    }
     if (method === "eth_chainId") return "0x7a69";
-    if (method === "eth_sendTransaction") return "0x" + "44".repeat(32);
+    if (method === "eth_sendTransaction") { txs.push(params[0].data); return "0x" + "44".repeat(32); }
     if (method === "eth_getTransactionReceipt") return { status: "0x1" };
     throw new Error("unexpected " + method);
   },
@@ -87,21 +109,28 @@ const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypt
                   window: { ethereum } };
 vm.createContext(context);
 vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
-const W = vm.runInContext("ChannelWallet", context);
+W = vm.runInContext("ChannelWallet", context);
 const terms = W.termsOf(offer(undefined));
 const key = W.randomSecretKey();
-const config = { payer: "0x" + "33".repeat(20), signer: W.addressOfKey(key), receiver: terms.receiver, token: W.ZERO_ADDRESS,
+const config = { payer: W.addressOfKey(payerKey), signer: W.addressOfKey(key), receiver: terms.receiver, token: W.ZERO_ADDRESS,
                  closeDelay: 3600, salt: "1", receiverAuthorizer: W.ZERO_ADDRESS };
 const id = W.channelId(terms.chainId, terms.contract, config);
 localStorage.setItem(W.storageKey(terms), JSON.stringify({
   channelId: id, config, voucherKey: W.toHex(key), status: "open", deposited: "1000000", charged: "0", voucher: null,
-  unlocks: [], network: terms.network, contract: terms.contract,
+  unlocks: [], network: terms.network, contract: terms.contract, ...(input.seed || {}),
 }));
+if (input.seedVoucher) {
+  const record = JSON.parse(localStorage.getItem(W.storageKey(terms)));
+  const amount = BigInt(input.seedVoucher);
+  record.voucher = { amount: amount.toString(), signature: W.toHex(W.signDigest(key, W.voucherDigest(terms.chainId, terms.contract, id, amount))) };
+  localStorage.setItem(W.storageKey(terms), JSON.stringify(record));
+}
 (async () => {
   const results = [];
   for (const step of input.steps) {
     try {
       if (step === "open") await W.openChannel(terms, 50n * terms.price);
+      else if (step === "close") await W.closeChannel(terms, JSON.parse(localStorage.getItem(W.storageKey(terms))), "http://news.example");
       else {
         const record = JSON.parse(localStorage.getItem(W.storageKey(terms)));
         const out = await W.payFor(terms, record, step);
@@ -114,7 +143,7 @@ localStorage.setItem(W.storageKey(terms), JSON.stringify({
     }
   }
   const record = JSON.parse(localStorage.getItem(W.storageKey(terms)));
-  process.stdout.write(JSON.stringify({ results, sent, record, first: id, keys: [...store.keys()],
+  process.stdout.write(JSON.stringify({ results, sent, record, txs, first: id, keys: [...store.keys()],
                                         stored: [...store.values()].map((v) => JSON.parse(v).channelId) }));
 })();
 """
@@ -123,7 +152,8 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
 
 
 def run(steps, answers, **chain) -> dict:
-    payload = {"bundle": str(build_wallet_js.OUTPUT), "page": PAGE, "price": PRICE, "steps": steps, "answers": answers, **chain}
+    payload = {"bundle": str(build_wallet_js.OUTPUT), "page": PAGE, "price": PRICE, "steps": steps, "answers": answers,
+               "payerKey": keccak256(b"js payer").hex(), "receiverKey": keccak256(b"js receiver").hex(), **chain}  # fmt: skip
     result = subprocess.run([NODE, "-e", RUNNER], input=json.dumps(payload), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -181,3 +211,39 @@ def test_a_channel_really_closing_on_chain_is_left_and_a_new_one_never_forgets_i
     assert out["results"][0]["code"] == "channel_closing" and out["results"][1]["ok"]
     assert out["record"]["channelId"] != out["first"], "the new channel is the one in use"
     assert out["first"] in out["stored"], "the old channel (its configuration and voucher key) is still stored"
+
+
+DEPOSIT = 1_000_000
+
+
+def _close_amount(data: str) -> int:
+    from web3 import Web3
+
+    from channel_node.chain.artifacts import channel_deposit_artifact
+
+    contract = Web3().eth.contract(abi=channel_deposit_artifact().abi)
+    function, arguments = contract.decode_function_input(data)
+    assert function.fn_name == "closeCooperative"
+    return arguments["claimAmount"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "closes_at"),
+    [
+        ({"kind": "consent"}, 2 * PRICE),  # honest: the charged total the browser recorded
+        ({"kind": "consent", "amount": DEPOSIT}, None),  # consent to another amount than the one asked
+        ({"kind": "consent", "amount": 3 * PRICE}, None),
+        ({"kind": "too_low", "charged": DEPOSIT}, None),  # "you owe the whole deposit"
+        ({"kind": "too_low", "charged": 3 * PRICE}, 3 * PRICE),  # up to the highest voucher: it could claim that anyway
+    ],
+)
+def test_a_cooperative_close_pays_the_receiver_only_what_the_browser_agreed_to(answer, closes_at):
+    seed = {"received": str(2 * PRICE), "charged": str(2 * PRICE), "deposited": str(DEPOSIT)}
+    answers = [answer] + ([{"kind": "consent"}] if answer["kind"] == "too_low" else [])
+    out = run(["close"], answers, seed=seed, seedVoucher=str(3 * PRICE))
+    if closes_at is None:
+        assert out["results"][0]["ok"] is False and out["txs"] == [], "no close sent"
+    else:
+        assert out["results"][0]["ok"], out["results"]
+        [data] = out["txs"]
+        assert _close_amount(data) == closes_at

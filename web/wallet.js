@@ -215,13 +215,25 @@ export async function closeChannel(terms, record, base = location.origin) {
     if (response.ok) {
       consent = { ...answer, payerSignature };
     } else if (answer.error === "close_amount_too_low" && answer.channel && attempt === 0) {
-      amount = BigInt(answer.channel.charged); // the node charged more than we recorded: sign its figure
+      // The node charged more than we recorded: its figure is agreed to only up to the highest voucher
+      // this browser signed (what the receiver could claim with it anyway), never beyond.
+      const stated = BigInt(answer.channel.charged);
+      const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;
+      if (stated > signed) {
+        throw new Error(`the node asks ${formatUnits(stated)} ETH to close; this browser only ever signed ${formatUnits(signed)} ETH`);
+      }
+      amount = stated;
     } else {
       throw new Error(`the node refused to close: ${answer.error} ${answer.message || ""}`);
     }
   }
   if (!consent) throw new Error("the node did not consent to the close");
-  const closeAmount = BigInt(consent.amount);
+  // The close pays the receiver exactly the amount this browser chose and signed, whatever the
+  // node's answer names: the payer sends the close itself, so the contract checks no payer signature.
+  if (consent.amount === undefined || BigInt(consent.amount) !== amount) {
+    throw new Error("the node's consent names another amount than the one this browser agreed to");
+  }
+  const closeAmount = amount;
   // The contract takes the receiver's consent from the receiver or the channel's authorizer: check
   // it before spending gas on a close that would revert.
   const consenter = recoverAddress(

@@ -3317,13 +3317,21 @@ var ChannelWallet = (() => {
       if (response.ok) {
         consent = { ...answer, payerSignature };
       } else if (answer.error === "close_amount_too_low" && answer.channel && attempt === 0) {
-        amount = BigInt(answer.channel.charged);
+        const stated = BigInt(answer.channel.charged);
+        const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;
+        if (stated > signed) {
+          throw new Error(`the node asks ${formatUnits(stated)} ETH to close; this browser only ever signed ${formatUnits(signed)} ETH`);
+        }
+        amount = stated;
       } else {
         throw new Error(`the node refused to close: ${answer.error} ${answer.message || ""}`);
       }
     }
     if (!consent) throw new Error("the node did not consent to the close");
-    const closeAmount = BigInt(consent.amount);
+    if (consent.amount === void 0 || BigInt(consent.amount) !== amount) {
+      throw new Error("the node's consent names another amount than the one this browser agreed to");
+    }
+    const closeAmount = amount;
     const consenter = recoverAddress(
       cooperativeCloseDigest(terms.chainId, terms.contract, record.channelId, closeAmount),
       consent.receiverSignature

@@ -91,7 +91,7 @@ async function fetch(url, opts = {}) {
 const word = (n) => BigInt(n).toString(16).padStart(64, "0");
 const ethereum = {
   request: async ({ method, params }) => {
-    if (method === "eth_call") return "0x" + word(1000000) + word(0) + word(input.chainCloseDeadline || 0) + word(input.chainSettled ? 1 : 0);
+    if (method === "eth_call") return "0x" + word(input.chainDeposit ?? 1000000) + word(0) + word(input.chainCloseDeadline || 0) + word(input.chainSettled ? 1 : 0);
     if (method === "eth_requestAccounts") return [W.addressOfKey(payerKey)];
     if (method === "eth_signTypedData_v4") {
       const typed = JSON.parse(params[1]);
@@ -247,3 +247,9 @@ def test_a_cooperative_close_pays_the_receiver_only_what_the_browser_agreed_to(a
         assert out["results"][0]["ok"], out["results"]
         [data] = out["txs"]
         assert _close_amount(data) == closes_at
+
+
+@pytest.mark.parametrize(("chain_deposit", "code"), [(DEPOSIT, "deposit_not_seen"), (PRICE // 2, "top_up")])
+def test_the_reader_is_asked_to_top_up_only_when_the_chain_shows_the_deposit_used_up(chain_deposit, code):
+    out = run([PAGE], [{"kind": "402", "error": "exceeds_deposit"}], chainDeposit=chain_deposit)
+    assert out["results"][0]["code"] == code

@@ -345,6 +345,11 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
     } else if (refusal.error === "exceeds_deposit") {
       record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
       save(terms, record);
+      // Asked to top up only when the chain agrees: a node behind the chain (or a site that would have
+      // the reader lock more) is told to wait, and no more is deposited for it.
+      if (BigInt(record.deposited) >= BigInt(voucher.amount)) {
+        throw Object.assign(new Error("the site has not seen your deposit yet: try again in a moment"), { code: "deposit_not_seen" });
+      }
       throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
     } else if (refusal.error === "channel_unknown") {
       await sleep(1500); // the deposit is not yet confirmed deep enough for the node

@@ -3434,6 +3434,9 @@ var ChannelWallet = (() => {
       } else if (refusal.error === "exceeds_deposit") {
         record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
         save(terms, record);
+        if (BigInt(record.deposited) >= BigInt(voucher.amount)) {
+          throw Object.assign(new Error("the site has not seen your deposit yet: try again in a moment"), { code: "deposit_not_seen" });
+        }
         throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
       } else if (refusal.error === "channel_unknown") {
         await sleep(1500);

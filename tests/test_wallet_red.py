@@ -382,3 +382,45 @@ async def test_a_redirect_from_https_to_http_is_never_paid_in_clear(running, mak
         finally:
             await runner.cleanup()
     assert sum(1 for _, v in plain.seen if v) == 1, "the only voucher is the one the reader asked for over http"
+
+
+async def test_a_proxied_page_with_another_query_is_bought_not_resent_as_a_re_read(chain, deployed, parties, tmp_path, make_wallet):
+    """Behind a reverse proxy the query is part of a purchase (docs/protocol.md): the wallet must not
+    take /articles/a.html?page=2 for the /articles/a.html?page=1 it bought, or it sends the old
+    voucher as a free re-read, can never buy the page, and with credit left blocks the honest node."""
+    from paywall_helpers import node_settings, start_node
+
+    async def origin(request: web.Request) -> web.Response:
+        return web.Response(text=f"<h1>{request.path_qs}</h1>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", origin)
+    upstream = TestServer(app)
+    await upstream.start_server()
+    node = await start_node(chain.tester, node_settings(deployed.address, parties.receiver.address, tmp_path / "proxy.db",
+                                                        upstream=str(upstream.make_url("/"))))  # fmt: skip
+    try:
+        wallet = make_wallet()
+        async with paying(wallet) as session:
+            for page in (1, 2, 3):
+                result = await session.get(url_of(node, f"/articles/a.html?page={page}"))
+                assert (result.status, result.charged) == (200, PRICE) and f"page={page}" in result.text()
+            again = await session.get(url_of(node, "/articles/a.html?page=2"))
+            assert (again.status, again.charged) == (200, 0), "a page bought is read again for free"
+        [record] = wallet.channels()
+        assert record.signed == 3 * PRICE and wallet.ledger(record.channel_id).misbehaved is None
+    finally:
+        await node.stop()
+        await upstream.close()
+
+
+async def test_a_static_page_with_another_query_costs_nothing_more(running, make_wallet):
+    """A static node ignores the query: the second spelling is a free re-read, and its voucher is
+    credit the next article spends before anything new is signed."""
+    wallet = make_wallet()
+    async with paying(wallet) as session:
+        assert (await session.get(url_of(running, "/articles/a0.html?x=1"))).charged == PRICE
+        assert (await session.get(url_of(running, "/articles/a0.html?x=2"))).charged == 0
+        assert (await session.get(url_of(running, "/articles/a1.html"))).charged == PRICE
+    [record] = wallet.channels()
+    assert record.signed == 2 * PRICE == (await node_state(running, record.channel_id)).charged

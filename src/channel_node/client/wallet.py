@@ -611,7 +611,11 @@ class Wallet:
         as needed. `reuse=False` always signs a new increment (after a corrective 402)."""
         terms = _parse_offer(offer, await self.chain_id())
         site = site_of(url) or None
-        resource = urlsplit(url).path or "/"
+        parts = urlsplit(url)
+        # What a purchase is: behind a reverse proxy the query is part of it (docs/protocol.md), so a
+        # page with another query is bought, never sent the old voucher as a re-read. Against a static
+        # node that ignores the query this costs nothing: it answers a free re-read (credit stays).
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._refuse_blocked(site, terms.receiver)
         self._check_limits(site, terms.price, terms.price)  # before a channel is opened for it
         if to_canonical_address(terms.asset) != to_canonical_address(self.policy.asset or ZERO_ADDRESS):

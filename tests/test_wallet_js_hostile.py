@@ -133,7 +133,8 @@ if (input.seedVoucher) {
       else if (step === "close") await W.closeChannel(terms, JSON.parse(localStorage.getItem(W.storageKey(terms))), "http://news.example");
       else {
         const record = JSON.parse(localStorage.getItem(W.storageKey(terms)));
-        const out = await W.payFor(terms, record, step);
+        const out = typeof step === "string" ? await W.payFor(terms, record, step)
+          : await W.payFor(terms, record, step.reread, { reread: true });
         results.push({ ok: true, charged: out.receipt.chargedAmount, text: out.text });
         continue;
       }
@@ -253,3 +254,28 @@ def test_a_cooperative_close_pays_the_receiver_only_what_the_browser_agreed_to(a
 def test_the_reader_is_asked_to_top_up_only_when_the_chain_shows_the_deposit_used_up(chain_deposit, code):
     out = run([PAGE], [{"kind": "402", "error": "exceeds_deposit"}], chainDeposit=chain_deposit)
     assert out["results"][0]["code"] == code
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    answers=st.lists(
+        st.one_of(
+            st.builds(lambda c: {"kind": "402", "error": "insufficient_voucher", "charged": c}, st.sampled_from([0, 2 * PRICE, 3 * PRICE])),
+            st.builds(lambda c: {"kind": "receipt", "charged": c, "total": 3 * PRICE}, st.sampled_from([0, PRICE])),
+            st.just({"kind": "402", "error": "stale_voucher"}),
+        ),
+        min_size=1, max_size=4,
+    ),
+    query=st.sampled_from(["", "?page=2"]),
+)  # fmt: skip
+def test_a_re_read_started_by_the_page_never_signs_a_new_price(answers, query):
+    """The page loads and re-reads what the channel bought, without the reader's click: whatever the
+    node answers (corrective 402s, a page with another query that is not bought), that re-read signs
+    at most the charged total the browser accepts, never one price more."""
+    seed = {"received": str(2 * PRICE), "charged": str(2 * PRICE)}
+    out = run([{"reread": PAGE + query}], answers, seed=seed, seedVoucher=str(2 * PRICE))
+    amounts = [int(s["amount"]) for s in out["sent"] if s["amount"] is not None]
+    lies = any(a["kind"] == "402" and a.get("charged", 0) > 2 * PRICE for a in answers)
+    # the held voucher; above it only the one price a node claiming charges never received may cost
+    assert max(amounts) <= 2 * PRICE + (PRICE if lies else 0), amounts
+    assert len(amounts) <= 2, "one resend after a corrective 402, then the re-read stops"

@@ -295,10 +295,15 @@ export function trustSite(terms) {
 
 /** Fetches `url` paying with the channel: {response, receipt} or throws with the node's code. */
 export async function payFor(terms, record, url, { reread = false } = {}) {
-  const path = new URL(url, location.href).pathname;
+  const target = new URL(url, location.href);
+  const path = target.pathname + target.search; // behind a reverse proxy the query is part of a purchase
   if (bookOf(record).blocked) throw misbehaved();
+  let resynced = false;
   for (let attempt = 0; attempt < 20; attempt++) {
-    const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
+    // A re-read (started by the page loading, not by the reader) never pays a price: it resends the
+    // held voucher, or one for the charged total the node states, and stops if that does not do.
+    const voucher = reread ? (record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n))
+      : voucherFor(terms, record, terms.price);
     if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
     // The voucher goes to this URL only: a redirect is not followed with it (the browser would send
     // the header on to the page redirected to, of this site or, after a preflight, another one).
@@ -340,7 +345,10 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
       // never received gets one price of that, then nothing.
       book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
       record.deposited = larger(record.deposited, state.deposited);
-      reread = false;
+      if (reread && resynced) {
+        throw Object.assign(new Error("this page is not bought on this channel yet: unlock it to pay"), { code: "not_bought" });
+      }
+      resynced = true;
       save(terms, record);
     } else if (refusal.error === "exceeds_deposit") {
       record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
@@ -539,7 +547,7 @@ export function start() {
     );
   }
   // A resource this channel already bought (once per channel) is shown again at once, for free.
-  const path = location.pathname;
+  const path = location.pathname + location.search;
   if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
     act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
   }

@@ -3387,10 +3387,12 @@ var ChannelWallet = (() => {
     return record;
   }
   async function payFor(terms, record, url, { reread = false } = {}) {
-    const path = new URL(url, location.href).pathname;
+    const target = new URL(url, location.href);
+    const path = target.pathname + target.search;
     if (bookOf(record).blocked) throw misbehaved();
+    let resynced = false;
     for (let attempt = 0; attempt < 20; attempt++) {
-      const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
+      const voucher = reread ? record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n) : voucherFor(terms, record, terms.price);
       if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
       const response = await fetch(url, {
         headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
@@ -3429,7 +3431,10 @@ var ChannelWallet = (() => {
       if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
         book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
         record.deposited = larger(record.deposited, state.deposited);
-        reread = false;
+        if (reread && resynced) {
+          throw Object.assign(new Error("this page is not bought on this channel yet: unlock it to pay"), { code: "not_bought" });
+        }
+        resynced = true;
         save(terms, record);
       } else if (refusal.error === "exceeds_deposit") {
         record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
@@ -3613,7 +3618,7 @@ var ChannelWallet = (() => {
         })
       );
     }
-    const path = location.pathname;
+    const path = location.pathname + location.search;
     if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
       act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
     }

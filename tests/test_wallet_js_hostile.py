@@ -110,7 +110,7 @@ const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypt
 vm.createContext(context);
 vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
 W = vm.runInContext("ChannelWallet", context);
-const terms = W.termsOf(offer(undefined));
+const terms = W.termsOf(offer(undefined, input.closeDelay ? { closeDelay: input.closeDelay } : {}));
 const key = W.randomSecretKey();
 const config = { payer: W.addressOfKey(payerKey), signer: W.addressOfKey(key), receiver: terms.receiver, token: W.ZERO_ADDRESS,
                  closeDelay: 3600, salt: "1", receiverAuthorizer: W.ZERO_ADDRESS };
@@ -279,3 +279,16 @@ def test_a_re_read_started_by_the_page_never_signs_a_new_price(answers, query):
     # the held voucher; above it only the one price a node claiming charges never received may cost
     assert max(amounts) <= 2 * PRICE + (PRICE if lies else 0), amounts
     assert len(amounts) <= 2, "one resend after a corrective 402, then the re-read stops"
+
+
+@pytest.mark.parametrize(
+    ("close_delay", "opens"),
+    [({"min": 900, "max": 2592000}, True), ({"min": 2592000, "max": 2592000}, False), ({"min": 86401}, False),
+     ({"min": 900, "max": 1800}, True), ({"min": "x"}, False)],
+)  # fmt: skip
+def test_a_site_asking_a_long_close_delay_gets_no_deposit(close_delay, opens):
+    """The close delay is how long the deposit stays locked if the site stops cooperating: an offer
+    that forces a long one (up to the contract's 30 days) is refused before any transaction."""
+    out = run(["open"], [], closeDelay=close_delay)
+    assert out["results"][0]["ok"] is opens
+    assert (len(out["txs"]) == 1) is opens

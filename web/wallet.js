@@ -144,8 +144,17 @@ const hexQuantity = (n) => "0x" + BigInt(n).toString(16);
 
 // ------------------------------------------------------------------ channel operations
 
+// The longest close delay the browser agrees to: what the deposit stays locked for if the site stops
+// cooperating. A site asking more (up to the contract's 30 days) is refused before anything is sent.
+const MAX_CLOSE_DELAY = 24 * 3600;
+
 function closeDelayFor(terms) {
-  return Math.min(Math.max(DEFAULT_CLOSE_DELAY, terms.delayMin), terms.delayMax);
+  const delay = Math.min(Math.max(DEFAULT_CLOSE_DELAY, Number(terms.delayMin)), Number(terms.delayMax));
+  if (!Number.isSafeInteger(delay) || delay < 0 || delay > MAX_CLOSE_DELAY) {
+    throw new Error(`the site asks a close delay of ${terms.delayMin} s or more: your deposit would stay locked that long ` +
+      `if it stopped cooperating (at most ${MAX_CLOSE_DELAY} s here)`);
+  }
+  return delay;
 }
 
 function randomSalt() {
@@ -158,6 +167,7 @@ export async function openChannel(terms, deposit) {
   if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
   const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
   if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+  const closeDelay = closeDelayFor(terms);
   const payer = await connect(terms);
   const key = randomSecretKey();
   const config = {
@@ -165,7 +175,7 @@ export async function openChannel(terms, deposit) {
     signer: addressOfKey(key),
     receiver: terms.receiver,
     token: ZERO_ADDRESS,
-    closeDelay: closeDelayFor(terms),
+    closeDelay,
     salt: randomSalt(),
     receiverAuthorizer: terms.receiverAuthorizer,
   };

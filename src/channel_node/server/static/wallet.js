@@ -3244,8 +3244,13 @@ var ChannelWallet = (() => {
   var larger = (a, b) => (BigInt(a) > BigInt(b) ? BigInt(a) : BigInt(b)).toString();
   var sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   var hexQuantity = (n) => "0x" + BigInt(n).toString(16);
+  var MAX_CLOSE_DELAY = 24 * 3600;
   function closeDelayFor(terms) {
-    return Math.min(Math.max(DEFAULT_CLOSE_DELAY, terms.delayMin), terms.delayMax);
+    const delay = Math.min(Math.max(DEFAULT_CLOSE_DELAY, Number(terms.delayMin)), Number(terms.delayMax));
+    if (!Number.isSafeInteger(delay) || delay < 0 || delay > MAX_CLOSE_DELAY) {
+      throw new Error(`the site asks a close delay of ${terms.delayMin} s or more: your deposit would stay locked that long if it stopped cooperating (at most ${MAX_CLOSE_DELAY} s here)`);
+    }
+    return delay;
   }
   function randomSalt() {
     const raw = crypto.getRandomValues(new Uint8Array(12));
@@ -3255,6 +3260,7 @@ var ChannelWallet = (() => {
     if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
     const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
     if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+    const closeDelay = closeDelayFor(terms);
     const payer = await connect(terms);
     const key = randomSecretKey();
     const config = {
@@ -3262,7 +3268,7 @@ var ChannelWallet = (() => {
       signer: addressOfKey(key),
       receiver: terms.receiver,
       token: ZERO_ADDRESS,
-      closeDelay: closeDelayFor(terms),
+      closeDelay,
       salt: randomSalt(),
       receiverAuthorizer: terms.receiverAuthorizer
     };

@@ -424,3 +424,35 @@ async def test_a_static_page_with_another_query_costs_nothing_more(running, make
         assert (await session.get(url_of(running, "/articles/a1.html"))).charged == PRICE
     [record] = wallet.channels()
     assert record.signed == 2 * PRICE == (await node_state(running, record.channel_id)).charged
+
+
+async def test_redirects_keep_the_callers_credentials_at_home_and_refuse_bad_locations(running, make_wallet):
+    """PayingSession follows redirects itself, so it must do what aiohttp does: no Authorization to
+    another origin; and a Location that is not a URL is a client error, not a traceback."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.host, request.headers.get("Authorization")))
+        if request.path == "/to-other":
+            raise web.HTTPFound(str(other.make_url("/landing")))
+        if request.path == "/bad":
+            return web.Response(status=302, headers={"Location": "http://[::1"})
+        return web.Response(text="ok")
+
+    app_a, app_b = web.Application(), web.Application()
+    app_a.router.add_get("/{tail:.*}", handler)
+    app_b.router.add_get("/{tail:.*}", handler)
+    home, other = TestServer(app_a), TestServer(app_b)
+    await home.start_server()
+    await other.start_server()
+    elsewhere = f"127.0.0.1:{other.make_url('/').port}"
+    try:
+        async with paying(make_wallet()) as session:
+            result = await session.get(str(home.make_url("/to-other")), headers={"Authorization": "Bearer secret"})
+            assert result.status == 200
+            with pytest.raises(aiohttp.ClientError):
+                await session.get(str(home.make_url("/bad")))
+    finally:
+        await home.close()
+        await other.close()
+    assert seen[0][1] == "Bearer secret" and seen[1] == (elsewhere, None)

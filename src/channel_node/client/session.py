@@ -348,7 +348,15 @@ class PayingSession:
             if not (follow and response.status in REDIRECTS and location and receipt is None and last[0] is None):
                 break
             response.release()
-            target = str(URL(target).join(URL(location)))
+            try:
+                following = URL(target).join(URL(location))
+            except ValueError:
+                raise aiohttp.InvalidUrlRedirectClientError(location, "the redirect's Location is not a URL") from None
+            if following.origin() != URL(target).origin():
+                # As aiohttp does: the caller's credentials are not sent on to another origin.
+                headers.popall("Authorization", None)
+                kwargs.pop("auth", None)
+            target = str(following)
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method = "GET"
                 for name in ("data", "json"):

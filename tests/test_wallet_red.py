@@ -456,3 +456,19 @@ async def test_redirects_keep_the_callers_credentials_at_home_and_refuse_bad_loc
         await home.close()
         await other.close()
     assert seen[0][1] == "Bearer secret" and seen[1] == (elsewhere, None)
+
+
+@pytest.mark.parametrize("command", [["finalize", "0x" + "ab" * 32], ["topup", "0x" + "ab" * 32, "5"], ["channels"]])
+def test_every_wallet_command_refuses_in_one_line(monkeypatch, capsys, tmp_path, command):
+    """A refusal of finalize (the close delay is not over), topup or any other command is one
+    `error:` line and exit 2, never a traceback."""
+    from channel_node import wallet_cli
+    from channel_node.cli import main
+
+    async def refusing(args, action, waiting=None):
+        raise WalletError("the close delay of 0xab… is not over yet (about 60 s left)")
+
+    monkeypatch.setattr(wallet_cli, "_with_wallet", refusing)
+    code = main(["wallet", *command, "--wallet", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]

@@ -472,3 +472,61 @@ def test_every_wallet_command_refuses_in_one_line(monkeypatch, capsys, tmp_path,
     code = main(["wallet", *command, "--wallet", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+
+
+class Shifty(Hostile):
+    """One site whose answer to each voucher is picked by `mode`: the variants above, mixed."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        voucher = request.headers.get(SIGNATURE_HEADER)
+        mode = self.mode
+        if voucher is None or mode in ("honest", "no_receipt", "server_error_after_charge", "echo_charged", "receipt_total_up"):
+            return await super().handle(request)
+        self.seen.append((request.path, voucher))
+        if mode == "redirect_same":
+            return web.Response(status=302, headers={"Location": self.url("/api/item-49")})
+        if mode in ("malformed", "exceeds"):
+            _, headers, _ = await self.forward(request, with_voucher=False)
+            document = decode_header(headers[REQUIRED_HEADER])
+            document["resource"]["url"] = str(request.url)
+            document["error"] = "exceeds_deposit" if mode == "exceeds" else "insufficient_voucher"
+            if mode == "malformed":
+                document["accepts"] = 5
+            return web.Response(status=402, headers={REQUIRED_HEADER: encode_header(document)}, text="{}")
+        return await super().handle(request)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(script=st.lists(st.sampled_from(["honest", "honest", "redirect_same", "malformed", "exceeds", "no_receipt",
+                                         "echo_charged", "server_error_after_charge"]), min_size=1, max_size=5))  # fmt: skip
+def test_any_mix_of_the_new_variants_keeps_the_bound(chain, deployed, parties, site, tmp_path, script):
+    """What a site mixing these answers can claim beyond the content delivered stays one price, no
+    request stays reserved, and the wallet holds one channel for it."""
+    from channel_node.client import Wallet, WalletStore
+    from paywall_helpers import async_web3, node_settings, start_node
+    from test_wallet_hostile import GAS
+
+    async def run() -> None:
+        name = f"mix-{len(list(tmp_path.iterdir()))}"
+        node = await start_node(chain.tester, node_settings(deployed.address, parties.receiver.address, tmp_path / f"{name}.db", content_dir=site))
+        store = WalletStore(tmp_path / f"{name}-wallet.db")
+        wallet = Wallet(async_web3(chain.tester), parties.payer.private_key, store, Policy(), gas=GAS)
+        delivered = 0
+        try:
+            async with Shifty(node) as hostile, paying(wallet, retries=1, retry_delay=0.01) as session:
+                for n, mode in enumerate(script):
+                    hostile.mode = mode
+                    try:
+                        result = await session.get(hostile.url(f"/api/item-{n}"))
+                    except (WalletError, aiohttp.ClientError):
+                        continue
+                    if result.status == 200 and result.receipt is not None:
+                        delivered += PRICE
+            [record] = wallet.channels()
+            assert record.signed - delivered <= PRICE, f"{script}: signed {record.signed} for {delivered}"
+            assert wallet.ledger(record.channel_id).active == ()
+        finally:
+            store.close()
+            await node.stop()
+
+    asyncio.run(run())

@@ -655,7 +655,9 @@ class Wallet:
                 # One open channel per site: a site whose offer names another receiver, authorizer or
                 # contract than its open channel does (new ones on every request, say) would otherwise
                 # make the wallet lock a deposit in one new channel after another. docs/security.md
-                held = next((r for r in self.store.channels(OPEN) if self.store.channel_site(r.channel_id) == site), None)
+                asset = to_canonical_address(terms.asset)  # the policy's: a site cannot pick another one
+                held = next((r for r in self.store.channels(OPEN)
+                             if r.config.token == asset and self.store.channel_site(r.channel_id) == site), None)  # fmt: skip
                 if held is not None:
                     raise OfferRejected(
                         f"{site} asks payment under other terms (receiver {terms.receiver}, receiver authorizer "

@@ -530,3 +530,17 @@ def test_any_mix_of_the_new_variants_keeps_the_bound(chain, deployed, parties, s
             await node.stop()
 
     asyncio.run(run())
+
+
+async def test_a_lying_corrective_402_triggers_no_top_up(running, make_wallet):
+    """A corrective 402 the wallet cannot account for blocks the site: it must not first make the
+    wallet deposit more into the channel it is about to stop paying from."""
+    wallet = make_wallet(Policy(deposit_multiple=2, topup_below=10))  # every payment finds the channel low
+    async with Hostile(running) as hostile, paying(wallet) as session:
+        assert (await session.get(hostile.url("/articles/a0.html"))).charged == PRICE
+        [before] = wallet.channels()
+        hostile.mode = "echo_charged"
+        with pytest.raises(ServerMisbehaved):
+            await session.get(hostile.url("/articles/a1.html"))
+    [after] = wallet.channels()
+    assert after.deposited - before.deposited <= 2 * PRICE, "the one top-up before the voucher, none for the lie"

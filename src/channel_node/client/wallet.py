@@ -1039,7 +1039,12 @@ class Wallet:
         if problem is not None:
             live.ledger = rules.refused(live.ledger, payment.payment_id)
             raise self._misbehaved(record, live, site, problem)
-        await self._fund(record, payment.price)  # a retry above the deposit would only be refused again
+        # A retry above the deposit would only be refused again: top up first, but only for figures the
+        # ledger accepts, so a corrective 402 that is about to block the site deposits nothing more.
+        ledger = self._synced(live, record)
+        adopting = signature is not None and ceiling > ledger.signed
+        if adopting or ledger.find(payment.payment_id) is None or rules.corrective(ledger, payment.payment_id, charged)[1]:
+            await self._fund(record, payment.price)
         async with live.lock:
             record = self._record(payment.channel_id)
             ledger = self._synced(live, record)

@@ -60,7 +60,9 @@ async function fetch(url, opts = {}) {
     const body = JSON.parse(opts.body);
     sent.push({ url: String(url), amount: null, close: body.amount });
     const a = answers.shift();
-    const sign = (amount) => W.toHex(W.signDigest(receiverKey, W.cooperativeCloseDigest(31337n, body.channelId ? W.checksumAddress("0x" + "22".repeat(20)) : null, body.channelId, BigInt(amount))));
+    const contract = W.checksumAddress("0x" + "22".repeat(20));
+    const sign = (amount) =>
+      W.toHex(W.signDigest(receiverKey, W.cooperativeCloseDigest(31337n, contract, body.channelId, BigInt(amount))));
     if (a.kind === "too_low") {
       return { ok: false, status: 409, json: async () => ({ error: "close_amount_too_low", channel: { charged: String(a.charged) } }) };
     }

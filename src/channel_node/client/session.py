@@ -254,7 +254,6 @@ async def pay_and_fetch(
             # request. A success without a receipt, a redirect or a server error may have been charged.
             wallet.release(payment, charged_unknown=response.status < 400 or response.status >= 500)
             return response, 0, None
-
     except BaseException:
         # Whatever else ends the request (a malformed answer, a cancellation while waiting to resend,
         # a bug), the voucher in flight is settled, never left reserved: a reserved price is signed
@@ -262,6 +261,7 @@ async def pay_and_fetch(
         # bound"). The node may have charged it, so its outcome is unknown. A no-op when settled.
         wallet.release(payment, charged_unknown=True)
         raise
+
 
 MAX_RESYNCS = 3
 MAX_REMEMBERED_OFFERS = 4096

@@ -43,6 +43,14 @@ export function onDelivered(book, amount, total, price) {
   return onStatedCharged(delivered, total, price);
 }
 
+/** A response charged `amount` (receipt total `total`) but its body did not arrive whole: nothing of
+ * it counts as received, and a charge for it blocks the site at once (client/ledger.py `delivered`
+ * with `complete=False`); a free answer cut short costs nothing. */
+export function onCutShort(book, amount, total, price) {
+  const next = onStatedCharged(book, total, price);
+  return big(amount) > 0n ? { ...next, blocked: true } : next;
+}
+
 /** The reader says the site may be paid again: what was lost stays counted as charged, and the
  * site has one price of allowance again. */
 export function trusted(book) {

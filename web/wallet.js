@@ -29,7 +29,7 @@ import {
   voucherDigest,
 } from "./eip712.js";
 
-import { bookOf, onDelivered, onStatedCharged, trusted, voucherNeeded } from "./ledger.js";
+import { bookOf, onCutShort, onDelivered, onStatedCharged, trusted, voucherNeeded } from "./ledger.js";
 export * from "./eip712.js";
 export * from "./ledger.js";
 
@@ -84,6 +84,16 @@ function save(terms, record) {
   localStorage.setItem(storageKey(terms), JSON.stringify(record));
 }
 
+/** Keeps the channel stored under these terms (its configuration and voucher key: what closing or
+ * finalizing it takes) under a key of its own before a new channel takes the place: opening a new
+ * channel never forgets a deposit. */
+function archive(terms) {
+  const raw = localStorage.getItem(storageKey(terms));
+  if (!raw) return;
+  const old = JSON.parse(raw);
+  if (old && old.channelId) localStorage.setItem(`${storageKey(terms)}:${String(old.channelId).toLowerCase()}`, raw);
+}
+
 // ------------------------------------------------------------------ EIP-1193
 
 function provider() {
@@ -134,8 +144,17 @@ const hexQuantity = (n) => "0x" + BigInt(n).toString(16);
 
 // ------------------------------------------------------------------ channel operations
 
+// The longest close delay the browser agrees to: what the deposit stays locked for if the site stops
+// cooperating. A site asking more (up to the contract's 30 days) is refused before anything is sent.
+const MAX_CLOSE_DELAY = 24 * 3600;
+
 function closeDelayFor(terms) {
-  return Math.min(Math.max(DEFAULT_CLOSE_DELAY, terms.delayMin), terms.delayMax);
+  const delay = Math.min(Math.max(DEFAULT_CLOSE_DELAY, Number(terms.delayMin)), Number(terms.delayMax));
+  if (!Number.isSafeInteger(delay) || delay < 0 || delay > MAX_CLOSE_DELAY) {
+    throw new Error(`the site asks a close delay of ${terms.delayMin} s or more: your deposit would stay locked that long ` +
+      `if it stopped cooperating (at most ${MAX_CLOSE_DELAY} s here)`);
+  }
+  return delay;
 }
 
 function randomSalt() {
@@ -148,6 +167,7 @@ export async function openChannel(terms, deposit) {
   if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
   const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
   if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+  const closeDelay = closeDelayFor(terms);
   const payer = await connect(terms);
   const key = randomSecretKey();
   const config = {
@@ -155,7 +175,7 @@ export async function openChannel(terms, deposit) {
     signer: addressOfKey(key),
     receiver: terms.receiver,
     token: ZERO_ADDRESS,
-    closeDelay: closeDelayFor(terms),
+    closeDelay,
     salt: randomSalt(),
     receiverAuthorizer: terms.receiverAuthorizer,
   };
@@ -164,6 +184,7 @@ export async function openChannel(terms, deposit) {
     channelId: id, config, voucherKey: toHex(key), status: "opening", deposited: "0", charged: "0",
     voucher: null, unlocks: [], network: terms.network, contract: terms.contract,
   };
+  archive(terms);
   save(terms, record);
   await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
   const onChain = await readChannel(terms, id);
@@ -204,13 +225,25 @@ export async function closeChannel(terms, record, base = location.origin) {
     if (response.ok) {
       consent = { ...answer, payerSignature };
     } else if (answer.error === "close_amount_too_low" && answer.channel && attempt === 0) {
-      amount = BigInt(answer.channel.charged); // the node charged more than we recorded: sign its figure
+      // The node charged more than we recorded: its figure is agreed to only up to the highest voucher
+      // this browser signed (what the receiver could claim with it anyway), never beyond.
+      const stated = BigInt(answer.channel.charged);
+      const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;
+      if (stated > signed) {
+        throw new Error(`the node asks ${formatUnits(stated)} ETH to close; this browser only ever signed ${formatUnits(signed)} ETH`);
+      }
+      amount = stated;
     } else {
       throw new Error(`the node refused to close: ${answer.error} ${answer.message || ""}`);
     }
   }
   if (!consent) throw new Error("the node did not consent to the close");
-  const closeAmount = BigInt(consent.amount);
+  // The close pays the receiver exactly the amount this browser chose and signed, whatever the
+  // node's answer names: the payer sends the close itself, so the contract checks no payer signature.
+  if (consent.amount === undefined || BigInt(consent.amount) !== amount) {
+    throw new Error("the node's consent names another amount than the one this browser agreed to");
+  }
+  const closeAmount = amount;
   // The contract takes the receiver's consent from the receiver or the channel's authorizer: check
   // it before spending gas on a close that would revert.
   const consenter = recoverAddress(
@@ -272,26 +305,46 @@ export function trustSite(terms) {
 
 /** Fetches `url` paying with the channel: {response, receipt} or throws with the node's code. */
 export async function payFor(terms, record, url, { reread = false } = {}) {
-  const path = new URL(url, location.href).pathname;
+  const target = new URL(url, location.href);
+  const path = target.pathname + target.search; // behind a reverse proxy the query is part of a purchase
   if (bookOf(record).blocked) throw misbehaved();
+  let resynced = false;
   for (let attempt = 0; attempt < 20; attempt++) {
-    const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
+    // A re-read (started by the page loading, not by the reader) never pays a price: it resends the
+    // held voucher, or one for the charged total the node states, and stops if that does not do.
+    const voucher = reread ? (record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n))
+      : voucherFor(terms, record, terms.price);
     if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
+    // The voucher goes to this URL only: a redirect is not followed with it (the browser would send
+    // the header on to the page redirected to, of this site or, after a preflight, another one).
     const response = await fetch(url, {
       headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
       cache: "no-store",
+      redirect: "manual",
     });
+    if (response.type === "opaqueredirect" || (response.status >= 300 && response.status < 400)) {
+      throw Object.assign(new Error("the site answered the payment with a redirect: not following it with a voucher"),
+        { code: "redirected" });
+    }
     if (response.ok) {
       const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
       const charged = BigInt(receipt.chargedAmount);
       if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
         book(terms, record, (b) => ({ ...b, blocked: true }));
       }
+      // A charge counts as received only once the whole body arrived (a body cut short is not).
+      let text;
+      try {
+        text = await response.text();
+      } catch (error) {
+        book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+        throw Object.assign(new Error("the page did not arrive whole"), { code: "cut_short" });
+      }
       book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
       record.deposited = larger(record.deposited, receipt.deposited);
       record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
       save(terms, record);
-      return { response, receipt };
+      return { response, receipt, text };
     }
     const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
     if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
@@ -302,15 +355,30 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
       // never received gets one price of that, then nothing.
       book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
       record.deposited = larger(record.deposited, state.deposited);
-      reread = false;
+      if (reread && resynced) {
+        throw Object.assign(new Error("this page is not bought on this channel yet: unlock it to pay"), { code: "not_bought" });
+      }
+      resynced = true;
       save(terms, record);
     } else if (refusal.error === "exceeds_deposit") {
       record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
       save(terms, record);
+      // Asked to top up only when the chain agrees: a node behind the chain (or a site that would have
+      // the reader lock more) is told to wait, and no more is deposited for it.
+      if (BigInt(record.deposited) >= BigInt(voucher.amount)) {
+        throw Object.assign(new Error("the site has not seen your deposit yet: try again in a moment"), { code: "deposit_not_seen" });
+      }
       throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
     } else if (refusal.error === "channel_unknown") {
       await sleep(1500); // the deposit is not yet confirmed deep enough for the node
     } else if (refusal.error === "channel_closing" || refusal.error === "channel_settled") {
+      // Believed only when the chain shows the close pending or done: otherwise a site could make the
+      // reader leave a funded channel for a new deposit, one after another (docs/browser.md).
+      const onChain = await readChannel(terms, record.channelId);
+      if (!onChain.settled && onChain.closeDeadline === 0n) {
+        throw Object.assign(new Error("the site says this channel is closing, but the chain shows it open: not paying"),
+          { code: "channel_open_on_chain" });
+      }
       record.status = "closed";
       save(terms, record);
       throw Object.assign(new Error("this channel is closing: open a new one"), { code: refusal.error });
@@ -437,7 +505,7 @@ async function act(terms, message, work) {
 
 async function unlock(terms, options = {}) {
   const response = await payFor(terms, load(terms), location.href, options);
-  showContent(await response.response.text());
+  showContent(response.text);
   const cost = BigInt(response.receipt.chargedAmount);
   return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
 }
@@ -489,7 +557,7 @@ export function start() {
     );
   }
   // A resource this channel already bought (once per channel) is shown again at once, for free.
-  const path = location.pathname;
+  const path = location.pathname + location.search;
   if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
     act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
   }

@@ -277,11 +277,14 @@ def _handler(name: str):
     def handle(args: argparse.Namespace) -> int:
         from channel_node.cli_support import run_async
 
+        from channel_node.chain.client import ContractRevert
+        from channel_node.client import WalletError
+
         try:
             if name in SYNC:
                 return SYNC[name](args)
             return run_async(ASYNC[name](args))
-        except CliError as exc:
+        except (CliError, WalletError, ContractRevert) as exc:  # one line and exit 2, never a traceback
             print(f"error: {exc}", file=sys.stderr)
             return 2
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,19 +60,37 @@ def _document(response: aiohttp.ClientResponse, header: str) -> dict | None:
         return None
     try:
         document = decode_header(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        return None  # unreadable, or JSON nested past the parser's depth
     return document if isinstance(document, dict) else None
 
 
 def channel_offer(document: Mapping[str, Any] | None) -> dict | None:
     """The first `accepts` entry of a PAYMENT-REQUIRED document in the `channel` scheme."""
-    if not document:
+    if not isinstance(document, Mapping):
         return None
-    for offer in document.get("accepts") or ():
+    accepts = document.get("accepts")
+    if not isinstance(accepts, list):
+        return None  # any other JSON value is no list of offers (a string or a number is never iterated)
+    for offer in accepts:
         if isinstance(offer, dict) and offer.get("scheme") == SCHEME:
             return offer
     return None
+
+
+def _framed(response: aiohttp.ClientResponse) -> bool:
+    """The body's end can be checked: a Content-Length (aiohttp refuses a shorter body) or chunked
+    framing (a missing last chunk is an error). A body delimited by the connection closing cannot be
+    told from one cut short, so a charge for it is never counted as received (docs/security.md)."""
+    coding = response.headers.get("Transfer-Encoding", "").lower()
+    return response.headers.get("Content-Length") is not None or "chunked" in coding
+
+
+def _channel_state(offer: Mapping[str, Any] | None) -> dict | None:
+    """A corrective 402's `extra.channel` object; None whatever else the offer holds there."""
+    extra = offer.get("extra") if isinstance(offer, Mapping) else None
+    state = extra.get("channel") if isinstance(extra, Mapping) else None
+    return state if isinstance(state, dict) else None
 
 
 TERMS = ("scheme", "network", "asset", "payTo")
@@ -137,101 +156,111 @@ async def pay_and_fetch(
     payment = await wallet.pay_for(offer, url)
     reopened = repriced = False
     resynced = waits = 0
-    while True:
-        try:
-            response = await send(payment.value)
-        except BaseException:
-            wallet.release(payment, charged_unknown=True)  # the node may have charged before we lost it
-            raise
-        receipt = _document(response, RESPONSE_HEADER)
-        if receipt is not None and 200 <= response.status < 300:
-            complete, error = True, None
+    try:
+        while True:
             try:
-                await response.read()  # cached: the caller reads it again for free
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                complete, error = False, exc  # a body cut short (Content-Length mismatch), a timeout
+                response = await send(payment.value)
             except BaseException:
+                wallet.release(payment, charged_unknown=True)  # the node may have charged before we lost it
+                raise
+            receipt = _document(response, RESPONSE_HEADER)
+            if receipt is not None and 200 <= response.status < 300:
+                complete, error = True, None
+                try:
+                    await response.read()  # cached: the caller reads it again for free
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    complete, error = False, exc  # a body cut short (Content-Length mismatch), a timeout
+                except BaseException:
+                    response.release()
+                    wallet.release(payment, charged_unknown=True)
+                    raise
+                if complete and not _framed(response):
+                    complete = False  # its end is the connection's: a body cut short would look whole
+                try:
+                    charged = await wallet.settle_receipt(
+                        payment.channel_id, receipt, payment.price, payment.payment_id, complete=complete
+                    )
+                except BaseException:
+                    response.release()
+                    raise
+                if error is not None:
+                    response.release()
+                    raise error  # charged nothing (a re-read): the transport error stands
+                return response, charged, receipt
+            if RESPONSE_HEADER in response.headers and response.status < 400:
                 response.release()
                 wallet.release(payment, charged_unknown=True)
-                raise
-            try:
-                charged = await wallet.settle_receipt(
-                    payment.channel_id, receipt, payment.price, payment.payment_id, complete=complete
-                )
-            except BaseException:
-                response.release()
-                raise
-            if error is not None:
-                response.release()
-                raise error  # charged nothing (a re-read): the transport error stands
-            return response, charged, receipt
-        if RESPONSE_HEADER in response.headers and response.status < 400:
-            response.release()
-            wallet.release(payment, charged_unknown=True)
-            raise ServerMisbehaved(f"{url}: unreadable {RESPONSE_HEADER} header")
-        refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
-        code = refusal.get("error") if refusal else None
-        current = channel_offer(refusal) if refusal else None
-        if refusal is not None and current is not None:
-            try:
-                _check_resource(refusal, url)
-            except OfferRejected:
+                raise ServerMisbehaved(f"{url}: unreadable {RESPONSE_HEADER} header")
+            refusal = _document(response, REQUIRED_HEADER) if response.status == 402 else None
+            code = refusal.get("error") if refusal else None
+            current = channel_offer(refusal) if refusal else None
+            if refusal is not None and current is not None:
+                try:
+                    _check_resource(refusal, url)
+                except OfferRejected:
+                    response.release()
+                    wallet.release(payment)
+                    raise
+            if current is not None and not _same_terms(current, offer):
                 response.release()
                 wallet.release(payment)
-                raise
-        if current is not None and not _same_terms(current, offer):
-            response.release()
-            wallet.release(payment)
-            raise OfferRejected(f"{url}: the server changed its payment terms (receiver, asset, network or contract)")
-        if current is not None and current.get("amount") != offer.get("amount"):
-            response.release()
-            wallet.release(payment)
-            if not from_cache or repriced:
-                raise OfferRejected(f"{url}: the price changed from {offer.get('amount')} to {current.get('amount')} "
-                                    "between the offer and the payment; not paying")  # fmt: skip
-            # The remembered offer is out of date (the price changed): pay the one the node asks now.
-            repriced = True
-            offer = current
-            if offers is not None:
-                offers[url] = offer
-            payment = await wallet.pay_for(offer, url)
-            continue
-        state = ((current or {}).get("extra") or {}).get("channel") if refusal else None
-        if code in RESYNC_CODES and isinstance(state, dict) and resynced < MAX_RESYNCS:
-            # The node's charged total is ahead of the voucher (concurrent requests, lost receipts, a
-            # restored database): retry with charged + price, if what the node claims adds up.
-            response.release()
-            resynced += 1
-            try:
-                payment = await wallet.retry_after(payment, state)
-            except BaseException:
-                wallet.release(payment)
-                raise
-            continue
-        if code == "exceeds_deposit" and waits < retries:
-            # The node has not seen our top-up yet (confirmations, its refresh interval): same voucher, later.
-            response.release()
-            waits += 1
-            await asyncio.sleep(retry_delay)
-            continue
-        if code == "channel_unknown" and waits < retries:
-            # Not confirmed yet, or the node forgot it: resend with the channel's configuration.
-            response.release()
-            waits += 1
-            payment = wallet.with_config(payment)
-            await asyncio.sleep(retry_delay)
-            continue
-        if code in CLOSED_CODES and not reopened:
-            reopened = True
-            if await wallet.confirm_unusable(payment.channel_id, code):  # the chain agrees: a new channel
+                raise OfferRejected(f"{url}: the server changed its payment terms (receiver, asset, network or contract)")
+            if current is not None and current.get("amount") != offer.get("amount"):
                 response.release()
                 wallet.release(payment)
+                if not from_cache or repriced:
+                    raise OfferRejected(f"{url}: the price changed from {offer.get('amount')} to {current.get('amount')} "
+                                        "between the offer and the payment; not paying")  # fmt: skip
+                # The remembered offer is out of date (the price changed): pay the one the node asks now.
+                repriced = True
+                offer = current
+                if offers is not None:
+                    offers[url] = offer
                 payment = await wallet.pay_for(offer, url)
                 continue
-        # A 4xx refusal changes nothing on the node: the voucher stays as credit for the next
-        # request. A success without a receipt, a redirect or a server error may have been charged.
-        wallet.release(payment, charged_unknown=response.status < 400 or response.status >= 500)
-        return response, 0, None
+            state = _channel_state(current)
+            if code in RESYNC_CODES and state is not None and resynced < MAX_RESYNCS:
+                # The node's charged total is ahead of the voucher (concurrent requests, lost receipts, a
+                # restored database): retry with charged + price, if what the node claims adds up.
+                response.release()
+                resynced += 1
+                try:
+                    payment = await wallet.retry_after(payment, state)
+                except BaseException:
+                    wallet.release(payment)
+                    raise
+                continue
+            if code == "exceeds_deposit" and waits < retries:
+                # The node has not seen our top-up yet (confirmations, its refresh interval): same voucher, later.
+                response.release()
+                waits += 1
+                await asyncio.sleep(retry_delay)
+                continue
+            if code == "channel_unknown" and waits < retries:
+                # Not confirmed yet, or the node forgot it: resend with the channel's configuration.
+                response.release()
+                waits += 1
+                payment = wallet.with_config(payment)
+                await asyncio.sleep(retry_delay)
+                continue
+            if code in CLOSED_CODES and not reopened:
+                reopened = True
+                if await wallet.confirm_unusable(payment.channel_id, code):  # the chain agrees: a new channel
+                    response.release()
+                    wallet.release(payment)
+                    payment = await wallet.pay_for(offer, url)
+                    continue
+            # A 4xx refusal changes nothing on the node: the voucher stays as credit for the next
+            # request. A success without a receipt, a redirect or a server error may have been charged.
+            wallet.release(payment, charged_unknown=response.status < 400 or response.status >= 500)
+            return response, 0, None
+    except BaseException:
+        # Whatever else ends the request (a malformed answer, a cancellation while waiting to resend,
+        # a bug), the voucher in flight is settled, never left reserved: a reserved price is signed
+        # again by every later request of the process (docs/security.md, "The wallet's exposure
+        # bound"). The node may have charged it, so its outcome is unknown. A no-op when settled.
+        wallet.release(payment, charged_unknown=True)
+        raise
 
 
 MAX_RESYNCS = 3
@@ -286,29 +315,48 @@ class PayingSession:
     async def request(self, method: str, url: str | URL, **kwargs: Any) -> Result:
         """One request, paid if it asks. Redirects are followed here, never by aiohttp: each hop is a
         new request without any PAYMENT-SIGNATURE (a voucher only goes to the URL whose 402 asked for
-        it), and a paid request's redirect is returned, not followed."""
+        it), and a redirect answering a voucher (with or without a receipt) is returned, not followed."""
         session = self.session
         headers = CIMultiDict(kwargs.pop("headers", None) or {})
         follow = kwargs.pop("allow_redirects", True)
         hops = kwargs.pop("max_redirects", 10)
         target = self._absolute(url)
+        secure = URL(target).scheme == "https"
         for _ in range(hops + 1):
+            last: list[str | None] = [None]  # the PAYMENT-SIGNATURE of the request that got the final answer
 
             async def send(header: str | None, target: str = target, method: str = method) -> aiohttp.ClientResponse:
                 sent = CIMultiDict(headers)
                 sent.popall(SIGNATURE_HEADER, None)
                 if header is not None:
                     sent[SIGNATURE_HEADER] = header
+                last[0] = header
                 return await session.request(method, target, headers=sent, allow_redirects=False, **kwargs)
 
-            response, charged, receipt = await pay_and_fetch(
-                self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
-            )
+            if secure and URL(target).scheme != "https":
+                # Redirected from https to clear text: nothing is paid there (a voucher in clear text
+                # can be taken on the way and spent first); the 402, if any, is the caller's.
+                response, charged, receipt = await send(None), 0, None
+            else:
+                response, charged, receipt = await pay_and_fetch(
+                    self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
+                )
             location = response.headers.get("Location")
-            if not (follow and response.status in REDIRECTS and location and receipt is None):
+            # A redirect answering a voucher is returned, never followed: the request was paid for
+            # (its outcome is unknown), and the page it points to must not make it pay a second time,
+            # there or on another site (docs/security.md, "Where vouchers go").
+            if not (follow and response.status in REDIRECTS and location and receipt is None and last[0] is None):
                 break
             response.release()
-            target = str(URL(target).join(URL(location)))
+            try:
+                following = URL(target).join(URL(location))
+            except ValueError:
+                raise aiohttp.InvalidUrlRedirectClientError(location, "the redirect's Location is not a URL") from None
+            if following.origin() != URL(target).origin():
+                # As aiohttp does: the caller's credentials are not sent on to another origin.
+                headers.popall("Authorization", None)
+                kwargs.pop("auth", None)
+            target = str(following)
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method = "GET"
                 for name in ("data", "json"):
@@ -336,15 +384,33 @@ def payment_middleware(wallet: Wallet, *, retries: int = 3, retry_delay: float =
     if not MIDDLEWARE_SUPPORTED:
         raise RuntimeError(f"aiohttp {aiohttp.__version__} has no client middlewares (3.12+); use PayingSession")
 
+    # aiohttp follows redirects itself, calling the middleware again for each hop: a hop that follows
+    # a redirect answering a voucher (in the same task) is sent without paying, whatever it answers,
+    # so one request never pays twice (docs/security.md, "Where vouchers go").
+    unpaid_hops: weakref.WeakKeyDictionary[asyncio.Task, URL] = weakref.WeakKeyDictionary()
+
     async def middleware(request: aiohttp.ClientRequest, handler) -> aiohttp.ClientResponse:
+        task = asyncio.current_task()
+        last: list[str | None] = [None]
+
         async def send(header: str | None) -> aiohttp.ClientResponse:
-            if header is None:
-                request.headers.popall(SIGNATURE_HEADER, None)
-            else:
+            request.headers.popall(SIGNATURE_HEADER, None)
+            if header is not None:
                 request.headers[SIGNATURE_HEADER] = header
+            last[0] = header
             return await handler(request)
 
-        response, _, _ = await pay_and_fetch(wallet, str(request.url), send, retries=retries, retry_delay=retry_delay)
+        followed = task is not None and unpaid_hops.pop(task, None) == request.url.with_fragment(None)
+        if followed:
+            response = await send(None)
+        else:
+            response, _, _ = await pay_and_fetch(wallet, str(request.url), send, retries=retries, retry_delay=retry_delay)
+        location = response.headers.get("Location")
+        if task is not None and response.status in REDIRECTS and location and (followed or last[0] is not None):
+            try:
+                unpaid_hops[task] = request.url.join(URL(location)).with_fragment(None)
+            except ValueError:
+                pass
         return response
 
     return middleware

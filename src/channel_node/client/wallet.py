@@ -285,11 +285,28 @@ def _channel_bytes(channel: bytes | str) -> bytes:
     return raw
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
 def site_of(url: str) -> str:
-    """The ledger's and blocklist's notion of a site: the URL's host[:port], lower case."""
+    """The ledger's and blocklist's notion of a site: the URL's host[:port], one spelling per host:
+    lower case, IDNA (punycode), no trailing dot, no port when it is the scheme's default. Blocks,
+    per-site limits and a channel's site compare these, so a site cannot escape them by spelling its
+    own host another way (docs/security.md)."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return f"{host}:{parts.port}" if parts.port else host
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host and not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # not a valid IDNA name: kept as written (it cannot be reached under another spelling)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and port == _DEFAULT_PORTS.get(parts.scheme.lower()):
+        port = None
+    return f"{host}:{port}" if port is not None else host
 
 
 #: Seconds a deposit's permit stays valid: long enough for a slow block, short enough not to linger.
@@ -359,7 +376,11 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
         raise OfferRejected(f"offer: {exc}") from None
     if price == 0 or price > UINT128_MAX:
         raise OfferRejected("offer amount must be between 1 and 2^128-1")
-    delay = extra.get("closeDelay") or {}
+    delay = extra.get("closeDelay")
+    if delay is None:
+        delay = {}
+    if not isinstance(delay, Mapping):
+        raise OfferRejected("offer: extra.closeDelay must be an object with integer bounds")
     delay_min, delay_max = delay.get("min"), delay.get("max")
     for value in (delay_min, delay_max):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -389,7 +410,7 @@ def trust_site(store: WalletStore, site: str) -> list[bytes]:
     """Lifts the block of `site` (host[:port], or a URL) and of the receivers blocked with it,
     reopens their blocked channels and accepts what was lost there, so the exposure bound restarts
     from it (client/ledger.py `trust`). Needs only the wallet's database. Returns the reopened ids."""
-    site = site_of(site) if "//" in site else site.strip().lower()
+    site = site_of(site.strip() if "//" in site else "http://" + site.strip())  # one spelling, as site_of
     receivers = set(store.receivers_blocked_with(site))
     store.unblock("site", site)
     for receiver in receivers:
@@ -590,7 +611,11 @@ class Wallet:
         as needed. `reuse=False` always signs a new increment (after a corrective 402)."""
         terms = _parse_offer(offer, await self.chain_id())
         site = site_of(url) or None
-        resource = urlsplit(url).path or "/"
+        parts = urlsplit(url)
+        # What a purchase is: behind a reverse proxy the query is part of it (docs/protocol.md), so a
+        # page with another query is bought, never sent the old voucher as a re-read. Against a static
+        # node that ignores the query this costs nothing: it answers a free re-read (credit stays).
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._refuse_blocked(site, terms.receiver)
         self._check_limits(site, terms.price, terms.price)  # before a channel is opened for it
         if to_canonical_address(terms.asset) != to_canonical_address(self.policy.asset or ZERO_ADDRESS):
@@ -613,7 +638,7 @@ class Wallet:
         raise WalletError("could not find or fund a channel for this payment; see the log")
 
     async def _channel_for(self, terms: _Terms, delay: int, site: str | None = None) -> ChannelRecord:
-        key = (terms.chain_id, terms.contract, terms.receiver, terms.asset, site)
+        key = (terms.chain_id, site) if site else (terms.chain_id, terms.contract, terms.receiver, terms.asset, site)
         lock = self._opening.setdefault(key, asyncio.Lock())
         async with lock:  # concurrent first requests open one channel, not one each
             found = self.store.open_channels(terms.chain_id, terms.contract, terms.receiver, terms.asset)
@@ -626,9 +651,22 @@ class Wallet:
             found = [r for r in found if r.config.receiver_authorizer == wanted]
             if found:
                 return found[0]
-            return await self._open(terms, delay)
+            if site is not None:
+                # One open channel per site: a site whose offer names another receiver, authorizer or
+                # contract than its open channel does (new ones on every request, say) would otherwise
+                # make the wallet lock a deposit in one new channel after another. docs/security.md
+                asset = to_canonical_address(terms.asset)  # the policy's: a site cannot pick another one
+                held = next((r for r in self.store.channels(OPEN)
+                             if r.config.token == asset and self.store.channel_site(r.channel_id) == site), None)  # fmt: skip
+                if held is not None:
+                    raise OfferRejected(
+                        f"{site} asks payment under other terms (receiver {terms.receiver}, receiver authorizer "
+                        f"{terms.receiver_authorizer}, contract {terms.contract}) than its open channel {held.hex_id}; "
+                        f"not opening a second channel for it (close {held.hex_id} to pay under the new terms)"
+                    )
+            return await self._open(terms, delay, site)
 
-    async def _open(self, terms: _Terms, delay: int) -> ChannelRecord:
+    async def _open(self, terms: _Terms, delay: int, site: str | None = None) -> ChannelRecord:
         amount = self._deposit_size(terms.price, 0)
         if amount < max(terms.price, terms.min_deposit):
             raise SpendingLimitExceeded(
@@ -644,6 +682,8 @@ class Wallet:
         cid = channel_id(Domain(terms.chain_id, terms.contract), config)
         # The key is on disk before any money moves: a crash after the deposit loses nothing.
         self.store.insert_channel(cid, terms.chain_id, terms.contract, config, voucher_key, OPENING)
+        if site is not None:
+            self.store.claim_channel(cid, site)  # the site's from the start: it counts as the site's channel
         client = self._client(terms.contract)
         try:
             tx = await self._deposit(terms.contract, config, amount)
@@ -999,7 +1039,12 @@ class Wallet:
         if problem is not None:
             live.ledger = rules.refused(live.ledger, payment.payment_id)
             raise self._misbehaved(record, live, site, problem)
-        await self._fund(record, payment.price)  # a retry above the deposit would only be refused again
+        # A retry above the deposit would only be refused again: top up first, but only for figures the
+        # ledger accepts, so a corrective 402 that is about to block the site deposits nothing more.
+        ledger = self._synced(live, record)
+        adopting = signature is not None and ceiling > ledger.signed
+        if adopting or ledger.find(payment.payment_id) is None or rules.corrective(ledger, payment.payment_id, charged)[1]:
+            await self._fund(record, payment.price)
         async with live.lock:
             record = self._record(payment.channel_id)
             ledger = self._synced(live, record)

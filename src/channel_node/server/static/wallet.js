@@ -52,6 +52,7 @@ var ChannelWallet = (() => {
     hashTypedData: () => hashTypedData,
     hexToBytes: () => hexToBytes3,
     keccak: () => keccak,
+    onCutShort: () => onCutShort,
     onDelivered: () => onDelivered,
     onStatedCharged: () => onStatedCharged,
     openChannel: () => openChannel,
@@ -3149,6 +3150,10 @@ var ChannelWallet = (() => {
     const delivered = { ...book2, received: (big(book2.received) + big(amount)).toString() };
     return onStatedCharged(delivered, total, price);
   }
+  function onCutShort(book2, amount, total, price) {
+    const next = onStatedCharged(book2, total, price);
+    return big(amount) > 0n ? { ...next, blocked: true } : next;
+  }
   function trusted(book2) {
     return { received: acceptedCharged(book2).toString(), lost: "0", blocked: false };
   }
@@ -3194,6 +3199,12 @@ var ChannelWallet = (() => {
   function save(terms, record) {
     localStorage.setItem(storageKey(terms), JSON.stringify(record));
   }
+  function archive(terms) {
+    const raw = localStorage.getItem(storageKey(terms));
+    if (!raw) return;
+    const old = JSON.parse(raw);
+    if (old && old.channelId) localStorage.setItem(`${storageKey(terms)}:${String(old.channelId).toLowerCase()}`, raw);
+  }
   function provider() {
     if (!window.ethereum || typeof window.ethereum.request !== "function") {
       throw new Error("no Ethereum wallet in this browser (install MetaMask or another EIP-1193 wallet)");
@@ -3233,8 +3244,13 @@ var ChannelWallet = (() => {
   var larger = (a, b) => (BigInt(a) > BigInt(b) ? BigInt(a) : BigInt(b)).toString();
   var sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   var hexQuantity = (n) => "0x" + BigInt(n).toString(16);
+  var MAX_CLOSE_DELAY = 24 * 3600;
   function closeDelayFor(terms) {
-    return Math.min(Math.max(DEFAULT_CLOSE_DELAY, terms.delayMin), terms.delayMax);
+    const delay = Math.min(Math.max(DEFAULT_CLOSE_DELAY, Number(terms.delayMin)), Number(terms.delayMax));
+    if (!Number.isSafeInteger(delay) || delay < 0 || delay > MAX_CLOSE_DELAY) {
+      throw new Error(`the site asks a close delay of ${terms.delayMin} s or more: your deposit would stay locked that long if it stopped cooperating (at most ${MAX_CLOSE_DELAY} s here)`);
+    }
+    return delay;
   }
   function randomSalt() {
     const raw = crypto.getRandomValues(new Uint8Array(12));
@@ -3244,6 +3260,7 @@ var ChannelWallet = (() => {
     if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
     const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
     if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+    const closeDelay = closeDelayFor(terms);
     const payer = await connect(terms);
     const key = randomSecretKey();
     const config = {
@@ -3251,7 +3268,7 @@ var ChannelWallet = (() => {
       signer: addressOfKey(key),
       receiver: terms.receiver,
       token: ZERO_ADDRESS,
-      closeDelay: closeDelayFor(terms),
+      closeDelay,
       salt: randomSalt(),
       receiverAuthorizer: terms.receiverAuthorizer
     };
@@ -3268,6 +3285,7 @@ var ChannelWallet = (() => {
       network: terms.network,
       contract: terms.contract
     };
+    archive(terms);
     save(terms, record);
     await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
     const onChain = await readChannel(terms, id);
@@ -3305,13 +3323,21 @@ var ChannelWallet = (() => {
       if (response.ok) {
         consent = { ...answer, payerSignature };
       } else if (answer.error === "close_amount_too_low" && answer.channel && attempt === 0) {
-        amount = BigInt(answer.channel.charged);
+        const stated = BigInt(answer.channel.charged);
+        const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;
+        if (stated > signed) {
+          throw new Error(`the node asks ${formatUnits(stated)} ETH to close; this browser only ever signed ${formatUnits(signed)} ETH`);
+        }
+        amount = stated;
       } else {
         throw new Error(`the node refused to close: ${answer.error} ${answer.message || ""}`);
       }
     }
     if (!consent) throw new Error("the node did not consent to the close");
-    const closeAmount = BigInt(consent.amount);
+    if (consent.amount === void 0 || BigInt(consent.amount) !== amount) {
+      throw new Error("the node's consent names another amount than the one this browser agreed to");
+    }
+    const closeAmount = amount;
     const consenter = recoverAddress(
       cooperativeCloseDigest(terms.chainId, terms.contract, record.channelId, closeAmount),
       consent.receiverSignature
@@ -3367,26 +3393,42 @@ var ChannelWallet = (() => {
     return record;
   }
   async function payFor(terms, record, url, { reread = false } = {}) {
-    const path = new URL(url, location.href).pathname;
+    const target = new URL(url, location.href);
+    const path = target.pathname + target.search;
     if (bookOf(record).blocked) throw misbehaved();
+    let resynced = false;
     for (let attempt = 0; attempt < 20; attempt++) {
-      const voucher = reread && record.voucher ? record.voucher : voucherFor(terms, record, terms.price);
+      const voucher = reread ? record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n) : voucherFor(terms, record, terms.price);
       if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
       const response = await fetch(url, {
         headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
-        cache: "no-store"
+        cache: "no-store",
+        redirect: "manual"
       });
+      if (response.type === "opaqueredirect" || response.status >= 300 && response.status < 400) {
+        throw Object.assign(
+          new Error("the site answered the payment with a redirect: not following it with a voucher"),
+          { code: "redirected" }
+        );
+      }
       if (response.ok) {
         const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
         const charged = BigInt(receipt.chargedAmount);
         if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
           book(terms, record, (b) => ({ ...b, blocked: true }));
         }
+        let text;
+        try {
+          text = await response.text();
+        } catch (error) {
+          book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+          throw Object.assign(new Error("the page did not arrive whole"), { code: "cut_short" });
+        }
         book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
         record.deposited = larger(record.deposited, receipt.deposited);
         record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
         save(terms, record);
-        return { response, receipt };
+        return { response, receipt, text };
       }
       const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
       if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
@@ -3395,15 +3437,28 @@ var ChannelWallet = (() => {
       if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
         book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
         record.deposited = larger(record.deposited, state.deposited);
-        reread = false;
+        if (reread && resynced) {
+          throw Object.assign(new Error("this page is not bought on this channel yet: unlock it to pay"), { code: "not_bought" });
+        }
+        resynced = true;
         save(terms, record);
       } else if (refusal.error === "exceeds_deposit") {
         record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
         save(terms, record);
+        if (BigInt(record.deposited) >= BigInt(voucher.amount)) {
+          throw Object.assign(new Error("the site has not seen your deposit yet: try again in a moment"), { code: "deposit_not_seen" });
+        }
         throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
       } else if (refusal.error === "channel_unknown") {
         await sleep(1500);
       } else if (refusal.error === "channel_closing" || refusal.error === "channel_settled") {
+        const onChain = await readChannel(terms, record.channelId);
+        if (!onChain.settled && onChain.closeDeadline === 0n) {
+          throw Object.assign(
+            new Error("the site says this channel is closing, but the chain shows it open: not paying"),
+            { code: "channel_open_on_chain" }
+          );
+        }
         record.status = "closed";
         save(terms, record);
         throw Object.assign(new Error("this channel is closing: open a new one"), { code: refusal.error });
@@ -3521,7 +3576,7 @@ var ChannelWallet = (() => {
   }
   async function unlock(terms, options = {}) {
     const response = await payFor(terms, load(terms), location.href, options);
-    showContent(await response.response.text());
+    showContent(response.text);
     const cost = BigInt(response.receipt.chargedAmount);
     return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
   }
@@ -3569,7 +3624,7 @@ var ChannelWallet = (() => {
         })
       );
     }
-    const path = location.pathname;
+    const path = location.pathname + location.search;
     if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
       act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
     }

@@ -53,6 +53,7 @@ from channel_node.signing import (
     recover_signer,
     voucher_digest,
 )
+from channel_node.signing.eip712 import ZERO_ADDRESS
 from channel_node.recovery import SignerRecovery
 from channel_node.store import BlockRef, Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
 
@@ -175,14 +176,27 @@ class Runtime:
                 loaded = await self._load(request, signer)
                 if isinstance(loaded, Rejected):
                     return PaymentOutcome(loaded, None)
-                if self.settler is not None and not loaded.state.config.may_act_for_receiver(self.settler):
-                    refusal = Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+                refusal = self._authorizer_refusal(loaded.state.config)
+                if refusal is not None:
                     return PaymentOutcome(refusal, None)
                 try:
                     return await self._pay_locked(request, signer, loaded)
                 except StaleWrite:
                     self._cache.pop(request.channel_id, None)  # someone else wrote: reload and decide again
             raise StaleWrite(f"channel 0x{request.channel_id.hex()} keeps changing under this node")
+
+    def _authorizer_refusal(self, config: ChannelConfig) -> Rejected | None:
+        """The node sells only on a channel whose receiver side is keys it holds: its claim key can
+        claim and close it, and its `receiverAuthorizer` is the zero address, the receiver, or that
+        claim key. Any other authorizer could consent to a cooperative close at any amount (down to
+        nothing) with the payer, or close the channel by receiver, taking back what was sold; a node
+        without a claim key therefore accepts only the zero authorizer (or the receiver itself)
+        (docs/security.md, "The receiver authorizer is the node's own")."""
+        authorizer = config.receiver_authorizer
+        foreign = authorizer not in (ZERO_ADDRESS, config.receiver) and authorizer != self.settler
+        if foreign or (self.settler is not None and not config.may_act_for_receiver(self.settler)):
+            return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+        return None
 
     async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel) -> PaymentOutcome:
         state = stored.state
@@ -240,8 +254,9 @@ class Runtime:
             return Rejected(Reject.CHANNEL_UNKNOWN, "the channel holds another asset")
         if signer != config.signer:  # checked before the chain is asked, so forgeries cost no RPC call
             return Rejected(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
-        if self.settler is not None and not config.may_act_for_receiver(self.settler):  # nor unsettleable ones
-            return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+        refusal = self._authorizer_refusal(config)  # nor unsettleable ones
+        if refusal is not None:
+            return refusal
         now = self.clock()
         if self._unknown_until.get(request.channel_id, 0) > now or self.chain is None:
             return Rejected(Reject.CHANNEL_UNKNOWN, "no confirmed deposit for this channel")

@@ -154,10 +154,7 @@ class Paywall:
             if request.method not in methods:
                 return _method_not_allowed(methods)
             return await handler(request)
-        served = self.source.served_path(resource.path)
-        price = self.prices.match(served)
-        if price is None and served != resource.path:
-            price = self.prices.match(resource.path)
+        price = self.prices.price_of(resource.path, self.source.served_path(resource.path))
         if price is None:
             return await self._free(request, resource)
         methods = self._priced_methods(price)

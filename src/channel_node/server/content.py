@@ -145,7 +145,10 @@ class StaticSource:
         return path in self._cache or self.locate(path) is not None
 
     async def fetch(self, method: str, resource: Resource, headers=None, body: bytes = b"", priced: bool = False) -> Content:
-        path = resource.path
+        # The cache is keyed by the file's own path, never the name it was asked by: `served_path`
+        # trusts a cached key to be a file, so a folder's name cached there would later be priced
+        # as itself rather than as its index file.
+        path = self.served_path(resource.path)
         cached = self._fresh(path)
         if cached is not None:
             return Content(200, CIMultiDict({"Content-Type": cached.mime}), cached.body)

@@ -44,6 +44,36 @@ class PriceTable:
                 return price
         return None
 
+    def price_of(self, path: str, served: str) -> Price | None:
+        """The price of a request for `path` that reads the file `served` (a folder's index file in
+        static mode): priced when any name of that file is priced. An index file (`index.html`,
+        `index.htm`) named directly also costs what its folder costs (`/premium/index.html` as
+        `/premium/` and `/premium`), as a folder costs what its index costs, since origins and the
+        static source answer both alike; an exact free entry for the file itself keeps it free
+        (docs/protocol.md section 6)."""
+        price = self.match(served)
+        if price is None and served != path:
+            price = self.match(path)
+        if price is not None:
+            return price
+        if self.listed_free(served) or self.listed_free(path):
+            return None
+        for name in {served, path}:
+            head, _, last = name.rpartition("/")
+            if last.casefold() in INDEX_FILES:
+                price = self.match(head + "/")
+                if price is not None:
+                    return price
+        return None
+
+    def listed_free(self, path: str) -> bool:
+        """Whether `path` is listed as an exact free path (as spelled or case-folded)."""
+        return any(rules.exact_free(path if rules is self._as_spelled else path.casefold())
+                   for rules in (self._as_spelled, self._folded))  # fmt: skip
+
+
+INDEX_FILES = ("index.html", "index.htm")
+
 
 class _Rules:
     def __init__(self, prices: list[Price], free: list[str], fold: bool) -> None:
@@ -61,6 +91,9 @@ class _Rules:
                 self._patterns.append((re.compile(fnmatch.translate(norm(price.path)), re.S), price))
             elif self._exact.get(norm(price.path)) is None:
                 self._exact[norm(price.path)] = price  # folded: a priced spelling wins over a free one
+
+    def exact_free(self, path: str) -> bool:
+        return path in self._exact and self._exact[path] is None
 
     def match(self, path: str) -> Price | None:
         if path in self._exact:

@@ -3,11 +3,13 @@ node, attacked again")."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from channel_node.server.protocol import decode_header
-from paywall_helpers import PRICE
-from test_edge import PRICES, SECRET, Edge
+from paywall_helpers import PRICE, Payer
+from test_edge import PRICES, SECRET, Edge, proxy_edge  # noqa: F401 (fixture)
 
 PREMIUM = f"<h1>Premium</h1><p>{SECRET} premium index</p>"
 
@@ -69,3 +71,45 @@ def _serve_folder(folder: str):
         return web.Response(status=404, text="origin: not found")
 
     return behaviour
+
+
+def _error_page(code: int, **headers):
+    from aiohttp import web
+
+    async def answer(request):  # a soft 404, a debugging 500, a redirect whose body is the page
+        return web.Response(status=code, text=f"origin {code}: {SECRET} the whole article", headers=headers)
+
+    return answer
+
+
+@pytest.mark.parametrize("code", [301, 302, 400, 403, 404, 410, 451, 500, 503])
+def test_an_origin_error_page_on_a_priced_path_shows_nothing_of_it(proxy_edge, code):
+    """Whatever the origin answers besides a whole 200 is relayed as its status, never its body
+    (it may be the article), and costs nothing."""
+    edge = proxy_edge
+    edge.origin.behaviour = _error_page(code, Location="/elsewhere")
+    status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
+    assert status == code and SECRET.encode() not in body and "PAYMENT-RESPONSE" not in headers
+    assert json.loads(body)["error"] == "upstream_status" and edge.charged() == 0
+    if code in (301, 302):
+        assert headers["Location"] == "/elsewhere"
+
+
+def test_a_voucher_that_cannot_pay_never_reaches_the_origin(proxy_edge, channels):
+    """Forged, unknown-channel, too-low or stale vouchers are refused before the origin does any
+    work (a priced POST would otherwise run for free) or shows any answer."""
+    edge = proxy_edge
+    edge.origin.behaviour = _error_page(404)
+    forged = {"PAYMENT-SIGNATURE": edge.payer.header(10**6 * PRICE, key=b"\x11" * 32)}
+    low = {"PAYMENT-SIGNATURE": edge.payer.header(PRICE - 1)}
+    stranger = Payer(channels, channels.config(salt=987))  # a channel never opened
+    unknown = {"PAYMENT-SIGNATURE": stranger.header(PRICE)}
+    for headers in (forged, low, unknown):
+        for method, target in (("GET", "/articles/1.html"), ("POST", "/api/order")):
+            status, _, body = edge.send(method, target, headers, b"{}" if method == "POST" else b"")
+            assert status == 402 and SECRET.encode() not in body, (method, status)
+    assert edge.origin.received == [] and edge.charged() == 0
+    edge.origin.behaviour = None
+    assert edge.send("GET", "/articles/1.html", {"PAYMENT-SIGNATURE": edge.payer.header(PRICE)})[0] == 200
+    assert edge.send("GET", "/articles/a.html", {"PAYMENT-SIGNATURE": edge.payer.header(PRICE)})[0] == 402  # stale
+    assert len(edge.origin.received) == 1 and edge.charged() == PRICE

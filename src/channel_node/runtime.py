@@ -160,7 +160,14 @@ class Runtime:
             lock = self._locks[channel] = asyncio.Lock()
         return lock
 
-    async def pay(self, request: PaymentRequest) -> PaymentOutcome:
+    async def check(self, request: PaymentRequest) -> PaymentOutcome:
+        """What `pay` would decide now, committing nothing: the paywall asks it before it forwards a
+        priced request to an origin, so a voucher that cannot pay (forged, unknown, too low, stale)
+        never makes the origin do the work, nor show its answer (docs/security.md, "Nothing reaches
+        the origin unpaid"). `pay` decides again after the fetch."""
+        return await self.pay(request, commit=False)
+
+    async def pay(self, request: PaymentRequest, commit: bool = True) -> PaymentOutcome:
         try:
             digest = voucher_digest(self.domain, request.channel_id, request.amount)
             if self.recovery is None:
@@ -180,7 +187,7 @@ class Runtime:
                 if refusal is not None:
                     return PaymentOutcome(refusal, None)
                 try:
-                    return await self._pay_locked(request, signer, loaded)
+                    return await self._pay_locked(request, signer, loaded, commit)
                 except StaleWrite:
                     self._cache.pop(request.channel_id, None)  # someone else wrote: reload and decide again
             raise StaleWrite(f"channel 0x{request.channel_id.hex()} keeps changing under this node")
@@ -198,7 +205,7 @@ class Runtime:
             return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
         return None
 
-    async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel) -> PaymentOutcome:
+    async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel, commit: bool = True) -> PaymentOutcome:
         state = stored.state
         now = self.clock()
         anchor = stored.anchor if stored.version == 0 else None  # a channel just read from the chain
@@ -220,6 +227,8 @@ class Runtime:
         )
         new_state, effects = transition(state, event)
         effect = effects[0]
+        if not commit:
+            return PaymentOutcome(effect, new_state)
         charge = None
         if isinstance(effect, Accepted) and effect.record:
             charge = Charge(request.resource, effect.charged, request.payment_id, request.once, int(now))

@@ -25,7 +25,7 @@ from channel_node.core import Reject, Rejected
 from channel_node.logs import bound_aiohttp_logs
 from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
-from channel_node.server.content import Content, ProxySource, StaticSource, failure, not_found
+from channel_node.server.content import Content, ProxySource, StaticSource, not_found, withheld
 from channel_node.server.metrics import Metrics
 from channel_node.server.prices import Price, PriceTable
 from channel_node.server.resource import RefusedPath, Resource, canonical_resource
@@ -205,14 +205,6 @@ class Paywall:
         except ProtocolError as exc:
             return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)
 
-        # The whole answer first: what cannot be delivered is never charged (docs/security.md).
-        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True)
-        if not content.sellable(request.method):
-            if content.opened is not None:
-                content.opened.close()
-            if content.ok:  # a part, or an empty answer to a GET: never relayed on a priced path
-                content = failure(502, "upstream_unsellable", "the origin did not answer with the whole resource")
-            return self._content_response(content)  # nothing to sell: relay the failure, charge nothing
         payment = PaymentRequest(
             channel_id=voucher.channel_id,
             amount=voucher.amount,
@@ -223,24 +215,25 @@ class Paywall:
             payment_id=voucher.payment_id,
             config=voucher.config,
         )
-        try:
-            outcome = await self.runtime.pay(payment)
-        except ChainUnavailable as exc:
-            outcome = None
-            refusal = (503, "chain_unavailable", str(exc))
-        except StoreError as exc:
-            self.log.error("store_failed", error=str(exc))
-            outcome = None
-            refusal = (503, "store_unavailable", "the node could not record the payment")
-        if outcome is None or not outcome.accepted:
+        if isinstance(self.source, ProxySource):
+            # An origin does work (and may change state) for every request it gets: one whose voucher
+            # cannot pay never reaches it (docs/security.md, "Nothing reaches the origin unpaid").
+            refused = await self._pay_or_refuse(payment, resource, request, price, voucher, started, check=True)
+            if isinstance(refused, web.Response):
+                return refused
+        # The whole answer first: what cannot be delivered is never charged (docs/security.md).
+        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True)
+        if not content.sellable(request.method):
             if content.opened is not None:
                 content.opened.close()
-            if outcome is None:
-                return self._refuse(resource, request, price, *refusal, started)
-            code = outcome.effect.code
-            state = outcome.state if code in CORRECTIVE else None
-            channel = "0x" + voucher.channel_id.hex()
-            return self._refuse(resource, request, price, 402, code.value, outcome.effect.detail, started, state, channel)
+            if content.from_origin or content.ok:  # an error page may hold the content: never its body
+                content = withheld(content)
+            return self._content_response(content)  # nothing to sell: relay the failure, charge nothing
+        outcome = await self._pay_or_refuse(payment, resource, request, price, voucher, started)
+        if isinstance(outcome, web.Response):
+            if content.opened is not None:
+                content.opened.close()
+            return outcome
 
         channel = "0x" + voucher.channel_id.hex()
         charged = outcome.effect.charged
@@ -264,6 +257,23 @@ class Paywall:
         response = self._content_response(content)
         response.headers.update(extra)
         return response
+
+    async def _pay_or_refuse(self, payment, resource, request, price, voucher, started, check: bool = False):
+        """`Runtime.pay` (or, with `check`, what it would decide, committing nothing): the accepted
+        outcome, or the refusal to answer with."""
+        try:
+            outcome = await (self.runtime.check(payment) if check else self.runtime.pay(payment))
+        except ChainUnavailable as exc:
+            return self._refuse(resource, request, price, 503, "chain_unavailable", str(exc), started)
+        except StoreError as exc:
+            self.log.error("store_failed", error=str(exc))
+            return self._refuse(resource, request, price, 503, "store_unavailable", "the node could not record the payment", started)
+        if not outcome.accepted:
+            code = outcome.effect.code
+            state = outcome.state if code in CORRECTIVE else None
+            channel = "0x" + voucher.channel_id.hex()
+            return self._refuse(resource, request, price, 402, code.value, outcome.effect.detail, started, state, channel)
+        return outcome
 
     def _key(self, resource: Resource) -> str:
         """What a purchase is recorded under (the `once` unlock, insights, logs): the file a static

@@ -67,6 +67,7 @@ class Content:
     file: Path | None = None  # streamed from disk when set
     opened: BinaryIO | None = None  # a priced large file, opened before the charge and streamed after
     length: int = 0
+    from_origin: bool = False  # the upstream's own answer (not one the node made)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +83,27 @@ def failure(status: int, code: str, message: str) -> Content:
     """An answer the node makes itself when content cannot be delivered (never charged)."""
     body = orjson.dumps({"error": code, "message": message})
     return Content(status, CIMultiDict({"Content-Type": "application/json"}), body)
+
+
+# What is kept of an origin's answer that is not sold on a priced path (docs/security.md, "An
+# unsold answer shows nothing of the origin's"): its status and where it points, never its body.
+WITHHELD_KEEP = ("Location", "Retry-After", "Allow")
+
+
+def withheld(content: Content) -> Content:
+    """An origin's unsellable answer to a priced request (an error page, a redirect, a part) as the
+    node relays it: the origin's status and a few pointing fields, the node's own body. An error
+    page may carry the very content it was asked for (a soft 404, a debugging 500, a redirect with
+    the page in its body), and no voucher paid for it."""
+    if not 300 <= content.status < 600:
+        return failure(502, "upstream_unsellable", "the origin did not answer with the whole resource")
+    if content.status == 304:
+        return Content(304, CIMultiDict(), b"")
+    kept = failure(content.status, "upstream_status", f"the origin answered {content.status}; nothing was charged")
+    for name in WITHHELD_KEEP:
+        for value in content.headers.getall(name, ()):
+            kept.headers.add(name, value)
+    return kept
 
 
 def not_found() -> Content:
@@ -235,7 +257,7 @@ class ProxySource:
                 bodiless = method == "HEAD" or r.status in (204, 304) or r.status < 200
                 if not bodiless and declared is not None and (not declared.isdigit() or int(declared) != len(data)):
                     return failure(502, "upstream_incomplete", "the origin's answer does not match its Content-Length")
-                return Content(r.status, end_to_end(r.headers), bytes(data))
+                return Content(r.status, end_to_end(r.headers), bytes(data), from_origin=True)
         except TimeoutError:
             return failure(504, "upstream_timeout", "the origin did not answer in time")
         except (aiohttp.ClientError, ValueError) as exc:

@@ -113,3 +113,23 @@ def test_a_voucher_that_cannot_pay_never_reaches_the_origin(proxy_edge, channels
     assert edge.send("GET", "/articles/1.html", {"PAYMENT-SIGNATURE": edge.payer.header(PRICE)})[0] == 200
     assert edge.send("GET", "/articles/a.html", {"PAYMENT-SIGNATURE": edge.payer.header(PRICE)})[0] == 402  # stale
     assert len(edge.origin.received) == 1 and edge.charged() == PRICE
+
+
+FAMILY = ["X-Original-URI", "X-Original-Path", "X-Forwarded-Uri", "X-Forwarded-Url", "X-Forwarded-Host", "X-Forwarded-Proto",
+          "X-Forwarded-Script-Name", "X-Envoy-Original-Path", "X-Rewrite-URI", "X-Override-Path", "X-Script-Name", "Forwarded",
+          "X-Matched-Path", "X-Host", "X-Foo-Method-Override", "x-forwarded-prefix"]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["/free/page.html", "/articles/1.html"])
+def test_no_routing_field_of_the_client_reaches_the_origin(proxy_edge, target):
+    """Routing fields beyond the reported ones (nginx's X-Original-URI, Traefik's X-Forwarded-Uri,
+    Envoy's X-Envoy-Original-Path, Werkzeug's X-Script-Name, RFC 7239 Forwarded...) are dropped by
+    family, never passed on for an origin to take as the real path or host."""
+    edge = proxy_edge
+    extra = edge.voucher() if target.startswith("/articles") else {}
+    fields = {name: "/articles/1.html" if "method" not in name.lower() else "GET" for name in FAMILY}
+    fields["Forwarded"] = "host=premium.example;proto=https"
+    assert edge.send("GET", target, {**fields, "X-Request-Id": "kept", **extra})[0] == 200
+    (_, _, forwarded), = edge.origin.received
+    assert not {name.lower() for name in FAMILY} & {name.lower() for name in forwarded}
+    assert forwarded["X-Request-Id"] == "kept", "other end-to-end fields still pass"

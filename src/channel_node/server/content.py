@@ -36,7 +36,19 @@ HOP_BY_HOP = frozenset({
 OVERRIDES = frozenset({
     "x-original-url", "x-rewrite-url", "x-override-url", "x-forwarded-path", "x-forwarded-prefix",
     "x-http-method-override", "x-http-method", "x-method-override",
+    "forwarded", "x-script-name", "x-matched-path", "x-host", "x-forwarded-server", "front-end-https",
 })  # fmt: skip
+# And every field of these families, whatever its suffix (X-Original-URI, X-Forwarded-Uri,
+# X-Forwarded-Host, X-Envoy-Original-Path, X-Rewrite-URI...): they describe how a proxy routed the
+# request, which only the node may say; a client's own would route a free path to a priced one.
+OVERRIDE_PREFIXES = ("x-forwarded-", "x-original-", "x-rewrite-", "x-override-", "x-envoy-")
+OVERRIDE_SUFFIXES = ("-method-override",)
+
+
+def is_override(name: str) -> bool:
+    """Whether a request field may rename the request's path, host, scheme or method at an origin."""
+    low = name.lower()
+    return low in OVERRIDES or low.startswith(OVERRIDE_PREFIXES) or low.endswith(OVERRIDE_SUFFIXES)
 # Not forwarded on a priced request: the node sells the whole representation, once, as a 200, so
 # the origin must not answer a part (206) or "unchanged" (304) (docs/security.md, "Partial and
 # conditional answers").
@@ -242,7 +254,9 @@ class ProxySource:
     async def fetch(self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False) -> Content:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)
-        forward = end_to_end(headers, OVERRIDES | PRICED_DROP if priced else OVERRIDES)
+        forward = end_to_end(headers, PRICED_DROP if priced else frozenset())
+        for name in [name for name in forward if is_override(name)]:
+            forward.popall(name, None)
         url = URL(self.upstream + resource.target, encoded=True)
         try:
             async with self._session.request(method, url, headers=forward, data=body or None, allow_redirects=False) as r:

@@ -3,6 +3,7 @@ node, attacked again")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -133,3 +134,46 @@ def test_no_routing_field_of_the_client_reaches_the_origin(proxy_edge, target):
     (_, _, forwarded), = edge.origin.received
     assert not {name.lower() for name in FAMILY} & {name.lower() for name in forwarded}
     assert forwarded["X-Request-Id"] == "kept", "other end-to-end fields still pass"
+
+
+class RawOrigin:
+    """An origin written by hand: answers every request with `answer` bytes, then closes."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+        self.requests = 0
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader, writer):
+        self.requests += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(self.answer)
+        await writer.drain()
+        writer.close()
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_priced_answer_ended_by_closing_the_connection_is_never_sold(proxy_edge, version):
+    """Without Content-Length or chunked framing the origin's body ends when it closes the
+    connection, so a page cut short looks whole: it is a 502 and costs nothing."""
+    edge = proxy_edge
+    origin = RawOrigin(f"HTTP/{version} 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<h1>One</h1><p>{SECRET} half of".encode())
+    edge.node.paywall.source.upstream = edge.run(origin.start())
+    status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
+    assert status == 502 and json.loads(body)["error"] == "upstream_unframed" and SECRET.encode() not in body
+    assert "PAYMENT-RESPONSE" not in headers and edge.charged() == 0 and origin.requests == 1
+    status, _, body = edge.send("GET", "/free/page.html")
+    assert status == 200 and SECRET.encode() in body, "a free answer is relayed however it ends"
+    framed = f"<h1>One</h1><p>{SECRET}</p>".encode()
+    origin.answer = f"HTTP/{version} 200 OK\r\nContent-Length: {len(framed)}\r\n\r\n".encode() + framed
+    status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
+    assert status == 200 and body == framed and edge.charged() == PRICE
+    edge.run(_close(origin.server))
+
+
+async def _close(server):
+    server.close()
+    await server.wait_closed()

@@ -271,6 +271,11 @@ class ProxySource:
                 bodiless = method == "HEAD" or r.status in (204, 304) or r.status < 200
                 if not bodiless and declared is not None and (not declared.isdigit() or int(declared) != len(data)):
                     return failure(502, "upstream_incomplete", "the origin's answer does not match its Content-Length")
+                chunked = "chunked" in r.headers.get("Transfer-Encoding", "").lower()
+                if priced and not bodiless and declared is None and not chunked:
+                    # Ended by closing the connection: a cut is indistinguishable from the end, so
+                    # it is never sold (docs/security.md, "A priced answer must say where it ends").
+                    return failure(502, "upstream_unframed", "the origin's answer has neither Content-Length nor chunked framing")
                 return Content(r.status, end_to_end(r.headers), bytes(data), from_origin=True)
         except TimeoutError:
             return failure(504, "upstream_timeout", "the origin did not answer in time")

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channel_node.core import (
+    ConsentToClose,
+    CooperativeCloseAsked,
     NewBlock,
     OperatorClaim,
     OperatorClose,
@@ -210,6 +212,7 @@ events = st.one_of(
     st.builds(NewBlock, timestamp=st.integers(0, 3000)),
     st.just(OperatorClaim()),
     st.just(OperatorClose()),
+    st.builds(CooperativeCloseAsked, amount=st.integers(0, 3000)),
 )
 
 
@@ -248,6 +251,9 @@ def test_properties_over_random_sequences(sequence):
                 assert effect.signature == state.signature
                 if isinstance(effect, SendClaim):
                     assert min(effect.amount, state.deposited) > state.claimed, "a claim is sent only when it collects something"
+            elif isinstance(effect, ConsentToClose):
+                assert effect.amount == event.amount == state.charged, "a cooperative close pays exactly what was charged"
+                assert state.receiver_closing
             else:
                 assert isinstance(effect, Rejected) and state == before, "a rejection changes nothing"
     assert served == state.charged, "every unit charged was for content served, once"

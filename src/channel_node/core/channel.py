@@ -32,6 +32,9 @@ class Reject(StrEnum):
     STALE_VOUCHER = "stale_voucher"  # an old voucher (at or below the charged total) that cannot pay
     PAYMENT_ID_REUSED = "payment_id_reused"  # this payment identifier already paid for another resource
     CLOSE_AMOUNT_TOO_LOW = "close_amount_too_low"  # a cooperative close must pay at least what was charged
+    # ... and no more: the node consents only to the charged total, so a reader whose own figure is
+    # higher (a wallet that lost track) is told the node's and never pays for what it was not sold.
+    CLOSE_AMOUNT_ABOVE_CHARGED = "close_amount_above_charged"
     NOTHING_TO_CLAIM = "nothing_to_claim"  # operator asked to claim, but no voucher is above the claimed total
     CHANNEL_CLOSING = "channel_closing"  # a close is pending and its deadline is within the safety margin
     CHANNEL_SETTLED = "channel_settled"  # the channel has ended on chain
@@ -252,6 +255,8 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
             if amount < state.charged:
                 return state, [Rejected(Reject.CLOSE_AMOUNT_TOO_LOW, f"the close must pay at least {state.charged}")]
+            if amount > state.charged:
+                return state, [Rejected(Reject.CLOSE_AMOUNT_ABOVE_CHARGED, f"the close pays exactly the charged total {state.charged}")]
             if amount > state.deposited:
                 return state, [Rejected(Reject.EXCEEDS_DEPOSIT, f"{amount} is above the deposit {state.deposited}")]
             return replace(state, receiver_closing=True), [ConsentToClose(amount)]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 
 import pytest
 
 from channel_node.server.protocol import decode_header
 from paywall_helpers import PRICE, Payer
-from test_edge import PRICES, SECRET, Edge, proxy_edge  # noqa: F401 (fixture)
+from test_edge import PRICES, SECRET, Edge, proxy_edge, static_edge  # noqa: F401 (fixtures)
 
 PREMIUM = f"<h1>Premium</h1><p>{SECRET} premium index</p>"
 
@@ -177,3 +179,22 @@ def test_a_priced_answer_ended_by_closing_the_connection_is_never_sold(proxy_edg
 async def _close(server):
     server.close()
     await server.wait_closed()
+
+
+def test_a_hard_link_never_serves_a_priced_file_under_a_free_name(static_edge, tmp_path):
+    """A hard link is the same file under a second name (a deploy with `cp -l` or rsync
+    --link-dest): a free name must not read a priced file, even one created after the node started
+    or after the file was cached."""
+    edge = static_edge
+    site = tmp_path / "site"
+    assert edge.send("GET", "/articles/1.html", edge.voucher())[0] == 200  # cached under its own name
+    os.link(site / "articles" / "1.html", site / "free" / "hard.html")
+    for target in ("/free/hard.html", "/free/../free/hard.html"):
+        status, _, body = edge.send("GET", target)
+        assert status == 404 and SECRET.encode() not in body, target
+    time.sleep(1.1)  # the cache's revalidation: the priced file now has two names and is served under neither
+    status, _, body = edge.send("GET", "/articles/1.html", edge.voucher())
+    assert status == 404 and SECRET.encode() not in body
+    os.unlink(site / "free" / "hard.html")
+    assert edge.send("GET", "/articles/1.html", edge.voucher())[0] == 200
+    assert edge.send("GET", "/free/page.html")[0] == 200, "a file with one name is served"

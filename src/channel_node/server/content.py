@@ -127,7 +127,7 @@ class _Cached:
     file: Path
     body: bytes
     mime: str
-    signature: tuple[int, int]  # (mtime_ns, size) when read
+    signature: tuple[int, int, int, int]  # (mtime_ns, size, inode, links) when read
     checked: float
 
 
@@ -138,7 +138,8 @@ class StaticSource:
     Paths are canonical (server/resource.py). A folder is served as its `index.html`, and priced as
     that file (`served_path`). Symbolic links are not followed: a path whose real location differs
     from `root` + path is not found, so a link cannot serve a priced file under a free name or a
-    file outside `root` (docs/security.md, "One canonical resource")."""
+    file outside `root` (docs/security.md, "One canonical resource"). Nor are hard links: a file
+    with more than one name is not found under any of them (docs/security.md, "Hard links")."""
 
     uses_query = False  # the same file whatever the query: purchases are keyed by path alone
 
@@ -171,6 +172,8 @@ class StaticSource:
             real = candidate.resolve(strict=True)
             if real != candidate or not real.is_file():
                 return None  # missing, a folder, or reached through a symbolic link
+            if real.stat().st_nlink != 1:
+                return None  # a hard link: the same file has another name, which may be priced
         except (OSError, ValueError, RuntimeError):
             return None
         return real
@@ -201,7 +204,8 @@ class StaticSource:
         except OSError:
             return failure(503, "content_unavailable", "the file could not be read")
         if self._cached_bytes + len(data) <= CACHE_BYTES:
-            self._cache[path] = _Cached(file, data, mime, (stat.st_mtime_ns, stat.st_size), time.monotonic())
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_nlink)
+            self._cache[path] = _Cached(file, data, mime, signature, time.monotonic())
             self._cached_bytes += len(data)
         return Content(200, CIMultiDict({"Content-Type": mime}), data)
 
@@ -213,8 +217,8 @@ class StaticSource:
         if now - cached.checked < REVALIDATE:
             return cached
         try:
-            stat = os.stat(cached.file)
-            unchanged = (stat.st_mtime_ns, stat.st_size) == cached.signature
+            stat = os.stat(cached.file, follow_symlinks=False)  # replaced by a link: read again
+            unchanged = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_nlink) == cached.signature
         except OSError:
             unchanged = False
         if unchanged:

@@ -4,11 +4,14 @@ node, attacked again")."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from channel_node.server.protocol import decode_header
 from paywall_helpers import PRICE, Payer
@@ -198,3 +201,37 @@ def test_a_hard_link_never_serves_a_priced_file_under_a_free_name(static_edge, t
     os.unlink(site / "free" / "hard.html")
     assert edge.send("GET", "/articles/1.html", edge.voucher())[0] == 200
     assert edge.send("GET", "/free/page.html")[0] == 200, "a file with one name is served"
+
+
+PAYMENT_IDS = itertools.count()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(first=st.tuples(st.sampled_from(["POST", "PUT", "PATCH", "DELETE"]), st.binary(min_size=1, max_size=40)),
+       other=st.tuples(st.sampled_from(["POST", "PUT", "PATCH", "DELETE"]), st.binary(min_size=1, max_size=40)))  # fmt: skip
+def test_a_payment_id_retries_only_the_request_it_paid_for(proxy_edge, first, other):
+    """A retry (the same payment id) of a per-request priced call is free only for that very call:
+    another method or body on the same path under the same id is another call, refused
+    `payment_id_reused`, and never reaches the origin."""
+    edge = proxy_edge
+    edge.origin.behaviour = _echo
+    edge.origin.received.clear()
+    before = edge.charged()
+    pid = f"p{next(PAYMENT_IDS)}"
+    header = {"PAYMENT-SIGNATURE": edge.payer.header(before + PRICE, payment_id=pid)}
+    status, headers, _ = edge.send(first[0], "/api/order", header, first[1])
+    assert status == 200 and edge.charged() == before + PRICE
+    status, headers, body = edge.send(other[0], "/api/order", header, other[1])
+    if other == first:
+        assert status == 200 and decode_header(headers["PAYMENT-RESPONSE"])["chargedAmount"] == "0", "a retry is free"
+        assert len(edge.origin.received) == 2
+    else:
+        assert status == 402 and json.loads(body)["error"] == "payment_id_reused", (first, other)
+        assert len(edge.origin.received) == 1, "the other call never reached the origin"
+    assert edge.charged() == before + PRICE
+
+
+async def _echo(request):
+    from aiohttp import web
+
+    return web.Response(body=await request.read() or b"-", content_type="application/octet-stream")

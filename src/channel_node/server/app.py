@@ -11,6 +11,7 @@ Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ class Paywall:
             channel_id=voucher.channel_id,
             amount=voucher.amount,
             signature=voucher.signature,
-            resource=key,
+            resource=self._call(key, request.method, body),
             price=price.amount,
             once=price.once,
             payment_id=voucher.payment_id,
@@ -274,6 +275,16 @@ class Paywall:
             channel = "0x" + voucher.channel_id.hex()
             return self._refuse(resource, request, price, 402, code.value, outcome.effect.detail, started, state, channel)
         return outcome
+
+    @staticmethod
+    def _call(key: str, method: str, body: bytes) -> str:
+        """What a payment (and its payment id) pays for: a GET, the resource; a priced API call of
+        another method, that resource with the method and a digest of the body, so a retry under the
+        same payment id is free only for that very call, never another one (docs/security.md,
+        "A payment id retries one call")."""
+        if method == "GET":
+            return key
+        return f"{key} {method} sha256:{hashlib.sha256(body).hexdigest()}"
 
     def _key(self, resource: Resource) -> str:
         """What a purchase is recorded under (the `once` unlock, insights, logs): the file a static

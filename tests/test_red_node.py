@@ -235,3 +235,36 @@ async def _echo(request):
     from aiohttp import web
 
     return web.Response(body=await request.read() or b"-", content_type="application/octet-stream")
+
+
+@given(st.sampled_from([".gz", ".br", ".zst", ".GZ", ".gz.br"]), st.sampled_from(["/premium.html", "/premium/", "/reports/x/index.html"]))
+@settings(max_examples=40, deadline=None)
+def test_a_compressed_copy_costs_what_its_file_costs(suffix, priced):
+    """gzip_static-style siblings (`a.html.gz` beside `a.html`) are the same content under another
+    name: they cost what the file costs, through an exact rule, a folder's rule or a pattern."""
+    from channel_node.server.prices import Price, PriceTable
+
+    table = PriceTable([Price("/premium.html", 5), Price("/premium/", 7), Price("/reports/*/", 9)], free=["/", "/free/*", "/free.html.gz"])
+    file = priced + "index.html" if priced.endswith("/") else priced
+    expected = table.price_of(priced, file)
+    assert expected is not None
+    assert table.price_of(file + suffix, file + suffix) == expected
+    assert table.price_of("/free.html" + suffix, "/free.html" + suffix) is None or suffix != ".gz"
+    assert table.price_of("/free/a.html" + suffix, "/free/a.html" + suffix) is None, "free stays free"
+    assert table.price_of("/.gz", "/.gz") is None
+
+
+def test_a_compressed_copy_is_priced_over_http(chain, deployed, parties, channels, tmp_path):
+    import gzip
+
+    prices = [*PRICES, {"path": "/premium.html", "price": PRICE, "description": "one page"}]
+    edge = Edge(chain, deployed, parties, channels, tmp_path, "static", prices=prices)
+    try:
+        (tmp_path / "site" / "premium.html").write_text(PREMIUM)
+        (tmp_path / "site" / "premium.html.gz").write_bytes(gzip.compress(PREMIUM.encode()))
+        status, _, body = edge.send("GET", "/premium.html.gz", {"Accept-Encoding": "gzip"})
+        assert status == 402 and PREMIUM.encode() not in body and gzip.compress(PREMIUM.encode()) not in body
+        status, headers, body = edge.send("GET", "/premium.html.gz", edge.voucher())
+        assert status == 200 and gzip.decompress(body) == PREMIUM.encode() and edge.charged() == PRICE
+    finally:
+        edge.close()

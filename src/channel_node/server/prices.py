@@ -49,7 +49,8 @@ class PriceTable:
         static mode): priced when any name of that file is priced. An index file (`index.html`,
         `index.htm`) named directly also costs what its folder costs (`/premium/index.html` as
         `/premium/` and `/premium`), as a folder costs what its index costs, since origins and the
-        static source answer both alike; an exact free entry for the file itself keeps it free
+        static source answer both alike, and a pre-compressed copy (`a.html.gz`, `.br`, `.zst`...)
+        costs what `a.html` costs; an exact free entry for the file itself keeps it free
         (docs/protocol.md section 6)."""
         price = self.match(served)
         if price is None and served != path:
@@ -60,10 +61,16 @@ class PriceTable:
             return None
         for name in {served, path}:
             head, _, last = name.rpartition("/")
-            if last.casefold() in INDEX_FILES:
+            folded = last.casefold()
+            if folded in INDEX_FILES:
                 price = self.match(head + "/")
-                if price is not None:
-                    return price
+            elif folded.endswith(COMPRESSED) and "." in folded:
+                # A pre-compressed copy (`a.html.gz` beside `a.html`, for gzip_static and the like)
+                # is the same content: it costs what the file it compresses costs.
+                base = name[: name.rindex(".")]
+                price = self.price_of(base, base) if base.rpartition("/")[2] else None
+            if price is not None:
+                return price
         return None
 
     def listed_free(self, path: str) -> bool:
@@ -73,6 +80,7 @@ class PriceTable:
 
 
 INDEX_FILES = ("index.html", "index.htm")
+COMPRESSED = (".gz", ".br", ".zst", ".zstd", ".bz2", ".xz", ".deflate", ".z")
 
 
 class _Rules:

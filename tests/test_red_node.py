@@ -268,3 +268,23 @@ def test_a_compressed_copy_is_priced_over_http(chain, deployed, parties, channel
         assert status == 200 and gzip.decompress(body) == PREMIUM.encode() and edge.charged() == PRICE
     finally:
         edge.close()
+
+
+def test_a_page_turned_into_a_priced_folder_while_running_is_never_read_free(folder_edge, tmp_path):
+    """A free file read (and cached) under a name that the publisher then turns into a folder whose
+    index is priced: no request reads the index under the file's old, free price."""
+    import shutil
+
+    edge = folder_edge
+    site = tmp_path / "site"
+    shutil.rmtree(site / "premium")
+    (site / "premium").write_text("<p>a free page, for now</p>")
+    assert edge.send("GET", "/premium")[0] == 200  # free and cached
+    (site / "premium").unlink()
+    (site / "premium").mkdir()
+    (site / "premium" / "index.html").write_text(PREMIUM)
+    time.sleep(1.1)  # past the cache's revalidation
+    for _ in range(3):
+        status, _, body = edge.send("GET", "/premium")
+        assert status in (402, 404) and SECRET.encode() not in body, status
+    assert edge.send("GET", "/premium")[0] == 402

@@ -164,7 +164,11 @@ class StaticSource:
         return path
 
     def locate(self, path: str) -> Path | None:
-        relative = self.served_path(path).lstrip("/")
+        return self._file(self.served_path(path))
+
+    def _file(self, served: str) -> Path | None:
+        """The regular file at the served path `served` itself (never a folder's index in its place)."""
+        relative = served.lstrip("/")
         if "\0" in relative or any(part in ("", ".", "..") for part in relative.split("/")):
             return None  # not canonical: never guessed at
         candidate = self.root / relative
@@ -185,11 +189,14 @@ class StaticSource:
         # The cache is keyed by the file's own path, never the name it was asked by: `served_path`
         # trusts a cached key to be a file, so a folder's name cached there would later be priced
         # as itself rather than as its index file.
+        # The file read is the one the served path names when the request was priced (the cache's
+        # answer, or a stat): if that name has since become a folder, it is not found this once,
+        # never read as the folder's index under the name's old price.
         path = self.served_path(resource.path)
         cached = self._fresh(path)
         if cached is not None:
             return Content(200, CIMultiDict({"Content-Type": cached.mime}), cached.body)
-        file = self.locate(path)
+        file = self._file(path)
         if file is None:
             return not_found()
         mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"

@@ -288,3 +288,24 @@ def test_a_page_turned_into_a_priced_folder_while_running_is_never_read_free(fol
         status, _, body = edge.send("GET", "/premium")
         assert status in (402, 404) and SECRET.encode() not in body, status
     assert edge.send("GET", "/premium")[0] == 402
+
+
+def test_credit_the_receiver_already_claimed_never_pays_a_second_time(static_edge, channels, parties):
+    """The receiver's other node (or this node before its database was restored from an older
+    backup) sold on the channel and claimed it: a voucher under the claimed total buys nothing here,
+    and a sale is charged on top of it, so the next claim collects it."""
+    edge = static_edge
+    config = edge.payer.config
+    header = lambda amount: {"PAYMENT-SIGNATURE": edge.payer.header(amount)}  # noqa: E731
+    assert edge.send("GET", "/articles/1.html", header(PRICE))[0] == 200 and edge.charged() == PRICE
+    claim = channels.contract.functions.claim(config.as_abi_tuple(), 5 * PRICE, 5 * PRICE, *channels.voucher(config, 5 * PRICE))
+    channels.chain.transact(claim, parties.receiver.address)  # another node's five sales, claimed
+
+    edge.run(edge.node.watcher.poll())
+    for amount in (2 * PRICE, 5 * PRICE):
+        status, _, body = edge.send("GET", "/articles/a.html", header(amount))
+        assert status == 402 and SECRET.encode() not in body, amount
+    assert edge.send("GET", "/articles/1.html", header(2 * PRICE))[0] == 402, "a re-read needs a current voucher too"
+    status, headers, _ = edge.send("GET", "/articles/a.html", header(6 * PRICE))
+    assert status == 200 and decode_header(headers["PAYMENT-RESPONSE"])["chargedAmount"] == str(PRICE)
+    assert edge.charged() == 6 * PRICE

@@ -310,15 +310,20 @@ def _charge(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list
         # A retry of a request already charged (same payment id, same resource) carries that
         # request's voucher, which may since have fallen below the charged total: serve it again.
         return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
+    # What the channel has already paid: the charged total, or what the chain shows claimed if that
+    # is more (the receiver's other node, or this node's database restored from an older backup,
+    # sold on it). A sale goes on top, so credit already collected never pays a second time
+    # (docs/security.md, "One receiver, one ledger").
+    spent = max(state.charged, state.claimed)
     if p.unlocked:
         # Already bought on this channel: free again, but only for a current voucher, so an old or
         # leaked one opens nothing. A higher voucher is still kept.
-        if p.amount < state.charged:
-            return reject(Reject.STALE_VOUCHER, f"a voucher of at least {state.charged} is needed to read again")
+        if p.amount < spent:
+            return reject(Reject.STALE_VOUCHER, f"a voucher of at least {spent} is needed to read again")
         return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
-    needed = state.charged + p.price
+    needed = spent + p.price
     if p.amount < needed:  # the request's own voucher must pay: a higher one seen before does not
-        code = Reject.STALE_VOUCHER if p.amount <= state.charged and p.price else Reject.INSUFFICIENT_VOUCHER
-        return reject(code, f"a voucher of at least {needed} is needed (charged {state.charged}, price {p.price})")
-    new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed)
+        code = Reject.STALE_VOUCHER if p.amount <= spent and p.price else Reject.INSUFFICIENT_VOUCHER
+        return reject(code, f"a voucher of at least {needed} is needed (charged {spent}, price {p.price})")
+    new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed if p.price else state.charged)
     return new_state, [Accepted(charged=p.price)]

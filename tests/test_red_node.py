@@ -309,3 +309,33 @@ def test_credit_the_receiver_already_claimed_never_pays_a_second_time(static_edg
     status, headers, _ = edge.send("GET", "/articles/a.html", header(6 * PRICE))
     assert status == 200 and decode_header(headers["PAYMENT-RESPONSE"])["chargedAmount"] == str(PRICE)
     assert edge.charged() == 6 * PRICE
+
+
+def _windows_variants(path: str):
+    """How a case-insensitive Windows origin (NTFS, IIS, .NET's invariant upper-casing) may spell a
+    path: any letter in either case, `i` as the dotless `ı` (which upper-cases to `I`)."""
+    choices = [st.sampled_from(sorted({c, c.upper(), c.lower()} | ({"ı"} if c.lower() == "i" else set()))) for c in path]
+    return st.tuples(*choices).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["/articles/1.html", "/premium.html", "/api/quote", "/articles/deep/x"]).flatmap(_windows_variants))
+def test_every_spelling_a_case_insensitive_origin_reads_is_priced(path):
+    from channel_node.server.prices import Price, PriceTable
+    from channel_node.server.resource import Resource, canonical_resource
+
+    table = PriceTable([Price("/articles/*", 10), Price("/premium.html", 99), Price("/api/*", 3)], ["/", "/static/*"])
+    from urllib.parse import quote
+
+    resource = canonical_resource(quote(path))  # as sent: UTF-8, percent-encoded
+    assert isinstance(resource, Resource) and resource.path == path
+    assert table.match(resource.path) == table.match(path.lower().replace("ı", "i")), path
+
+
+@pytest.mark.parametrize("target", ["/premium.html::$DATA", "/premium.html:x:$DATA", "/premium.html%3A%3A$DATA", "/premium.html::%24data"])
+def test_an_ntfs_stream_name_is_refused(target):
+    from channel_node.server.resource import BAD_PATH, RefusedPath, canonical_resource
+
+    refused = canonical_resource(target)
+    assert isinstance(refused, RefusedPath) and refused.code == BAD_PATH
+    assert not isinstance(canonical_resource("/wiki/Talk:Page"), RefusedPath), "a colon alone is still a path"

@@ -39,7 +39,7 @@ class PriceTable:
         for variant in variants:
             price = self._as_spelled.match(variant)
             if price is None:
-                price = self._folded.match(variant.casefold())
+                price = self._folded.match(fold_case(variant))
             if price is not None:
                 return price
         return None
@@ -75,8 +75,15 @@ class PriceTable:
 
     def listed_free(self, path: str) -> bool:
         """Whether `path` is listed as an exact free path (as spelled or case-folded)."""
-        return any(rules.exact_free(path if rules is self._as_spelled else path.casefold())
+        return any(rules.exact_free(path if rules is self._as_spelled else fold_case(path))
                    for rules in (self._as_spelled, self._folded))  # fmt: skip
+
+
+def fold_case(text: str) -> str:
+    """Case-folded as every case-insensitive origin would agree: upper-cased first, so letters
+    that only upper-case into ASCII (the dotless `ı` into `I`, as NTFS and .NET's invariant
+    upper-casing do) fold with it (`/artıcles/a.html` costs what `/articles/a.html` costs)."""
+    return text.upper().casefold()
 
 
 INDEX_FILES = ("index.html", "index.htm")
@@ -85,7 +92,7 @@ COMPRESSED = (".gz", ".br", ".zst", ".zstd", ".bz2", ".xz", ".deflate", ".z")
 
 class _Rules:
     def __init__(self, prices: list[Price], free: list[str], fold: bool) -> None:
-        norm = str.casefold if fold else (lambda text: text)
+        norm = fold_case if fold else (lambda text: text)
         self._exact: dict[str, Price | None] = {}
         self._free_patterns: list[re.Pattern] = []
         self._patterns: list[tuple[re.Pattern, Price]] = []

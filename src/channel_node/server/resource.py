@@ -138,6 +138,8 @@ def _segment_problem(segment: str) -> RefusedPath | None:
         return RefusedPath(BAD_PATH, "a path that Unicode normalisation (NFKC) would change")
     if segment not in (".", "..") and segment.endswith("."):
         return RefusedPath(BAD_PATH, "a path segment ending in a dot")
+    if ":$" in segment:  # `a.html::$DATA`: an NTFS stream name, which Windows origins read as the file
+        return RefusedPath(BAD_PATH, "an NTFS stream name (:$) in the path")
     return None
 
 

@@ -339,3 +339,20 @@ def test_an_ntfs_stream_name_is_refused(target):
     refused = canonical_resource(target)
     assert isinstance(refused, RefusedPath) and refused.code == BAD_PATH
     assert not isinstance(canonical_resource("/wiki/Talk:Page"), RefusedPath), "a colon alone is still a path"
+
+
+def test_no_cache_in_front_of_the_node_is_told_to_keep_a_sold_answer(proxy_edge):
+    """nginx's proxy cache obeys X-Accel-Expires before Cache-Control, Akamai obeys Edge-Control:
+    an origin's fields of that kind never reach the front of a sold answer."""
+    from aiohttp import web
+
+    edge = proxy_edge
+
+    async def cacheable(request):
+        return web.Response(text=f"<p>{SECRET}</p>", headers={
+            "X-Accel-Expires": "86400", "Edge-Control": "cache-maxage=1d", "Fastly-Surrogate-Control": "max-age=86400"})  # fmt: skip
+
+    edge.origin.behaviour = cacheable
+    status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
+    assert status == 200 and SECRET.encode() in body and headers["Cache-Control"] == "private, no-store"
+    assert not {"X-Accel-Expires", "Edge-Control", "Fastly-Surrogate-Control"} & set(headers)

@@ -61,7 +61,9 @@ COOPERATIVE_CLOSE_PATH = "/_channel/cooperative-close"
 # A sold answer is the reader's own: never stored by a shared cache (a CDN in front of the node
 # would otherwise hand it to readers who did not pay); offers are never stored at all.
 SOLD_CACHE_CONTROL = "private, no-store"
-SHARED_CACHE_FIELDS = ("Cache-Control", "Expires", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control")
+# nginx's proxy cache takes X-Accel-Expires over Cache-Control, Akamai takes Edge-Control.
+SHARED_CACHE_FIELDS = ("Cache-Control", "Expires", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control",
+                       "X-Accel-Expires", "Edge-Control", "Fastly-Surrogate-Control")  # fmt: skip
 
 
 def _hex_field(body: dict, name: str, length: int | None) -> bytes:

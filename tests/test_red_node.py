@@ -356,3 +356,43 @@ def test_no_cache_in_front_of_the_node_is_told_to_keep_a_sold_answer(proxy_edge)
     status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
     assert status == 200 and SECRET.encode() in body and headers["Cache-Control"] == "private, no-store"
     assert not {"X-Accel-Expires", "Edge-Control", "Fastly-Surrogate-Control"} & set(headers)
+
+
+@pytest.mark.parametrize("delay", [900, 3599, 3600, 7200])
+def test_a_channel_whose_close_delay_is_below_the_offer_is_never_sold_on(chain, deployed, parties, channels, tmp_path, delay):
+    """The offer says closeDelay.min = 3600 (the operator's node may be down for up to that long):
+    a channel opened with a shorter delay (the contract's own minimum is 15 minutes) could be closed
+    and finalized before the node's defence lands, so it is refused before anything is charged."""
+    from test_edge import PRICES as prices
+
+    edge = Edge(chain, deployed, parties, channels, tmp_path, "static", prices=prices)
+    try:
+        edge.node.runtime.close_delay_min = 3600  # as `close_delay_min = 3600` in the config sets it
+        assert edge.node.paywall.offer is not None
+        payer = Payer(channels, channels.open_eth(10 * PRICE, channels.config(close_delay=delay)))
+        status, _, body = edge.send("GET", "/articles/1.html", {"PAYMENT-SIGNATURE": payer.header(PRICE)})
+        if delay < 3600:
+            assert status == 402 and json.loads(body)["error"] == "close_delay_too_short" and SECRET.encode() not in body
+            assert edge.run(edge.node.store.load_channel(payer.id)) is None, "nothing recorded"
+        else:
+            assert status == 200
+    finally:
+        edge.close()
+
+
+def test_the_configured_close_delay_minimum_is_the_runtime_rule(tmp_path, deployed, parties, chain):
+    from channel_node.config import load_settings
+    from channel_node.node import build_node
+    from paywall_helpers import async_web3
+
+    settings = load_settings(contract=deployed.address, receiver=parties.receiver.address, database=tmp_path / "n.db",
+                             confirmations=1, close_delay_min=5400, paywall={"content_dir": tmp_path})  # fmt: skip
+
+    async def build():
+        node = await build_node(settings, async_web3(chain.tester))
+        try:
+            return node.runtime.close_delay_min, node.paywall.offer.close_delay_min
+        finally:
+            await node.close()
+
+    assert asyncio.run(build()) == (5400, 5400)

@@ -140,6 +140,9 @@ class Runtime:
         # The claim key's address: the node sells only on channels whose configuration lets it claim
         # and close (receiver or receiver authorizer, docs/contract.md). None: no key, not checked.
         self.settler = settler
+        # The offer's shortest close delay: a payer's close of a channel with a shorter one could be
+        # final before the node's defence lands, so nothing is sold on it. 0: not checked.
+        self.close_delay_min = 0
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._cache: dict[bytes, StoredChannel] = {}
         self._last_refresh: dict[bytes, float] = {}
@@ -203,6 +206,8 @@ class Runtime:
         foreign = authorizer not in (ZERO_ADDRESS, config.receiver) and authorizer != self.settler
         if foreign or (self.settler is not None and not config.may_act_for_receiver(self.settler)):
             return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+        if config.close_delay < self.close_delay_min:
+            return Rejected(Reject.CLOSE_DELAY_TOO_SHORT, f"the channel's close delay is below this node's minimum of {self.close_delay_min} s")
         return None
 
     async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel, commit: bool = True) -> PaymentOutcome:

@@ -41,6 +41,9 @@ class Reject(StrEnum):
     # The channel names a receiver authorizer this node does not hold: it could never claim what it
     # sold (docs/protocol.md). Open a channel with the offer's `receiverAuthorizer`.
     WRONG_AUTHORIZER = "wrong_authorizer"
+    # The channel's close delay is below the offer's minimum: a payer's close could end before the
+    # node's defence is sure to land (docs/protocol.md). Open a channel inside extra.closeDelay.
+    CLOSE_DELAY_TOO_SHORT = "close_delay_too_short"
     CANNOT_CONSENT = "cannot_consent"  # the node holds no key the contract accepts for this channel's consent
 
 

@@ -186,7 +186,7 @@ class Runtime:
                 loaded = await self._load(request, signer)
                 if isinstance(loaded, Rejected):
                     return PaymentOutcome(loaded, None)
-                refusal = self._authorizer_refusal(loaded.state.config)
+                refusal = self._config_refusal(loaded.state.config)
                 if refusal is not None:
                     return PaymentOutcome(refusal, None)
                 try:
@@ -195,7 +195,7 @@ class Runtime:
                     self._cache.pop(request.channel_id, None)  # someone else wrote: reload and decide again
             raise StaleWrite(f"channel 0x{request.channel_id.hex()} keeps changing under this node")
 
-    def _authorizer_refusal(self, config: ChannelConfig) -> Rejected | None:
+    def _config_refusal(self, config: ChannelConfig) -> Rejected | None:
         """The node sells only on a channel whose receiver side is keys it holds: its claim key can
         claim and close it, and its `receiverAuthorizer` is the zero address, the receiver, or that
         claim key. Any other authorizer could consent to a cooperative close at any amount (down to
@@ -268,7 +268,7 @@ class Runtime:
             return Rejected(Reject.CHANNEL_UNKNOWN, "the channel holds another asset")
         if signer != config.signer:  # checked before the chain is asked, so forgeries cost no RPC call
             return Rejected(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
-        refusal = self._authorizer_refusal(config)  # nor unsettleable ones
+        refusal = self._config_refusal(config)  # nor unsettleable ones
         if refusal is not None:
             return refusal
         now = self.clock()

@@ -201,7 +201,8 @@ class Runtime:
         claim key. Any other authorizer could consent to a cooperative close at any amount (down to
         nothing) with the payer, or close the channel by receiver, taking back what was sold; a node
         without a claim key therefore accepts only the zero authorizer (or the receiver itself)
-        (docs/security.md, "The receiver authorizer is the node's own")."""
+        (docs/security.md, "The receiver authorizer is the node's own"). And its close delay is at
+        least the offer's minimum (docs/security.md, "The offer's close delay is a rule")."""
         authorizer = config.receiver_authorizer
         foreign = authorizer not in (ZERO_ADDRESS, config.receiver) and authorizer != self.settler
         if foreign or (self.settler is not None and not config.may_act_for_receiver(self.settler)):

@@ -396,3 +396,31 @@ def test_the_configured_close_delay_minimum_is_the_runtime_rule(tmp_path, deploy
             await node.close()
 
     assert asyncio.run(build()) == (5400, 5400)
+
+
+@pytest.mark.parametrize("mode", ["static", "proxy"])
+def test_an_empty_answer_to_a_priced_get_is_never_sold(chain, deployed, parties, channels, tmp_path, mode):
+    """A 200 with nothing in it (a PHP worker that died, a file being rewritten) delivers nothing:
+    a 502 that costs nothing, for a GET. The same page with its text is sold once."""
+    from aiohttp import web
+
+    edge = Edge(chain, deployed, parties, channels, tmp_path, mode)
+    try:
+        page = tmp_path / "site" / "articles" / "empty.html"
+        page.write_text("")
+        body = b""
+
+        async def answer(request):
+            return web.Response(body=body, content_type="text/html")
+
+        edge.origin.behaviour = answer
+        status, headers, reply = edge.send("GET", "/articles/empty.html", edge.voucher())
+        assert status == 502 and json.loads(reply)["error"] == "upstream_unsellable"
+        assert "PAYMENT-RESPONSE" not in headers and edge.charged() == 0
+        page.write_text(PREMIUM)
+        body = PREMIUM.encode()
+        time.sleep(1.1) if mode == "static" else None
+        status, headers, reply = edge.send("GET", "/articles/empty.html", edge.voucher())
+        assert status == 200 and reply == PREMIUM.encode() and edge.charged() == PRICE
+    finally:
+        edge.close()

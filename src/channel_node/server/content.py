@@ -86,9 +86,20 @@ class Content:
         return 200 <= self.status < 300
 
     def sellable(self, method: str) -> bool:
-        """Whether this is a whole answer worth the price: a GET sells only a 200; another priced
-        method (an API call) any 2xx except a part (206)."""
-        return self.status == 200 if method == "GET" else (self.ok and self.status != 206)
+        """Whether this is a whole answer worth the price: a GET sells only a 200 with a body (an
+        origin whose worker died often answers an empty 200); another priced method (an API call)
+        any 2xx except a part (206)."""
+        if method == "GET":
+            return self.status == 200 and not self.empty
+        return self.ok and self.status != 206
+
+    @property
+    def empty(self) -> bool:
+        if self.opened is not None:
+            return self.length == 0
+        if self.file is not None:
+            return False  # only free files are served this way
+        return not self.body
 
 
 def failure(status: int, code: str, message: str) -> Content:

@@ -424,3 +424,25 @@ def test_an_empty_answer_to_a_priced_get_is_never_sold(chain, deployed, parties,
         assert status == 200 and reply == PREMIUM.encode() and edge.charged() == PRICE
     finally:
         edge.close()
+
+
+def _decode_then_split(target: str) -> str:
+    """A careless origin (or a proxy before it) that percent-decodes the whole target, then splits
+    off the query and fragment: `%3F` and `%23` end its path."""
+    from urllib.parse import unquote
+
+    return unquote(target).split("?", 1)[0].split("#", 1)[0]
+
+
+@given(st.sampled_from(["/premium.html", "/articles/1.html"]), st.sampled_from(["%3F", "%3f", "%23", "%3Fx=1", "%23top", "%3F.css"]))
+@settings(max_examples=40, deadline=None)
+def test_an_encoded_query_or_fragment_mark_is_refused(path, suffix):
+    from channel_node.server.prices import Price, PriceTable
+    from channel_node.server.resource import BAD_PATH, RefusedPath, canonical_resource
+
+    table = PriceTable([Price("/premium.html", 5), Price("/articles/*", 3)], ["/"])
+    target = path + suffix
+    result = canonical_resource(target)
+    if not isinstance(result, RefusedPath):  # whatever is accepted is priced as the careless origin reads it
+        assert table.match(result.path) == table.match(_decode_then_split(target)), target
+    assert isinstance(result, RefusedPath) and result.code == BAD_PATH

@@ -446,3 +446,40 @@ def test_an_encoded_query_or_fragment_mark_is_refused(path, suffix):
     if not isinstance(result, RefusedPath):  # whatever is accepted is priced as the careless origin reads it
         assert table.match(result.path) == table.match(_decode_then_split(target)), target
     assert isinstance(result, RefusedPath) and result.code == BAD_PATH
+
+
+@given(st.sampled_from(["/premium.php", "/articles/1.html", "/report.pdf"]),
+       st.lists(st.sampled_from(["x.css", "free", "a.js", "", "index.html"]), min_size=1, max_size=3).map("/".join))  # fmt: skip
+@settings(max_examples=60, deadline=None)
+def test_a_path_below_a_priced_file_costs_what_the_file_costs(file, rest):
+    """PATH_INFO: an origin runs `premium.php` for `/premium.php/x.css` (the classic cache-deception
+    path); the node prices it as `premium.php`, through an exact rule or a pattern."""
+    from channel_node.server.prices import Price, PriceTable
+    from channel_node.server.resource import Resource, canonical_resource
+
+    table = PriceTable([Price("/premium.php", 5), Price("/articles/*", 3), Price("/*.pdf", 7)], ["/", "/static/*", "/free/*"])
+    resource = canonical_resource(file + "/" + rest)
+    assert isinstance(resource, Resource)
+    assert table.price_of(resource.path, resource.path) == table.match(file), resource.path
+    assert table.price_of("/static/app.js/x.css", "/static/app.js/x.css") is None, "below a free file stays free"
+    assert table.price_of("/free/v1.2/page", "/free/v1.2/page") is None
+
+
+def test_a_path_info_origin_never_serves_a_priced_script_free(chain, deployed, parties, channels, tmp_path):
+    from aiohttp import web
+
+    prices = [*PRICES, {"path": "/premium.php", "price": PRICE, "description": "a script"}]
+    edge = Edge(chain, deployed, parties, channels, tmp_path, "proxy", prices=prices)
+    try:
+        async def path_info(request):  # Apache + PHP: /premium.php/anything runs premium.php
+            if request.path.startswith("/premium.php"):
+                return web.Response(text=PREMIUM, content_type="text/html")
+            return web.Response(status=404, text="origin: not found")
+
+        edge.origin.behaviour = path_info
+        for target in ("/premium.php/x.css", "/premium.php/", "/premium.php/a/b.js", "/Premium.PHP/x.css"):
+            status, _, body = edge.send("GET", target)
+            assert status == 402 and SECRET.encode() not in body, target
+        assert edge.origin.received == []
+    finally:
+        edge.close()

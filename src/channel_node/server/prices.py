@@ -50,8 +50,9 @@ class PriceTable:
         `index.htm`) named directly also costs what its folder costs (`/premium/index.html` as
         `/premium/` and `/premium`), as a folder costs what its index costs, since origins and the
         static source answer both alike, and a pre-compressed copy (`a.html.gz`, `.br`, `.zst`...)
-        costs what `a.html` costs; an exact free entry for the file itself keeps it free
-        (docs/protocol.md section 6)."""
+        costs what `a.html` costs, and a path below a priced file name (`/premium.php/x`, which a
+        PATH_INFO origin answers as `premium.php`) costs what that name costs; an exact free entry
+        for the file itself keeps it free (docs/protocol.md section 6)."""
         price = self.match(served)
         if price is None and served != path:
             price = self.match(path)
@@ -71,6 +72,16 @@ class PriceTable:
                 price = self.price_of(base, base) if base.rpartition("/")[2] else None
             if price is not None:
                 return price
+        # Below a priced file: `/premium.php/x.css` runs `premium.php` on an origin that passes the
+        # rest as PATH_INFO (Apache's AcceptPathInfo, PHP's cgi.fix_pathinfo, many frameworks), so
+        # a path under a priced name with an extension costs what that name costs.
+        segments = path.split("/")
+        for end in range(len(segments) - 1, 1, -1):
+            ancestor = "/".join(segments[:end])
+            if "." in segments[end - 1].strip("."):
+                price = self.match(ancestor)
+                if price is not None:
+                    return price
         return None
 
     def listed_free(self, path: str) -> bool:

@@ -483,3 +483,22 @@ def test_a_path_info_origin_never_serves_a_priced_script_free(chain, deployed, p
         assert edge.origin.received == []
     finally:
         edge.close()
+
+
+def test_a_top_up_is_noticed_in_reverse_proxy_mode_too(proxy_edge, channels, parties):
+    """The check before the origin is asked reads a top-up the node has not seen; the payment after
+    the fetch must see it too (the check must not use up the per-channel refresh)."""
+    edge = proxy_edge
+    payer = Payer(channels, channels.open_eth(PRICE, channels.config()))
+    assert edge.send("GET", "/articles/1.html", {"PAYMENT-SIGNATURE": payer.header(PRICE)})[0] == 200
+    channels.chain.transact(channels.contract.functions.depositEth(payer.config.as_abi_tuple()), parties.payer.address, value=PRICE)
+    time.sleep(1.05)  # deposit refreshes are rate-limited per channel
+    status, headers, body = edge.send("GET", "/articles/a.html", {"PAYMENT-SIGNATURE": payer.header(2 * PRICE)})
+    assert status == 200, body[:200]
+    assert decode_header(headers["PAYMENT-RESPONSE"])["deposited"] == str(2 * PRICE)
+    # and after a restart of the process's memory (no refresh seen yet for the channel)
+    channels.chain.transact(channels.contract.functions.depositEth(payer.config.as_abi_tuple()), parties.payer.address, value=PRICE)
+    edge.node.runtime._last_refresh.clear()
+    edge.node.runtime._cache.clear()
+    status, headers, body = edge.send("GET", "/articles/1.html?again", {"PAYMENT-SIGNATURE": payer.header(3 * PRICE)})
+    assert status == 200 and decode_header(headers["PAYMENT-RESPONSE"])["deposited"] == str(3 * PRICE), body[:200]

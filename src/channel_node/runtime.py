@@ -216,8 +216,16 @@ class Runtime:
         now = self.clock()
         anchor = stored.anchor if stored.version == 0 else None  # a channel just read from the chain
         if request.amount > state.deposited and not state.settled:
+            last = self._last_refresh.get(state.channel_id)
             state, refreshed = await self._refresh(stored, now)  # maybe a top-up the node has not seen yet
             anchor = refreshed or anchor
+            if not commit:
+                # A check keeps nothing it read, so it leaves the rate limit to the payment that
+                # follows, which reads again (at most two reads per channel and interval).
+                if last is None:
+                    self._last_refresh.pop(state.channel_id, None)
+                else:
+                    self._last_refresh[state.channel_id] = last
         lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id, request.once)
         event = PaymentReceived(
             amount=request.amount,

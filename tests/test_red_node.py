@@ -135,10 +135,12 @@ def test_no_routing_field_of_the_client_reaches_the_origin(proxy_edge, target):
     extra = edge.voucher() if target.startswith("/articles") else {}
     fields = {name: "/articles/1.html" if "method" not in name.lower() else "GET" for name in FAMILY}
     fields["Forwarded"] = "host=premium.example;proto=https"
+    fields["X-Forwarded-For"] = "10.0.0.1"
     assert edge.send("GET", target, {**fields, "X-Request-Id": "kept", **extra})[0] == 200
     (_, _, forwarded), = edge.origin.received
     assert not {name.lower() for name in FAMILY} & {name.lower() for name in forwarded}
     assert forwarded["X-Request-Id"] == "kept", "other end-to-end fields still pass"
+    assert forwarded.getall("X-Forwarded-For") == ["127.0.0.1"], "the node says who asked; the client cannot"
 
 
 class RawOrigin:

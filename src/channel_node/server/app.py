@@ -189,7 +189,7 @@ class Paywall:
         if request.method in ("TRACE", "CONNECT"):
             return _method_not_allowed(("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"))
         body = await request.read() if request.method not in ("GET", "HEAD") else b""
-        content = await self.source.fetch(request.method, resource, request.headers, body)
+        content = await self.source.fetch(request.method, resource, request.headers, body, client=request.remote)
         return self._content_response(content)
 
     async def _priced(self, request: web.Request, resource: Resource, price: Price, body: bytes) -> web.StreamResponse:
@@ -225,7 +225,7 @@ class Paywall:
             if isinstance(refused, web.Response):
                 return refused
         # The whole answer first: what cannot be delivered is never charged (docs/security.md).
-        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True)
+        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True, client=request.remote)
         if not content.sellable(request.method):
             if content.opened is not None:
                 content.opened.close()

@@ -196,7 +196,9 @@ class StaticSource:
     def exists(self, path: str) -> bool:
         return path in self._cache or self.locate(path) is not None
 
-    async def fetch(self, method: str, resource: Resource, headers=None, body: bytes = b"", priced: bool = False) -> Content:
+    async def fetch(
+        self, method: str, resource: Resource, headers=None, body: bytes = b"", priced: bool = False, client: str | None = None
+    ) -> Content:
         # The cache is keyed by the file's own path, never the name it was asked by: `served_path`
         # trusts a cached key to be a file, so a folder's name cached there would later be priced
         # as itself rather than as its index file.
@@ -273,12 +275,16 @@ class ProxySource:
     def served_path(self, path: str) -> str:
         return path
 
-    async def fetch(self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False) -> Content:
+    async def fetch(
+        self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False, client: str | None = None
+    ) -> Content:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)
         forward = end_to_end(headers, PRICED_DROP if priced else frozenset())
         for name in [name for name in forward if is_override(name)]:
             forward.popall(name, None)
+        if client:  # the node's own word for who asked, in place of the client's (dropped above)
+            forward["X-Forwarded-For"] = client
         url = URL(self.upstream + resource.target, encoded=True)
         try:
             async with self._session.request(method, url, headers=forward, data=body or None, allow_redirects=False) as r:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from channel_node.server.protocol import decode_header
 from paywall_helpers import PRICE, Payer
-from test_edge import PRICES, SECRET, Edge, proxy_edge, static_edge  # noqa: F401 (fixtures)
+from test_edge import PRICES, SECRET, Edge, proxy_edge, request_bytes, static_edge  # noqa: F401 (fixtures)
 
 PREMIUM = f"<h1>Premium</h1><p>{SECRET} premium index</p>"
 
@@ -504,3 +504,54 @@ def test_a_top_up_is_noticed_in_reverse_proxy_mode_too(proxy_edge, channels, par
     edge.node.runtime._cache.clear()
     status, headers, body = edge.send("GET", "/articles/1.html?again", {"PAYMENT-SIGNATURE": payer.header(3 * PRICE)})
     assert status == 200 and decode_header(headers["PAYMENT-RESPONSE"])["deposited"] == str(3 * PRICE), body[:200]
+
+
+def test_a_reader_who_left_before_the_answer_was_ready_is_not_charged(proxy_edge):
+    """The origin is slow and the reader's client gives up (its own timeout, a closed tab): the
+    answer can no longer be delivered, so nothing is charged for it."""
+    from aiohttp import web
+
+    edge = proxy_edge
+    arrived = asyncio.Event()
+
+    async def slow(request):
+        arrived.set()
+        await asyncio.sleep(0.5)
+        return web.Response(text=f"<p>{SECRET}</p>", content_type="text/html")
+
+    edge.origin.behaviour = slow
+
+    async def leave_early():
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.server.port)
+        writer.write(request_bytes("GET", "/articles/1.html", edge.voucher()))
+        await writer.drain()
+        await asyncio.wait_for(arrived.wait(), 5)
+        writer.close()  # gone before the origin answers
+        await asyncio.sleep(1.0)
+
+    edge.run(leave_early())
+    assert edge.charged() == 0
+    status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
+    assert status == 200 and SECRET.encode() in body and edge.charged() == PRICE, "a reader who waits pays once"
+
+
+def test_a_large_file_that_grows_while_sold_is_sent_as_it_was_priced(static_edge, tmp_path, monkeypatch):
+    """A large priced file appended to between the charge and the end of the stream: the reader
+    gets exactly the announced length (the connection stays well framed), never a longer body."""
+    from channel_node.server import content as content_module
+
+    edge = static_edge
+    big = tmp_path / "site" / "articles" / "big.bin"
+    big.write_bytes(b"a" * (content_module.SMALL_FILE + 10))
+    real_fstat = os.fstat
+
+    def fstat_then_grow(fd):
+        result = real_fstat(fd)
+        with open(big, "ab") as more:
+            more.write(b"b" * 100_000)  # written after the node read the size it sells
+        return result
+
+    monkeypatch.setattr(content_module.os, "fstat", fstat_then_grow)
+    status, headers, body = edge.send("GET", "/articles/big.bin", edge.voucher())
+    assert status == 200 and int(headers["Content-Length"]) == len(body) == content_module.SMALL_FILE + 10
+    assert body == b"a" * len(body) and edge.charged() == PRICE

@@ -555,3 +555,17 @@ def test_a_large_file_that_grows_while_sold_is_sent_as_it_was_priced(static_edge
     status, headers, body = edge.send("GET", "/articles/big.bin", edge.voucher())
     assert status == 200 and int(headers["Content-Length"]) == len(body) == content_module.SMALL_FILE + 10
     assert body == b"a" * len(body) and edge.charged() == PRICE
+
+
+@pytest.mark.parametrize("content_range", ["bytes 0-9/5000", "bytes */5000"])
+def test_a_200_that_names_a_content_range_is_a_part_and_never_sold(proxy_edge, content_range):
+    from aiohttp import web
+
+    edge = proxy_edge
+
+    async def part(request):
+        return web.Response(text=f"<p>{SECRET[:10]}", headers={"Content-Range": content_range})
+
+    edge.origin.behaviour = part
+    status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
+    assert status == 502 and json.loads(body)["error"] == "upstream_unsellable" and edge.charged() == 0

@@ -89,8 +89,8 @@ class Content:
         """Whether this is a whole answer worth the price: a GET sells only a 200 with a body (an
         origin whose worker died often answers an empty 200); another priced method (an API call)
         any 2xx except a part (206)."""
-        if method == "GET":
-            return self.status == 200 and not self.empty
+        if method == "GET":  # a 200 naming a Content-Range is a part all the same
+            return self.status == 200 and not self.empty and "Content-Range" not in self.headers
         return self.ok and self.status != 206
 
     @property

@@ -569,3 +569,29 @@ def test_a_200_that_names_a_content_range_is_a_part_and_never_sold(proxy_edge, c
     edge.origin.behaviour = part
     status, headers, body = edge.send("GET", "/articles/1.html", edge.voucher())
     assert status == 502 and json.loads(body)["error"] == "upstream_unsellable" and edge.charged() == 0
+
+
+_word = st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=9)
+_boiler = st.sampled_from(["nav", "header", "footer", "aside", "noscript", "template", 'div hidden', 'div aria-hidden="true"'])
+
+
+@settings(max_examples=200, deadline=None)
+@given(title=st.lists(_word, max_size=6).map(" ".join), article=st.lists(st.lists(_word, min_size=1, max_size=30).map(" ".join), min_size=1, max_size=3),
+       boiler=st.lists(st.tuples(_boiler, st.lists(_word, min_size=1, max_size=200).map(" ".join)), max_size=4))  # fmt: skip
+def test_a_short_article_among_menus_and_footers_keeps_its_text(title, article, boiler):
+    """Menus, headers, footers and hidden copies can hold far more text than a short article: the
+    teaser is measured against the article, never more than half its first paragraph nor a
+    quarter of its text, whatever surrounds it."""
+    from channel_node.server.browser import TEASER_FRACTION, teaser_from_html
+
+    chrome = "".join(f"<{tag}>{text}</{tag.split()[0]}>" for tag, text in boiler)
+    body = "".join(f"<p>{text}</p>" for text in article)
+    page = f"<html><head><title>{title}</title></head><body>{chrome}<h1>{title}</h1>{body}{chrome}</body></html>"
+    teaser = teaser_from_html(page)
+    shown = teaser.removesuffix(" ...")
+    words = shown[len(title):].removeprefix(". ") if title and shown.startswith(title) else shown
+    article_text = len(" ".join(" ".join([title, title, *article]).split()))
+    assert len(shown) <= article_text * TEASER_FRACTION[0] // TEASER_FRACTION[1] + 2
+    assert len(words) <= len(article[0]) // 2, (teaser, article[0])
+    for later in article[1:]:
+        assert later not in words or later in article[0]

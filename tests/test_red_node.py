@@ -70,7 +70,7 @@ def _serve_folder(folder: str):
 
     async def behaviour(request):
         path = request.path.lower()
-        if path in (folder, folder + "index.html", folder + "index.htm"):
+        if path in (folder, folder.rstrip("/"), folder + "index.html", folder + "index.htm"):
             return web.Response(text=PREMIUM, content_type="text/html")
         if path == "/articles/index.html":
             return web.Response(text="<h1>Article list</h1>", content_type="text/html")
@@ -595,3 +595,18 @@ def test_a_short_article_among_menus_and_footers_keeps_its_text(title, article, 
     assert len(words) <= len(article[0]) // 2, (teaser, article[0])
     for later in article[1:]:
         assert later not in words or later in article[0]
+
+
+@pytest.mark.parametrize("rule", ["/premium/", "/premium/*"])
+def test_a_folder_named_without_its_slash_costs_what_the_folder_costs(chain, deployed, parties, channels, tmp_path, rule):
+    """An origin that answers `/premium` with the folder's index (no redirect to `/premium/`)."""
+    prices = [*PRICES, {"path": rule, "price": PRICE, "description": "a folder"}]
+    edge = Edge(chain, deployed, parties, channels, tmp_path, "proxy", prices=prices)
+    try:
+        edge.origin.behaviour = _serve_folder("/premium/")
+        for target in ("/premium", "/PREMIUM", "/premium/", "/premium/index.html"):
+            status, _, body = edge.send("GET", target)
+            assert status == 402 and SECRET.encode() not in body, (target, status)
+        assert edge.origin.received == []
+    finally:
+        edge.close()

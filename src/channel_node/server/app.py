@@ -157,7 +157,8 @@ class Paywall:
             if request.method not in methods:
                 return _method_not_allowed(methods)
             return await handler(request)
-        price = self.prices.price_of(resource.path, self.source.served_path(resource.path))
+        served = self.source.served_path(resource.path)
+        price = self.prices.price_of(resource.path, served, folders_known=isinstance(self.source, StaticSource))
         if price is None:
             return await self._free(request, resource)
         methods = self._priced_methods(price)

@@ -33,8 +33,8 @@ class PriceTable:
 
     def match(self, path: str) -> Price | None:
         """The price of `path` (a canonical resource path), or None when it is free. A folder path
-        ("/premium/") also costs what the same path without its slash costs: many origins answer
-        both alike."""
+        ("/premium/") also costs what the same path without its slash costs, and the other way
+        round ("/premium" what "/premium/" costs): many origins answer both alike."""
         variants = (path, path.rstrip("/")) if len(path) > 1 and path.endswith("/") else (path,)
         for variant in variants:
             price = self._as_spelled.match(variant)
@@ -44,7 +44,22 @@ class PriceTable:
                 return price
         return None
 
-    def price_of(self, path: str, served: str) -> Price | None:
+    def folder_price(self, path: str) -> Price | None:
+        """What `path` costs as the folder `path/`, for an origin that answers "/premium" with the
+        folder's index instead of redirecting: the folder's own exact rule, or, for a name that does
+        not look like a file (no extension), any rule; nothing for a name listed on its own."""
+        if path.endswith("/") or self.listed(path):
+            return None
+        folder = path + "/"
+        if "." in path.rpartition("/")[2]:
+            return self._as_spelled.exact_price(folder) or self._folded.exact_price(fold_case(folder))
+        return self._as_spelled.match(folder) or self._folded.match(fold_case(folder))
+
+    def listed(self, path: str) -> bool:
+        """Whether `path` has an exact entry of its own, free or priced (as spelled or folded)."""
+        return path in self._as_spelled.exact_names or fold_case(path) in self._folded.exact_names
+
+    def price_of(self, path: str, served: str, folders_known: bool = True) -> Price | None:
         """The price of a request for `path` that reads the file `served` (a folder's index file in
         static mode): priced when any name of that file is priced. An index file (`index.html`,
         `index.htm`) named directly also costs what its folder costs (`/premium/index.html` as
@@ -52,10 +67,13 @@ class PriceTable:
         static source answer both alike, and a pre-compressed copy (`a.html.gz`, `.br`, `.zst`...)
         costs what `a.html` costs, and a path below a priced file name (`/premium.php/x`, which a
         PATH_INFO origin answers as `premium.php`) costs what that name costs; an exact free entry
-        for the file itself keeps it free (docs/protocol.md section 6)."""
+        for the file itself keeps it free (docs/protocol.md section 6). `folders_known`: the source
+        says which names are folders (static mode); else a name may be its folder (`folder_price`)."""
         price = self.match(served)
         if price is None and served != path:
             price = self.match(path)
+        if price is None and not folders_known:  # an origin: "/premium" may be the folder
+            price = self.folder_price(path)
         if price is not None:
             return price
         if self.listed_free(served) or self.listed_free(path):
@@ -117,6 +135,13 @@ class _Rules:
                 self._patterns.append((re.compile(fnmatch.translate(norm(price.path)), re.S), price))
             elif self._exact.get(norm(price.path)) is None:
                 self._exact[norm(price.path)] = price  # folded: a priced spelling wins over a free one
+
+    def exact_price(self, path: str) -> Price | None:
+        return self._exact.get(path)
+
+    @property
+    def exact_names(self):
+        return self._exact.keys()
 
     def exact_free(self, path: str) -> bool:
         return path in self._exact and self._exact[path] is None

@@ -3,8 +3,9 @@ in the order they are listed; a path nothing matches is free (the paywall guards
 
 Paths are the canonical, decoded resource paths of server/resource.py. A path is free only when it
 is free both as spelled and case-folded, so `/ARTICLES/a.html` costs what `/articles/a.html` costs
-on an origin or file system that ignores case, and with and without a trailing slash
-(docs/protocol.md section 6)."""
+on an origin or file system that ignores case, and with and without a trailing slash; a request
+is priced by every name of what it reads (`PriceTable.price_of`: a folder and its index file, a
+file and its compressed copy, a script and the paths below it) (docs/protocol.md section 6)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class PriceTable:
 
     def match(self, path: str) -> Price | None:
         """The price of `path` (a canonical resource path), or None when it is free. A folder path
-        ("/premium/") also costs what the same path without its slash costs, and the other way
-        round ("/premium" what "/premium/" costs): many origins answer both alike."""
+        ("/premium/") also costs what the same path without its slash costs: many origins answer
+        both alike (the other way round, for origins only: `folder_price`)."""
         variants = (path, path.rstrip("/")) if len(path) > 1 and path.endswith("/") else (path,)
         for variant in variants:
             price = self._as_spelled.match(variant)

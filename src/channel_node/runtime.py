@@ -385,7 +385,7 @@ class Runtime:
     async def cooperative_close(
         self, channel: bytes, amount: int, payer_signature: bytes, consenter: bytes | None = None
     ) -> Effect:
-        """The payer asks for the receiver's consent to close at `amount` (at least the charged
+        """The payer asks for the receiver's consent to close at `amount` (exactly the charged
         total). Its signature over the same cooperative-close message proves it is the payer.
         `consenter` is the address that will sign the consent: refused (CANNOT_CONSENT, nothing
         recorded) when the contract would not accept it for this channel."""

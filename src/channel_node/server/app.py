@@ -105,7 +105,7 @@ class Paywall:
 
     async def cooperative_close(self, request: web.Request) -> web.Response:
         """A payer asks for the receiver's signature to close its channel now at `amount`
-        (at least the charged total); it then sends closeCooperative itself and gets the rest back."""
+        (exactly the charged total); it then sends closeCooperative itself and gets the rest back."""
         try:
             body = orjson.loads(await request.read())
             channel = _hex_field(body, "channelId", 32)

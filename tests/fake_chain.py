@@ -82,8 +82,8 @@ class FakeChain:
                 c = tx.config
                 block.logs.append(ChannelOpened(
                     **common, payer=_addr(c.payer), receiver=_addr(c.receiver), signer=_addr(c.signer),
-                    token=_addr(c.token), close_delay=c.close_delay, salt=c.salt, receiver_authorizer=_addr(c.receiver_authorizer),
-                    deposited=tx.amount,
+                    token=_addr(c.token), close_delay=c.close_delay, salt=c.salt, deposited=tx.amount,
+                    receiver_authorizer=_addr(c.receiver_authorizer),
                 ))  # fmt: skip
             else:
                 block.logs.append(ChannelDeposited(**common, amount=tx.amount, total_deposited=before + tx.amount))

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channel_node.core import (
+    ConsentToClose,
+    CooperativeCloseAsked,
     NewBlock,
     OperatorClaim,
     OperatorClose,
@@ -210,6 +212,7 @@ events = st.one_of(
     st.builds(NewBlock, timestamp=st.integers(0, 3000)),
     st.just(OperatorClaim()),
     st.just(OperatorClose()),
+    st.builds(CooperativeCloseAsked, amount=st.integers(0, 3000)),
 )
 
 
@@ -218,6 +221,7 @@ events = st.one_of(
 def test_properties_over_random_sequences(sequence):
     state = fresh(0)
     served = 0
+    collected_elsewhere = 0  # claimed on chain beyond what this node charged, when it sold on top
     unlocked: set[str] = set()  # what the edge's store would record from accepted effects
     paid_by_id: dict[str, str] = {}
     charges_per_id: dict[str, int] = {}
@@ -234,8 +238,11 @@ def test_properties_over_random_sequences(sequence):
                 served += effect.charged
                 if effect.charged:
                     assert event.amount >= state.charged, "a charge is covered by the request's own voucher"
+                    jump = state.charged - before.charged - effect.charged
+                    assert jump == max(0, before.claimed - before.charged), "a sale goes on top of what was claimed"
+                    collected_elsewhere += jump
                 elif event.unlocked and event.prior_resource is None:
-                    assert event.amount >= before.charged, "a free re-read needs a current voucher"
+                    assert event.amount >= max(before.charged, before.claimed), "a free re-read needs a current voucher"
                 if effect.record and event.resource:
                     assert event.resource not in unlocked, "a resource is charged once per channel"
                     unlocked.add(event.resource)
@@ -248,7 +255,30 @@ def test_properties_over_random_sequences(sequence):
                 assert effect.signature == state.signature
                 if isinstance(effect, SendClaim):
                     assert min(effect.amount, state.deposited) > state.claimed, "a claim is sent only when it collects something"
+            elif isinstance(effect, ConsentToClose):
+                assert effect.amount == event.amount == state.charged, "a cooperative close pays exactly what was charged"
+                assert state.receiver_closing
             else:
                 assert isinstance(effect, Rejected) and state == before, "a rejection changes nothing"
-    assert served == state.charged, "every unit charged was for content served, once"
+    assert served + collected_elsewhere == state.charged, "every unit charged was for content served, once"
     assert all(count == 1 for count in charges_per_id.values()), "nothing charged twice for one payment id"
+
+
+@settings(max_examples=200, deadline=None)
+@given(charged=st.integers(0, 500), claimed_elsewhere=st.integers(1, 500), price=st.integers(1, 100), extra=st.integers(0, 600))
+def test_credit_claimed_on_chain_never_pays_again(charged, claimed_elsewhere, price, extra):
+    """The chain shows more claimed than this node charged (the receiver's other node sold on the
+    channel, or this node's database was restored from an older backup): a voucher pays only above
+    the claimed total, and the sale is charged on top of it."""
+    state, _ = transition(fresh(3000), pay(charged, charged) if charged else ChainDeposit(3000))
+    assert state.charged == charged
+    claimed = charged + claimed_elsewhere
+    state, _ = transition(state, ChainClaim(total_claimed=claimed))
+    amount = charged + extra
+    after, [effect] = transition(state, pay(amount, price))
+    if amount >= claimed + price:
+        assert isinstance(effect, Accepted) and effect.charged == price and after.charged == claimed + price
+        assert after.claim_amount == claimed + price, "the next claim collects this sale"
+    else:
+        assert isinstance(effect, Rejected) and after == state
+        assert effect.code in (Reject.STALE_VOUCHER, Reject.INSUFFICIENT_VOUCHER)

@@ -265,6 +265,11 @@ async def test_cooperative_close_returns_the_unspent_credit_at_once(chain, deplo
 
         too_low = await ask(PRICE - 1)
         assert too_low.status == 409 and (await too_low.json())["error"] == "close_amount_too_low"
+        for above in (PRICE + 1, 3 * PRICE, 10 * PRICE):  # the voucher's ceiling, the deposit: never more than charged
+            too_high = await ask(above)
+            answer = await too_high.json()
+            assert too_high.status == 409 and answer["error"] == "close_amount_above_charged", above
+            assert answer["channel"]["charged"] == str(PRICE) and "receiverSignature" not in answer
         forged = await ask(PRICE, key=b"\x42" * 32)
         assert forged.status == 403 and (await forged.json())["error"] == "invalid_signature"
         malformed = await node.client.post("/_channel/cooperative-close", data=b"{not json")

@@ -134,22 +134,27 @@ def test_a_valid_header_with_any_field_replaced_parses_or_is_refused(path, value
 
 
 @settings(max_examples=60, deadline=None)
-@given(named=st.sampled_from(["none", "settler", "other"]), settler=st.sampled_from(["receiver", "hot", None]))
+@given(named=st.sampled_from(["none", "settler", "other", "receiver"]), settler=st.sampled_from(["receiver", "hot", None]))
 def test_the_node_sells_only_on_channels_its_claim_key_can_settle(named, settler):
     """A channel whose configuration does not let the claim key claim and close (as receiver or as
-    receiver authorizer) is refused with wrong_authorizer before anything is charged; the same rule
-    decides whether the node may consent to a cooperative close."""
+    receiver authorizer), or that names an authorizer the node does not hold (who could consent to
+    a cooperative close at nothing with the payer), is refused with wrong_authorizer before anything
+    is charged; the same rule decides whether the node may consent to a cooperative close."""
     import asyncio
 
     from channel_node.signing import cooperative_close_digest
 
     hot, other = b"\x0a" * 20, b"\x0b" * 20
     settler_address = {"receiver": RECEIVER, "hot": hot, None: None}[settler]
-    authorizer = {"none": None, "settler": settler_address or hot, "other": other}[named]
+    authorizer = {"none": None, "settler": settler_address or hot, "other": other, "receiver": RECEIVER}[named]
     payer_key = keccak256(b"runtime payer")
     config = ChannelConfig.create(address_of_key(payer_key), address_of_key(KEY), RECEIVER, None, 3600, 1, authorizer)
     cid = channel_id(DOMAIN, config)
-    settleable = settler_address is None or config.may_act_for_receiver(settler_address)
+    # Every key the contract lets act for the receiver is one the node holds (or the receiver's).
+    own = authorizer in (None, RECEIVER) or authorizer == settler_address
+    settleable = own and (settler_address is None or config.may_act_for_receiver(settler_address))
+    if named == "other" or (named == "settler" and settler is None):
+        assert not settleable, "a foreign authorizer is never accepted, whichever key the node holds"
 
     async def scenario():
         chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))

@@ -231,6 +231,7 @@ async def test_a_defence_without_gas_money_warns_and_is_sent_once_funded(make_no
     node = await make_node()
     poor_key = keccak256(b"a claim key with no gas money")
     node.sender = OutboxSender(node.sender.w3, node.sender.client, node.store, poor_key, bump_after=3600)
+    node.runtime.settler = bytes.fromhex(Account.from_key(poor_key).address[2:])  # the node holds that key
     # the claim key is the channel's receiver authorizer, not the receiver (which stays cold)
     config = channels.open_eth(10 * PRICE, channels.config(close_delay=HOUR, receiver_authorizer=Account.from_key(poor_key).address))
     await node.watcher.poll()
@@ -251,12 +252,13 @@ async def test_a_defence_without_gas_money_warns_and_is_sent_once_funded(make_no
 
 async def test_batched_claims_are_split_by_receiver_authorizer(make_node, channels, parties):
     """claimBatch names one authorizer (it is part of each channel's id): channels naming different
-    ones go in different transactions, and each claims what was charged."""
+    ones go in different transactions, and each claims what was charged. (The node sells only on
+    authorizers it holds: here the zero address and the receiver itself.)"""
     from channel_node.settlement import SettlementPolicy
 
     node = await make_node()
     alone = [channels.open_eth(10 * PRICE, channels.config()) for _ in range(2)]
-    named = [channels.open_eth(10 * PRICE, channels.config(receiver_authorizer=parties.other.address)) for _ in range(2)]
+    named = [channels.open_eth(10 * PRICE, channels.config(receiver_authorizer=parties.receiver.address)) for _ in range(2)]
     await node.watcher.poll()
     for config in alone + named:
         assert (await pay(node, channels, config, 3 * PRICE, "/a")).accepted

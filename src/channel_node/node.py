@@ -188,6 +188,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
     # The claim key settles the node's channels: new channels name it receiver authorizer unless it
     # is the receiver's own key, so the receiver's key can stay cold (docs/operations.md).
     runtime.settler = settler
+    runtime.close_delay_min = settings.close_delay_min  # the offer's minimum is also the rule
     offer = make_offer(
         chain_id, contract, receiver, settings.token_bytes, settings.min_deposit,
         settings.close_delay_min, settings.close_delay_max,

@@ -54,6 +54,7 @@ from channel_node.signing import (
     recover_signer,
     voucher_digest,
 )
+from channel_node.signing.eip712 import ZERO_ADDRESS
 from channel_node.recovery import SignerRecovery
 from channel_node.store import BlockRef, Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
 
@@ -108,6 +109,9 @@ class Runtime:
         # The claim key's address: the node sells only on channels whose configuration lets it claim
         # and close (receiver or receiver authorizer, docs/contract.md). None: no key, not checked.
         self.settler = settler
+        # The offer's shortest close delay: a payer's close of a channel with a shorter one could be
+        # final before the node's defence lands, so nothing is sold on it. 0: not checked.
+        self.close_delay_min = 0
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._cache: dict[bytes, StoredChannel] = {}
         self._last_refresh: dict[bytes, float] = {}
@@ -128,7 +132,14 @@ class Runtime:
             lock = self._locks[channel] = asyncio.Lock()
         return lock
 
-    async def pay(self, request: PaymentRequest) -> PaymentOutcome:
+    async def check(self, request: PaymentRequest) -> PaymentOutcome:
+        """What `pay` would decide now, committing nothing: the paywall asks it before it forwards a
+        priced request to an origin, so a voucher that cannot pay (forged, unknown, too low, stale)
+        never makes the origin do the work, nor show its answer (docs/security.md, "Nothing reaches
+        the origin unpaid"). `pay` decides again after the fetch."""
+        return await self.pay(request, commit=False)
+
+    async def pay(self, request: PaymentRequest, commit: bool = True) -> PaymentOutcome:
         try:
             digest = voucher_digest(self.domain, request.channel_id, request.amount)
             if self.recovery is None:
@@ -144,22 +155,46 @@ class Runtime:
                 loaded = await self._load(request, signer)
                 if isinstance(loaded, Rejected):
                     return PaymentOutcome(loaded, None)
-                if self.settler is not None and not loaded.state.config.may_act_for_receiver(self.settler):
-                    refusal = Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+                refusal = self._config_refusal(loaded.state.config)
+                if refusal is not None:
                     return PaymentOutcome(refusal, None)
                 try:
-                    return await self._pay_locked(request, signer, loaded)
+                    return await self._pay_locked(request, signer, loaded, commit)
                 except StaleWrite:
                     self._cache.pop(request.channel_id, None)  # someone else wrote: reload and decide again
             raise StaleWrite(f"channel 0x{request.channel_id.hex()} keeps changing under this node")
 
-    async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel) -> PaymentOutcome:
+    def _config_refusal(self, config: ChannelConfig) -> Rejected | None:
+        """The node sells only on a channel whose receiver side is keys it holds: its claim key can
+        claim and close it, and its `receiverAuthorizer` is the zero address, the receiver, or that
+        claim key. Any other authorizer could consent to a cooperative close at any amount (down to
+        nothing) with the payer, or close the channel by receiver, taking back what was sold; a node
+        without a claim key therefore accepts only the zero authorizer (or the receiver itself)
+        (docs/security.md, "The receiver authorizer is the node's own"). And its close delay is at
+        least the offer's minimum (docs/security.md, "The offer's close delay is a rule")."""
+        authorizer = config.receiver_authorizer
+        foreign = authorizer not in (ZERO_ADDRESS, config.receiver) and authorizer != self.settler
+        if foreign or (self.settler is not None and not config.may_act_for_receiver(self.settler)):
+            return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+        if config.close_delay < self.close_delay_min:
+            return Rejected(Reject.CLOSE_DELAY_TOO_SHORT, f"the channel's close delay is below this node's minimum of {self.close_delay_min} s")
+        return None
+
+    async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel, commit: bool = True) -> PaymentOutcome:
         state = stored.state
         now = self.clock()
         anchor = stored.anchor if stored.version == 0 else None  # a channel just read from the chain
         if request.amount > state.deposited and not state.settled:
+            last = self._last_refresh.get(state.channel_id)
             state, refreshed = await self._refresh(stored, now)  # maybe a top-up the node has not seen yet
             anchor = refreshed or anchor
+            if not commit:
+                # A check keeps nothing it read, so it leaves the rate limit to the payment that
+                # follows, which reads again (at most two reads per channel and interval).
+                if last is None:
+                    self._last_refresh.pop(state.channel_id, None)
+                else:
+                    self._last_refresh[state.channel_id] = last
         lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id, request.once)
         event = PaymentReceived(
             amount=request.amount,
@@ -175,6 +210,8 @@ class Runtime:
         )
         new_state, effects = transition(state, event)
         effect = effects[0]
+        if not commit:
+            return PaymentOutcome(effect, new_state)
         charge = None
         if isinstance(effect, Accepted) and effect.record:
             charge = Charge(request.resource, effect.charged, request.payment_id, request.once, int(now))
@@ -209,8 +246,9 @@ class Runtime:
             return Rejected(Reject.CHANNEL_UNKNOWN, "the channel holds another asset")
         if signer != config.signer:  # checked before the chain is asked, so forgeries cost no RPC call
             return Rejected(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")
-        if self.settler is not None and not config.may_act_for_receiver(self.settler):  # nor unsettleable ones
-            return Rejected(Reject.WRONG_AUTHORIZER, "the channel names a receiver authorizer this node does not hold")
+        refusal = self._config_refusal(config)  # nor unsettleable ones
+        if refusal is not None:
+            return refusal
         now = self.clock()
         if self._unknown_until.get(request.channel_id, 0) > now or self.chain is None:
             return Rejected(Reject.CHANNEL_UNKNOWN, "no confirmed deposit for this channel")
@@ -316,7 +354,7 @@ class Runtime:
     async def cooperative_close(
         self, channel: bytes, amount: int, payer_signature: bytes, consenter: bytes | None = None
     ) -> Effect:
-        """The payer asks for the receiver's consent to close at `amount` (at least the charged
+        """The payer asks for the receiver's consent to close at `amount` (exactly the charged
         total). Its signature over the same cooperative-close message proves it is the payer.
         `consenter` is the address that will sign the consent: refused (CANNOT_CONSENT, nothing
         recorded) when the contract would not accept it for this channel."""

@@ -32,12 +32,18 @@ class Reject(StrEnum):
     STALE_VOUCHER = "stale_voucher"  # an old voucher (at or below the charged total) that cannot pay
     PAYMENT_ID_REUSED = "payment_id_reused"  # this payment identifier already paid for another resource
     CLOSE_AMOUNT_TOO_LOW = "close_amount_too_low"  # a cooperative close must pay at least what was charged
+    # ... and no more: the node consents only to the charged total, so a reader whose own figure is
+    # higher (a wallet that lost track) is told the node's and never pays for what it was not sold.
+    CLOSE_AMOUNT_ABOVE_CHARGED = "close_amount_above_charged"
     NOTHING_TO_CLAIM = "nothing_to_claim"  # operator asked to claim, but no voucher is above the claimed total
     CHANNEL_CLOSING = "channel_closing"  # a close is pending and its deadline is within the safety margin
     CHANNEL_SETTLED = "channel_settled"  # the channel has ended on chain
     # The channel names a receiver authorizer this node does not hold: it could never claim what it
     # sold (docs/protocol.md). Open a channel with the offer's `receiverAuthorizer`.
     WRONG_AUTHORIZER = "wrong_authorizer"
+    # The channel's close delay is below the offer's minimum: a payer's close could end before the
+    # node's defence is sure to land (docs/protocol.md). Open a channel inside extra.closeDelay.
+    CLOSE_DELAY_TOO_SHORT = "close_delay_too_short"
     CANNOT_CONSENT = "cannot_consent"  # the node holds no key the contract accepts for this channel's consent
 
 
@@ -252,6 +258,8 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
             if amount < state.charged:
                 return state, [Rejected(Reject.CLOSE_AMOUNT_TOO_LOW, f"the close must pay at least {state.charged}")]
+            if amount > state.charged:
+                return state, [Rejected(Reject.CLOSE_AMOUNT_ABOVE_CHARGED, f"the close pays exactly the charged total {state.charged}")]
             if amount > state.deposited:
                 return state, [Rejected(Reject.EXCEEDS_DEPOSIT, f"{amount} is above the deposit {state.deposited}")]
             return replace(state, receiver_closing=True), [ConsentToClose(amount)]
@@ -305,15 +313,20 @@ def _charge(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list
         # A retry of a request already charged (same payment id, same resource) carries that
         # request's voucher, which may since have fallen below the charged total: serve it again.
         return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
+    # What the channel has already paid: the charged total, or what the chain shows claimed if that
+    # is more (the receiver's other node, or this node's database restored from an older backup,
+    # sold on it). A sale goes on top, so credit already collected never pays a second time
+    # (docs/security.md, "One receiver, one ledger").
+    spent = max(state.charged, state.claimed)
     if p.unlocked:
         # Already bought on this channel: free again, but only for a current voucher, so an old or
         # leaked one opens nothing. A higher voucher is still kept.
-        if p.amount < state.charged:
-            return reject(Reject.STALE_VOUCHER, f"a voucher of at least {state.charged} is needed to read again")
+        if p.amount < spent:
+            return reject(Reject.STALE_VOUCHER, f"a voucher of at least {spent} is needed to read again")
         return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
-    needed = state.charged + p.price
+    needed = spent + p.price
     if p.amount < needed:  # the request's own voucher must pay: a higher one seen before does not
-        code = Reject.STALE_VOUCHER if p.amount <= state.charged and p.price else Reject.INSUFFICIENT_VOUCHER
-        return reject(code, f"a voucher of at least {needed} is needed (charged {state.charged}, price {p.price})")
-    new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed)
+        code = Reject.STALE_VOUCHER if p.amount <= spent and p.price else Reject.INSUFFICIENT_VOUCHER
+        return reject(code, f"a voucher of at least {needed} is needed (charged {spent}, price {p.price})")
+    new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed if p.price else state.charged)
     return new_state, [Accepted(charged=p.price)]

@@ -11,6 +11,7 @@ Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from channel_node.core import Reject, Rejected
 from channel_node.logs import bound_aiohttp_logs
 from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
-from channel_node.server.content import Content, ProxySource, StaticSource, failure, not_found
+from channel_node.server.content import Content, ProxySource, StaticSource, not_found, withheld
 from channel_node.server.metrics import Metrics
 from channel_node.server.prices import Price, PriceTable
 from channel_node.server.resource import RefusedPath, Resource, canonical_resource
@@ -60,7 +61,9 @@ COOPERATIVE_CLOSE_PATH = "/_channel/cooperative-close"
 # A sold answer is the reader's own: never stored by a shared cache (a CDN in front of the node
 # would otherwise hand it to readers who did not pay); offers are never stored at all.
 SOLD_CACHE_CONTROL = "private, no-store"
-SHARED_CACHE_FIELDS = ("Cache-Control", "Expires", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control")
+# nginx's proxy cache takes X-Accel-Expires over Cache-Control, Akamai takes Edge-Control.
+SHARED_CACHE_FIELDS = ("Cache-Control", "Expires", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control",
+                       "X-Accel-Expires", "Edge-Control", "Fastly-Surrogate-Control")  # fmt: skip
 
 
 def _hex_field(body: dict, name: str, length: int | None) -> bytes:
@@ -102,7 +105,7 @@ class Paywall:
 
     async def cooperative_close(self, request: web.Request) -> web.Response:
         """A payer asks for the receiver's signature to close its channel now at `amount`
-        (at least the charged total); it then sends closeCooperative itself and gets the rest back."""
+        (exactly the charged total); it then sends closeCooperative itself and gets the rest back."""
         try:
             body = orjson.loads(await request.read())
             channel = _hex_field(body, "channelId", 32)
@@ -155,9 +158,7 @@ class Paywall:
                 return _method_not_allowed(methods)
             return await handler(request)
         served = self.source.served_path(resource.path)
-        price = self.prices.match(served)
-        if price is None and served != resource.path:
-            price = self.prices.match(resource.path)
+        price = self.prices.price_of(resource.path, served, folders_known=isinstance(self.source, StaticSource))
         if price is None:
             return await self._free(request, resource)
         methods = self._priced_methods(price)
@@ -189,7 +190,7 @@ class Paywall:
         if request.method in ("TRACE", "CONNECT"):
             return _method_not_allowed(("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"))
         body = await request.read() if request.method not in ("GET", "HEAD") else b""
-        content = await self.source.fetch(request.method, resource, request.headers, body)
+        content = await self.source.fetch(request.method, resource, request.headers, body, client=request.remote)
         return self._content_response(content)
 
     async def _priced(self, request: web.Request, resource: Resource, price: Price, body: bytes) -> web.StreamResponse:
@@ -208,42 +209,35 @@ class Paywall:
         except ProtocolError as exc:
             return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)
 
-        # The whole answer first: what cannot be delivered is never charged (docs/security.md).
-        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True)
-        if not content.sellable(request.method):
-            if content.opened is not None:
-                content.opened.close()
-            if content.ok:  # a part, or an empty answer to a GET: never relayed on a priced path
-                content = failure(502, "upstream_unsellable", "the origin did not answer with the whole resource")
-            return self._content_response(content)  # nothing to sell: relay the failure, charge nothing
         payment = PaymentRequest(
             channel_id=voucher.channel_id,
             amount=voucher.amount,
             signature=voucher.signature,
-            resource=key,
+            resource=self._call(key, request.method, body),
             price=price.amount,
             once=price.once,
             payment_id=voucher.payment_id,
             config=voucher.config,
         )
-        try:
-            outcome = await self.runtime.pay(payment)
-        except ChainUnavailable as exc:
-            outcome = None
-            refusal = (503, "chain_unavailable", str(exc))
-        except StoreError as exc:
-            self.log.error("store_failed", error=str(exc))
-            outcome = None
-            refusal = (503, "store_unavailable", "the node could not record the payment")
-        if outcome is None or not outcome.accepted:
+        if isinstance(self.source, ProxySource):
+            # An origin does work (and may change state) for every request it gets: one whose voucher
+            # cannot pay never reaches it (docs/security.md, "Nothing reaches the origin unpaid").
+            refused = await self._pay_or_refuse(payment, resource, request, price, voucher, started, check=True)
+            if isinstance(refused, web.Response):
+                return refused
+        # The whole answer first: what cannot be delivered is never charged (docs/security.md).
+        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True, client=request.remote)
+        if not content.sellable(request.method):
             if content.opened is not None:
                 content.opened.close()
-            if outcome is None:
-                return self._refuse(resource, request, price, *refusal, started)
-            code = outcome.effect.code
-            state = outcome.state if code in CORRECTIVE else None
-            channel = "0x" + voucher.channel_id.hex()
-            return self._refuse(resource, request, price, 402, code.value, outcome.effect.detail, started, state, channel)
+            if content.from_origin or content.ok:  # an error page may hold the content: never its body
+                content = withheld(content)
+            return self._content_response(content)  # nothing to sell: relay the failure, charge nothing
+        outcome = await self._pay_or_refuse(payment, resource, request, price, voucher, started)
+        if isinstance(outcome, web.Response):
+            if content.opened is not None:
+                content.opened.close()
+            return outcome
 
         channel = "0x" + voucher.channel_id.hex()
         charged = outcome.effect.charged
@@ -267,6 +261,33 @@ class Paywall:
         response = self._content_response(content)
         response.headers.update(extra)
         return response
+
+    async def _pay_or_refuse(self, payment, resource, request, price, voucher, started, check: bool = False):
+        """`Runtime.pay` (or, with `check`, what it would decide, committing nothing): the accepted
+        outcome, or the refusal to answer with."""
+        try:
+            outcome = await (self.runtime.check(payment) if check else self.runtime.pay(payment))
+        except ChainUnavailable as exc:
+            return self._refuse(resource, request, price, 503, "chain_unavailable", str(exc), started)
+        except StoreError as exc:
+            self.log.error("store_failed", error=str(exc))
+            return self._refuse(resource, request, price, 503, "store_unavailable", "the node could not record the payment", started)
+        if not outcome.accepted:
+            code = outcome.effect.code
+            state = outcome.state if code in CORRECTIVE else None
+            channel = "0x" + voucher.channel_id.hex()
+            return self._refuse(resource, request, price, 402, code.value, outcome.effect.detail, started, state, channel)
+        return outcome
+
+    @staticmethod
+    def _call(key: str, method: str, body: bytes) -> str:
+        """What a payment (and its payment id) pays for: a GET, the resource; a priced API call of
+        another method, that resource with the method and a digest of the body, so a retry under the
+        same payment id is free only for that very call, never another one (docs/security.md,
+        "A payment id retries one call")."""
+        if method == "GET":
+            return key
+        return f"{key} {method} sha256:{hashlib.sha256(body).hexdigest()}"
 
     def _key(self, resource: Resource) -> str:
         """What a purchase is recorded under (the `once` unlock, insights, logs): the file a static

@@ -101,8 +101,14 @@ lock once for this site; what you do not spend comes back when you close.</p>
 """
 
 
+# Text a page repeats around every article (menus, banners, footers) or never shows: it is not the
+# article, so it neither counts towards the teaser's budget nor gives the first paragraph.
+_BOILERPLATE = frozenset({"nav", "header", "footer", "aside", "noscript", "template", "form", "menu", "dialog"})
+
+
 class _Teaser(HTMLParser):
-    """The title, the first paragraph's text, and all the text of an HTML document."""
+    """The title, the first paragraph's text, and the text of an HTML document outside its
+    boilerplate (docs/security.md, "The teaser")."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,10 +118,15 @@ class _Teaser(HTMLParser):
         self._in: str | None = None
         self._done = False
         self._hidden = 0  # inside <script> or <style>: not text
+        self._aside: list[str] = []  # open boilerplate or hidden elements (an unclosed one hides the rest)
 
     def handle_starttag(self, tag, attrs):
         if tag in ("script", "style"):
             self._hidden += 1
+        elif tag in _BOILERPLATE or any(name in ("hidden", "aria-hidden") for name, _ in attrs):
+            self._aside.append(tag)
+        elif self._aside:
+            return
         elif tag in ("title", "h1") and not self.title:
             self._in = "title"
         elif tag == "p" and not self.paragraph and not self._done:
@@ -124,13 +135,17 @@ class _Teaser(HTMLParser):
     def handle_endtag(self, tag):
         if tag in ("script", "style"):
             self._hidden = max(0, self._hidden - 1)
+        if self._aside:
+            if tag == self._aside[-1]:
+                self._aside.pop()
+            return
         if tag == "p" and self._in == "p":
             self._done = True
         if tag in ("title", "h1", "p"):
             self._in = None
 
     def handle_data(self, data):
-        if self._hidden:
+        if self._hidden or self._aside:
             return
         self.text.append(data)
         if self._in == "title":
@@ -141,8 +156,10 @@ class _Teaser(HTMLParser):
 
 def teaser_from_html(document: str, limit: int = TEASER_CHARS) -> str:
     """"Title. First words of the first paragraph ..." as plain text, never the content itself: at
-    most the first paragraph, at most `limit` characters of it, and, title included, at most
-    TEASER_FRACTION of the document's text (docs/security.md, "The teaser"). A page too short to
+    most half of the first paragraph, at most `limit` characters of it, and, title included, at
+    most TEASER_FRACTION of the document's text outside menus, headers, footers and hidden
+    elements, which a short article's page may hold far more of than the article
+    (docs/security.md, "The teaser"). A page too short to
     spare anything gets an empty teaser (the caller shows the price's description instead)."""
     parser = _Teaser()
     parser.feed(document)
@@ -154,7 +171,7 @@ def teaser_from_html(document: str, limit: int = TEASER_CHARS) -> str:
         title = ""
     budget -= len(title)
     words = " ".join(parser.paragraph.split())
-    cap = min(limit, budget)
+    cap = min(limit, budget, len(words) // 2)  # and never more than half of the paragraph itself
     if len(words) > cap:
         cut = words[: cap + 1]
         words = cut.rsplit(" ", 1)[0] + " ..." if " " in cut else ""

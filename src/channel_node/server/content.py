@@ -36,7 +36,19 @@ HOP_BY_HOP = frozenset({
 OVERRIDES = frozenset({
     "x-original-url", "x-rewrite-url", "x-override-url", "x-forwarded-path", "x-forwarded-prefix",
     "x-http-method-override", "x-http-method", "x-method-override",
+    "forwarded", "x-script-name", "x-matched-path", "x-host", "x-forwarded-server", "front-end-https",
 })  # fmt: skip
+# And every field of these families, whatever its suffix (X-Original-URI, X-Forwarded-Uri,
+# X-Forwarded-Host, X-Envoy-Original-Path, X-Rewrite-URI...): they describe how a proxy routed the
+# request, which only the node may say; a client's own would route a free path to a priced one.
+OVERRIDE_PREFIXES = ("x-forwarded-", "x-original-", "x-rewrite-", "x-override-", "x-envoy-")
+OVERRIDE_SUFFIXES = ("-method-override",)
+
+
+def is_override(name: str) -> bool:
+    """Whether a request field may rename the request's path, host, scheme or method at an origin."""
+    low = name.lower()
+    return low in OVERRIDES or low.startswith(OVERRIDE_PREFIXES) or low.endswith(OVERRIDE_SUFFIXES)
 # Not forwarded on a priced request: the node sells the whole representation, once, as a 200, so
 # the origin must not answer a part (206) or "unchanged" (304) (docs/security.md, "Partial and
 # conditional answers").
@@ -67,21 +79,54 @@ class Content:
     file: Path | None = None  # streamed from disk when set
     opened: BinaryIO | None = None  # a priced large file, opened before the charge and streamed after
     length: int = 0
+    from_origin: bool = False  # the upstream's own answer (not one the node made)
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
     def sellable(self, method: str) -> bool:
-        """Whether this is a whole answer worth the price: a GET sells only a 200; another priced
-        method (an API call) any 2xx except a part (206)."""
-        return self.status == 200 if method == "GET" else (self.ok and self.status != 206)
+        """Whether this is a whole answer worth the price: a GET sells only a 200 with a body (an
+        origin whose worker died often answers an empty 200); another priced method (an API call)
+        any 2xx except a part (206)."""
+        if method == "GET":  # a 200 naming a Content-Range is a part all the same
+            return self.status == 200 and not self.empty and "Content-Range" not in self.headers
+        return self.ok and self.status != 206
+
+    @property
+    def empty(self) -> bool:
+        if self.opened is not None:
+            return self.length == 0
+        if self.file is not None:
+            return False  # only free files are served this way
+        return not self.body
 
 
 def failure(status: int, code: str, message: str) -> Content:
     """An answer the node makes itself when content cannot be delivered (never charged)."""
     body = orjson.dumps({"error": code, "message": message})
     return Content(status, CIMultiDict({"Content-Type": "application/json"}), body)
+
+
+# What is kept of an origin's answer that is not sold on a priced path (docs/security.md, "An
+# unsold answer shows nothing of the origin's"): its status and where it points, never its body.
+WITHHELD_KEEP = ("Location", "Retry-After", "Allow")
+
+
+def withheld(content: Content) -> Content:
+    """An origin's unsellable answer to a priced request (an error page, a redirect, a part) as the
+    node relays it: the origin's status and a few pointing fields, the node's own body. An error
+    page may carry the very content it was asked for (a soft 404, a debugging 500, a redirect with
+    the page in its body), and no voucher paid for it."""
+    if not 300 <= content.status < 600:
+        return failure(502, "upstream_unsellable", "the origin did not answer with the whole resource")
+    if content.status == 304:
+        return Content(304, CIMultiDict(), b"")
+    kept = failure(content.status, "upstream_status", f"the origin answered {content.status}; nothing was charged")
+    for name in WITHHELD_KEEP:
+        for value in content.headers.getall(name, ()):
+            kept.headers.add(name, value)
+    return kept
 
 
 def not_found() -> Content:
@@ -93,7 +138,7 @@ class _Cached:
     file: Path
     body: bytes
     mime: str
-    signature: tuple[int, int]  # (mtime_ns, size) when read
+    signature: tuple[int, int, int, int]  # (mtime_ns, size, inode, links) when read
     checked: float
 
 
@@ -104,7 +149,8 @@ class StaticSource:
     Paths are canonical (server/resource.py). A folder is served as its `index.html`, and priced as
     that file (`served_path`). Symbolic links are not followed: a path whose real location differs
     from `root` + path is not found, so a link cannot serve a priced file under a free name or a
-    file outside `root` (docs/security.md, "One canonical resource")."""
+    file outside `root` (docs/security.md, "One canonical resource"). Nor are hard links: a file
+    with more than one name is not found under any of them (docs/security.md, "Hard links")."""
 
     uses_query = False  # the same file whatever the query: purchases are keyed by path alone
 
@@ -129,7 +175,11 @@ class StaticSource:
         return path
 
     def locate(self, path: str) -> Path | None:
-        relative = self.served_path(path).lstrip("/")
+        return self._file(self.served_path(path))
+
+    def _file(self, served: str) -> Path | None:
+        """The regular file at the served path `served` itself (never a folder's index in its place)."""
+        relative = served.lstrip("/")
         if "\0" in relative or any(part in ("", ".", "..") for part in relative.split("/")):
             return None  # not canonical: never guessed at
         candidate = self.root / relative
@@ -137,6 +187,8 @@ class StaticSource:
             real = candidate.resolve(strict=True)
             if real != candidate or not real.is_file():
                 return None  # missing, a folder, or reached through a symbolic link
+            if real.stat().st_nlink != 1:
+                return None  # a hard link: the same file has another name, which may be priced
         except (OSError, ValueError, RuntimeError):
             return None
         return real
@@ -144,12 +196,20 @@ class StaticSource:
     def exists(self, path: str) -> bool:
         return path in self._cache or self.locate(path) is not None
 
-    async def fetch(self, method: str, resource: Resource, headers=None, body: bytes = b"", priced: bool = False) -> Content:
-        path = resource.path
+    async def fetch(
+        self, method: str, resource: Resource, headers=None, body: bytes = b"", priced: bool = False, client: str | None = None
+    ) -> Content:
+        # The cache is keyed by the file's own path, never the name it was asked by: `served_path`
+        # trusts a cached key to be a file, so a folder's name cached there would later be priced
+        # as itself rather than as its index file.
+        # The file read is the one the served path names when the request was priced (the cache's
+        # answer, or a stat): if that name has since become a folder, it is not found this once,
+        # never read as the folder's index under the name's old price.
+        path = self.served_path(resource.path)
         cached = self._fresh(path)
         if cached is not None:
             return Content(200, CIMultiDict({"Content-Type": cached.mime}), cached.body)
-        file = self.locate(path)
+        file = self._file(path)
         if file is None:
             return not_found()
         mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
@@ -164,7 +224,8 @@ class StaticSource:
         except OSError:
             return failure(503, "content_unavailable", "the file could not be read")
         if self._cached_bytes + len(data) <= CACHE_BYTES:
-            self._cache[path] = _Cached(file, data, mime, (stat.st_mtime_ns, stat.st_size), time.monotonic())
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_nlink)
+            self._cache[path] = _Cached(file, data, mime, signature, time.monotonic())
             self._cached_bytes += len(data)
         return Content(200, CIMultiDict({"Content-Type": mime}), data)
 
@@ -176,8 +237,8 @@ class StaticSource:
         if now - cached.checked < REVALIDATE:
             return cached
         try:
-            stat = os.stat(cached.file)
-            unchanged = (stat.st_mtime_ns, stat.st_size) == cached.signature
+            stat = os.stat(cached.file, follow_symlinks=False)  # replaced by a link: read again
+            unchanged = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_nlink) == cached.signature
         except OSError:
             unchanged = False
         if unchanged:
@@ -214,10 +275,16 @@ class ProxySource:
     def served_path(self, path: str) -> str:
         return path
 
-    async def fetch(self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False) -> Content:
+    async def fetch(
+        self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False, client: str | None = None
+    ) -> Content:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)
-        forward = end_to_end(headers, OVERRIDES | PRICED_DROP if priced else OVERRIDES)
+        forward = end_to_end(headers, PRICED_DROP if priced else frozenset())
+        for name in [name for name in forward if is_override(name)]:
+            forward.popall(name, None)
+        if client:  # the node's own word for who asked, in place of the client's (dropped above)
+            forward["X-Forwarded-For"] = client
         url = URL(self.upstream + resource.target, encoded=True)
         try:
             async with self._session.request(method, url, headers=forward, data=body or None, allow_redirects=False) as r:
@@ -232,7 +299,12 @@ class ProxySource:
                 bodiless = method == "HEAD" or r.status in (204, 304) or r.status < 200
                 if not bodiless and declared is not None and (not declared.isdigit() or int(declared) != len(data)):
                     return failure(502, "upstream_incomplete", "the origin's answer does not match its Content-Length")
-                return Content(r.status, end_to_end(r.headers), bytes(data))
+                chunked = "chunked" in r.headers.get("Transfer-Encoding", "").lower()
+                if priced and not bodiless and declared is None and not chunked:
+                    # Ended by closing the connection: a cut is indistinguishable from the end, so
+                    # it is never sold (docs/security.md, "A priced answer must say where it ends").
+                    return failure(502, "upstream_unframed", "the origin's answer has neither Content-Length nor chunked framing")
+                return Content(r.status, end_to_end(r.headers), bytes(data), from_origin=True)
         except TimeoutError:
             return failure(504, "upstream_timeout", "the origin did not answer in time")
         except (aiohttp.ClientError, ValueError) as exc:

@@ -3,8 +3,9 @@ in the order they are listed; a path nothing matches is free (the paywall guards
 
 Paths are the canonical, decoded resource paths of server/resource.py. A path is free only when it
 is free both as spelled and case-folded, so `/ARTICLES/a.html` costs what `/articles/a.html` costs
-on an origin or file system that ignores case, and with and without a trailing slash
-(docs/protocol.md section 6)."""
+on an origin or file system that ignores case, and with and without a trailing slash; a request
+is priced by every name of what it reads (`PriceTable.price_of`: a folder and its index file, a
+file and its compressed copy, a script and the paths below it) (docs/protocol.md section 6)."""
 
 from __future__ import annotations
 
@@ -34,20 +35,94 @@ class PriceTable:
     def match(self, path: str) -> Price | None:
         """The price of `path` (a canonical resource path), or None when it is free. A folder path
         ("/premium/") also costs what the same path without its slash costs: many origins answer
-        both alike."""
+        both alike (the other way round, for origins only: `folder_price`)."""
         variants = (path, path.rstrip("/")) if len(path) > 1 and path.endswith("/") else (path,)
         for variant in variants:
             price = self._as_spelled.match(variant)
             if price is None:
-                price = self._folded.match(variant.casefold())
+                price = self._folded.match(fold_case(variant))
             if price is not None:
                 return price
         return None
 
+    def folder_price(self, path: str) -> Price | None:
+        """What `path` costs as the folder `path/`, for an origin that answers "/premium" with the
+        folder's index instead of redirecting: the folder's own exact rule, or, for a name that does
+        not look like a file (no extension), any rule; nothing for a name listed on its own."""
+        if path.endswith("/") or self.listed(path):
+            return None
+        folder = path + "/"
+        if "." in path.rpartition("/")[2]:
+            return self._as_spelled.exact_price(folder) or self._folded.exact_price(fold_case(folder))
+        return self._as_spelled.match(folder) or self._folded.match(fold_case(folder))
+
+    def listed(self, path: str) -> bool:
+        """Whether `path` has an exact entry of its own, free or priced (as spelled or folded)."""
+        return path in self._as_spelled.exact_names or fold_case(path) in self._folded.exact_names
+
+    def price_of(self, path: str, served: str, folders_known: bool = True) -> Price | None:
+        """The price of a request for `path` that reads the file `served` (a folder's index file in
+        static mode): priced when any name of that file is priced. An index file (`index.html`,
+        `index.htm`) named directly also costs what its folder costs (`/premium/index.html` as
+        `/premium/` and `/premium`), as a folder costs what its index costs, since origins and the
+        static source answer both alike, and a pre-compressed copy (`a.html.gz`, `.br`, `.zst`...)
+        costs what `a.html` costs, and a path below a priced file name (`/premium.php/x`, which a
+        PATH_INFO origin answers as `premium.php`) costs what that name costs; an exact free entry
+        for the file itself keeps it free (docs/protocol.md section 6). `folders_known`: the source
+        says which names are folders (static mode); else a name may be its folder (`folder_price`)."""
+        price = self.match(served)
+        if price is None and served != path:
+            price = self.match(path)
+        if price is None and not folders_known:  # an origin: "/premium" may be the folder
+            price = self.folder_price(path)
+        if price is not None:
+            return price
+        if self.listed_free(served) or self.listed_free(path):
+            return None
+        for name in {served, path}:
+            head, _, last = name.rpartition("/")
+            folded = last.casefold()
+            if folded in INDEX_FILES:
+                price = self.match(head + "/")
+            elif folded.endswith(COMPRESSED) and "." in folded:
+                # A pre-compressed copy (`a.html.gz` beside `a.html`, for gzip_static and the like)
+                # is the same content: it costs what the file it compresses costs.
+                base = name[: name.rindex(".")]
+                price = self.price_of(base, base) if base.rpartition("/")[2] else None
+            if price is not None:
+                return price
+        # Below a priced file: `/premium.php/x.css` runs `premium.php` on an origin that passes the
+        # rest as PATH_INFO (Apache's AcceptPathInfo, PHP's cgi.fix_pathinfo, many frameworks), so
+        # a path under a priced name with an extension costs what that name costs.
+        segments = path.split("/")
+        for end in range(len(segments) - 1, 1, -1):
+            ancestor = "/".join(segments[:end])
+            if "." in segments[end - 1].strip("."):
+                price = self.match(ancestor)
+                if price is not None:
+                    return price
+        return None
+
+    def listed_free(self, path: str) -> bool:
+        """Whether `path` is listed as an exact free path (as spelled or case-folded)."""
+        return any(rules.exact_free(path if rules is self._as_spelled else fold_case(path))
+                   for rules in (self._as_spelled, self._folded))  # fmt: skip
+
+
+def fold_case(text: str) -> str:
+    """Case-folded as every case-insensitive origin would agree: upper-cased first, so letters
+    that only upper-case into ASCII (the dotless `ı` into `I`, as NTFS and .NET's invariant
+    upper-casing do) fold with it (`/artıcles/a.html` costs what `/articles/a.html` costs)."""
+    return text.upper().casefold()
+
+
+INDEX_FILES = ("index.html", "index.htm")
+COMPRESSED = (".gz", ".br", ".zst", ".zstd", ".bz2", ".xz", ".deflate", ".z")
+
 
 class _Rules:
     def __init__(self, prices: list[Price], free: list[str], fold: bool) -> None:
-        norm = str.casefold if fold else (lambda text: text)
+        norm = fold_case if fold else (lambda text: text)
         self._exact: dict[str, Price | None] = {}
         self._free_patterns: list[re.Pattern] = []
         self._patterns: list[tuple[re.Pattern, Price]] = []
@@ -61,6 +136,16 @@ class _Rules:
                 self._patterns.append((re.compile(fnmatch.translate(norm(price.path)), re.S), price))
             elif self._exact.get(norm(price.path)) is None:
                 self._exact[norm(price.path)] = price  # folded: a priced spelling wins over a free one
+
+    def exact_price(self, path: str) -> Price | None:
+        return self._exact.get(path)
+
+    @property
+    def exact_names(self):
+        return self._exact.keys()
+
+    def exact_free(self, path: str) -> bool:
+        return path in self._exact and self._exact[path] is None
 
     def match(self, path: str) -> Price | None:
         if path in self._exact:

@@ -6,8 +6,8 @@ use the value computed here; nothing downstream reads `request.path` again. A ta
 once, its dot segments resolved and repeated slashes collapsed; anything another component could
 read differently (an encoded slash, a backslash, a NUL or other control character, a space other
 than U+0020 inside a segment, a second level of percent-encoding, invalid UTF-8, `;` path
-parameters, text that Unicode normalisation would change, a segment ending in a dot or starting
-or ending with a space) is refused with a stable code instead of guessed at.
+parameters, an encoded `?` or `#`, an NTFS stream name, text that Unicode normalisation would
+change, a segment ending in a dot or starting or ending with a space) is refused with a stable code instead of guessed at.
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ def _segment_problem(segment: str) -> RefusedPath | None:
         return RefusedPath(BAD_ENCODING, "a percent sign after decoding (double encoding, %25)")
     if ";" in segment:
         return RefusedPath(BAD_PATH, "an encoded path parameter (%3B) in the path")
+    if "?" in segment or "#" in segment:  # an origin that decodes before it splits reads a query there
+        return RefusedPath(BAD_PATH, "an encoded query or fragment mark (%3F, %23) in the path")
     for char in segment:
         if unicodedata.category(char) in _REFUSED_CATEGORIES and char != " ":
             return RefusedPath(BAD_PATH, f"a control, format or space character (U+{ord(char):04X}) in the path")
@@ -138,6 +140,8 @@ def _segment_problem(segment: str) -> RefusedPath | None:
         return RefusedPath(BAD_PATH, "a path that Unicode normalisation (NFKC) would change")
     if segment not in (".", "..") and segment.endswith("."):
         return RefusedPath(BAD_PATH, "a path segment ending in a dot")
+    if ":$" in segment:  # `a.html::$DATA`: an NTFS stream name, which Windows origins read as the file
+        return RefusedPath(BAD_PATH, "an NTFS stream name (:$) in the path")
     return None
 
 

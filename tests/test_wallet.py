@@ -532,3 +532,31 @@ def test_wallet_close_prints_one_line_when_the_node_refuses(monkeypatch, capsys)
     assert wallet_cli._handler("close")(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "cannot_consent" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("recorded", [2, 4], ids=["wallet-behind-node", "wallet-ahead-of-node"])
+async def test_a_cooperative_close_agrees_to_the_nodes_figure_only_within_what_was_signed(
+    chain, deployed, parties, site, tmp_path, make_wallet, recorded
+):
+    """The node consents only at exactly its charged total. A wallet whose own figure is off (a lost
+    receipt behind, a miscount ahead) agrees to the node's figure once: a lower one always, a higher
+    one only up to what it signed. A node naming more than was signed gets no close."""
+    import sqlite3
+
+    hot = parties.other
+    settings = node_settings(deployed.address, parties.receiver.address, tmp_path / "n.db",
+                             claim_key=hot.private_key.hex(), content_dir=site)  # fmt: skip
+    node = await start_node(chain.tester, settings)
+    try:
+        wallet = make_wallet(name="reader.db")
+        async with paying(wallet) as session:
+            for n in range(3):
+                assert (await session.get(url(node, f"/articles/a{n}.html"))).charged == PRICE
+        [record] = wallet.channels()
+        assert record.signed == record.charged == 3 * PRICE
+        with sqlite3.connect(tmp_path / "reader.db") as db:  # the wallet's figure drifts from the node's
+            db.execute("UPDATE channels SET charged = ?", (str(recorded * PRICE),))
+        done = await wallet.close_via_node(record.channel_id, url(node, "/"))
+        assert (done.claimed, done.refunded) == (3 * PRICE, record.deposited - 3 * PRICE)
+    finally:
+        await node.stop()

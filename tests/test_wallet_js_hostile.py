@@ -63,8 +63,9 @@ async function fetch(url, opts = {}) {
     const contract = W.checksumAddress("0x" + "22".repeat(20));
     const sign = (amount) =>
       W.toHex(W.signDigest(receiverKey, W.cooperativeCloseDigest(31337n, contract, body.channelId, BigInt(amount))));
-    if (a.kind === "too_low") {
-      return { ok: false, status: 409, json: async () => ({ error: "close_amount_too_low", channel: { charged: String(a.charged) } }) };
+    if (a.kind === "too_low" || a.kind === "above") {
+      const error = a.kind === "too_low" ? "close_amount_too_low" : "close_amount_above_charged";
+      return { ok: false, status: 409, json: async () => ({ error, channel: { charged: String(a.charged) } }) };
     }
     const amount = a.amount ?? body.amount;
     return { ok: true, status: 200, json: async () => ({ amount: String(amount), receiverSignature: sign(amount) }) };
@@ -238,11 +239,13 @@ def _close_amount(data: str) -> int:
         ({"kind": "consent", "amount": 3 * PRICE}, None),
         ({"kind": "too_low", "charged": DEPOSIT}, None),  # "you owe the whole deposit"
         ({"kind": "too_low", "charged": 3 * PRICE}, 3 * PRICE),  # up to the highest voucher: it could claim that anyway
+        ({"kind": "above", "charged": PRICE}, PRICE),  # the node sold less than the browser counted: the rest back
+        ({"kind": "above", "charged": 3 * PRICE}, None),  # "above" yet naming more: no close
     ],
 )
 def test_a_cooperative_close_pays_the_receiver_only_what_the_browser_agreed_to(answer, closes_at):
     seed = {"received": str(2 * PRICE), "charged": str(2 * PRICE), "deposited": str(DEPOSIT)}
-    answers = [answer] + ([{"kind": "consent"}] if answer["kind"] == "too_low" else [])
+    answers = [answer] + ([{"kind": "consent"}] if answer["kind"] in ("too_low", "above") else [])
     out = run(["close"], answers, seed=seed, seedVoucher=str(3 * PRICE))
     if closes_at is None:
         assert out["results"][0]["ok"] is False and out["txs"] == [], "no close sent"

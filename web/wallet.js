@@ -224,6 +224,9 @@ export async function closeChannel(terms, record, base = location.origin) {
     const answer = await response.json();
     if (response.ok) {
       consent = { ...answer, payerSignature };
+    } else if (answer.error === "close_amount_above_charged" && answer.channel && attempt === 0
+               && BigInt(answer.channel.charged) < amount) {
+      amount = BigInt(answer.channel.charged); // the node sold less than we counted: the rest comes back
     } else if (answer.error === "close_amount_too_low" && answer.channel && attempt === 0) {
       // The node charged more than we recorded: its figure is agreed to only up to the highest voucher
       // this browser signed (what the receiver could claim with it anyway), never beyond.

@@ -1238,13 +1238,10 @@ class Wallet:
         return Finalized(record.channel_id, settled.refunded, settled.total_claimed, tx)
 
 
-    async def close_via_node(self, channel: bytes | str, node_url: str, http=None) -> Finalized:
-        """Asks the node at `node_url` to consent to closing at the charged total (proving with the
-        main key that the payer asks), then sends the close: unspent credit comes back at once."""
+    async def _ask_consent(self, record: ChannelRecord, amount: int, node_url: str, http) -> tuple[int, dict]:
+        """POSTs the payer's signed request to close at `amount`; the node's status and JSON answer."""
         import aiohttp
 
-        record = self._record(channel)
-        amount = record.charged
         digest = cooperative_close_digest(Domain(record.chain_id, record.contract), record.channel_id, amount)
         payer_signature = self._sender.sign_digest(digest)
         body = {"channelId": record.hex_id, "amount": str(amount), "payerSignature": "0x" + bytes(payer_signature).hex()}
@@ -1264,8 +1261,28 @@ class Wallet:
                 await http.close()
         if not isinstance(answer, dict):
             raise WalletError(f"the node at {node_url} did not answer the close request with JSON (HTTP {status})")
-        if status != 200:
+        return status, answer
+
+    async def close_via_node(self, channel: bytes | str, node_url: str, http=None) -> Finalized:
+        """Asks the node at `node_url` to consent to closing at the charged total (proving with the
+        main key that the payer asks), then sends the close: unspent credit comes back at once."""
+        record = self._record(channel)
+        amount = record.charged
+        for attempt in range(2):
+            status, answer = await self._ask_consent(record, amount, node_url, http)
+            if status == 200:
+                break
             code, message = str(answer.get("error"))[:64], str(answer.get("message"))[:200]
+            stated = _stated_charged(answer)
+            # The node's own figure is agreed to once: a lower one always (the rest comes back to
+            # the reader), a higher one only up to what this wallet signed (the receiver could claim
+            # that much with our voucher anyway), never beyond.
+            if attempt == 0 and stated is not None and (
+                (code == "close_amount_above_charged" and stated < amount)
+                or (code == "close_amount_too_low" and amount < stated <= record.signed)
+            ):
+                amount = stated
+                continue
             hint = "; close unilaterally instead (without --node)" if code == "cannot_consent" else ""
             raise WalletError(f"the node refused to co-sign the close: {code}: {message}{hint}")
         signature = answer.get("receiverSignature")
@@ -1296,3 +1313,12 @@ __all__ = [
     "site_of",
     "trust_site",
 ]
+
+
+def _stated_charged(answer: dict) -> int | None:
+    """The charged total a refusal's channel state names, if it names one a wallet can read."""
+    channel = answer.get("channel")
+    charged = channel.get("charged") if isinstance(channel, dict) else None
+    if isinstance(charged, str) and charged.isdigit() and len(charged) <= 78:
+        return int(charged)
+    return None

@@ -3322,6 +3322,8 @@ var ChannelWallet = (() => {
       const answer = await response.json();
       if (response.ok) {
         consent = { ...answer, payerSignature };
+      } else if (answer.error === "close_amount_above_charged" && answer.channel && attempt === 0 && BigInt(answer.channel.charged) < amount) {
+        amount = BigInt(answer.channel.charged);
       } else if (answer.error === "close_amount_too_low" && answer.channel && attempt === 0) {
         const stated = BigInt(answer.channel.charged);
         const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;

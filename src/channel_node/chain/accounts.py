@@ -46,7 +46,7 @@ MIN_BUMP_NUMERATOR, MIN_BUMP_DENOMINATOR = 1125, 1000
 
 def with_gas_margin(estimate: int) -> int:
     """The gas limit to send with for an estimate: the estimate plus GAS_MARGIN_PERCENT, rounded down."""
-    estimate = check_uint(int(estimate), "gas estimate")
+    estimate = check_uint(estimate, "gas estimate")  # web3 answers an int; a float is a bug, not rounded
     return estimate + estimate * GAS_MARGIN_PERCENT // 100
 
 

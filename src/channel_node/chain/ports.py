@@ -6,7 +6,7 @@ covers), the way a chain notifier feeds whoever subscribed. `Runtime` implements
 may hand the watcher anything with these methods. The reads go the other way through `ChainView`,
 whose figures are a `ChainChannel` tied to the block they were read at.
 
-Nothing here imports the node: `chain/` imports `core`, `signing` and `store` only.
+Nothing here imports the node: `chain/` imports `core`, `signing`, `store` and `types` only.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ from channel_node.signing import (
     voucher_digest,
 )
 from channel_node.signing.eip712 import SECP256K1_N, ZERO_ADDRESS
-from channel_node.types import UINT96_MAX, UINT128_MAX
+from channel_node.types import UINT128_MAX
 
 log = logging.getLogger("channel_node.client")
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validat
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from channel_node.server.prices import Price
+from channel_node.types import UINT128_MAX
 
-UINT128_MAX = (1 << 128) - 1
 # http(s), a DNS name, IPv4 or [IPv6] host, an optional port and path prefix of unreserved characters.
 _PUBLIC_URL = re.compile(r"https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,=:@/-]*)?")
 

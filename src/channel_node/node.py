@@ -13,7 +13,7 @@ from web3 import AsyncWeb3
 from web3.providers.persistent import PersistentConnectionProvider
 
 from channel_node.chain.artifacts import channel_deposit_artifact
-from channel_node.chain.client import ChannelDepositClient
+from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.sender import OutboxSender
 from channel_node.chain.watcher import Watcher
 from channel_node.chain.view import Web3ChainView

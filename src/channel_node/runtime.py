@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from channel_node.chain.client import (
+from channel_node.chain.logs import (
     ChannelClaimed,
     ChannelDeposited,
     ChannelEventLog,

@@ -161,7 +161,7 @@ async def _channels(args) -> int:
 
 async def _balance(args) -> int:
     async def balance(wallet):
-        from channel_node.chain.client import Erc20Client
+        from channel_node.chain.erc20 import Erc20Client
 
         gas = await wallet.w3.eth.get_balance(wallet.address)
         asset = wallet.policy.asset
@@ -187,7 +187,7 @@ async def _topup(args) -> int:
 
 
 async def _close(args) -> int:
-    from channel_node.chain.client import ContractRevert
+    from channel_node.chain.reverts import ContractRevert
     from channel_node.client import WalletError
 
     async def close(wallet):
@@ -277,7 +277,7 @@ def _handler(name: str):
     def handle(args: argparse.Namespace) -> int:
         from channel_node.cli_support import run_async
 
-        from channel_node.chain.client import ContractRevert
+        from channel_node.chain.reverts import ContractRevert
         from channel_node.client import WalletError
 
         try:

@@ -1,25 +1,25 @@
-"""The chain edge: contract artifacts, typed contract client over web3.py."""
+"""The chain edge, split along its seams (docs/design.md, "Layers"): `contract` (the typed
+ChannelDeposit client), `logs`, `reverts`, `erc20`, `accounts` (senders and the one fee, nonce and
+gas policy), `ports` (what the edge shares with its consumer), `view`, `watcher` and the outbox
+`sender`; `client` re-exports the names from before the split."""
 
-from channel_node.chain.client import (
+from channel_node.chain.accounts import LocalKeySender, Sender, UnlockedSender
+from channel_node.chain.contract import ChannelDepositClient, TxResult
+from channel_node.chain.erc20 import Erc20Client
+from channel_node.chain.logs import (
     EVENT_TYPES,
     ChannelClaimed,
     ChannelDeposited,
-    ChannelDepositClient,
     ChannelEventLog,
     ChannelOpened,
     ChannelSettled,
     CloseRequested,
-    ContractRevert,
-    LocalKeySender,
-    OnChainChannel,
     PayoutDeferred,
     PendingWithdrawn,
-    Sender,
-    TxResult,
-    UnlockedSender,
     decode_log,
-    decode_revert_data,
 )
+from channel_node.chain.ports import OnChainChannel
+from channel_node.chain.reverts import ContractRevert, decode_revert_data
 
 __all__ = [
     "EVENT_TYPES",
@@ -31,6 +31,7 @@ __all__ = [
     "ChannelSettled",
     "CloseRequested",
     "ContractRevert",
+    "Erc20Client",
     "LocalKeySender",
     "OnChainChannel",
     "PayoutDeferred",

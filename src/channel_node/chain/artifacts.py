@@ -41,3 +41,11 @@ def channel_deposit_artifact() -> Artifact:
 def demo_dollar_artifact() -> Artifact:
     """The dev chain's stand-in stablecoin (`channel-node dev --token`); never deployed elsewhere."""
     return _artifact("DevContracts.json", "DemoDollar")
+
+
+def canonical_type(param: dict) -> str:
+    """An ABI parameter's canonical type, as selectors and topics hash it (errors and events)."""
+    if param["type"].startswith("tuple"):  # not used by ChannelDeposit's events/errors
+        inner = ",".join(canonical_type(c) for c in param["components"])
+        return f"({inner}){param['type'][5:]}"
+    return param["type"]

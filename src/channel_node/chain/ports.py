@@ -6,7 +6,7 @@ covers), the way a chain notifier feeds whoever subscribed. `Runtime` implements
 may hand the watcher anything with these methods. The reads go the other way through `ChainView`,
 whose figures are a `ChainChannel` tied to the block they were read at.
 
-Nothing here imports the node: `chain/` imports `core`, `signing` and `store` only.
+Nothing here imports the node: `chain/` imports `core`, `signing`, `store` and `types` only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from channel_node.chain.client import ChannelEventLog
+from channel_node.chain.logs import ChannelEventLog
 from channel_node.store import BlockRef
 
 
@@ -22,16 +22,36 @@ class ChainUnavailable(Exception):
     """The chain could not be read; the request may be retried."""
 
 
-@dataclass(frozen=True)
-class ChainChannel:
+@dataclass(frozen=True, slots=True)
+class OnChainChannel:
+    """A channel's four figures on chain: `getChannel` decoded (the contract client's reads). A
+    channel that was never funded reads as all zeros. The one declaration of this record in
+    `chain/`: `ChainChannel` adds the block it was read at."""
+
+    deposited: int
+    claimed: int
+    close_deadline: int | None  # the finalization time while a payer's close is pending
+    settled: bool
+
+    @property
+    def exists(self) -> bool:
+        return self.deposited > 0  # deposits of zero revert, so a funded channel is never 0
+
+    @property
+    def closing(self) -> bool:
+        return self.close_deadline is not None
+
+    @property
+    def unclaimed(self) -> int:
+        return self.deposited - self.claimed
+
+
+@dataclass(frozen=True, slots=True)
+class ChainChannel(OnChainChannel):
     """A channel as the chain shows it at the confirmation depth, and the block (number and hash)
     it was read at: the figures were read at that very hash, so the two cannot disagree
     (docs/security.md, "Reorganisations")."""
 
-    deposited: int
-    claimed: int
-    close_deadline: int | None
-    settled: bool
     block: int | None = None
     block_hash: bytes | None = None
 
@@ -83,4 +103,4 @@ class ChainSink(Protocol):
         ...
 
 
-__all__ = ["ChainChannel", "ChainSink", "ChainUnavailable", "ChainView"]
+__all__ = ["ChainChannel", "ChainSink", "ChainUnavailable", "ChainView", "OnChainChannel"]

@@ -4,10 +4,12 @@ A row's life: `pending` (decided, committed with the channel state) -> the sende
 transaction, records hash, raw bytes, nonce and fees (`sent`), and only then broadcasts it, so a
 crash at any point re-sends the very same transaction after a restart instead of a second one.
 A transaction not mined after `bump_after` seconds is replaced (same nonce, fees raised by at least
-12.5%, as nodes require). The watcher marks a row `done` when a confirmed ChannelClaimed or
-ChannelSettled covers it; the sender also closes rows the chain already fulfilled (someone else's
-claim, a settled channel). A row whose transaction would revert for another reason is `abandoned`
-with the decoded error, loudly: it needs an operator.
+12.5%, as nodes require). Fees, nonces, the gas margin and the replacement rule are the one
+policy of `chain/accounts.py`, the contract client's too; the outbox signs with its
+`LocalKeySender` and keeps the signed bytes before they leave. The watcher marks a row `done`
+when a confirmed ChannelClaimed or ChannelSettled covers it; the sender also closes rows the chain
+already fulfilled (someone else's claim, a settled channel). A row whose transaction would revert
+for another reason is `abandoned` with the decoded error, loudly: it needs an operator.
 
 The sender warns (log and `/healthz`) when its account cannot pay the gas of the open rows.
 """
@@ -19,19 +21,25 @@ import time
 from dataclasses import dataclass
 
 import structlog
-from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 
-from channel_node.chain.client import ChannelDepositClient, as_revert
+from channel_node.chain.accounts import (
+    MIN_BUMP_DENOMINATOR,  # noqa: F401 (the replacement rule, importable from here too)
+    MIN_BUMP_NUMERATOR,  # noqa: F401
+    Fees,
+    LocalKeySender,
+    suggest_fees,
+    with_gas_margin,
+)
+from channel_node.chain.contract import ChannelDepositClient
+from channel_node.chain.reverts import as_revert
 from channel_node.signing import ChannelConfig, to_compact
 from channel_node.store import OutboxRow, Store
 
 log = structlog.get_logger("channel_node.sender")
 
 FULFILLED_ERRORS = {"NothingToClaim", "ChannelIsSettled"}  # the effect is already on chain
-GAS_HEADROOM = 1.25  # estimates move with state; a claim that runs out of gas is a lost defence
-MIN_BUMP_NUMERATOR, MIN_BUMP_DENOMINATOR = 1125, 1000  # +12.5%, the replacement rule of geth and anvil
 
 
 @dataclass
@@ -63,14 +71,14 @@ class OutboxSender:
         self.w3 = w3
         self.client = client
         self.store = store
-        self._account = Account.from_key(private_key)
-        self.address = self._account.address
+        # The outbox is this key's only sender in the node: its nonces are the signer's policy.
+        self._signer = LocalKeySender(private_key)
+        self.address = self._signer.address
         self.bump_after = bump_after
         self.poll_interval = poll_interval
         self.default_gas = default_gas
         self.batch_size = batch_size
         self.stats = SenderStats()
-        self._next_nonce: int | None = None
         self._rebroadcast_done = False
 
     def __repr__(self) -> str:  # never the key
@@ -115,7 +123,7 @@ class OutboxSender:
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, rows: list[OutboxRow], nonce: int | None = None, fees: tuple[int, int] | None = None) -> None:
+    async def _send(self, rows: list[OutboxRow], nonce: int | None = None, fees: Fees | None = None) -> None:
         """Signs one transaction for `rows` (one claim or close, or a batch of claims), records it
         on every row, then broadcasts it."""
         live = []
@@ -141,7 +149,7 @@ class OutboxSender:
         data = self._calldata(live)
         tx = {"from": self.address, "to": self.client.address, "data": data, "value": 0}
         try:
-            gas = int(await self.w3.eth.estimate_gas(tx) * GAS_HEADROOM)
+            gas = with_gas_margin(await self.w3.eth.estimate_gas(tx))
         except Exception as exc:
             if len(live) > 1:  # one bad item must not hold the others back: send them one by one
                 for row, _ in live:
@@ -149,15 +157,10 @@ class OutboxSender:
                 return
             await self._refused(live[0][0], exc)
             return
-        max_fee, priority_fee = fees or await self._fees()
-        if nonce is None:
-            nonce = await self._take_nonce()
-        tx |= {
-            "gas": gas, "nonce": nonce, "chainId": await self.w3.eth.chain_id, "type": 2,
-            "maxFeePerGas": max_fee, "maxPriorityFeePerGas": priority_fee,
-        }  # fmt: skip
-        signed = self._account.sign_transaction(tx)
-        tx_hash, raw = bytes(signed.hash), bytes(signed.raw_transaction)
+        fees = fees or await suggest_fees(self.w3)
+        full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
+        nonce, (max_fee, priority_fee) = full["nonce"], (fees.max_fee, fees.priority_fee)
+        tx_hash, raw = self._signer.sign(full)
         for row, _ in live:  # durable before it leaves: a restart re-sends these exact bytes
             await self.store.update_outbox(
                 row.id, status="sent", tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=max_fee,
@@ -166,7 +169,7 @@ class OutboxSender:
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             # Refused outright (no funds for gas, nonce in use): decide again next round with a
             # fresh nonce rather than wait for a transaction that no node holds.
-            self._next_nonce = None
+            self._signer.nonces.forget()
             for row, _ in live:
                 await self.store.update_outbox(row.id, status="pending", note="broadcast refused; retrying")
             return
@@ -214,12 +217,11 @@ class OutboxSender:
             return  # mined: the watcher marks the rows done when the confirmed events arrive
         if time.time() - (first.sent_at or 0) < self.bump_after:
             return
-        bumped = (_bump(first.max_fee or 0), _bump(first.priority_fee or 0))
-        current = await self._fees()
-        fees = (max(bumped[0], current[0]), max(bumped[1], current[1]))
+        current = await suggest_fees(self.w3)
+        fees = Fees(first.max_fee or 0, first.priority_fee or 0, current.legacy).bumped(current)
         self.stats.bumped += 1
-        log.warning("outbox_fee_bump", channels=len(rows), nonce=first.nonce, max_fee=str(fees[0]),
-                    priority_fee=str(fees[1]), attempt=first.attempts + 1)  # fmt: skip
+        log.warning("outbox_fee_bump", channels=len(rows), nonce=first.nonce, max_fee=str(fees.max_fee),
+                    priority_fee=str(fees.priority_fee), attempt=first.attempts + 1)  # fmt: skip
         await self._send(rows, nonce=first.nonce, fees=fees)
 
     async def _refused(self, row: OutboxRow, exc: Exception) -> None:
@@ -253,29 +255,14 @@ class OutboxSender:
         except Exception:
             return False
 
-    # ------------------------------------------------------------------ fees, nonces, balance
-
-    async def _fees(self) -> tuple[int, int]:
-        block = await self.w3.eth.get_block("latest")
-        base = int(block.get("baseFeePerGas") or 0)
-        try:
-            priority = int(await self.w3.eth.max_priority_fee)
-        except Exception:
-            priority = 1_000_000_000
-        return 2 * base + priority, priority
-
-    async def _take_nonce(self) -> int:
-        chain_nonce = await self.w3.eth.get_transaction_count(self.address, "pending")
-        nonce = max(chain_nonce, self._next_nonce or 0)
-        self._next_nonce = nonce + 1
-        return nonce
+    # ------------------------------------------------------------------ balance
 
     async def _check_balance(self, open_rows: int) -> None:
         """`open_rows`: the rows this tick started with (sending keeps them open until confirmed)."""
         self.stats.balance = int(await self.w3.eth.get_balance(self.address))
         self.stats.open_rows = open_rows
         # Fees matter only when something is waiting to be paid for: no extra RPC call otherwise.
-        self.stats.needed = open_rows * self.default_gas * (await self._fees())[0] if open_rows else 0
+        self.stats.needed = open_rows * self.default_gas * (await suggest_fees(self.w3)).max_fee if open_rows else 0
         if open_rows and not self.stats.gas_ok:
             log.error("gas_balance_low", address=self.address, balance=str(self.stats.balance),
                       needed=str(self.stats.needed), open_rows=open_rows)  # fmt: skip
@@ -283,10 +270,6 @@ class OutboxSender:
 
 def _urgency(row: OutboxRow) -> tuple[int, int]:
     return (row.deadline if row.deadline is not None else 1 << 62, row.id)
-
-
-def _bump(value: int) -> int:
-    return value * MIN_BUMP_NUMERATOR // MIN_BUMP_DENOMINATOR + 1
 
 
 def _revert_name(exc: BaseException) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound
 
-from channel_node.chain.client import ChannelDepositClient
+from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.ports import ChainChannel, ChainUnavailable
 from channel_node.store import BlockRef
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import structlog
 from web3 import AsyncWeb3
 
-from channel_node.chain.client import ChannelDepositClient
+from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.ports import ChainSink
 from channel_node.chain.view import block_ref, canonical_hash, channel_at
 from channel_node.store import BlockRef, Cursor, Store

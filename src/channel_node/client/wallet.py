@@ -34,18 +34,11 @@ from eth_utils import is_address, to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
 
 from channel_node.chain.artifacts import channel_deposit_artifact
-from channel_node.chain.client import (
-    ChannelDepositClient,
-    ChannelDeposited,
-    ChannelOpened,
-    ChannelSettled,
-    CloseRequested,
-    ContractRevert,
-    Erc20Client,
-    Sender,
-    TxResult,
-    as_revert,
-)
+from channel_node.chain.accounts import Sender
+from channel_node.chain.contract import ChannelDepositClient, TxResult
+from channel_node.chain.erc20 import Erc20Client
+from channel_node.chain.logs import ChannelDeposited, ChannelOpened, ChannelSettled, CloseRequested
+from channel_node.chain.reverts import ContractRevert, as_revert
 from channel_node.client import ledger as rules
 from channel_node.client.ledger import Ledger, LedgerBlocked, Pending
 from channel_node.client.store import (
@@ -73,11 +66,11 @@ from channel_node.signing import (
     sign_digest,
     voucher_digest,
 )
-from channel_node.signing.eip712 import SECP256K1_N, UINT96_MAX, ZERO_ADDRESS
+from channel_node.signing.eip712 import SECP256K1_N, ZERO_ADDRESS
+from channel_node.types import UINT128_MAX
 
 log = logging.getLogger("channel_node.client")
 
-UINT128_MAX = (1 << 128) - 1
 _DECIMAL = re.compile(r"[0-9]{1,78}")
 
 

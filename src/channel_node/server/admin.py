@@ -28,6 +28,7 @@ from channel_node.core import ChannelState, Reject
 from channel_node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
 from channel_node.server.protocol import config_json
 from channel_node.store import Charge, OutboxRow, StoreError
+from channel_node.types import UINT256_MAX
 
 PREFIX = "/admin"
 CHANNEL_STATUSES = ("open", "closing", "settled", "receiver_closing")
@@ -37,7 +38,6 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_BATCH = 10_000  # channel ids in one POST /admin/close
 MAX_BODY = 1024 * 1024
-UINT256_MAX = (1 << 256) - 1
 
 _HEX_ID = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 _DIGITS = re.compile(r"[0-9]{1,78}")

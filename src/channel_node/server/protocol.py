@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
 from channel_node.signing.eip712 import ZERO_ADDRESS
+from channel_node.types import UINT96_MAX, UINT128_MAX
 
 X402_VERSION = 2
 SCHEME = "channel"
@@ -27,8 +28,6 @@ REQUIRED_HEADER = "PAYMENT-REQUIRED"
 SIGNATURE_HEADER = "PAYMENT-SIGNATURE"
 RESPONSE_HEADER = "PAYMENT-RESPONSE"
 MAX_HEADER_BYTES = 4096  # a voucher with its channel configuration is well under 1 KiB
-UINT128_MAX = (1 << 128) - 1
-UINT96_MAX = (1 << 96) - 1
 
 _HEX = re.compile(r"0x[0-9a-fA-F]*")
 _DECIMAL = re.compile(r"[0-9]{1,39}")

@@ -23,15 +23,14 @@ except ImportError:  # pragma: no cover - exercised only where safe-pysha3 is mi
 
 from eth_utils import to_canonical_address, to_checksum_address
 
+from channel_node.types import UINT32_MAX, UINT96_MAX, UINT128_MAX  # noqa: F401 (importable from here too)
+
 AddressLike = Union[str, bytes]
 
 ZERO_ADDRESS = b"\0" * 20
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2
-UINT128_MAX = (1 << 128) - 1
-UINT96_MAX = (1 << 96) - 1
-UINT32_MAX = (1 << 32) - 1
 
 DOMAIN_NAME = "ChannelDeposit"
 DOMAIN_VERSION = "1"

@@ -193,3 +193,13 @@ def test_a_short_page_keeps_its_text():
     assert teaser_from_html("<h1>Article 1</h1>") == ""  # nothing to spare: the price's description shows
     short = teaser_from_html("<p>The whole short article is this one sentence.</p>")
     assert short == "The whole ..." and "sentence" not in short
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.text(alphabet="aZ09_~-./%2e", max_size=6), max_size=5).map(lambda parts: "/" + "/".join(parts)))
+def test_the_plain_target_shortcut_agrees_with_the_full_rules(target):
+    """A target that looks plain is answered without decoding: it must be exactly what the full
+    rules give (the alphabet is biased to the dots, slashes and escapes that make a target not plain)."""
+    from channel_node.server.resource import _canonical
+
+    assert canonical_resource(target) == _canonical(target)

@@ -70,8 +70,20 @@ class RefusedPath:
     detail: str
 
 
+# Most targets are already canonical: segments of unreserved characters, none empty, "." or "..",
+# none starting or ending with a dot, no escape, no query. Such a target is its own resource, so
+# the paid and free paths skip the decoding below (tests/test_resource.py checks they agree).
+_PLAIN = re.compile(r"(?:/[A-Za-z0-9_~-](?:[A-Za-z0-9_~.-]*[A-Za-z0-9_~-])?)*/?")
+
+
 def canonical_resource(raw_target: str) -> Resource | RefusedPath:
     """The canonical resource of a raw request target (as on the request line), or why not."""
+    if raw_target and len(raw_target) <= MAX_TARGET and _PLAIN.fullmatch(raw_target):
+        return Resource(raw_target)
+    return _canonical(raw_target)
+
+
+def _canonical(raw_target: str) -> Resource | RefusedPath:
     if len(raw_target) > MAX_TARGET:
         return RefusedPath(BAD_TARGET, f"the request target is longer than {MAX_TARGET} bytes")
     target = raw_target

@@ -10,9 +10,9 @@ The rules, pure functions of a channel's state:
   ceiling: the payer's credit goes back to it (docs/contract.md);
 - "every channel" (`claim --all`, `close --all`, `settle`, the settlement policy) skips settled
   channels, channels the receiver is already closing (an operator close or a consented cooperative
-  close: that close collects the charged total), and channels without a voucher, which have
-  nothing to claim and nothing to close with (the sender cannot sign a voucherless close; the
-  payer's own close refunds it);
+  close: that close collects the charged total), and channels without a voucher, which owe the
+  receiver nothing: a voucherless close (amount 0, no signature) would only spend the node's gas
+  on a refund the payer can take itself;
 - a channel named by id goes to the core, which refuses what it must (unknown, settled, nothing to
   claim); a named channel without a voucher is refused `nothing_to_close` before the core.
 

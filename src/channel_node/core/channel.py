@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import assert_never
 
 from channel_node.signing import ChannelConfig
 
@@ -267,7 +268,7 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
             if state.settled:
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
             return replace(state, receiver_closing=True), [SendClose(state.claim_amount, state.ceiling, state.signature)]
-    raise TypeError(f"unknown channel event {event!r}")
+    assert_never(event)
 
 
 def _claim(state: ChannelState) -> SendClaim:

@@ -212,6 +212,14 @@ def test_reorgs_of_any_shape_never_leave_a_vanished_deposit_trusted(
     asyncio.run(scenario(confirmations, position, gap, after, depth, variant, extra))
 
 
+def rpc_down_for_channel_reads(chain: FakeChain) -> None:
+    """A `FakeChain.on_call` hook: every channel read fails as an RPC that is down."""
+    import inspect
+
+    if any(frame.function == "get_channel" for frame in inspect.stack()[1:4]):
+        raise ConnectionError("the chain's RPC is down")
+
+
 @pytest.mark.parametrize("confirmations, depth", [(1, 1), (2, 2)])
 async def test_the_reported_example_over_sqlite(tmp_path, confirmations, depth):
     """The finding as reported, on the durable store: the first voucher reads the deposit at the
@@ -410,13 +418,7 @@ async def test_nothing_is_sold_on_a_reorged_read_while_the_chain_cannot_be_read_
     assert (await node.pay(config, checked=False)).accepted
     chain.reorg(2, [[], []])
 
-    def unreachable(c: FakeChain) -> None:
-        import inspect
-
-        if any(frame.function == "get_channel" for frame in inspect.stack()[1:4]):
-            raise ConnectionError("the chain's RPC is down")
-
-    chain.on_call = unreachable
+    chain.on_call = rpc_down_for_channel_reads
     with pytest.raises(ConnectionError):
         await node.watcher.poll()
     assert cid in node.runtime.suspended
@@ -464,13 +466,7 @@ async def test_a_channel_suspended_by_a_failed_re_read_is_released_once_the_chai
     await node.watcher.poll()  # learnt from its log; the cursor is the deposit's block
     chain.reorg(1, [])  # one block shorter: the deposit's block is no longer confirmed
 
-    def unreachable(c: FakeChain) -> None:
-        import inspect
-
-        if any(frame.function == "get_channel" for frame in inspect.stack()[1:4]):
-            raise ConnectionError("the chain's RPC is down")
-
-    chain.on_call = unreachable
+    chain.on_call = rpc_down_for_channel_reads
     with pytest.raises(ConnectionError):
         await node.watcher.poll()
     assert cid in node.runtime.suspended and node.watcher.stats.stepped_back == 1

@@ -12,18 +12,10 @@ from dataclasses import replace
 import pytest
 
 from channel_node.store import BlockRef, Charge, ChannelWrite, MemoryStore, SQLiteStore
-from test_store import PIN, channel
+from test_store import PIN, channel, store  # noqa: F401  (the same memory and SQLite stores)
 
 A = BlockRef(7, b"\xaa" * 32)
 B = BlockRef(9, b"\xbb" * 32)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "node.db")
-    await store.open(PIN)
-    yield store
-    await store.close()
 
 
 async def test_an_anchor_is_written_with_the_figures_and_kept_by_writes_that_do_not_set_it(store):

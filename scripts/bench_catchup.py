@@ -65,7 +65,7 @@ async def catch_up(anvil, contract: str, receiver: str, database: Path, block_ra
 
     from channel_node.chain import ChannelDepositClient
     from channel_node.chain.watcher import Watcher
-    from channel_node.runtime import Runtime
+    from channel_node.node.runtime import Runtime
     from channel_node.store import Pin, SQLiteStore
 
     w3 = AsyncWeb3(AsyncHTTPProvider(anvil.http_url))

@@ -217,7 +217,7 @@ def _serve_with_recorder(args: argparse.Namespace) -> None:
     import bench_unlock
 
     from channel_node import node as node_module
-    from channel_node.cli import run_async
+    from channel_node.cli.main import run_async
     from channel_node.insights import Recorder
 
     original = node_module.build_node
@@ -374,7 +374,7 @@ def main() -> int:
         else:
             import bench_unlock
 
-            from channel_node.cli import run_async
+            from channel_node.cli.main import run_async
 
             run_async(bench_unlock.serve(args))
         return 0

@@ -75,13 +75,13 @@ end
 async def serve(args: argparse.Namespace) -> None:
     from channel_node.config import load_settings
     from channel_node.core import ChannelState
-    from channel_node.dev import site_root
+    from channel_node.dev.stack import site_root
     from channel_node.logs import configure
-    from channel_node.node import build_node
+    from channel_node.node.assembly import build_node
     from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id
     from channel_node.store import ChannelWrite
-    from channel_node.cli import freeze_startup_objects
-    from channel_node.chain.devchain import DevChain
+    from channel_node.cli.main import freeze_startup_objects
+    from channel_node.dev.devchain import DevChain
     from web3 import AsyncWeb3
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
     from aiohttp import web
@@ -191,7 +191,7 @@ def main() -> int:
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        from channel_node.cli import run_async
+        from channel_node.cli.main import run_async
 
         run_async(serve(args))
         return 0

@@ -33,11 +33,11 @@ async def run(fetches: int, concurrency: int) -> dict:
     from web3 import AsyncWeb3
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
-    from channel_node.chain.devchain import DevChain
+    from channel_node.dev.devchain import DevChain
     from channel_node.client import PayingSession, Policy, Wallet, WalletStore
     from channel_node.config import load_settings
     from channel_node.logs import configure
-    from channel_node.node import build_node
+    from channel_node.node.assembly import build_node
 
     configure("json", logging.WARNING)
     chain = DevChain()
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from channel_node.cli import run_async
+    from channel_node.cli.main import run_async
 
     result = run_async(run(args.fetches, args.concurrency))
     if args.json:

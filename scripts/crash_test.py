@@ -155,7 +155,7 @@ class Harness:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNEL_NODE_")}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "channel_node.cli", "serve", "--config", str(self.toml)],
+                [sys.executable, "-m", "channel_node.cli.main", "serve", "--config", str(self.toml)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.folder,
             )  # fmt: skip
         deadline = time.monotonic() + 60

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from channel_node.chain.devchain import DevChain  # noqa: E402
+from channel_node.dev.devchain import DevChain  # noqa: E402
 from channel_node.signing import (  # noqa: E402
     ChannelConfig,
     Domain,

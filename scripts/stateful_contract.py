@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
 
-from channel_node.chain.devchain import DevChain  # noqa: E402
+from channel_node.dev.devchain import DevChain  # noqa: E402
 from test_invariants import run  # noqa: E402
 
 

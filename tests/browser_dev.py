@@ -47,6 +47,6 @@ def integrate() -> None:
 
 if __name__ == "__main__":
     integrate()
-    from channel_node.cli import main
+    from channel_node.cli.main import main
 
     sys.exit(main(sys.argv[1:]))

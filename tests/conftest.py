@@ -12,7 +12,7 @@ import pytest
 from eth_utils import to_checksum_address
 
 from channel_node import logs
-from channel_node.chain.devchain import DevAccount, DevChain
+from channel_node.dev.devchain import DevAccount, DevChain
 from channel_node.signing import (
     ChannelConfig,
     Domain,

@@ -6,7 +6,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from channel_node.chain.devchain import DevChain
+from channel_node.dev.devchain import DevChain
 from channel_node.signing import keccak256, sign_digest, to_compact
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "test_contracts.json"

@@ -10,7 +10,7 @@ from web3 import AsyncWeb3
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
 from channel_node.config import load_settings
-from channel_node.node import Node, build_node
+from channel_node.node.assembly import Node, build_node
 from channel_node.server.protocol import decode_header, payment_signature
 from channel_node.signing import ChannelConfig
 

@@ -27,7 +27,7 @@ from channel_node.chain.accounts import (
     with_gas_margin,
 )
 from channel_node.chain.ports import OnChainChannel
-from channel_node.chain.sender import OutboxSender
+from channel_node.chain.outbox import OutboxSender
 from channel_node.signing import ChannelConfig, keccak256
 from channel_node.store import OutboxRow
 

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from channel_node import logs
 from channel_node.config import load_settings
-from channel_node.node import Node, build_node
-from channel_node.runtime import PaymentRequest
+from channel_node.node.assembly import Node, build_node
+from channel_node.node.runtime import PaymentRequest
 from channel_node.server.admin import create_admin_app
 from channel_node.store import StoreError
 from paywall_helpers import PRICE, Payer, async_web3, refusal, write_site

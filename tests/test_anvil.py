@@ -16,12 +16,12 @@ from web3.providers import AsyncHTTPProvider
 
 from anvil import start_anvil
 from channel_node.chain import ChannelDepositClient, Sender
-from channel_node.chain.sender import OutboxSender
+from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
 from channel_node.core import OperatorClaim
-from channel_node.runtime import PaymentRequest, Runtime
-from channel_node.settlement import SettlementPolicy
+from channel_node.node.runtime import PaymentRequest, Runtime
+from channel_node.node.settlement import SettlementPolicy
 from channel_node.signing import ChannelConfig, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
 from channel_node.store import Pin, SQLiteStore
 
@@ -256,7 +256,7 @@ async def test_a_node_over_websocket_wakes_on_new_heads(world, tmp_path):
     from web3 import WebSocketProvider
 
     from channel_node.config import load_settings
-    from channel_node.node import build_node
+    from channel_node.node.assembly import build_node
     from paywall_helpers import write_site
 
     ws = AsyncWeb3(WebSocketProvider(world.anvil.ws_url))
@@ -288,7 +288,7 @@ async def test_a_reader_wallet_buys_articles_and_leaves_cooperatively_on_anvil(w
 
     from channel_node.client import PayingSession, Policy, Wallet, WalletStore
     from channel_node.config import load_settings
-    from channel_node.node import build_node
+    from channel_node.node.assembly import build_node
     from paywall_helpers import ARTICLES, write_site
 
     settings = load_settings(

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from channel_node.chain import Sender
 from channel_node.config import load_settings
-from channel_node.node import build_node
-from channel_node.runtime import PaymentRequest
+from channel_node.node.assembly import build_node
+from channel_node.node.runtime import PaymentRequest
 from channel_node.server.admin import create_admin_app
 from channel_node.signing import channel_id
 from paywall_helpers import write_site
@@ -88,7 +88,7 @@ async def test_a_deposit_reduced_by_a_reorg_is_lowered_and_the_smaller_one_sold_
     mines the given transaction into the new blocks): the node lowers the figure to it."""
     from channel_node.chain.view import Web3ChainView
     from channel_node.chain.watcher import Watcher
-    from channel_node.runtime import Runtime
+    from channel_node.node.runtime import Runtime
     from channel_node.store import Pin, SQLiteStore
 
     domain = await world.client.domain()

@@ -157,7 +157,7 @@ def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
     from web3 import HTTPProvider, Web3
 
     from channel_node.chain.artifacts import channel_deposit_artifact
-    from channel_node.chain.devchain import DevChain
+    from channel_node.dev.devchain import DevChain
 
     base, rpc_url = dev_node
     reader = DevChain().accounts[2]  # the dev chain's well-known keys: the same in every run

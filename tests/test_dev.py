@@ -25,7 +25,7 @@ def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
 
 def start_dev(tmp_path, *options: str) -> subprocess.Popen:
     command = ["dev", *options, "--port", "0", "--rpc-port", "0", "--data-dir", str(tmp_path)]
-    return subprocess.Popen([sys.executable, "-m", "channel_node.cli", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "channel_node.cli.main", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def read_until(process: subprocess.Popen, marker: str) -> list[str]:
@@ -69,21 +69,21 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
         name, value = env_part.split("=", 1)
         args = command.split()[1:]  # drop "channel-node"
         env = {**os.environ, name: value}
-        bought = subprocess.run([sys.executable, "-m", "channel_node.cli", *args], capture_output=True, text=True, env=env, timeout=60)
+        bought = subprocess.run([sys.executable, "-m", "channel_node.cli.main", *args], capture_output=True, text=True, env=env, timeout=60)
         assert bought.returncode == 0, bought.stderr
         assert "<h1>" in bought.stdout and "charged 20000000000000 wei" in bought.stderr
         wallet_args = args[args.index("--wallet") : args.index("--wallet") + 4]  # --wallet DIR --rpc-url URL
-        listed = subprocess.run([sys.executable, "-m", "channel_node.cli", "wallet", "channels", "--json", *wallet_args],
+        listed = subprocess.run([sys.executable, "-m", "channel_node.cli.main", "wallet", "channels", "--json", *wallet_args],
                                 capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
         [channel] = json.loads(listed.stdout)
         assert channel["charged"] == "20000000000000" and channel["asset"] == "ETH"
         token = "0x" + "12" * 20  # a wallet told to pay in a token refuses this site's ETH offer
-        refused = subprocess.run([sys.executable, "-m", "channel_node.cli", "wallet", "get", offer_url, "--token", token, *wallet_args],
+        refused = subprocess.run([sys.executable, "-m", "channel_node.cli.main", "wallet", "get", offer_url, "--token", token, *wallet_args],
                                  capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
         assert refused.returncode != 0 and refused.stdout == ""
         assert "the offer asks for native ETH; this wallet's policy pays in token" in refused.stderr, refused.stderr
         topped = subprocess.run(
-            [sys.executable, "-m", "channel_node.cli", "wallet", "topup", channel["channel"], "1000", "--json", *wallet_args],
+            [sys.executable, "-m", "channel_node.cli.main", "wallet", "topup", channel["channel"], "1000", "--json", *wallet_args],
             capture_output=True, text=True, env=env, timeout=60,
         )  # fmt: skip
         assert topped.returncode == 0, topped.stderr
@@ -91,7 +91,7 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
         channel["deposited"] = str(int(channel["deposited"]) + 1000)
         base = offer_url.split("/articles/")[0]
         closed = subprocess.run(
-            [sys.executable, "-m", "channel_node.cli", "wallet", "close", channel["channel"], "--node", base, "--json", *wallet_args],
+            [sys.executable, "-m", "channel_node.cli.main", "wallet", "close", channel["channel"], "--node", base, "--json", *wallet_args],
             capture_output=True, text=True, env=env, timeout=60,
         )  # fmt: skip
         assert closed.returncode == 0, closed.stderr
@@ -125,11 +125,11 @@ def test_dev_with_a_token_prices_the_site_in_a_stand_in_stablecoin(tmp_path):
         args = command.split()[1:]
         assert args[-2:] == ["--token", token]
         env = {**os.environ, name: value}
-        bought = subprocess.run([sys.executable, "-m", "channel_node.cli", *args], capture_output=True, text=True, env=env, timeout=60)
+        bought = subprocess.run([sys.executable, "-m", "channel_node.cli.main", *args], capture_output=True, text=True, env=env, timeout=60)
         assert bought.returncode == 0, bought.stderr
         assert "<h1>" in bought.stdout and f"charged 20000 units of token {token}" in bought.stderr
         wallet_args = args[args.index("--wallet") :]  # --wallet DIR --rpc-url URL --token ADDRESS
-        balance = subprocess.run([sys.executable, "-m", "channel_node.cli", "wallet", "balance", "--json", *wallet_args],
+        balance = subprocess.run([sys.executable, "-m", "channel_node.cli.main", "wallet", "balance", "--json", *wallet_args],
                                  capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
         figures = json.loads(balance.stdout)
         # 1,000 DUSD minted; 2 DUSD in the demo channel, 1 DUSD (50 prices) in the wallet's own.

@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 
 from channel_node import logs
 from channel_node.config import load_settings
-from channel_node.node import build_node
+from channel_node.node.assembly import build_node
 from channel_node.server.content import SMALL_FILE
 from channel_node.server.protocol import decode_header
 from channel_node.server.resource import BAD_ENCODING, BAD_PATH, BAD_TARGET, Resource, canonical_resource
@@ -651,7 +651,7 @@ def test_aiohttp_records_carry_no_traceback_whoever_handles_them(static_edge, ca
                     static_edge.run(raw_http(static_edge.server.port, raw, 5))
                 except (ConnectionError, IndexError, ValueError):
                     pass
-        # (aiohttp.access is the test server's access log; the node runs without one: cli.py)
+        # (aiohttp.access is the test server's access log; the node runs without one: cli/main.py)
         records = [r for r in caplog.records if r.name.startswith("aiohttp") and r.name != "aiohttp.access"]
         assert len(records) >= 5
         for record in records:

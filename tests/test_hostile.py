@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel_node.config import load_settings
-from channel_node.node import build_node
+from channel_node.node.assembly import build_node
 from channel_node.server.protocol import decode_header
 from paywall_helpers import PRICE, Payer, async_web3, write_site
 

@@ -1,9 +1,9 @@
-"""The operator's claims and closes decide their targets in one place (channel_node/operations.py).
+"""The operator's claims and closes decide their targets in one place (channel_node/node/operations.py).
 
 The class (docs/design.md, "Operations"): a set of channels in every condition (voucherless,
 charged, credit only, already claimed, settled, closing by the payer, closing by the receiver)
 and an operator command. Whichever way it arrives (through the admin API, on a stopped node
-through `channels_cli.Direct`, or as the settlement policy's round), the same channels are chosen
+through `cli/channels.Direct`, or as the settlement policy's round), the same channels are chosen
 with the same amount (the charged total), and the same JSON comes back. Settled, receiver-closing
 and voucherless channels are never among "every channel".
 """
@@ -20,12 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from channel_node.channels_cli import COMMANDS, AdminApi, Direct, OperatorError
+from channel_node.cli.channels import COMMANDS, AdminApi, Direct, OperatorError
 from channel_node.core import ChannelState
-from channel_node.operations import claim_targets, close_targets, settlement_targets
-from channel_node.runtime import Runtime
+from channel_node.node.operations import claim_targets, close_targets, settlement_targets
+from channel_node.node.runtime import Runtime
 from channel_node.server.admin import create_admin_app
-from channel_node.settlement import SettlementPolicy
+from channel_node.node.settlement import SettlementPolicy
 from channel_node.signing import ChannelConfig, Domain, keccak256
 from channel_node.store import OUTBOX_OPEN, ChannelWrite, MemoryStore, Pin, StoredChannel
 

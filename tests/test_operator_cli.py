@@ -18,8 +18,8 @@ from web3.providers import AsyncHTTPProvider
 from anvil import start_anvil
 from channel_node.chain import ChannelDepositClient, Sender
 from channel_node.config import load_settings
-from channel_node.node import build_node
-from channel_node.runtime import PaymentRequest
+from channel_node.node.assembly import build_node
+from channel_node.node.runtime import PaymentRequest
 from channel_node.signing import ChannelConfig, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
 from paywall_helpers import PRICE, Payer, async_web3, write_site
 
@@ -28,7 +28,7 @@ TOKEN = "operator-cli-test-token"
 
 async def cli(*args: str, env: dict | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "channel_node.cli", *args,
+        sys.executable, "-m", "channel_node.cli.main", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
     )  # fmt: skip
     try:
@@ -130,7 +130,7 @@ async def test_close_all_makes_the_same_choice_through_the_api_and_on_a_stopped_
     """Two nodes over the same chain and the same vouchers: `channels close --all` through one's admin
     API and directly on the other, stopped, close the same channels for the same amounts and skip the
     same ones: the voucherless channel (nothing to close with) and the one already closing."""
-    from channel_node.operations import Operations
+    from channel_node.node.operations import Operations
 
     w3 = AsyncWeb3(AsyncHTTPProvider(anvil.http_url))
     deployer, payer = (await w3.eth.accounts)[:2]

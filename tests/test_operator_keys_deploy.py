@@ -27,7 +27,7 @@ from channel_node.keys import (
     parse_private_key,
     read_password,
 )
-from channel_node.operator_cli import _public_url, add_deploy_command, add_keys_commands
+from channel_node.cli.operator import _public_url, add_deploy_command, add_keys_commands
 from channel_node.signing import keccak256
 
 PASSWORD = "correct horse battery staple 7f3a"

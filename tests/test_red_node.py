@@ -384,7 +384,7 @@ def test_a_channel_whose_close_delay_is_below_the_offer_is_never_sold_on(chain, 
 
 def test_the_configured_close_delay_minimum_is_the_runtime_rule(tmp_path, deployed, parties, chain):
     from channel_node.config import load_settings
-    from channel_node.node import build_node
+    from channel_node.node.assembly import build_node
     from paywall_helpers import async_web3
 
     settings = load_settings(contract=deployed.address, receiver=parties.receiver.address, database=tmp_path / "n.db",

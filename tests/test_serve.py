@@ -15,7 +15,7 @@ from web3.providers import AsyncHTTPProvider
 from anvil import start_anvil
 from channel_node.chain import ChannelDepositClient, Sender
 from channel_node.config import load_settings
-from channel_node.node import build_node
+from channel_node.node.assembly import build_node
 from channel_node.server.protocol import decode_header, payment_signature
 from channel_node.signing import ChannelConfig, address_of_key, keccak256, sign_digest, voucher_digest
 from channel_node.store import MemoryStore
@@ -63,7 +63,7 @@ def write_config(path, rpc_url: str, contract: str, receiver: str, site) -> None
 
 async def run_cli(*args: str, env: dict | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "channel_node.cli", *args,
+        sys.executable, "-m", "channel_node.cli.main", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )  # fmt: skip
 

@@ -522,7 +522,7 @@ async def test_a_node_whose_claim_key_is_not_the_receiver_settles_and_consents(c
 def test_wallet_close_prints_one_line_when_the_node_refuses(monkeypatch, capsys):
     import argparse
 
-    from channel_node import wallet_cli
+    from channel_node.cli import wallet as wallet_cli
 
     async def refused(args, action, waiting=None):
         raise WalletError("the node refused to co-sign the close: cannot_consent: no key; close unilaterally instead")

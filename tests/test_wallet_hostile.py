@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import channel_node.runtime as runtime_module
+import channel_node.node.runtime as runtime_module
 from channel_node.client import (
     MIDDLEWARE_SUPPORTED,
     OfferRejected,
@@ -445,8 +445,8 @@ def test_any_sequence_of_hostile_answers_keeps_the_bound(chain, deployed, partie
 
 
 async def test_the_cli_says_so_in_one_line_and_trust_lets_the_reader_pay_again(running, make_wallet, parties, tmp_path, capsys):
-    from channel_node import wallet_cli
-    from channel_node.cli import main
+    from channel_node.cli import wallet as wallet_cli
+    from channel_node.cli.main import main
 
     wallet = make_wallet()  # its database is tmp_path / "wallet.db", the CLI's --wallet folder
     async with Hostile(running, "echo_charged") as hostile:

@@ -462,8 +462,8 @@ async def test_redirects_keep_the_callers_credentials_at_home_and_refuse_bad_loc
 def test_every_wallet_command_refuses_in_one_line(monkeypatch, capsys, tmp_path, command):
     """A refusal of finalize (the close delay is not over), topup or any other command is one
     `error:` line and exit 2, never a traceback."""
-    from channel_node import wallet_cli
-    from channel_node.cli import main
+    from channel_node.cli import wallet as wallet_cli
+    from channel_node.cli.main import main
 
     async def refusing(args, action, waiting=None):
         raise WalletError("the close delay of 0xab… is not over yet (about 60 s left)")

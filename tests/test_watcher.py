@@ -9,10 +9,10 @@ from dataclasses import dataclass, replace
 import pytest
 
 from channel_node.chain import ChannelDepositClient
-from channel_node.chain.sender import OutboxSender
+from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.watcher import Watcher
 from channel_node.core import OperatorClaim, SendClaim
-from channel_node.runtime import PaymentRequest, Runtime
+from channel_node.node.runtime import PaymentRequest, Runtime
 from channel_node.signing import Domain
 from channel_node.store import ChannelWrite, Cursor, Pin, SQLiteStore
 from paywall_helpers import async_web3
@@ -174,7 +174,7 @@ async def test_a_cursor_no_longer_on_chain_triggers_a_resync(make_node, channels
 
 
 async def test_settlement_policy_claims_fifty_channels_in_one_batched_transaction(make_node, channels):
-    from channel_node.settlement import SettlementPolicy
+    from channel_node.node.settlement import SettlementPolicy
 
     node = await make_node()
     configs = [channels.open_eth(10 * PRICE, channels.config()) for _ in range(50)]
@@ -195,7 +195,7 @@ async def test_settlement_policy_claims_fifty_channels_in_one_batched_transactio
 
 
 async def test_idle_channels_are_closed_claiming_what_was_charged(make_node, channels, parties):
-    from channel_node.settlement import SettlementPolicy
+    from channel_node.node.settlement import SettlementPolicy
 
     node = await make_node()
     config = channels.open_eth(10 * PRICE, channels.config())
@@ -225,7 +225,7 @@ async def test_logs_of_a_channel_opened_in_the_same_range_are_all_applied(make_n
 async def test_a_defence_without_gas_money_warns_and_is_sent_once_funded(make_node, channels, parties):
     from eth_account import Account
 
-    from channel_node.chain.sender import OutboxSender
+    from channel_node.chain.outbox import OutboxSender
     from channel_node.signing import keccak256
 
     node = await make_node()
@@ -254,7 +254,7 @@ async def test_batched_claims_are_split_by_receiver_authorizer(make_node, channe
     """claimBatch names one authorizer (it is part of each channel's id): channels naming different
     ones go in different transactions, and each claims what was charged. (The node sells only on
     authorizers it holds: here the zero address and the receiver itself.)"""
-    from channel_node.settlement import SettlementPolicy
+    from channel_node.node.settlement import SettlementPolicy
 
     node = await make_node()
     alone = [channels.open_eth(10 * PRICE, channels.config()) for _ in range(2)]

@@ -104,7 +104,7 @@ def set_buffering(enabled: bool) -> None:
 # bad methods) and handler failures with a traceback quoting the request's bytes. These become one
 # bounded line each, naming the error's type and never its text (docs/security.md, "Malformed
 # requests in the log").
-AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.internal")  # the access log is off (cli.py)
+AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.internal")  # the access log is off (cli/main.py)
 MAX_FIELD = 80
 
 

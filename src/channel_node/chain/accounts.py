@@ -1,7 +1,7 @@
 """Who signs and pays for transactions, and the one transaction policy every sender follows.
 
 The contract client (`chain/contract.py`), the ERC-20 client (`chain/erc20.py`) and the outbox
-(`chain/sender.py`) all take their fees, nonces and gas from here (docs/design.md, "Layers"):
+(`chain/outbox.py`) all take their fees, nonces and gas from here (docs/design.md, "Layers"):
 
 - fees: `suggest_fees` — an EIP-1559 tip as the node suggests it (1 gwei when it cannot), and a
   max fee of twice the latest base fee plus the tip, which stays valid through several full blocks

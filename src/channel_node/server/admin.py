@@ -3,7 +3,7 @@
 It is meant for its own listener bound to 127.0.0.1 (never the paywall's): every request must carry
 `Authorization: Bearer <admin_token>`; a node without `admin_token` answers every request 503
 `admin_disabled`. Reads list and show channels, the outbox and totals; writes queue claims and
-closes through `channel_node.operations` (which channels, what amount: the same choice the operator
+closes through `channel_node.node.operations` (which channels, what amount: the same choice the operator
 commands make on a stopped node and the settlement policy makes), decided by the core and committed
 as outbox rows like any other transaction (the sender broadcasts them). Every write is logged as
 `admin_action`.
@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from channel_node.core import ChannelState, Reject
-from channel_node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
+from channel_node.node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
 from channel_node.server.protocol import config_json
 from channel_node.store import Charge, OutboxRow, StoreError
 from channel_node.types import UINT256_MAX
@@ -215,7 +215,7 @@ def _amount(value: object, name: str) -> int:
     return value
 
 
-amount_arg = _amount  # for the operator commands on a stopped node (channels_cli.Direct)
+amount_arg = _amount  # for the operator commands on a stopped node (cli/channels.Direct)
 
 
 def _query(request: web.Request, allowed: Iterable[str]) -> dict[str, str]:
@@ -428,7 +428,7 @@ class AdminApi:
         if "all" in body:
             if body["all"] is not True:
                 raise AdminError(400, "malformed_request", '"all" must be true')
-            # Which channels: channel_node.operations (none without a voucher, none settled or already closing).
+            # Which channels: channel_node.node.operations (none without a voucher, none settled or already closing).
             return await self._many(request, "close", self.operations.close_all, all=True)
         ids = body.get("channels")
         if not isinstance(ids, list) or not ids:

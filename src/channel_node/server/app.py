@@ -24,7 +24,7 @@ from eth_utils import to_checksum_address
 
 from channel_node.core import Reject, Rejected
 from channel_node.logs import bound_aiohttp_logs
-from channel_node.runtime import ChainUnavailable, PaymentRequest, Runtime
+from channel_node.node.runtime import ChainUnavailable, PaymentRequest, Runtime
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
 from channel_node.server.content import Content, ProxySource, StaticSource, not_found, withheld
 from channel_node.server.metrics import Metrics

@@ -1,7 +1,7 @@
 """The operator's claims and closes: the one place that decides which channels, with what amount.
 
-The admin API (`server/admin.py`), the operator commands on a stopped node (`channels_cli.Direct`)
-and the settlement policy (`settlement.py`) all take their targets from here, so `channels close
+The admin API (`server/admin.py`), the operator commands on a stopped node (`cli/channels.Direct`)
+and the settlement policy (`node/settlement.py`) all take their targets from here, so `channels close
 --all` makes the same choice whichever way it arrives (docs/design.md, "Operations").
 
 The rules, pure functions of a channel's state:
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from channel_node.core import ChannelState, OperatorClaim, OperatorClose, Rejected
-from channel_node.runtime import Runtime
+from channel_node.node.runtime import Runtime
 from channel_node.store import OUTBOX_OPEN, OutboxRow, Store, StoredChannel
 
 CLAIM, CLOSE = "claim", "close"

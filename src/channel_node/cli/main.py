@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from channel_node import __version__
-from channel_node.cli_support import run_async  # noqa: F401 (also importable from here)
+from channel_node.cli.support import run_async  # noqa: F401 (also importable from here)
 
 
 def freeze_startup_objects() -> None:
@@ -55,8 +55,8 @@ async def _wait_for_signal() -> None:
 async def _dev_main(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from channel_node.dev import ARTICLES, create_world, dev_settings, instructions
-    from channel_node.node import build_node
+    from channel_node.dev.stack import ARTICLES, create_world, dev_settings, instructions
+    from channel_node.node.assembly import build_node
     from channel_node.server.protocol import decode_header
     from web3 import AsyncWeb3
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
@@ -125,7 +125,7 @@ async def _dev_main(args: argparse.Namespace) -> int:
 
 async def _serve_rpc(world, port: int):
     """The in-process chain as JSON-RPC on loopback; a free port when the wanted one is taken."""
-    from channel_node.chain.rpc_bridge import create_rpc_app
+    from channel_node.dev.rpc_bridge import create_rpc_app
 
     app = create_rpc_app(world.chain.tester)
     try:
@@ -157,7 +157,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 async def _serve_main(settings) -> int:
-    from channel_node.node import NodeConfigError, build_node
+    from channel_node.node.assembly import NodeConfigError, build_node
     from channel_node.store import StoreError
 
     from channel_node.chain.connect import web3_for
@@ -218,7 +218,7 @@ def _contract_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from channel_node.demo import run_contract_demo
+    from channel_node.dev.demo import run_contract_demo
 
     table = Table(title="One payment channel, end to end, on the in-process chain")
     for column, justify in (("step", "left"), ("gas", "right"), ("result", "left")):
@@ -251,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides the configuration)")
     serve.set_defaults(handler=_serve)
 
-    from channel_node.operator_cli import add_deploy_command, add_keys_commands
+    from channel_node.cli.operator import add_deploy_command, add_keys_commands
 
-    from channel_node.channels_cli import add_operator_commands
-    from channel_node.wallet_cli import add_wallet_commands
+    from channel_node.cli.channels import add_operator_commands
+    from channel_node.cli.wallet import add_wallet_commands
 
     add_operator_commands(commands)
     add_wallet_commands(commands)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
 
-from channel_node.chain.devchain import DevChain
+from channel_node.dev.devchain import DevChain
 from channel_node.signing import (
     ChannelConfig,
     Domain,

@@ -28,7 +28,7 @@ class OperatorError(Exception):
 # ---------------------------------------------------------------------- two ways to reach the node
 #
 # Both offer the same calls and answer the same JSON. Neither decides which channels a claim or a
-# close takes: the admin API and `Direct` both ask `channel_node.operations` (docs/design.md,
+# close takes: the admin API and `Direct` both ask `channel_node.node.operations` (docs/design.md,
 # "Operations"), so `close --all` makes the same choice through the API and on a stopped node.
 
 
@@ -110,7 +110,7 @@ class Direct:
     poll_delay = 0.5
 
     def __init__(self, node) -> None:
-        from channel_node.operations import Operations
+        from channel_node.node.operations import Operations
 
         self.node = node
         self.operations = Operations(node.runtime, node.store)
@@ -170,7 +170,7 @@ class Direct:
 
     @staticmethod
     def _one(result) -> dict:
-        from channel_node.operations import Refused
+        from channel_node.node.operations import Refused
         from channel_node.server.admin import result_json
 
         if isinstance(result, Refused):
@@ -214,7 +214,7 @@ async def connect(args: argparse.Namespace):
 
 async def _direct_node(settings):
     from channel_node.chain.connect import web3_for
-    from channel_node.node import NodeConfigError, build_node
+    from channel_node.node.assembly import NodeConfigError, build_node
     from channel_node.store import StoreError, StoreLocked
 
     w3, persistent = web3_for(settings.rpc_url)
@@ -315,7 +315,7 @@ def _render(command: str, result: Any, as_json: bool) -> None:
 
 def _handler(command: str):
     def handle(args: argparse.Namespace) -> int:
-        from channel_node.cli_support import run_async
+        from channel_node.cli.support import run_async
 
         async def main() -> int:
             try:

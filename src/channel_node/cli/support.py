@@ -1,7 +1,7 @@
 """What every command module shares: how a command's coroutine is run.
 
-`cli.py` (the parser) imports the command modules (`channels_cli`, `wallet_cli`, `operator_cli`)
-to add their commands; they import this module, never `cli.py`, so the arrows point one way
+`cli/main.py` (the parser) imports the command modules (`cli/channels.py`, `cli/wallet.py`, `cli/operator.py`)
+to add their commands; they import this module, never `cli/main.py`, so the arrows point one way
 (docs/design.md, "Layers"). It imports nothing of ours.
 """
 

@@ -55,7 +55,7 @@ from channel_node.signing import (
     voucher_digest,
 )
 from channel_node.signing.eip712 import ZERO_ADDRESS
-from channel_node.recovery import SignerRecovery
+from channel_node.node.recovery import SignerRecovery
 from channel_node.store import BlockRef, Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
 
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit

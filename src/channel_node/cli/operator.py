@@ -284,7 +284,7 @@ async def _deploy_main(args: argparse.Namespace, sender) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     from channel_node.chain import Sender
-    from channel_node.cli_support import run_async
+    from channel_node.cli.support import run_async
 
     if args.keystore:
         try:

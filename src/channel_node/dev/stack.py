@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from channel_node.chain.artifacts import demo_dollar_artifact
-from channel_node.chain.devchain import DevChain
+from channel_node.dev.devchain import DevChain
 from channel_node.config import Settings, load_settings
 from channel_node.server.protocol import payment_signature
 from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest

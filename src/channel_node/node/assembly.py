@@ -14,15 +14,15 @@ from web3.providers.persistent import PersistentConnectionProvider
 
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.contract import ChannelDepositClient
-from channel_node.chain.sender import OutboxSender
+from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.watcher import Watcher
 from channel_node.chain.view import Web3ChainView
 from channel_node.config import Settings
 from channel_node.insights.dashboard import add_dashboard_routes
 from channel_node.insights.recorder import Recorder
-from channel_node.recovery import SignerRecovery
-from channel_node.runtime import Runtime
-from channel_node.settlement import SettlementPolicy
+from channel_node.node.recovery import SignerRecovery
+from channel_node.node.runtime import Runtime
+from channel_node.node.settlement import SettlementPolicy
 from channel_node.server.admin import create_admin_app
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource

@@ -3,7 +3,7 @@
 Every `claim_interval` seconds, each open channel whose unclaimed vouchers reach
 `claim_min_unclaimed` gets an operator claim (the sender batches them, `batch_size` channels per
 transaction); a channel without activity for `idle_close_after` seconds is closed with its best
-voucher, refunding the rest to its payer. Which channels is decided by `channel_node.operations`,
+voucher, refunding the rest to its payer. Which channels is decided by `channel_node.node.operations`,
 the same rules as the operator's `claim --all` and `close --all` (docs/design.md, "Operations");
 decisions go through the core and the outbox like any other, so they survive a restart and are
 never sent twice.
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from channel_node.operations import Operations
-from channel_node.runtime import Runtime
+from channel_node.node.operations import Operations
+from channel_node.node.runtime import Runtime
 from channel_node.store import Store
 
-log = structlog.get_logger("channel_node.settlement")
+log = structlog.get_logger("channel_node.node.settlement")
 
 
 @dataclass

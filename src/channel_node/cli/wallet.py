@@ -275,7 +275,7 @@ SYNC = {"new": _new, "import": _import, "trust": _trust}
 
 def _handler(name: str):
     def handle(args: argparse.Namespace) -> int:
-        from channel_node.cli_support import run_async
+        from channel_node.cli.support import run_async
 
         from channel_node.chain.reverts import ContractRevert
         from channel_node.client import WalletError

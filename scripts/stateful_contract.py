@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the contract's stateful invariant test (tests/test_invariants.py) with more examples.
+"""Run the contract's stateful invariant test (tests/chain/test_invariants.py) with more examples.
 
     python scripts/stateful_contract.py --examples 2000 [--steps 40]
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "chain"))  # test_invariants.py
 os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
 
 from channel_node.dev.devchain import DevChain  # noqa: E402

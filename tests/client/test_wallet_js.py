@@ -28,7 +28,7 @@ from channel_node.signing import (
     voucher_digest,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_wallet_js  # noqa: E402

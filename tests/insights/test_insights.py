@@ -36,7 +36,7 @@ HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
 T0 = 1767571200  # Monday 2026-01-05 00:00 UTC
 TOKEN = "insights-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "insights"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "insights"
 
 NEWS_A = {"section": "news", "author": "ann"}
 NEWS_B = {"section": "news", "author": "bob"}

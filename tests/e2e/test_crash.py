@@ -12,7 +12,7 @@ from pathlib import Path
 
 from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "crash_test.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "crash_test.py"
 spec = importlib.util.spec_from_file_location("crash_test", SCRIPT)
 crash_test = importlib.util.module_from_spec(spec)
 sys.modules["crash_test"] = crash_test  # dataclasses look their module up there

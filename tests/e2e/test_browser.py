@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
 ARTICLES = ["/articles/micropayments.html", "/articles/channels.html", "/articles/vouchers.html"]
 PRICE = 20_000_000_000_000

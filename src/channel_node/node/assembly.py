@@ -15,8 +15,8 @@ from web3.providers.persistent import PersistentConnectionProvider
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.outbox import OutboxSender
-from channel_node.chain.watcher import Watcher
 from channel_node.chain.view import Web3ChainView
+from channel_node.chain.watcher import Watcher
 from channel_node.config import Settings
 from channel_node.insights.dashboard import add_dashboard_routes
 from channel_node.insights.recorder import Recorder

@@ -9,6 +9,7 @@ import logging
 import sys
 import threading
 import time
+from typing import Any
 
 import orjson
 import structlog
@@ -75,11 +76,11 @@ class _LineLogger:
     log = debug = info = warn = warning = error = err = critical = fatal = exception = failure = msg
 
 
-def _line_logger(*args) -> _LineLogger:
+def _line_logger(*args: object) -> _LineLogger:
     return _LineLogger()
 
 
-def _dumps(event: dict, **kwargs) -> str:
+def _dumps(event: dict[str, Any], **kwargs: Any) -> str:
     # orjson is several times faster than json; it refuses integers beyond 64 bits, so money is
     # logged as decimal strings (as on the wire) and anything unusual falls back to json.
     try:
@@ -114,14 +115,14 @@ def _bounded(value: object) -> str:
     return text
 
 
-def _edge_fields(record: logging.LogRecord) -> tuple[str, dict]:
+def _edge_fields(record: logging.LogRecord) -> tuple[str, dict[str, object]]:
     """The event and fields of an aiohttp record, bounded: the error's type, never its text."""
     from aiohttp.http_exceptions import HttpProcessingError
 
     exc = record.exc_info[1] if record.exc_info else None
     if isinstance(exc, HttpProcessingError):  # refused by the HTTP parser (400/413/431)
         return "bad_request", {"status": int(exc.code or 400), "error": type(exc).__name__, "source": record.name}
-    fields: dict = {"source": record.name}
+    fields: dict[str, object] = {"source": record.name}
     message = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
     fields["message"] = _bounded(message)
     if exc is not None:
@@ -165,7 +166,10 @@ class _AiohttpLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            event, fields = record.edge_event, record.edge_fields
+            # Set by _Bounded, which runs first (a filter of the same logger): not LogRecord attributes.
+            event, fields = getattr(record, "edge_event", None), getattr(record, "edge_fields", None)
+            if not isinstance(event, str) or not isinstance(fields, dict):
+                return
             if event != "bad_request" and record.levelno < self.min_level:
                 return
             log = structlog.get_logger("channel_node.http")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
+from web3.contract.contract import ContractFunction
 
-from channel_node.dev.devchain import DevChain
+from channel_node.dev.devchain import DevAccount, DevChain
 from channel_node.signing import (
     ChannelConfig,
     Domain,
@@ -46,9 +47,9 @@ def run_contract_demo(unlocks: int = 1000, price: int = 20_000_000_000_000) -> l
         salt=1,
     )
     channel = channel_id(domain, config)
-    steps = []
+    steps: list[Step] = []
 
-    def send(name: str, call, sender, value: int = 0) -> None:
+    def send(name: str, call: ContractFunction, sender: DevAccount, value: int = 0) -> None:
         receipt = chain.transact(call, sender.address, value=value)
         if receipt["status"] != 1:
             raise RuntimeError(f"{name} reverted")

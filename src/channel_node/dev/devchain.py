@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import Web3
 from web3.contract import Contract
+from web3.contract.contract import ContractFunction
 from web3.providers.eth_tester import EthereumTesterProvider
+from web3.types import TxReceipt, Wei
 
 from channel_node.chain.artifacts import channel_deposit_artifact
 
@@ -37,19 +41,22 @@ class DevChain:
     def chain_id(self) -> int:
         return self.w3.eth.chain_id
 
-    def deploy(self, abi: list, bytecode: str, *args, sender: str | None = None) -> Contract:
+    def deploy(self, abi: Sequence[Mapping[str, Any]], bytecode: str, *args: object, sender: str | None = None) -> Contract:
         factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
         tx_hash = factory.constructor(*args).transact({"from": sender or self.accounts[0].address, "gas": 8_000_000})
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        return self.w3.eth.contract(address=receipt["contractAddress"], abi=abi)
+        address = receipt["contractAddress"]
+        if address is None:  # a reverted constructor creates nothing
+            raise RuntimeError("the deployment created no contract")
+        return self.w3.eth.contract(address=address, abi=abi)
 
     def deploy_channel_deposit(self, max_deposit_per_channel: int = 0, sender: str | None = None) -> Contract:
         artifact = channel_deposit_artifact()
         return self.deploy(artifact.abi, artifact.bytecode, max_deposit_per_channel, sender=sender)
 
-    def transact(self, call, sender: str, value: int = 0, gas: int = DEFAULT_GAS) -> dict:
+    def transact(self, call: ContractFunction, sender: str, value: int = 0, gas: int = DEFAULT_GAS) -> TxReceipt:
         """Sends a contract call and returns its receipt (status checked by the caller)."""
-        tx_hash = call.transact({"from": sender, "value": value, "gas": gas})
+        tx_hash = call.transact({"from": sender, "value": Wei(value), "gas": gas})
         return self.w3.eth.wait_for_transaction_receipt(tx_hash)
 
     def time_travel(self, seconds: int) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from eth_tester import EthereumTester
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 
@@ -33,18 +35,22 @@ def to_json_rpc(value: Any) -> Any:
     return value
 
 
-def _error(request_id: Any, code: int, message: str) -> dict:
+# A JSON-RPC 2.0 response object (a result or an error), as JSON values.
+RpcResponse = dict[str, Any]
+
+
+def _error(request_id: Any, code: int, message: str) -> RpcResponse:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
-def create_rpc_app(tester) -> web.Application:
+def create_rpc_app(tester: EthereumTester) -> web.Application:
     """`tester` is the dev chain's EthereumTester."""
     w3 = Web3(EthereumTesterProvider(tester))
     # ENS lookups make no sense on a dev chain and choke on log filters passed through raw.
     w3.middleware_onion.remove("ens_name_to_address")
     app = web.Application(client_max_size=MAX_BODY)
 
-    def answer(call: Any) -> dict:
+    def answer(call: Any) -> RpcResponse:
         if not isinstance(call, dict) or not isinstance(call.get("method"), str):
             return _error(None, -32600, "invalid request")
         request_id = call.get("id")
@@ -72,7 +78,7 @@ def create_rpc_app(tester) -> web.Application:
         return web.Response(headers=_CORS)
 
     @web.middleware
-    async def cors(request: web.Request, handler) -> web.StreamResponse:
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Browser wallets on the dev site's page call this endpoint from another origin.
         response = await handler(request)
         response.headers.update(_CORS)

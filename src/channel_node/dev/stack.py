@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from web3.types import TxReceipt
+
 from channel_node.chain.artifacts import demo_dollar_artifact
 from channel_node.config import Settings, load_settings
 from channel_node.dev.devchain import DevChain
@@ -143,7 +145,7 @@ def create_world(database_dir: Path | None = None, token: bool = False) -> DevWo
     )
 
 
-def _require(receipt: dict, what: str) -> None:
+def _require(receipt: TxReceipt, what: str) -> None:
     if receipt["status"] != 1:
         raise RuntimeError(f"{what} failed on the dev chain")
 

@@ -6,9 +6,11 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
-from eth_utils import to_canonical_address, to_checksum_address
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
 from web3.providers.persistent import PersistentConnectionProvider
 
@@ -44,13 +46,14 @@ class Node:
     store: Store
     runtime: Runtime
     paywall: Paywall
-    app: web.Application
     watcher: Watcher
     sender: OutboxSender | None
     policy: SettlementPolicy | None
     admin_app: web.Application | None = None
     insights: Recorder | None = None
-    tasks: list[asyncio.Task] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The paywall's application serves `health` below, so it is made after the node (build_node).
+    app: web.Application = field(init=False)
 
     async def start(self) -> None:
         """Starts following the chain and sending the outbox (the paywall serves regardless)."""
@@ -75,8 +78,8 @@ class Node:
         else:
             self.watcher.start_block = start
 
-    async def health(self) -> dict:
-        problems = []
+    async def health(self) -> dict[str, object]:
+        problems: list[str] = []
         stats = self.watcher.stats
         if stats.last_poll and time.time() - stats.last_poll > 3 * self.settings.poll_interval + 30:
             problems.append("chain_stale")
@@ -89,7 +92,7 @@ class Node:
             problems.append("no_claim_key")
         if self.sender is not None and not self.sender.stats.gas_ok:
             problems.append("gas_balance_low")
-        report = {
+        report: dict[str, object] = {
             "chainId": self.chain_id,
             "contract": self.paywall.offer.contract,
             "receiver": self.paywall.offer.pay_to,
@@ -137,7 +140,7 @@ def claim_key(settings: Settings) -> bytes | None:
     return None
 
 
-async def check_contract(w3: AsyncWeb3, address: str, domain: Domain) -> None:
+async def check_contract(w3: AsyncWeb3[Any], address: ChecksumAddress, domain: Domain) -> None:
     """Refuses an address without our contract, or one whose EIP-712 domain differs from ours."""
     code = await w3.eth.get_code(address)
     if not code:
@@ -151,7 +154,7 @@ async def check_contract(w3: AsyncWeb3, address: str, domain: Domain) -> None:
         raise NodeConfigError(f"{address} is not this version of ChannelDeposit (domain separator differs)")
 
 
-async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = None) -> Node:
+async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None = None) -> Node:
     if settings.contract is None:
         raise NodeConfigError("set `contract` (the deployed ChannelDeposit address)")
     if settings.receiver is None:
@@ -178,11 +181,13 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
         recovery=SignerRecovery() if settings.recovery_thread else None,
     )
     wall = settings.paywall
-    source = (
-        StaticSource(wall.content_dir)
-        if wall.content_dir is not None
-        else ProxySource(wall.upstream, wall.upstream_max_body, wall.upstream_timeout)
-    )
+    source: StaticSource | ProxySource
+    if wall.content_dir is not None:
+        source = StaticSource(wall.content_dir)
+    elif wall.upstream is not None:
+        source = ProxySource(wall.upstream, wall.upstream_max_body, wall.upstream_timeout)
+    else:  # config.py's PaywallSettings already refuses this
+        raise NodeConfigError("set exactly one of paywall.content_dir or paywall.upstream")
     key = claim_key(settings)
     settler = address_of_key(key) if key is not None else None
     # The claim key settles the node's channels: new channels name it receiver authorizer unless it
@@ -222,7 +227,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3, store: Store | None = No
             claim_min_unclaimed=settings.claim_min_unclaimed if settings.auto_claim else (1 << 256),
             idle_close_after=settings.idle_close_after,
         )  # fmt: skip
-    node = Node(settings, chain_id, domain, store, runtime, paywall, None, watcher, sender, policy)  # type: ignore[arg-type]
+    node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy)
     if key is not None:
         paywall.consent_key = key  # co-signs cooperative closes on channels that accept it (receiver or authorizer)
     add_chain_gauges(paywall.metrics, watcher, sender)

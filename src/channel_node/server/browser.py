@@ -13,22 +13,27 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 WALLET_JS_PATH = "/_channel/wallet.js"
 ZERO_ADDRESS = "0x" + "00" * 20
 TEASER_CHARS = 160  # a taste, not the article: short pages are often one paragraph long
 TEASER_FRACTION = (1, 4)  # and never more than this share of the page's text, title included
+# The JSON document of `PAYMENT-REQUIRED` (server/protocol.py builds it): read here, never built.
+OfferDocument = dict[str, Any]
 
 
 def wants_html(accept: str | None) -> bool:
     """A browser navigation (Accept: text/html, ...); `*/*` alone (curl, fetch) keeps JSON."""
-    return bool(accept) and "text/html" in accept.lower()
+    return accept is not None and "text/html" in accept.lower()
 
 
 def format_amount(amount: int, asset: str) -> str:
@@ -40,7 +45,7 @@ def format_amount(amount: int, asset: str) -> str:
     return f"{text} ETH"
 
 
-def _json_for_script(document: dict) -> str:
+def _json_for_script(document: OfferDocument) -> str:
     # Inside <script type="application/json">: nothing may close the element or open a comment.
     return json.dumps(document, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
@@ -59,7 +64,7 @@ background:#335;color:#fff;cursor:pointer}
 """.strip()
 
 
-def paywall_page(offer_document: dict, teaser: str) -> str:
+def paywall_page(offer_document: OfferDocument, teaser: str) -> str:
     """The HTML body of a 402 for a browser: `offer_document` is the JSON the node sends in
     `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text."""
     accept = offer_document["accepts"][0]
@@ -120,7 +125,7 @@ class _Teaser(HTMLParser):
         self._hidden = 0  # inside <script> or <style>: not text
         self._aside: list[str] = []  # open boilerplate or hidden elements (an unclosed one hides the rest)
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._hidden += 1
         elif tag in _BOILERPLATE or any(name in ("hidden", "aria-hidden") for name, _ in attrs):
@@ -132,7 +137,7 @@ class _Teaser(HTMLParser):
         elif tag == "p" and not self.paragraph and not self._done:
             self._in = "p"
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style"):
             self._hidden = max(0, self._hidden - 1)
         if self._aside:
@@ -144,7 +149,7 @@ class _Teaser(HTMLParser):
         if tag in ("title", "h1", "p"):
             self._in = None
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         if self._hidden or self._aside:
             return
         self.text.append(data)
@@ -183,10 +188,10 @@ def _file_teaser(path: Path, mtime_ns: int, size: int) -> str:
     return teaser_from_html(path.read_bytes()[: 64 * 1024].decode("utf-8", "replace"))
 
 
-def teaser_for(source, path: str, fallback: str = "") -> str:
+def teaser_for(source: object, path: str, fallback: str = "") -> str:
     """The teaser of a priced file of a StaticSource (cached per file version); `fallback` (the
     price's description) for other sources, non-HTML files, or files that cannot be read."""
-    locate = getattr(source, "locate", None)
+    locate: Callable[[str], Path | None] | None = getattr(source, "locate", None)  # StaticSource.locate
     file = locate(path) if locate is not None else None
     if file is None or file.suffix.lower() not in (".html", ".htm"):
         return fallback
@@ -197,7 +202,7 @@ def teaser_for(source, path: str, fallback: str = "") -> str:
         return fallback
 
 
-def html_402(offer_document: dict, teaser: str, status: int = 402) -> web.Response:
+def html_402(offer_document: OfferDocument, teaser: str, status: int = 402) -> web.Response:
     """The 402 response for a browser; the caller adds `PAYMENT-REQUIRED` as for JSON."""
     return web.Response(
         text=paywall_page(offer_document, teaser),
@@ -214,7 +219,7 @@ def wallet_js() -> bytes:
     return resources.files("channel_node.server").joinpath("static/wallet.js").read_bytes()
 
 
-def wallet_js_handler():
+def wallet_js_handler() -> Handler:
     """The handler of `GET /_channel/wallet.js` (ETag, 304 on a match)."""
     body = wallet_js()
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
 from channel_node.server.resource import Resource
@@ -55,7 +55,7 @@ def is_override(name: str) -> bool:
 PRICED_DROP = frozenset({"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"})
 
 
-def end_to_end(headers, drop: frozenset[str] = frozenset()) -> CIMultiDict:
+def end_to_end(headers: MultiMapping[str], drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
     """`headers` without hop-by-hop fields, the fields its `Connection` names, the node's own
     payment fields (`PAYMENT-*`), and `drop`."""
     named = {
@@ -74,7 +74,7 @@ def end_to_end(headers, drop: frozenset[str] = frozenset()) -> CIMultiDict:
 @dataclass
 class Content:
     status: int
-    headers: CIMultiDict
+    headers: CIMultiDict[str]
     body: bytes | None = None
     file: Path | None = None  # streamed from disk when set
     opened: BinaryIO | None = None  # a priced large file, opened before the charge and streamed after
@@ -197,7 +197,13 @@ class StaticSource:
         return path in self._cache or self.locate(path) is not None
 
     async def fetch(
-        self, method: str, resource: Resource, headers=None, body: bytes = b"", priced: bool = False, client: str | None = None
+        self,
+        method: str,
+        resource: Resource,
+        headers: MultiMapping[str] | None = None,
+        body: bytes = b"",
+        priced: bool = False,
+        client: str | None = None,
     ) -> Content:
         # The cache is keyed by the file's own path, never the name it was asked by: `served_path`
         # trusts a cached key to be a file, so a folder's name cached there would later be priced
@@ -278,7 +284,13 @@ class ProxySource:
         return path
 
     async def fetch(
-        self, method: str, resource: Resource, headers, body: bytes = b"", priced: bool = False, client: str | None = None
+        self,
+        method: str,
+        resource: Resource,
+        headers: MultiMapping[str],
+        body: bytes = b"",
+        priced: bool = False,
+        client: str | None = None,
     ) -> Content:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from channel_node.chain.outbox import OutboxSender
+    from channel_node.chain.watcher import Watcher
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -31,7 +37,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def add_chain_gauges(metrics: Metrics, watcher, sender) -> None:
+def add_chain_gauges(metrics: Metrics, watcher: Watcher, sender: OutboxSender | None) -> None:
     """Gauges read from the watcher's and sender's live figures at every scrape."""
     lag = Gauge("channel_node_watcher_lag_blocks", "Confirmed blocks not yet applied", registry=metrics.registry)
     lag.set_function(lambda: watcher.stats.lag)

@@ -1,6 +1,7 @@
 """The layers of docs/design.md hold: the chain side knows no consumer (the watcher feeds a
 `ChainSink`, which the runtime implements), the lower layers import nothing above them, and no
-module imports itself round a cycle (the command modules included)."""
+module imports itself round a cycle (the command modules included); chain/ imports only core,
+signing, store and types; dev/ is imported only by cli/."""
 
 from __future__ import annotations
 
@@ -83,6 +84,53 @@ def test_lower_layers_import_nothing_above_them():
     upward = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if _under(a, LOWER) and _under(b, UPPER))
     assert upward == []
     assert f"{PACKAGE}.chain.ports" in graph and f"{PACKAGE}.chain.ports" in graph[f"{PACKAGE}.chain.watcher"]
+
+
+# The chain edge's own allowance (docs/design.md, "Layers"): besides itself, only these. `errors`
+# is the shared exception module, when there is one.
+CHAIN_MAY_IMPORT = ("chain", "core", "signing", "store", "types", "errors")
+# The embedded dev chain and demo are tooling: only the command line (and tests and scripts, which
+# live outside the package) may import them, never the node, the paywall or the wallet.
+DEV_IMPORTED_BY = ("dev", "cli")
+
+
+def _outside(graph: dict[str, set[str]], importers: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    """The imports of a module under `importers` of one of ours that is not under `allowed`."""
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() if _under(a, importers) for b in targets if not _under(b, allowed))
+
+
+def _importers_of(graph: dict[str, set[str]], imported: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    """The imports of a module under `imported` by one of ours that is not under `allowed`."""
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if _under(b, imported) and not _under(a, allowed))
+
+
+def test_chain_imports_only_core_signing_store_and_types():
+    graph = _imports(_modules())
+    assert _outside(graph, ("chain",), CHAIN_MAY_IMPORT) == []
+    # The rule sees chain/'s real imports (not an empty graph): the watcher reaches the store.
+    assert f"{PACKAGE}.store" in graph[f"{PACKAGE}.chain.watcher"] | graph[f"{PACKAGE}.chain.ports"]
+
+
+def test_dev_is_imported_only_by_the_command_line():
+    graph = _imports(_modules())
+    assert _importers_of(graph, ("dev",), DEV_IMPORTED_BY) == []
+    assert any(_under(b, ("dev",)) for b in graph[f"{PACKAGE}.cli.main"]), "cli/main.py runs `dev` and `demo`"
+
+
+def test_the_layer_rules_report_a_forbidden_import():
+    """The two rules above on a made-up graph: each forbidden edge is reported, the allowed ones not."""
+    graph = {
+        f"{PACKAGE}.chain.watcher": {f"{PACKAGE}.store", f"{PACKAGE}.types", f"{PACKAGE}.server.metrics"},
+        f"{PACKAGE}.chain.logs": {f"{PACKAGE}.signing.eip712", f"{PACKAGE}.config"},
+        f"{PACKAGE}.cli.main": {f"{PACKAGE}.dev.stack"},
+        f"{PACKAGE}.dev.stack": {f"{PACKAGE}.dev.devchain", f"{PACKAGE}.chain.artifacts"},
+        f"{PACKAGE}.node.assembly": {f"{PACKAGE}.dev.devchain", f"{PACKAGE}.chain.watcher"},
+    }
+    assert _outside(graph, ("chain",), CHAIN_MAY_IMPORT) == [
+        f"{PACKAGE}.chain.logs -> {PACKAGE}.config",
+        f"{PACKAGE}.chain.watcher -> {PACKAGE}.server.metrics",
+    ]
+    assert _importers_of(graph, ("dev",), DEV_IMPORTED_BY) == [f"{PACKAGE}.node.assembly -> {PACKAGE}.dev.devchain"]
 
 
 def test_no_import_cycle_among_our_modules():

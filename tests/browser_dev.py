@@ -1,4 +1,4 @@
-"""`channel-node dev` with the browser paywall wired in, for tests/test_browser.py.
+"""`channel-node dev` with the browser paywall wired in, for tests/e2e/test_browser.py.
 
     python tests/browser_dev.py dev --port 0 --rpc-port 0 --data-dir DIR
 

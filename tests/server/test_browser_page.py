@@ -1,5 +1,5 @@
 """The browser paywall's server side: the HTML 402 page, its teaser, and the wallet script route
-(no browser needed; tests/test_browser.py drives the whole flow in Chromium)."""
+(no browser needed; tests/e2e/test_browser.py drives the whole flow in Chromium)."""
 
 from __future__ import annotations
 

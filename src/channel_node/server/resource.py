@@ -72,7 +72,7 @@ class RefusedPath:
 
 # Most targets are already canonical: segments of unreserved characters, none empty, "." or "..",
 # none starting or ending with a dot, no escape, no query. Such a target is its own resource, so
-# the paid and free paths skip the decoding below (tests/test_resource.py checks they agree).
+# the paid and free paths skip the decoding below (tests/server/test_resource.py checks they agree).
 _PLAIN = re.compile(r"(?:/[A-Za-z0-9_~-](?:[A-Za-z0-9_~.-]*[A-Za-z0-9_~-])?)*/?")
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from eth_account import Account
 from eth_utils import is_hex_address, to_checksum_address
 
+from channel_node.errors import UsageError
+
 #: scrypt cost (N). 2**18 is geth's "standard" keystore setting and eth-account's default: about a
 #: second per unlock, which is the point. Tests lower it to stay fast.
 SCRYPT_N = 2**18
@@ -29,7 +31,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 PASSWORD_ENV = "CHANNEL_NODE_KEYSTORE_PASSWORD"
 
 
-class KeystoreError(Exception):
+class KeystoreError(UsageError):
     """A keystore cannot be written, read or unlocked; the message is safe to show to the user."""
 
 

@@ -17,19 +17,24 @@ import eth_abi
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from channel_node.chain.artifacts import canonical_type, channel_deposit_artifact
+from channel_node.errors import Refusal
 from channel_node.signing.eip712 import keccak256
 
 _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string), from require/revert("...")
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256), from assert/overflow
 
 
-class ContractRevert(Exception):
+class ContractRevert(Refusal):
     """A ChannelDeposit call or transaction reverted.
 
     `error_name` is the custom error (e.g. "NothingToClaim"), "Error"/"Panic" for Solidity's built-in
     ones, or None when the data matches nothing in the ABI (then `data`/`reason` hold what is known).
-    `args` are the error's decoded arguments (ChannelDeposit's errors take none).
+    `args` are the error's decoded arguments (ChannelDeposit's errors take none). A refusal by the
+    contract: its stable `code` is `error_name`, or "contract_revert" when nothing in the ABI
+    matched (docs/design.md, "Errors"); over HTTP it would answer 409, a conflict with chain state.
     """
+
+    status = 409
 
     def __init__(
         self,
@@ -45,6 +50,7 @@ class ContractRevert(Exception):
         super().__init__(*args)  # Exception.args carries the decoded error arguments
         self.function = function
         self.error_name = error_name
+        self.code = error_name if error_name is not None else "contract_revert"
         self.data = data
         self.reason = reason
         self.tx_hash = tx_hash

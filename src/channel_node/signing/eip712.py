@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - exercised only where safe-pysha3 is mi
 
 from eth_utils import to_canonical_address, to_checksum_address
 
+from channel_node.errors import Refusal
 from channel_node.types import UINT32_MAX, UINT96_MAX, UINT128_MAX  # noqa: F401 (importable from here too)
 
 AddressLike = Union[str, bytes]
@@ -45,8 +46,11 @@ COOPERATIVE_CLOSE_TYPEHASH = keccak256(b"CooperativeClose(bytes32 channelId,uint
 
 
 
-class InvalidSignature(ValueError):
-    """The signature is malformed, high-s, or does not recover to a key."""
+class InvalidSignature(Refusal, ValueError):
+    """The signature is malformed, high-s, or does not recover to a key. Its `code` is the core's
+    `Reject.INVALID_SIGNATURE` (docs/design.md, "Errors")."""
+
+    code = "invalid_signature"
 
 
 def _word(value: int) -> bytes:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from channel_node import __version__
-from channel_node.cli.support import run_async  # noqa: F401 (also importable from here)
+from channel_node.cli.support import report_error, run_async  # noqa: F401 (run_async: also importable from here)
+from channel_node.errors import ChannelNodeError
 
 
 def freeze_startup_objects() -> None:
@@ -157,10 +158,8 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 async def _serve_main(settings) -> int:
-    from channel_node.node.assembly import NodeConfigError, build_node
-    from channel_node.store import StoreError
-
     from channel_node.chain.connect import web3_for
+    from channel_node.node.assembly import build_node
 
     w3, persistent = web3_for(settings.rpc_url)
     if persistent:
@@ -169,11 +168,7 @@ async def _serve_main(settings) -> int:
         except Exception as exc:
             print(f"error: cannot connect to {settings.rpc_url}: {type(exc).__name__}", file=sys.stderr)
             return 2
-    try:
-        node = await build_node(settings, w3)
-    except (NodeConfigError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    node = await build_node(settings, w3)  # a NodeConfigError or StoreError: main's one line and exit code
     if node.sender is None:
         print("warning: no claim_key or claim_keystore: the node cannot defend channels or claim", file=sys.stderr)
     await node.start()
@@ -272,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. The command line's one error edge (docs/design.md, "Errors"): any
+    `ChannelNodeError` a command lets out is one `error: <message>` line on stderr and exit code 2
+    (the user must act) or 1 (a remote party or local state failed), never a traceback."""
     os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
     args = build_parser().parse_args(argv)
     # Every command whose stdout is its answer (tables, JSON, content) logs to stderr; `dev` and
@@ -279,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     from channel_node.logs import configure
 
     configure("console", logging.WARNING, stream="stderr")
-    return args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except ChannelNodeError as exc:  # the one place a command's error becomes its exit code
+        return report_error(exc)
+    return code
 
 
 if __name__ == "__main__":

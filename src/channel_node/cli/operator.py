@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from channel_node.cli.support import EXIT_USER, reporting_errors, run_async
 from channel_node.keys import (
     PASSWORD_ENV,
     KeystoreError,
@@ -31,9 +32,10 @@ MAX_AMOUNT = (1 << 108) - 1
 
 
 def _error(message: str) -> int:
-    # One line, whatever the underlying exception's text looked like.
+    # One line, whatever the underlying exception's text looked like (the same line as
+    # cli/support.py's `error_line` for an error this module lets out).
     print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
-    return 2
+    return EXIT_USER
 
 
 # ------------------------------------------------------------------ argument types
@@ -82,12 +84,11 @@ def _address(text: str) -> str:
 # ------------------------------------------------------------------ keys
 
 
+@reporting_errors  # a KeystoreError: one line, exit 2 (cli/support.py)
 def _keys_new(args: argparse.Namespace) -> int:
     try:
         password = read_password(confirm=True)
         address = create_keystore(Path(args.keystore), password)
-    except KeystoreError as exc:
-        return _error(str(exc))
     except OSError as exc:
         return _error(f"cannot write keystore {args.keystore}: {exc.strerror or type(exc).__name__}")
     print(f"wrote keystore {args.keystore} (mode 0600)", file=sys.stderr)
@@ -116,13 +117,12 @@ def _read_key_text(args: argparse.Namespace) -> str:
     return sys.stdin.readline()
 
 
+@reporting_errors
 def _keys_import(args: argparse.Namespace) -> int:
     try:
         key = parse_private_key(_read_key_text(args))  # validated before asking for a password
         password = read_password(confirm=True)
         address = create_keystore(Path(args.keystore), password, key)
-    except KeystoreError as exc:
-        return _error(str(exc))
     except OSError as exc:
         return _error(f"cannot write keystore {args.keystore}: {exc.strerror or type(exc).__name__}")
     print(f"wrote keystore {args.keystore} (mode 0600)", file=sys.stderr)
@@ -130,11 +130,9 @@ def _keys_import(args: argparse.Namespace) -> int:
     return 0
 
 
+@reporting_errors
 def _keys_show(args: argparse.Namespace) -> int:
-    try:
-        address = keystore_address(Path(args.keystore))
-    except KeystoreError as exc:
-        return _error(str(exc))
+    address = keystore_address(Path(args.keystore))
     print(address, flush=True)
     return 0
 
@@ -282,15 +280,12 @@ async def _deploy_main(args: argparse.Namespace, sender) -> int:
     return 0
 
 
+@reporting_errors
 def _deploy(args: argparse.Namespace) -> int:
     from channel_node.chain import Sender
-    from channel_node.cli.support import run_async
 
     if args.keystore:
-        try:
-            key = load_key(Path(args.keystore), read_password(confirm=False))
-        except KeystoreError as exc:
-            return _error(str(exc))
+        key = load_key(Path(args.keystore), read_password(confirm=False))
         sender = Sender.from_key(key)
         del key  # the sender holds the only copy this command needs
     else:

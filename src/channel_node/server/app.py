@@ -5,7 +5,8 @@ canonical is a 400) -> its price -> parse `PAYMENT-SIGNATURE` -> check it is for
 contract, receiver and asset -> fetch the whole content (a missing file, a failing origin or a
 partial answer costs nothing) -> `Runtime.pay` commits the voucher and charge -> send the content
 with `PAYMENT-RESPONSE`. HEAD and OPTIONS are never charged (docs/protocol.md section 9).
-Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises into a 500.
+Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises into a 500. A
+`ChannelNodeError` that escapes a handler is answered by `error_answer` (docs/design.md, "Errors").
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiohttp import web
 from eth_utils import to_checksum_address
 
 from channel_node.core import Reject, Rejected
+from channel_node.errors import ChannelNodeError, Refusal, RemoteError, StateError
 from channel_node.logs import bound_aiohttp_logs
 from channel_node.node.runtime import ChainUnavailable, PaymentRequest, Runtime
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
@@ -145,8 +147,22 @@ class Paywall:
     # ------------------------------------------------------------------ handlers
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Every request of the paywall's listener: the canonical resource is computed here, once,
-        and passed down; nothing below reads `request.path` (docs/protocol.md, "Canonical resource")."""
+        """Every request of the paywall's listener, and its one error edge (docs/design.md,
+        "Errors"): a `ChannelNodeError` that escapes the handlers below is answered by
+        `error_answer`, never a traceback or aiohttp's text 500."""
+        try:
+            return await self._route(request)
+        except ChannelNodeError as exc:
+            status, code, message = error_answer(exc)
+            if status >= 500:  # the type only: the text may name what the requester must not see
+                self.log.error("request_failed", status=status, error=code, exception=type(exc).__name__)
+            else:
+                self.log.info("request_refused", status=status, error=code, method=request.method[:16])
+            return _error(status, code, message)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        """The canonical resource is computed here, once, and passed down; nothing below reads
+        `request.path` (docs/protocol.md, "Canonical resource")."""
         resource = canonical_resource(request.raw_path)
         if isinstance(resource, RefusedPath):
             self.log.info("request_refused", status=400, error=resource.code, method=request.method[:16])
@@ -373,7 +389,30 @@ class Paywall:
         return response
 
 
-def _error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+#: The 5xx answer of each category that is not a `Refusal`: (status, code, message). The message is
+#: generic on purpose: an exception's own text may name paths, hosts or figures the requester has no
+#: business seeing (docs/design.md, "Errors"). The first category that applies decides.
+SERVER_ERRORS: tuple[tuple[type[ChannelNodeError], int, str, str], ...] = (
+    (RemoteError, 503, "upstream_unavailable", "a service the node depends on did not answer; retry later"),
+    (StateError, 503, "store_unavailable", "the node's database could not be used; retry later"),
+    (ChannelNodeError, 500, "internal_error", "the node failed to answer; see its log"),
+)
+
+
+def error_answer(exc: ChannelNodeError) -> tuple[int, str, str]:
+    """(status, code, message) for a `ChannelNodeError` that escaped a handler. A `Refusal` answers
+    its own status (a 4xx unless it names another error status), code and message, which are
+    written for the requester; any other error its category's generic 5xx, never its own text."""
+    if isinstance(exc, Refusal):
+        status = exc.status if 400 <= exc.status <= 599 else 400
+        return status, exc.code, str(exc)[:300]
+    for category, status, code, message in SERVER_ERRORS:
+        if isinstance(exc, category):
+            return status, code, message
+    raise AssertionError("unreachable: SERVER_ERRORS ends with the root")  # pragma: no cover
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 

@@ -15,9 +15,10 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
-from eth_utils import is_hex_address, to_checksum_address
+from eth_utils.address import is_hex_address, to_checksum_address
 
 from channel_node.errors import UsageError
 
@@ -161,7 +162,7 @@ def _check_directory(directory: Path) -> None:
         )
 
 
-def _read_keystore(path: Path, *, check_permissions: bool) -> dict:
+def _read_keystore(path: Path, *, check_permissions: bool) -> dict[str, Any]:
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY)

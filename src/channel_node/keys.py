@@ -15,9 +15,12 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
-from eth_utils import is_hex_address, to_checksum_address
+from eth_utils.address import is_hex_address, to_checksum_address
+
+from channel_node.errors import UsageError
 
 #: scrypt cost (N). 2**18 is geth's "standard" keystore setting and eth-account's default: about a
 #: second per unlock, which is the point. Tests lower it to stay fast.
@@ -29,7 +32,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 PASSWORD_ENV = "CHANNEL_NODE_KEYSTORE_PASSWORD"
 
 
-class KeystoreError(Exception):
+class KeystoreError(UsageError):
     """A keystore cannot be written, read or unlocked; the message is safe to show to the user."""
 
 
@@ -159,7 +162,7 @@ def _check_directory(directory: Path) -> None:
         )
 
 
-def _read_keystore(path: Path, *, check_permissions: bool) -> dict:
+def _read_keystore(path: Path, *, check_permissions: bool) -> dict[str, Any]:
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY)

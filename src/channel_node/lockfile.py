@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import IO
 
 
-def lock_beside(path: Path) -> IO | None:
+def lock_beside(path: Path) -> IO[str] | None:
     """The open lock file (keep it open: closing it releases the lock), or None when another
     process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)

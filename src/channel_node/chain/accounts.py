@@ -20,16 +20,28 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NoReturn, Union, cast
 
 from eth_account import Account
-from eth_utils import to_checksum_address
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
 from web3 import AsyncWeb3
+from web3.types import TxParams
 
 from channel_node.chain.reverts import ContractRevert, _as_revert, raise_if_revert
 from channel_node.types import check_uint
 
 AddressLike = Union[str, bytes]
+
+#: A transaction as this edge builds it: web3's `TxParams` keys ("from", "to", "data", "value",
+#: "gas", fees, nonce, chain id), added a field at a time, which a TypedDict cannot express.
+Tx = dict[str, Any]
+
+
+def tx_params(tx: Tx) -> TxParams:
+    """`tx` handed to web3: its keys are TxParams' own (`Tx` above), so the cast only names the type."""
+    return cast(TxParams, tx)
 
 #: Headroom over `eth_estimateGas`, in whole percent (integer arithmetic). State can change between
 #: the estimate and inclusion, payouts forward a bounded amount of gas that some nodes' estimates
@@ -77,7 +89,7 @@ class Fees:
         )
 
 
-async def suggest_fees(w3: AsyncWeb3) -> Fees:
+async def suggest_fees(w3: AsyncWeb3[Any]) -> Fees:
     """The fees a new transaction pays now (see the module's docstring)."""
     latest = await w3.eth.get_block("latest")
     base_fee = latest.get("baseFeePerGas")
@@ -97,7 +109,7 @@ class Nonces:
     def __init__(self) -> None:
         self._next: int | None = None
 
-    async def take(self, w3: AsyncWeb3, address: str) -> int:
+    async def take(self, w3: AsyncWeb3[Any], address: ChecksumAddress) -> int:
         on_node = int(await w3.eth.get_transaction_count(address, "pending"))
         nonce = max(on_node, self._next or 0)
         self._next = nonce + 1
@@ -114,10 +126,10 @@ class Nonces:
 class Sender(ABC):
     """Who signs and pays for a transaction: an account the node unlocks, or a key held here."""
 
-    address: str  # checksum address
+    address: ChecksumAddress
 
     @abstractmethod
-    async def send(self, w3: AsyncWeb3, tx: dict) -> bytes:
+    async def send(self, w3: AsyncWeb3[Any], tx: Tx) -> bytes:
         """Sends a transaction that already has from/to/data/value/gas; returns its hash."""
 
     @staticmethod
@@ -136,8 +148,8 @@ class UnlockedSender(Sender):
     def __init__(self, address: AddressLike) -> None:
         self.address = to_checksum_address(address)
 
-    async def send(self, w3: AsyncWeb3, tx: dict) -> bytes:
-        return bytes(await w3.eth.send_transaction(tx))
+    async def send(self, w3: AsyncWeb3[Any], tx: Tx) -> bytes:
+        return bytes(await w3.eth.send_transaction(tx_params(tx)))
 
     def __repr__(self) -> str:
         return f"UnlockedSender({self.address})"
@@ -160,7 +172,7 @@ class LocalKeySender(Sender):
         # do not take the same nonce.
         self._lock = asyncio.Lock()
 
-    async def prepare(self, w3: AsyncWeb3, tx: dict, *, nonce: int | None = None, fees: Fees | None = None) -> dict:
+    async def prepare(self, w3: AsyncWeb3[Any], tx: Tx, *, nonce: int | None = None, fees: Fees | None = None) -> Tx:
         """`tx` (with gas) completed for signing: chain id, nonce (the policy's unless given) and
         fees (suggested now unless given)."""
         full = {k: v for k, v in tx.items() if k != "from"}
@@ -169,12 +181,12 @@ class LocalKeySender(Sender):
         full.update((fees or await suggest_fees(w3)).tx_fields())
         return full
 
-    def sign(self, tx: dict) -> tuple[bytes, bytes]:
+    def sign(self, tx: Tx) -> tuple[bytes, bytes]:
         """(hash, raw bytes) of a prepared transaction, signed and not sent."""
         signed = self._account.sign_transaction(tx)
         return bytes(signed.hash), bytes(signed.raw_transaction)
 
-    async def send(self, w3: AsyncWeb3, tx: dict) -> bytes:
+    async def send(self, w3: AsyncWeb3[Any], tx: Tx) -> bytes:
         async with self._lock:
             _, raw = self.sign(await self.prepare(w3, tx))
             try:
@@ -193,17 +205,17 @@ class LocalKeySender(Sender):
 
     __str__ = __repr__
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("LocalKeySender holds a private key and is not picklable")
 
 
 # ------------------------------------------------------------------ sending and waiting
 
 
-async def estimate_gas(w3: AsyncWeb3, tx: dict, function: str) -> int:
+async def estimate_gas(w3: AsyncWeb3[Any], tx: Tx, function: str) -> int:
     """The gas limit for `tx`: the node's estimate with the margin; ContractRevert if it would revert."""
     try:
-        estimate = int(await w3.eth.estimate_gas(tx))
+        estimate = int(await w3.eth.estimate_gas(tx_params(tx)))
     except Exception as exc:
         raise_if_revert(exc, function)
         raise
@@ -211,7 +223,7 @@ async def estimate_gas(w3: AsyncWeb3, tx: dict, function: str) -> int:
 
 
 async def send_and_wait(
-    w3: AsyncWeb3, sender: Sender, tx: dict, gas: int | None, function: str, *, timeout: float, poll_latency: float
+    w3: AsyncWeb3[Any], sender: Sender, tx: Tx, gas: int | None, function: str, *, timeout: float, poll_latency: float
 ) -> Mapping[str, Any]:
     """Estimate (unless `gas` is given), send, wait for the receipt; ContractRevert on any revert."""
     if gas is None:
@@ -222,26 +234,26 @@ async def send_and_wait(
     except Exception as exc:  # some nodes simulate on send and report the revert right away
         raise_if_revert(exc, function)
         raise
-    receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=poll_latency)
+    receipt = await w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=timeout, poll_latency=poll_latency)
     if receipt["status"] != 1:
         raise await mined_revert(w3, function, tx, receipt)
     return receipt
 
 
-async def mined_revert(w3: AsyncWeb3, function: str, tx: dict, receipt: Mapping[str, Any]) -> ContractRevert:
+async def mined_revert(w3: AsyncWeb3[Any], function: str, tx: Tx, receipt: Mapping[str, Any]) -> ContractRevert:
     """Receipts carry no revert data, so replay the call on the state before its block. Earlier
     transactions of the same block are not replayed, so on a busy chain this is best effort."""
-    where = {"tx_hash": bytes(receipt["transactionHash"]), "block_number": int(receipt["blockNumber"])}
+    tx_hash, block_number = bytes(receipt["transactionHash"]), int(receipt["blockNumber"])
     try:
-        await w3.eth.call(tx, max(where["block_number"] - 1, 0))
+        await w3.eth.call(tx_params(tx), max(block_number - 1, 0))
     except Exception as exc:
-        revert = _as_revert(exc, function, **where)
+        revert = _as_revert(exc, function, tx_hash=tx_hash, block_number=block_number)
         if revert is not None:
             return revert
         raise
     out_of_gas = int(receipt["gasUsed"]) >= int(tx["gas"])
     reason = f"out of gas ({tx['gas']} given)" if out_of_gas else "reverted on chain; the replay did not revert"
-    return ContractRevert(function, None, (), reason=reason, **where)
+    return ContractRevert(function, None, (), reason=reason, tx_hash=tx_hash, block_number=block_number)
 
 
 __all__ = [
@@ -253,11 +265,13 @@ __all__ = [
     "LocalKeySender",
     "Nonces",
     "Sender",
+    "Tx",
     "UnlockedSender",
     "bump",
     "estimate_gas",
     "mined_revert",
     "send_and_wait",
     "suggest_fees",
+    "tx_params",
     "with_gas_margin",
 ]

@@ -6,20 +6,22 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Artifact:
     name: str
-    abi: list
+    abi: list[dict[str, Any]]
     bytecode: str
     deployed_bytecode: str
     compiler: str
 
 
 @cache
-def load_bundle(package: str = "channel_node.artifacts", filename: str = "ChannelDeposit.json") -> dict:
-    return json.loads(resources.files(package).joinpath(filename).read_text())
+def load_bundle(package: str = "channel_node.artifacts", filename: str = "ChannelDeposit.json") -> dict[str, Any]:
+    bundle: dict[str, Any] = json.loads(resources.files(package).joinpath(filename).read_text())
+    return bundle
 
 
 def _artifact(filename: str, name: str) -> Artifact:
@@ -43,9 +45,10 @@ def demo_dollar_artifact() -> Artifact:
     return _artifact("DevContracts.json", "DemoDollar")
 
 
-def canonical_type(param: dict) -> str:
+def canonical_type(param: dict[str, Any]) -> str:
     """An ABI parameter's canonical type, as selectors and topics hash it (errors and events)."""
     if param["type"].startswith("tuple"):  # not used by ChannelDeposit's events/errors
         inner = ",".join(canonical_type(c) for c in param["components"])
         return f"({inner}){param['type'][5:]}"
-    return param["type"]
+    kind: str = param["type"]
+    return kind

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from web3 import AsyncWeb3, WebSocketProvider
 from web3.providers import AsyncHTTPProvider
 
 
-def web3_for(url: str) -> tuple[AsyncWeb3, bool]:
+def web3_for(url: str) -> tuple[AsyncWeb3[Any], bool]:
     """AsyncWeb3 over HTTP(S) or WS(S), and whether its provider needs `connect()` (WebSocket).
     A dead WebSocket endpoint gets one retry rather than web3's default five with growing back-off
     (about 20 s before a command could say so)."""

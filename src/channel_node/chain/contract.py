@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar, Union, cast
 
-import eth_abi
-from eth_utils import to_canonical_address, to_checksum_address
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
+from web3.types import FilterParams
 
 from channel_node.chain.accounts import AddressLike, Sender, send_and_wait
 from channel_node.chain.artifacts import channel_deposit_artifact
@@ -79,7 +80,7 @@ class ChannelDepositClient:
 
     def __init__(
         self,
-        w3: AsyncWeb3,
+        w3: AsyncWeb3[Any],
         address: AddressLike,
         *,
         sender: Sender | None = None,
@@ -109,7 +110,7 @@ class ChannelDepositClient:
     @classmethod
     async def deploy(
         cls,
-        w3: AsyncWeb3,
+        w3: AsyncWeb3[Any],
         sender: Sender,
         max_deposit_per_channel: int = 0,
         gas: int | None = None,
@@ -120,7 +121,7 @@ class ChannelDepositClient:
         """Deploys the committed artifact; the deployer becomes the client's default sender.
         `max_deposit_per_channel` 0 means uncapped."""
         artifact = channel_deposit_artifact()
-        data = artifact.bytecode + eth_abi.encode(["uint256"], [_uint(max_deposit_per_channel, "max_deposit")]).hex()
+        data = artifact.bytecode + abi_encode(["uint256"], [_uint(max_deposit_per_channel, "max_deposit")]).hex()
         tx = {"from": sender.address, "data": data, "value": 0}
         receipt = await send_and_wait(
             w3, sender, tx, gas, "constructor", timeout=receipt_timeout, poll_latency=poll_latency
@@ -340,13 +341,13 @@ class ChannelDepositClient:
         events.sort(key=lambda e: (e.block_number, e.log_index))
         return events
 
-    async def _raw_logs(self, params: dict[str, Any]) -> list[Mapping[str, Any]]:
+    async def _raw_logs(self, params: dict[str, Any]) -> Sequence[Mapping[str, Any]]:
         """eth_getLogs without web3's result formatters, which cost about twice the rest of a
         watcher's catch-up; decode_log reads the raw hex itself. Falls back to web3 for providers
         that do not speak raw JSON-RPC (the in-process tester)."""
         make_request = getattr(self.w3.provider, "make_request", None)
         if make_request is None or type(self.w3.provider).__name__.startswith("AsyncEthereumTester"):
-            return await self.w3.eth.get_logs(params)
+            return await self.w3.eth.get_logs(cast(FilterParams, params))  # built with FilterParams' keys by get_events
         raw = dict(params)
         for key in ("fromBlock", "toBlock"):
             if isinstance(raw[key], int):
@@ -366,7 +367,7 @@ class ChannelDepositClient:
             raise
 
     async def _transact(
-        self, fn_name: str, args: list, *, value: int = 0, sender: Sender | None, gas: int | None
+        self, fn_name: str, args: list[Any], *, value: int = 0, sender: Sender | None, gas: int | None
     ) -> TxResult:
         sender = sender or self.sender
         if sender is None:

@@ -5,8 +5,10 @@ transaction policy of `chain/accounts.py`."""
 
 from __future__ import annotations
 
-import eth_abi
-from eth_utils import to_checksum_address
+from typing import Any
+
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
 from web3.exceptions import BadFunctionCallOutput, Web3ValueError
 
@@ -38,7 +40,7 @@ class Erc20Client:
     """The ERC-20 calls a payer needs before a token deposit: balance, EIP-2612 permit, or allowance
     and approve for tokens without permits."""
 
-    def __init__(self, w3: AsyncWeb3, address: AddressLike, *, receipt_timeout: float = 120.0, poll_latency: float = 0.5) -> None:
+    def __init__(self, w3: AsyncWeb3[Any], address: AddressLike, *, receipt_timeout: float = 120.0, poll_latency: float = 0.5) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
         self.receipt_timeout = receipt_timeout
@@ -67,7 +69,7 @@ class Erc20Client:
             if isinstance(exc, (BadFunctionCallOutput, Web3ValueError)) or _as_revert(exc, "nonces") is not None:
                 return None  # no such functions (a revert or an empty answer): the caller approves instead
             raise
-        fields = eth_abi.encode(
+        fields = abi_encode(
             ["address", "address", "uint256", "uint256", "uint256"],
             [owner.address, to_checksum_address(spender), _uint(value, "value"), nonce, _uint(deadline, "deadline")],
         )

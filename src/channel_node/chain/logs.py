@@ -9,13 +9,13 @@ emitter: callers filter by the contract's address.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cache, lru_cache
 from typing import Any, ClassVar
 
-import eth_abi
-from eth_utils import to_canonical_address
+from eth_abi.abi import decode as abi_decode
+from eth_utils.address import to_canonical_address
 
 from channel_node.chain.artifacts import canonical_type, channel_deposit_artifact
 from channel_node.signing.eip712 import ZERO_ADDRESS, ChannelConfig, keccak256
@@ -129,7 +129,7 @@ def _checksum(raw: bytes) -> str:
     return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(lower, digest))
 
 
-def _word_decoder(abi_type: str):
+def _word_decoder(abi_type: str) -> Callable[[bytes], Any] | None:
     """Decoder for one 32-byte word of a static type; None for types that need eth-abi."""
     if abi_type == "address":
         return lambda word: _checksum(word[12:])
@@ -212,7 +212,7 @@ def decode_log(log: Mapping[str, Any]) -> ChannelEventLog | None:
         for i, (name, decoder) in enumerate(zip(spec.data_fields, spec.data_words)):
             values[name] = decoder(data[32 * i : 32 * i + 32])
     else:  # pragma: no cover - ChannelDeposit's events are all static
-        for name, value in zip(spec.data_fields, eth_abi.decode(list(spec.data_types), data)):
+        for name, value in zip(spec.data_fields, abi_decode(list(spec.data_types), data)):
             values[name] = value
     return spec.cls(
         block_number=_as_int(log["blockNumber"]),

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from channel_node.chain.logs import ChannelEventLog
+from channel_node.errors import RemoteError
 from channel_node.store import BlockRef
 
 
-class ChainUnavailable(Exception):
+class ChainUnavailable(RemoteError):
     """The chain could not be read; the request may be retried."""
 
 

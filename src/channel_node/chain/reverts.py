@@ -13,29 +13,34 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-import eth_abi
+from eth_abi.abi import decode as abi_decode
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from channel_node.chain.artifacts import canonical_type, channel_deposit_artifact
+from channel_node.errors import Refusal
 from channel_node.signing.eip712 import keccak256
 
 _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string), from require/revert("...")
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256), from assert/overflow
 
 
-class ContractRevert(Exception):
+class ContractRevert(Refusal):
     """A ChannelDeposit call or transaction reverted.
 
     `error_name` is the custom error (e.g. "NothingToClaim"), "Error"/"Panic" for Solidity's built-in
     ones, or None when the data matches nothing in the ABI (then `data`/`reason` hold what is known).
-    `args` are the error's decoded arguments (ChannelDeposit's errors take none).
+    `args` are the error's decoded arguments (ChannelDeposit's errors take none). A refusal by the
+    contract: its stable `code` is `error_name`, or "contract_revert" when nothing in the ABI
+    matched (docs/design.md, "Errors"); over HTTP it would answer 409, a conflict with chain state.
     """
+
+    status = 409
 
     def __init__(
         self,
         function: str,
         error_name: str | None,
-        args: tuple = (),
+        args: tuple[Any, ...] = (),
         *,
         data: bytes = b"",
         reason: str | None = None,
@@ -45,6 +50,7 @@ class ContractRevert(Exception):
         super().__init__(*args)  # Exception.args carries the decoded error arguments
         self.function = function
         self.error_name = error_name
+        self.code = error_name if error_name is not None else "contract_revert"
         self.data = data
         self.reason = reason
         self.tx_hash = tx_hash
@@ -63,14 +69,17 @@ class ContractRevert(Exception):
     def __repr__(self) -> str:
         return f"ContractRevert({str(self)!r})"
 
-    def __reduce__(self):  # keep pickling working although `args` are not the constructor's arguments
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling working although `args` are not the constructor's arguments
         return (
             _rebuild_revert,
             (self.function, self.error_name, self.args, self.data, self.reason, self.tx_hash, self.block_number),
         )
 
 
-def _rebuild_revert(function, error_name, args, data, reason, tx_hash, block_number) -> ContractRevert:
+def _rebuild_revert(
+    function: str, error_name: str | None, args: tuple[Any, ...], data: bytes, reason: str | None,
+    tx_hash: bytes | None, block_number: int | None,
+) -> ContractRevert:
     return ContractRevert(
         function, error_name, args, data=data, reason=reason, tx_hash=tx_hash, block_number=block_number
     )
@@ -87,29 +96,30 @@ def _error_table() -> dict[bytes, tuple[str, tuple[str, ...]]]:
     return table
 
 
-def decode_revert_data(data: bytes) -> tuple[str | None, tuple]:
+def decode_revert_data(data: bytes) -> tuple[str | None, tuple[Any, ...]]:
     """(error name, decoded arguments) for raw revert data; (None, ()) when it matches nothing known."""
     selector, body = data[:4], data[4:]
     try:
         if selector in _error_table():
             name, types = _error_table()[selector]
-            return name, tuple(eth_abi.decode(list(types), body)) if types else ()
+            return name, tuple(abi_decode(list(types), body)) if types else ()
         if selector == _ERROR_STRING_SELECTOR:
-            return "Error", tuple(eth_abi.decode(["string"], body))
+            return "Error", tuple(abi_decode(["string"], body))
         if selector == _PANIC_SELECTOR:
-            return "Panic", tuple(eth_abi.decode(["uint256"], body))
+            return "Panic", tuple(abi_decode(["uint256"], body))
     except Exception:  # malformed arguments: keep the name, the raw data stays on the exception
         known = _error_table().get(selector)
         return (known[0] if known else None), ()
     return None, ()
 
 
-def _tester_failure_type() -> type | None:
+def _tester_failure_type() -> type[BaseException] | None:
     try:  # eth-tester is only present for the dev chain and tests
         from eth_tester.exceptions import TransactionFailed
     except ImportError:  # pragma: no cover
         return None
-    return TransactionFailed
+    failure: type[BaseException] = TransactionFailed  # eth-tester ships no types: name what it is
+    return failure
 
 
 def _revert_payload(exc: BaseException) -> tuple[bytes, str | None] | None:
@@ -143,7 +153,7 @@ def _revert_payload(exc: BaseException) -> tuple[bytes, str | None] | None:
                 pass
         return b"", raw
     if isinstance(exc, Web3RPCError) and "revert" in (exc.message or "").lower():
-        error = (exc.rpc_response or {}).get("error") or {}
+        error: object = exc.rpc_response.get("error") if exc.rpc_response else None
         data = error.get("data") if isinstance(error, Mapping) else None
         if isinstance(data, str) and data.startswith("0x"):
             try:

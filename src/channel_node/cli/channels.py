@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from channel_node.errors import UsageError
+
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8403"
 
 
-class OperatorError(Exception):
+class OperatorError(UsageError):
     """Something the operator must fix; printed as one line, exit code 2."""
 
 

@@ -10,9 +10,17 @@ import secrets
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from channel_node import __version__
-from channel_node.cli.support import run_async  # noqa: F401 (also importable from here)
+from channel_node.cli.support import report_error, run_async  # noqa: F401 (run_async: also importable from here)
+from channel_node.errors import ChannelNodeError
+
+if TYPE_CHECKING:  # annotations only: the commands import what they run lazily, to start fast
+    from aiohttp import web
+
+    from channel_node.config import Settings
+    from channel_node.dev.stack import DevWorld
 
 
 def freeze_startup_objects() -> None:
@@ -30,7 +38,7 @@ def _print(lines: list[str]) -> None:
         print(line, flush=True)
 
 
-async def _serve_app(app, host: str, port: int):
+async def _serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None)
@@ -70,6 +78,7 @@ async def _dev_main(args: argparse.Namespace) -> int:
     node = await build_node(settings, AsyncWeb3(provider))
     await node.start()
     runner, base_url = await _serve_app(node.app, args.host, args.port)
+    assert node.admin_app is not None  # build_node always makes one (it refuses every call without a token)
     admin_runner, admin_url = await _serve_app(node.admin_app, "127.0.0.1", 0)
     rpc_runner, rpc_url = await _serve_rpc(world, args.rpc_port)
     reader_wallet = _dev_reader_wallet(world)
@@ -80,7 +89,11 @@ async def _dev_main(args: argparse.Namespace) -> int:
         async with aiohttp.ClientSession() as http:
             async with http.get(base_url + first) as offer:
                 offer_status = offer.status
-            header = world.voucher_header(node.paywall.prices.match(first).amount, first=True)
+            price = node.paywall.prices.match(first)
+            if price is None:  # the sample site prices every article; a free one cannot check the path
+                print(f"self-check failed: {first} has no price", file=sys.stderr)
+                return 1
+            header = world.voucher_header(price.amount, first=True)
             async with http.get(base_url + first, headers={"PAYMENT-SIGNATURE": header}) as paid:
                 paid_status = paid.status
                 receipt = decode_header(paid.headers["PAYMENT-RESPONSE"]) if paid.status == 200 else None
@@ -123,7 +136,7 @@ async def _dev_main(args: argparse.Namespace) -> int:
         await node.close()
 
 
-async def _serve_rpc(world, port: int):
+async def _serve_rpc(world: DevWorld, port: int) -> tuple[web.AppRunner, str]:
     """The in-process chain as JSON-RPC on loopback; a free port when the wanted one is taken."""
     from channel_node.dev.rpc_bridge import create_rpc_app
 
@@ -134,7 +147,7 @@ async def _serve_rpc(world, port: int):
         return await _serve_app(app, "127.0.0.1", 0)
 
 
-def _dev_reader_wallet(world) -> Path:
+def _dev_reader_wallet(world: DevWorld) -> Path:
     """A wallet folder holding the dev reader's (public, well-known) key, password "dev"."""
     from channel_node.keys import import_key
 
@@ -156,11 +169,9 @@ def _dev(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- serve
 
 
-async def _serve_main(settings) -> int:
-    from channel_node.node.assembly import NodeConfigError, build_node
-    from channel_node.store import StoreError
-
+async def _serve_main(settings: Settings) -> int:
     from channel_node.chain.connect import web3_for
+    from channel_node.node.assembly import build_node
 
     w3, persistent = web3_for(settings.rpc_url)
     if persistent:
@@ -169,17 +180,14 @@ async def _serve_main(settings) -> int:
         except Exception as exc:
             print(f"error: cannot connect to {settings.rpc_url}: {type(exc).__name__}", file=sys.stderr)
             return 2
-    try:
-        node = await build_node(settings, w3)
-    except (NodeConfigError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    node = await build_node(settings, w3)  # a NodeConfigError or StoreError: main's one line and exit code
     if node.sender is None:
         print("warning: no claim_key or claim_keystore: the node cannot defend channels or claim", file=sys.stderr)
     await node.start()
     runner, base_url = await _serve_app(node.app, settings.host, settings.port)
     admin_runner = None
     if settings.admin_token is not None:
+        assert node.admin_app is not None  # build_node always makes one
         admin_runner, admin_url = await _serve_app(node.admin_app, settings.admin_host, settings.admin_port)
         print(f"admin API on {admin_url}/admin (bearer token; OpenAPI at /admin/openapi.json)", flush=True)
     freeze_startup_objects()
@@ -215,13 +223,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _contract_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.console import Console, JustifyMethod
     from rich.table import Table
 
     from channel_node.dev.demo import run_contract_demo
 
     table = Table(title="One payment channel, end to end, on the in-process chain")
-    for column, justify in (("step", "left"), ("gas", "right"), ("result", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("step", "left"), ("gas", "right"), ("result", "left"))
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for step in run_contract_demo(unlocks=args.unlocks, price=args.price):
         table.add_row(step.name, f"{step.gas:,}" if step.gas else "—", step.result)
@@ -272,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. The command line's one error edge (docs/design.md, "Errors"): any
+    `ChannelNodeError` a command lets out is one `error: <message>` line on stderr and exit code 2
+    (the user must act) or 1 (a remote party or local state failed), never a traceback."""
     os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
     args = build_parser().parse_args(argv)
     # Every command whose stdout is its answer (tables, JSON, content) logs to stderr; `dev` and
@@ -279,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     from channel_node.logs import configure
 
     configure("console", logging.WARNING, stream="stderr")
-    return args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except ChannelNodeError as exc:  # the one place a command's error becomes its exit code
+        return report_error(exc)
+    return code
 
 
 if __name__ == "__main__":

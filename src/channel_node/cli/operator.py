@@ -13,8 +13,10 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from channel_node.cli.support import EXIT_USER, reporting_errors, run_async
 from channel_node.keys import (
     PASSWORD_ENV,
     KeystoreError,
@@ -25,15 +27,23 @@ from channel_node.keys import (
     read_password,
 )
 
+if TYPE_CHECKING:  # annotations only: the chain side is imported when `deploy` runs, to start fast
+    from web3 import AsyncWeb3
+
+    from channel_node.chain.accounts import Sender, Tx
+
+Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns (argparse names it privately)
+
 #: ChannelDeposit.MAX_AMOUNT: the contract treats a larger cap as none, so the CLI refuses one
 #: rather than silently deploying an uncapped contract.
 MAX_AMOUNT = (1 << 108) - 1
 
 
 def _error(message: str) -> int:
-    # One line, whatever the underlying exception's text looked like.
+    # One line, whatever the underlying exception's text looked like (the same line as
+    # cli/support.py's `error_line` for an error this module lets out).
     print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
-    return 2
+    return EXIT_USER
 
 
 # ------------------------------------------------------------------ argument types
@@ -72,7 +82,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def _address(text: str) -> str:
-    from eth_utils import is_address, to_checksum_address
+    from eth_utils.address import is_address, to_checksum_address
 
     if not is_address(text):
         raise argparse.ArgumentTypeError(f"not an Ethereum address: {text!r}")
@@ -82,12 +92,11 @@ def _address(text: str) -> str:
 # ------------------------------------------------------------------ keys
 
 
+@reporting_errors  # a KeystoreError: one line, exit 2 (cli/support.py)
 def _keys_new(args: argparse.Namespace) -> int:
     try:
         password = read_password(confirm=True)
         address = create_keystore(Path(args.keystore), password)
-    except KeystoreError as exc:
-        return _error(str(exc))
     except OSError as exc:
         return _error(f"cannot write keystore {args.keystore}: {exc.strerror or type(exc).__name__}")
     print(f"wrote keystore {args.keystore} (mode 0600)", file=sys.stderr)
@@ -116,13 +125,12 @@ def _read_key_text(args: argparse.Namespace) -> str:
     return sys.stdin.readline()
 
 
+@reporting_errors
 def _keys_import(args: argparse.Namespace) -> int:
     try:
         key = parse_private_key(_read_key_text(args))  # validated before asking for a password
         password = read_password(confirm=True)
         address = create_keystore(Path(args.keystore), password, key)
-    except KeystoreError as exc:
-        return _error(str(exc))
     except OSError as exc:
         return _error(f"cannot write keystore {args.keystore}: {exc.strerror or type(exc).__name__}")
     print(f"wrote keystore {args.keystore} (mode 0600)", file=sys.stderr)
@@ -130,16 +138,14 @@ def _keys_import(args: argparse.Namespace) -> int:
     return 0
 
 
+@reporting_errors
 def _keys_show(args: argparse.Namespace) -> int:
-    try:
-        address = keystore_address(Path(args.keystore))
-    except KeystoreError as exc:
-        return _error(str(exc))
+    address = keystore_address(Path(args.keystore))
     print(address, flush=True)
     return 0
 
 
-def add_keys_commands(subparsers) -> argparse.ArgumentParser:
+def add_keys_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Adds `keys new|import|show`; returns the `keys` parser."""
     keys = subparsers.add_parser("keys", help="create, import or inspect an encrypted operator keystore")
     commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -184,24 +190,31 @@ def _public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{hidden}"
 
 
-def _recording(sender):
+class _Sent:
+    """The hash of the transaction a recording sender sent, None until it sent one."""
+
+    tx_hash: bytes | None = None
+
+
+def _recording(sender: Sender) -> tuple[Sender, _Sent]:
     """Wraps a Sender so the deployment's transaction hash is known even if waiting for it fails."""
     from channel_node.chain import Sender
 
+    sent = _Sent()
+
     class RecordingSender(Sender):
-        def __init__(self, inner) -> None:
+        def __init__(self, inner: Sender) -> None:
             self.inner = inner
             self.address = inner.address
-            self.tx_hash: bytes | None = None
 
-        async def send(self, w3, tx: dict) -> bytes:
-            self.tx_hash = await self.inner.send(w3, tx)
-            return self.tx_hash
+        async def send(self, w3: AsyncWeb3[Any], tx: Tx) -> bytes:
+            sent.tx_hash = await self.inner.send(w3, tx)
+            return sent.tx_hash
 
         def __repr__(self) -> str:
             return f"RecordingSender({self.inner!r})"
 
-    return RecordingSender(sender)
+    return RecordingSender(sender), sent
 
 
 def _is_insufficient_funds(exc: BaseException) -> bool:
@@ -218,7 +231,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def _deploy_main(args: argparse.Namespace, sender) -> int:
+async def _deploy_main(args: argparse.Namespace, sender: Sender) -> int:
+    from hexbytes import HexBytes
     from web3.exceptions import TimeExhausted
 
     from channel_node.chain import ChannelDepositClient, ContractRevert
@@ -242,17 +256,18 @@ async def _deploy_main(args: argparse.Namespace, sender) -> int:
                 f"account {sender.address} has no funds on chain {chain_id}; fund it to pay for the deployment"
             )
 
-        recorder = _recording(sender)
+        recorder, sent = _recording(sender)
         try:
             client = await ChannelDepositClient.deploy(
                 w3, recorder, args.max_deposit, args.gas, receipt_timeout=args.timeout, poll_latency=0.25
             )
-            receipt = await w3.eth.get_transaction_receipt(recorder.tx_hash)
+            assert sent.tx_hash is not None  # deploy returned: its transaction was sent and mined
+            receipt = await w3.eth.get_transaction_receipt(HexBytes(sent.tx_hash))
         except ContractRevert as exc:
             return _error(f"the deployment reverted: {exc}")
         except TimeExhausted:
             return _error(
-                f"deployment transaction 0x{recorder.tx_hash.hex()} was not mined within {args.timeout:g} s; "
+                f"deployment transaction 0x{(sent.tx_hash or b'').hex()} was not mined within {args.timeout:g} s; "
                 "check it before deploying again (a second deploy makes a second contract)"
             )
         except Exception as exc:
@@ -282,15 +297,13 @@ async def _deploy_main(args: argparse.Namespace, sender) -> int:
     return 0
 
 
+@reporting_errors
 def _deploy(args: argparse.Namespace) -> int:
     from channel_node.chain import Sender
-    from channel_node.cli.support import run_async
 
+    sender: Sender
     if args.keystore:
-        try:
-            key = load_key(Path(args.keystore), read_password(confirm=False))
-        except KeystoreError as exc:
-            return _error(str(exc))
+        key = load_key(Path(args.keystore), read_password(confirm=False))
         sender = Sender.from_key(key)
         del key  # the sender holds the only copy this command needs
     else:
@@ -298,7 +311,7 @@ def _deploy(args: argparse.Namespace) -> int:
     return run_async(_deploy_main(args, sender))
 
 
-def add_deploy_command(subparsers) -> argparse.ArgumentParser:
+def add_deploy_command(subparsers: Subparsers[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Adds `deploy`; returns its parser."""
     deploy = subparsers.add_parser(
         "deploy",

@@ -23,10 +23,12 @@ import os
 import sys
 from pathlib import Path
 
+from channel_node.errors import UsageError
+
 DEFAULT_FOLDER = Path(os.environ.get("CHANNEL_NODE_WALLET", Path.home() / ".channel-node" / "wallet"))
 
 
-class CliError(Exception):
+class CliError(UsageError):
     pass
 
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from channel_node.errors import UsageError
 
-class LedgerBlocked(Exception):
+
+class LedgerBlocked(UsageError):
     """The ledger is marked misbehaved: no voucher may be sent from it (see `trust`)."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from eth_utils import to_checksum_address
 
+from channel_node.errors import StateError
 from channel_node.signing import ChannelConfig
 
 #: The ledger's durable part: (received, lost, pending as (payment id, price, resource, once) tuples).
@@ -98,7 +99,7 @@ _COLUMNS = (
 _LEDGER_COLUMNS = (("received", "TEXT"), ("lost", "TEXT NOT NULL DEFAULT '0'"), ("pending", "TEXT NOT NULL DEFAULT '[]'"))
 
 
-class WalletStoreError(Exception):
+class WalletStoreError(StateError):
     """The wallet database refused a write (an invariant would break) or belongs to another account."""
 
 

@@ -53,6 +53,7 @@ from channel_node.client.store import (
     ChannelRecord,
     WalletStore,
 )
+from channel_node.errors import UsageError
 from channel_node.server.protocol import SCHEME, payment_signature
 from channel_node.signing import (
     ChannelConfig,
@@ -77,7 +78,7 @@ _DECIMAL = re.compile(r"[0-9]{1,78}")
 # ------------------------------------------------------------------ errors
 
 
-class WalletError(Exception):
+class WalletError(UsageError):
     """Something the wallet will not or cannot do; the message says what and why."""
 
 

@@ -34,6 +34,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from channel_node.errors import UsageError
 from channel_node.insights import queries as q
 from channel_node.insights.charts import Money, bar_chart, bucket_label, line_chart, percent
 from channel_node.insights.recorder import Recorder, connect
@@ -48,7 +49,7 @@ _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 MONEY_KEYS = {"revenue", "price", "revenue_per_offer"}
 
 
-class BadRequest(ValueError):
+class BadRequest(UsageError, ValueError):
     pass
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 import orjson
 
+from channel_node.errors import UsageError
 from channel_node.insights.recorder import (
     DAY,
     HOUR,
@@ -37,7 +38,7 @@ MAX_BUCKETS = 10_000
 NO_TAG = -1  # a tag the database has never seen: matches nothing
 
 
-class QueryError(ValueError):
+class QueryError(UsageError, ValueError):
     """A malformed query (unknown bucket, inverted range, too many buckets, malformed tag)."""
 
 

@@ -19,10 +19,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from channel_node.errors import UsageError
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-class ReportError(Exception):
+class ReportError(UsageError):
     """Printed as one line, exit code 2."""
 
 

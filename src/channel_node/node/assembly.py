@@ -20,6 +20,7 @@ from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
 from channel_node.config import Settings
+from channel_node.errors import ConfigError
 from channel_node.insights.dashboard import add_dashboard_routes
 from channel_node.insights.recorder import Recorder
 from channel_node.node.recovery import SignerRecovery
@@ -34,7 +35,7 @@ from channel_node.signing import Domain, address_of_key
 from channel_node.store import Cursor, Pin, SQLiteStore, Store
 
 
-class NodeConfigError(Exception):
+class NodeConfigError(ConfigError):
     """The node cannot start with this configuration; the message says what to change."""
 
 

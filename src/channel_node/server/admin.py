@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from channel_node.core import ChannelState, Reject
+from channel_node.errors import Refusal
 from channel_node.node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
 from channel_node.server.protocol import config_json
 from channel_node.store import Charge, OutboxRow, StoreError
@@ -43,7 +44,7 @@ _HEX_ID = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 _DIGITS = re.compile(r"[0-9]{1,78}")
 
 
-class AdminError(Exception):
+class AdminError(Refusal):
     """A refusal: answered as `{"error": code, "message": message}` with `status`."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:

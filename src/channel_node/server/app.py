@@ -5,7 +5,8 @@ canonical is a 400) -> its price -> parse `PAYMENT-SIGNATURE` -> check it is for
 contract, receiver and asset -> fetch the whole content (a missing file, a failing origin or a
 partial answer costs nothing) -> `Runtime.pay` commits the voucher and charge -> send the content
 with `PAYMENT-RESPONSE`. HEAD and OPTIONS are never charged (docs/protocol.md section 9).
-Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises into a 500.
+Any refusal is a 4xx whose JSON names a stable `error` code; nothing here raises into a 500. A
+`ChannelNodeError` that escapes a handler is answered by `error_answer` (docs/design.md, "Errors").
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 import structlog
 from aiohttp import web
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
-from channel_node.core import Reject, Rejected
+from channel_node.chain.ports import ChainUnavailable
+from channel_node.core import Accepted, ChannelState, ConsentToClose, Reject, Rejected
+from channel_node.errors import ChannelNodeError, Refusal, RemoteError, StateError
 from channel_node.logs import bound_aiohttp_logs
-from channel_node.node.runtime import ChainUnavailable, PaymentRequest, Runtime
+from channel_node.node.runtime import PaymentRequest, Runtime
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
 from channel_node.server.content import Content, ProxySource, StaticSource, not_found, withheld
 from channel_node.server.metrics import Metrics
@@ -49,10 +52,15 @@ from channel_node.store import StoreError
 
 
 
-def _paywall_logger():
+def _paywall_logger() -> structlog.typing.FilteringBoundLogger:
     # Bound once per paywall (after logging is configured): a lazy module-level proxy would rebuild
     # the logger on every paid request.
-    return structlog.get_logger("channel_node.paywall").bind()
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("channel_node.paywall").bind()
+    return logger
+
+
+#: A handler of one of the paywall's fixed paths.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Refusals a client fixes by signing again: they carry the channel's state (a corrective 402).
 CORRECTIVE = {Reject.INSUFFICIENT_VOUCHER, Reject.STALE_VOUCHER, Reject.EXCEEDS_DEPOSIT}
@@ -66,7 +74,7 @@ SHARED_CACHE_FIELDS = ("Cache-Control", "Expires", "Surrogate-Control", "CDN-Cac
                        "X-Accel-Expires", "Edge-Control", "Fastly-Surrogate-Control")  # fmt: skip
 
 
-def _hex_field(body: dict, name: str, length: int | None) -> bytes:
+def _hex_field(body: dict[str, Any], name: str, length: int | None) -> bytes:
     value = body[name]
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"{name} must be 0x-prefixed hex")
@@ -101,7 +109,8 @@ class Paywall:
     consent_key: bytes | None = field(default=None, repr=False)
     insights: InsightsRecorder | None = None  # offers shown and unlocks sold, for the publisher's reports
     public_url: str | None = None  # "https://news.example": the base of a 402's resource.url
-    routes: dict = field(default_factory=dict)  # canonical path -> (methods, handler), set by create_app
+    # canonical path -> (methods, handler), set by create_app
+    routes: dict[str, tuple[tuple[str, ...], Handler]] = field(default_factory=dict)
 
     async def cooperative_close(self, request: web.Request) -> web.Response:
         """A payer asks for the receiver's signature to close its channel now at `amount`
@@ -131,10 +140,11 @@ class Paywall:
         if isinstance(effect, Rejected):
             status = {Reject.CHANNEL_UNKNOWN: 404, Reject.INVALID_SIGNATURE: 403, Reject.CANNOT_CONSENT: 503}.get(effect.code, 409)
             state = await self.runtime.channel(channel)
-            document = {"error": effect.code.value, "message": effect.detail}
+            document: dict[str, Any] = {"error": effect.code.value, "message": effect.detail}
             if state is not None:
                 document["channel"] = channel_summary(state)
             return web.json_response(document, status=status)
+        assert isinstance(effect, ConsentToClose), effect  # the core answers a close request with a consent or a refusal
         signature = sign_digest(self.consent_key, cooperative_close_digest(self.runtime.domain, channel, effect.amount))
         self.log.info("cooperative_close_consent", channel="0x" + channel.hex(), amount=str(effect.amount))
         return web.json_response({
@@ -145,8 +155,22 @@ class Paywall:
     # ------------------------------------------------------------------ handlers
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Every request of the paywall's listener: the canonical resource is computed here, once,
-        and passed down; nothing below reads `request.path` (docs/protocol.md, "Canonical resource")."""
+        """Every request of the paywall's listener, and its one error edge (docs/design.md,
+        "Errors"): a `ChannelNodeError` that escapes the handlers below is answered by
+        `error_answer`, never a traceback or aiohttp's text 500."""
+        try:
+            return await self._route(request)
+        except ChannelNodeError as exc:
+            status, code, message = error_answer(exc)
+            if status >= 500:  # the type only: the text may name what the requester must not see
+                self.log.error("request_failed", status=status, error=code, exception=type(exc).__name__)
+            else:
+                self.log.info("request_refused", status=status, error=code, method=request.method[:16])
+            return _error(status, code, message)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        """The canonical resource is computed here, once, and passed down; nothing below reads
+        `request.path` (docs/protocol.md, "Canonical resource")."""
         resource = canonical_resource(request.raw_path)
         if isinstance(resource, RefusedPath):
             self.log.info("request_refused", status=400, error=resource.code, method=request.method[:16])
@@ -239,8 +263,9 @@ class Paywall:
                 content.opened.close()
             return outcome
 
+        effect, state = outcome
         channel = "0x" + voucher.channel_id.hex()
-        charged = outcome.effect.charged
+        charged = effect.charged
         (self.metrics.paid_unlocks if charged else self.metrics.free_refetches).inc()
         if charged:
             self.metrics.revenue.inc(charged)
@@ -248,23 +273,26 @@ class Paywall:
                 self.insights.unlock(key, charged, price.tags, voucher.channel_id, time.time())
         self.metrics.accepted_latency.observe(time.perf_counter() - started)
         self.log.info("payment", channel=channel, resource=key, charged=str(charged), outcome="accepted",
-                      charged_total=str(outcome.state.charged))  # fmt: skip
+                      charged_total=str(state.charged))  # fmt: skip
         extra = {
-            RESPONSE_HEADER: encode_header(payment_response(self.offer, outcome.state, charged, voucher.payment_id, voucher.amount)),
+            RESPONSE_HEADER: encode_header(payment_response(self.offer, state, charged, voucher.payment_id, voucher.amount)),
             "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             "Cache-Control": SOLD_CACHE_CONTROL,
         }
         for name in SHARED_CACHE_FIELDS:  # a shared cache must not keep a sold answer for others
             content.headers.popall(name, None)
         if content.opened is not None:
-            return await self._stream_opened(request, content, extra)
+            return await self._stream_opened(request, content, content.opened, extra)
         response = self._content_response(content)
         response.headers.update(extra)
         return response
 
-    async def _pay_or_refuse(self, payment, resource, request, price, voucher, started, check: bool = False):
+    async def _pay_or_refuse(
+        self, payment: PaymentRequest, resource: Resource, request: web.Request, price: Price, voucher: Voucher,
+        started: float, check: bool = False,
+    ) -> tuple[Accepted, ChannelState] | web.Response:
         """`Runtime.pay` (or, with `check`, what it would decide, committing nothing): the accepted
-        outcome, or the refusal to answer with."""
+        effect and the channel after it, or the refusal to answer with."""
         try:
             outcome = await (self.runtime.check(payment) if check else self.runtime.pay(payment))
         except ChainUnavailable as exc:
@@ -272,12 +300,14 @@ class Paywall:
         except StoreError as exc:
             self.log.error("store_failed", error=str(exc))
             return self._refuse(resource, request, price, 503, "store_unavailable", "the node could not record the payment", started)
-        if not outcome.accepted:
-            code = outcome.effect.code
+        effect = outcome.effect
+        if isinstance(effect, Rejected):
+            code = effect.code
             state = outcome.state if code in CORRECTIVE else None
             channel = "0x" + voucher.channel_id.hex()
-            return self._refuse(resource, request, price, 402, code.value, outcome.effect.detail, started, state, channel)
-        return outcome
+            return self._refuse(resource, request, price, 402, code.value, effect.detail, started, state, channel)
+        assert outcome.state is not None, "an accepted payment knows its channel"
+        return effect, outcome.state
 
     @staticmethod
     def _call(key: str, method: str, body: bytes) -> str:
@@ -322,7 +352,10 @@ class Paywall:
         the path-only target. Never the request's Host (docs/protocol.md section 1)."""
         return (self.public_url or "") + resource.target
 
-    def _required(self, resource: Resource, request, price: Price, status: int, code: str, message: str, state=None) -> web.Response:
+    def _required(
+        self, resource: Resource, request: web.Request, price: Price, status: int, code: str, message: str,
+        state: ChannelState | None = None,
+    ) -> web.Response:
         served = self.source.served_path(resource.path)
         document = payment_required(
             self.offer,
@@ -344,7 +377,10 @@ class Paywall:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    def _refuse(self, resource, request, price, status, code, message, started, state=None, channel=None) -> web.Response:
+    def _refuse(
+        self, resource: Resource, request: web.Request, price: Price, status: int, code: str, message: str,
+        started: float, state: ChannelState | None = None, channel: str | None = None,
+    ) -> web.Response:
         self.metrics.rejections.labels(code).inc()
         self.metrics.rejected_latency.observe(time.perf_counter() - started)
         self.log.info("payment", channel=channel, resource=self._key(resource), charged="0", outcome=code)
@@ -357,7 +393,7 @@ class Paywall:
         return web.Response(status=content.status, body=content.body, headers=content.headers)
 
     @staticmethod
-    async def _stream_opened(request: web.Request, content: Content, extra: dict) -> web.StreamResponse:
+    async def _stream_opened(request: web.Request, content: Content, opened: BinaryIO, extra: dict[str, str]) -> web.StreamResponse:
         """A priced large file, opened before the charge: the whole file as one 200 (no Range, no
         304: docs/security.md, "Partial and conditional answers")."""
         response = web.StreamResponse(status=200, headers={**content.headers, **extra})
@@ -365,15 +401,38 @@ class Paywall:
         try:
             await response.prepare(request)
             if request.method != "HEAD":
-                while chunk := await asyncio.to_thread(content.opened.read, 256 * 1024):
+                while chunk := await asyncio.to_thread(opened.read, 256 * 1024):
                     await response.write(chunk)
             await response.write_eof()
         finally:
-            content.opened.close()
+            opened.close()
         return response
 
 
-def _error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+#: The 5xx answer of each category that is not a `Refusal`: (status, code, message). The message is
+#: generic on purpose: an exception's own text may name paths, hosts or figures the requester has no
+#: business seeing (docs/design.md, "Errors"). The first category that applies decides.
+SERVER_ERRORS: tuple[tuple[type[ChannelNodeError], int, str, str], ...] = (
+    (RemoteError, 503, "upstream_unavailable", "a service the node depends on did not answer; retry later"),
+    (StateError, 503, "store_unavailable", "the node's database could not be used; retry later"),
+    (ChannelNodeError, 500, "internal_error", "the node failed to answer; see its log"),
+)
+
+
+def error_answer(exc: ChannelNodeError) -> tuple[int, str, str]:
+    """(status, code, message) for a `ChannelNodeError` that escaped a handler. A `Refusal` answers
+    its own status (a 4xx unless it names another error status), code and message, which are
+    written for the requester; any other error its category's generic 5xx, never its own text."""
+    if isinstance(exc, Refusal):
+        status = exc.status if 400 <= exc.status <= 599 else 400
+        return status, exc.code, str(exc)[:300]
+    for category, status, code, message in SERVER_ERRORS:
+        if isinstance(exc, category):
+            return status, code, message
+    raise AssertionError("unreachable: SERVER_ERRORS ends with the root")  # pragma: no cover
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
@@ -382,7 +441,7 @@ def _method_not_allowed(methods: tuple[str, ...]) -> web.Response:
     return _error(405, "method_not_allowed", f"this resource answers {allow}", {"Allow": allow})
 
 
-def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict]] | None = None) -> web.Application:
+def create_app(paywall: Paywall, health: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> web.Application:
     """`health` returns the node's state; a non-empty `problems` list makes the status "degraded"
     (the paywall keeps serving: a monitor decides what to do)."""
     bound_aiohttp_logs()  # a malformed request is one bounded log line, never a traceback

@@ -18,6 +18,7 @@ from eth_utils import to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from channel_node.core import ChannelState
+from channel_node.errors import Refusal
 from channel_node.signing import ChannelConfig
 from channel_node.signing.eip712 import ZERO_ADDRESS
 from channel_node.types import UINT96_MAX, UINT128_MAX
@@ -34,7 +35,7 @@ _DECIMAL = re.compile(r"[0-9]{1,39}")
 _PAYMENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
-class ProtocolError(Exception):
+class ProtocolError(Refusal):
     """A request the paywall refuses before it reaches the channel rules. `code` is stable."""
 
     def __init__(self, code: str, detail: str, status: int = 402) -> None:

@@ -16,13 +16,15 @@ try:  # safe-pysha3 is several times faster than the pycryptodome backend eth-ha
     from sha3 import keccak_256 as _keccak_256
 
     def keccak256(data: bytes) -> bytes:
-        return _keccak_256(data).digest()
+        digest: bytes = _keccak_256(data).digest()  # pysha3 ships no types
+        return digest
 
 except ImportError:  # pragma: no cover - exercised only where safe-pysha3 is missing
-    from eth_hash.auto import keccak as keccak256  # type: ignore[assignment]
+    from eth_hash.auto import keccak as keccak256  # type: ignore[assignment]  # a callable object with keccak256's signature, not a def
 
-from eth_utils import to_canonical_address, to_checksum_address
+from eth_utils.address import to_canonical_address, to_checksum_address
 
+from channel_node.errors import Refusal
 from channel_node.types import UINT32_MAX, UINT96_MAX, UINT128_MAX  # noqa: F401 (importable from here too)
 
 AddressLike = Union[str, bytes]
@@ -45,8 +47,11 @@ COOPERATIVE_CLOSE_TYPEHASH = keccak256(b"CooperativeClose(bytes32 channelId,uint
 
 
 
-class InvalidSignature(ValueError):
-    """The signature is malformed, high-s, or does not recover to a key."""
+class InvalidSignature(Refusal, ValueError):
+    """The signature is malformed, high-s, or does not recover to a key. Its `code` is the core's
+    `Reject.INVALID_SIGNATURE` (docs/design.md, "Errors")."""
+
+    code = "invalid_signature"
 
 
 def _word(value: int) -> bytes:
@@ -151,7 +156,7 @@ class ChannelConfig:
             + _address_word(self.receiver_authorizer)
         )
 
-    def as_abi_tuple(self) -> tuple:
+    def as_abi_tuple(self) -> tuple[str, str, str, str, int, int, str]:
         """The `ChannelConfig` tuple as web3 expects it for contract calls."""
         return (
             to_checksum_address(self.payer),

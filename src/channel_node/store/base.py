@@ -11,17 +11,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from channel_node.core import ChannelState
+from channel_node.errors import ConfigError, StateError, UsageError
 
 
-class StoreError(Exception):
+class StoreError(StateError):
     """Base class of store failures the caller can act on."""
 
 
-class StoreMismatch(StoreError):
+class StoreMismatch(StoreError, ConfigError):
     """The database belongs to another chain, contract or receiver than the configuration says."""
 
 
-class StoreLocked(StoreError):
+class StoreLocked(StoreError, UsageError):
     """Another node process holds this database."""
 
 

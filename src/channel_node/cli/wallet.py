@@ -141,7 +141,7 @@ async def _get(args) -> int:
     unit = f"units of token {args.token}" if args.token else "wei"
     why = ""
     if result.status == 402 and "PAYMENT-REQUIRED" in result.headers:
-        from channel_node.server.protocol import decode_header
+        from channel_node.wire.envelope import decode_header
 
         try:
             refusal = decode_header(result.headers["PAYMENT-REQUIRED"])

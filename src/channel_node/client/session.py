@@ -21,7 +21,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from channel_node.client.wallet import OfferRejected, ServerMisbehaved, Wallet
-from channel_node.server.protocol import REQUIRED_HEADER, RESPONSE_HEADER, SCHEME, SIGNATURE_HEADER, decode_header
+from channel_node.wire.channel import SCHEME
+from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, decode_header
 
 #: aiohttp >= 3.12 takes client middlewares (`ClientSession(middlewares=...)`).
 MIDDLEWARE_SUPPORTED = tuple(int(p) for p in aiohttp.__version__.split(".")[:2] if p.isdigit()) >= (3, 12)

@@ -53,7 +53,7 @@ from channel_node.client.store import (
     ChannelRecord,
     WalletStore,
 )
-from channel_node.server.protocol import SCHEME, payment_signature
+from channel_node.wire.channel import SCHEME, payment_signature
 from channel_node.signing import (
     ChannelConfig,
     Domain,

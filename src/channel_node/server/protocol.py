@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from channel_node.core import ChannelState
 from channel_node.wire import envelope
 from channel_node.wire.channel import SCHEME, ChannelAccepts, ChannelExtra, ChannelReceipt, ChannelSummary, checksum
-from channel_node.wire.envelope import X402_VERSION, PaymentRequired
+from channel_node.wire.envelope import X402_VERSION, PaymentRequired, ResourceInfo
 
 
 def channel_summary(state: ChannelState) -> ChannelSummary:
@@ -73,7 +73,7 @@ def payment_required(
         "maxTimeoutSeconds": offer.max_timeout_seconds,
         "extra": extra,
     }
-    resource = {"url": url, "description": description, "mimeType": mime_type}
+    resource: ResourceInfo = {"url": url, "description": description, "mimeType": mime_type}
     return envelope.payment_required(error, message, resource, [accepts])
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
 
 from eth_utils.address import to_checksum_address
 from pydantic import Field
@@ -31,7 +31,7 @@ from channel_node.wire.envelope import (
     validate_payment,
 )
 
-SCHEME = "channel"
+SCHEME: Final = "channel"
 
 Amount = Annotated[int, decimal_uint(UINT128_MAX)]
 Salt = Annotated[int, decimal_uint(UINT96_MAX)]

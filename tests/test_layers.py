@@ -115,8 +115,8 @@ def _arrows(graph: dict[str, set[str]], sources: tuple[str, ...], targets: tuple
 
 
 def test_the_wallet_and_the_paywall_meet_only_in_wire():
-    """The reader wallet and the node speak one envelope, defined once in wire/ (docs/protocol.md,
-    "The wire package"): client/ never imports server/, nor server/ client/, and wire/ imports none
+    """The reader wallet and the node speak one envelope, defined once in wire/ (docs/protocol.md
+    section 12): client/ never imports server/, nor server/ client/, and wire/ imports none
     of the packages that use it or do I/O, so it stays a leaf both sides can share."""
     graph = _imports(_modules())
     assert _arrows(graph, ("client",), ("server",)) == []

@@ -1,4 +1,4 @@
-"""The envelope both sides speak (docs/protocol.md, "The wire package"): what the wallet writes the
+"""The envelope both sides speak (docs/protocol.md section 12): what the wallet writes the
 node reads back unchanged, the header bound holds at its edge, and what the node writes (offer,
 corrective state, receipt) is what the wallet's readers take it to be, field for field."""
 

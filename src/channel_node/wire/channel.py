@@ -1,4 +1,4 @@
-"""The `channel` scheme's fields in the x402 envelope (docs/protocol.md, "The HTTP transport"):
+"""The `channel` scheme's fields in the x402 envelope (docs/protocol.md sections 1, 2 and 4):
 its `PAYMENT-SIGNATURE` payload (a voucher, with the channel's configuration on first use), its
 `accepts` entry with the node's channel terms in `extra`, and its receipt. The node parses the
 payload and writes the offer and receipt; the wallet writes the payload and reads the offer and

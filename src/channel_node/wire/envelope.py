@@ -1,8 +1,9 @@
-"""The scheme-independent part of the x402 v2 HTTP transport (docs/protocol.md, "The HTTP
-transport"): three headers carrying base64 of JSON, `PAYMENT-REQUIRED` (the offer, with a 402),
-`PAYMENT-SIGNATURE` (the payment, with the retried request) and `PAYMENT-RESPONSE` (the receipt,
-with the paid answer). Amounts are decimal strings in the token's smallest unit. Everything here is
-pure: no I/O. The scheme's own fields live in a module per scheme (`wire/channel.py`)."""
+"""The scheme-independent part of the x402 v2 HTTP transport (docs/design.md, "The HTTP
+transport"; the fields in docs/protocol.md sections 1, 2 and 4): three headers carrying base64 of
+JSON, `PAYMENT-REQUIRED` (the offer, with a 402), `PAYMENT-SIGNATURE` (the payment, with the
+retried request) and `PAYMENT-RESPONSE` (the receipt, with the paid answer). Amounts are decimal
+strings in the token's smallest unit. Everything here is pure: no I/O. The scheme's own fields live
+in a module per scheme (`wire/channel.py`)."""
 
 from __future__ import annotations
 

@@ -100,9 +100,10 @@ def test_refusals_name_the_field_and_keep_their_wording():
             return exc.detail
         raise AssertionError(f"{path} = {value!r} was parsed")
 
-    assert refusal(("payload", "maxClaimableAmount"), 5) == "payload.maxClaimableAmount: Input should be a valid string"
-    assert refusal(("payload", "maxClaimableAmount"), "5.0") == "payload.maxClaimableAmount: Value error, must be a decimal string of digits"
-    assert refusal(("payload", "maxClaimableAmount"), str(2**128)) == f"payload.maxClaimableAmount: Value error, must not exceed {UINT128_MAX}"
+    amount = ("payload", "maxClaimableAmount")
+    assert refusal(amount, 5) == "payload.maxClaimableAmount: Input should be a valid string"
+    assert refusal(amount, "5.0") == "payload.maxClaimableAmount: Value error, must be a decimal string of digits"
+    assert refusal(amount, str(2**128)) == f"payload.maxClaimableAmount: Value error, must not exceed {UINT128_MAX}"
     assert refusal(("payload", "channelId"), "0x12") == "payload.channelId: Value error, must be 32 bytes of hex"
     assert refusal(("payload", "signature"), "12") == "payload.signature: Value error, must be 0x-prefixed hex"
     assert refusal(("payload", "paymentId"), "a b") == "payload.paymentId: Value error, must be 1-128 characters of A-Z a-z 0-9 _ . : -"

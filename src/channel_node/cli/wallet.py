@@ -281,7 +281,9 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-ASYNC: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {"get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize}
+ASYNC: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize,
+}  # fmt: skip
 SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"new": _new, "import": _import, "trust": _trust}
 
 

@@ -136,7 +136,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def _sign_round(job: tuple[int, str, int, list[str], int]) -> list[str]:
-    from channel_node.server.protocol import payment_signature
+    from channel_node.wire.channel import payment_signature
     from channel_node.signing import Domain, sign_digest, voucher_digest
 
     chain_id, contract, round_number, ids, offset = job

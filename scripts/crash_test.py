@@ -205,7 +205,7 @@ class Harness:
     # ------------------------------------------------------------------ the wallet side
 
     def header(self, channel: Channel, amount: int, payment_id: str) -> str:
-        from channel_node.server.protocol import payment_signature
+        from channel_node.wire.channel import payment_signature
         from channel_node.signing import sign_digest, voucher_digest
 
         signature = sign_digest(channel.key, voucher_digest(self.domain, channel.id, amount))
@@ -217,7 +217,7 @@ class Harness:
         anything that did not come back whole leaves the paymentId unknown (retried later)."""
         import aiohttp
 
-        from channel_node.server.protocol import decode_header
+        from channel_node.wire.envelope import decode_header
 
         channel.unknown[payment_id] = max(amount, channel.unknown.get(payment_id, 0))
         headers = {"PAYMENT-SIGNATURE": self.header(channel, amount, payment_id)}

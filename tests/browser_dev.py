@@ -18,7 +18,7 @@ import types
 def integrate() -> None:
     from channel_node.server import app as app_module
     from channel_node.server.browser import add_browser_routes, html_402, teaser_for, wants_html
-    from channel_node.server.protocol import REQUIRED_HEADER
+    from channel_node.wire.envelope import REQUIRED_HEADER
 
     if "paywall_page" not in inspect.getsource(app_module) and "html_402" not in inspect.getsource(app_module):
         original = app_module.Paywall._required

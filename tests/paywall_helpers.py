@@ -11,7 +11,8 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
 from channel_node.config import load_settings
 from channel_node.node.assembly import Node, build_node
-from channel_node.server.protocol import decode_header, payment_signature
+from channel_node.wire.channel import payment_signature
+from channel_node.wire.envelope import decode_header
 from channel_node.signing import ChannelConfig
 
 PRICE = 1_000

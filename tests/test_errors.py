@@ -26,7 +26,7 @@ from channel_node.errors import ChannelNodeError, ConfigError, Refusal, RemoteEr
 from channel_node.keys import KeystoreError
 from channel_node.node.assembly import NodeConfigError
 from channel_node.server.admin import AdminError
-from channel_node.server.protocol import ProtocolError
+from channel_node.wire.envelope import ProtocolError
 from channel_node.signing import InvalidSignature
 from channel_node.store import StaleWrite, StoreError, StoreLocked, StoreMismatch
 from paywall_helpers import node_settings, start_node, write_site

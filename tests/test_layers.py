@@ -158,6 +158,30 @@ def test_no_import_cycle_among_our_modules():
     assert f"{PACKAGE}.cli.main" not in commands, "the command modules take run_async from cli/support.py"
 
 
+def _arrows(graph: dict[str, set[str]], sources: tuple[str, ...], targets: tuple[str, ...]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, found in graph.items() for b in found if _under(a, sources) and _under(b, targets))
+
+
+def test_the_wallet_and_the_paywall_meet_only_in_wire():
+    """The reader wallet and the node speak one envelope, defined once in wire/ (docs/protocol.md
+    section 12): client/ never imports server/, nor server/ client/, and wire/ imports none
+    of the packages that use it or do I/O, so it stays a leaf both sides can share."""
+    graph = _imports(_modules())
+    assert _arrows(graph, ("client",), ("server",)) == []
+    assert _arrows(graph, ("server",), ("client",)) == []
+    assert _arrows(graph, ("wire",), ("client", "server", "node", "cli", "chain", "store", "dev", "insights")) == []
+    assert f"{PACKAGE}.wire.envelope" in graph[f"{PACKAGE}.client.session"]
+    assert f"{PACKAGE}.wire.channel" in graph[f"{PACKAGE}.server.app"]
+
+
+def test_the_settings_do_not_know_the_paywall():
+    """config.py parses price entries into pricing.Price without importing server/ (the matcher)."""
+    graph = _imports(_modules())
+    assert _arrows(graph, ("config",), UPPER) == []
+    assert _arrows(graph, ("pricing",), ("config", *UPPER)) == []
+    assert f"{PACKAGE}.pricing" in graph[f"{PACKAGE}.config"] and f"{PACKAGE}.pricing" in graph[f"{PACKAGE}.server.prices"]
+
+
 def test_the_runtime_implements_the_chain_sink():
     members = [name for name in vars(ChainSink) if not name.startswith("_")]
     assert {"apply_chain_events", "new_block", "suspend", "suspended", "replace_chain_view", "cover_anchor"} <= set(members)

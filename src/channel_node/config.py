@@ -4,19 +4,22 @@
 
 Nested values use a double underscore in the environment (`CHANNEL_NODE_PAYWALL__CONTENT_DIR`).
 Amounts are integers in the token's smallest unit; TOML integers or decimal strings are accepted.
+Price entries (`[[paywall.prices]]`) are checked here (`PriceRule`) and become `pricing.Price`
+values; matching paths against them is the paywall's (server/prices.py), which this module does not
+import: settings sit below the server (pricing.py says why the value has a module of its own).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from eth_utils import is_address, to_canonical_address
+from eth_utils.address import is_address, to_canonical_address
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from channel_node.server.prices import Price
+from channel_node.pricing import Price
 from channel_node.types import UINT128_MAX
 
 # http(s), a DNS name, IPv4 or [IPv6] host, an optional port and path prefix of unreserved characters.
@@ -156,7 +159,7 @@ class Settings(BaseSettings):
 _toml_file: Path | None = None
 
 
-def load_settings(path: Path | None = None, **overrides) -> Settings:
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Reads `path` (TOML) and the environment; keyword overrides win over both."""
     global _toml_file
     if path is not None and not path.is_file():

@@ -24,7 +24,7 @@ order below, so the first that applies decides.
 Stable codes. Only a `Refusal` carries a stable machine-readable `code` (a `str`; the HTTP edge
 answers it as `{"error": code}`, scripts may match on it):
 
-- `server.protocol.ProtocolError`: the paywall's codes (docs/protocol.md);
+- `wire.envelope.ProtocolError`: the paywall's codes (docs/protocol.md);
 - `server.admin.AdminError`: the admin API's codes (docs/operations.md);
 - `chain.reverts.ContractRevert`: the contract's own error name (`NothingToClaim`, `Error`,
   `Panic`), or `contract_revert` when the revert data matches nothing in the ABI;

@@ -30,7 +30,8 @@ from channel_node.client import (
     payment_middleware,
 )
 from channel_node.client.store import BLOCKED, CLOSING, ORPHANED, SETTLED
-from channel_node.server.protocol import decode_header, payment_response
+from channel_node.server.protocol import payment_response
+from channel_node.wire.envelope import decode_header
 from channel_node.signing import to_compact
 from contract_helpers import deploy_test_contract, deploy_test_token
 from paywall_helpers import PRICE, async_web3, node_settings, start_node, write_site

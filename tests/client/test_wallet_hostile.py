@@ -31,7 +31,7 @@ from channel_node.client import (
 )
 from channel_node.client.store import BLOCKED, OPEN
 from channel_node.config import load_settings
-from channel_node.server.protocol import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, decode_header, encode_header
+from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, decode_header, encode_header
 from paywall_helpers import PRICE, async_web3, node_settings, start_node, write_site
 
 GAS = 300_000

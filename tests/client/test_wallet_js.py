@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from eth_utils import to_checksum_address
 
 from channel_node.chain.artifacts import channel_deposit_artifact
-from channel_node.server.protocol import decode_header, payment_signature
+from channel_node.wire.channel import payment_signature
+from channel_node.wire.envelope import decode_header
 from channel_node.signing import (
     ChannelConfig,
     Domain,

@@ -11,7 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from channel_node.server.protocol import decode_header
+from channel_node.wire.envelope import decode_header
 
 
 def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:

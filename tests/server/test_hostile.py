@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from channel_node.config import load_settings
 from channel_node.node.assembly import build_node
-from channel_node.server.protocol import decode_header
+from channel_node.wire.envelope import decode_header
 from paywall_helpers import PRICE, Payer, async_web3, write_site
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from channel_node.server.protocol import decode_header, encode_header
+from channel_node.wire.envelope import decode_header, encode_header
 from paywall_helpers import (
     ARTICLES,
     PRICE,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channel_node.server.protocol import decode_header
+from channel_node.wire.envelope import decode_header
 from paywall_helpers import PRICE, Payer
 from test_edge import PRICES, SECRET, Edge, proxy_edge, request_bytes, static_edge  # noqa: F401 (fixtures)
 

@@ -65,7 +65,7 @@ async def _dev_main(args: argparse.Namespace) -> int:
 
     from channel_node.dev.stack import ARTICLES, create_world, dev_settings, instructions
     from channel_node.node.assembly import build_node
-    from channel_node.server.protocol import decode_header
+    from channel_node.wire.envelope import decode_header
     from web3 import AsyncWeb3
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
 

@@ -21,7 +21,17 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `channel-node --help` stays fast
+    from web3 import AsyncWeb3
+
+    from channel_node.client import ChannelRecord, Policy, Result, Wallet, WalletStore
+
+T = TypeVar("T")
+Row = dict[str, object]  # one line of a command's output: JSON, or a row of the terminal's table
 
 from channel_node.errors import UsageError
 
@@ -32,15 +42,15 @@ class CliError(UsageError):
     pass
 
 
-def _folder(args) -> Path:
+def _folder(args: argparse.Namespace) -> Path:
     return Path(args.wallet) if args.wallet else DEFAULT_FOLDER
 
 
-def _keystore(args) -> Path:
+def _keystore(args: argparse.Namespace) -> Path:
     return _folder(args) / "keystore.json"
 
 
-def _policy(args):
+def _policy(args: argparse.Namespace) -> Policy:
     from channel_node.client import Policy
 
     try:
@@ -55,7 +65,7 @@ def _policy(args):
         raise CliError(str(exc)) from None
 
 
-async def _open_wallet(args):
+async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any], WalletStore]:
     from web3 import AsyncWeb3
     from web3.providers import AsyncHTTPProvider
 
@@ -79,7 +89,7 @@ async def _open_wallet(args):
     return Wallet(w3, key, store, _policy(args)), w3, store
 
 
-async def _with_wallet(args, action, waiting: str | None = None):
+async def _with_wallet(args: argparse.Namespace, action: Callable[[Wallet], Awaitable[T]], waiting: str | None = None) -> T:
     """Runs `action` with an open wallet; `waiting` shows a spinner on the terminal meanwhile (for
     on-chain steps that take a block or more)."""
     wallet, w3, store = await _open_wallet(args)
@@ -95,13 +105,13 @@ async def _with_wallet(args, action, waiting: str | None = None):
         await w3.provider.disconnect()
 
 
-def _asset_of(record) -> str:
-    from eth_utils import to_checksum_address
+def _asset_of(record: ChannelRecord) -> str:
+    from eth_utils.address import to_checksum_address
 
     return "ETH" if record.config.is_eth else to_checksum_address(record.config.token)
 
 
-def _channel_rows(wallet) -> list[dict]:
+def _channel_rows(wallet: Wallet) -> list[Row]:
     return [
         {
             "channel": r.hex_id, "receiver": r.receiver, "asset": _asset_of(r), "status": r.status, "deposited": str(r.deposited),
@@ -112,7 +122,7 @@ def _channel_rows(wallet) -> list[dict]:
     ]  # fmt: skip
 
 
-async def _get(args) -> int:
+async def _get(args: argparse.Namespace) -> int:
     import asyncio
 
     import aiohttp
@@ -120,7 +130,7 @@ async def _get(args) -> int:
 
     from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
 
-    async def fetch(wallet):
+    async def fetch(wallet: Wallet) -> Result:
         async with PayingSession(wallet) as session:
             return await session.get(args.url)
 
@@ -143,7 +153,7 @@ async def _get(args) -> int:
     unit = f"units of token {args.token}" if args.token else "wei"
     why = ""
     if result.status == 402 and "PAYMENT-REQUIRED" in result.headers:
-        from channel_node.server.protocol import decode_header
+        from channel_node.wire.envelope import decode_header
 
         try:
             refusal = decode_header(result.headers["PAYMENT-REQUIRED"])
@@ -155,20 +165,22 @@ async def _get(args) -> int:
     return 0 if result.ok else 1
 
 
-async def _channels(args) -> int:
+async def _channels(args: argparse.Namespace) -> int:
     rows = await _with_wallet(args, lambda wallet: _async(_channel_rows(wallet)))
     _table(rows, args.json, "channels")
     return 0
 
 
-async def _balance(args) -> int:
-    async def balance(wallet):
+async def _balance(args: argparse.Namespace) -> int:
+    async def balance(wallet: Wallet) -> Row:
+        from eth_utils.address import to_checksum_address
+
         from channel_node.chain.erc20 import Erc20Client
 
-        gas = await wallet.w3.eth.get_balance(wallet.address)
+        gas = await wallet.w3.eth.get_balance(to_checksum_address(wallet.address))
         asset = wallet.policy.asset
         rows = [r for r in _channel_rows(wallet) if r["asset"] == (asset or "ETH")]
-        locked = sum(int(r["unspent"]) for r in rows if r["status"] != "settled")
+        locked = sum(int(str(r["unspent"])) for r in rows if r["status"] != "settled")
         if asset is None:
             return {"address": wallet.address, "balance": str(gas), "unspent_in_channels": str(locked)}
         held = await Erc20Client(wallet.w3, asset).balance_of(wallet.address)
@@ -179,8 +191,8 @@ async def _balance(args) -> int:
     return 0
 
 
-async def _topup(args) -> int:
-    async def topup(wallet):
+async def _topup(args: argparse.Namespace) -> int:
+    async def topup(wallet: Wallet) -> Row:
         record = await wallet.top_up(args.channel, args.amount)
         return {"channel": record.hex_id, "deposited": str(record.deposited)}
 
@@ -188,11 +200,11 @@ async def _topup(args) -> int:
     return 0
 
 
-async def _close(args) -> int:
+async def _close(args: argparse.Namespace) -> int:
     from channel_node.chain.reverts import ContractRevert
     from channel_node.client import WalletError
 
-    async def close(wallet):
+    async def close(wallet: Wallet) -> Row:
         if args.node:
             done = await wallet.close_via_node(args.channel, args.node)
             return {"channel": args.channel, "closed": "cooperatively", "refunded": str(done.refunded),
@@ -208,8 +220,8 @@ async def _close(args) -> int:
     return 0
 
 
-async def _finalize(args) -> int:
-    async def finalize(wallet):
+async def _finalize(args: argparse.Namespace) -> int:
+    async def finalize(wallet: Wallet) -> Row:
         done = await wallet.finalize(args.channel)
         return {"channel": args.channel, "refunded": str(done.refunded), "paid_to_receiver": str(done.claimed)}
 
@@ -217,7 +229,7 @@ async def _finalize(args) -> int:
     return 0
 
 
-def _trust(args) -> int:
+def _trust(args: argparse.Namespace) -> int:
     from channel_node.client import WalletStore, trust_site
 
     database = _folder(args) / "wallet.db"
@@ -229,11 +241,11 @@ def _trust(args) -> int:
     return 0
 
 
-async def _async(value):
+async def _async(value: T) -> T:
     return value
 
 
-def _table(rows: list[dict], as_json: bool, title: str) -> None:
+def _table(rows: list[Row], as_json: bool, title: str) -> None:
     if as_json or not sys.stdout.isatty():
         print(json.dumps(rows if title == "channels" else rows[0]))
         return
@@ -248,7 +260,7 @@ def _table(rows: list[dict], as_json: bool, title: str) -> None:
     Console().print(table)
 
 
-def _new(args) -> int:
+def _new(args: argparse.Namespace) -> int:
     from channel_node.keys import KeystoreError, create_keystore, read_password
 
     try:
@@ -259,7 +271,7 @@ def _new(args) -> int:
     return 0
 
 
-def _import(args) -> int:
+def _import(args: argparse.Namespace) -> int:
     from channel_node.keys import KeystoreError, import_key, read_password
 
     text = Path(args.key_file).read_text() if args.key_file else sys.stdin.readline()
@@ -271,11 +283,13 @@ def _import(args) -> int:
     return 0
 
 
-ASYNC = {"get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize}
-SYNC = {"new": _new, "import": _import, "trust": _trust}
+ASYNC: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize,
+}  # fmt: skip
+SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"new": _new, "import": _import, "trust": _trust}
 
 
-def _handler(name: str):
+def _handler(name: str) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
         from channel_node.cli.support import run_async
 
@@ -293,7 +307,7 @@ def _handler(name: str):
     return handle
 
 
-def add_wallet_commands(subparsers) -> None:
+def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wallet = subparsers.add_parser("wallet", help="the reader's wallet: pay for content, manage channels")
     actions = wallet.add_subparsers(dest="wallet_action", required=True)
     specs = {

@@ -122,8 +122,8 @@ def unknown(ledger: Ledger, payment_id: str) -> Ledger:
     return replace(ledger, active=ledger._without(payment_id), unsure=ledger.unsure + (pending,))
 
 
-def _misbehave(ledger: Ledger, problem: str, **changes) -> Ledger:
-    return replace(ledger, misbehaved=ledger.misbehaved or problem, **changes)
+def _misbehave(ledger: Ledger, problem: str, *, charged: int | None = None) -> Ledger:
+    return replace(ledger, misbehaved=ledger.misbehaved or problem, charged=ledger.charged if charged is None else charged)
 
 
 def corrective(ledger: Ledger, payment_id: str, node_charged: int) -> tuple[Ledger, Send | None]:

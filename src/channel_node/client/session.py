@@ -21,7 +21,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from channel_node.client.wallet import OfferRejected, ServerMisbehaved, Wallet
-from channel_node.server.protocol import REQUIRED_HEADER, RESPONSE_HEADER, SCHEME, SIGNATURE_HEADER, decode_header
+from channel_node.wire.channel import SCHEME
+from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, decode_header
 
 #: aiohttp >= 3.12 takes client middlewares (`ClientSession(middlewares=...)`).
 MIDDLEWARE_SUPPORTED = tuple(int(p) for p in aiohttp.__version__.split(".")[:2] if p.isdigit()) >= (3, 12)
@@ -40,7 +41,7 @@ class Result:
     headers: CIMultiDictProxy[str]
     body: bytes
     charged: int
-    receipt: dict | None
+    receipt: dict[str, Any] | None
     url: str
 
     @property
@@ -54,7 +55,7 @@ class Result:
         return json.loads(self.body)
 
 
-def _document(response: aiohttp.ClientResponse, header: str) -> dict | None:
+def _document(response: aiohttp.ClientResponse, header: str) -> dict[str, Any] | None:
     value = response.headers.get(header)
     if value is None:
         return None
@@ -65,7 +66,7 @@ def _document(response: aiohttp.ClientResponse, header: str) -> dict | None:
     return document if isinstance(document, dict) else None
 
 
-def channel_offer(document: Mapping[str, Any] | None) -> dict | None:
+def channel_offer(document: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The first `accepts` entry of a PAYMENT-REQUIRED document in the `channel` scheme."""
     if not isinstance(document, Mapping):
         return None
@@ -86,7 +87,7 @@ def _framed(response: aiohttp.ClientResponse) -> bool:
     return response.headers.get("Content-Length") is not None or "chunked" in coding
 
 
-def _channel_state(offer: Mapping[str, Any] | None) -> dict | None:
+def _channel_state(offer: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A corrective 402's `extra.channel` object; None whatever else the offer holds there."""
     extra = offer.get("extra") if isinstance(offer, Mapping) else None
     state = extra.get("channel") if isinstance(extra, Mapping) else None
@@ -115,6 +116,8 @@ def _check_resource(document: Mapping[str, Any], url: str) -> None:
         return
     named = resource.get("url") if isinstance(resource, Mapping) else None
     try:
+        if not isinstance(named, str):
+            raise TypeError("resource.url is not a string")
         there, here = URL(named), URL(url)
         if not there.is_absolute() and str(there).startswith("/"):
             there = here.join(there)
@@ -126,8 +129,8 @@ def _check_resource(document: Mapping[str, Any], url: str) -> None:
 
 
 async def pay_and_fetch(
-    wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0, offers: dict | None = None
-) -> tuple[aiohttp.ClientResponse, int, dict | None]:
+    wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0, offers: dict[str, dict[str, Any]] | None = None
+) -> tuple[aiohttp.ClientResponse, int, dict[str, Any] | None]:
     """Runs one request through the 402 protocol. `send(header)` sends the request with that
     PAYMENT-SIGNATURE (None: without one) and returns the response without following redirects;
     intermediate responses are released here. Returns (final response, amount charged, receipt).
@@ -145,10 +148,10 @@ async def pay_and_fetch(
             return response, 0, None
         document = _document(response, REQUIRED_HEADER)
         offer = channel_offer(document)
-        if offer is None:
+        if offer is None or document is None:
             return response, 0, None  # not a scheme this wallet speaks: the caller sees the 402
         response.release()
-        _check_resource(document, url)  # type: ignore[arg-type]
+        _check_resource(document, url)
         if offers is not None:
             if len(offers) >= MAX_REMEMBERED_OFFERS:
                 offers.pop(next(iter(offers)))
@@ -286,7 +289,7 @@ class PayingSession:
         base = session_kwargs.get("base_url")
         self._base = URL(base) if base is not None else None
         self._session: aiohttp.ClientSession | None = None
-        self._offers: dict[str, dict] = {}  # URL -> last offer, to pay repeat requests up front
+        self._offers: dict[str, dict[str, Any]] = {}  # URL -> last offer, to pay repeat requests up front
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -377,7 +380,11 @@ class PayingSession:
         return await self.request("POST", url, **kwargs)
 
 
-def payment_middleware(wallet: Wallet, *, retries: int = 3, retry_delay: float = 1.0):
+Handler = Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]]
+Middleware = Callable[[aiohttp.ClientRequest, Handler], Awaitable[aiohttp.ClientResponse]]
+
+
+def payment_middleware(wallet: Wallet, *, retries: int = 3, retry_delay: float = 1.0) -> Middleware:
     """An aiohttp client middleware (aiohttp >= 3.12) doing what PayingSession does, for callers
     that keep their own ClientSession: `aiohttp.ClientSession(middlewares=(payment_middleware(w),))`.
     The response is returned unread; its PAYMENT-RESPONSE header has been checked."""
@@ -387,9 +394,9 @@ def payment_middleware(wallet: Wallet, *, retries: int = 3, retry_delay: float =
     # aiohttp follows redirects itself, calling the middleware again for each hop: a hop that follows
     # a redirect answering a voucher (in the same task) is sent without paying, whatever it answers,
     # so one request never pays twice (docs/security.md, "Where vouchers go").
-    unpaid_hops: weakref.WeakKeyDictionary[asyncio.Task, URL] = weakref.WeakKeyDictionary()
+    unpaid_hops: weakref.WeakKeyDictionary[asyncio.Task[Any], URL] = weakref.WeakKeyDictionary()
 
-    async def middleware(request: aiohttp.ClientRequest, handler) -> aiohttp.ClientResponse:
+    async def middleware(request: aiohttp.ClientRequest, handler: Handler) -> aiohttp.ClientResponse:
         task = asyncio.current_task()
         last: list[str | None] = [None]
 

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from channel_node.errors import StateError
 from channel_node.signing import ChannelConfig
@@ -117,7 +118,7 @@ class ChannelRecord:
     signature: bytes | None
     charged: int
     acknowledged: bool
-    last_receipt: dict | None
+    last_receipt: dict[str, Any] | None
     status: str
     close_deadline: int | None
     created_at: int
@@ -189,7 +190,7 @@ def _amount(value: int, name: str) -> str:
 class WalletStore:
     """Synchronous SQLite access for one wallet; use it from one thread (the event loop's)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.exists():
             # Created 0600 before SQLite touches it: it holds voucher keys. SQLite gives its -wal and
@@ -229,7 +230,7 @@ class WalletStore:
     def __enter__(self) -> WalletStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -297,7 +298,9 @@ class WalletStore:
                     to_checksum_address(config.receiver_authorizer),
                 ),
             )  # fmt: skip
-        return self.channel(channel)  # type: ignore[return-value]
+        record = self.channel(channel)
+        assert record is not None  # the row this method just inserted
+        return record
 
     def channel(self, channel: bytes) -> ChannelRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM channels WHERE channel_id = ?", (_hex_id(channel),)).fetchone()
@@ -322,7 +325,8 @@ class WalletStore:
         return [_record(r) for r in rows]
 
     def count_channels(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM channels").fetchone()[0]
+        count: int = self._db.execute("SELECT COUNT(*) FROM channels").fetchone()[0]
+        return count
 
     def voucher_key(self, channel: bytes) -> bytes | None:
         row = self._db.execute("SELECT voucher_key FROM channels WHERE channel_id = ?", (_hex_id(channel),)).fetchone()
@@ -335,13 +339,13 @@ class WalletStore:
         deposited: int | None = None,
         charged: int | None = None,
         acknowledged: bool | None = None,
-        last_receipt: dict | None = None,
+        last_receipt: dict[str, Any] | None = None,
         status: str | None = None,
         close_deadline: int | None = None,
     ) -> None:
         """Everything but `signed`, which only `record_signature` and `raise_signed` move."""
         sets: list[str] = []
-        args: list = []
+        args: list[object] = []
         if deposited is not None:
             sets.append("deposited = ?")
             args.append(_amount(deposited, "deposited"))
@@ -400,7 +404,7 @@ class WalletStore:
              json.dumps([list(p) for p in pending], separators=(",", ":")), _hex_id(channel)),
         )  # fmt: skip
 
-    def save_ledger(self, channel: bytes, ledger: LedgerRow, *, charged: int | None = None, receipt: dict | None = None,
+    def save_ledger(self, channel: bytes, ledger: LedgerRow, *, charged: int | None = None, receipt: dict[str, Any] | None = None,
                     purchase: str | None = None, status: str | None = None) -> None:  # fmt: skip
         """The ledger's durable part (what was received and lost, the pending vouchers), with the
         node's charged total, the receipt and a purchase when they come with it: one transaction."""
@@ -432,7 +436,7 @@ class WalletStore:
             )
             return True
 
-    def record_receipt(self, channel: bytes, charged: int, receipt: dict, purchase: str | None = None) -> None:
+    def record_receipt(self, channel: bytes, charged: int, receipt: dict[str, Any], purchase: str | None = None) -> None:
         """A checked receipt: the server's charged total, the receipt itself and, for a resource sold
         once, that this channel owns it now. One transaction."""
         with self._tx() as db:
@@ -455,7 +459,9 @@ class WalletStore:
         """Binds an unbound channel to `site`; returns the site it is bound to (maybe another one)."""
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO channel_sites (channel_id, site) VALUES (?, ?)", (_hex_id(channel), site.lower()))
-        return self.channel_site(channel)  # type: ignore[return-value]
+        bound = self.channel_site(channel)
+        assert bound is not None  # the row exists: inserted above, or there before (OR IGNORE)
+        return bound
 
     # ------------------------------------------------------------------ purchases
 

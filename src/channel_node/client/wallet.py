@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from eth_utils import is_address, to_canonical_address, to_checksum_address
+from eth_utils.address import is_address, to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
 
 from channel_node.chain.artifacts import channel_deposit_artifact
@@ -54,7 +54,7 @@ from channel_node.client.store import (
     WalletStore,
 )
 from channel_node.errors import UsageError
-from channel_node.server.protocol import SCHEME, payment_signature
+from channel_node.wire.channel import SCHEME, payment_signature
 from channel_node.signing import (
     ChannelConfig,
     Domain,
@@ -69,6 +69,9 @@ from channel_node.signing import (
 )
 from channel_node.signing.eip712 import SECP256K1_N, ZERO_ADDRESS
 from channel_node.types import UINT128_MAX
+
+if TYPE_CHECKING:
+    import aiohttp  # imported where it is used: a wallet that never closes via a node never loads it
 
 log = logging.getLogger("channel_node.client")
 
@@ -435,7 +438,7 @@ class Wallet:
 
     def __init__(
         self,
-        w3: AsyncWeb3,
+        w3: AsyncWeb3[Any],  # any async provider: HTTP, WebSocket, a test's
         main_key: bytes,
         store: WalletStore,
         policy: Policy | None = None,
@@ -456,7 +459,7 @@ class Wallet:
         self._chain_id: int | None = None
         self._clients: dict[str, ChannelDepositClient] = {}
         self._live: dict[bytes, _Live] = {}
-        self._opening: dict[tuple, asyncio.Lock] = {}
+        self._opening: dict[tuple[object, ...], asyncio.Lock] = {}
         self._no_permit: set[str] = set()  # tokens found without a working EIP-2612 permit
 
     def __repr__(self) -> str:
@@ -515,7 +518,7 @@ class Wallet:
             if contract not in self._trusted:
                 raise OfferRejected(f"contract {contract} is not one this wallet trusts")
         else:
-            code = bytes(await self.w3.eth.get_code(contract))
+            code = bytes(await self.w3.eth.get_code(to_checksum_address(contract)))
             if not is_channel_deposit_code(code):
                 raise OfferRejected(f"{contract} is not a ChannelDeposit contract (its code differs)")
         self._verified.add(contract)
@@ -623,10 +626,10 @@ class Wallet:
             record = await self._channel_for(terms, delay, site)
             if reuse and terms.once and record.signed and self.store.purchased(record.channel_id, resource):
                 return self._reuse(record, terms, resource, site)
-            record = await self._fund(record, terms.price)
-            if record is None:
+            funded = await self._fund(record, terms.price)
+            if funded is None:
                 continue
-            header = await self._sign(record, terms, resource, site)
+            header = await self._sign(funded, terms, resource, site)
             if header is not None:
                 return header
         raise WalletError("could not find or fund a channel for this payment; see the log")
@@ -696,7 +699,7 @@ class Wallet:
         deposited = opened[0].deposited if opened else amount
         self.store.update_channel(cid, status=OPEN, deposited=deposited)
         log.info("opened channel 0x%s to %s with %d (close delay %d s)", cid.hex(), terms.receiver, deposited, delay)
-        return self.store.channel(cid)  # type: ignore[return-value]
+        return self._record(cid)
 
     async def _deposit(self, contract: str, config: ChannelConfig, amount: int) -> TxResult:
         """Opens or tops up a channel. ETH goes with the call. A token with EIP-2612 is deposited in
@@ -704,7 +707,7 @@ class Wallet:
         for exactly this amount (never an unlimited allowance), then pulled by the contract."""
         client = self._client(contract)
         if config.is_eth:
-            balance = int(await self.w3.eth.get_balance(self.address))
+            balance = int(await self.w3.eth.get_balance(to_checksum_address(self.address)))
             if balance < amount:  # gas comes on top; the node's answer covers that case
                 raise InsufficientFunds(f"a deposit of {amount} wei needs more than this account holds ({balance} wei)")
             return await client.deposit_eth(config, amount, sender=self._sender, gas=self.gas)
@@ -741,9 +744,10 @@ class Wallet:
         if not self._low(record, live, price):
             return record
         async with live.funding:  # one top-up at a time; the others wait for it and re-check
-            record = self.store.channel(record.channel_id)
-            if record is None or record.status != OPEN:
+            current = self.store.channel(record.channel_id)
+            if current is None or current.status != OPEN:
                 return None
+            record = current
             if not self._low(record, live, price):
                 return record
             committed = max(record.signed, record.charged + live.reserved)
@@ -785,9 +789,9 @@ class Wallet:
         async with live.funding:
             tx = await self._deposit(record.contract, record.config, amount)
             topped = tx.events_of(ChannelDeposited)
-            record = self.store.channel(record.channel_id)
+            record = self._record(record.channel_id)
             self.store.update_channel(record.channel_id, deposited=topped[0].total_deposited if topped else record.deposited + amount)
-        return self.store.channel(record.channel_id)  # type: ignore[return-value]
+        return self._record(record.channel_id)
 
     def _voucher(self, record: ChannelRecord, amount: int) -> bytes:
         """The voucher signature for `amount`. Deterministic (RFC 6979): one total always gets the
@@ -816,9 +820,10 @@ class Wallet:
         live = self._state(record)
         async with live.lock:
             # Nothing below awaits: reading, checking, signing and committing are one atomic step.
-            record = self.store.channel(record.channel_id)
-            if record is None or record.status != OPEN:
+            current = self.store.channel(record.channel_id)
+            if current is None or current.status != OPEN:
                 return None
+            record = current
             if site is not None and self.store.claim_channel(record.channel_id, site) != site:
                 return None  # another site took it meanwhile: find or open one for this site
             payment_id = uuid.uuid4().hex
@@ -1014,7 +1019,7 @@ class Wallet:
                 self._adopt(record, live, ceiling, signature, charged, None)
             self.store.save_ledger(record.channel_id, _row(live.ledger), charged=charged)
             self._apply_status(record, channel_state)
-        return self.store.channel(record.channel_id)  # type: ignore[return-value]
+        return self._record(record.channel_id)
 
     async def retry_after(self, payment: PaymentHeader, channel_state: Mapping[str, Any]) -> PaymentHeader:
         """The voucher to retry `payment` with after a corrective 402 (insufficient or stale voucher)
@@ -1222,7 +1227,7 @@ class Wallet:
                 signer = recover_signer(digest, bytes(receiver_signature))
             except InvalidSignature:
                 signer = None
-            if not record.config.may_act_for_receiver(signer):  # the receiver, or the channel's receiver authorizer
+            if signer is None or not record.config.may_act_for_receiver(signer):  # the receiver, or the channel's receiver authorizer
                 raise WalletError("the receiver's CooperativeClose signature does not match this channel and amount")
         tx = await self._client(record.contract).close_cooperative(
             record.config, amount, b"", bytes(receiver_signature), sender=self._sender, gas=self.gas
@@ -1232,7 +1237,8 @@ class Wallet:
         return Finalized(record.channel_id, settled.refunded, settled.total_claimed, tx)
 
 
-    async def _ask_consent(self, record: ChannelRecord, amount: int, node_url: str, http) -> tuple[int, dict]:
+    async def _ask_consent(self, record: ChannelRecord, amount: int, node_url: str,
+                           http: aiohttp.ClientSession | None) -> tuple[int, dict[str, Any]]:  # fmt: skip
         """POSTs the payer's signed request to close at `amount`; the node's status and JSON answer."""
         import aiohttp
 
@@ -1257,7 +1263,7 @@ class Wallet:
             raise WalletError(f"the node at {node_url} did not answer the close request with JSON (HTTP {status})")
         return status, answer
 
-    async def close_via_node(self, channel: bytes | str, node_url: str, http=None) -> Finalized:
+    async def close_via_node(self, channel: bytes | str, node_url: str, http: aiohttp.ClientSession | None = None) -> Finalized:
         """Asks the node at `node_url` to consent to closing at the charged total (proving with the
         main key that the payer asks), then sends the close: unspent credit comes back at once."""
         record = self._record(channel)
@@ -1309,7 +1315,7 @@ __all__ = [
 ]
 
 
-def _stated_charged(answer: dict) -> int | None:
+def _stated_charged(answer: Mapping[str, Any]) -> int | None:
     """The charged total a refusal's channel state names, if it names one a wallet can read."""
     channel = answer.get("channel")
     charged = channel.get("charged") if isinstance(channel, dict) else None

@@ -27,7 +27,7 @@ from aiohttp import web
 from channel_node.core import ChannelState, Reject
 from channel_node.errors import Refusal
 from channel_node.node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
-from channel_node.server.protocol import config_json
+from channel_node.wire.channel import config_json
 from channel_node.store import Charge, OutboxRow, StoreError
 from channel_node.types import UINT256_MAX
 

@@ -5,22 +5,20 @@ Paths are the canonical, decoded resource paths of server/resource.py. A path is
 is free both as spelled and case-folded, so `/ARTICLES/a.html` costs what `/articles/a.html` costs
 on an origin or file system that ignores case, and with and without a trailing slash; a request
 is priced by every name of what it reads (`PriceTable.price_of`: a folder and its index file, a
-file and its compressed copy, a script and the paths below it) (docs/protocol.md section 6)."""
+file and its compressed copy, a script and the paths below it) (docs/protocol.md section 6).
+
+The entries are `pricing.Price` values, which the settings file parses (config.py) without knowing
+this matcher; `Price` is re-exported here for the table's callers."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
+from collections.abc import KeysView
 
+from channel_node.pricing import Price
 
-@dataclass(frozen=True)
-class Price:
-    path: str
-    amount: int  # in the token's smallest unit
-    once: bool = True  # bought once per channel (an article) rather than per request (an API call)
-    description: str = ""
-    tags: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+__all__ = ["COMPRESSED", "INDEX_FILES", "Price", "PriceTable", "fold_case"]
 
 
 class PriceTable:
@@ -124,8 +122,8 @@ class _Rules:
     def __init__(self, prices: list[Price], free: list[str], fold: bool) -> None:
         norm = fold_case if fold else (lambda text: text)
         self._exact: dict[str, Price | None] = {}
-        self._free_patterns: list[re.Pattern] = []
-        self._patterns: list[tuple[re.Pattern, Price]] = []
+        self._free_patterns: list[re.Pattern[str]] = []
+        self._patterns: list[tuple[re.Pattern[str], Price]] = []
         for path in free:
             if _is_pattern(path):
                 self._free_patterns.append(re.compile(fnmatch.translate(norm(path)), re.S))
@@ -141,7 +139,7 @@ class _Rules:
         return self._exact.get(path)
 
     @property
-    def exact_names(self):
+    def exact_names(self) -> KeysView[str]:
         return self._exact.keys()
 
     def exact_free(self, path: str) -> bool:

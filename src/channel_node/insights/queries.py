@@ -4,7 +4,7 @@
 Every function takes a sqlite3 connection and a range `[since, until)` in unix seconds, widened to
 whole UTC hours (since rounded down, until up). Figures come from the rollups for whole days and
 from the raw events only for the partial days at the ends of the range and for the hours and days
-not compacted yet (see recorder.py), so a year of traffic answers in well under a second.
+not compacted yet (see payers.py), so a year of traffic answers in well under a second.
 
 Results are plain dicts and lists. Money (revenue, prices) is an int in the token's smallest unit;
 `conversion` is unlocks / offers as a float (None without offers; it can exceed 1 when a wallet
@@ -19,17 +19,8 @@ from collections.abc import Iterable
 
 import orjson
 
-from channel_node.insights.recorder import (
-    DAY,
-    HOUR,
-    LIMB,
-    MASK,
-    SCOPE_ALL,
-    SCOPE_RESOURCE,
-    SCOPE_TAG,
-    PayerUnion,
-    week_of,
-)
+from channel_node.insights.payers import PayerUnion
+from channel_node.insights.schema import DAY, HOUR, LIMB, MASK, SCOPE_ALL, SCOPE_RESOURCE, SCOPE_TAG, week_of
 
 BUCKETS = {"hour": HOUR, "day": DAY, "week": 7 * DAY}
 ORDERS = ("revenue", "unlocks", "offers", "conversion", "payers")

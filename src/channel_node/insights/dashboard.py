@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -200,7 +199,10 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
     bucket = data["range"]["bucket"]
     since, until, tag = data["range"]["since"], data["range"]["until"], data["range"]["tag"]
     s = data["summary"]
-    fmt_day = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+
+    def fmt_day(t: int) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
     span = f"{fmt_day(since)} → {fmt_day(until)} UTC, by {bucket}" + (f", tag {tag}" if tag else "")
     per_unlock = s["revenue"] // s["unlocks"] if s["unlocks"] else 0
     cards = [
@@ -211,7 +213,10 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
         ("Paying channels", f"{s['payers']:,}", "unique, pseudonymous"),
     ]
     series = data["series"]
-    points = lambda key: [(bucket_label(bucket, r["start"], short=True), r[key]) for r in series]  # noqa: E731
+
+    def points(key: str) -> list[tuple[str, float]]:
+        return [(bucket_label(bucket, r["start"], short=True), r[key]) for r in series]
+
     charts_time = [
         line_chart(points("revenue"), f"Revenue per {bucket}", money.short, width=1240, height=280),
         line_chart([(label, (v or 0) * 100) for label, v in points("conversion")], f"Conversion per {bucket} (%)",
@@ -221,7 +226,7 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
     ]
     top = data["top_resources"]
     charts_top = bar_chart([(r["resource"], r["revenue"]) for r in top], "Top resources by revenue", money.short)
-    tag_keys: dict[str, list[dict]] = {}
+    tag_keys: dict[str, list[dict[str, Any]]] = {}
     for row in data["tags"]:
         tag_keys.setdefault(row["key"], []).append(row)
     tag_panels = []
@@ -265,7 +270,10 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
             )
         )  # fmt: skip
     form_bucket = "".join(f"<option{' selected' if b == bucket else ''}>{b}</option>" for b in q.BUCKETS)
-    value = lambda key: escape(params.get(key, ""), quote=True)  # noqa: E731
+
+    def value(key: str) -> str:
+        return escape(params.get(key, ""), quote=True)
+
     links = " ".join(
         f"<a href='{prefix}/export.csv?{escape(_query_string(params, table=t), quote=True)}'>CSV: {t}</a>" for t in TABLES
     )

@@ -209,9 +209,8 @@ class InsightsWriter:
             if channel is None:
                 cid = 0
             else:
-                cid = channels.get(channel)
-                if cid is None:
-                    cid = self._channel(channel)
+                known = channels.get(channel)
+                cid = self._channel(channel) if known is None else known
             eid = next_id
             next_id += 1
             if price < INT63:

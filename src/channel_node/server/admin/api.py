@@ -368,7 +368,7 @@ class AdminApi:
 
     async def outbox(self, request: web.Request) -> web.Response:
         query = _query(request, ("status", "channel", "limit", "offset"))
-        statuses = OUTBOX_STATUSES
+        statuses: tuple[str, ...] = OUTBOX_STATUSES
         if "status" in query:
             if query["status"] not in OUTBOX_STATUSES:
                 raise AdminError(400, "malformed_request", f"status must be one of {list(OUTBOX_STATUSES)}")

@@ -95,8 +95,9 @@ class AdminApi:
         async with self._session.request(method, f"{self.url}/admin{path}", json=body, params=params) as response:
             document: object = await response.json(content_type=None)
             if response.status >= 400:
-                error = document if isinstance(document, dict) else {}
-                raise OperatorError(f"{error.get('error')}: {error.get('message')}")
+                if isinstance(document, dict):
+                    raise OperatorError(f"{document.get('error')}: {document.get('message')}")
+                raise OperatorError(f"the admin API answered {method} {path} with HTTP {response.status}")
             return document
 
     async def _object(self, method: str, path: str, body: Document | None = None) -> Document:

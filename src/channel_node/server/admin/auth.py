@@ -5,7 +5,8 @@ Pure and synchronous: `AdminAuth.admit` takes the request's method, path, `Autho
 and dashboard cookie as plain values and answers an `Admission`; the middleware in `api.py` turns
 that into a response, and the dashboard's login form (`dashboard.py`) trades a typed token for the
 cookie. The token is never logged, never answered, never in a repr; the cookie is derived from it,
-so rotating the token logs every browser out (docs/operations.md, "Revenue insights").
+so rotating the token logs every browser out (docs/insights.md, "Opening the dashboard in a
+browser").
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ MONEY_KEYS = {"revenue", "price", "revenue_per_offer"}
 
 
 class BadRequest(ValueError):
-    pass
+    """A parameter the dashboard cannot use (the admin listener answers 400 `malformed_request`)."""
 
 
 # ------------------------------------------------------------------ parameters

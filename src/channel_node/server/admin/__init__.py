@@ -2,7 +2,7 @@
 its published contract (`openapi.py`), and the revenue dashboard's pages (`dashboard.py`) that the
 same listener serves behind the same guard."""
 
-from channel_node.node.operations import NOTHING_TO_CLOSE
+from channel_node.node.operations import NOTHING_TO_CLOSE  # was defined in the old server/admin.py
 from channel_node.server.admin.api import (
     ADMIN_API,
     MAX_BODY,

@@ -27,7 +27,7 @@ from structlog.typing import FilteringBoundLogger
 
 from channel_node.config import Settings
 from channel_node.core import ChannelState, Reject
-from channel_node.node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
+from channel_node.node.operations import Batch, Operations, Queued, Refused
 from channel_node.node.runtime import Runtime
 from channel_node.server.admin.auth import DASHBOARD_COOKIE, AdminAuth, Admission
 from channel_node.server.admin.openapi import (

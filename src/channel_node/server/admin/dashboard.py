@@ -95,7 +95,7 @@ class Dashboard:
         if self.recorder is not None and self.recorder.running:
             try:  # the last second of events too
                 await asyncio.wait_for(self.recorder.flush(), timeout=FLUSH_WAIT)
-            except (asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, RuntimeError):
                 pass
         data = await asyncio.to_thread(compute, self.path, bucket, since, until, tag, top if top is not None else 10**9)
         return params, data
@@ -131,7 +131,7 @@ class Dashboard:
             table = request.query.get("table", "series")
             if table not in TABLES:
                 raise BadRequest(f"table must be one of {list(TABLES)}")
-            params, data = await self._data(request, ("table",), top_default=None if table == "resources" else 10)
+            _, data = await self._data(request, ("table",), top_default=None if table == "resources" else 10)
             name = f"insights-{table}-{data['range']['bucket']}-{data['range']['since']}-{data['range']['until']}.csv"
             return web.Response(text=to_csv(data, table), content_type="text/csv", charset="utf-8",
                                 headers={"Content-Disposition": f'attachment; filename="{name}"',

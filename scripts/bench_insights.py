@@ -119,7 +119,7 @@ def generate(writer, total: int, now: int, seed: int = 1, say=lambda _: None) ->
 
 def timed_queries(path: Path, now: int) -> dict[str, float]:
     from channel_node.insights import queries as q
-    from channel_node.insights.recorder import connect
+    from channel_node.insights import connect
 
     conn = connect(path, readonly=True)
     year = (now - 365 * DAY + 1800, now)  # starts mid-day, ends now: partial days on both ends
@@ -158,7 +158,7 @@ def timed_queries(path: Path, now: int) -> dict[str, float]:
 
 
 def bench_queries(args: argparse.Namespace) -> dict:
-    from channel_node.insights.recorder import InsightsWriter
+    from channel_node.insights import InsightsWriter
 
     def say(message: str) -> None:
         if not args.json:
@@ -287,7 +287,7 @@ def _one_unlock_run(args: argparse.Namespace, with_recorder: bool, say) -> dict:
 def recorder_costs() -> tuple[float, float]:
     """(ns per Recorder.unlock call on the request path, µs of writer-thread work per unlock)."""
     from channel_node.insights import Recorder
-    from channel_node.insights.recorder import UNLOCK, InsightsWriter
+    from channel_node.insights import UNLOCK, InsightsWriter
 
     tags = {"section": "news", "format": "article", "author": "ann"}
     channels = [n.to_bytes(32, "big") for n in range(1000)]

@@ -133,6 +133,26 @@ def test_the_layer_rules_report_a_forbidden_import():
     assert _importers_of(graph, ("dev",), DEV_IMPORTED_BY) == [f"{PACKAGE}.node.assembly -> {PACKAGE}.dev.devchain"]
 
 
+def test_insights_is_a_library_without_http_or_auth():
+    """The dashboard's HTTP handlers and login live in server/admin/ beside the admin guard; insights/
+    (schema, recorder, queries, charts, the page's figures, the report) imports nothing from server/
+    and no web framework, so the arrow between them points one way (docs/design.md)."""
+    modules = _modules()
+    graph = _imports(modules)
+    insights = [name for name in graph if _under(name, ("insights",))]
+    assert f"{PACKAGE}.insights.schema" in insights and f"{PACKAGE}.insights.dashboard" in insights
+    upward = sorted(f"{a} -> {b}" for a in insights for b in graph[a] if _under(b, ("server",)))
+    assert upward == []
+    web = []
+    for name in insights:
+        for node in ast.walk(ast.parse(modules[name].read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if (
+                isinstance(node, ast.ImportFrom) and not node.level) else []  # fmt: skip
+            web += [f"{name} -> {n}" for n in names if n.split(".")[0] in ("aiohttp", "hmac")]
+    assert web == []
+    assert any(_under(b, ("insights",)) for b in graph[f"{PACKAGE}.server.admin.dashboard"])
+
+
 def test_no_import_cycle_among_our_modules():
     graph = _imports(_modules())
     # Depth-first search for a back edge; reports one cycle as a path.

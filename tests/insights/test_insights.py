@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from channel_node.insights import queries as q
-from channel_node.insights.dashboard import add_dashboard_routes, resolve_range
-from channel_node.insights.recorder import OFFER, UNLOCK, InsightsWriter, Recorder, connect, encode_ids, PayerUnion
+from channel_node.insights import OFFER, UNLOCK, InsightsWriter, PayerUnion, Recorder, connect, encode_ids
+from channel_node.insights.dashboard import resolve_range
 from channel_node.insights.report import add_report_command, find_chromium
-from channel_node.server.admin import create_admin_app
+from channel_node.server.admin import add_dashboard_routes, create_admin_app
 
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
 T0 = 1767571200  # Monday 2026-01-05 00:00 UTC

@@ -15,12 +15,19 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # the commands import the node lazily: `channel-node --help` stays fast
+    from channel_node.config import Settings
+    from channel_node.node.assembly import Node
+    from channel_node.node.operations import Queued, Refused
 
 from channel_node.errors import UsageError
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8403"
+Document = dict[str, Any]  # a JSON object as the admin API answers it
 
 
 class OperatorError(UsageError):
@@ -32,6 +39,32 @@ class OperatorError(UsageError):
 # Both offer the same calls and answer the same JSON. Neither decides which channels a claim or a
 # close takes: the admin API and `Direct` both ask `channel_node.node.operations` (docs/design.md,
 # "Operations"), so `close --all` makes the same choice through the API and on a stopped node.
+
+
+class NodeAccess(Protocol):
+    """What the commands need of the node, whichever way it is reached (`AdminApi` or `Direct`)."""
+
+    poll_delay: float
+
+    async def list_channels(self, status: str | None = None, min_unclaimed: str | None = None) -> list[Document]: ...
+
+    async def show_channel(self, channel: str) -> Document: ...
+
+    async def claim_one(self, channel: str) -> Document: ...
+
+    async def claim_all(self, minimum: int) -> Document: ...
+
+    async def close_listed(self, channels: list[str]) -> Document: ...
+
+    async def close_all(self) -> Document: ...
+
+    async def outbox(self) -> list[Document]: ...
+
+    async def status(self) -> Document: ...
+
+    async def work(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def channel_arg(text: str) -> str:
@@ -58,45 +91,57 @@ class AdminApi:
             headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientTimeout(total=30)
         )
 
-    async def call(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> Any:
+    async def call(
+        self, method: str, path: str, body: Document | None = None, params: dict[str, str | int] | None = None
+    ) -> object:
         async with self._session.request(method, f"{self.url}/admin{path}", json=body, params=params) as response:
-            document = await response.json(content_type=None)
+            document: object = await response.json(content_type=None)
             if response.status >= 400:
-                raise OperatorError(f"{document.get('error')}: {document.get('message')}")
+                if isinstance(document, dict):
+                    raise OperatorError(f"{document.get('error')}: {document.get('message')}")
+                raise OperatorError(f"the admin API answered {method} {path} with HTTP {response.status}")
             return document
 
-    async def _all_pages(self, path: str, params: dict | None = None) -> list:
-        rows: list = []
+    async def _object(self, method: str, path: str, body: Document | None = None) -> Document:
+        document = await self.call(method, path, body)
+        if not isinstance(document, dict):
+            raise OperatorError(f"the admin API answered {method} {path} with something other than a JSON object")
+        return document
+
+    async def _all_pages(self, path: str, params: dict[str, str] | None = None) -> list[Document]:
+        rows: list[Document] = []
         while True:
             page = await self.call("GET", path, params={**(params or {}), "limit": self.page_size, "offset": len(rows)})
+            if not isinstance(page, list) or not all(isinstance(row, dict) for row in page):
+                raise OperatorError(f"the admin API answered GET {path} with something other than a list of objects")
             rows += page
             if len(page) < self.page_size:
                 return rows
 
-    async def list_channels(self, status: str | None = None, min_unclaimed: str | None = None) -> list:
+    async def list_channels(self, status: str | None = None, min_unclaimed: str | None = None) -> list[Document]:
         params = {k: v for k, v in (("status", status), ("min_unclaimed", min_unclaimed)) if v is not None}
         return await self._all_pages("/channels", params)
 
-    async def show_channel(self, channel: str) -> dict:
-        return await self.call("GET", f"/channels/{channel_arg(channel)}")
+    async def show_channel(self, channel: str) -> Document:
+        return await self._object("GET", f"/channels/{channel_arg(channel)}")
 
-    async def claim_one(self, channel: str) -> dict:
-        return await self.call("POST", f"/channels/{channel_arg(channel)}/claim")
+    async def claim_one(self, channel: str) -> Document:
+        return await self._object("POST", f"/channels/{channel_arg(channel)}/claim")
 
-    async def claim_all(self, minimum: int) -> dict:
-        return await self.call("POST", "/claim", {"min": str(minimum)})
+    async def claim_all(self, minimum: int) -> Document:
+        return await self._object("POST", "/claim", {"min": str(minimum)})
 
-    async def close_listed(self, channels: list[str]) -> dict:
-        return await self.call("POST", "/close", {"channels": [channel_arg(c) for c in channels]})
+    async def close_listed(self, channels: list[str]) -> Document:
+        return await self._object("POST", "/close", {"channels": [channel_arg(c) for c in channels]})
 
-    async def close_all(self) -> dict:
-        return await self.call("POST", "/close", {"all": True})
+    async def close_all(self) -> Document:
+        return await self._object("POST", "/close", {"all": True})
 
-    async def outbox(self) -> list:
+    async def outbox(self) -> list[Document]:
         return await self._all_pages("/outbox")
 
-    async def status(self) -> dict:
-        return await self.call("GET", "/status")
+    async def status(self) -> Document:
+        return await self._object("GET", "/status")
 
     async def work(self) -> None:
         """Nothing: the running node's own watcher and sender do the work."""
@@ -111,13 +156,13 @@ class Direct:
 
     poll_delay = 0.5
 
-    def __init__(self, node) -> None:
+    def __init__(self, node: Node) -> None:
         from channel_node.node.operations import Operations
 
         self.node = node
         self.operations = Operations(node.runtime, node.store)
 
-    async def list_channels(self, status: str | None = None, min_unclaimed: str | None = None) -> list:
+    async def list_channels(self, status: str | None = None, min_unclaimed: str | None = None) -> list[Document]:
         from channel_node.server.admin import AdminError, amount_arg, channel_json, matching_channels
 
         try:  # the API's own check, so a bad figure gets the same answer both ways
@@ -126,7 +171,7 @@ class Direct:
             raise OperatorError(f"{exc.code}: {exc.message}") from None
         return [channel_json(s) for s in matching_channels(await self.operations.states(), status, minimum)]
 
-    async def show_channel(self, channel: str) -> dict:
+    async def show_channel(self, channel: str) -> Document:
         from channel_node.server.admin import channel_document
 
         document = await channel_document(self.node, bytes.fromhex(channel_arg(channel)[2:]))
@@ -134,31 +179,31 @@ class Direct:
             raise OperatorError("channel_unknown: this node has no such channel")
         return document
 
-    async def claim_one(self, channel: str) -> dict:
+    async def claim_one(self, channel: str) -> Document:
         return self._one(await self.operations.one("claim", bytes.fromhex(channel_arg(channel)[2:])))
 
-    async def claim_all(self, minimum: int) -> dict:
+    async def claim_all(self, minimum: int) -> Document:
         from channel_node.server.admin import batch_json
 
         return batch_json(await self.operations.claim_all(minimum))
 
-    async def close_listed(self, channels: list[str]) -> dict:
+    async def close_listed(self, channels: list[str]) -> Document:
         from channel_node.server.admin import batch_json
 
         ids = [bytes.fromhex(channel_arg(c)[2:]) for c in channels]  # all checked before any is closed
         return batch_json(await self.operations.close_listed(ids))
 
-    async def close_all(self) -> dict:
+    async def close_all(self) -> Document:
         from channel_node.server.admin import batch_json
 
         return batch_json(await self.operations.close_all())
 
-    async def outbox(self) -> list:
+    async def outbox(self) -> list[Document]:
         from channel_node.server.admin import OUTBOX_STATUSES, outbox_json
 
         return [outbox_json(r) for r in reversed(await self.node.store.outbox(OUTBOX_STATUSES))]  # newest first
 
-    async def status(self) -> dict:
+    async def status(self) -> Document:
         from channel_node.server.admin import status_document
 
         return await status_document(self.node)
@@ -171,7 +216,7 @@ class Direct:
         await self.node.sender.tick()
 
     @staticmethod
-    def _one(result) -> dict:
+    def _one(result: Queued | Refused) -> Document:
         from channel_node.node.operations import Refused
         from channel_node.server.admin import result_json
 
@@ -183,7 +228,7 @@ class Direct:
         await self.node.close()
 
 
-async def connect(args: argparse.Namespace):
+async def connect(args: argparse.Namespace) -> NodeAccess:
     """The admin API when a node answers there, else the database and chain from --config."""
     from channel_node.config import load_settings
 
@@ -214,7 +259,7 @@ async def connect(args: argparse.Namespace):
     return Direct(await _direct_node(settings))
 
 
-async def _direct_node(settings):
+async def _direct_node(settings: Settings) -> Node:
     from channel_node.chain.connect import web3_for
     from channel_node.node.assembly import NodeConfigError, build_node
     from channel_node.store import StoreError, StoreLocked
@@ -235,15 +280,15 @@ async def _direct_node(settings):
 # ---------------------------------------------------------------------- commands
 
 
-async def _list(node, args) -> Any:
+async def _list(node: NodeAccess, args: argparse.Namespace) -> Any:
     return await node.list_channels(args.status, args.min_unclaimed)
 
 
-async def _show(node, args) -> Any:
+async def _show(node: NodeAccess, args: argparse.Namespace) -> Any:
     return await node.show_channel(args.channel)
 
 
-async def _claim(node, args) -> Any:
+async def _claim(node: NodeAccess, args: argparse.Namespace) -> Any:
     if args.channel and args.all:
         raise OperatorError("give a channel id or --all, not both")
     if args.channel:
@@ -255,13 +300,13 @@ async def _claim(node, args) -> Any:
     return await node.claim_all(args.min)
 
 
-async def _close(node, args) -> Any:
+async def _close(node: NodeAccess, args: argparse.Namespace) -> Any:
     if bool(args.channel) == bool(args.all):
         raise OperatorError("give a channel id or --all")
     return await node.close_all() if args.all else await node.close_listed([args.channel])
 
 
-async def _settle(node, args) -> Any:
+async def _settle(node: NodeAccess, args: argparse.Namespace) -> Any:
     """Claims everything claimable and waits until the outbox has sent and confirmed it all."""
     queued = await node.claim_all(1)
     deadline = time.monotonic() + args.wait
@@ -283,11 +328,11 @@ async def _settle(node, args) -> Any:
     return {"queued": queued["queued"], "open": 0, "abandoned": len(abandoned)}
 
 
-async def _status(node, args) -> Any:
+async def _status(node: NodeAccess, args: argparse.Namespace) -> Any:
     return await node.status()
 
 
-COMMANDS = {"list": _list, "show": _show, "claim": _claim, "close": _close, "settle": _settle, "status": _status}
+COMMANDS: dict[str, Callable[[NodeAccess, argparse.Namespace], Awaitable[Any]]] = {"list": _list, "show": _show, "claim": _claim, "close": _close, "settle": _settle, "status": _status}
 
 
 def _render(command: str, result: Any, as_json: bool) -> None:
@@ -315,7 +360,7 @@ def _render(command: str, result: Any, as_json: bool) -> None:
         console.print(table)
 
 
-def _handler(command: str):
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
         from channel_node.cli.support import run_async
 
@@ -346,7 +391,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def add_operator_commands(subparsers) -> None:
+def add_operator_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     channels = subparsers.add_parser("channels", help="list, inspect, claim, close and settle channels")
     actions = channels.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="the node's channels (filters: --status, --min-unclaimed)")

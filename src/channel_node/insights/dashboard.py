@@ -1,8 +1,9 @@
-"""The insights dashboard on the admin listener: `GET /admin/insights` (an HTML page with inline
-SVG charts, no JavaScript), `GET /admin/insights/data.json` and `GET /admin/insights/export.csv`.
+"""What the revenue dashboard shows: its parameters, figures, JSON and CSV forms, and the HTML
+page (inline SVG charts, no JavaScript). No HTTP here and no auth: the admin listener serves these
+(`server/admin/dashboard.py`: `GET /admin/insights`, `/data.json`, `/export.csv`, behind the admin
+guard), and `channel-node report` prints the same figures in a terminal.
 
-The admin application's middleware already demands the bearer token for every path under /admin;
-these handlers only add routes. Query parameters (all optional):
+Parameters (all optional):
 
 - `bucket`: hour, day (default) or week;
 - `since`, `until`: unix seconds, an ISO date or time (UTC unless it says otherwise), or for `since`
@@ -12,34 +13,27 @@ these handlers only add routes. Query parameters (all optional):
 - `top`: how many resources to rank (default 10);
 - `table` (export.csv only): series (default), resources, tags or prices.
 
-Queries run on a worker thread over a read-only connection (WAL: beside the recorder's writer), so
-the paywall on the same event loop keeps serving. Money in JSON is a decimal string (the admin
-API's convention); in CSV a plain integer.
+`compute` opens its own read-only connection (WAL: beside the recorder's writer), so a caller may
+run it on a worker thread. Money in JSON is a decimal string (the admin API's convention); in CSV
+a plain integer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import re
-import sqlite3
-import time
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from typing import Any
-
-import orjson
-import structlog
-from aiohttp import web
+from urllib.parse import urlencode
 
 from channel_node.errors import UsageError
 from channel_node.insights import queries as q
 from channel_node.insights.charts import Money, bar_chart, bucket_label, line_chart, percent
-from channel_node.insights.recorder import Recorder, connect
+from channel_node.insights.schema import connect
 
-PREFIX = "/admin/insights"
 PARAMS = ("bucket", "since", "until", "tag", "top")
 TABLES = ("series", "resources", "tags", "prices")
 DEFAULT_SPAN = {"hour": 48 * 3600, "day": 30 * 86400, "week": 26 * 7 * 86400}
@@ -50,7 +44,7 @@ MONEY_KEYS = {"revenue", "price", "revenue_per_offer"}
 
 
 class BadRequest(UsageError, ValueError):
-    pass
+    """A parameter the dashboard cannot use (the admin listener answers 400 `malformed_request`)."""
 
 
 # ------------------------------------------------------------------ parameters
@@ -84,19 +78,7 @@ def resolve_range(bucket: str, since: str | None, until: str | None, now: float)
     return start, end
 
 
-def _params(request: web.Request, extra: tuple[str, ...] = ()) -> dict[str, str]:
-    allowed = set(PARAMS) | set(extra)
-    out: dict[str, str] = {}
-    for key, value in request.query.items():
-        if key not in allowed:
-            raise BadRequest(f"unknown query parameter {key!r}; known: {sorted(allowed)}")
-        if key in out:
-            raise BadRequest(f"query parameter {key!r} given twice")
-        out[key] = value
-    return out
-
-
-def _top(params: dict[str, str], default: int | None = 10) -> int | None:
+def parse_top(params: dict[str, str], default: int | None = 10) -> int | None:
     if "top" not in params:
         return default
     if not params["top"].isdigit() or not 1 <= int(params["top"]) <= MAX_TOP:
@@ -104,7 +86,7 @@ def _top(params: dict[str, str], default: int | None = 10) -> int | None:
     return int(params["top"])
 
 
-def _tag(params: dict[str, str]) -> str | None:
+def parse_tag(params: dict[str, str]) -> str | None:
     tag = params.get("tag") or None
     if tag is not None:
         q.parse_tag(tag)
@@ -114,7 +96,7 @@ def _tag(params: dict[str, str]) -> str | None:
 # ------------------------------------------------------------------ data
 
 
-def compute(path: Path, bucket: str, since: int, until: int, tag: str | None, top: int) -> dict:
+def compute(path: Path, bucket: str, since: int, until: int, tag: str | None, top: int) -> dict[str, Any]:
     conn = connect(path, readonly=True)
     try:
         return q.dashboard(conn, bucket, since, until, tag, top)
@@ -132,7 +114,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _money_json(value):
+def _money_json(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
@@ -143,7 +125,7 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def to_csv(data: dict, table: str) -> str:
+def to_csv(data: dict[str, Any], table: str) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if table == "series":
@@ -195,8 +177,6 @@ text-overflow:ellipsis}h2{font-size:15px;margin:6px 8px 8px}.note{color:#7b8794;
 
 
 def _query_string(params: dict[str, str], **changes: str | None) -> str:
-    from urllib.parse import urlencode
-
     merged = {**params, **changes}
     return urlencode({k: v for k, v in merged.items() if v})
 
@@ -214,12 +194,16 @@ def _table(headers: list[tuple[str, bool]], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def render_page(data: dict, params: dict[str, str], money: Money | None = None) -> str:
+def render_page(data: dict[str, Any], params: dict[str, str], money: Money | None = None, *, prefix: str) -> str:
+    """The dashboard's page; `prefix` is the path it is served at (its form and links point there)."""
     money = money or Money()
     bucket = data["range"]["bucket"]
     since, until, tag = data["range"]["since"], data["range"]["until"], data["range"]["tag"]
     s = data["summary"]
-    fmt_day = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+
+    def fmt_day(t: int) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
     span = f"{fmt_day(since)} → {fmt_day(until)} UTC, by {bucket}" + (f", tag {tag}" if tag else "")
     per_unlock = s["revenue"] // s["unlocks"] if s["unlocks"] else 0
     cards = [
@@ -230,7 +214,10 @@ def render_page(data: dict, params: dict[str, str], money: Money | None = None) 
         ("Paying channels", f"{s['payers']:,}", "unique, pseudonymous"),
     ]
     series = data["series"]
-    points = lambda key: [(bucket_label(bucket, r["start"], short=True), r[key]) for r in series]  # noqa: E731
+
+    def points(key: str) -> list[tuple[str, float]]:
+        return [(bucket_label(bucket, r["start"], short=True), r[key]) for r in series]
+
     charts_time = [
         line_chart(points("revenue"), f"Revenue per {bucket}", money.short, width=1240, height=280),
         line_chart([(label, (v or 0) * 100) for label, v in points("conversion")], f"Conversion per {bucket} (%)",
@@ -240,7 +227,7 @@ def render_page(data: dict, params: dict[str, str], money: Money | None = None) 
     ]
     top = data["top_resources"]
     charts_top = bar_chart([(r["resource"], r["revenue"]) for r in top], "Top resources by revenue", money.short)
-    tag_keys: dict[str, list[dict]] = {}
+    tag_keys: dict[str, list[dict[str, Any]]] = {}
     for row in data["tags"]:
         tag_keys.setdefault(row["key"], []).append(row)
     tag_panels = []
@@ -284,9 +271,12 @@ def render_page(data: dict, params: dict[str, str], money: Money | None = None) 
             )
         )  # fmt: skip
     form_bucket = "".join(f"<option{' selected' if b == bucket else ''}>{b}</option>" for b in q.BUCKETS)
-    value = lambda key: escape(params.get(key, ""), quote=True)  # noqa: E731
+
+    def value(key: str) -> str:
+        return escape(params.get(key, ""), quote=True)
+
     links = " ".join(
-        f"<a href='{PREFIX}/export.csv?{escape(_query_string(params, table=t), quote=True)}'>CSV: {t}</a>" for t in TABLES
+        f"<a href='{prefix}/export.csv?{escape(_query_string(params, table=t), quote=True)}'>CSV: {t}</a>" for t in TABLES
     )
     cards_html = "".join(
         f"<div class='card'><div class='k'>{escape(k)}</div><div class='v'>{escape(v)}</div>"
@@ -297,14 +287,14 @@ def render_page(data: dict, params: dict[str, str], money: Money | None = None) 
 <html lang="en"><head><meta charset="utf-8"><title>Revenue insights · channel-node</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body><header><h1>Revenue insights</h1><span class="range">{escape(span)}</span></header><main>
-<form method="get" action="{PREFIX}">
+<form method="get" action="{prefix}">
 <label>bucket<select name="bucket">{form_bucket}</select></label>
 <label>since<input name="since" value="{value('since')}" placeholder="30d or 2026-01-01" size="12"></label>
 <label>until<input name="until" value="{value('until')}" placeholder="now" size="12"></label>
 <label>tag<input name="tag" value="{value('tag')}" placeholder="section:news" size="16"></label>
 <label>top<input name="top" value="{value('top')}" placeholder="10" size="4"></label>
 <button type="submit">Show</button>
-<span class="links"><a href="{PREFIX}/data.json?{escape(_query_string(params), quote=True)}">JSON</a> {links}</span>
+<span class="links"><a href="{prefix}/data.json?{escape(_query_string(params), quote=True)}">JSON</a> {links}</span>
 </form>
 <section class="cards">{cards_html}</section>
 <section class="grid"><div class="panel wide">{charts_time[0]}</div>
@@ -318,119 +308,7 @@ Conversion is unlocks per 402 offer shown. Times are UTC.</p>
 </main></body></html>"""
 
 
-# ------------------------------------------------------------------ routes
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
-
-
-class Dashboard:
-    def __init__(self, source: Recorder | str | Path, money: Money | None = None,
-                 clock=time.time) -> None:  # fmt: skip
-        self.recorder = source if isinstance(source, Recorder) else None
-        self.path = source.path if isinstance(source, Recorder) else Path(source)
-        self.money = money or Money()
-        self.clock = clock
-
-    async def _data(self, request: web.Request, extra: tuple[str, ...] = (), top_default: int | None = 10):
-        params = _params(request, extra)
-        bucket = params.get("bucket", "day")
-        since, until = resolve_range(bucket, params.get("since"), params.get("until"), self.clock())
-        tag = _tag(params)
-        top = _top(params, top_default)
-        if not self.path.exists():
-            raise FileNotFoundError(self.path)
-        if self.recorder is not None and self.recorder._thread is not None:
-            try:  # the last second of events too
-                await asyncio.wait_for(self.recorder.flush(), timeout=2)
-            except (asyncio.TimeoutError, RuntimeError):
-                pass
-        data = await asyncio.to_thread(compute, self.path, bucket, since, until, tag, top if top is not None else 10**9)
-        return params, data
-
-    async def _answer(self, request: web.Request, make) -> web.StreamResponse:
-        try:
-            return await make()
-        except (BadRequest, q.QueryError) as exc:
-            return _error(400, "malformed_request", str(exc))
-        except FileNotFoundError:
-            return _error(503, "insights_unavailable", "no insights recorded yet")
-        except sqlite3.Error as exc:
-            return _error(503, "insights_unavailable", f"the insights database could not be read ({type(exc).__name__})")
-
-    async def page(self, request: web.Request) -> web.StreamResponse:
-        async def make():
-            params, data = await self._data(request)
-            return web.Response(text=render_page(data, params, self.money), content_type="text/html", charset="utf-8",
-                                headers={"Cache-Control": "no-store"})  # fmt: skip
-
-        return await self._answer(request, make)
-
-    async def data_json(self, request: web.Request) -> web.StreamResponse:
-        async def make():
-            _, data = await self._data(request)
-            return web.Response(body=orjson.dumps(jsonable(data)), content_type="application/json",
-                                headers={"Cache-Control": "no-store"})  # fmt: skip
-
-        return await self._answer(request, make)
-
-    async def export_csv(self, request: web.Request) -> web.StreamResponse:
-        async def make():
-            table = request.query.get("table", "series")
-            if table not in TABLES:
-                raise BadRequest(f"table must be one of {list(TABLES)}")
-            params, data = await self._data(request, ("table",), top_default=None if table == "resources" else 10)
-            name = f"insights-{table}-{data['range']['bucket']}-{data['range']['since']}-{data['range']['until']}.csv"
-            return web.Response(text=to_csv(data, table), content_type="text/csv", charset="utf-8",
-                                headers={"Content-Disposition": f'attachment; filename="{name}"',
-                                         "Cache-Control": "no-store"})  # fmt: skip
-
-        return await self._answer(request, make)
-
-
-def add_dashboard_routes(
-    app: web.Application, source: Recorder | str | Path, decimals: int | None = None, symbol: str | None = None
-) -> Dashboard:
-    """Adds the dashboard's three GET routes to `app` (the admin application: its middleware checks
-    the token). `source` is the node's Recorder (its file; the page flushes it first) or a path.
-    `decimals` and `symbol` (e.g. 18, "ETH") show amounts in whole units."""
-    dashboard = Dashboard(source, Money(decimals, symbol))
-    app.router.add_get(PREFIX, dashboard.page, allow_head=False)
-    app.router.add_get(f"{PREFIX}/data.json", dashboard.data_json, allow_head=False)
-    app.router.add_get(f"{PREFIX}/export.csv", dashboard.export_csv, allow_head=False)
-    app.router.add_get(f"{PREFIX}/login", _login_form, allow_head=False)
-    app.router.add_post(f"{PREFIX}/login", _login)
-    return dashboard
-
-
-_LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>channel-node insights</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:28em;margin:4em auto}}input{{width:100%;padding:.4em}}</style>
-</head><body><h1>Revenue insights</h1>{message}
-<form method="post" action="login"><label>Admin token<br><input type="password" name="token" autofocus></label>
-<p><button type="submit">Open the dashboard</button></p></form></body></html>"""
-
-
-async def _login_form(request: web.Request) -> web.Response:
-    return web.Response(text=_LOGIN_PAGE.format(message=""), content_type="text/html")
-
-
-async def _login(request: web.Request) -> web.Response:
-    """Trades the admin token for an HttpOnly, same-site cookie that opens the dashboard's pages
-    (reads only) in a browser, which cannot send a bearer header."""
-    from channel_node.server.admin import ADMIN_API, DASHBOARD_COOKIE, DASHBOARD_PREFIX
-
-    api = request.app[ADMIN_API]
-    form = await request.post()
-    token = form.get("token")
-    if not isinstance(token, str) or not api.token_matches(token):
-        structlog.get_logger("channel_node.admin").warning("dashboard_login_refused", remote=request.remote)
-        page = _LOGIN_PAGE.format(message="<p><strong>That token is not this node's admin token.</strong></p>")
-        return web.Response(text=page, content_type="text/html", status=401)
-    structlog.get_logger("channel_node.admin").info("dashboard_login", remote=request.remote)
-    response = web.Response(status=303, headers={"Location": DASHBOARD_PREFIX})
-    response.set_cookie(DASHBOARD_COOKIE, api.dashboard_session(), httponly=True, samesite="Strict", path=DASHBOARD_PREFIX)
-    return response
-
-
-__all__ = ["Dashboard", "add_dashboard_routes", "render_page", "resolve_range", "to_csv"]
+__all__ = [
+    "PARAMS", "TABLES", "BadRequest", "compute", "jsonable", "parse_tag", "parse_time", "parse_top", "render_page",
+    "resolve_range", "to_csv",
+]  # fmt: skip

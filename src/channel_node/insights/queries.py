@@ -4,7 +4,7 @@
 Every function takes a sqlite3 connection and a range `[since, until)` in unix seconds, widened to
 whole UTC hours (since rounded down, until up). Figures come from the rollups for whole days and
 from the raw events only for the partial days at the ends of the range and for the hours and days
-not compacted yet (see recorder.py), so a year of traffic answers in well under a second.
+not compacted yet (see payers.py), so a year of traffic answers in well under a second.
 
 Results are plain dicts and lists. Money (revenue, prices) is an int in the token's smallest unit;
 `conversion` is unlocks / offers as a float (None without offers; it can exceed 1 when a wallet
@@ -15,27 +15,21 @@ revenue stays exact). Weeks start on Monday 00:00 UTC.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
 from channel_node.errors import UsageError
-from channel_node.insights.recorder import (
-    DAY,
-    HOUR,
-    LIMB,
-    MASK,
-    SCOPE_ALL,
-    SCOPE_RESOURCE,
-    SCOPE_TAG,
-    PayerUnion,
-    week_of,
-)
+from channel_node.insights.payers import PayerUnion
+from channel_node.insights.schema import DAY, HOUR, LIMB, MASK, SCOPE_ALL, SCOPE_RESOURCE, SCOPE_TAG, week_of
 
 BUCKETS = {"hour": HOUR, "day": DAY, "week": 7 * DAY}
 ORDERS = ("revenue", "unlocks", "offers", "conversion", "payers")
 MAX_BUCKETS = 10_000
 NO_TAG = -1  # a tag the database has never seen: matches nothing
+
+Row = dict[str, Any]  # one result row: figures by name (money as int), as documented above
 
 
 class QueryError(UsageError, ValueError):
@@ -121,7 +115,7 @@ _RAW_COUNTS = (
 )
 
 
-def _money(hi, lo) -> int:
+def _money(hi: int | None, lo: int | None) -> int:
     return ((hi or 0) << LIMB) + (lo or 0)
 
 
@@ -129,8 +123,8 @@ def _conversion(offers: int, unlocks: int) -> float | None:
     return unlocks / offers if offers else None
 
 
-def _figures(offers: int, unlocks: int, revenue: int, payers: int | None = None) -> dict:
-    out = {"offers": offers, "unlocks": unlocks, "revenue": revenue, "conversion": _conversion(offers, unlocks)}
+def _figures(offers: int, unlocks: int, revenue: int, payers: int | None = None) -> Row:
+    out: Row = {"offers": offers, "unlocks": unlocks, "revenue": revenue, "conversion": _conversion(offers, unlocks)}
     if payers is not None:
         out["payers"] = payers
     return out
@@ -156,9 +150,9 @@ def tag_id(conn: sqlite3.Connection, tag: str | tuple[str, str] | None) -> int |
     return row[0] if row else NO_TAG
 
 
-def _tagset_names(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, dict]:
-    ids = list(set(ids))
-    out = {}
+def _tagset_names(conn: sqlite3.Connection, tagsets: Iterable[int]) -> dict[int, dict[str, str]]:
+    ids = list(set(tagsets))
+    out: dict[int, dict[str, str]] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
@@ -167,9 +161,9 @@ def _tagset_names(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, dic
     return out
 
 
-def _names(conn: sqlite3.Connection, table: str, column: str, ids: Iterable[int]) -> dict[int, object]:
-    ids = list(set(ids))
-    out = {}
+def _names(conn: sqlite3.Connection, table: str, column: str, keys: Iterable[int]) -> dict[int, object]:
+    ids = list(set(keys))
+    out: dict[int, object] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
@@ -209,7 +203,7 @@ def payer_counts(conn: sqlite3.Connection, scope: int, keys: list[int], h0: int,
     for a, b in day_ranges:
         if a >= b:
             continue
-        ready = set()
+        ready: set[int] = set()
         for day, is_ready in conn.execute("SELECT day, ready FROM days WHERE day >= ? AND day < ?", (a, b)):
             if is_ready:
                 ready.add(day)
@@ -245,7 +239,7 @@ def _payers_scope(tag: int | None) -> tuple[int, int]:
 # ------------------------------------------------------------------ summary and series
 
 
-def summary(conn: sqlite3.Connection, since: int, until: int, tag: str | None = None) -> dict:
+def summary(conn: sqlite3.Connection, since: int, until: int, tag: str | None = None) -> Row:
     """Totals over the range (optionally for one tag): offers, unlocks, revenue, payers, conversion."""
     h0, h1 = hour_span(since, until)
     tid = tag_id(conn, tag)
@@ -261,7 +255,7 @@ def summary(conn: sqlite3.Connection, since: int, until: int, tag: str | None = 
     return {"since": h0 * HOUR, "until": h1 * HOUR, **_figures(offers, unlocks, _money(row[2], row[3]), payers)}
 
 
-def series(conn: sqlite3.Connection, bucket: str, since: int, until: int, tag: str | None = None) -> list[dict]:
+def series(conn: sqlite3.Connection, bucket: str, since: int, until: int, tag: str | None = None) -> list[Row]:
     """One row per bucket over the range (empty buckets included): start, offers, unlocks, revenue,
     payers (distinct paying channels within the bucket), conversion."""
     spans = buckets(bucket, since, until)
@@ -291,8 +285,8 @@ def series(conn: sqlite3.Connection, bucket: str, since: int, until: int, tag: s
     scope, key = _payers_scope(tid)
     for hour in open_hours:
         totals[index[hour * HOUR]][4] = payer_counts(conn, scope, [key], hour, hour + 1)[key]
-    out = []
-    for (label, start, end), (offers, unlocks, hi, lo, payers) in zip(spans, totals):
+    out: list[Row] = []
+    for (label, start, end), (offers, unlocks, hi, lo, payers) in zip(spans, totals, strict=True):
         if bucket != "hour" and unlocks:
             payers = payer_counts(conn, scope, [key], start // HOUR, end // HOUR)[key]
         out.append({"start": label, **_figures(offers, unlocks, _money(hi, lo), payers)})
@@ -306,7 +300,7 @@ def _resource_rows(conn: sqlite3.Connection, h0: int, h1: int, tid: int | None) 
     """(resource id, tagset id, price) -> [offers, unlocks, revenue] over hours [h0, h1)."""
     out: dict[tuple[int, int, int], list[int]] = {}
 
-    def add(rows) -> None:
+    def add(rows: sqlite3.Cursor) -> None:
         for rid, tagset, price, offers, unlocks, hi, lo in rows:
             slot = out.get((rid, tagset, price))
             if slot is None:
@@ -348,10 +342,10 @@ def _resource_rows(conn: sqlite3.Connection, h0: int, h1: int, tid: int | None) 
     return out
 
 
-def by_resource(conn: sqlite3.Connection, since: int, until: int, tag: str | None = None) -> dict[int, dict]:
+def by_resource(conn: sqlite3.Connection, since: int, until: int, tag: str | None = None) -> dict[int, Row]:
     """resource id -> offers, unlocks, revenue, prices {price: [offers, unlocks, revenue]}, tagset."""
     h0, h1 = hour_span(since, until)
-    out: dict[int, dict] = {}
+    out: dict[int, Row] = {}
     for (rid, tagset, price), (offers, unlocks, revenue) in _resource_rows(conn, h0, h1, tag_id(conn, tag)).items():
         entry = out.get(rid)
         if entry is None:
@@ -367,7 +361,7 @@ def by_resource(conn: sqlite3.Connection, since: int, until: int, tag: str | Non
     return out
 
 
-def _order_key(by: str, min_offers: int):
+def _order_key(by: str, min_offers: int) -> Callable[[Row], tuple[Any, ...]]:
     if by == "conversion":
         return lambda row: (row["offers"] >= min_offers, row["conversion"] or 0.0, row["revenue"])
     return lambda row: (row[by], row["revenue"])
@@ -376,7 +370,7 @@ def _order_key(by: str, min_offers: int):
 def top_resources(
     conn: sqlite3.Connection, since: int, until: int, n: int | None = 10, by: str = "revenue", tag: str | None = None,
     min_offers: int = 20,
-) -> list[dict]:
+) -> list[Row]:
     """The top `n` resources (all with n=None) by revenue, unlocks, offers, payers or conversion
     (conversion ranks resources shown at least `min_offers` times first). Each row: resource, tags,
     prices (distinct, ascending), offers, unlocks, revenue, payers, conversion."""
@@ -409,14 +403,14 @@ def top_resources(
 
 def by_tag(
     conn: sqlite3.Connection, since: int, until: int, key: str | None = None, n: int | None = None
-) -> list[dict]:
+) -> list[Row]:
     """Per tag (key, value): offers, unlocks, revenue, payers, conversion; ordered by key, then
     revenue. `key` keeps one tag key; `n` keeps the top n values (by revenue) of each key."""
     h0, h1 = hour_span(since, until)
     d0, d1, edges = _days(h0, h1)
     totals: dict[int, list[int]] = {}
 
-    def add(rows) -> None:
+    def add(rows: sqlite3.Cursor) -> None:
         for tid, offers, unlocks, hi, lo in rows:
             slot = totals.setdefault(tid, [0, 0, 0])
             slot[0] += offers
@@ -439,14 +433,15 @@ def by_tag(
             if key is None or names[tid][0] == key]  # fmt: skip
     rows.sort(key=lambda r: (r["key"], -r["revenue"], -r["unlocks"], r["value"]))
     if n is not None:
-        kept, seen = [], {}
+        kept: list[Row] = []
+        seen: dict[str, int] = {}
         for row in rows:
             seen[row["key"]] = seen.get(row["key"], 0) + 1
             if seen[row["key"]] <= n:
                 kept.append(row)
         rows = kept
     counts = payer_counts(conn, SCOPE_TAG, [r["id"] for r in rows if r["unlocks"]], h0, h1)
-    out = []
+    out: list[Row] = []
     for row in rows:
         tid = row.pop("id")
         out.append({"key": row["key"], "value": row["value"], **_figures(row["offers"], row["unlocks"], row["revenue"],
@@ -454,7 +449,7 @@ def by_tag(
     return out
 
 
-def price_comparison(conn: sqlite3.Connection, tag: str, since: int, until: int) -> dict:
+def price_comparison(conn: sqlite3.Connection, tag: str, since: int, until: int) -> Row:
     """Resources sharing one tag value side by side: per resource and price (a resource whose
     price changed has a row per price) offers, unlocks, revenue, conversion and revenue per offer
     shown; and the same per price level across those resources."""
@@ -468,20 +463,20 @@ def price_comparison(conn: sqlite3.Connection, tag: str, since: int, until: int)
         slot[1] += unlocks
         slot[2] += revenue
     paths = _names(conn, "resources", "path", [rid for rid, _ in per])
-    resources = []
-    levels: dict[int, list] = {}
+    resources: list[Row] = []
+    levels: dict[int, tuple[set[int], list[int]]] = {}  # price -> (resource ids, [offers, unlocks, revenue])
     for (rid, price), (offers, unlocks, revenue) in per.items():
         resources.append({"resource": paths[rid], "price": price, **_figures(offers, unlocks, revenue),
                           "revenue_per_offer": revenue // offers if offers else None})  # fmt: skip
-        level = levels.setdefault(price, [set(), 0, 0, 0])
-        level[0].add(rid)
-        level[1] += offers
-        level[2] += unlocks
-        level[3] += revenue
+        ids, level = levels.setdefault(price, (set(), [0, 0, 0]))
+        ids.add(rid)
+        level[0] += offers
+        level[1] += unlocks
+        level[2] += revenue
     resources.sort(key=lambda r: (-r["price"], -r["revenue"], r["resource"]))
     by_price = [{"price": price, "resources": len(ids), **_figures(offers, unlocks, revenue),
                  "revenue_per_offer": revenue // offers if offers else None}
-                for price, (ids, offers, unlocks, revenue) in sorted(levels.items(), reverse=True)]  # fmt: skip
+                for price, (ids, (offers, unlocks, revenue)) in sorted(levels.items(), reverse=True)]  # fmt: skip
     return {"tag": f"{key}:{value}", "resources": resources, "by_price": by_price}
 
 
@@ -491,7 +486,7 @@ def price_comparison(conn: sqlite3.Connection, tag: str, since: int, until: int)
 def dashboard(
     conn: sqlite3.Connection, bucket: str, since: int, until: int, tag: str | None = None, top: int = 10,
     tags_per_key: int = 12,
-) -> dict:
+) -> Row:
     """All of the dashboard's figures in one read transaction (a consistent snapshot)."""
     conn.execute("BEGIN")
     try:

@@ -18,6 +18,10 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the report imports its figures lazily: `channel-node --help` stays fast
+    from channel_node.insights.charts import Money
 
 from channel_node.errors import UsageError
 
@@ -53,7 +57,7 @@ def chromium_screenshot(source: Path, png: Path, width: int, height: int, timeou
         raise ReportError(f"chromium could not render {source.name}: {done.stderr.strip()[-300:]}")
 
 
-def report_svg(data: dict, money) -> tuple[str, int, int]:
+def report_svg(data: dict[str, Any], money: Money) -> tuple[str, int, int]:
     """Revenue over time and the top resources, stacked: the SVG document, its width and height."""
     from channel_node.insights.charts import bar_chart, bucket_label, line_chart, stack
 
@@ -70,7 +74,7 @@ def report_svg(data: dict, money) -> tuple[str, int, int]:
     return document, 760, height
 
 
-def _load(args: argparse.Namespace) -> tuple[dict, object]:
+def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
     from channel_node.insights import queries as q
     from channel_node.insights.charts import Money
     from channel_node.insights.dashboard import BadRequest, compute, resolve_range
@@ -99,7 +103,7 @@ def _load(args: argparse.Namespace) -> tuple[dict, object]:
     return data, Money(args.decimals, args.symbol)
 
 
-def _print_tables(data: dict, money) -> None:
+def _print_tables(data: dict[str, Any], money: Money) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -109,7 +113,10 @@ def _print_tables(data: dict, money) -> None:
     if not console.is_terminal:  # a file or a pipe: wide enough that paths and figures keep to one line
         console = Console(width=160)
     rng = data["range"]
-    day = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+
+    def day(t: int) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
     s = data["summary"]
     title = f"Revenue insights {day(rng['since'])} → {day(rng['until'])} UTC" + (f", tag {rng['tag']}" if rng["tag"] else "")
     summary = Table(title=title, show_header=False)
@@ -176,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_report_command(subparsers) -> argparse.ArgumentParser:
+def add_report_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Adds `channel-node report` to the CLI's subparsers (the handler is in `handler`)."""
     report = subparsers.add_parser(
         "report", help="revenue insights: revenue, unlocks, paying channels, conversion by time, resource and tag",

@@ -21,12 +21,11 @@ from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
 from channel_node.config import Settings
 from channel_node.errors import ConfigError
-from channel_node.insights.dashboard import add_dashboard_routes
 from channel_node.insights.recorder import Recorder
 from channel_node.node.recovery import SignerRecovery
 from channel_node.node.runtime import Runtime
 from channel_node.node.settlement import SettlementPolicy
-from channel_node.server.admin import create_admin_app
+from channel_node.server.admin import add_dashboard_routes, create_admin_app
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
 from channel_node.server.metrics import Metrics, add_chain_gauges

@@ -1,4 +1,4 @@
-"""The admin API: an aiohttp application under `/admin`, for the node's operator.
+"""The admin API's routes and handlers: an aiohttp application under `/admin`, for the node's operator.
 
 It is meant for its own listener bound to 127.0.0.1 (never the paywall's): every request must carry
 `Authorization: Bearer <admin_token>`; a node without `admin_token` answers every request 503
@@ -10,34 +10,41 @@ as outbox rows like any other transaction (the sender broadcasts them). Every wr
 
 Amounts are decimal strings in the token's smallest unit (uint256-safe, never floats). Every
 refusal is JSON `{"error": <stable code>, "message": ...}`; nothing a client sends raises a 500.
-`GET /admin/openapi.json` describes all of it.
+`GET /admin/openapi.json` describes all of it (`openapi.py`, which also holds the enums and limits
+the handlers enforce); who may call is `auth.py`'s decision, made in the `guard` middleware below.
 """
 
 from __future__ import annotations
 
-import hmac
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import orjson
 import structlog
 from aiohttp import web
+from structlog.typing import FilteringBoundLogger
 
+from channel_node.config import Settings
 from channel_node.core import ChannelState, Reject
 from channel_node.errors import Refusal
-from channel_node.node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
+from channel_node.node.operations import Batch, Operations, Queued, Refused
+from channel_node.node.runtime import Runtime
+from channel_node.server.admin.auth import DASHBOARD_COOKIE, AdminAuth, Admission
+from channel_node.server.admin.openapi import (
+    CHANNEL_STATUSES,
+    DEFAULT_LIMIT,
+    MAX_BATCH,
+    MAX_LIMIT,
+    OUTBOX_OPEN,
+    OUTBOX_STATUSES,
+    PREFIX,
+    openapi_document,
+)
 from channel_node.wire.channel import config_json
-from channel_node.store import Charge, OutboxRow, StoreError
+from channel_node.store import Charge, OutboxRow, Store, StoreError
 from channel_node.types import UINT256_MAX
 
-PREFIX = "/admin"
-CHANNEL_STATUSES = ("open", "closing", "settled", "receiver_closing")
-OUTBOX_STATUSES = ("pending", "sent", "done", "abandoned")
-OUTBOX_OPEN = ("pending", "sent")
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
-MAX_BATCH = 10_000  # channel ids in one POST /admin/close
 MAX_BODY = 1024 * 1024
 
 _HEX_ID = re.compile(r"(0x)?([0-9a-fA-F]{64})")
@@ -62,8 +69,29 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
-def _log():
-    return structlog.get_logger("channel_node.admin")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A batch operation of `Operations`, handed the list it fills with each channel's result as it goes.
+Operate = Callable[[list[Queued | Refused]], Awaitable[Batch]]
+
+
+class AdminNode(Protocol):
+    """What the admin API and the operator commands use of a node (`node.assembly.Node` is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    async def health(self) -> Mapping[str, Any]: ...
+
+
+def _log() -> FilteringBoundLogger:
+    logger: FilteringBoundLogger = structlog.get_logger("channel_node.admin")  # get_logger is untyped (Any)
+    return logger
 
 
 # ------------------------------------------------------------------ JSON shapes
@@ -133,7 +161,7 @@ def result_json(result: Queued | Refused) -> dict[str, Any]:
     """A queued claim or close (with its outbox row when known), or a refusal with its code."""
     if isinstance(result, Refused):
         return {"channelId": _hex(result.channel_id), "error": result.code, "message": result.message}
-    out = {"channelId": _hex(result.channel_id), "kind": result.kind, "amount": str(result.amount)}
+    out: dict[str, Any] = {"channelId": _hex(result.channel_id), "kind": result.kind, "amount": str(result.amount)}
     if result.outbox_id is not None:
         out |= {"outboxId": result.outbox_id, "status": result.status, "deadline": result.deadline}
     return out
@@ -155,7 +183,7 @@ def matching_channels(states: Iterable[ChannelState], status: str | None, minimu
     ]  # fmt: skip
 
 
-async def channel_document(node, channel: bytes) -> dict[str, Any] | None:
+async def channel_document(node: AdminNode, channel: bytes) -> dict[str, Any] | None:
     """One channel with its charges and open outbox rows (None: the node has no such channel)."""
     state = await node.runtime.channel(channel)
     if state is None:
@@ -165,7 +193,7 @@ async def channel_document(node, channel: bytes) -> dict[str, Any] | None:
     return channel_json(state) | {"charges": [charge_json(c) for c in charges], "outbox": [outbox_json(r) for r in rows]}
 
 
-async def status_document(node) -> dict[str, Any]:
+async def status_document(node: AdminNode) -> dict[str, Any]:
     """The node's health report plus totals over every channel and the open outbox."""
     health = await node.health()
     states = [stored.state for stored in await node.store.list_channels()]
@@ -219,8 +247,8 @@ def _amount(value: object, name: str) -> int:
 amount_arg = _amount  # for the operator commands on a stopped node (cli/channels.Direct)
 
 
-def _query(request: web.Request, allowed: Iterable[str]) -> dict[str, str]:
-    allowed = set(allowed)
+def _query(request: web.Request, names: Iterable[str]) -> dict[str, str]:
+    allowed = set(names)
     query: dict[str, str] = {}
     for key, value in request.query.items():
         if key not in allowed:
@@ -263,34 +291,23 @@ async def _body(request: web.Request, allowed: set[str], required: bool = False)
     return body
 
 
-def _authorized(header: str | None, token: bytes) -> bool:
-    if not header:
-        return False
-    scheme, _, credentials = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(credentials.strip().encode("utf-8", "surrogateescape"), token)
-
-
 # ------------------------------------------------------------------ the application
 
 
 class AdminApi:
-    def __init__(self, node) -> None:
+    def __init__(self, node: AdminNode) -> None:
         self.node = node
-        secret = node.settings.admin_token
-        value = secret.get_secret_value() if secret is not None else ""
-        self._token: bytes | None = value.encode("utf-8") if value else None  # never logged, never answered
+        self.auth = AdminAuth(node.settings.admin_token)
 
     def __repr__(self) -> str:  # never the token
-        return f"AdminApi(enabled={self._token is not None})"
+        return f"AdminApi(enabled={self.auth.enabled})"
 
     @property
-    def store(self):
+    def store(self) -> Store:
         return self.node.store
 
     @property
-    def runtime(self):
+    def runtime(self) -> Runtime:
         return self.node.runtime
 
     @property
@@ -299,31 +316,14 @@ class AdminApi:
 
     # ------------------------------------------------------------------ middleware
 
-    def token_matches(self, text: str) -> bool:
-        """Constant-time check of a token typed into the dashboard's login form."""
-        return self._token is not None and hmac.compare_digest(text.encode("utf-8", "surrogateescape"), self._token)
-
-    def dashboard_session(self) -> str:
-        """The dashboard's cookie value: derived from the token (so rotating the token logs every
-        browser out), never the token itself."""
-        return hmac.new(self._token or b"", b"channel-node dashboard session", "sha256").hexdigest()
-
-    def _dashboard_cookie_ok(self, request: web.Request) -> bool:
-        # A browser cannot send a bearer header: the dashboard's pages (reads only, never a
-        # mutation, so a forged cross-site request gains nothing) also accept the login cookie.
-        if request.method not in ("GET", "HEAD") or not request.path.startswith(DASHBOARD_PREFIX):
-            return False
-        cookie = request.cookies.get(DASHBOARD_COOKIE)
-        return bool(cookie) and self._token is not None and hmac.compare_digest(cookie, self.dashboard_session())
-
     @web.middleware
-    async def guard(self, request: web.Request, handler) -> web.StreamResponse:
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if self._token is None:
+            admission = self.auth.admit(request.method, request.path, request.headers.get("Authorization"),
+                                        request.cookies.get(DASHBOARD_COOKIE))  # fmt: skip
+            if admission is Admission.DISABLED:
                 raise AdminError(503, "admin_disabled", "the admin API is disabled: set admin_token to enable it")
-            if request.path == DASHBOARD_LOGIN or self._dashboard_cookie_ok(request):
-                return await handler(request)  # the login form checks the token itself
-            if not _authorized(request.headers.get("Authorization"), self._token):
+            if admission is Admission.DENIED:
                 _log().warning("admin_denied", method=request.method, path=request.path, remote=request.remote)
                 raise AdminError(
                     401, "unauthorized", "send Authorization: Bearer <admin_token>",
@@ -369,7 +369,7 @@ class AdminApi:
 
     async def outbox(self, request: web.Request) -> web.Response:
         query = _query(request, ("status", "channel", "limit", "offset"))
-        statuses = OUTBOX_STATUSES
+        statuses: tuple[str, ...] = OUTBOX_STATUSES
         if "status" in query:
             if query["status"] not in OUTBOX_STATUSES:
                 raise AdminError(400, "malformed_request", f"status must be one of {list(OUTBOX_STATUSES)}")
@@ -439,7 +439,7 @@ class AdminApi:
         targets = [parse_channel_id(text) for text in ids]  # all checked before any is closed
         return await self._many(request, "close", lambda results: self.operations.close_listed(targets, results))
 
-    async def _many(self, request: web.Request, kind: str, operate, **fields) -> web.Response:
+    async def _many(self, request: web.Request, kind: str, operate: Operate, **fields: object) -> web.Response:
         results: list[Queued | Refused] = []
         try:
             batch = await operate(results)
@@ -453,18 +453,15 @@ class AdminApi:
         return web.json_response(batch_json(batch), status=202)
 
     @staticmethod
-    def _log_action(request: web.Request, action: str, channels: list, **fields) -> None:
-        names = [c if isinstance(c, str) else _hex(c) for c in channels]
+    def _log_action(request: web.Request, action: str, channels: list[bytes], **fields: object) -> None:
+        names = [_hex(c) for c in channels]
         _log().info("admin_action", action=action, channels=names, remote=request.remote, **fields)
 
 
-DASHBOARD_PREFIX = "/admin/insights"
-DASHBOARD_LOGIN = "/admin/insights/login"
-DASHBOARD_COOKIE = "channel_node_dashboard"
 ADMIN_API = web.AppKey("admin_api", AdminApi)
 
 
-def create_admin_app(node) -> web.Application:
+def create_admin_app(node: AdminNode) -> web.Application:
     """The admin application for `node` (serve it on its own listener, 127.0.0.1 by default)."""
     api = AdminApi(node)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY)
@@ -479,221 +476,3 @@ def create_admin_app(node) -> web.Application:
     app.router.add_get(f"{PREFIX}/outbox", api.outbox, allow_head=False)
     app.router.add_get(f"{PREFIX}/openapi.json", api.openapi, allow_head=False)
     return app
-
-
-# ------------------------------------------------------------------ OpenAPI
-
-
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
-    response = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _errors(*statuses: int) -> dict:
-    descriptions = {
-        400: "malformed_request or malformed_channel_id",
-        401: "unauthorized: no or wrong bearer token",
-        404: "channel_unknown (or not_found for an unknown path)",
-        409: "the core refused: nothing_to_claim, channel_settled, nothing_to_close",
-        503: "admin_disabled (no admin_token configured) or store_unavailable",
-    }
-    out = {}
-    for status in (*statuses, 401, 503):
-        out[str(status)] = _json(_ref("Error"), descriptions[status])
-        if status == 401:
-            out["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}
-    return out
-
-
-def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
-    return {"name": name, "in": where, "required": required, "schema": schema, "description": description}
-
-
-_AMOUNT = {"type": "string", "pattern": "^[0-9]{1,78}$", "description": "decimal string, token's smallest unit"}
-_CHANNEL_ID = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{64}$"}
-_ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$", "description": "EIP-55 checksum address"}
-_TOTAL = {"X-Total-Count": {"schema": {"type": "integer"}, "description": "matching items before paging"}}
-_PAGING = [
-    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-           "page size"),
-    _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "items to skip"),
-]
-_ID_PARAM = _param("id", "path", _CHANNEL_ID, "the channel id (32 bytes of hex)", required=True)
-
-
-def openapi_document() -> dict:
-    nullable_int = {"type": ["integer", "null"]}
-    nullable_amount = {"type": ["string", "null"], "pattern": "^[0-9]{1,78}$"}
-    schemas = {
-        "Error": {
-            "type": "object", "required": ["error", "message"],
-            "properties": {"error": {"type": "string", "description": "stable machine-readable code"},
-                           "message": {"type": "string", "description": "for people; may change"}},
-        },
-        "Channel": {
-            "type": "object",
-            "properties": {
-                "channelId": _CHANNEL_ID, "payer": _ADDRESS, "signer": _ADDRESS, "receiver": _ADDRESS,
-                "token": _ADDRESS | {"description": "zero address for native ETH"},
-                "closeDelay": {"type": "integer", "description": "seconds"}, "salt": _AMOUNT,
-                "receiverAuthorizer": _ADDRESS | {"description": "may claim, close and consent for the receiver; zero: nobody"},
-                "deposited": _AMOUNT, "claimed": _AMOUNT,
-                "maxClaimableAmount": _AMOUNT | {"description": "highest voucher received (the ceiling)"},
-                "charged": _AMOUNT | {"description": "total charged for content served"},
-                "unclaimed": _AMOUNT | {"description": "charged but not claimed: what a claim would collect now"},
-                "credit": _AMOUNT | {"description": "paid for but not yet spent"},
-                "closeDeadline": nullable_int | {"description": "unix time a payer's pending close ends"},
-                "settled": {"type": "boolean"}, "receiverClosing": {"type": "boolean"},
-                "status": {"type": "string", "enum": list(CHANNEL_STATUSES)},
-            },
-        },
-        "Charge": {
-            "type": "object",
-            "properties": {"resource": {"type": "string"}, "amount": _AMOUNT, "paymentId": {"type": ["string", "null"]},
-                           "once": {"type": "boolean"}, "at": {"type": "integer", "description": "unix time"}},
-        },
-        "OutboxRow": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "integer"}, "channelId": _CHANNEL_ID, "kind": {"type": "string", "enum": ["claim", "close"]},
-                "amount": _AMOUNT | {"description": "the claimed total to reach: what was charged"},
-                "voucherAmount": _AMOUNT | {"description": "the voucher that authorises it"},
-                "deadline": nullable_int, "status": {"type": "string", "enum": list(OUTBOX_STATUSES)},
-                "txHash": {"type": ["string", "null"]}, "nonce": nullable_int, "maxFee": nullable_amount,
-                "priorityFee": nullable_amount, "sentAt": nullable_int, "attempts": {"type": "integer"},
-                "note": {"type": ["string", "null"]},
-            },
-        },
-        "ChannelDetail": {
-            "allOf": [_ref("Channel"), {"type": "object", "properties": {
-                "charges": {"type": "array", "items": _ref("Charge")},
-                "outbox": {"type": "array", "items": _ref("OutboxRow"), "description": "open rows (pending, sent)"},
-            }}],
-        },
-        "Queued": {
-            "type": "object", "description": "a transaction committed to the outbox",
-            "properties": {"channelId": _CHANNEL_ID, "kind": {"type": "string", "enum": ["claim", "close"]},
-                           "amount": _AMOUNT, "outboxId": {"type": "integer"}, "status": {"type": "string"},
-                           "deadline": nullable_int},
-        },
-        "Refused": {
-            "type": "object",
-            "properties": {"channelId": _CHANNEL_ID, "error": {"type": "string"}, "message": {"type": "string"}},
-        },
-        "Batch": {
-            "type": "object",
-            "properties": {"queued": {"type": "integer"}, "channels": {"type": "array", "items": _ref("Queued")},
-                           "rejected": {"type": "array", "items": _ref("Refused")}},
-        },
-        "Status": {
-            "type": "object",
-            "description": "the node's health report (as /healthz) plus totals over every channel",
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "degraded"]}, "chainId": {"type": "integer"},
-                "contract": _ADDRESS, "receiver": _ADDRESS, "head": {"type": "integer"}, "cursor": {"type": "integer"},
-                "lag": {"type": "integer"}, "outbox": {"type": "integer"},
-                "problems": {"type": "array", "items": {"type": "string"}},
-                "gas": {"type": "object", "properties": {"address": _ADDRESS, "balance": _AMOUNT, "needed": _AMOUNT}},
-                "totals": {"type": "object", "properties": {
-                    "channels": {"type": "integer"},
-                    "channelsByStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "deposited": _AMOUNT, "claimed": _AMOUNT, "revenue": _AMOUNT, "unclaimed": _AMOUNT, "credit": _AMOUNT,
-                    "outbox": {"type": "object", "description": "open rows by status", "additionalProperties": {
-                        "type": "object", "properties": {"rows": {"type": "integer"}, "amount": _AMOUNT}}},
-                }},
-            },
-        },
-    }  # fmt: skip
-    claim_or_close = {
-        "202": _json(_ref("Queued"), "queued in the outbox; the sender broadcasts it"),
-        **_errors(400, 404, 409),
-    }
-    paths = {
-        f"{PREFIX}/channels": {"get": {
-            "summary": "List channels (ordered by id)", "operationId": "listChannels",
-            "parameters": [
-                _param("status", "query", {"type": "string", "enum": list(CHANNEL_STATUSES)}, "only channels in this state"),
-                _param("min_unclaimed", "query", _AMOUNT, "only channels with at least this much unclaimed"),
-                *_PAGING,
-            ],
-            "responses": {"200": _json({"type": "array", "items": _ref("Channel")}, "channels", _TOTAL), **_errors(400)},
-        }},
-        f"{PREFIX}/channels/{{id}}": {"get": {
-            "summary": "One channel with its charges and open outbox rows", "operationId": "showChannel",
-            "parameters": [_ID_PARAM],
-            "responses": {"200": _json(_ref("ChannelDetail"), "the channel"), **_errors(400, 404)},
-        }},
-        f"{PREFIX}/channels/{{id}}/claim": {"post": {
-            "summary": "Claim the best voucher on chain; the channel stays open", "operationId": "claimChannel",
-            "parameters": [_ID_PARAM], "responses": claim_or_close,
-        }},
-        f"{PREFIX}/channels/{{id}}/close": {"post": {
-            "summary": "Close on chain with the best voucher; the node stops selling on the channel",
-            "operationId": "closeChannel", "parameters": [_ID_PARAM], "responses": claim_or_close,
-        }},
-        f"{PREFIX}/claim": {"post": {
-            "summary": "Claim every channel with at least `min` unclaimed, neither settled nor closing by the receiver",
-            "operationId": "claimMany",
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "additionalProperties": False,
-                "properties": {"min": _AMOUNT | {"default": "1", "description": "at least 1"}}}}}},
-            "responses": {"202": _json(_ref("Batch"), "claims queued"), **_errors(400)},
-        }},
-        f"{PREFIX}/close": {"post": {
-            "summary": "Close every open channel with a voucher, or the listed ones", "operationId": "closeMany",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                {"type": "object", "additionalProperties": False, "required": ["all"],
-                 "properties": {"all": {"const": True}}},
-                {"type": "object", "additionalProperties": False, "required": ["channels"],
-                 "properties": {"channels": {"type": "array", "items": _CHANNEL_ID, "minItems": 1, "maxItems": MAX_BATCH}}},
-            ]}}}},
-            "responses": {"202": _json(_ref("Batch"), "closes queued; unknown or settled channels in `rejected`"),
-                          **_errors(400)},
-        }},
-        f"{PREFIX}/status": {"get": {
-            "summary": "Health and totals", "operationId": "status",
-            "responses": {"200": _json(_ref("Status"), "the node's state")} | _errors(),
-        }},
-        f"{PREFIX}/outbox": {"get": {
-            "summary": "Outbox rows of every status, newest first", "operationId": "listOutbox",
-            "parameters": [
-                _param("status", "query", {"type": "string", "enum": list(OUTBOX_STATUSES)}, "only rows in this status"),
-                _param("channel", "query", _CHANNEL_ID, "only rows of this channel"),
-                *_PAGING,
-            ],
-            "responses": {"200": _json({"type": "array", "items": _ref("OutboxRow")}, "rows", _TOTAL), **_errors(400)},
-        }},
-        f"{PREFIX}/openapi.json": {"get": {
-            "summary": "This document", "operationId": "openapi",
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")} | _errors(),
-        }},
-    }  # fmt: skip
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "channel-node admin API",
-            "version": "1",
-            "description": (
-                "Operator API of a channel-node, served on its own listener (127.0.0.1 by default). "
-                "Every call needs `Authorization: Bearer <admin_token>`. Amounts are decimal strings in the "
-                "token's smallest unit. Errors are `{\"error\": code, \"message\": text}`; clients switch on `error`. "
-                "Claims and closes are committed to the node's outbox and sent by its sender; every call that "
-                "changes something is logged as `admin_action`."
-            ),
-        },
-        "security": [{"bearer": []}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "the node's admin_token"}},
-            "schemas": schemas,
-        },
-    }
-
-
-__all__ = ["AdminApi", "create_admin_app", "openapi_document"]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the commands import the node lazily: `channel-node --help` 
     from channel_node.node.assembly import Node
     from channel_node.node.operations import Queued, Refused
 
+from channel_node.cli.support import reporting_errors
 from channel_node.errors import UsageError
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8403"
@@ -361,20 +362,14 @@ def _render(command: str, result: Any, as_json: bool) -> None:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    @reporting_errors  # an OperatorError is one line and exit 2 (cli/support.py), however it is called
     def handle(args: argparse.Namespace) -> int:
         from channel_node.cli.support import run_async
 
         async def main() -> int:
-            try:
-                node = await connect(args)
-            except OperatorError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
+            node = await connect(args)
             try:
                 result = await COMMANDS[command](node, args)
-            except OperatorError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
             finally:
                 await node.close()
             _render(command, result, args.json)

@@ -21,7 +21,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run: `channel-n
 T = TypeVar("T")
 Row = dict[str, object]  # one line of a command's output: JSON, or a row of the terminal's table
 
-from channel_node.errors import UsageError
+from channel_node.errors import ChannelNodeError, UsageError
 
 DEFAULT_FOLDER = Path(os.environ.get("CHANNEL_NODE_WALLET", Path.home() / ".channel-node" / "wallet"))
 
@@ -283,7 +283,7 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-ASYNC: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize,
 }  # fmt: skip
 SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"new": _new, "import": _import, "trust": _trust}
@@ -291,18 +291,14 @@ SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"new": _new, "import": _
 
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
-        from channel_node.cli.support import run_async
-
-        from channel_node.chain.reverts import ContractRevert
-        from channel_node.client import WalletError
+        from channel_node.cli.support import report_error, run_async
 
         try:
             if name in SYNC:
                 return SYNC[name](args)
             return run_async(ASYNC[name](args))
-        except (CliError, WalletError, ContractRevert) as exc:  # one line and exit 2, never a traceback
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        except ChannelNodeError as exc:  # one line, never a traceback (cli/support.py maps the exit code)
+            return report_error(exc)
 
     return handle
 

@@ -13,7 +13,7 @@ import hashlib
 import html
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from html.parser import HTMLParser
 from importlib import resources
@@ -28,7 +28,7 @@ ZERO_ADDRESS = "0x" + "00" * 20
 TEASER_CHARS = 160  # a taste, not the article: short pages are often one paragraph long
 TEASER_FRACTION = (1, 4)  # and never more than this share of the page's text, title included
 # The JSON document of `PAYMENT-REQUIRED` (server/protocol.py builds it): read here, never built.
-OfferDocument = dict[str, Any]
+OfferDocument = Mapping[str, Any]
 
 
 def wants_html(accept: str | None) -> bool:

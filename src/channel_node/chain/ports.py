@@ -88,4 +88,4 @@ class ChainSink(Protocol):
         ...
 
 
-__all__ = ["ChainChannel", "ChainSink", "ChainUnavailable", "ChainView", "OnChainChannel"]
+__all__ = ["ChainChannel", "ChainSink", "ChainTime", "ChainUnavailable", "ChainView", "OnChainChannel"]

@@ -24,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from channel_node.core import ChannelState, Reject
+from channel_node.core import ChannelState, Reject, channel_status  # channel_status: the one derivation, in core
 from channel_node.node.operations import NOTHING_TO_CLOSE, Batch, Operations, Queued, Refused  # noqa: F401 (NOTHING_TO_CLOSE: was defined here)
 from channel_node.server.protocol import config_json
 from channel_node.store import Charge, OutboxRow, StoreError
@@ -70,16 +70,6 @@ def _log():
 
 def _hex(value: bytes | None) -> str | None:
     return None if value is None else "0x" + value.hex()
-
-
-def channel_status(state: ChannelState) -> str:
-    if state.settled:
-        return "settled"
-    if state.receiver_closing:
-        return "receiver_closing"
-    if state.close_deadline is not None:
-        return "closing"
-    return "open"
 
 
 def channel_json(state: ChannelState) -> dict[str, Any]:

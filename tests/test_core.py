@@ -282,3 +282,59 @@ def test_credit_claimed_on_chain_never_pays_again(charged, claimed_elsewhere, pr
     else:
         assert isinstance(effect, Rejected) and after == state
         assert effect.code in (Reject.STALE_VOUCHER, Reject.INSUFFICIENT_VOUCHER)
+
+
+states = st.builds(
+    ChannelState,
+    channel_id=st.just(b"\x09" * 32),
+    config=st.just(CONFIG),
+    deposited=st.integers(0, 3000),
+    claimed=st.integers(0, 3000),
+    ceiling=st.integers(0, 3000),
+    charged=st.integers(0, 3000),
+    close_deadline=st.none() | st.integers(0, 3000),
+    settled=st.booleans(),
+    receiver_closing=st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(states)
+def test_channel_status_is_the_rule_and_matches_what_the_core_does(state):
+    from channel_node.core import ChannelStatus, channel_status
+
+    status = channel_status(state)
+    if state.settled:
+        expected = ChannelStatus.SETTLED
+    elif state.receiver_closing:
+        expected = ChannelStatus.RECEIVER_CLOSING
+    elif state.close_deadline is not None:
+        expected = ChannelStatus.CLOSING
+    else:
+        expected = ChannelStatus.OPEN
+    assert status is expected
+    assert status.operable == (not state.settled and not state.receiver_closing), "what 'every channel' takes"
+    # The status says what the core will do with a payment that is otherwise good.
+    good = pay(state.deposited, 0, now=0, margin=0)
+    answer = transition(state, good)[1][0]  # the answer comes first (a defence may follow)
+    if status is ChannelStatus.SETTLED:
+        assert answer == Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")
+    elif status is ChannelStatus.RECEIVER_CLOSING:
+        assert isinstance(answer, Rejected) and answer.code is Reject.CHANNEL_CLOSING
+    elif status is ChannelStatus.OPEN and state.deposited >= max(state.charged, state.claimed):
+        assert isinstance(answer, Accepted), "an open channel sells"
+    # And an operator's close is refused exactly on a settled channel.
+    closed = transition(state, OperatorClose())[1][0]
+    assert isinstance(closed, Rejected) == (status is ChannelStatus.SETTLED)
+
+
+@settings(max_examples=200, deadline=None)
+@given(now=st.integers(0, 5000), margin=st.integers(0, 600), deadline=st.integers(0, 5000))
+def test_sales_stop_by_wall_time_within_the_margin_of_a_chain_time_deadline(now, margin, deadline):
+    from channel_node.core import ChainTime, WallTime, stops_sales
+
+    state, _ = transition(fresh(), ContractReceiveCloseRequested(deadline=ChainTime(deadline)))
+    _, effects = transition(state, pay(30, 10, now=now, margin=margin))
+    assert stops_sales(WallTime(now), margin, ChainTime(deadline)) == (now + margin >= deadline)
+    refused = isinstance(effects[0], Rejected) and effects[0].code is Reject.CHANNEL_CLOSING
+    assert refused == stops_sales(WallTime(now), margin, ChainTime(deadline))

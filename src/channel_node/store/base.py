@@ -236,7 +236,9 @@ class Store(Protocol):
     async def channel_ids(self) -> set[bytes]: ...
 
     async def closing_channels(self) -> list[StoredChannel]:
-        """Channels with a payer's close pending and not settled: the ones to defend."""
+        """Channels with a payer's close pending and not settled: the ones to defend. Not a
+        `channel_status`: a channel the receiver is closing is defended too while the payer's
+        close is pending (its status is RECEIVER_CLOSING)."""
         ...
 
     async def charges(self, channel_id: bytes) -> list[Charge]: ...

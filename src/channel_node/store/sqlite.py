@@ -504,8 +504,8 @@ def _enqueue(connection: sqlite3.Connection, channel_id: bytes, item: OutboxItem
             "INSERT INTO outbox (channel_id, kind, amount, signature, deadline, status, created_at, updated_at, "
             "voucher_amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (channel_id, item.kind, str(item.amount), item.signature, item.deadline, OutboxStatus.PENDING, now, now,
-             str(item.voucher)),  # fmt: skip
-        )
+             str(item.voucher)),
+        )  # fmt: skip
     elif row[1] == OutboxStatus.PENDING and int(row[2]) < item.amount:
         connection.execute(
             "UPDATE outbox SET amount = ?, signature = ?, deadline = ?, voucher_amount = ?, updated_at = ? WHERE id = ?",

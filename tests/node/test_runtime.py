@@ -180,3 +180,65 @@ def test_the_node_sells_only_on_channels_its_claim_key_can_settle(named, settler
             assert isinstance(await runtime.cooperative_close(cid, 10, consent, consenter=settler_address), ConsentToClose)
 
     asyncio.run(scenario())
+
+
+class OvertakenStore(MemoryStore):
+    """Another writer commits to the channel just before this node's next `overtaken` commits."""
+
+    overtaken = 0
+
+    async def commit(self, write: ChannelWrite) -> int:
+        if self.overtaken:
+            self.overtaken -= 1
+            current = await self.load_channel(write.state.channel_id)
+            assert current is not None
+            await super().commit(ChannelWrite(current.state, current.version))  # the other writer
+        return await super().commit(write)
+
+
+@pytest.mark.parametrize("action", ["claim", "close", "reset", "block"])
+async def test_every_write_path_decides_again_after_another_writer(action):
+    """The runtime's one write path (`_step`): an overtaken commit (StaleWrite) is decided again
+    from a fresh load, for operator actions and chain inputs alike, and the outcome is committed
+    once with its outbox row; a reset releases the suspended channel only once durable."""
+    from channel_node.core import ContractSendClaim, ContractSendClose, OperatorClaim, OperatorClose
+    from channel_node.store import OutboxKind
+
+    store = OvertakenStore()
+    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))
+    runtime = Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain, close_margin=60, clock=lambda: 1000.0)
+    assert (await runtime.pay(request(30))).accepted  # charged 10 under a voucher of 30
+    store.overtaken = 1
+    if action == "claim":
+        assert isinstance(await runtime.operator(CHANNEL, OperatorClaim()), ContractSendClaim)
+    elif action == "close":
+        assert isinstance(await runtime.operator(CHANNEL, OperatorClose()), ContractSendClose)
+    elif action == "reset":
+        runtime.suspend(CHANNEL)
+        await runtime.replace_chain_view(CHANNEL, ChainChannel(100, 0, 5000, False, block=9, block_hash=b"\x09" * 32))
+        assert CHANNEL not in runtime.suspended
+    else:
+        await runtime.replace_chain_view(CHANNEL, ChainChannel(100, 0, 5000, False))
+        store.overtaken = 1
+        assert await runtime.new_block(4000) == 1
+    assert store.overtaken == 0, "the other writer did get in first"
+    [row] = await store.outbox()
+    assert row.kind is (OutboxKind.CLOSE if action == "close" else OutboxKind.CLAIM) and row.amount == 10
+    stored = await store.load_channel(CHANNEL)
+    assert stored is not None and stored.state.charged == 10 and stored.state.ceiling == 30
+
+
+async def test_a_reset_that_cannot_commit_leaves_the_channel_suspended():
+    from channel_node.store import StaleWrite
+
+    store = OvertakenStore()
+    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))
+    runtime = Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain, close_margin=60, clock=lambda: 1000.0)
+    assert (await runtime.pay(request(30))).accepted
+    runtime.suspend(CHANNEL)
+    store.overtaken = 10  # every attempt overtaken
+    with pytest.raises(StaleWrite):
+        await runtime.replace_chain_view(CHANNEL, ChainChannel(100, 0, None, False))
+    assert CHANNEL in runtime.suspended, "nothing is sold on figures that were never stored"

@@ -11,7 +11,7 @@ import pytest
 from channel_node.chain import ChannelDepositClient
 from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.watcher import Watcher
-from channel_node.core import OperatorClaim, SendClaim
+from channel_node.core import OperatorClaim, ContractSendClaim
 from channel_node.node.runtime import PaymentRequest, Runtime
 from channel_node.signing import Domain
 from channel_node.store import ChannelWrite, Cursor, Pin, SQLiteStore
@@ -137,7 +137,7 @@ async def test_a_recorded_but_unsent_claim_is_sent_after_a_restart(make_node, ch
     config = channels.open_eth(10 * PRICE, channels.config())
     await first.watcher.poll()
     assert (await pay(first, channels, config, PRICE, "/a")).accepted
-    assert isinstance(await first.runtime.operator(channels.id(config), OperatorClaim()), SendClaim)
+    assert isinstance(await first.runtime.operator(channels.id(config), OperatorClaim()), ContractSendClaim)
 
     async def crash_before_broadcast(raw: bytes) -> None:
         raise SystemExit("killed between recording and broadcasting")

@@ -20,7 +20,7 @@ from web3.types import FilterParams
 from channel_node.chain.accounts import AddressLike, Sender, send_and_wait
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.logs import ChannelEventLog, decode_log, event_topics
-from channel_node.chain.ports import OnChainChannel
+from channel_node.chain.ports import ChainTime, OnChainChannel
 from channel_node.chain.reverts import raise_if_revert
 from channel_node.signing.eip712 import ZERO_ADDRESS, ChannelConfig, Domain, channel_id, to_compact
 from channel_node.types import UINT128_MAX
@@ -162,7 +162,7 @@ class ChannelDepositClient:
         return OnChainChannel(
             deposited=int(deposited),
             claimed=int(claimed),
-            close_deadline=None if settled or deadline == 0 else int(deadline),
+            close_deadline=None if settled or deadline == 0 else ChainTime(int(deadline)),
             settled=settled,
         )
 

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import structlog
-from eth_utils import to_checksum_address
+from eth_typing import HexStr
+from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
 from web3 import AsyncWeb3
+from web3.providers.async_base import AsyncBaseProvider
+from web3.types import TxParams, Wei
 
 from channel_node.chain.accounts import (
     MIN_BUMP_DENOMINATOR,  # noqa: F401 (the replacement rule, importable from here too)
@@ -35,11 +41,56 @@ from channel_node.chain.accounts import (
 from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.reverts import as_revert
 from channel_node.signing import ChannelConfig, to_compact
-from channel_node.store import OutboxRow, Store
+from channel_node.store import OutboxKind, OutboxRow, OutboxStatus, Store, fulfilled
 
 log = structlog.get_logger("channel_node.sender")
 
 FULFILLED_ERRORS = {"NothingToClaim", "ChannelIsSettled"}  # the effect is already on chain
+
+Calldata = Callable[[ChannelDepositClient, OutboxRow, ChannelConfig], str]
+
+
+def _single(function: str) -> Calldata:
+    """The calldata of one row sent alone: `function(config, voucher, amount, r, vs)`, the shape
+    `claim` and `closeByReceiver` share. The row claims `amount` (what was charged) under the voucher
+    its signature covers. A close with no voucher (amount 0) needs no signature: the contract
+    refunds everything."""
+
+    def calldata(client: ChannelDepositClient, row: OutboxRow, config: ChannelConfig) -> str:
+        if row.signature:
+            r, vs = to_compact(row.signature)
+            voucher = row.voucher
+        else:
+            (r, vs), voucher = (b"\0" * 32, b"\0" * 32), row.amount
+        return str(client.contract.encode_abi(function, [config.as_abi_tuple(), voucher, row.amount, r, vs]))
+
+    return calldata
+
+
+@dataclass(frozen=True)
+class Executor:
+    """How the sender carries out a row of one kind: the calldata of the row sent alone, and
+    whether rows of the kind without a deadline share one `claimBatch` transaction."""
+
+    calldata: Calldata
+    batches: bool
+
+
+# Outbox kind -> how it is executed: the one dispatch of the sender (the kind itself derives from the
+# core's ContractSend type in `store.base.TO_OUTBOX`). Checked complete at import;
+# tests/store/test_outbox_table.py checks every ContractSend reaches an executor.
+EXECUTORS: Mapping[OutboxKind, Executor] = MappingProxyType({
+    OutboxKind.CLAIM: Executor(_single("claim"), batches=True),
+    OutboxKind.CLOSE: Executor(_single("closeByReceiver"), batches=False),
+})  # fmt: skip
+if set(EXECUTORS) != set(OutboxKind):  # pragma: no cover (an outbox kind nobody sends)
+    raise ImportError(f"chain.outbox.EXECUTORS lacks {set(OutboxKind) - set(EXECUTORS)}")
+
+
+def batchable(row: OutboxRow) -> bool:
+    """Whether a row may share a batch: its kind batches and nothing hurries it (a defence's
+    deadline sends it alone, first)."""
+    return EXECUTORS[row.kind].batches and row.deadline is None
 
 
 @dataclass
@@ -59,7 +110,7 @@ class SenderStats:
 class OutboxSender:
     def __init__(
         self,
-        w3: AsyncWeb3,
+        w3: AsyncWeb3[AsyncBaseProvider],
         client: ChannelDepositClient,
         store: Store,
         private_key: bytes,
@@ -97,15 +148,15 @@ class OutboxSender:
     async def tick(self) -> None:
         rows = await self.store.outbox()
         if not self._rebroadcast_done:
-            await self._rebroadcast([row for row in rows if row.status == "sent"])
+            await self._rebroadcast([row for row in rows if row.status == OutboxStatus.SENT])
             self._rebroadcast_done = True
-        pending = [row for row in rows if row.status == "pending"]
+        pending = [row for row in rows if row.status == OutboxStatus.PENDING]
         # Defences (a deadline) and closes go alone and first; claims without a deadline share
         # one claimBatch transaction per `batch_size` channels (one payout, a fraction of the gas).
-        urgent = sorted((r for r in pending if r.kind != "claim" or r.deadline is not None), key=_urgency)
-        batchable = [r for r in pending if r.kind == "claim" and r.deadline is None]
+        urgent = sorted((r for r in pending if not batchable(r)), key=_urgency)
+        batch = [r for r in pending if batchable(r)]
         groups = [[row] for row in urgent]
-        groups += [batchable[i : i + self.batch_size] for i in range(0, len(batchable), self.batch_size)]
+        groups += [batch[i : i + self.batch_size] for i in range(0, len(batch), self.batch_size)]
         for group in groups:
             try:  # one failing row must not hold back the others (a defence may be behind it)
                 await self._send(group)
@@ -115,7 +166,7 @@ class OutboxSender:
                 log.warning("outbox_send_failed", rows=[row.id for row in group], error=f"{type(exc).__name__}: {exc}")
         by_tx: dict[bytes, list[OutboxRow]] = {}
         for row in rows:
-            if row.status == "sent" and row.tx_hash:
+            if row.status == OutboxStatus.SENT and row.tx_hash:
                 by_tx.setdefault(row.tx_hash, []).append(row)
         for group in by_tx.values():
             await self._follow(group)
@@ -126,15 +177,15 @@ class OutboxSender:
     async def _send(self, rows: list[OutboxRow], nonce: int | None = None, fees: Fees | None = None) -> None:
         """Signs one transaction for `rows` (one claim or close, or a batch of claims), records it
         on every row, then broadcasts it."""
-        live = []
+        live: list[tuple[OutboxRow, ChannelConfig]] = []
         for row in rows:
             stored = await self.store.load_channel(row.channel_id)
             if stored is None:
-                await self.store.update_outbox(row.id, status="abandoned", note="channel not in the store")
+                await self.store.update_outbox(row.id, status=OutboxStatus.ABANDONED, note="channel not in the store")
                 continue
             on_chain = await self.client.get_channel(row.channel_id)
-            if on_chain.settled or (row.kind == "claim" and on_chain.claimed >= row.amount):
-                await self.store.update_outbox(row.id, status="done", note="already on chain")
+            if fulfilled(row.kind, row.amount, on_chain.claimed, on_chain.settled):
+                await self.store.update_outbox(row.id, status=OutboxStatus.DONE, note="already on chain")
                 continue
             live.append((row, stored.state.config))
         if not live:
@@ -147,7 +198,7 @@ class OutboxSender:
                 await self._send(group)
             return
         data = self._calldata(live)
-        tx = {"from": self.address, "to": self.client.address, "data": data, "value": 0}
+        tx: TxParams = {"from": self.address, "to": self.client.address, "data": HexStr(data), "value": Wei(0)}
         try:
             gas = with_gas_margin(await self.w3.eth.estimate_gas(tx))
         except Exception as exc:
@@ -163,7 +214,7 @@ class OutboxSender:
         tx_hash, raw = self._signer.sign(full)
         for row, _ in live:  # durable before it leaves: a restart re-sends these exact bytes
             await self.store.update_outbox(
-                row.id, status="sent", tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=max_fee,
+                row.id, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=max_fee,
                 priority_fee=priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
             )  # fmt: skip
         if not await self._broadcast(raw) and not await self._known(tx_hash):
@@ -171,7 +222,7 @@ class OutboxSender:
             # fresh nonce rather than wait for a transaction that no node holds.
             self._signer.nonces.forget()
             for row, _ in live:
-                await self.store.update_outbox(row.id, status="pending", note="broadcast refused; retrying")
+                await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
             return
         self.stats.sent += 1
         log.info("outbox_sent", kind=live[0][0].kind if len(live) == 1 else "claim_batch", channels=len(live),
@@ -181,39 +232,31 @@ class OutboxSender:
     def _calldata(self, live: list[tuple[OutboxRow, ChannelConfig]]) -> str:
         if len(live) == 1:
             row, config = live[0]
-            # The row claims `amount` (what was charged) under the voucher its signature covers. A
-            # close with no voucher (amount 0) needs no signature: the contract refunds everything.
-            if row.signature:
-                r, vs = to_compact(row.signature)
-                voucher = row.voucher
-            else:
-                (r, vs), voucher = (b"\0" * 32, b"\0" * 32), row.amount
-            function = "claim" if row.kind == "claim" else "closeByReceiver"
-            return self.client.contract.encode_abi(function, [config.as_abi_tuple(), voucher, row.amount, r, vs])
+            return EXECUTORS[row.kind].calldata(self.client, row, config)
         first = live[0][1]
         items = []
         for row, config in live:
             r, vs = to_compact(row.signature)
             items.append((to_checksum_address(config.payer), to_checksum_address(config.signer), config.close_delay,
                           config.salt, row.voucher, row.amount, r, vs))  # fmt: skip
-        return self.client.contract.encode_abi(
+        return str(self.client.contract.encode_abi(
             "claimBatch",
             [to_checksum_address(first.receiver), to_checksum_address(first.receiver_authorizer),
              to_checksum_address(first.token), items],
-        )  # fmt: skip
+        ))  # fmt: skip
 
     async def _follow(self, rows: list[OutboxRow]) -> None:
         """Follows one sent transaction (shared by all rows of a batch)."""
         first = rows[0]
         try:
-            receipt = await self.w3.eth.get_transaction_receipt(first.tx_hash)
+            receipt = await self.w3.eth.get_transaction_receipt(HexBytes(first.tx_hash or b""))
         except Exception:  # web3 raises TransactionNotFound while it is not mined
             receipt = None
         if receipt is not None:
             if receipt["status"] == 0:
                 # Reverted on chain: maybe someone else's claim got there first. Decide afresh.
                 for row in rows:
-                    await self.store.update_outbox(row.id, status="pending", note="reverted; deciding again")
+                    await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="reverted; deciding again")
             return  # mined: the watcher marks the rows done when the confirmed events arrive
         if time.time() - (first.sent_at or 0) < self.bump_after:
             return
@@ -227,12 +270,12 @@ class OutboxSender:
     async def _refused(self, row: OutboxRow, exc: Exception) -> None:
         name = _revert_name(exc)
         if name in FULFILLED_ERRORS:
-            await self.store.update_outbox(row.id, status="done", note=f"chain says {name}")
+            await self.store.update_outbox(row.id, status=OutboxStatus.DONE, note=f"chain says {name}")
             return
         if name is None:  # not a revert: the node or the network failed; try again next tick
             raise exc
         self.stats.abandoned += 1
-        await self.store.update_outbox(row.id, status="abandoned", note=f"would revert: {name}")
+        await self.store.update_outbox(row.id, status=OutboxStatus.ABANDONED, note=f"would revert: {name}")
         log.error("outbox_abandoned", channel="0x" + row.channel_id.hex(), kind=row.kind, error=name)
 
     async def _rebroadcast(self, rows: list[OutboxRow]) -> None:
@@ -250,7 +293,7 @@ class OutboxSender:
 
     async def _known(self, tx_hash: bytes) -> bool:
         try:
-            await self.w3.eth.get_transaction(tx_hash)
+            await self.w3.eth.get_transaction(HexBytes(tx_hash))
             return True
         except Exception:
             return False
@@ -259,7 +302,7 @@ class OutboxSender:
 
     async def _check_balance(self, open_rows: int) -> None:
         """`open_rows`: the rows this tick started with (sending keeps them open until confirmed)."""
-        self.stats.balance = int(await self.w3.eth.get_balance(self.address))
+        self.stats.balance = int(await self.w3.eth.get_balance(to_checksum_address(self.address)))
         self.stats.open_rows = open_rows
         # Fees matter only when something is waiting to be paid for: no extra RPC call otherwise.
         self.stats.needed = open_rows * self.default_gas * (await suggest_fees(self.w3)).max_fee if open_rows else 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from channel_node.chain.logs import ChannelEventLog
+from channel_node.core import ChainFigures, ChainTime
 from channel_node.errors import RemoteError
 from channel_node.store import BlockRef
 
@@ -23,32 +24,14 @@ class ChainUnavailable(RemoteError):
     """The chain could not be read; the request may be retried."""
 
 
-@dataclass(frozen=True, slots=True)
-class OnChainChannel:
-    """A channel's four figures on chain: `getChannel` decoded (the contract client's reads). A
-    channel that was never funded reads as all zeros. The one declaration of this record in
-    `chain/`: `ChainChannel` adds the block it was read at."""
-
-    deposited: int
-    claimed: int
-    close_deadline: int | None  # the finalization time while a payer's close is pending
-    settled: bool
-
-    @property
-    def exists(self) -> bool:
-        return self.deposited > 0  # deposits of zero revert, so a funded channel is never 0
-
-    @property
-    def closing(self) -> bool:
-        return self.close_deadline is not None
-
-    @property
-    def unclaimed(self) -> int:
-        return self.deposited - self.claimed
+OnChainChannel = ChainFigures
+"""A channel's four figures on chain: `getChannel` decoded (the contract client's reads). The record
+is declared once, in `core/figures.py` (the core's `ContractReadReset` and the wallet use it too);
+this is its name on the chain side. `ChainChannel` adds the block it was read at."""
 
 
 @dataclass(frozen=True, slots=True)
-class ChainChannel(OnChainChannel):
+class ChainChannel(ChainFigures):
     """A channel as the chain shows it at the confirmation depth, and the block (number and hash)
     it was read at: the figures were read at that very hash, so the two cannot disagree
     (docs/security.md, "Reorganisations")."""
@@ -79,7 +62,7 @@ class ChainSink(Protocol):
         concerned the consumer's channels."""
         ...
 
-    async def new_block(self, timestamp: int) -> int:
+    async def new_block(self, timestamp: ChainTime) -> int:
         """A confirmed block's timestamp (at least every defence interval). Returns how many
         channels still need a claim."""
         ...
@@ -94,9 +77,11 @@ class ChainSink(Protocol):
         """The channels suspended and not yet re-read (the watcher re-reads them at its cursor)."""
         ...
 
-    async def replace_chain_view(self, channel: bytes, on_chain: ChainChannel) -> None:
+    async def replace_chain_view(self, channel: bytes, on_chain: ChainFigures) -> None:
         """The chain's figures at a canonical block, forced onto the channel even where they are
-        lower (a re-sync after a deep reorg, a shorter chain, a read at a block that is gone)."""
+        lower (a re-sync after a deep reorg, a shorter chain, a read at a block that is gone).
+        `on_chain` is a `ChainChannel` (the block it was read at becomes the channel's anchor) or
+        bare figures (a client's read, test doubles)."""
         ...
 
     async def cover_anchor(self, channel: bytes, anchor: BlockRef) -> bool:
@@ -104,4 +89,4 @@ class ChainSink(Protocol):
         ...
 
 
-__all__ = ["ChainChannel", "ChainSink", "ChainUnavailable", "ChainView", "OnChainChannel"]
+__all__ = ["ChainChannel", "ChainSink", "ChainTime", "ChainUnavailable", "ChainView", "OnChainChannel"]

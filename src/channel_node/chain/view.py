@@ -10,6 +10,7 @@ and the watcher reads the channel again if that block stops being canonical (doc
 from __future__ import annotations
 
 from web3 import AsyncWeb3
+from web3.providers.async_base import AsyncBaseProvider
 from web3.exceptions import BlockNotFound
 
 from channel_node.chain.contract import ChannelDepositClient
@@ -17,13 +18,13 @@ from channel_node.chain.ports import ChainChannel, ChainUnavailable
 from channel_node.store import BlockRef
 
 
-async def block_ref(w3: AsyncWeb3, number: int) -> BlockRef:
+async def block_ref(w3: AsyncWeb3[AsyncBaseProvider], number: int) -> BlockRef:
     """The canonical block at `number` (raises BlockNotFound if the chain is shorter)."""
     block = await w3.eth.get_block(max(number, 0))
     return BlockRef(int(block["number"]), bytes(block["hash"]))
 
 
-async def canonical_hash(w3: AsyncWeb3, number: int) -> bytes | None:
+async def canonical_hash(w3: AsyncWeb3[AsyncBaseProvider], number: int) -> bytes | None:
     """The hash of the canonical block at `number`, or None if the chain has no such block."""
     try:
         return (await block_ref(w3, number)).block_hash
@@ -33,7 +34,8 @@ async def canonical_hash(w3: AsyncWeb3, number: int) -> bytes | None:
 
 async def channel_at(client: ChannelDepositClient, channel_id: bytes, ref: BlockRef) -> ChainChannel:
     """The channel's figures at exactly that block (by hash), zeros when it has no deposit there."""
-    on_chain = await client.get_channel(channel_id, block=ref.block_hash)
+    # web3 takes the hash's bytes as an EIP-1898 block hash; contract.BlockId does not list bytes yet.
+    on_chain = await client.get_channel(channel_id, block=ref.block_hash)  # type: ignore[arg-type]  # see above
     return ChainChannel(
         on_chain.deposited, on_chain.claimed, on_chain.close_deadline, on_chain.settled, ref.block, ref.block_hash
     )
@@ -43,7 +45,7 @@ class Web3ChainView:
     """`confirmations` counts the block itself: 1 trusts the head, 2 waits for one block on top."""
 
     def __init__(
-        self, w3: AsyncWeb3, contract_address: str, confirmations: int, client: ChannelDepositClient | None = None
+        self, w3: AsyncWeb3[AsyncBaseProvider], contract_address: str, confirmations: int, client: ChannelDepositClient | None = None
     ) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be at least 1")

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 
 import structlog
 from web3 import AsyncWeb3
+from web3.providers.async_base import AsyncBaseProvider
 
 from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.ports import ChainSink
 from channel_node.chain.view import block_ref, canonical_hash, channel_at
+from channel_node.core import ChainTime
 from channel_node.store import BlockRef, Cursor, Store
 
 log = structlog.get_logger("channel_node.watcher")
@@ -56,7 +58,7 @@ class WatcherStats:
 class Watcher:
     def __init__(
         self,
-        w3: AsyncWeb3,
+        w3: AsyncWeb3[AsyncBaseProvider],
         client: ChannelDepositClient,
         sink: ChainSink,
         store: Store,
@@ -108,9 +110,9 @@ class Watcher:
     async def follow_new_heads(self) -> None:
         """Over a WebSocket: poll as soon as a new head arrives instead of waiting for the
         interval (the interval still runs, so a silent subscription costs only latency)."""
-        from web3.utils.subscriptions import NewHeadsSubscription
+        from web3.utils.subscriptions import NewHeadsSubscription, NewHeadsSubscriptionContext
 
-        async def on_new_head(context) -> None:
+        async def on_new_head(context: NewHeadsSubscriptionContext) -> None:
             self.wake()
 
         try:
@@ -139,7 +141,7 @@ class Watcher:
         await self._release_leftovers()
         if applied or time.monotonic() - self._last_defence >= self.defence_interval:
             block = await self.w3.eth.get_block(max(confirmed, 0))
-            await self.sink.new_block(block["timestamp"])
+            await self.sink.new_block(ChainTime(int(block["timestamp"])))
             self._last_defence = time.monotonic()
         return applied
 

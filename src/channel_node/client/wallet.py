@@ -53,6 +53,7 @@ from channel_node.client.store import (
     ChannelRecord,
     WalletStore,
 )
+from channel_node.core import ChainFigures
 from channel_node.errors import UsageError
 from channel_node.wire.channel import SCHEME, payment_signature
 from channel_node.signing import (
@@ -193,16 +194,13 @@ class Finalized:
 
 
 @dataclass(frozen=True)
-class ChainChannelInfo:
-    """A channel this account opened, as the chain reports it."""
+class ChainChannelInfo(ChainFigures):
+    """A channel this account opened, as the chain reports it: its four figures (the one
+    declaration, `core.ChainFigures`) and what the wallet knows of it."""
 
     channel_id: bytes
     contract: str
     config: ChannelConfig
-    deposited: int
-    claimed: int
-    close_deadline: int | None
-    settled: bool
     opened_in_block: int
     has_voucher_key: bool  # False: the local database lost it; the channel can only be closed
     local_status: str | None

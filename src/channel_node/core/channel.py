@@ -12,6 +12,13 @@ nothing. A client that prepaid (signed above what it spent) spends that credit b
 highest voucher; one that lost a race to a concurrent request gets a corrective 402 with the
 charged total and signs again. Settlement claims the charged total, never the ceiling
 (docs/contract.md): the payer's unspent credit goes back to it at every kind of close.
+
+Names (after Raiden's state-change vocabulary, not its code): an input is a `StateChange` named for
+its source (`ContractReceive*` from a confirmed log with its transaction and block, `ContractReadReset`
+from a direct read, `NewConfirmedBlock`, `Paywall*`, `Operator*`); an output is either an `Answer`
+to the request or a `ContractSend*` the outbox executes. Two clocks meet here: a request's wall time
+and the close deadline's chain time, compared in one place (`core.clocks.stops_sales`, which says why
+that is safe). A channel's status is derived in one place too: `channel_status`.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import assert_never
 
+from channel_node.core.clocks import ChainTime, WallTime, stops_sales
+from channel_node.core.figures import ChainFigures
 from channel_node.signing import ChannelConfig
 
 
@@ -59,7 +68,7 @@ class ChannelState:
     ceiling: int = 0  # highest voucher amount received
     signature: bytes = b""  # the voucher signature for `ceiling`
     charged: int = 0  # total charged for content served
-    close_deadline: int | None = None  # set while a payer's close is pending
+    close_deadline: ChainTime | None = None  # set while a payer's close is pending (chain time)
     settled: bool = False
     receiver_closing: bool = False  # the operator decided to close: nothing more is sold on it
 
@@ -85,23 +94,88 @@ class ChannelState:
         return max(0, min(self.claim_amount, self.deposited) - self.claimed)
 
 
-# ------------------------------------------------------------------ events (inputs)
+# ------------------------------------------------------------------ inputs (state changes)
+#
+# Named after where they come from, so a reader classifies them at a glance:
+#   ContractReceive*  a confirmed contract log (carries its transaction hash and block number);
+#   ContractReadReset the chain's figures read at a block, forced onto the channel;
+#   NewConfirmedBlock a confirmed block's (chain) time;
+#   Paywall*          a reader's request at the paywall, checked by the edge;
+#   Operator*         the operator's decision (admin API, commands, settlement policy).
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FromChain:
+    """Where a chain input came from: the log's transaction and block. None where the figure was
+    read directly rather than from a log (a channel's first voucher, a top-up check)."""
+
+    transaction_hash: bytes | None = None
+    block_number: int | None = None
 
 
 @dataclass(frozen=True)
-class PaymentReceived:
-    """A request carrying a voucher, with what the edge looked up for it under the channel's lock.
+class ContractReceiveDeposit(_FromChain):
+    """ChannelOpened or ChannelDeposited: the channel's total deposit (absolute, so replays are harmless)."""
+
+    total_deposited: int
+
+
+@dataclass(frozen=True)
+class ContractReceiveClaim(_FromChain):
+    """ChannelClaimed: the total claimed on chain."""
+
+    total_claimed: int
+
+
+@dataclass(frozen=True)
+class ContractReceiveCloseRequested(_FromChain):
+    """CloseRequested: the payer started its close; it is final at `deadline` (chain time)."""
+
+    deadline: ChainTime
+
+
+@dataclass(frozen=True)
+class ContractReceiveSettled(_FromChain):
+    """ChannelSettled: the channel ended with `total_claimed` paid to the receiver."""
+
+    total_claimed: int
+
+
+@dataclass(frozen=True)
+class ContractReadReset:
+    """After a reorg deeper than the confirmation depth (or a read at a block that is gone) the
+    chain's figures, read at `block_number`, replace the node's, even where they went down (a
+    deposit that is no longer there). The only input that may lower them."""
+
+    figures: ChainFigures
+    block_number: int | None = None
+
+
+@dataclass(frozen=True)
+class NewConfirmedBlock:
+    """A new confirmed block: while a payer's close is pending, the defence is asserted again until
+    a confirmed claim covers the best voucher (the outbox makes repeats free)."""
+
+    timestamp: ChainTime
+    block_number: int | None = None
+
+
+@dataclass(frozen=True)
+class PaywallPayment:
+    """A request at the paywall carrying a voucher, with what the edge looked up for it under the
+    channel's lock.
 
     `signer` is what the edge recovered from the signature. `unlocked` says this channel already
     paid for `resource` (articles are bought once); `prior_resource` is the resource an earlier
-    request with the same `payment_id` paid for, if any (retries must not be charged twice).
+    request with the same `payment_id` paid for, if any (retries must not be charged twice). `now`
+    is wall time, compared with the chain-time close deadline only through `clocks.stops_sales`.
     """
 
     amount: int  # the voucher's maxClaimableAmount
     signature: bytes
     signer: bytes
     price: int  # the resource's price
-    now: int  # unix seconds, for the close-deadline margin
+    now: WallTime  # when the request arrived, by the node's clock
     close_margin: int  # refuse new vouchers this many seconds before a pending close's deadline
     resource: str = ""
     payment_id: str | None = None
@@ -110,42 +184,12 @@ class PaymentReceived:
 
 
 @dataclass(frozen=True)
-class ChainDeposit:
-    total_deposited: int
+class PaywallCooperativeClose:
+    """The payer (its signature checked by the edge) asks, at the paywall's cooperative-close
+    endpoint, for the receiver's consent to closing now at `amount`. Consenting stops sales on the
+    channel: the close is final once on chain."""
 
-
-@dataclass(frozen=True)
-class ChainClaim:
-    total_claimed: int
-
-
-@dataclass(frozen=True)
-class ChainCloseRequested:
-    deadline: int
-
-
-@dataclass(frozen=True)
-class ChainSettled:
-    total_claimed: int
-
-
-@dataclass(frozen=True)
-class ChainReset:
-    """After a reorg deeper than the confirmation depth the chain's figures replace the node's, even
-    where they went down (a deposit that is no longer there). The only input that may lower them."""
-
-    deposited: int
-    claimed: int
-    close_deadline: int | None
-    settled: bool
-
-
-@dataclass(frozen=True)
-class NewBlock:
-    """A new confirmed block: while a payer's close is pending, the defence is asserted again until
-    a confirmed claim covers the best voucher (the outbox makes repeats free)."""
-
-    timestamp: int
+    amount: int
 
 
 @dataclass(frozen=True)
@@ -154,25 +198,25 @@ class OperatorClaim:
 
 
 @dataclass(frozen=True)
-class CooperativeCloseAsked:
-    """The payer (its signature checked by the edge) asks the receiver to consent to closing now at
-    `amount`. Consenting stops sales on the channel: the close is final once on chain."""
-
-    amount: int
-
-
-@dataclass(frozen=True)
 class OperatorClose:
     """Close with the best voucher (the rest goes back to the payer); stop selling on the channel."""
 
 
-ChannelEvent = (
-    PaymentReceived | ChainDeposit | ChainClaim | ChainCloseRequested | ChainSettled | ChainReset | NewBlock
-    | OperatorClaim | OperatorClose | CooperativeCloseAsked
-)
+ContractReceive = ContractReceiveDeposit | ContractReceiveClaim | ContractReceiveCloseRequested | ContractReceiveSettled
+"""The inputs a confirmed contract log becomes (`node/chain_events.py`)."""
+ChainInput = ContractReceive | ContractReadReset | NewConfirmedBlock
+PaywallInput = PaywallPayment | PaywallCooperativeClose
+OperatorInput = OperatorClaim | OperatorClose
+StateChange = ChainInput | PaywallInput | OperatorInput
+ChannelInput = StateChange
+"""Everything `transition` accepts."""
 
 
-# ------------------------------------------------------------------ effects (outputs)
+# ------------------------------------------------------------------ outputs (effects)
+#
+# Two kinds, named apart: answers to the request that caused them (Accepted, Rejected,
+# ConsentToClose), which the edge hands back to its caller; and ContractSend*, transactions the
+# runtime commits as outbox rows with the state that decided them and the outbox sender executes.
 
 
 @dataclass(frozen=True)
@@ -191,7 +235,14 @@ class Rejected:
 
 
 @dataclass(frozen=True)
-class SendClaim:
+class ConsentToClose:
+    """Sign the receiver's consent to a cooperative close at `amount` (the edge signs and answers)."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
+class ContractSendClaim:
     """Raise the claimed total on chain to `amount` (the charged total) under the voucher for
     `voucher_amount` with `signature`. `deadline` (chain time) is when it must be confirmed by, for a
     defence against a payer's close; None when there is no hurry."""
@@ -199,11 +250,11 @@ class SendClaim:
     amount: int
     voucher_amount: int
     signature: bytes
-    deadline: int | None
+    deadline: ChainTime | None
 
 
 @dataclass(frozen=True)
-class SendClose:
+class ContractSendClose:
     """Close the channel on chain claiming `amount` (the charged total) under the voucher for
     `voucher_amount`; the contract refunds the rest to the payer."""
 
@@ -212,41 +263,67 @@ class SendClose:
     signature: bytes
 
 
-@dataclass(frozen=True)
-class ConsentToClose:
-    """Sign the receiver's consent to a cooperative close at `amount`."""
-
-    amount: int
-
-
-Effect = Accepted | Rejected | SendClaim | SendClose | ConsentToClose
+Answer = Accepted | Rejected | ConsentToClose
+"""Outputs that only answer the request."""
+ContractSend = ContractSendClaim | ContractSendClose
+"""Outputs the outbox executes on chain."""
+Effect = Answer | ContractSend
 
 
-def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, list[Effect]]:
+class ChannelStatus(StrEnum):
+    """Where a channel is in its life, as the operator sees it (stored and answered as this text)."""
+
+    OPEN = "open"  # selling
+    CLOSING = "closing"  # a payer's close is pending on chain: defended, sales stop near its deadline
+    RECEIVER_CLOSING = "receiver_closing"  # the receiver closes or consented to close: nothing more is sold
+    SETTLED = "settled"  # ended on chain
+
+    @property
+    def operable(self) -> bool:
+        """Whether "every channel" operations (claim --all, close --all, settlement) include it:
+        neither ended nor already being closed by the receiver (docs/design.md, "Operations")."""
+        return self in (ChannelStatus.OPEN, ChannelStatus.CLOSING)
+
+
+def channel_status(state: ChannelState) -> ChannelStatus:
+    """The one derivation of a channel's status. Precedence: settled over the receiver's close
+    (which ends in settlement) over a payer's pending close (a receiver closing a channel whose payer
+    also asked to close is closing by the receiver: its own close collects the charged total)."""
+    if state.settled:
+        return ChannelStatus.SETTLED
+    if state.receiver_closing:
+        return ChannelStatus.RECEIVER_CLOSING
+    if state.close_deadline is not None:
+        return ChannelStatus.CLOSING
+    return ChannelStatus.OPEN
+
+
+def transition(state: ChannelState, event: StateChange) -> tuple[ChannelState, list[Effect]]:
+    """The channel's one rule: every input, from any source, gives the new state and what to do."""
     match event:
-        case PaymentReceived():
+        case PaywallPayment():
             return _payment(state, event)
-        case ChainDeposit(total_deposited=total):
+        case ContractReceiveDeposit(total_deposited=total):
             # Totals from the chain are absolute, so a replayed log changes nothing.
             return replace(state, deposited=max(state.deposited, total)), []
-        case ChainClaim(total_claimed=total):
+        case ContractReceiveClaim(total_claimed=total):
             return replace(state, claimed=max(state.claimed, total)), []
-        case ChainCloseRequested(deadline=deadline):
+        case ContractReceiveCloseRequested(deadline=deadline):
             # Defend at first sight, not near the deadline (docs/design.md, "Defending a payer's close").
             state = replace(state, close_deadline=deadline)
             return state, _defence(state)
-        case ChainSettled(total_claimed=total):
+        case ContractReceiveSettled(total_claimed=total):
             return replace(state, claimed=max(state.claimed, total), settled=True), []
-        case ChainReset():
+        case ContractReadReset(figures=figures):
             state = replace(
                 state,
-                deposited=event.deposited,
-                claimed=event.claimed,
-                close_deadline=event.close_deadline,
-                settled=event.settled,
+                deposited=figures.deposited,
+                claimed=figures.claimed,
+                close_deadline=figures.close_deadline,
+                settled=figures.settled,
             )
             return state, _defence(state) if state.close_deadline is not None else []
-        case NewBlock(timestamp=timestamp):
+        case NewConfirmedBlock(timestamp=timestamp):
             if state.close_deadline is not None and timestamp < state.close_deadline:
                 return state, _defence(state)
             return state, []
@@ -254,7 +331,7 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
             if state.settled or state.unclaimed == 0:
                 return state, [Rejected(Reject.NOTHING_TO_CLAIM, "no voucher above what is already claimed")]
             return state, [_claim(state)]
-        case CooperativeCloseAsked(amount=amount):
+        case PaywallCooperativeClose(amount=amount):
             if state.settled:
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
             if amount < state.charged:
@@ -267,12 +344,12 @@ def transition(state: ChannelState, event: ChannelEvent) -> tuple[ChannelState, 
         case OperatorClose():
             if state.settled:
                 return state, [Rejected(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")]
-            return replace(state, receiver_closing=True), [SendClose(state.claim_amount, state.ceiling, state.signature)]
+            return replace(state, receiver_closing=True), [ContractSendClose(state.claim_amount, state.ceiling, state.signature)]
     assert_never(event)
 
 
-def _claim(state: ChannelState) -> SendClaim:
-    return SendClaim(state.claim_amount, state.ceiling, state.signature, state.close_deadline)
+def _claim(state: ChannelState) -> ContractSendClaim:
+    return ContractSendClaim(state.claim_amount, state.ceiling, state.signature, state.close_deadline)
 
 
 def _defence(state: ChannelState) -> list[Effect]:
@@ -282,7 +359,7 @@ def _defence(state: ChannelState) -> list[Effect]:
     return [_claim(state)]
 
 
-def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list[Effect]]:
+def _payment(state: ChannelState, p: PaywallPayment) -> tuple[ChannelState, list[Effect]]:
     new_state, effects = _charge(state, p)
     if new_state.close_deadline is not None and new_state.claim_amount > state.claim_amount:
         # More charged while the payer's close is pending: the queued defence claims it at once,
@@ -291,7 +368,7 @@ def _payment(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, lis
     return new_state, effects
 
 
-def _charge(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list[Effect]]:
+def _charge(state: ChannelState, p: PaywallPayment) -> tuple[ChannelState, list[Effect]]:
     """The payment's own decision; its first effect is always Accepted or Rejected."""
 
     def reject(code: Reject, detail: str) -> tuple[ChannelState, list[Effect]]:
@@ -301,7 +378,7 @@ def _charge(state: ChannelState, p: PaymentReceived) -> tuple[ChannelState, list
         return reject(Reject.CHANNEL_SETTLED, "the channel has been closed on chain")
     if state.receiver_closing:
         return reject(Reject.CHANNEL_CLOSING, "the receiver is closing this channel; open a new one")
-    if state.close_deadline is not None and p.now + p.close_margin >= state.close_deadline:
+    if state.close_deadline is not None and stops_sales(p.now, p.close_margin, state.close_deadline):
         return reject(Reject.CHANNEL_CLOSING, "a close is pending; open a new channel")
     if p.signer != state.config.signer:
         return reject(Reject.INVALID_SIGNATURE, "the voucher is not signed by the channel's signer")

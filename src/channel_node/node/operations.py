@@ -25,12 +25,12 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from channel_node.core import ChannelState, OperatorClaim, OperatorClose, Rejected
+from channel_node.core import ChannelState, OperatorClaim, OperatorClose, Rejected, channel_status
 from channel_node.node.runtime import Runtime
-from channel_node.store import OUTBOX_OPEN, OutboxRow, Store, StoredChannel
+from channel_node.store import OUTBOX_OPEN, OutboxKind, OutboxRow, OutboxStatus, Store, StoredChannel
 
-CLAIM, CLOSE = "claim", "close"
-KINDS = (CLAIM, CLOSE)
+CLAIM, CLOSE = OutboxKind.CLAIM, OutboxKind.CLOSE
+KINDS = tuple(OutboxKind)
 NOTHING_TO_CLOSE = "nothing_to_close"
 
 
@@ -39,10 +39,10 @@ class Queued:
     """A claim or close committed to the outbox; the row's id, status and deadline when known."""
 
     channel_id: bytes
-    kind: str
+    kind: OutboxKind
     amount: int
     outbox_id: int | None = None
-    status: str | None = None
+    status: OutboxStatus | None = None
     deadline: int | None = None
 
 
@@ -66,12 +66,12 @@ class Batch:
 
 def claim_wanted(state: ChannelState, minimum: int = 1) -> bool:
     """Whether "every channel" includes this one for a claim of at least `minimum` (at least 1)."""
-    return not state.settled and not state.receiver_closing and state.unclaimed >= max(1, minimum)
+    return channel_status(state).operable and state.unclaimed >= max(1, minimum)
 
 
 def close_wanted(state: ChannelState) -> bool:
     """Whether "every channel" includes this one for a close."""
-    return not state.settled and not state.receiver_closing and state.ceiling > 0
+    return channel_status(state).operable and state.ceiling > 0
 
 
 def claim_targets(states: Iterable[ChannelState], minimum: int = 1) -> list[bytes]:
@@ -82,7 +82,7 @@ def close_targets(states: Iterable[ChannelState]) -> list[bytes]:
     return sorted(s.channel_id for s in states if close_wanted(s))
 
 
-def refusal(state: ChannelState | None, kind: str) -> Refused | None:
+def refusal(state: ChannelState | None, kind: OutboxKind | str) -> Refused | None:
     """What is refused before the core: a close of a channel without a voucher."""
     if kind == CLOSE and state is not None and not state.settled and state.ceiling == 0:
         message = "no voucher on this channel: nothing to close with; the payer's own close refunds it"
@@ -100,8 +100,9 @@ def settlement_targets(
     """(closes, claims) the settlement policy queues at `now`: a channel idle for
     `idle_close_after` seconds is closed, else one with `claim_min_unclaimed` unclaimed is claimed;
     both only among "every channel" above, and not where a row of that kind is already open."""
-    open_kinds = {(row.channel_id, row.kind) for row in open_rows if row.status in OUTBOX_OPEN}
-    closes, claims = [], []
+    open_kinds = {(row.channel_id, row.kind) for row in open_rows if row.status.is_open}
+    closes: list[bytes] = []
+    claims: list[bytes] = []
     for stored in sorted(channels, key=lambda c: c.state.channel_id):
         state = stored.state
         if not close_wanted(state):
@@ -128,26 +129,28 @@ class Operations:
         """Every channel, ordered by id (a stable order for paging and for batches)."""
         return sorted((stored.state for stored in await self.store.list_channels()), key=lambda s: s.channel_id)
 
-    async def one(self, kind: str, channel: bytes) -> Queued | Refused:
+    async def one(self, kind: OutboxKind | str, channel: bytes) -> Queued | Refused:
         """A claim or close of one named channel."""
         [result] = await self._with_rows(kind, [await self.operate(kind, channel)])
         return result
 
-    async def claim_all(self, minimum: int = 1, results: list | None = None) -> Batch:
+    async def claim_all(self, minimum: int = 1, results: list[Queued | Refused] | None = None) -> Batch:
         """Claims every channel with at least `minimum` (at least 1) unclaimed."""
         if minimum < 1:
             raise ValueError("min must be at least 1")
         return await self.run(CLAIM, claim_targets(await self.states(), minimum), results)
 
-    async def close_all(self, results: list | None = None) -> Batch:
+    async def close_all(self, results: list[Queued | Refused] | None = None) -> Batch:
         """Closes every channel with a voucher that is neither settled nor closing by the receiver."""
         return await self.run(CLOSE, close_targets(await self.states()), results)
 
-    async def close_listed(self, channels: Iterable[bytes], results: list | None = None) -> Batch:
+    async def close_listed(self, channels: Iterable[bytes], results: list[Queued | Refused] | None = None) -> Batch:
         """Closes the named channels (each once, in the order given); refusals are in `rejected`."""
         return await self.run(CLOSE, list(dict.fromkeys(channels)), results)
 
-    async def run(self, kind: str, targets: Iterable[bytes], results: list | None = None) -> Batch:
+    async def run(
+        self, kind: OutboxKind | str, targets: Iterable[bytes], results: list[Queued | Refused] | None = None
+    ) -> Batch:
         """Queues `kind` on each target in turn. `results`, when given, receives each outcome as it
         is decided, so a caller still sees what was queued if the store fails half way."""
         results = [] if results is None else results
@@ -156,10 +159,10 @@ class Operations:
         done = await self._with_rows(kind, results)
         return Batch(tuple(r for r in done if isinstance(r, Queued)), tuple(r for r in done if isinstance(r, Refused)))
 
-    async def operate(self, kind: str, channel: bytes) -> Queued | Refused:
-        """One decision through the core (without the outbox row's details)."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown operation {kind!r}")
+    async def operate(self, kind: OutboxKind | str, channel: bytes) -> Queued | Refused:
+        """One decision through the core (without the outbox row's details). `kind` is an
+        `OutboxKind` or its text ("claim", "close"); anything else raises ValueError."""
+        kind = _kind(kind)
         if kind == CLOSE:
             refused = refusal(await self.runtime.channel(channel), kind)
             if refused is not None:
@@ -180,7 +183,7 @@ class Operations:
         claimed = [isinstance(await self.operate(CLAIM, c), Queued) for c in claims]
         return sum(claimed), sum(closed)
 
-    async def _with_rows(self, kind: str, results: list[Queued | Refused]) -> list[Queued | Refused]:
+    async def _with_rows(self, kind: OutboxKind | str, results: list[Queued | Refused]) -> list[Queued | Refused]:
         """Each queued item with its open outbox row (id, status, deadline)."""
         if not any(isinstance(r, Queued) for r in results):
             return list(results)
@@ -188,10 +191,17 @@ class Operations:
         out: list[Queued | Refused] = []
         for result in results:
             row = rows.get(result.channel_id) if isinstance(result, Queued) else None
-            if row is not None:
+            if isinstance(result, Queued) and row is not None:
                 result = dataclasses.replace(result, outbox_id=row.id, status=row.status, deadline=row.deadline)
             out.append(result)
         return out
+
+
+def _kind(kind: OutboxKind | str) -> OutboxKind:
+    try:
+        return OutboxKind(kind)
+    except ValueError:
+        raise ValueError(f"unknown operation {kind!r}") from None
 
 
 __all__ = [

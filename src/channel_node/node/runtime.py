@@ -11,40 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from channel_node.chain.logs import (
-    ChannelClaimed,
-    ChannelDeposited,
-    ChannelEventLog,
-    ChannelOpened,
-    ChannelSettled,
-    CloseRequested,
-)
+from channel_node.chain.logs import ChannelClaimed, ChannelEventLog, ChannelOpened, ChannelSettled
 # ChainChannel, ChainUnavailable and ChainView live with the chain edge; importable from here too.
 from channel_node.chain.ports import ChainChannel, ChainUnavailable, ChainView
 from channel_node.core import (
     Accepted,
-    ChainClaim,
-    ChainCloseRequested,
-    ChainDeposit,
-    ChainReset,
-    ChainSettled,
-    ChannelEvent,
+    ChainFigures,
+    ChainTime,
     ChannelState,
-    CooperativeCloseAsked,
+    ConsentToClose,
+    ContractSend,
+    ContractSendClaim,
+    ContractSendClose,
     Effect,
-    NewBlock,
+    NewConfirmedBlock,
     OperatorClaim,
     OperatorClose,
-    PaymentReceived,
+    PaywallCooperativeClose,
+    PaywallPayment,
     Reject,
     Rejected,
-    SendClaim,
-    SendClose,
+    StateChange,
+    WallTime,
     transition,
 )
+from channel_node.node import chain_events
 from channel_node.signing import (
     ChannelConfig,
     Domain,
@@ -56,7 +50,7 @@ from channel_node.signing import (
 )
 from channel_node.signing.eip712 import ZERO_ADDRESS
 from channel_node.node.recovery import SignerRecovery
-from channel_node.store import BlockRef, Charge, ChannelWrite, OutboxItem, StaleWrite, Store, StoredChannel
+from channel_node.store import BlockRef, Charge, ChannelWrite, StaleWrite, Store, StoredChannel, outbox_items
 
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
 UNKNOWN_CHANNEL_TTL = 5.0  # seconds an id the chain does not know is answered from memory
@@ -73,6 +67,18 @@ class PaymentRequest:
     once: bool
     payment_id: str | None = None
     config: ChannelConfig | None = None  # sent with the first voucher of a channel so the node can check it
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one `Runtime._step` decided and committed: the channel's new state and the core's effects."""
+
+    state: ChannelState
+    effects: list[Effect]
+
+    @property
+    def sends(self) -> list[ContractSend]:
+        return [e for e in self.effects if isinstance(e, (ContractSendClaim, ContractSendClose))]
 
 
 @dataclass(frozen=True)
@@ -196,12 +202,12 @@ class Runtime:
                 else:
                     self._last_refresh[state.channel_id] = last
         lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id, request.once)
-        event = PaymentReceived(
+        event = PaywallPayment(
             amount=request.amount,
             signature=request.signature,
             signer=signer,
             price=request.price,
-            now=int(now),
+            now=WallTime(int(now)),
             close_margin=self.close_margin,
             resource=request.resource,
             payment_id=request.payment_id,
@@ -209,18 +215,15 @@ class Runtime:
             prior_resource=lookup.prior_resource,
         )
         new_state, effects = transition(state, event)
-        effect = effects[0]
+        effect = effects[0]  # a payment's first effect is always its answer (core.channel._charge)
+        assert isinstance(effect, (Accepted, Rejected))
         if not commit:
             return PaymentOutcome(effect, new_state)
         charge = None
         if isinstance(effect, Accepted) and effect.record:
             charge = Charge(request.resource, effect.charged, request.payment_id, request.once, int(now))
-        if charge is not None or new_state != stored.state or stored.version == 0 or anchor is not None:
-            outbox = outbox_items(effects[1:])  # a defence refreshed by a better voucher, if any
-            version = await self.store.commit(ChannelWrite(new_state, stored.version, charge, outbox, anchor))
-            self._cache[request.channel_id] = StoredChannel(new_state, version, anchor=anchor or stored.anchor)
-            if self._known is not None:
-                self._known.add(request.channel_id)
+        # The rest of the effects: a defence refreshed by a better voucher, if any.
+        await self._write(stored, new_state, effects[1:], charge=charge, anchor=anchor)
         return PaymentOutcome(effect, new_state)
 
     async def _load(self, request: PaymentRequest, signer: bytes) -> StoredChannel | Rejected:
@@ -278,12 +281,87 @@ class Runtime:
         if previous is not None and previous != ref and not await self.chain.is_canonical(previous):
             # What the node holds was read at a block the chain no longer has: the new read replaces
             # it, even where it is lower. (A pending close's defence is re-asserted at the next block.)
-            state, _ = transition(state, chain_reset(on_chain))
+            state, _ = transition(state, chain_events.reset(on_chain))
             return state, ref
         refreshed = apply_chain(state, on_chain)
         if refreshed == state or (previous is not None and previous.block > ref.block):
             return refreshed, None  # the stored anchor, the higher block, still covers the figures
         return refreshed, ref
+
+    # ------------------------------------------------------------------ chain events
+
+    # ------------------------------------------------------------------ the one write path
+
+    async def _write(
+        self,
+        stored: StoredChannel,
+        state: ChannelState,
+        effects: Sequence[Effect],
+        *,
+        charge: Charge | None = None,
+        anchor: BlockRef | None = None,
+        force: bool = False,
+    ) -> StoredChannel:
+        """Commits what a transition decided, when it decided anything: the new state, its charge,
+        and an outbox row per ContractSend among `effects` (`store.outbox_items`), in one
+        ChannelWrite, compare-and-set on the version `stored` was read at; then caches it. A
+        transition that changed nothing, queued nothing and charged nothing on a stored channel
+        writes nothing (unless `force`). Raises StaleWrite when another writer got there first."""
+        outbox = outbox_items(effects)
+        wrote_something = charge is not None or bool(outbox) or state != stored.state or anchor is not None
+        if not (force or wrote_something or stored.version == 0):
+            return stored
+        version = await self.store.commit(ChannelWrite(state, stored.version, charge, outbox, anchor))
+        written = StoredChannel(state, version, anchor=anchor if anchor is not None else stored.anchor)
+        self._cache[state.channel_id] = written
+        if self._known is not None:
+            self._known.add(state.channel_id)
+        return written
+
+    async def _step(
+        self,
+        channel: bytes,
+        decide: Callable[[StoredChannel], Sequence[StateChange] | Rejected],
+        *,
+        missing: Callable[[], StoredChannel | None] = lambda: None,
+        anchor: BlockRef | None = None,
+        force: bool = False,
+        then: Callable[[], None] | None = None,
+    ) -> _Step | Rejected | None:
+        """lock -> load -> transition -> commit, for every input but a payment.
+
+        Under the channel's lock (this process is its only writer): load it (memory, then the store;
+        `missing` may make a channel not stored yet, or None: unknown, and None is returned), ask
+        `decide` for the inputs to apply to it (or a refusal before the core, returned as is), run
+        them through the core, commit the outcome with its outbox rows (`_write`). A write another
+        writer overtook (StaleWrite) is decided again from a fresh load, up to COMMIT_ATTEMPTS
+        times, the way a payment is. `then` runs under the lock once the outcome is durable (or the
+        channel turned out unknown). A payment keeps its own loop (`pay`): its refresh from the
+        chain and its store lookups sit between the load and the transition, and a check commits
+        nothing; it shares `_write`."""
+        async with self._lock(channel):
+            for _ in range(COMMIT_ATTEMPTS):
+                stored = self._cache.get(channel) or await self.store.load_channel(channel) or missing()
+                if stored is None:
+                    if then is not None:
+                        then()
+                    return None
+                decided = decide(stored)
+                if isinstance(decided, Rejected):
+                    return decided
+                state, effects = stored.state, list[Effect]()
+                for change in decided:
+                    state, produced = transition(state, change)
+                    effects += produced
+                try:
+                    await self._write(stored, state, effects, anchor=anchor, force=force)
+                except StaleWrite:
+                    self._cache.pop(channel, None)  # someone else wrote: reload and decide again
+                    continue
+                if then is not None:
+                    then()
+                return _Step(state, effects)
+            raise StaleWrite(f"channel 0x{channel.hex()} keeps changing under this node")
 
     # ------------------------------------------------------------------ chain events
 
@@ -293,13 +371,14 @@ class Runtime:
         the same commit. Returns how many logs concerned this node's channels."""
         if self._known is None:
             self._known = await self.store.channel_ids()
+        known = self._known
         by_channel: dict[bytes, list[ChannelEventLog]] = {}
         for log in logs:
             channel = getattr(log, "channel_id", None)
-            if channel is None:
+            if not isinstance(log, chain_events.CHANNEL_LOGS) or channel is None:
                 continue
             # A channel opened earlier in this same batch counts as known for its later logs.
-            if channel in self._known or channel in by_channel or (isinstance(log, ChannelOpened) and self._is_ours(log)):
+            if channel in known or channel in by_channel or (isinstance(log, ChannelOpened) and self._is_ours(log)):
                 by_channel.setdefault(channel, []).append(log)
         await asyncio.gather(*(self._apply_channel_logs(channel, items) for channel, items in by_channel.items()))
         return sum(len(items) for items in by_channel.values())
@@ -309,72 +388,56 @@ class Runtime:
         return config.receiver == self.receiver and config.token == self.token
 
     async def _apply_channel_logs(self, channel: bytes, logs: list[ChannelEventLog]) -> None:
-        async with self._lock(channel):
-            for _ in range(COMMIT_ATTEMPTS):
-                stored = self._cache.get(channel) or await self.store.load_channel(channel)
-                if stored is None:
-                    opened = next(log for log in logs if isinstance(log, ChannelOpened))
-                    stored = StoredChannel(ChannelState(channel_id=channel, config=opened.config), version=0)
-                state, effects = stored.state, []
-                for log in logs:
-                    state, produced = transition(state, core_event(log))
-                    effects += produced
-                outbox = outbox_items(effects)
-                if state == stored.state and stored.version and not outbox:
-                    break
-                try:
-                    version = await self.store.commit(ChannelWrite(state, stored.version, outbox=outbox))
-                except StaleWrite:
-                    self._cache.pop(channel, None)
-                    continue
-                self._cache[channel] = StoredChannel(state, version, anchor=stored.anchor)
-                self._known.add(channel)
-                break
-            else:
-                raise StaleWrite(f"channel 0x{channel.hex()} keeps changing under this node")
-        if any(isinstance(log, (ChannelClaimed, ChannelSettled)) for log in logs):
-            await self.store.complete_outbox(channel, state.claimed, state.settled)
+        opened = next((log for log in logs if isinstance(log, ChannelOpened)), None)
 
-    async def new_block(self, timestamp: int) -> int:
+        def new() -> StoredChannel | None:  # first seen in these logs: its ChannelOpened has the config
+            return None if opened is None else StoredChannel(ChannelState(channel_id=channel, config=opened.config), 0)
+
+        changes = [chain_events.state_change(log) for log in logs]
+        step = await self._step(channel, lambda _: changes, missing=new)
+        if isinstance(step, _Step) and any(isinstance(log, (ChannelClaimed, ChannelSettled)) for log in logs):
+            await self.store.complete_outbox(channel, step.state.claimed, step.state.settled)
+
+    async def new_block(self, timestamp: ChainTime) -> int:
         """Re-asserts the defence of every channel with a payer's close pending. Returns how many
         channels still need a claim."""
         pending = 0
+        block = NewConfirmedBlock(ChainTime(timestamp))
         for stored in await self.store.closing_channels():
-            channel = stored.state.channel_id
-            async with self._lock(channel):
-                current = self._cache.get(channel) or await self.store.load_channel(channel)
-                state, effects = transition(current.state, NewBlock(timestamp))
-                outbox = outbox_items(effects)
-                if outbox:
-                    pending += 1
-                    version = await self.store.commit(ChannelWrite(state, current.version, outbox=outbox))
-                    self._cache[channel] = StoredChannel(state, version, anchor=current.anchor)
+            step = await self._step(stored.state.channel_id, lambda _: [block])
+            if isinstance(step, _Step) and step.sends:
+                pending += 1
         return pending
 
     async def cooperative_close(
         self, channel: bytes, amount: int, payer_signature: bytes, consenter: bytes | None = None
-    ) -> Effect:
+    ) -> ConsentToClose | Rejected:
         """The payer asks for the receiver's consent to close at `amount` (exactly the charged
         total). Its signature over the same cooperative-close message proves it is the payer.
         `consenter` is the address that will sign the consent: refused (CANNOT_CONSENT, nothing
-        recorded) when the contract would not accept it for this channel."""
-        async with self._lock(channel):
-            stored = self._cache.get(channel) or await self.store.load_channel(channel)
-            if stored is None:
-                return Rejected(Reject.CHANNEL_UNKNOWN, "this node has no such channel")
-            if consenter is not None and not stored.state.config.may_act_for_receiver(consenter):
+        recorded) when the contract would not accept it for this channel. The consent is durable
+        (`receiver_closing`) before it leaves."""
+
+        def decide(stored: StoredChannel) -> list[StateChange] | Rejected:
+            config = stored.state.config
+            if consenter is not None and not config.may_act_for_receiver(consenter):
                 return Rejected(Reject.CANNOT_CONSENT, "this node holds neither the receiver's key nor the channel's authorizer")
             try:
                 signer = recover_signer(cooperative_close_digest(self.domain, channel, amount), payer_signature)
             except (InvalidSignature, ValueError) as exc:
                 return Rejected(Reject.INVALID_SIGNATURE, str(exc))
-            if signer != stored.state.config.payer:
+            if signer != config.payer:
                 return Rejected(Reject.INVALID_SIGNATURE, "not signed by the channel's payer")
-            state, effects = transition(stored.state, CooperativeCloseAsked(amount))
-            if state != stored.state:  # consent is durable before it leaves
-                version = await self.store.commit(ChannelWrite(state, stored.version))
-                self._cache[channel] = StoredChannel(state, version, anchor=stored.anchor)
-            return effects[0]
+            return [PaywallCooperativeClose(amount)]
+
+        step = await self._step(channel, decide)
+        if step is None:
+            return Rejected(Reject.CHANNEL_UNKNOWN, "this node has no such channel")
+        if isinstance(step, Rejected):
+            return step
+        answer = step.effects[0]
+        assert isinstance(answer, (ConsentToClose, Rejected))  # the core answers a close request with one of these
+        return answer
 
     def suspend(self, channel: bytes) -> None:
         """Stops selling on a channel until `replace_chain_view` gives it the chain's figures again
@@ -385,23 +448,18 @@ class Runtime:
     def suspended(self) -> frozenset[bytes]:
         return frozenset(self._suspended)
 
-    async def replace_chain_view(self, channel: bytes, on_chain) -> None:
+    async def replace_chain_view(self, channel: bytes, on_chain: ChainFigures) -> None:
         """Forces the chain's figures onto a channel, even where they are lower (a re-sync after a
-        deep reorg, or a read at a block that is gone): a `ChainReset`. A channel whose deposit is
-        gone keeps its row, charges and best voucher, with zero chain figures, and is learned again
-        if the deposit reappears. `on_chain` is a `ChainChannel` (its ref becomes the anchor) or a
-        client's `OnChainChannel`."""
-        async with self._lock(channel):
-            stored = self._cache.get(channel) or await self.store.load_channel(channel)
-            if stored is None:
-                self._suspended.discard(channel)
-                return
-            state, effects = transition(stored.state, chain_reset(on_chain))
-            anchor = getattr(on_chain, "ref", None)
-            write = ChannelWrite(state, stored.version, outbox=outbox_items(effects), anchor=anchor)
-            version = await self.store.commit(write)
-            self._cache[channel] = StoredChannel(state, version, anchor=anchor or stored.anchor)
-            self._suspended.discard(channel)
+        deep reorg, or a read at a block that is gone): a `ContractReadReset`. A channel whose
+        deposit is gone keeps its row, charges and best voucher, with zero chain figures, and is
+        learned again if the deposit reappears. `on_chain` is a `ChainChannel` (its ref becomes the
+        anchor) or bare figures (a client's `OnChainChannel`). The channel is sold on again once the
+        reset is durable (always committed, as the re-read's record)."""
+        anchor = on_chain.ref if isinstance(on_chain, ChainChannel) else None
+        change = chain_events.reset(on_chain)
+        await self._step(
+            channel, lambda _: [change], anchor=anchor, force=True, then=lambda: self._suspended.discard(channel)
+        )
 
     async def cover_anchor(self, channel: bytes, anchor: BlockRef) -> bool:
         """The watcher's cursor passed the anchor's block with that block still canonical: the
@@ -413,18 +471,14 @@ class Runtime:
                 self._cache[channel] = StoredChannel(cached.state, cached.version, cached.updated_at)
             return cleared
 
-    async def operator(self, channel: bytes, action: OperatorClaim | OperatorClose) -> Effect:
+    async def operator(self, channel: bytes, action: OperatorClaim | OperatorClose) -> ContractSend | Rejected:
         """An operator's claim or close: the decision is committed as an outbox row, sent later."""
-        async with self._lock(channel):
-            stored = self._cache.get(channel) or await self.store.load_channel(channel)
-            if stored is None:
-                return Rejected(Reject.CHANNEL_UNKNOWN, "this node has no such channel")
-            state, effects = transition(stored.state, action)
-            outbox = outbox_items(effects)
-            if outbox or state != stored.state:
-                version = await self.store.commit(ChannelWrite(state, stored.version, outbox=outbox))
-                self._cache[channel] = StoredChannel(state, version, anchor=stored.anchor)
-            return effects[0]
+        step = await self._step(channel, lambda _: [action])
+        if step is None:
+            return Rejected(Reject.CHANNEL_UNKNOWN, "this node has no such channel")
+        answer = step.effects[0] if isinstance(step, _Step) else step
+        assert isinstance(answer, (ContractSendClaim, ContractSendClose, Rejected))  # the core's answers to an operator
+        return answer
 
     async def channel(self, channel: bytes) -> ChannelState | None:
         cached = self._cache.get(channel)
@@ -434,47 +488,8 @@ class Runtime:
         return stored.state if stored else None
 
 
-def apply_chain(state: ChannelState, on_chain: ChainChannel) -> ChannelState:
-    """Feeds what the chain shows into the core as events (absolute totals, so repeats are harmless)."""
-    events = [ChainDeposit(on_chain.deposited), ChainClaim(on_chain.claimed)]
-    if on_chain.close_deadline is not None:
-        events.append(ChainCloseRequested(on_chain.close_deadline))
-    if on_chain.settled:
-        events.append(ChainSettled(on_chain.claimed))
-    for event in events:
-        state, _ = transition(state, event)
+def apply_chain(state: ChannelState, on_chain: ChainFigures) -> ChannelState:
+    """Feeds what the chain shows into the core as inputs (absolute totals, so repeats are harmless)."""
+    for change in chain_events.figures_inputs(on_chain):
+        state, _ = transition(state, change)
     return state
-
-
-def chain_reset(on_chain) -> ChainReset:
-    """The chain's figures as the one input that may lower the node's."""
-    return ChainReset(on_chain.deposited, on_chain.claimed, on_chain.close_deadline, on_chain.settled)
-
-
-def core_event(log: ChannelEventLog) -> ChannelEvent:
-    """A confirmed contract log as the core's input (absolute totals: replays change nothing)."""
-    match log:
-        case ChannelOpened(deposited=total) | ChannelDeposited(total_deposited=total):
-            return ChainDeposit(total)
-        case ChannelClaimed(total_claimed=total):
-            return ChainClaim(total)
-        case CloseRequested(deadline=deadline):
-            return ChainCloseRequested(deadline)
-        case ChannelSettled(total_claimed=total):
-            return ChainSettled(total)
-    raise TypeError(f"no core event for {type(log).__name__}")
-
-
-def outbox_items(effects: list) -> tuple[OutboxItem, ...]:
-    """The transactions among effects; of several claims only the highest matters."""
-    items: dict[str, OutboxItem] = {}
-    for effect in effects:
-        if isinstance(effect, SendClaim):
-            item = OutboxItem("claim", effect.amount, effect.signature, effect.deadline, effect.voucher_amount)
-        elif isinstance(effect, SendClose):
-            item = OutboxItem("close", effect.amount, effect.signature, voucher_amount=effect.voucher_amount)
-        else:
-            continue
-        if item.kind not in items or items[item.kind].amount <= item.amount:
-            items[item.kind] = item
-    return tuple(items.values())

@@ -2,12 +2,16 @@
 
 from channel_node.store.base import (
     OUTBOX_OPEN,
+    TO_OUTBOX,
     BlockRef,
     Charge,
     ChannelWrite,
     Cursor,
     OutboxItem,
+    OutboxKind,
     OutboxRow,
+    OutboxStatus,
+    OutboxUpdate,
     PaymentLookup,
     Pin,
     StaleWrite,
@@ -16,18 +20,25 @@ from channel_node.store.base import (
     StoreError,
     StoreLocked,
     StoreMismatch,
+    fulfilled,
+    outbox_item,
+    outbox_items,
 )
 from channel_node.store.memory import MemoryStore
 from channel_node.store.sqlite import SQLiteStore
 
 __all__ = [
     "OUTBOX_OPEN",
+    "TO_OUTBOX",
     "BlockRef",
     "Charge",
     "ChannelWrite",
     "Cursor",
     "OutboxItem",
+    "OutboxKind",
     "OutboxRow",
+    "OutboxStatus",
+    "OutboxUpdate",
     "MemoryStore",
     "PaymentLookup",
     "Pin",
@@ -38,4 +49,7 @@ __all__ = [
     "StoreLocked",
     "StoreMismatch",
     "StoredChannel",
+    "fulfilled",
+    "outbox_item",
+    "outbox_items",
 ]

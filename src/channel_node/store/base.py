@@ -7,10 +7,13 @@ set), so two writers can never both spend the same credit.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Protocol, TypedDict, Unpack, get_args
 
-from channel_node.core import ChannelState
+from channel_node.core import ChainTime, ChannelState, ContractSend, ContractSendClaim, ContractSendClose, Effect
 from channel_node.errors import ConfigError, StateError, UsageError
 
 
@@ -67,14 +70,47 @@ class Charge:
     at: int
 
 
+class OutboxKind(StrEnum):
+    """What an outbox row sends. Stored as this text (the `kind` column)."""
+
+    CLAIM = "claim"
+    CLOSE = "close"
+
+
+class OutboxStatus(StrEnum):
+    """A row's life (chain/outbox.py): pending -> sent -> done, or abandoned. Stored as this text."""
+
+    PENDING = "pending"  # decided, committed with the channel state, not yet signed
+    SENT = "sent"  # signed and recorded, broadcast (maybe again after a restart or a fee bump)
+    DONE = "done"  # a confirmed chain state fulfils it
+    ABANDONED = "abandoned"  # would revert for a reason the chain does not fulfil: needs an operator
+
+    @property
+    def is_open(self) -> bool:
+        """Still to be carried out: the one definition (`OUTBOX_OPEN`, the migration's partial index
+        `outbox_open` says the same in SQL, and a test checks they agree)."""
+        return self in OUTBOX_OPEN
+
+
+OUTBOX_OPEN: tuple[OutboxStatus, ...] = (OutboxStatus.PENDING, OutboxStatus.SENT)
+
+
+def fulfilled(kind: OutboxKind, amount: int, claimed: int, settled: bool) -> bool:
+    """Whether a chain state (the channel's claimed total, whether it is settled) has done what an
+    outbox row of `kind` for `amount` asks: the one rule the stores (`complete_outbox`, after a
+    confirmed claim or settlement) and the sender (before it signs) apply. A settled channel needs
+    nothing more; a claim is done once the claimed total reaches its amount; a close only once settled."""
+    return settled or (kind == OutboxKind.CLAIM and claimed >= amount)
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """A transaction the core decided on, committed with the channel state that caused it."""
 
-    kind: str  # "claim" or "close"
+    kind: OutboxKind
     amount: int  # the claimed total to reach: what was charged
     signature: bytes
-    deadline: int | None = None
+    deadline: ChainTime | None = None
     voucher_amount: int | None = None  # the voucher `signature` covers; None: `amount` itself
 
     @property
@@ -82,15 +118,49 @@ class OutboxItem:
         return self.amount if self.voucher_amount is None else self.voucher_amount
 
 
+def _claim_item(send: ContractSendClaim) -> OutboxItem:
+    return OutboxItem(OutboxKind.CLAIM, send.amount, send.signature, send.deadline, send.voucher_amount)
+
+
+def _close_item(send: ContractSendClose) -> OutboxItem:
+    return OutboxItem(OutboxKind.CLOSE, send.amount, send.signature, voucher_amount=send.voucher_amount)
+
+
+# The one mapping from a core ContractSend to the outbox row that carries it: the row's kind derives
+# from the effect's type here and nowhere else. Checked complete at import.
+TO_OUTBOX: Mapping[type[ContractSend], Callable[..., OutboxItem]] = MappingProxyType(
+    {ContractSendClaim: _claim_item, ContractSendClose: _close_item}
+)
+if set(TO_OUTBOX) != set(get_args(ContractSend)):  # pragma: no cover (a new ContractSend without a row)
+    raise ImportError(f"store.base.TO_OUTBOX lacks {set(get_args(ContractSend)) - set(TO_OUTBOX)}")
+
+
+def outbox_item(send: ContractSend) -> OutboxItem:
+    """The outbox row for one ContractSend."""
+    return TO_OUTBOX[type(send)](send)
+
+
+def outbox_items(effects: Iterable[Effect]) -> tuple[OutboxItem, ...]:
+    """The transactions among effects, one per kind; of several claims only the highest matters."""
+    items: dict[OutboxKind, OutboxItem] = {}
+    for effect in effects:
+        if not isinstance(effect, (ContractSendClaim, ContractSendClose)):
+            continue
+        item = outbox_item(effect)
+        if item.kind not in items or items[item.kind].amount <= item.amount:
+            items[item.kind] = item
+    return tuple(items.values())
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     id: int
     channel_id: bytes
-    kind: str
+    kind: OutboxKind
     amount: int
     signature: bytes
-    deadline: int | None
-    status: str  # pending | sent | done | abandoned
+    deadline: ChainTime | None
+    status: OutboxStatus
     tx_hash: bytes | None = None
     raw_tx: bytes | None = None
     nonce: int | None = None
@@ -106,7 +176,18 @@ class OutboxRow:
         return self.amount if self.voucher_amount is None else self.voucher_amount
 
 
-OUTBOX_OPEN = ("pending", "sent")
+class OutboxUpdate(TypedDict, total=False):
+    """The columns of an outbox row the sender may set (`Store.update_outbox`)."""
+
+    status: OutboxStatus
+    tx_hash: bytes | None
+    raw_tx: bytes | None
+    nonce: int | None
+    max_fee: int | None
+    priority_fee: int | None
+    sent_at: int | None
+    attempts: int
+    note: str | None
 
 
 @dataclass(frozen=True)
@@ -156,7 +237,9 @@ class Store(Protocol):
     async def channel_ids(self) -> set[bytes]: ...
 
     async def closing_channels(self) -> list[StoredChannel]:
-        """Channels with a payer's close pending and not settled: the ones to defend."""
+        """Channels with a payer's close pending and not settled: the ones to defend. Not a
+        `channel_status`: a channel the receiver is closing is defended too while the payer's
+        close is pending (its status is RECEIVER_CLOSING)."""
         ...
 
     async def charges(self, channel_id: bytes) -> list[Charge]: ...
@@ -174,9 +257,9 @@ class Store(Protocol):
         whether it did. Figures and version are untouched."""
         ...
 
-    async def outbox(self, statuses: tuple[str, ...] = OUTBOX_OPEN) -> list[OutboxRow]: ...
+    async def outbox(self, statuses: tuple[OutboxStatus, ...] = OUTBOX_OPEN) -> list[OutboxRow]: ...
 
-    async def update_outbox(self, row_id: int, **fields) -> None:
+    async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
         """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note)."""
         ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Unpack
 
 from channel_node.store.base import (
     OUTBOX_OPEN,
@@ -11,12 +12,17 @@ from channel_node.store.base import (
     Charge,
     ChannelWrite,
     Cursor,
+    OutboxItem,
+    OutboxKind,
     OutboxRow,
+    OutboxStatus,
+    OutboxUpdate,
     PaymentLookup,
     Pin,
     StaleWrite,
     StoredChannel,
     StoreMismatch,
+    fulfilled,
 )
 
 
@@ -67,18 +73,18 @@ class MemoryStore:
             self._enqueue(channel_id, item)
         return version
 
-    def _enqueue(self, channel_id: bytes, item) -> None:
+    def _enqueue(self, channel_id: bytes, item: OutboxItem) -> None:
         open_row = next(
-            (r for r in self._outbox.values() if r.channel_id == channel_id and r.kind == item.kind and r.status in OUTBOX_OPEN),
+            (r for r in self._outbox.values() if r.channel_id == channel_id and r.kind == item.kind and r.status.is_open),
             None,
         )
         if open_row is None:
             row_id = len(self._outbox) + 1
             self._outbox[row_id] = OutboxRow(
-                row_id, channel_id, item.kind, item.amount, item.signature, item.deadline, "pending",
+                row_id, channel_id, OutboxKind(item.kind), item.amount, item.signature, item.deadline, OutboxStatus.PENDING,
                 voucher_amount=item.voucher,
             )  # fmt: skip
-        elif open_row.status == "pending" and open_row.amount < item.amount:
+        elif open_row.status == OutboxStatus.PENDING and open_row.amount < item.amount:
             self._outbox[open_row.id] = dataclasses.replace(
                 open_row, amount=item.amount, signature=item.signature, deadline=item.deadline,
                 voucher_amount=item.voucher,
@@ -106,17 +112,19 @@ class MemoryStore:
     async def set_cursor(self, cursor: Cursor) -> None:
         self._cursor = cursor
 
-    async def outbox(self, statuses: tuple[str, ...] = OUTBOX_OPEN) -> list[OutboxRow]:
+    async def outbox(self, statuses: tuple[OutboxStatus, ...] = OUTBOX_OPEN) -> list[OutboxRow]:
         return [r for r in sorted(self._outbox.values(), key=lambda r: r.id) if r.status in statuses]
 
-    async def update_outbox(self, row_id: int, **fields) -> None:
+    async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
+        if "status" in fields:  # held as the enum, as SQLite's rows read back
+            fields["status"] = OutboxStatus(fields["status"])
         self._outbox[row_id] = dataclasses.replace(self._outbox[row_id], **fields)
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
         done = 0
         for row in list(self._outbox.values()):
-            if row.channel_id == channel_id and row.status in OUTBOX_OPEN and (settled or (row.kind == "claim" and claimed >= row.amount)):
-                self._outbox[row.id] = dataclasses.replace(row, status="done")
+            if row.channel_id == channel_id and row.status.is_open and fulfilled(row.kind, row.amount, claimed, settled):
+                self._outbox[row.id] = dataclasses.replace(row, status=OutboxStatus.DONE)
                 done += 1
         return done
 

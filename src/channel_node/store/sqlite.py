@@ -13,7 +13,6 @@ lets them run beside the writer. A file lock keeps a second node process off the
 from __future__ import annotations
 
 import asyncio
-
 import queue
 import sqlite3
 import threading
@@ -21,6 +20,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import IO, Any, Unpack
 
 from channel_node.core import ChannelState
 from channel_node.lockfile import lock_beside
@@ -32,7 +32,10 @@ from channel_node.store.base import (
     ChannelWrite,
     Cursor,
     OutboxItem,
+    OutboxKind,
     OutboxRow,
+    OutboxStatus,
+    OutboxUpdate,
     PaymentLookup,
     Pin,
     StaleWrite,
@@ -40,10 +43,17 @@ from channel_node.store.base import (
     StoreError,
     StoreLocked,
     StoreMismatch,
+    fulfilled,
 )
 
 MAX_BATCH = 512  # writes per transaction; bounds the time a batch holds the write lock
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+# The open statuses in SQL, from the one definition (store/base.py); the migration's partial unique
+# index `outbox_open` spells the same list, which tests/store/test_store.py checks.
+_OPEN_SQL = "(" + ", ".join(f"'{status.value}'" for status in OUTBOX_OPEN) + ")"
+
+# A unit of the writer thread's work: a channel's write, or a function run on the writer connection.
+Work = ChannelWrite | Callable[[sqlite3.Connection], object]
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -77,7 +87,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return connection
 
 
-def _row_to_channel(row: tuple) -> StoredChannel:
+def _row_to_channel(row: tuple[Any, ...]) -> StoredChannel:
     (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling,
      signature, charged, close_deadline, settled, receiver_closing, version, updated_at, chain_block,
      chain_hash, receiver_authorizer) = row  # fmt: skip
@@ -108,7 +118,7 @@ _CHANNEL_COLUMNS = (
 class _Request:
     __slots__ = ("write", "loop", "future")
 
-    def __init__(self, write: ChannelWrite, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+    def __init__(self, write: Work, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
         self.write, self.loop, self.future = write, loop, future
 
 
@@ -120,8 +130,8 @@ class SQLiteStore:
         self.synchronous = synchronous
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
-        self._lock_file = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock_file: IO[Any] | None = None
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0  # transactions committed (for tests and benchmarks of group commit)
         self.writes = 0
@@ -189,8 +199,14 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ reads (caller's thread)
 
+    @property
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreError("store is not open")
+        return self._reader
+
     async def load_channel(self, channel_id: bytes) -> StoredChannel | None:
-        row = self._reader.execute(
+        row = self._read.execute(
             f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE channel_id = ?", (channel_id,)
         ).fetchone()
         return _row_to_channel(row) if row else None
@@ -199,25 +215,25 @@ class SQLiteStore:
         self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
     ) -> PaymentLookup:
         unlocked = once and (
-            self._reader.execute(
+            self._read.execute(
                 "SELECT 1 FROM unlocks WHERE channel_id = ? AND resource = ?", (channel_id, resource)
             ).fetchone()
             is not None
         )
         prior = None
         if payment_id:
-            row = self._reader.execute(
+            row = self._read.execute(
                 "SELECT resource FROM charges WHERE channel_id = ? AND payment_id = ?", (channel_id, payment_id)
             ).fetchone()
             prior = row[0] if row else None
         return PaymentLookup(unlocked=unlocked, prior_resource=prior)
 
     async def list_channels(self) -> list[StoredChannel]:
-        rows = self._reader.execute(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY updated_at").fetchall()
+        rows = self._read.execute(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY updated_at").fetchall()
         return [_row_to_channel(row) for row in rows]
 
     async def charges(self, channel_id: bytes) -> list[Charge]:
-        rows = self._reader.execute(
+        rows = self._read.execute(
             "SELECT resource, amount, payment_id, at, EXISTS(SELECT 1 FROM unlocks u WHERE u.channel_id = c.channel_id "
             "AND u.resource = c.resource) FROM charges c WHERE channel_id = ? ORDER BY seq",
             (channel_id,),
@@ -225,16 +241,16 @@ class SQLiteStore:
         return [Charge(resource, int(amount), payment_id, bool(once), at) for resource, amount, payment_id, at, once in rows]
 
     async def channel_ids(self) -> set[bytes]:
-        return {row[0] for row in self._reader.execute("SELECT channel_id FROM channels")}
+        return {row[0] for row in self._read.execute("SELECT channel_id FROM channels")}
 
     async def closing_channels(self) -> list[StoredChannel]:
-        rows = self._reader.execute(
+        rows = self._read.execute(
             f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE close_deadline IS NOT NULL AND settled = 0"
         ).fetchall()
         return [_row_to_channel(row) for row in rows]
 
     async def anchored_channels(self) -> list[tuple[bytes, BlockRef]]:
-        rows = self._reader.execute(
+        rows = self._read.execute(
             "SELECT channel_id, chain_block, chain_hash FROM channels WHERE chain_block IS NOT NULL"
         ).fetchall()
         return [(channel_id, BlockRef(block, bytes(block_hash))) for channel_id, block, block_hash in rows]
@@ -248,17 +264,17 @@ class SQLiteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._submit(apply)
+        return bool(await self._submit(apply))
 
     async def cursor(self) -> Cursor | None:
-        stored = dict(self._reader.execute("SELECT key, value FROM meta WHERE key IN ('cursor_block', 'cursor_hash')"))
+        stored = dict(self._read.execute("SELECT key, value FROM meta WHERE key IN ('cursor_block', 'cursor_hash')"))
         if "cursor_block" not in stored:
             return None
         return Cursor(int(stored["cursor_block"]), bytes.fromhex(stored["cursor_hash"]))
 
-    async def outbox(self, statuses: tuple[str, ...] = OUTBOX_OPEN) -> list[OutboxRow]:
+    async def outbox(self, statuses: tuple[OutboxStatus, ...] = OUTBOX_OPEN) -> list[OutboxRow]:
         marks = ", ".join("?" * len(statuses))
-        rows = self._reader.execute(
+        rows = self._read.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status IN ({marks}) ORDER BY id", statuses
         ).fetchall()
         return [_row_to_outbox(row) for row in rows]
@@ -266,7 +282,9 @@ class SQLiteStore:
     # ------------------------------------------------------------------ writes (writer thread)
 
     async def commit(self, write: ChannelWrite) -> int:
-        return await self._submit(write)
+        version = await self._submit(write)
+        assert isinstance(version, int)  # what `_apply` returns for a ChannelWrite
+        return version
 
     async def set_cursor(self, cursor: Cursor) -> None:
         def apply(connection: sqlite3.Connection) -> None:
@@ -277,11 +295,11 @@ class SQLiteStore:
 
         await self._submit(apply)
 
-    async def update_outbox(self, row_id: int, **fields) -> None:
+    async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
         unknown = set(fields) - _OUTBOX_MUTABLE
         if unknown:
             raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
-        values = [str(v) if k in ("max_fee", "priority_fee") and v is not None else v for k, v in fields.items()]
+        values = [str(v) if k in ("max_fee", "priority_fee") and v is not None else v for k, v in fields.items()]  # uint256 as text
 
         def apply(connection: sqlite3.Connection) -> None:
             assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -294,27 +312,31 @@ class SQLiteStore:
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
         def apply(connection: sqlite3.Connection) -> int:
             rows = connection.execute(
-                "SELECT id, kind, amount FROM outbox WHERE channel_id = ? AND status IN ('pending', 'sent')",
-                (channel_id,),
+                f"SELECT id, kind, amount FROM outbox WHERE channel_id = ? AND status IN {_OPEN_SQL}", (channel_id,)
             ).fetchall()
-            done = [row_id for row_id, kind, amount in rows if settled or (kind == "claim" and claimed >= int(amount))]
+            done = [row_id for row_id, kind, amount in rows if fulfilled(OutboxKind(kind), int(amount), claimed, settled)]
             connection.executemany(
-                "UPDATE outbox SET status = 'done', updated_at = ? WHERE id = ?", [(int(time.time()), i) for i in done]
+                "UPDATE outbox SET status = ?, updated_at = ? WHERE id = ?",
+                [(OutboxStatus.DONE, int(time.time()), i) for i in done],
             )
             return len(done)
 
-        return await self._submit(apply)
+        done = await self._submit(apply)
+        assert isinstance(done, int)
+        return done
 
-    async def _submit(self, work: ChannelWrite | Callable[[sqlite3.Connection], object]):
+    async def _submit(self, work: Work) -> object:
+        """Hands `work` to the writer thread and returns its outcome (or raises its failure)."""
         if self._thread is None:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future: asyncio.Future[object] = loop.create_future()
         self._queue.put(_Request(work, loop, future))
         return await future
 
     def _write_loop(self) -> None:
         connection = self._writer
+        assert connection is not None  # opened before the thread starts
         while True:
             first = self._queue.get()
             if first is None:
@@ -332,7 +354,7 @@ class SQLiteStore:
                 batch.append(more)
             outcomes = self._apply_batch(connection, batch)
             # One wake-up per event loop per batch, not one per write: each wake-up is a syscall.
-            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[object], object]]] = {}
             for request, outcome in zip(batch, outcomes):
                 by_loop.setdefault(request.loop, []).append((request.future, outcome))
             for loop, results in by_loop.items():
@@ -369,8 +391,8 @@ class SQLiteStore:
         """The common case, in three statements for the whole batch: every write updates a known
         channel and every compare-and-set holds. Returns None (nothing written) when a write needs
         the per-write path: a new channel, or a channel another writer changed."""
-        writes = [request.write for request in batch]
-        if any(not isinstance(w, ChannelWrite) or w.expected_version == 0 or w.outbox or w.anchor for w in writes):
+        writes = [request.write for request in batch if isinstance(request.write, ChannelWrite)]
+        if len(writes) != len(batch) or any(w.expected_version == 0 or w.outbox or w.anchor for w in writes):
             return None
         now = int(time.time())
         connection.execute("BEGIN IMMEDIATE")
@@ -378,10 +400,10 @@ class SQLiteStore:
         if cursor.rowcount != len(writes):
             connection.execute("ROLLBACK")
             return None
-        charges = [write for write in writes if write.charge is not None]
+        charges = [(write, write.charge) for write in writes if write.charge is not None]
         if charges:
-            connection.executemany(_INSERT_CHARGE, [_charge_values(write) for write in charges])
-            unlocks = [(w.state.channel_id, w.charge.resource) for w in charges if w.charge.once]
+            connection.executemany(_INSERT_CHARGE, [_charge_values(write, charge) for write, charge in charges])
+            unlocks = [(w.state.channel_id, charge.resource) for w, charge in charges if charge.once]
             if unlocks:
                 connection.executemany(_INSERT_UNLOCK, unlocks)
         return [write.expected_version + 1 for write in writes]
@@ -437,7 +459,7 @@ class SQLiteStore:
             )
         charge = write.charge
         if charge is not None:
-            connection.execute(_INSERT_CHARGE, _charge_values(write))
+            connection.execute(_INSERT_CHARGE, _charge_values(write, charge))
             if charge.once:
                 connection.execute(_INSERT_UNLOCK, (s.channel_id, charge.resource))
         for item in write.outbox:
@@ -457,14 +479,14 @@ _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
     "sent_at, attempts, note, voucher_amount"
 )
-_OUTBOX_MUTABLE = {"status", "tx_hash", "raw_tx", "nonce", "max_fee", "priority_fee", "sent_at", "attempts", "note"}
+_OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
 
 
-def _row_to_outbox(row: tuple) -> OutboxRow:
+def _row_to_outbox(row: tuple[Any, ...]) -> OutboxRow:
     (row_id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee,
      priority_fee, sent_at, attempts, note, voucher_amount) = row  # fmt: skip
     return OutboxRow(
-        row_id, channel_id, kind, int(amount), signature, deadline, status, tx_hash, raw_tx, nonce,
+        row_id, channel_id, OutboxKind(kind), int(amount), signature, deadline, OutboxStatus(status), tx_hash, raw_tx, nonce,
         int(max_fee) if max_fee is not None else None, int(priority_fee) if priority_fee is not None else None,
         sent_at, attempts, note, int(voucher_amount) if voucher_amount is not None else None,
     )  # fmt: skip
@@ -474,23 +496,24 @@ def _enqueue(connection: sqlite3.Connection, channel_id: bytes, item: OutboxItem
     """One open row per channel and kind: a higher voucher replaces the amount of a row not yet sent;
     a row already sent stands (once done, the core asks again if more is owed)."""
     row = connection.execute(
-        "SELECT id, status, amount FROM outbox WHERE channel_id = ? AND kind = ? AND status IN ('pending', 'sent')",
+        f"SELECT id, status, amount FROM outbox WHERE channel_id = ? AND kind = ? AND status IN {_OPEN_SQL}",
         (channel_id, item.kind),
     ).fetchone()
     if row is None:
         connection.execute(
             "INSERT INTO outbox (channel_id, kind, amount, signature, deadline, status, created_at, updated_at, "
-            "voucher_amount) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-            (channel_id, item.kind, str(item.amount), item.signature, item.deadline, now, now, str(item.voucher)),
-        )
-    elif row[1] == "pending" and int(row[2]) < item.amount:
+            "voucher_amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (channel_id, item.kind, str(item.amount), item.signature, item.deadline, OutboxStatus.PENDING, now, now,
+             str(item.voucher)),
+        )  # fmt: skip
+    elif row[1] == OutboxStatus.PENDING and int(row[2]) < item.amount:
         connection.execute(
             "UPDATE outbox SET amount = ?, signature = ?, deadline = ?, voucher_amount = ?, updated_at = ? WHERE id = ?",
             (str(item.amount), item.signature, item.deadline, str(item.voucher), now, row[0]),
         )
 
 
-def _update_values(write: ChannelWrite, now: int) -> tuple:
+def _update_values(write: ChannelWrite, now: int) -> tuple[object, ...]:
     s = write.state
     return (
         str(s.deposited), str(s.claimed), str(s.ceiling), s.signature, str(s.charged), s.close_deadline,
@@ -498,12 +521,11 @@ def _update_values(write: ChannelWrite, now: int) -> tuple:
     )  # fmt: skip
 
 
-def _charge_values(write: ChannelWrite) -> tuple:
-    c = write.charge
+def _charge_values(write: ChannelWrite, c: Charge) -> tuple[object, ...]:
     return (write.state.channel_id, write.expected_version + 1, c.resource, str(c.amount), c.payment_id, c.at)
 
 
-def _resolve_all(results: list[tuple[asyncio.Future, object]]) -> None:
+def _resolve_all(results: list[tuple[asyncio.Future[object], object]]) -> None:
     for future, outcome in results:
         if future.done():  # the request was cancelled (client went away); the write stands regardless
             continue

@@ -26,7 +26,7 @@ from aiohttp import web
 from structlog.typing import FilteringBoundLogger
 
 from channel_node.config import Settings
-from channel_node.core import ChannelState, Reject
+from channel_node.core import ChannelState, Reject, channel_status  # the one derivation of a channel's status
 from channel_node.errors import Refusal
 from channel_node.node.operations import Batch, Operations, Queued, Refused
 from channel_node.node.runtime import Runtime
@@ -99,16 +99,6 @@ def _log() -> FilteringBoundLogger:
 
 def _hex(value: bytes | None) -> str | None:
     return None if value is None else "0x" + value.hex()
-
-
-def channel_status(state: ChannelState) -> str:
-    if state.settled:
-        return "settled"
-    if state.receiver_closing:
-        return "receiver_closing"
-    if state.close_deadline is not None:
-        return "closing"
-    return "open"
 
 
 def channel_json(state: ChannelState) -> dict[str, Any]:

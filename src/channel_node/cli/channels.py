@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # the commands import the node lazily: `channel-node --help` 
     from channel_node.node.operations import Queued, Refused
 
 from channel_node.cli.support import reporting_errors
+from channel_node.core import ChannelStatus
 from channel_node.errors import UsageError
+from channel_node.store import OUTBOX_OPEN
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8403"
 Document = dict[str, Any]  # a JSON object as the admin API answers it
@@ -318,7 +320,7 @@ async def _settle(node: NodeAccess, args: argparse.Namespace) -> Any:
         while True:
             await node.work()
             rows = await node.outbox()
-            open_rows = [r for r in rows if r["status"] in ("pending", "sent")]
+            open_rows = [r for r in rows if r["status"] in OUTBOX_OPEN]
             status.update(f"waiting for {len(open_rows)} transaction(s) to confirm ...")
             if not open_rows:
                 break
@@ -390,7 +392,7 @@ def add_operator_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     channels = subparsers.add_parser("channels", help="list, inspect, claim, close and settle channels")
     actions = channels.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="the node's channels (filters: --status, --min-unclaimed)")
-    listing.add_argument("--status", choices=["open", "closing", "receiver_closing", "settled"])
+    listing.add_argument("--status", choices=[str(s) for s in ChannelStatus])
     listing.add_argument("--min-unclaimed", help="only channels with at least this much signed but unclaimed")
     show = actions.add_parser("show", help="one channel with its charges and outbox rows")
     show.add_argument("channel")

@@ -26,7 +26,8 @@ from aiohttp import web
 from structlog.typing import FilteringBoundLogger
 
 from channel_node.config import Settings
-from channel_node.core import ChannelState, Reject, channel_status  # the one derivation of a channel's status
+from channel_node.core import ChannelState, Reject
+from channel_node.core import channel_status as channel_status  # the one derivation; re-exported for the package
 from channel_node.errors import Refusal
 from channel_node.node.operations import Batch, Operations, Queued, Refused
 from channel_node.node.runtime import Runtime
@@ -42,7 +43,7 @@ from channel_node.server.admin.openapi import (
     openapi_document,
 )
 from channel_node.wire.channel import config_json
-from channel_node.store import Charge, OutboxRow, Store, StoreError
+from channel_node.store import Charge, OutboxRow, OutboxStatus, Store, StoreError
 from channel_node.types import UINT256_MAX
 
 MAX_BODY = 1024 * 1024
@@ -342,7 +343,7 @@ class AdminApi:
         query = _query(request, ("status", "min_unclaimed", "limit", "offset"))
         status = query.get("status")
         if status is not None and status not in CHANNEL_STATUSES:
-            raise AdminError(400, "malformed_request", f"status must be one of {list(CHANNEL_STATUSES)}")
+            raise AdminError(400, "malformed_request", f"status must be one of {[str(s) for s in CHANNEL_STATUSES]}")
         minimum = _amount(query["min_unclaimed"], "min_unclaimed") if "min_unclaimed" in query else None
         limit, offset = _page(query)
         selected = matching_channels(await self._states(), status, minimum)
@@ -359,11 +360,11 @@ class AdminApi:
 
     async def outbox(self, request: web.Request) -> web.Response:
         query = _query(request, ("status", "channel", "limit", "offset"))
-        statuses: tuple[str, ...] = OUTBOX_STATUSES
+        statuses: tuple[OutboxStatus, ...] = OUTBOX_STATUSES
         if "status" in query:
             if query["status"] not in OUTBOX_STATUSES:
-                raise AdminError(400, "malformed_request", f"status must be one of {list(OUTBOX_STATUSES)}")
-            statuses = (query["status"],)
+                raise AdminError(400, "malformed_request", f"status must be one of {[str(s) for s in OUTBOX_STATUSES]}")
+            statuses = (OutboxStatus(query["status"]),)
         channel = parse_channel_id(query["channel"]) if "channel" in query else None
         limit, offset = _page(query)
         rows = await self.store.outbox(statuses)

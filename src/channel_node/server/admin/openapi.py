@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from channel_node.core import ChannelStatus
+from channel_node.store import OUTBOX_OPEN, OutboxStatus
+
 JSON = dict[str, Any]  # a JSON object as the document builds it
 
 PREFIX = "/admin"
-CHANNEL_STATUSES = ("open", "closing", "settled", "receiver_closing")
-OUTBOX_STATUSES = ("pending", "sent", "done", "abandoned")
-OUTBOX_OPEN = ("pending", "sent")
+# The enums the API accepts and answers are the core's and the store's, published in their order.
+CHANNEL_STATUSES: tuple[ChannelStatus, ...] = tuple(ChannelStatus)
+OUTBOX_STATUSES: tuple[OutboxStatus, ...] = tuple(OutboxStatus)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_BATCH = 10_000  # channel ids in one POST /admin/close

@@ -28,11 +28,16 @@ from channel_node.chain.logs import (
     CloseRequested,
     PayoutDeferred,
     PendingWithdrawn,
-    _checksum,
+    _checksum,  # noqa: F401 (re-exported: tests/chain/test_chain_client.py imports it from here)
     decode_log,
 )
 from channel_node.chain.ports import OnChainChannel
-from channel_node.chain.reverts import ContractRevert, _as_revert, as_revert, decode_revert_data
+from channel_node.chain.reverts import (
+    ContractRevert,
+    _as_revert,  # noqa: F401 (re-exported: tests/chain/test_chain_client.py imports it from here)
+    as_revert,
+    decode_revert_data,
+)
 from channel_node.types import UINT256_MAX
 
 __all__ = [

@@ -118,8 +118,8 @@ def generate(writer, total: int, now: int, seed: int = 1, say=lambda _: None) ->
 
 
 def timed_queries(path: Path, now: int) -> dict[str, float]:
-    from channel_node.insights import queries as q
     from channel_node.insights import connect
+    from channel_node.insights import queries as q
 
     conn = connect(path, readonly=True)
     year = (now - 365 * DAY + 1800, now)  # starts mid-day, ends now: partial days on both ends
@@ -215,7 +215,6 @@ def bench_queries(args: argparse.Namespace) -> dict:
 def _serve_with_recorder(args: argparse.Namespace) -> None:
     """bench_unlock's node, with a Recorder on its paywall (the price tagged like a real site's)."""
     import bench_unlock
-
     from channel_node import node as node_module
     from channel_node.cli.main import run_async
     from channel_node.insights import Recorder
@@ -286,8 +285,7 @@ def _one_unlock_run(args: argparse.Namespace, with_recorder: bool, say) -> dict:
 
 def recorder_costs() -> tuple[float, float]:
     """(ns per Recorder.unlock call on the request path, µs of writer-thread work per unlock)."""
-    from channel_node.insights import Recorder
-    from channel_node.insights import UNLOCK, InsightsWriter
+    from channel_node.insights import UNLOCK, InsightsWriter, Recorder
 
     tags = {"section": "news", "format": "article", "author": "ann"}
     channels = [n.to_bytes(32, "big") for n in range(1000)]
@@ -373,7 +371,6 @@ def main() -> int:
             _serve_with_recorder(args)
         else:
             import bench_unlock
-
             from channel_node.cli.main import run_async
 
             run_async(bench_unlock.serve(args))

@@ -73,19 +73,21 @@ end
 
 
 async def serve(args: argparse.Namespace) -> None:
+    import logging
+
+    from aiohttp import web
+    from web3 import AsyncWeb3
+    from web3.providers.eth_tester import AsyncEthereumTesterProvider
+
+    from channel_node.cli.main import freeze_startup_objects
     from channel_node.config import load_settings
     from channel_node.core import ChannelState
+    from channel_node.dev.devchain import DevChain
     from channel_node.dev.stack import site_root
     from channel_node.logs import configure
     from channel_node.node.assembly import build_node
     from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id
     from channel_node.store import ChannelWrite
-    from channel_node.cli.main import freeze_startup_objects
-    from channel_node.dev.devchain import DevChain
-    from web3 import AsyncWeb3
-    from web3.providers.eth_tester import AsyncEthereumTesterProvider
-    from aiohttp import web
-    import logging
 
     configure("json", level=getattr(logging, args.log_level.upper()))  # stdout goes to a file: as in production
     chain = DevChain()
@@ -136,8 +138,8 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def _sign_round(job: tuple[int, str, int, list[str], int]) -> list[str]:
-    from channel_node.wire.channel import payment_signature
     from channel_node.signing import Domain, sign_digest, voucher_digest
+    from channel_node.wire.channel import payment_signature
 
     chain_id, contract, round_number, ids, offset = job
     domain = Domain(chain_id, contract)

@@ -33,9 +33,9 @@ async def run(fetches: int, concurrency: int) -> dict:
     from web3 import AsyncWeb3
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
-    from channel_node.dev.devchain import DevChain
     from channel_node.client import PayingSession, Policy, Wallet, WalletStore
     from channel_node.config import load_settings
+    from channel_node.dev.devchain import DevChain
     from channel_node.logs import configure
     from channel_node.node.assembly import build_node
 

@@ -168,7 +168,7 @@ class Harness:
                         if response.status == 200:
                             await response.read()
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the node did not answer /healthz:\n{self.log_tail()}")
@@ -205,8 +205,8 @@ class Harness:
     # ------------------------------------------------------------------ the wallet side
 
     def header(self, channel: Channel, amount: int, payment_id: str) -> str:
-        from channel_node.wire.channel import payment_signature
         from channel_node.signing import sign_digest, voucher_digest
+        from channel_node.wire.channel import payment_signature
 
         signature = sign_digest(channel.key, voucher_digest(self.domain, channel.id, amount))
         contract = "0x" + self.domain.verifying_contract.hex()
@@ -226,7 +226,7 @@ class Harness:
             async with http.get(self.base + RESOURCE, headers=headers) as response:
                 body = await response.read()
                 status, receipt_header = response.status, response.headers.get("PAYMENT-RESPONSE")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return  # no complete answer: stays unknown
         finally:
             channel.in_flight -= 1

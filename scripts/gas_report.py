@@ -35,7 +35,7 @@ from channel_node.signing import (  # noqa: E402
     to_compact,
     voucher_digest,
 )
-from contract_helpers import deploy_test_contract, deploy_test_token, sign_permit  # noqa: E402
+from contract_helpers import deploy_test_token, sign_permit  # noqa: E402
 
 HOUR = 3600
 

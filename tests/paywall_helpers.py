@@ -11,9 +11,9 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
 from channel_node.config import load_settings
 from channel_node.node.assembly import Node, build_node
+from channel_node.signing import ChannelConfig
 from channel_node.wire.channel import payment_signature
 from channel_node.wire.envelope import decode_header
-from channel_node.signing import ChannelConfig
 
 PRICE = 1_000
 ARTICLES = {f"/articles/{n}.html": f"<h1>Article {n}</h1>" for n in range(1, 6)}

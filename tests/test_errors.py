@@ -26,9 +26,9 @@ from channel_node.errors import ChannelNodeError, ConfigError, Refusal, RemoteEr
 from channel_node.keys import KeystoreError
 from channel_node.node.assembly import NodeConfigError
 from channel_node.server.admin import AdminError
-from channel_node.wire.envelope import ProtocolError
 from channel_node.signing import InvalidSignature
 from channel_node.store import StaleWrite, StoreError, StoreLocked, StoreMismatch
+from channel_node.wire.envelope import ProtocolError
 from paywall_helpers import node_settings, start_node, write_site
 
 PACKAGE_ROOT = Path(channel_node.__file__).resolve().parent

@@ -26,8 +26,8 @@ from channel_node.chain.accounts import (
     suggest_fees,
     with_gas_margin,
 )
-from channel_node.chain.ports import OnChainChannel
 from channel_node.chain.outbox import OutboxSender
+from channel_node.chain.ports import OnChainChannel
 from channel_node.signing import ChannelConfig, keccak256
 from channel_node.store import OutboxRow
 

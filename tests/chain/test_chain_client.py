@@ -18,8 +18,8 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.client import (
     ChannelClaimed,
-    ChannelDeposited,
     ChannelDepositClient,
+    ChannelDeposited,
     ChannelOpened,
     ChannelSettled,
     CloseRequested,

@@ -31,8 +31,8 @@ from channel_node.client import (
 )
 from channel_node.client.store import BLOCKED, CLOSING, ORPHANED, SETTLED
 from channel_node.server.protocol import payment_response
-from channel_node.wire.envelope import decode_header
 from channel_node.signing import to_compact
+from channel_node.wire.envelope import decode_header
 from contract_helpers import deploy_test_contract, deploy_test_token
 from paywall_helpers import PRICE, async_web3, node_settings, start_node, write_site
 
@@ -163,9 +163,8 @@ async def test_spending_limits_refuse_before_anything_is_signed(running, make_wa
 
 async def test_offers_the_wallet_must_not_pay(running, make_wallet, parties):
     wallet = make_wallet()
-    async with aiohttp.ClientSession() as plain:
-        async with plain.get(url(running, "/articles/a1.html")) as response:
-            offer = decode_header(response.headers["PAYMENT-REQUIRED"])["accepts"][0]
+    async with aiohttp.ClientSession() as plain, plain.get(url(running, "/articles/a1.html")) as response:
+        offer = decode_header(response.headers["PAYMENT-REQUIRED"])["accepts"][0]
     target = url(running, "/articles/a1.html")
     with pytest.raises(OfferRejected, match="network"):
         await wallet.pay_for({**offer, "network": "eip155:1"}, target)
@@ -258,10 +257,12 @@ async def test_an_overcharging_server_is_caught_and_blocked(running, make_wallet
 
 async def test_client_middleware_pays_too(running, make_wallet):
     wallet = make_wallet()
-    async with aiohttp.ClientSession(middlewares=(payment_middleware(wallet),)) as session:
-        async with session.get(url(running, "/api/quote")) as response:
-            assert response.status == 200 and await response.json(content_type=None) == {"item": "quote"}
-            assert decode_header(response.headers["PAYMENT-RESPONSE"])["chargedAmount"] == str(PRICE)
+    async with (
+        aiohttp.ClientSession(middlewares=(payment_middleware(wallet),)) as session,
+        session.get(url(running, "/api/quote")) as response,
+    ):
+        assert response.status == 200 and await response.json(content_type=None) == {"item": "quote"}
+        assert decode_header(response.headers["PAYMENT-RESPONSE"])["chargedAmount"] == str(PRICE)
     [record] = wallet.channels()
     assert record.charged == record.signed == PRICE
 
@@ -414,9 +415,8 @@ async def test_a_permit_the_token_does_not_honour_falls_back_to_approve(
 
 
 async def offer_of(running, path: str) -> dict:
-    async with aiohttp.ClientSession() as plain:
-        async with plain.get(url(running, path)) as response:
-            return decode_header(response.headers["PAYMENT-REQUIRED"])["accepts"][0]
+    async with aiohttp.ClientSession() as plain, plain.get(url(running, path)) as response:
+        return decode_header(response.headers["PAYMENT-REQUIRED"])["accepts"][0]
 
 
 async def test_after_losing_the_database_the_wallet_rebuilds_its_channel_and_keeps_paying(

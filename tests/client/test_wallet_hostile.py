@@ -346,9 +346,8 @@ async def test_an_offer_for_another_resource_is_not_paid(running, make_wallet):
     wallet = make_wallet()
 
     async def lying_offer(request: web.Request) -> web.Response:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url_of(running, "/articles/a0.html")) as r:
-                document = decode_header(r.headers[REQUIRED_HEADER])
+        async with aiohttp.ClientSession() as http, http.get(url_of(running, "/articles/a0.html")) as r:
+            document = decode_header(r.headers[REQUIRED_HEADER])
         document["resource"]["url"] = url_of(running, "/articles/a9.html")
         return web.json_response(document, status=402, headers={REQUIRED_HEADER: encode_header(document)})
 

@@ -11,13 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from eth_utils import to_checksum_address
 
 from channel_node.chain.artifacts import channel_deposit_artifact
-from channel_node.wire.channel import payment_signature
-from channel_node.wire.envelope import decode_header
 from channel_node.signing import (
     ChannelConfig,
     Domain,
@@ -28,6 +26,8 @@ from channel_node.signing import (
     sign_digest,
     voucher_digest,
 )
+from channel_node.wire.channel import payment_signature
+from channel_node.wire.envelope import decode_header
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_wallet_js  # noqa: E402
-
 from channel_node.signing import keccak256  # noqa: E402
 
 NODE = shutil.which("node")

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channel_node.client import OfferRejected, PayingSession, Policy, ServerMisbehaved, WalletError
+from channel_node.client import OfferRejected, Policy, ServerMisbehaved, WalletError
 from channel_node.wire.envelope import REQUIRED_HEADER, SIGNATURE_HEADER, decode_header, encode_header
 from paywall_helpers import PRICE
 from test_wallet_hostile import Hostile, make_wallet, node_state, paying, running, site, url_of  # noqa: F401

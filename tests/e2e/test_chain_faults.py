@@ -18,8 +18,8 @@ from anvil import start_anvil
 from channel_node.chain import ChannelDepositClient, Sender
 from channel_node.config import load_settings
 from channel_node.node.assembly import build_node
-from channel_node.wire.channel import payment_signature
 from channel_node.signing import ChannelConfig, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
+from channel_node.wire.channel import payment_signature
 from paywall_helpers import write_site
 
 PRICE = 1_000

@@ -10,7 +10,15 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    address_of_key,
+    channel_id,
+    keccak256,
+    sign_digest,
+    voucher_digest,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "crash_test.py"
 spec = importlib.util.spec_from_file_location("crash_test", SCRIPT)

@@ -17,6 +17,7 @@ from eth_account import Account
 
 from anvil import free_port, start_anvil
 from channel_node import keys
+from channel_node.cli.operator import _public_url, add_deploy_command, add_keys_commands
 from channel_node.keys import (
     SECP256K1_N,
     KeystoreError,
@@ -27,7 +28,6 @@ from channel_node.keys import (
     parse_private_key,
     read_password,
 )
-from channel_node.cli.operator import _public_url, add_deploy_command, add_keys_commands
 from channel_node.signing import keccak256
 
 PASSWORD = "correct horse battery staple 7f3a"

@@ -16,10 +16,10 @@ from anvil import start_anvil
 from channel_node.chain import ChannelDepositClient, Sender
 from channel_node.config import load_settings
 from channel_node.node.assembly import build_node
-from channel_node.wire.channel import payment_signature
-from channel_node.wire.envelope import decode_header
 from channel_node.signing import ChannelConfig, address_of_key, keccak256, sign_digest, voucher_digest
 from channel_node.store import MemoryStore
+from channel_node.wire.channel import payment_signature
+from channel_node.wire.envelope import decode_header
 
 VOUCHER_KEY = keccak256(b"serve test voucher key")
 PRICE = 5_000

@@ -16,7 +16,7 @@ import struct
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from channel_node.insights import queries as q
 from channel_node.insights import OFFER, UNLOCK, InsightsWriter, PayerUnion, Recorder, connect, encode_ids
+from channel_node.insights import queries as q
 from channel_node.insights.dashboard import resolve_range
 from channel_node.insights.report import add_report_command, find_chromium
 from channel_node.server.admin import add_dashboard_routes, create_admin_app
@@ -103,13 +103,13 @@ def select(events, since, until, tag=None) -> list[Ev]:
 
 
 def label(bucket: str, t: int) -> int:
-    moment = datetime.fromtimestamp(t, timezone.utc)
+    moment = datetime.fromtimestamp(t, UTC)
     if bucket == "hour":
         start = moment.replace(minute=0, second=0)
     else:
         start = moment.replace(hour=0, minute=0, second=0)
         if bucket == "week":
-            start = start.fromtimestamp(start.timestamp() - start.weekday() * DAY, timezone.utc)
+            start = start.fromtimestamp(start.timestamp() - start.weekday() * DAY, UTC)
     return int(start.timestamp())
 
 
@@ -488,7 +488,7 @@ async def test_dashboard_over_a_live_recorder_shows_the_last_second(tmp_path):
     app = admin_app()
     add_dashboard_routes(app, recorder, decimals=3, symbol="TOK")
     async with TestClient(TestServer(app)) as client:
-        now = datetime.now(timezone.utc).timestamp()
+        now = datetime.now(UTC).timestamp()
         recorder.offer("/live", 1500, {"section": "live"}, now)
         recorder.unlock("/live", 1500, {"section": "live"}, CHANNELS[0], now)
         data = await (await client.get("/admin/insights/data.json", headers=AUTH, params={"bucket": "hour"})).json()
@@ -569,7 +569,7 @@ async def test_paywall_records_offers_and_unlocks(chain, deployed, parties, chan
         (UNLOCK, "/articles/1.html", PRICE, '{"section":"news"}', payer.id),
         (UNLOCK, "/api/quote", PRICE, "{}", payer.id),
     ]
-    now = int(datetime.now(timezone.utc).timestamp())
+    now = int(datetime.now(UTC).timestamp())
     total = q.summary(conn, now - DAY, now + HOUR)
     assert (total["offers"], total["unlocks"], total["revenue"], total["payers"]) == (1, 2, 2 * PRICE, 1)
     news = q.by_tag(conn, now - DAY, now + HOUR)

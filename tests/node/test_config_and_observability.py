@@ -7,9 +7,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from channel_node.config import load_settings
 from channel_node import logs
-from channel_node.logs import configure, flush as flush_logs
+from channel_node.config import load_settings
+from channel_node.logs import configure
+from channel_node.logs import flush as flush_logs
 from paywall_helpers import PRICE, Payer, node_settings, start_node, write_site
 
 BASE = {"contract": "0x" + "11" * 20, "receiver": "0x" + "22" * 20}

@@ -24,8 +24,8 @@ from channel_node.cli.channels import COMMANDS, AdminApi, Direct, OperatorError
 from channel_node.core import ChannelState
 from channel_node.node.operations import claim_targets, close_targets, settlement_targets
 from channel_node.node.runtime import Runtime
-from channel_node.server.admin import create_admin_app
 from channel_node.node.settlement import SettlementPolicy
+from channel_node.server.admin import create_admin_app
 from channel_node.signing import ChannelConfig, Domain, keccak256
 from channel_node.store import OUTBOX_OPEN, ChannelWrite, MemoryStore, Pin, StoredChannel
 

@@ -27,7 +27,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
 from channel_node.node.runtime import ChainUnavailable, PaymentRequest, Runtime
-from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    address_of_key,
+    channel_id,
+    keccak256,
+    sign_digest,
+    voucher_digest,
+)
 from channel_node.store import Cursor, MemoryStore, Pin, SQLiteStore
 from fake_chain import CONTRACT, Deposit, FakeChain, FakeClient, FakeWeb3, RequestClose
 

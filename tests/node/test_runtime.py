@@ -6,17 +6,24 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channel_node.core import Accepted, ConsentToClose, Reject
 from channel_node.node.runtime import ChainChannel, ChainUnavailable, PaymentRequest, Runtime
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    address_of_key,
+    channel_id,
+    keccak256,
+    sign_digest,
+    voucher_digest,
+)
+from channel_node.store import ChannelWrite, MemoryStore, Pin
 from channel_node.wire.channel import Voucher, parse_payment_signature, payment_signature
 from channel_node.wire.envelope import ProtocolError, decode_header
-from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
-from channel_node.store import ChannelWrite, MemoryStore, Pin
-
-import pytest
 
 KEY = keccak256(b"runtime test key")
 RECEIVER = b"\x02" * 20

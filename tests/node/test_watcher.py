@@ -11,7 +11,7 @@ import pytest
 from channel_node.chain import ChannelDepositClient
 from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.watcher import Watcher
-from channel_node.core import OperatorClaim, ContractSendClaim
+from channel_node.core import ContractSendClaim, OperatorClaim
 from channel_node.node.runtime import PaymentRequest, Runtime
 from channel_node.signing import Domain
 from channel_node.store import ChannelWrite, Cursor, Pin, SQLiteStore

@@ -20,8 +20,8 @@ from channel_node import logs
 from channel_node.config import load_settings
 from channel_node.node.assembly import build_node
 from channel_node.server.content import SMALL_FILE
-from channel_node.wire.envelope import decode_header
 from channel_node.server.resource import BAD_ENCODING, BAD_PATH, BAD_TARGET, Resource, canonical_resource
+from channel_node.wire.envelope import decode_header
 from paywall_helpers import PRICE, Payer, async_web3
 from test_resource import origin_resolve, targets
 

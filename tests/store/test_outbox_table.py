@@ -13,8 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel_node.chain.outbox import EXECUTORS, batchable
-from channel_node.core import ChannelState, ContractSend, ContractSendClaim, ContractSendClose, transition
-from channel_node.core import OperatorClaim, OperatorClose, PaywallPayment, WallTime
+from channel_node.core import (
+    ChannelState,
+    ContractSend,
+    ContractSendClaim,
+    ContractSendClose,
+    OperatorClaim,
+    OperatorClose,
+    PaywallPayment,
+    WallTime,
+    transition,
+)
 from channel_node.signing import ChannelConfig
 from channel_node.store import (
     OUTBOX_OPEN,

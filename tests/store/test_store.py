@@ -11,10 +11,9 @@ import pytest
 
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
-from channel_node.store.sqlite import migrations
 from channel_node.store import (
-    Charge,
     ChannelWrite,
+    Charge,
     MemoryStore,
     OutboxItem,
     Pin,
@@ -23,6 +22,7 @@ from channel_node.store import (
     StoreLocked,
     StoreMismatch,
 )
+from channel_node.store.sqlite import migrations
 
 PIN = Pin(chain_id=131277322940537, contract=b"\x0c" * 20, receiver=b"\x02" * 20)
 UINT256_MAX = (1 << 256) - 1

@@ -9,9 +9,7 @@ import asyncio
 import sqlite3
 from dataclasses import replace
 
-import pytest
-
-from channel_node.store import BlockRef, Charge, ChannelWrite, MemoryStore, SQLiteStore
+from channel_node.store import BlockRef, ChannelWrite, Charge, SQLiteStore
 from test_store import PIN, channel, store  # noqa: F401  (the same memory and SQLite stores)
 
 A = BlockRef(7, b"\xaa" * 32)

@@ -10,8 +10,8 @@ and the watcher reads the channel again if that block stops being canonical (doc
 from __future__ import annotations
 
 from web3 import AsyncWeb3
-from web3.providers.async_base import AsyncBaseProvider
 from web3.exceptions import BlockNotFound
+from web3.providers.async_base import AsyncBaseProvider
 
 from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.ports import ChainChannel, ChainUnavailable

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channel_node import __version__
-from channel_node.cli.support import report_error, run_async  # noqa: F401 (run_async: also importable from here)
+from channel_node.cli.support import report_error, run_async
 from channel_node.errors import ChannelNodeError
 
 if TYPE_CHECKING:  # annotations only: the commands import what they run lazily, to start fast
@@ -62,12 +62,12 @@ async def _wait_for_signal() -> None:
 
 async def _dev_main(args: argparse.Namespace) -> int:
     import aiohttp
+    from web3 import AsyncWeb3
+    from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
     from channel_node.dev.stack import ARTICLES, create_world, dev_settings, instructions
     from channel_node.node.assembly import build_node
     from channel_node.wire.envelope import decode_header
-    from web3 import AsyncWeb3
-    from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
     print("channel-node dev: starting an in-process chain and deploying ChannelDeposit ...", flush=True)
     world = create_world(Path(args.data_dir) if args.data_dir else None, token=args.token)
@@ -260,9 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides the configuration)")
     serve.set_defaults(handler=_serve)
 
-    from channel_node.cli.operator import add_deploy_command, add_keys_commands
-
     from channel_node.cli.channels import add_operator_commands
+    from channel_node.cli.operator import add_deploy_command, add_keys_commands
     from channel_node.cli.wallet import add_wallet_commands
 
     add_operator_commands(commands)

@@ -123,7 +123,6 @@ def _channel_rows(wallet: Wallet) -> list[Row]:
 
 
 async def _get(args: argparse.Namespace) -> int:
-    import asyncio
 
     import aiohttp
     from rich.console import Console
@@ -141,7 +140,7 @@ async def _get(args: argparse.Namespace) -> int:
         raise CliError(f"{exc}; not paying {site} again (run `channel-node wallet trust {site}` if you trust it)") from None
     except WalletError as exc:
         raise CliError(str(exc)) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise CliError(f"{args.url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}") from None
     console = Console(stderr=True)
     if args.output:

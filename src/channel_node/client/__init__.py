@@ -1,6 +1,7 @@
 """The reader's side: a wallet that pays `channel`-scheme 402s from payment channels it opens,
 keeps its state in a local SQLite file, and an aiohttp session (or client middleware) using it."""
 
+from channel_node.client.ledger import Ledger
 from channel_node.client.session import (
     MIDDLEWARE_SUPPORTED,
     PayingSession,
@@ -28,7 +29,6 @@ from channel_node.client.wallet import (
     site_of,
     trust_site,
 )
-from channel_node.client.ledger import Ledger
 
 __all__ = [
     "MIDDLEWARE_SUPPORTED",

@@ -171,7 +171,7 @@ async def pay_and_fetch(
                 complete, error = True, None
                 try:
                     await response.read()  # cached: the caller reads it again for free
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     complete, error = False, exc  # a body cut short (Content-Length mismatch), a timeout
                 except BaseException:
                     response.release()

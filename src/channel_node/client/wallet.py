@@ -25,7 +25,7 @@ import secrets
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 from eth_utils.address import is_address, to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
 
-from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.accounts import Sender
+from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.contract import ChannelDepositClient, TxResult
 from channel_node.chain.erc20 import Erc20Client
 from channel_node.chain.logs import ChannelDeposited, ChannelOpened, ChannelSettled, CloseRequested
@@ -55,7 +55,6 @@ from channel_node.client.store import (
 )
 from channel_node.core import ChainFigures
 from channel_node.errors import UsageError
-from channel_node.wire.channel import SCHEME, payment_signature
 from channel_node.signing import (
     ChannelConfig,
     Domain,
@@ -70,6 +69,7 @@ from channel_node.signing import (
 )
 from channel_node.signing.eip712 import SECP256K1_N, ZERO_ADDRESS
 from channel_node.types import UINT128_MAX
+from channel_node.wire.channel import SCHEME, payment_signature
 
 if TYPE_CHECKING:
     import aiohttp  # imported where it is used: a wallet that never closes via a node never loads it
@@ -315,7 +315,7 @@ def _asset_name(asset: str | None) -> str:
 
 
 def _today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def derive_voucher_key(main_key: bytes, chain_id: int, contract: str, salt: int) -> bytes:
@@ -1171,7 +1171,7 @@ class Wallet:
         self.store.update_channel(record.channel_id, status=CLOSING, close_deadline=deadline)
         block = await self.w3.eth.get_block(tx.block_number)
         wait = max(0, deadline - int(block["timestamp"]))
-        when = datetime.fromtimestamp(deadline, timezone.utc).isoformat(timespec="seconds")
+        when = datetime.fromtimestamp(deadline, UTC).isoformat(timespec="seconds")
         warning = (
             f"channel {record.hex_id} is closing: {state.unclaimed} stays locked for {wait} s, until {when} "
             f"(chain time); call finalize() after that to get back what the receiver has not claimed"
@@ -1252,7 +1252,7 @@ class Wallet:
                     answer = await response.json(content_type=None)
                 except ValueError:
                     answer = None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise WalletError(f"could not reach the node at {node_url} ({type(exc).__name__})") from None
         finally:
             if own_session:

@@ -17,8 +17,16 @@ from web3.types import TxReceipt
 from channel_node.chain.artifacts import demo_dollar_artifact
 from channel_node.config import Settings, load_settings
 from channel_node.dev.devchain import DevChain
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    address_of_key,
+    channel_id,
+    keccak256,
+    sign_digest,
+    voucher_digest,
+)
 from channel_node.wire.channel import payment_signature
-from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
 
 ARTICLE_PRICE = 20_000_000_000_000  # wei: 0.00002 ETH, a few cents
 TOKEN_ARTICLE_PRICE = 20_000  # DemoDollar units (6 decimals): 0.02 DUSD

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 PALETTE = {"ink": "#1f2933", "muted": "#7b8794", "grid": "#e4e7eb", "line": "#2563eb", "fill": "#2563eb22",
@@ -64,7 +64,7 @@ def percent(ratio: float | None) -> str:
 
 
 def bucket_label(bucket: str, start: int, short: bool = False) -> str:
-    moment = datetime.fromtimestamp(start, timezone.utc)
+    moment = datetime.fromtimestamp(start, UTC)
     if bucket == "hour":
         return moment.strftime("%d %b %H:00" if not short else "%d %b %Hh")
     if bucket == "week":

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ def parse_time(text: str, now: float, name: str) -> int:
     except ValueError:
         raise BadRequest(f"{name} must be unix seconds, an ISO date or time, or a span like 30d") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
 
 
@@ -131,7 +131,7 @@ def to_csv(data: dict[str, Any], table: str) -> str:
     if table == "series":
         writer.writerow(["start", "start_unix", "offers", "unlocks", "revenue", "payers", "conversion"])
         for row in data["series"]:
-            start = datetime.fromtimestamp(row["start"], timezone.utc).isoformat().replace("+00:00", "Z")
+            start = datetime.fromtimestamp(row["start"], UTC).isoformat().replace("+00:00", "Z")
             writer.writerow([start, row["start"], row["offers"], row["unlocks"], row["revenue"], row["payers"],
                              _cell(row["conversion"])])  # fmt: skip
     elif table == "resources":
@@ -202,7 +202,7 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
     s = data["summary"]
 
     def fmt_day(t: int) -> str:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
 
     span = f"{fmt_day(since)} → {fmt_day(until)} UTC, by {bucket}" + (f", tag {tag}" if tag else "")
     per_unlock = s["revenue"] // s["unlocks"] if s["unlocks"] else 0

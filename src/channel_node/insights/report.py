@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +115,7 @@ def _print_tables(data: dict[str, Any], money: Money) -> None:
     rng = data["range"]
 
     def day(t: int) -> str:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
 
     s = data["summary"]
     title = f"Revenue insights {day(rng['since'])} → {day(rng['until'])} UTC" + (f", tag {rng['tag']}" if rng["tag"] else "")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from channel_node.chain.logs import ChannelClaimed, ChannelEventLog, ChannelOpened, ChannelSettled
+
 # ChainChannel, ChainUnavailable and ChainView live with the chain edge; importable from here too.
 from channel_node.chain.ports import ChainChannel, ChainUnavailable, ChainView
 from channel_node.core import (
@@ -39,6 +40,7 @@ from channel_node.core import (
     transition,
 )
 from channel_node.node import chain_events
+from channel_node.node.recovery import SignerRecovery
 from channel_node.signing import (
     ChannelConfig,
     Domain,
@@ -49,8 +51,7 @@ from channel_node.signing import (
     voucher_digest,
 )
 from channel_node.signing.eip712 import ZERO_ADDRESS
-from channel_node.node.recovery import SignerRecovery
-from channel_node.store import BlockRef, Charge, ChannelWrite, StaleWrite, Store, StoredChannel, outbox_items
+from channel_node.store import BlockRef, ChannelWrite, Charge, StaleWrite, Store, StoredChannel, outbox_items
 
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
 UNKNOWN_CHANNEL_TTL = 5.0  # seconds an id the chain does not know is answered from memory

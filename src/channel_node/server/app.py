@@ -32,13 +32,12 @@ from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wa
 from channel_node.server.content import Content, ProxySource, StaticSource, not_found, withheld
 from channel_node.server.metrics import Metrics
 from channel_node.server.prices import Price, PriceTable
-from channel_node.server.resource import RefusedPath, Resource, canonical_resource
 from channel_node.server.protocol import Offer, channel_summary, payment_required, payment_response
-from channel_node.wire.channel import SCHEME, Voucher, parse_payment_signature
-from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, ProtocolError, encode_header
+from channel_node.server.resource import RefusedPath, Resource, canonical_resource
 from channel_node.signing import address_of_key, cooperative_close_digest, sign_digest
 from channel_node.store import StoreError
-
+from channel_node.wire.channel import SCHEME, Voucher, parse_payment_signature
+from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, ProtocolError, encode_header
 
 
 def _paywall_logger() -> structlog.typing.FilteringBoundLogger:

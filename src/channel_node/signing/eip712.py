@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - exercised only where safe-pysha3 is mi
 from eth_utils.address import to_canonical_address, to_checksum_address
 
 from channel_node.errors import Refusal
-from channel_node.types import UINT32_MAX, UINT96_MAX, UINT128_MAX  # noqa: F401 (importable from here too)
+from channel_node.types import UINT32_MAX, UINT96_MAX, UINT128_MAX
 
 AddressLike = Union[str, bytes]
 

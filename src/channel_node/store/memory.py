@@ -9,8 +9,8 @@ from typing import Unpack
 from channel_node.store.base import (
     OUTBOX_OPEN,
     BlockRef,
-    Charge,
     ChannelWrite,
+    Charge,
     Cursor,
     OutboxItem,
     OutboxKind,

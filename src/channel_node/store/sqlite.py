@@ -28,8 +28,8 @@ from channel_node.signing import ChannelConfig
 from channel_node.store.base import (
     OUTBOX_OPEN,
     BlockRef,
-    Charge,
     ChannelWrite,
+    Charge,
     Cursor,
     OutboxItem,
     OutboxKind,

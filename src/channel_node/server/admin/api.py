@@ -42,9 +42,9 @@ from channel_node.server.admin.openapi import (
     PREFIX,
     openapi_document,
 )
-from channel_node.wire.channel import config_json
 from channel_node.store import Charge, OutboxRow, OutboxStatus, Store, StoreError
 from channel_node.types import UINT256_MAX
+from channel_node.wire.channel import config_json
 
 MAX_BODY = 1024 * 1024
 

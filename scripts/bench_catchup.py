@@ -51,7 +51,7 @@ async def build_history(anvil, channels: int, rounds: int, say) -> tuple:
     started = time.perf_counter()
     for round_number in range(1, rounds + 1):
         amount = round_number * PRICE
-        items = [(c, amount, sign_digest(voucher_key, voucher_digest(domain, i, amount))) for c, i in zip(configs, ids)]
+        items = [(c, amount, sign_digest(voucher_key, voucher_digest(domain, i, amount))) for c, i in zip(configs, ids, strict=True)]
         await client.claim_batch(receiver, None, items, sender=Sender.unlocked(receiver), gas=15_000_000)  # only the receiver (or an authorizer) claims
     say(f"  {rounds} batched claims of {channels} channels in {time.perf_counter() - started:.1f} s")
     anvil.mine(2)

@@ -100,7 +100,7 @@ def generate(writer, total: int, now: int, seed: int = 1, say=lambda _: None) ->
         payers = rng.choices(channels, cum_weights=channel_cum, k=count)
         late = day >= middle
         batch = []
-        for at, r, channel in zip(stamps, picks, payers):
+        for at, r, channel in zip(stamps, picks, payers, strict=True):
             path, tags, price, changed = resources[r]
             if late and changed:
                 price = changed

@@ -324,7 +324,7 @@ async def test_token_channels_batch_claim(env: Env):
     configs = [env.config(token=token.address) for _ in range(3)]
     for config in configs:
         await env.client.deposit_token(config, 1000, sender=env.payer, gas=GAS)
-    items = [(c, amount, await env.voucher(c, amount)) for c, amount in zip(configs, (100, 2000, 250))]
+    items = [(c, amount, await env.voucher(c, amount)) for c, amount in zip(configs, (100, 2000, 250), strict=True)]
     result = await env.client.claim_batch(env.receiver.address, token.address, items, sender=env.receiver, gas=GAS)
     assert {e.channel_id: e.total_claimed for e in result.events_of(ChannelClaimed)} == {
         await env.client.channel_id(configs[0]): 100,

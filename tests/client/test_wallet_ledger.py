@@ -185,7 +185,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(charged=st.lists(st.booleans(), max_size=MAX_CONCURRENT))
     def crash_and_restart(self, charged: list[bool]) -> None:
         # The process dies with requests in flight; the node may or may not have charged them.
-        for (pid, (price, amount)), did in zip(sorted(self.requests.items()), charged + [False] * MAX_CONCURRENT):
+        # `charged` is padded with False past the requests in flight (strict=False: the pad is cut off).
+        in_flight = sorted(self.requests.items())
+        for (_pid, (price, amount)), did in zip(in_flight, charged + [False] * MAX_CONCURRENT, strict=False):
             if did and self.node.pay(amount, price):
                 self.undelivered = True
             self.node.best = max(self.node.best, amount)

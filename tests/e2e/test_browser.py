@@ -201,7 +201,7 @@ def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
 
             # 3. Two more articles: vouchers are signed in the page, the wallet is not asked again.
             titles = ["Payment channels in five minutes", "What a voucher is, and why it is a running total"]
-            for n, (path, title) in enumerate(zip(ARTICLES[1:], titles), start=2):
+            for n, (path, title) in enumerate(zip(ARTICLES[1:], titles, strict=True), start=2):
                 assert page.goto(base + path).status == 402
                 expect(page.locator("#channel-unlock")).to_have_text("Unlock for 0.00002 ETH")
                 page.click("#channel-unlock")

@@ -241,7 +241,8 @@ def test_the_settlement_policy_makes_the_operators_choice(states, minimum):
 @given(states=st.lists(channel_states(), max_size=12), minimum=st.integers(0, 10**6), now=st.integers(0, 10**6),
        idle=st.one_of(st.none(), st.integers(0, 10**6)), updated=st.lists(st.integers(0, 10**6), min_size=12, max_size=12))
 def test_every_channel_never_means_a_voucherless_settled_or_receiver_closing_one(states, minimum, now, idle, updated):
-    stored = [StoredChannel(s, 1, updated_at=t) for s, t in zip(states, updated)]
+    # `updated` has 12 times, one for each of up to 12 states (strict=False: the surplus is unused).
+    stored = [StoredChannel(s, 1, updated_at=t) for s, t in zip(states, updated, strict=False)]
     closes, claims = settlement_targets(stored, [], now, idle, minimum)
     for chosen in (claim_targets(states, minimum), close_targets(states), closes, claims):
         for state in states:

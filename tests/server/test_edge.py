@@ -658,7 +658,7 @@ def test_aiohttp_records_carry_no_traceback_whoever_handles_them(static_edge, ca
             assert record.exc_info is None and MARKER not in record.getMessage() and len(record.getMessage()) < 300
         assert "Traceback" not in caplog.text
     finally:
-        for logger, (propagate, handlers, level) in zip(loggers, saved):
+        for logger, (propagate, handlers, level) in zip(loggers, saved, strict=True):
             logger.propagate, logger.handlers = propagate, handlers
             logger.setLevel(level)
 

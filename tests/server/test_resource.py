@@ -145,7 +145,7 @@ def test_the_reported_examples():
 
 def _case_variants(text: str):
     return st.lists(st.booleans(), min_size=len(text), max_size=len(text)).map(
-        lambda flips: "".join(c.upper() if f else c.lower() for c, f in zip(text, flips))
+        lambda flips: "".join(c.upper() if f else c.lower() for c, f in zip(text, flips, strict=True))
     )
 
 

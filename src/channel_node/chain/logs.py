@@ -126,7 +126,8 @@ def _checksum(raw: bytes) -> str:
     time); cached because the same payers, receivers and tokens recur in every log."""
     lower = raw.hex()
     digest = keccak256(lower.encode()).hex()
-    return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(lower, digest))
+    # EIP-55: the 40 hex digits against the first 40 of the digest's 64 (strict=False: truncation is the rule).
+    return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(lower, digest, strict=False))
 
 
 def _word_decoder(abi_type: str) -> Callable[[bytes], Any] | None:
@@ -169,10 +170,10 @@ def _event_specs() -> dict[bytes, _EventSpec]:
             raise RuntimeError(f"{cls.__name__} fields {own} do not match the ABI's {names}")
         types = [canonical_type(i) for i in entry["inputs"]]
         topic0 = keccak256(f"{entry['name']}({','.join(types)})".encode())
-        indexed = [(n, _word_decoder(t)) for n, t, i in zip(names, types, entry["inputs"]) if i["indexed"]]
+        indexed = [(n, _word_decoder(t)) for n, t, i in zip(names, types, entry["inputs"], strict=True) if i["indexed"]]
         if any(decoder is None for _, decoder in indexed):
             raise RuntimeError(f"{entry['name']}: indexed dynamic types are not supported")
-        data = [(n, t) for n, t, i in zip(names, types, entry["inputs"]) if not i["indexed"]]
+        data = [(n, t) for n, t, i in zip(names, types, entry["inputs"], strict=True) if not i["indexed"]]
         words = tuple(_word_decoder(t) for _, t in data)
         specs[topic0] = _EventSpec(
             cls=cls,
@@ -203,16 +204,16 @@ def decode_log(log: Mapping[str, Any]) -> ChannelEventLog | None:
     if spec is None or len(topics) != len(spec.topic_fields) + 1:
         return None
     values: dict[str, Any] = {}
-    for (name, decoder), topic in zip(spec.topic_fields, topics[1:]):
+    for (name, decoder), topic in zip(spec.topic_fields, topics[1:], strict=True):
         values[name] = decoder(_as_bytes(topic))
     data = _as_bytes(log.get("data") or b"")
     if spec.data_words is not None:
         if len(data) != 32 * len(spec.data_words):
             return None
-        for i, (name, decoder) in enumerate(zip(spec.data_fields, spec.data_words)):
+        for i, (name, decoder) in enumerate(zip(spec.data_fields, spec.data_words, strict=True)):
             values[name] = decoder(data[32 * i : 32 * i + 32])
     else:  # pragma: no cover - ChannelDeposit's events are all static
-        for name, value in zip(spec.data_fields, abi_decode(list(spec.data_types), data)):
+        for name, value in zip(spec.data_fields, abi_decode(list(spec.data_types), data), strict=True):
             values[name] = value
     return spec.cls(
         block_number=_as_int(log["blockNumber"]),

@@ -133,7 +133,7 @@ def line_chart(
     out.append(f"<path d='{path} L{xy[-1][0]:.1f},{base:.1f} L{xy[0][0]:.1f},{base:.1f} Z' fill='{color}22' stroke='none'/>")
     out.append(f"<path d='{path}' fill='none' stroke='{color}' stroke-width='2' stroke-linejoin='round'/>")
     if n <= 60:
-        for (x, y), (label, value) in zip(xy, points):
+        for (x, y), (label, value) in zip(xy, points, strict=True):
             out.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' fill='{color}'>"
                        f"<title>{escape(label)}: {escape(fmt(float(value or 0)))}</title></circle>")  # fmt: skip
     labels = max(1, math.ceil(n / 8))

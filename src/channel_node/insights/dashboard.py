@@ -186,7 +186,7 @@ def _table(headers: list[tuple[str, bool]], rows: list[list[str]]) -> str:
     body = []
     for row in rows:
         cells = []
-        for (_, left), value in zip(headers, row):
+        for (_, left), value in zip(headers, row, strict=True):
             cells.append(f"<td class='{'l path' if left else ''}' title='{escape(value, quote=True)}'>{escape(value)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     if not rows:

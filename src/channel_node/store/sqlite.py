@@ -355,7 +355,7 @@ class SQLiteStore:
             outcomes = self._apply_batch(connection, batch)
             # One wake-up per event loop per batch, not one per write: each wake-up is a syscall.
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[object], object]]] = {}
-            for request, outcome in zip(batch, outcomes):
+            for request, outcome in zip(batch, outcomes, strict=True):
                 by_loop.setdefault(request.loop, []).append((request.future, outcome))
             for loop, results in by_loop.items():
                 loop.call_soon_threadsafe(_resolve_all, results)

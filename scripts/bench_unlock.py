@@ -145,7 +145,7 @@ def _sign_round(job: tuple[int, str, int, list[str], int]) -> list[str]:
     domain = Domain(chain_id, contract)
     network = f"eip155:{chain_id}"
     lines = []
-    for n, hex_id in enumerate(ids):
+    for hex_id in ids:
         channel = bytes.fromhex(hex_id)
         amount = round_number * PRICE
         signature = sign_digest(VOUCHER_KEY, voucher_digest(domain, channel, amount))

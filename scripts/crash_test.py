@@ -153,8 +153,10 @@ class Harness:
         import aiohttp
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNEL_NODE_")}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
+        # Once per node start in this harness, not on a loop that serves anything: a local open and a
+        # fork/exec that returns at once (the node is waited for below, by polling it).
+        with open(self.log_path, "ab") as log:  # noqa: ASYNC230 (see above)
+            self.process = subprocess.Popen(  # noqa: ASYNC220 (see above)
                 [sys.executable, "-m", "channel_node.cli.main", "serve", "--config", str(self.toml)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.folder,
             )  # fmt: skip

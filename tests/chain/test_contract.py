@@ -74,7 +74,7 @@ def gas_cost(receipt) -> int:
 @pytest.fixture
 def f(deployed):
     # Let expect_revert find the ABI from a bound call.
-    for fn in deployed.all_functions():
+    for _fn in deployed.all_functions():
         pass
     return deployed.functions
 
@@ -556,11 +556,13 @@ def test_an_authorizer_consents_to_a_cooperative_close_for_the_receiver(chain, d
     for config in (named, alone):
         digest = cooperative_close_digest(channels.domain, channels.id(config), 2 * UNIT)
         payer_sig = sign_digest(parties.payer.private_key, digest)
-        err(deployed, f.closeCooperative(config.as_abi_tuple(), 2 * UNIT, b"", sign_digest(stranger.private_key, digest)), parties.payer, "InvalidSignature", chain)
+        stranger_sig = sign_digest(stranger.private_key, digest)
+        err(deployed, f.closeCooperative(config.as_abi_tuple(), 2 * UNIT, b"", stranger_sig), parties.payer, "InvalidSignature", chain)
         err(deployed, f.closeCooperative(config.as_abi_tuple(), 2 * UNIT, payer_sig, b""), stranger, "InvalidSignature", chain)
     digest = cooperative_close_digest(channels.domain, channels.id(alone), 2 * UNIT)
-    err(deployed, f.closeCooperative(alone.as_abi_tuple(), 2 * UNIT, b"", sign_digest(authorizer.private_key, digest)), parties.payer, "InvalidSignature", chain)
-    err(deployed, f.closeCooperative(alone.as_abi_tuple(), 2 * UNIT, sign_digest(parties.payer.private_key, digest), b""), authorizer, "InvalidSignature", chain)
+    authorizer_sig, payer_sig = sign_digest(authorizer.private_key, digest), sign_digest(parties.payer.private_key, digest)
+    err(deployed, f.closeCooperative(alone.as_abi_tuple(), 2 * UNIT, b"", authorizer_sig), parties.payer, "InvalidSignature", chain)
+    err(deployed, f.closeCooperative(alone.as_abi_tuple(), 2 * UNIT, payer_sig, b""), authorizer, "InvalidSignature", chain)
 
 
 def test_batch_claim_by_the_authorizer_with_claim_amounts(chain, deployed, channels, parties):

@@ -367,6 +367,7 @@ async def test_an_offer_for_another_resource_is_not_paid(running, make_wallet):
 async def test_the_signed_total_and_the_pending_request_are_durable_before_the_voucher_leaves(running, make_wallet, parties):
     wallet = make_wallet()
     seen_in_db = []
+    second_seen = asyncio.Event()
 
     class Spy(Hostile):
         async def handle(self, request):
@@ -376,6 +377,8 @@ async def test_the_signed_total_and_the_pending_request_are_durable_before_the_v
                 with sqlite3.connect(wallet.store.path) as db:  # another connection: only committed data
                     signed, pending = db.execute("SELECT signed, pending FROM channels").fetchone()
                 seen_in_db.append((amount, int(signed), pending, voucher))
+                if len(seen_in_db) >= 2:
+                    second_seen.set()
                 if self.mode == "hang":
                     await asyncio.sleep(1.5)
                     return web.Response(status=504)  # never reached the node
@@ -386,8 +389,7 @@ async def test_the_signed_total_and_the_pending_request_are_durable_before_the_v
             assert (await session.get(spy.url("/articles/a0.html"))).charged == PRICE
             spy.mode = "hang"
             task = asyncio.create_task(session.get(spy.url("/articles/a1.html")))
-            while len(seen_in_db) < 2:
-                await asyncio.sleep(0.01)
+            await second_seen.wait()
             task.cancel()  # the wallet process "dies" with the request in flight
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -93,7 +93,8 @@ async function fetch(url, opts = {}) {
 const word = (n) => BigInt(n).toString(16).padStart(64, "0");
 const ethereum = {
   request: async ({ method, params }) => {
-    if (method === "eth_call") return "0x" + word(input.chainDeposit ?? 1000000) + word(0) + word(input.chainCloseDeadline || 0) + word(input.chainSettled ? 1 : 0);
+    if (method === "eth_call")
+      return "0x" + word(input.chainDeposit ?? 1000000) + word(0) + word(input.chainCloseDeadline || 0) + word(input.chainSettled ? 1 : 0);
     if (method === "eth_requestAccounts") return [W.addressOfKey(payerKey)];
     if (method === "eth_signTypedData_v4") {
       const typed = JSON.parse(params[1]);

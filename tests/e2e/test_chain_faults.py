@@ -43,9 +43,11 @@ class FlakyRpc:
             return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "error": {"code": -32603, "message": "internal"}})
         if self.mode == "slow":
             await asyncio.sleep(1.0)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(self.upstream, data=await request.read(), headers={"Content-Type": "application/json"}) as r:
-                return web.Response(body=await r.read(), content_type="application/json")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.upstream, data=await request.read(), headers={"Content-Type": "application/json"}) as r,
+        ):
+            return web.Response(body=await r.read(), content_type="application/json")
 
 
 async def until(http, condition, timeout: float = 10.0) -> dict:

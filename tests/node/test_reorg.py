@@ -518,4 +518,4 @@ async def test_a_close_request_removed_by_a_reorg_is_forgotten_and_one_kept_is_d
                 try:
                     await node.assert_figures_are_the_chains(config)
                 except AssertionError as exc:
-                    raise AssertionError(f"confirmations {confirmations}, depth {depth}, read {learnt_by_read}: {exc}")
+                    raise AssertionError(f"confirmations {confirmations}, depth {depth}, read {learnt_by_read}: {exc}") from exc

@@ -20,7 +20,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, Union, cast
+from typing import Any, NoReturn, cast
 
 from eth_account import Account
 from eth_typing import ChecksumAddress
@@ -32,7 +32,7 @@ from web3.types import TxParams
 from channel_node.chain.reverts import ContractRevert, _as_revert, raise_if_revert
 from channel_node.types import check_uint
 
-AddressLike = Union[str, bytes]
+AddressLike = str | bytes
 
 #: A transaction as this edge builds it: web3's `TxParams` keys ("from", "to", "data", "value",
 #: "gas", fees, nonce, chain id), added a field at a time, which a TypedDict cannot express.

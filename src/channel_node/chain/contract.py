@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union, cast
+from typing import Any, TypeVar, cast
 
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_canonical_address, to_checksum_address
@@ -26,7 +26,7 @@ from channel_node.signing.eip712 import ZERO_ADDRESS, ChannelConfig, Domain, cha
 from channel_node.types import UINT128_MAX
 from channel_node.types import check_uint as _uint
 
-BlockId = Union[int, str]
+BlockId = int | str
 
 # getChannel already reports a settled channel as (closeDeadline 0, settled true); this is the raw
 # all-ones 40-bit marker from the packed slot, checked too in case a deployment returns it unmapped.

@@ -335,7 +335,14 @@ async def _status(node: NodeAccess, args: argparse.Namespace) -> Any:
     return await node.status()
 
 
-COMMANDS: dict[str, Callable[[NodeAccess, argparse.Namespace], Awaitable[Any]]] = {"list": _list, "show": _show, "claim": _claim, "close": _close, "settle": _settle, "status": _status}
+COMMANDS: dict[str, Callable[[NodeAccess, argparse.Namespace], Awaitable[Any]]] = {
+    "list": _list,
+    "show": _show,
+    "claim": _claim,
+    "close": _close,
+    "settle": _settle,
+    "status": _status,
+}
 
 
 def _render(command: str, result: Any, as_json: bool) -> None:

@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from channel_node.errors import ChannelNodeError, UsageError
+
 if TYPE_CHECKING:  # the commands import what they use when they run: `channel-node --help` stays fast
     from web3 import AsyncWeb3
 
@@ -32,8 +34,6 @@ if TYPE_CHECKING:  # the commands import what they use when they run: `channel-n
 
 T = TypeVar("T")
 Row = dict[str, object]  # one line of a command's output: JSON, or a row of the terminal's table
-
-from channel_node.errors import ChannelNodeError, UsageError
 
 DEFAULT_FOLDER = Path(os.environ.get("CHANNEL_NODE_WALLET", Path.home() / ".channel-node" / "wallet"))
 
@@ -144,7 +144,8 @@ async def _get(args: argparse.Namespace) -> int:
         raise CliError(f"{args.url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}") from None
     console = Console(stderr=True)
     if args.output:
-        Path(args.output).write_bytes(result.body)
+        # The command's last step, once, after the loop's work is done: nothing else waits on the loop.
+        Path(args.output).write_bytes(result.body)  # noqa: ASYNC240 (see above)
     elif result.ok:
         sys.stdout.buffer.write(result.body)
         sys.stdout.flush()

@@ -328,7 +328,9 @@ class PayingSession:
         for _ in range(hops + 1):
             last: list[str | None] = [None]  # the PAYMENT-SIGNATURE of the request that got the final answer
 
-            async def send(header: str | None, target: str = target, method: str = method) -> aiohttp.ClientResponse:
+            async def send(
+                header: str | None, target: str = target, method: str = method, last: list[str | None] = last
+            ) -> aiohttp.ClientResponse:
                 sent = CIMultiDict(headers)
                 sent.popall(SIGNATURE_HEADER, None)
                 if header is not None:

@@ -8,7 +8,6 @@ exactly the bytes `ChannelDeposit.sol` computes; tests compare the two on a live
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import coincurve
 
@@ -27,7 +26,7 @@ from eth_utils.address import to_canonical_address, to_checksum_address
 from channel_node.errors import Refusal
 from channel_node.types import UINT32_MAX, UINT96_MAX, UINT128_MAX
 
-AddressLike = Union[str, bytes]
+AddressLike = str | bytes
 
 ZERO_ADDRESS = b"\0" * 20
 

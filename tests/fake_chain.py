@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from web3.exceptions import BlockNotFound
 
-from channel_node.chain.client import ChannelDeposited, ChannelOpened, CloseRequested, OnChainChannel
+from channel_node.chain.logs import ChannelDeposited, ChannelOpened, CloseRequested
+from channel_node.chain.ports import OnChainChannel
 from channel_node.signing import ChannelConfig, Domain, channel_id, keccak256
 
 ZERO_ADDRESS = "0x" + "00" * 20

@@ -15,25 +15,21 @@ from web3 import AsyncWeb3
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
+from channel_node.chain.accounts import LocalKeySender, Sender
 from channel_node.chain.artifacts import channel_deposit_artifact
-from channel_node.chain.client import (
+from channel_node.chain.contract import ChannelDepositClient, TxResult
+from channel_node.chain.logs import (
     ChannelClaimed,
-    ChannelDepositClient,
     ChannelDeposited,
     ChannelOpened,
     ChannelSettled,
     CloseRequested,
-    ContractRevert,
-    LocalKeySender,
-    OnChainChannel,
     PayoutDeferred,
     PendingWithdrawn,
-    Sender,
-    TxResult,
-    _as_revert,
     _checksum,
-    decode_revert_data,
 )
+from channel_node.chain.ports import OnChainChannel
+from channel_node.chain.reverts import ContractRevert, _as_revert, decode_revert_data
 from channel_node.signing import (
     ChannelConfig,
     address_of_key,

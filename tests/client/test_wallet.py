@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 import channel_node.server.app as paywall_app
-from channel_node.chain.client import Erc20Client
+from channel_node.chain.erc20 import Erc20Client
 from channel_node.client import (
     InsufficientFunds,
     OfferRejected,

@@ -1,7 +1,7 @@
 """The chain edge, split along its seams (docs/design.md, "Layers"): `contract` (the typed
 ChannelDeposit client), `logs`, `reverts`, `erc20`, `accounts` (senders and the one fee, nonce and
-gas policy), `ports` (what the edge shares with its consumer), `view`, `watcher` and the outbox
-`sender`; `client` re-exports the names from before the split."""
+gas policy), `ports` (what the edge shares with its consumer), `view`, `watcher` and `outbox` (the
+sender of every transaction the core decided on)."""
 
 from channel_node.chain.accounts import LocalKeySender, Sender, UnlockedSender
 from channel_node.chain.contract import ChannelDepositClient, TxResult

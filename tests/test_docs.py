@@ -8,7 +8,8 @@
   names a member of it (or of a base), and a dotted or slashed module path (`core.clocks.stops_sales`,
   `chain/ports.OnChainChannel`) resolves to a module and a name defined in it.
 - docs/design.md's tree (the fenced block under "The tree") lists exactly the folders and modules
-  under src/channel_node/ and the folders of tests/.
+  under src/channel_node/ and the folders of tests/, lowest first: a module imports only what is
+  listed above it (but for the one the tree says sits above its place).
 - Every `docs/X.md, "Heading"` cited in src/, tests/, scripts/, web/, docs/ or README.md is a
   heading of that page: for docs/design.md exactly (code cites its headings by their text); for the
   other pages the heading, its start up to a punctuation mark, or one of its clauses (citations
@@ -96,9 +97,14 @@ def _class_members(node: ast.ClassDef) -> set[str]:
 
 
 @cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text())
+
+
+@cache
 def definitions(path: Path) -> Definitions:
     found = Definitions()
-    for node in ast.parse(path.read_text()).body:
+    for node in parsed(path).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             found.names.add(node.name)
         elif isinstance(node, ast.ClassDef):
@@ -304,6 +310,51 @@ def test_the_tree_lists_every_folder_and_module_and_nothing_else():
     tests = {"tests/"} | {f"tests/{p.name}/" for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert sorted((package | tests) - listed) == [], "missing from docs/design.md's tree"
     assert sorted(listed - package - tests) == [], "in docs/design.md's tree but not in the repository"
+
+
+# Above what it imports: it builds the whole node, paywall and admin listener included.
+ABOVE_ITS_PLACE = ("src/channel_node/node/assembly.py",)
+
+
+def _imported(path: Path) -> set[str]:
+    """The modules of ours a module imports, at any depth of its body (lazy imports count), as
+    dotted names below `channel_node` (the package uses absolute imports only)."""
+    names = set()
+    for node in ast.walk(parsed(path)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name.removeprefix("channel_node.") for name in names if name.startswith("channel_node.")}
+
+
+def test_the_tree_lists_the_modules_lowest_first():
+    """Each module in the tree imports only what is listed above it (a package: all of it), but for
+    the one the tree says sits above its place."""
+    order = [p for p in _tree() if p.startswith("src/channel_node/")]
+    place = {p.removeprefix("src/channel_node/").removesuffix(".py").removesuffix("/").replace("/", "."): i
+             for i, p in enumerate(order)}  # fmt: skip
+
+    def position(name: str) -> int | None:
+        while name and name not in place:
+            name = name.rpartition(".")[0]
+        if not name:
+            return None
+        return max(i for other, i in place.items() if other == name or other.startswith(name + "."))
+
+    upward = []
+    for i, listed in enumerate(order):
+        if not listed.endswith(".py") or listed in ABOVE_ITS_PLACE:
+            continue
+        dotted = listed.removeprefix("src/channel_node/").removesuffix(".py").replace("/", ".")
+        for name in sorted(_imported(ROOT / listed)):
+            if dotted.startswith(name + "."):
+                continue  # its own package (`from channel_node.node import chain_events`): the name after it counts
+            at = position(name)
+            if at is not None and at > i:
+                upward.append(f"{listed} imports {name}, listed below it")
+    assert upward == []
 
 
 # ---------------------------------------------------------------------- headings the code cites

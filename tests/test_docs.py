@@ -3,10 +3,11 @@
 - Every `path.py`, `path.py:name`, `path.py:Class.member` and `tests/...py::test` that
   docs/*.md or README.md names, where the path is one of ours (under src/channel_node/, tests/ or
   scripts/), is a file, and the name is defined in it (by its AST: a function, class, assignment
-  or import; a class member: a method, a class attribute or a `self.` attribute). A folder of ours
-  in backticks (`node/`, `tests/store/`) exists. In backticks, `Class.member` whose class is the package's
-  names a member of it (or of a base), and a dotted or slashed module path (`core.clocks.stops_sales`,
-  `chain/ports.OnChainChannel`) resolves to a module and a name defined in it.
+  or import; a class member: a method, a class attribute or a `self.` attribute). In backticks: a
+  folder of ours (`node/`, `tests/store/`) exists; a test named alone (`test_...`) is defined under
+  tests/; `Class.member` whose class is the package's names a member of it (or of a base); a
+  dotted or slashed module path (`core.clocks.stops_sales`, `chain/ports.OnChainChannel`) resolves
+  to a module and a name defined in it.
 - docs/design.md's tree (the fenced block under "The tree") lists exactly the folders and modules
   under src/channel_node/ and the folders of tests/, lowest first: a module imports only what is
   listed above it (but for the one the tree says sits above its place).
@@ -141,6 +142,16 @@ def our_classes() -> dict[str, list[tuple[Path, str]]]:
     return index
 
 
+@cache
+def defined_tests() -> frozenset[str]:
+    """Every test function under tests/ (a regex, not the AST: the files are many and large)."""
+    found: set[str] = set()
+    for path in our_files():
+        if path.is_relative_to(ROOT / "tests"):
+            found.update(re.findall(r"^\s*(?:async\s+)?def (test_\w+)", path.read_text(), re.M))
+    return frozenset(found)
+
+
 def _has_member(class_name: str, member: str, seen: frozenset[str] = frozenset()) -> bool:
     """Whether any class of ours named `class_name`, or one of its bases of ours, defines `member`."""
     for path, name in our_classes().get(class_name, []):
@@ -227,7 +238,10 @@ def page_problems(text: str, page: str) -> list[str]:
         token = match.group(1).strip()
         if ".py" in token or " " in token:
             continue  # .py references are checked above; anything with a space is code or prose
-        if (folder := FOLDER.fullmatch(token)) and resolve(folder.group(1)) is None:
+        if re.fullmatch(r"test_\w+", token):
+            if token not in defined_tests():
+                problems.append(f"{page}: `{token}`: no such test under tests/")
+        elif (folder := FOLDER.fullmatch(token)) and resolve(folder.group(1)) is None:
             problems.append(f"{page}: `{token}`: no such folder")
         elif OTHER_FILE.fullmatch(token):
             if resolve(token) is None:
@@ -263,7 +277,8 @@ def test_a_renamed_or_moved_name_is_reported():
     `tests/store/`, `tests/nowhere/`, `resource.url`, premium.php, `web/ledger.js`, `*_cli.py`, `gone.py`,
     tests/test_layers.py::test_no_import_cycle_among_our_modules, tests/test_layers.py::test_gone,
     `chain/nothing.py`, errors.py:ChannelNodeError, errors.py:NoSuchError, `Fees.bumped`,
-    `channel_node/server/static/wallet.js`, `store/migrations/0009_none.sql`.
+    `channel_node/server/static/wallet.js`, `store/migrations/0009_none.sql`,
+    `test_no_import_cycle_among_our_modules`, `test_renamed_long_ago`.
     """
     assert page_problems(text, "made-up") == [
         "made-up: node/runtime.py:Runtime.pay_twice: Runtime.pay_twice is not defined in node/runtime.py",
@@ -276,6 +291,7 @@ def test_a_renamed_or_moved_name_is_reported():
         "made-up: `core.clocks.stop_sales`: stop_sales is not defined in src/channel_node/core/clocks.py",
         "made-up: `tests/nowhere/`: no such folder",
         "made-up: `store/migrations/0009_none.sql`: no such file",
+        "made-up: `test_renamed_long_ago`: no such test under tests/",
     ]
 
 

@@ -171,35 +171,20 @@ class Bench:
     def transfer_with_authorization(self) -> int:
         """One x402 `exact` settlement (docs/protocol.md): the node's account submits the payer's
         EIP-3009 authorization to DemoDollar; the payee already holds some (its second payment)."""
-        from eth_account import Account
-        from eth_account.messages import encode_typed_data
-
         from channel_node.chain.artifacts import demo_dollar_artifact
+        from channel_node.signing import TokenDomain, TransferAuthorization, sign_authorization
 
         artifact = demo_dollar_artifact()
         token = self.chain.deploy(artifact.abi, artifact.bytecode)
         payer = self.chain.accounts[5]
         self.gas(token.functions.mint(payer.address, 10**12), self.deployer)
-        fields = ["address from", "address to", "uint256 value", "uint256 validAfter", "uint256 validBefore", "bytes32 nonce"]
-        domain = {"name": "Demo Dollar", "version": "1", "chainId": self.chain.chain_id, "verifyingContract": token.address}
+        domain = TokenDomain("Demo Dollar", "1", self.chain.chain_id, token.address)
         gas = 0
         for i in range(2):
             args = (payer.address, self.receiver.address, 10_000, 0, 2**40, keccak256(b"gas-report nonce %d" % i))
-            data = {
-                "types": {
-                    "EIP712Domain": [{"name": n, "type": t} for t, n in (f.split() for f in (
-                        "string name", "string version", "uint256 chainId", "address verifyingContract"))],
-                    "TransferWithAuthorization": [{"name": n, "type": t} for t, n in (f.split() for f in fields)],
-                },
-                "primaryType": "TransferWithAuthorization",
-                "domain": domain,
-                "message": dict(zip(["from", "to", "value", "validAfter", "validBefore", "nonce"], args, strict=True)),
-            }
-            signed = Account.sign_message(encode_typed_data(full_message=data), payer.private_key)
-            call = token.functions.transferWithAuthorization(
-                *args, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
-            )
-            gas = self.gas(call, self.authorizer)
+            signature = sign_authorization(payer.private_key, domain, TransferAuthorization(*args))
+            r, s, v = signature[:32], signature[32:64], signature[64]
+            gas = self.gas(token.functions.transferWithAuthorization(*args, v, r, s), self.authorizer)
         return gas
 
     def batch_claim(self, n: int) -> int:

@@ -1,7 +1,7 @@
 """DemoDollar's EIP-3009 transfer authorizations (what x402's `exact` scheme settles with): use,
 replay, cancel, the strict validity window, signature rules (signer, low-s, v, domain), the
-receive-caller rule, events, and the hostile test token. Signatures here come from eth_account's
-`encode_typed_data`, independent of our own signing code (tests/signing ties that to the contract)."""
+receive-caller rule, events, and the hostile test token. Signatures come from eth_account's
+`encode_typed_data`, independent of our own code; the last test ties signing/eip3009.py to the token."""
 
 from __future__ import annotations
 
@@ -14,8 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel_node.chain.artifacts import demo_dollar_artifact
-from channel_node.signing import keccak256
+from channel_node.signing import keccak256, sign_digest
 from channel_node.signing.eip712 import SECP256K1_N
+from channel_node.signing.eip3009 import (
+    TokenDomain,
+    TransferAuthorization,
+    cancel_authorization_digest,
+    sign_authorization,
+)
 from contract_helpers import deploy_test_contract
 
 GAS = 300_000
@@ -325,3 +331,27 @@ def test_hollow_token_reports_success_but_moves_nothing(chain, parties, fake_log
     assert hollow.functions.balanceOf(parties.receiver.address).call() == 0
     assert hollow.functions.balanceOf(parties.payer.address).call() == FUNDS
     assert len(hollow.events.Transfer().process_receipt(receipt)) == (1 if fake_log else 0)
+
+
+# ------------------------------------------------------------------ our signing code on the contract
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.integers(0, 10**6), valid_after=st.integers(0, 10**6), lifetime=st.integers(60, 2**40))
+def test_contract_accepts_what_sign_authorization_signs(token, value, valid_after, lifetime):
+    """signing/eip3009.py and DemoDollar agree: the digest we sign is the one the token checks."""
+    domain = TokenDomain("Demo Dollar", "1", token.chain.chain_id, token.contract.address)
+    assert domain.separator == bytes(token.f.DOMAIN_SEPARATOR().call())
+    nonce = fresh_nonce()
+    valid_after = min(valid_after, head_time(token) - 1)
+    auth = TransferAuthorization(token.payer.address, token.payee.address, value, valid_after, head_time(token) + lifetime, nonce)
+    signature = sign_authorization(token.payer.private_key, domain, auth)
+    before = token.balances()
+    call = token.f.transferWithAuthorization(*token.args(token.auth(nonce, value, valid_after, auth.valid_before)), signature)
+    assert token.send(call, token.other)["status"] == 1
+    assert token.balances() == (before[0] - value, before[1] + value)
+    # and a cancel signed with our digest burns a fresh nonce
+    other_nonce = fresh_nonce()
+    cancel = sign_digest(token.payer.private_key, cancel_authorization_digest(domain, token.payer.address, other_nonce))
+    assert token.send(token.f.cancelAuthorization(token.payer.address, other_nonce, cancel), token.other)["status"] == 1
+    assert token.used(other_nonce) is True

@@ -47,7 +47,7 @@ class ProtocolError(Refusal):
 # -- field types: what a header's JSON strings must spell, and what they parse to ---------------
 
 
-def _string_then(check: Callable[[str], object]) -> GetPydanticSchema:
+def string_then(check: Callable[[str], object]) -> GetPydanticSchema:
     """A JSON string checked and converted by `check`: the field's type is what `check` returns,
     the input must be a string (pydantic's own "Input should be a valid string" otherwise)."""
     return GetPydanticSchema(lambda _type, _handler: core_schema.no_info_after_validator_function(check, core_schema.str_schema()))
@@ -64,7 +64,7 @@ def hex_bytes(*lengths: int) -> GetPydanticSchema:
             raise ValueError(f"must be {' or '.join(map(str, lengths))} bytes of hex")
         return raw
 
-    return _string_then(check)
+    return string_then(check)
 
 
 def decimal_uint(maximum: int) -> GetPydanticSchema:
@@ -79,7 +79,7 @@ def decimal_uint(maximum: int) -> GetPydanticSchema:
             raise ValueError(f"must not exceed {maximum}")
         return number
 
-    return _string_then(check)
+    return string_then(check)
 
 
 def _payment_id(value: str) -> str:
@@ -91,7 +91,7 @@ def _payment_id(value: str) -> str:
 Address = Annotated[bytes, hex_bytes(20)]
 Bytes32 = Annotated[bytes, hex_bytes(32)]
 Signature = Annotated[bytes, hex_bytes(64, 65)]
-PaymentId = Annotated[str, _string_then(_payment_id)]
+PaymentId = Annotated[str, string_then(_payment_id)]
 
 
 class WireModel(BaseModel):
@@ -200,5 +200,6 @@ __all__ = [
     "hex_bytes",
     "payment_required",
     "read_payment_header",
+    "string_then",
     "validate_payment",
 ]

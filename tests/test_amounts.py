@@ -17,6 +17,7 @@ from channel_node.amounts import (
     format_amount,
     format_base,
     format_number,
+    format_short,
     parse_amount,
     token_asset,
 )
@@ -171,5 +172,34 @@ def test_a_tokens_symbol_is_kept_to_what_can_be_shown() -> None:
     assert token_asset("   ", 6, address).symbol == "TOKEN"
     assert token_asset(None, 6, address).symbol == "TOKEN"
     assert token_asset("X" * 40, 6, address).symbol == "X" * 12
-    with pytest.raises(ValueError):
-        token_asset("BIG", 200, address)
+    # Decimals it does not answer, or cannot be shown honestly: amounts in its base units.
+    for decimals in (None, 78, 255, -1, True, "6"):
+        unknown = token_asset("BIG", decimals, address)
+        assert unknown == Asset("base", 0, address)
+        assert format_amount(20_000, unknown) == "20000 base" and parse_amount("20000base", unknown) == 20_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(uint256, decimals)
+def test_short_forms_are_plain_decimals_within_half_a_step(value: int, places: int) -> None:
+    """Axis labels and cards: never an exponent, and the value shown is the amount rounded to three
+    significant digits (the suffix M..E a power of ten)."""
+    text = format_short(value, places)
+    assert "e" not in text.replace("E", "").lower() and "+" not in text
+    number, scale = text.replace(",", ""), 0
+    if number[-1] in "MGTPE":
+        scale = {"M": 6, "G": 9, "T": 12, "P": 15, "E": 18}[number[-1]]
+        number = number[:-1]
+    with localcontext(prec=200):
+        shown = Decimal(number).scaleb(scale + places)
+        assert abs(shown - value) <= Decimal(10) ** max(len(str(value)) - 3, 0) / 2
+    assert len(number.replace(".", "").strip("0")) <= 3 or scale == 18
+
+
+def test_short_forms_of_the_findings_amounts() -> None:
+    assert format_short(8 * 10**13, 18) == "0.00008"  # was 8e-05
+    assert format_short(25 * 10**12, 18) == "0.000025"
+    assert format_short(74_999_999_999_999, 18) == "0.000075"
+    assert format_short(10**18, 18) == "1" and format_short(0, 18) == "0"
+    assert format_short(1_234_567 * 10**18, 18) == "1.23M"
+    assert format_short(12_345, 0) == "12,300"

@@ -37,6 +37,7 @@ __all__ = [
     "format_amount",
     "format_base",
     "format_number",
+    "format_short",
     "parse_amount",
     "token_asset",
 ]
@@ -105,14 +106,16 @@ ETH = Asset("ETH", 18, None)
 
 
 def token_asset(symbol: object, decimals: object, address: str) -> Asset:
-    """An ERC-20 token's asset from what its contract answers to `symbol()` and `decimals()`.
+    """An ERC-20 token's asset from what its contract answers to `symbol()` and `decimals()`
+    (None for a call it does not answer: both are optional in ERC-20).
 
     A token's symbol is anyone's text: one that is empty, long, or holds spaces or control
-    characters (which would forge what a terminal or page shows) is kept to its letters and digits,
-    and a token with none is shown as `TOKEN`. Decimals outside 0..77 are refused (ValueError):
-    amounts in such a token cannot be shown honestly."""
+    characters (which would forge what a terminal or page shows) is kept to its letters, digits,
+    currency signs and `._-`, at most 12 of them, and a token with none is shown as `TOKEN`. A
+    token whose decimals are unknown or outside 0..77 is shown in its base units: the asset
+    `base` with 0 decimals (`20000 base`, typed `20000base` as for any asset)."""
     if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= MAX_DECIMALS:
-        raise ValueError(f"token {address} reports {decimals!r} decimals; channel-node supports 0 to {MAX_DECIMALS}")
+        return Asset("base", 0, address)
     text = symbol.decode("utf-8", "replace") if isinstance(symbol, bytes) else symbol if isinstance(symbol, str) else ""
     kept = "".join(c for c in unicodedata.normalize("NFC", text) if _symbol_char(c)).lstrip("._-")[:_SYMBOL_MAX]
     return Asset(kept if _is_clean_symbol(kept) else "TOKEN", decimals, address)
@@ -203,6 +206,31 @@ def format_amount(value: int, asset: Asset, *, group: bool = False) -> str:
     """`value` base units of `asset` as a person reads it: `0.0005 ETH`, `0.02 DUSD`, exact, the
     trailing zeros trimmed; `parse_amount` reads it back to `value` (without `group`)."""
     return f"{format_number(value, asset.decimals, group=group)} {asset.symbol}"
+
+
+_SUFFIXES = ((18, "E"), (15, "P"), (12, "T"), (9, "G"), (6, "M"))
+
+
+def format_short(value: int, decimals: int, significant: int = 3) -> str:
+    """`value` base units in whole units, rounded to `significant` digits (half up), for axis
+    labels and cards: always plain decimals (`0.00008`, `1.25`, `12,300`), never an exponent; a
+    million whole units or more takes a suffix (`1.23M`, `4.5G`). Not for what must be exact:
+    `format_number` is."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"amounts are integers in the smallest unit, not {type(value).__name__}")
+    if value < 0:
+        return "-" + format_short(-value, decimals, significant)
+    if value == 0:
+        return "0"
+    digits = len(str(value))
+    if digits > significant:
+        step = 10 ** (digits - significant)
+        value = (value + step // 2) // step * step
+    whole = value // 10**decimals
+    for power, suffix in _SUFFIXES:
+        if whole >= 10**power:
+            return format_number(value, decimals + power, group=True) + suffix
+    return format_number(value, decimals, group=True)
 
 
 def format_base(value: int, asset: Asset) -> str:

@@ -307,12 +307,29 @@ def test_report_without_flags_uses_the_asset_the_node_recorded(tmp_path, capsys)
     insights_file(tmp_path / "eth.db", ETH, 20_000_000_000_000)
     insights_file(tmp_path / "dusd.db", DUSD, 20_000)
     eth = report(capsys, "--insights", str(tmp_path / "eth.db"))
-    assert "0.00004 ETH" in eth and "0.00002 ETH" in eth and "40,000,000,000,000" not in eth
+    assert "0.00004 ETH" in eth and "price (ETH)" in eth and re.search(r"\s0\.00002\s", eth)
+    assert "40,000,000,000,000" not in eth and "20,000,000,000,000" not in eth
     dusd = report(capsys, "--insights", str(tmp_path / "dusd.db"))
-    assert "0.04 DUSD" in dusd and "0.02 DUSD" in dusd
+    assert "0.04 DUSD" in dusd and "revenue (DUSD)" in dusd and re.search(r"\s0\.02\s", dusd)
     # The flags stay as overrides.
     assert "40,000 " in report(capsys, "--insights", str(tmp_path / "dusd.db"), "--decimals", "0", "--symbol", "base")
     assert "0.04 USD" in report(capsys, "--insights", str(tmp_path / "dusd.db"), "--symbol", "USD")
+
+
+def test_report_at_80_columns_never_cuts_an_amount(tmp_path, capsys, monkeypatch):
+    writer = InsightsWriter(tmp_path / "i.db", asset=ETH)
+    prices = [20_000_000_000_000, 123_456_789_000_000, 5 * 10**15]
+    writer.write([(kind, f"/articles/2026/01/a-rather-long-headline-number-{n}.html", prices[n % 3],
+                   {"section": "news", "author": "ann"}, None if kind == OFFER else bytes([n + 1]) * 32, T0 + 60 * n + kind)
+                  for n in range(12) for kind in (OFFER, UNLOCK)])  # fmt: skip
+    writer.close()
+    width_80(monkeypatch)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", report(capsys, "--insights", str(tmp_path / "i.db"), "--tag", "section:news"))
+    assert_fits_80(out)
+    cells = out.replace("│", " ").split()
+    for amount in ("0.00002", "0.000123456789", "0.005"):
+        assert amount in cells, (amount, out)
+    assert "0.020573827156 ETH" in out  # the revenue: 4 x (0.00002 + 0.000123456789 + 0.005), exact
 
 
 def test_report_of_a_file_without_an_asset(tmp_path, capsys):

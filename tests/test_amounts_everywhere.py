@@ -146,6 +146,23 @@ def test_wallet_limits_are_typed_in_the_wallets_asset(monkeypatch):
         wallet_cli._policy(SimpleNamespace(**{**vars(args), "token": TOKEN}), DUSD)
 
 
+def test_the_wallets_own_messages_show_amounts_in_its_asset(tmp_path):
+    from channel_node.client import Policy, SpendingLimitExceeded, Wallet, WalletStore
+
+    key = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+    eth = Wallet(SimpleNamespace(), key, WalletStore(tmp_path / "eth.db"), Policy(per_request_limit=10**14, daily_limit=10**15))
+    with pytest.raises(SpendingLimitExceeded, match=r"^price 0\.0002 ETH is above the per-request limit 0\.0001 ETH$"):
+        eth._check_limits(None, 2 * 10**14, 2 * 10**14)
+    with pytest.raises(SpendingLimitExceeded, match=r"paying 0\.0011 ETH .* above the daily limit 0\.001 ETH$"):
+        eth._check_limits(None, 10**14, 11 * 10**14)
+    token = Wallet(SimpleNamespace(), key, WalletStore(tmp_path / "dusd.db"), Policy(asset=TOKEN, per_request_limit=20_000))
+    with pytest.raises(SpendingLimitExceeded, match=r"^price 30000 base units is above"):  # decimals not read yet
+        token._check_limits(None, 30_000, 30_000)
+    token.asset = DUSD  # what the CLI sets once it has read the token's symbol() and decimals()
+    with pytest.raises(SpendingLimitExceeded, match=r"^price 0\.03 DUSD is above the per-request limit 0\.02 DUSD$"):
+        token._check_limits(None, 30_000, 30_000)
+
+
 def width_80(monkeypatch) -> None:
     """The commands print their tables as on a terminal of 80 columns."""
     monkeypatch.setenv("COLUMNS", "80")

@@ -10,6 +10,7 @@ answers are the real JSON shapes."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from channel_node.cli import channels as channels_cli
 from channel_node.cli import wallet as wallet_cli
 from channel_node.cli.main import main
 from channel_node.cli.tables import FOLD, KEEP, SHORTEN, fitted_table, print_table
+from channel_node.errors import RemoteError
 from channel_node.insights import OFFER, UNLOCK, InsightsWriter
 from channel_node.insights.charts import Money, bar_chart, line_chart, text_width
 from channel_node.insights.schema import asset_of_file
@@ -396,3 +398,14 @@ async def test_the_dashboard_shows_the_asset_its_file_records(tmp_path):
 
 def test_a_receipt_line_names_the_asset():
     assert format_amount(20_000, DUSD) == "0.02 DUSD" and format_amount(2 * 10**13, ETH) == "0.00002 ETH"
+
+
+def test_a_bad_token_or_a_failing_chain_is_one_line(capsys, monkeypatch):
+    async def failing(self):
+        raise ConnectionError("reset")
+
+    with pytest.raises(wallet_cli.CliError, match="--token must be a token's address"):
+        asyncio.run(wallet_cli._asset_for(FakeWallet().w3, "0x12"))
+    monkeypatch.setattr(Erc20Client, "metadata", failing)
+    with pytest.raises(RemoteError, match="cannot read token .* symbol and decimals .ConnectionError."):
+        asyncio.run(wallet_cli._asset_for(FakeWallet().w3, TOKEN))

@@ -77,15 +77,23 @@ def _amount(text: str | None, asset: Asset, flag: str, base_units: bool = False)
 
 async def _asset_for(w3: AsyncWeb3[Any], token: str | bytes | None) -> Asset:
     """ETH, or the token's symbol and decimals as its contract answers them (cached per process)."""
-    from eth_utils.address import to_canonical_address, to_checksum_address
+    from eth_utils.address import is_address, to_canonical_address, to_checksum_address
 
     from channel_node.amounts import ETH, token_asset
     from channel_node.chain.erc20 import Erc20Client
+    from channel_node.errors import RemoteError
 
-    if token is None or to_canonical_address(token) == b"\0" * 20:
+    if token is None:
+        return ETH
+    if isinstance(token, str) and not is_address(token):
+        raise CliError(f"--token must be a token's address (0x and 40 hex digits), not {token[:60]!r}")
+    if to_canonical_address(token) == b"\0" * 20:
         return ETH
     address = to_checksum_address(token)
-    symbol, decimals = await Erc20Client(w3, address).metadata()
+    try:
+        symbol, decimals = await Erc20Client(w3, address).metadata()
+    except Exception as exc:  # the chain failed between two calls: say so in one line
+        raise RemoteError(f"cannot read token {address}'s symbol and decimals ({type(exc).__name__})") from None
     return token_asset(symbol, decimals, address)
 
 

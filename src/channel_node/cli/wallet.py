@@ -1,7 +1,7 @@
 """`channel-node wallet ...`: the reader's side from a terminal.
 
     channel-node wallet new                       # an encrypted keystore in the wallet folder
-    channel-node wallet get URL [-o FILE]         # pays if needed, prints or saves the content
+    channel-node wallet get URL [-o FILE] [--scheme exact|channel]   # pays if needed, prints or saves the content
     channel-node wallet channels | balance
     channel-node wallet topup CHANNEL AMOUNT
     channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
@@ -130,7 +130,7 @@ async def _get(args: argparse.Namespace) -> int:
     from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
 
     async def fetch(wallet: Wallet) -> Result:
-        async with PayingSession(wallet) as session:
+        async with PayingSession(wallet, scheme=args.scheme) as session:
             return await session.get(args.url)
 
     try:
@@ -332,6 +332,9 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         if name == "get":
             parser.add_argument("url")
             parser.add_argument("-o", "--output", help="save the content to this file instead of printing it")
+            parser.add_argument("--scheme", choices=("exact", "channel"),
+                                help="pay in this x402 scheme only (default: a channel once the site is a regular, "
+                                     "else exact; docs/protocol.md, \"The wallet and `exact`\")")  # fmt: skip
         if name == "trust":
             parser.add_argument("site", help="the site as host[:port] (or a URL of it)")
         if name == "import":

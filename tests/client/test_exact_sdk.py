@@ -170,10 +170,10 @@ async def test_a_replayed_header_is_refused_by_the_site_and_counted_once(sdk_sit
     assert first.status == 200 and first.charged == PRICES["a"]
     (record,) = wallet.store.exact_payments()
     assert record.status == EXACT_PAID
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{sdk_site.url}/articles/a", headers={"PAYMENT-SIGNATURE": record.header}) as replay:
-            assert replay.status == 402
-            refusal = json.loads(base64.b64decode(replay.headers["PAYMENT-REQUIRED"]))
+    again = {"PAYMENT-SIGNATURE": record.header}
+    async with aiohttp.ClientSession() as http, http.get(f"{sdk_site.url}/articles/a", headers=again) as replay:
+        assert replay.status == 402
+        refusal = json.loads(base64.b64decode(replay.headers["PAYMENT-REQUIRED"]))
     assert "nonce" in refusal["error"]  # invalid_exact_evm_nonce_already_used
     # The wallet counts it once, even when the same settlement is reported to it again.
     payer = exact_payer(wallet)

@@ -197,12 +197,13 @@ async def test_an_unfunded_reader_signs_nothing(sdk_site: SdkSite, tmp_path):
     await w3.provider.disconnect()
 
 
-def test_the_cli_pays_an_article(sdk_site: SdkSite, tmp_path):
-    from channel_node.keys import import_key
+def test_the_cli_pays_an_article(sdk_site: SdkSite, tmp_path, monkeypatch):
+    from channel_node import keys
 
+    monkeypatch.setattr(keys, "SCRYPT_N", 2**12)  # a cheap keystore: each CLI run unlocks it
     folder = tmp_path / "wallet"
     folder.mkdir()
-    import_key(folder / "keystore.json", "pw-for-the-test", READER_KEY.hex())
+    keys.import_key(folder / "keystore.json", "pw-for-the-test", READER_KEY.hex())
     before = sdk_site.balance(PAY_TO)
     cli = Path(sys.executable).with_name("channel-node")
     env = dict(os.environ, CHANNEL_NODE_KEYSTORE_PASSWORD="pw-for-the-test")
@@ -226,3 +227,24 @@ def test_the_cli_pays_an_article(sdk_site: SdkSite, tmp_path):
     with WalletStore(folder / "wallet.db") as store:
         assert [r.value for r in store.exact_payments()] == [PRICES["b"]]
         assert store.exact_payments(EXACT_REFUSED) == []
+
+
+async def test_reconcile_reads_the_tokens_authorization_state_after_expiry(sdk_site: SdkSite, tmp_path):
+    """Last in the module: it moves anvil's clock past the authorizations' validBefore."""
+    wallet = _wallet(sdk_site, tmp_path, exact_max_validity=30)
+    payer = exact_payer(wallet)
+    async with PayingSession(wallet, scheme="exact") as session:
+        assert (await session.get(f"{sdk_site.url}/articles/c")).charged == PRICES["c"]
+    # A crash right after recording: signed, never sent (the site never saw it).
+    async with aiohttp.ClientSession() as http, http.get(f"{sdk_site.url}/articles/a") as response:
+        required = json.loads(base64.b64decode(response.headers["PAYMENT-REQUIRED"]))
+    lost = await payer.pay(required["accepts"][0], required, f"{sdk_site.url}/articles/a")
+    assert _spent(wallet) == PRICES["c"] + PRICES["a"]
+    assert await payer.reconcile() == []  # both still valid on chain
+    sdk_site.anvil.rpc("evm_increaseTime", [60])
+    sdk_site.anvil.mine()
+    decided = {r.nonce: r.status for r in await payer.reconcile()}
+    (paid,) = [r for r in wallet.store.exact_payments() if r.nonce != lost.nonce]
+    assert decided == {paid.nonce: "used", lost.nonce: "unused"}
+    assert _spent(wallet) == PRICES["c"]  # the unused one no longer counts
+    await wallet.w3.provider.disconnect()

@@ -122,6 +122,18 @@ def _channel_rows(wallet: Wallet) -> list[Row]:
     ]  # fmt: skip
 
 
+async def _reconcile_exact(wallet: Wallet) -> None:
+    """Expired `exact` authorizations the chain shows unused stop counting as spent (client/exact.py)."""
+    from channel_node.client import exact_payer
+
+    try:
+        await exact_payer(wallet).reconcile()
+    except Exception as exc:  # an unreachable chain only delays it: the next run tries again
+        import logging
+
+        logging.getLogger("channel_node.client").warning("could not reconcile exact authorizations (%s)", type(exc).__name__)
+
+
 async def _get(args: argparse.Namespace) -> int:
 
     import aiohttp
@@ -130,6 +142,7 @@ async def _get(args: argparse.Namespace) -> int:
     from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
 
     async def fetch(wallet: Wallet) -> Result:
+        await _reconcile_exact(wallet)
         async with PayingSession(wallet, scheme=args.scheme) as session:
             return await session.get(args.url)
 

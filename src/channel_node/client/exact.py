@@ -424,10 +424,13 @@ class ExactPayer:
         """Authorizations whose outcome is open (no receipt, refused, or paid but not confirmed) and
         whose valid_before has passed on chain: `authorizationState` says whether they were used
         (spent) or not (`unused`: their value is no longer counted as spent). Returns those decided."""
+        open_rows = self.store.exact_payments(EXACT_SIGNED, EXACT_REFUSED, EXACT_PAID)
+        if not open_rows:
+            return []  # nothing to ask the chain
         head = await self.wallet.w3.eth.get_block("latest")
         now = int(head["timestamp"])
         decided = []
-        for record in self.store.exact_payments(EXACT_SIGNED, EXACT_REFUSED, EXACT_PAID):
+        for record in open_rows:
             if record.valid_before > now:
                 continue  # the token accepts it until block.timestamp reaches valid_before
             used = await self.authorization_used(record)

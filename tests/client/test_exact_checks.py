@@ -78,6 +78,7 @@ class StubEth:
         self.head = 0
         self.receipts: dict[bytes, dict[str, Any]] = {}
         self.calls = 0
+        self.targets: set[str] = set()
 
     @property
     def chain_id(self) -> Any:
@@ -88,6 +89,7 @@ class StubEth:
 
     async def call(self, tx: dict[str, Any]) -> bytes:
         self.calls += 1
+        self.targets.add(tx["to"])
         data = bytes(tx["data"])
         if data[:4] == bytes.fromhex("06fdde03"):
             return encode(["string"], [self.name])
@@ -178,6 +180,14 @@ def test_the_domain_must_be_the_tokens_own(name, version):
     else:
         with pytest.raises(OfferRejected):
             check_offer(terms, TOKEN, (NAME, VERSION), per_request_limit=None, exact_max_amount=None)
+
+
+def test_a_site_naming_another_token_gets_no_call_to_it_and_nothing_signed(tmp_path):
+    wallet = make_wallet(tmp_path)
+    with pytest.raises(UnsupportedAsset):
+        pay(wallet, entry(asset=OTHER_TOKEN))
+    assert wallet.w3.eth.targets == {TOKEN}  # the policy's token's name() and version(), nothing of OTHER_TOKEN's
+    assert wallet.store.exact_payments() == []
 
 
 def test_only_the_policys_asset_is_paid():
@@ -296,6 +306,7 @@ def test_a_settlement_is_counted_once_and_a_lying_receipt_blocks_the_site(tmp_pa
     second = pay(wallet)
     with pytest.raises(ServerMisbehaved):
         payer.settle(second, good_receipt(amount="5000"))
+    assert wallet.store.exact_payment(second.nonce).status == EXACT_SIGNED  # unknown: reconcile() decides
     with pytest.raises(SiteBlocked):
         pay(wallet)
     assert len(wallet.store.exact_payments()) == 2

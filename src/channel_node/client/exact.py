@@ -325,7 +325,9 @@ class ExactPayer:
         terms = parse_offer(offer, await wallet.chain_id())
         site = site_of(url) or None
         wallet._refuse_blocked(site, terms.pay_to)
-        check_offer(terms, policy.asset, await self.token_domain(terms.asset), per_request_limit=policy.per_request_limit,
+        # The policy's own token is read, never one a site names: check_offer refuses any other asset first.
+        token = await self.token_domain(policy.asset) if policy.asset is not None else ("", "")
+        check_offer(terms, policy.asset, token, per_request_limit=policy.per_request_limit,
                     exact_max_amount=policy.exact_max_amount)  # fmt: skip
         balance = await Erc20Client(wallet.w3, terms.asset).balance_of(wallet.address)
         resource = document.get("resource") if isinstance(document, Mapping) else None
@@ -370,9 +372,8 @@ class ExactPayer:
         record = self._record(header)
         try:
             settled = read_receipt(receipt, network=f"eip155:{record.chain_id}", payer=record.payer, value=record.value)
-        except ValueError as exc:
-            self.store.update_exact(header.nonce, record.status if record.status != EXACT_SIGNED else EXACT_PAID,
-                                    receipt=dict(receipt) if isinstance(receipt, Mapping) else None)  # fmt: skip
+        except ValueError as exc:  # whether it settled is unknown: the status stays, reconcile() decides
+            self.store.update_exact(header.nonce, record.status, receipt=dict(receipt) if isinstance(receipt, Mapping) else None)
             raise self._misbehaved(record, f"malformed exact receipt: {exc}") from None
         if record.status in (EXACT_PAID, EXACT_CONFIRMED, EXACT_USED):
             return 0  # already counted (a replayed answer)

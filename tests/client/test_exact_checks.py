@@ -399,3 +399,17 @@ async def test_a_site_offering_both_gets_exact_for_a_one_off_read_and_the_forced
             assert other.store.exact_payments() == []
     finally:
         await runner.cleanup()
+
+
+def test_concurrent_payments_never_overrun_the_daily_limit(tmp_path):
+    wallet = make_wallet(tmp_path, daily_limit=2500)
+
+    async def run() -> list[Any]:
+        with patch.object(exact, "Erc20Client", FakeErc20):
+            payer = exact_payer(wallet)
+            return await asyncio.gather(*(payer.pay(entry(), document(), SITE) for _ in range(6)), return_exceptions=True)
+
+    outcomes = asyncio.run(run())
+    assert sum(isinstance(o, ExactHeader) for o in outcomes) == 2
+    assert all(isinstance(o, (ExactHeader, SpendingLimitExceeded)) for o in outcomes)
+    assert wallet.store.spent(_today()) == 2000

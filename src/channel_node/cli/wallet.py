@@ -1,7 +1,7 @@
 """`channel-node wallet ...`: the reader's side from a terminal.
 
     channel-node wallet new                       # an encrypted keystore in the wallet folder
-    channel-node wallet get URL [-o FILE]         # pays if needed, prints or saves the content
+    channel-node wallet get URL [-o FILE] [--scheme exact|channel]   # pays if needed, prints or saves the content
     channel-node wallet channels | list | balance
     channel-node wallet topup CHANNEL AMOUNT         # 0.0005, 0.0005ETH, 0.02DUSD, 20000wei, 20000base
     channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
@@ -225,6 +225,18 @@ def _deposits_made(wallet: Wallet, before: dict[str, int], asset: Asset) -> list
     return lines
 
 
+async def _reconcile_exact(wallet: Wallet) -> None:
+    """Expired `exact` authorizations the chain shows unused stop counting as spent (client/exact.py)."""
+    from channel_node.client import exact_payer
+
+    try:
+        await exact_payer(wallet).reconcile()
+    except Exception as exc:  # an unreachable chain only delays it: the next run tries again
+        import logging
+
+        logging.getLogger("channel_node.client").warning("could not reconcile exact authorizations (%s)", type(exc).__name__)
+
+
 async def _get(args: argparse.Namespace) -> int:
 
     import aiohttp
@@ -234,8 +246,9 @@ async def _get(args: argparse.Namespace) -> int:
 
     async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str]]:
         asset = await _asset_for(wallet.w3, wallet.policy.asset)  # an offer in another asset is refused
+        await _reconcile_exact(wallet)
         before = {r.hex_id: r.deposited for r in wallet.channels()}
-        async with PayingSession(wallet) as session:
+        async with PayingSession(wallet, scheme=args.scheme) as session:
             result = await session.get(args.url)
         return result, asset, _deposits_made(wallet, before, asset)
 
@@ -491,6 +504,9 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         if name == "get":
             parser.add_argument("url")
             parser.add_argument("-o", "--output", help="save the content to this file instead of printing it")
+            parser.add_argument("--scheme", choices=("exact", "channel"),
+                                help="pay in this x402 scheme only (default: a channel once the site is a regular, "
+                                     "else exact; docs/protocol.md, \"The wallet and `exact`\")")  # fmt: skip
         if name == "trust":
             parser.add_argument("site", help="the site as host[:port] (or a URL of it)")
         if name == "import":

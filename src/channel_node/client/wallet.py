@@ -142,6 +142,12 @@ class Policy:
     per_site_daily_limit: int | None = None  # per URL host[:port], per UTC day
     daily_limit: int | None = None  # all sites together, per UTC day
     close_delay: int = 3600  # seconds; must be inside the offer's extra.closeDelay range
+    # x402 `exact` (client/exact.py; docs/protocol.md, "The wallet and `exact`"): paid in `asset`
+    # only (the allow-list: the limits above count in it), each payment at most `exact_max_amount`
+    # (None: only per_request_limit applies) and valid at most `exact_max_validity` seconds.
+    scheme: str | None = None  # "exact" or "channel" forces that scheme; None: the choice rule
+    exact_max_amount: int | None = None
+    exact_max_validity: int = 300
 
     def __post_init__(self) -> None:
         if self.asset is not None:
@@ -156,6 +162,10 @@ class Policy:
         _check_int("per_site_daily_limit", self.per_site_daily_limit, 0, optional=True)
         _check_int("daily_limit", self.daily_limit, 0, optional=True)
         _check_int("close_delay", self.close_delay, 0)
+        if self.scheme not in (None, "exact", "channel"):
+            raise ValueError(f"scheme must be 'exact', 'channel' or None, not {self.scheme!r}")
+        _check_int("exact_max_amount", self.exact_max_amount, 0, optional=True)
+        _check_int("exact_max_validity", self.exact_max_validity, 1)
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     from channel_node.cli.channels import add_operator_commands
+    from channel_node.cli.doctor import add_doctor_command
     from channel_node.cli.operator import add_deploy_command, add_keys_commands
     from channel_node.cli.wallet import add_wallet_commands
 
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_wallet_commands(commands)
     add_keys_commands(commands)
     add_deploy_command(commands)
+    add_doctor_command(commands)
     from channel_node.insights.report import add_report_command
 
     add_report_command(commands)

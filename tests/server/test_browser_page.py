@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from channel_node.amounts import Asset
 from channel_node.server.browser import (
     WALLET_JS_PATH,
     add_browser_routes,
@@ -78,7 +79,19 @@ def test_amounts_are_exact():
     assert format_amount(20_000_000_000_000, zero) == "0.00002 ETH"
     assert format_amount(10**18, zero) == "1 ETH"
     assert format_amount(10**18 + 1, zero) == "1.000000000000000001 ETH"
-    assert format_amount(7, "0x" + "11" * 20) == f"7 units of token 0x{'11' * 20}"
+    assert format_amount(7, "0x" + "11" * 20) == f"7 base units of token 0x{'11' * 20}"
+    # The node's token (its symbol and decimals read from the contract): whole tokens.
+    dusd = Asset("DUSD", 6, "0x" + "11" * 20)
+    assert format_amount(20_000, "0x" + "11" * 20, dusd) == "0.02 DUSD"
+    assert format_amount(20_000, zero, dusd) == "0.00000000000002 ETH"  # another asset than the node's: not named DUSD
+
+
+def test_the_page_shows_the_price_in_the_nodes_token():
+    dusd = Asset("DUSD", 6, "0x" + "11" * 20)
+    offer = document()
+    offer["accepts"][0].update(amount="20000", asset="0x" + "11" * 20)
+    page = paywall_page(offer, "", dusd)
+    assert '<strong id="channel-price">0.02 DUSD</strong>' in page and "Unlock for 0.02 DUSD" in page
 
 
 def test_html_only_for_browsers():

@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 from eth_utils.address import to_checksum_address
 
+from channel_node.amounts import Asset
 from channel_node.chain.ports import ChainUnavailable
 from channel_node.core import Accepted, ChannelState, ConsentToClose, Reject, Rejected
 from channel_node.errors import ChannelNodeError, Refusal, RemoteError, StateError
@@ -97,6 +98,7 @@ class Paywall:
     consent_key: bytes | None = field(default=None, repr=False)
     insights: InsightsRecorder | None = None  # offers shown and unlocks sold, for the publisher's reports
     public_url: str | None = None  # "https://news.example": the base of a 402's resource.url
+    asset: Asset | None = None  # the channels' asset as people read it (the page's price); None: from the offer
     # canonical path -> (methods, handler), set by create_app
     routes: dict[str, tuple[tuple[str, ...], Handler]] = field(default_factory=dict)
 
@@ -357,7 +359,7 @@ class Paywall:
             state=state,
         )
         if wants_html(request.headers.get("Accept")):  # a browser: the paywall page, same headers
-            response = html_402(document, teaser_for(self.source, served, price.description), status)
+            response = html_402(document, teaser_for(self.source, served, price.description), status, self.asset)
         else:
             response = web.json_response(document, status=status)
         response.headers[REQUIRED_HEADER] = encode_header(document)

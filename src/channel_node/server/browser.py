@@ -23,6 +23,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from channel_node.amounts import ETH, Asset
+from channel_node.amounts import format_amount as _format_amount
+
 WALLET_JS_PATH = "/_channel/wallet.js"
 ZERO_ADDRESS = "0x" + "00" * 20
 TEASER_CHARS = 160  # a taste, not the article: short pages are often one paragraph long
@@ -36,13 +39,15 @@ def wants_html(accept: str | None) -> bool:
     return accept is not None and "text/html" in accept.lower()
 
 
-def format_amount(amount: int, asset: str) -> str:
-    """Exact decimal ETH for the native asset; the raw smallest unit for a token."""
+def format_amount(amount: int, asset: str, known: Asset | None = None) -> str:
+    """The price as people read it (docs/amounts.md): `known` is the node's asset (its token's
+    symbol and decimals) when it is the offer's; else exact ETH for the native asset, and for a
+    token its base units with the token's address."""
+    if known is not None and (known.address or ZERO_ADDRESS).lower() == asset.lower():
+        return _format_amount(amount, known)
     if asset.lower() != ZERO_ADDRESS:
-        return f"{amount} units of token {asset}"
-    whole, fraction = divmod(amount, 10**18)
-    text = str(whole) + ("." + f"{fraction:018d}".rstrip("0") if fraction else "")
-    return f"{text} ETH"
+        return f"{amount} base units of token {asset}"
+    return _format_amount(amount, ETH)
 
 
 def _json_for_script(document: OfferDocument) -> str:
@@ -90,16 +95,17 @@ def _terminal_alternative(resource: Mapping[str, Any]) -> str:
     )
 
 
-def paywall_page(offer_document: OfferDocument, teaser: str) -> str:
+def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None = None) -> str:
     """The HTML body of a 402 for a browser: `offer_document` is the JSON the node sends in
     `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text, a
-    `Teaser` when the headline is known (the page's title is then the headline)."""
+    `Teaser` when the headline is known (the page's title is then the headline); `asset` names the
+    price's unit (the node's token), else it is read from the offer."""
     accept = offer_document["accepts"][0]
     resource = offer_document.get("resource") or {}
     description = resource.get("description") or "this page"
     headline = teaser.headline if isinstance(teaser, Teaser) else ""
     words = teaser.words if isinstance(teaser, Teaser) else teaser
-    price = format_amount(int(accept["amount"]), accept.get("asset") or ZERO_ADDRESS)
+    price = format_amount(int(accept["amount"]), accept.get("asset") or ZERO_ADDRESS, asset)
     error = offer_document.get("error")
     notice = ""
     if error and error != "payment_required":
@@ -233,10 +239,10 @@ def teaser_for(source: object, path: str, fallback: str = "") -> str:
         return fallback
 
 
-def html_402(offer_document: OfferDocument, teaser: str, status: int = 402) -> web.Response:
+def html_402(offer_document: OfferDocument, teaser: str, status: int = 402, asset: Asset | None = None) -> web.Response:
     """The 402 response for a browser; the caller adds `PAYMENT-REQUIRED` as for JSON."""
     return web.Response(
-        text=paywall_page(offer_document, teaser),
+        text=paywall_page(offer_document, teaser, asset),
         status=status,
         content_type="text/html",
         charset="utf-8",

@@ -277,7 +277,8 @@ def funding_lines(address: str, args: argparse.Namespace) -> list[str]:
     asset = f"the token {args.token} it pays with, and ETH for gas" if args.token else "ETH"
     return [
         f"Fund {address} before paying: it needs {asset} for its deposits (a channel locks --deposit-multiple",
-        "prices, 50 by default; 0.01 ETH covers 50 articles at 0.00002 ETH) and for the gas of opening and closing.",
+        "prices, 50 by default: 0.001 ETH at 0.00002 ETH an article) and for the gas of opening and closing",
+        "(0.01 ETH is plenty on a test network).",
         "  on a local anvil (gives it 1 ETH):",
         f"    curl -s -X POST -H 'Content-Type: application/json' --data '{call}' {shlex.quote(args.rpc_url)}",
         "  on a public test network: send it test ETH from a faucet or from an account you funded",

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from channel_node.amounts import ETH, format_amount
+
 #: The gas of the costliest transaction a defence of a payer's close sends: a claim (ETH, ERC-20,
 #: by the receiver authorizer) or a receiver close, from docs/gas.json (tests/e2e/test_doctor.py
 #: keeps this figure equal to the table's).
@@ -112,9 +114,8 @@ def same_code(deployed: bytes, artifact: bytes) -> bool:
 
 
 def eth(wei: int) -> str:
-    """Exact decimal ETH (no float): `0.0005 ETH`."""
-    whole, fraction = divmod(wei, 10**18)
-    return f"{whole}" + (f".{fraction:018d}".rstrip("0") if fraction else "") + " ETH"
+    """Exact decimal ETH (no float): `0.0005 ETH` (amounts.py, the one place amounts are shown)."""
+    return format_amount(wei, ETH)
 
 
 def chain_name(chain_id: int) -> str:

@@ -46,9 +46,9 @@ def test_the_guide_walks_from_nothing_to_a_paid_article(tmp_path):
     settings = f'export GUIDE_DIR="{guide_dir}"\nexport ' + " ".join(f"{k}={v}" for k, v in ports.items()) + "\n"
     parts = ["set -euo pipefail"]
     for n, (role, body) in enumerate(guide_blocks()):
-        parts.append(f"echo '### block {n}' >&2")
+        parts.append(f"echo \"### block {n} at $SECONDS s\" >&2")
         parts.append(settings if role == "settings" else body)
-    script = "\n".join(parts) + "\necho '### done' >&2\n"
+    script = "\n".join(parts) + '\necho "### done at $SECONDS s" >&2\n'
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNEL_NODE_") and k != "VIRTUAL_ENV"}
     env["HOME"] = str(tmp_path / "home")  # the guide writes nowhere else than GUIDE_DIR
     # Its own session: the background processes the guide starts (anvil, the node) are stopped with
@@ -75,4 +75,10 @@ def test_the_guide_walks_from_nothing_to_a_paid_article(tmp_path):
     assert "\"accepts\"" in output  # the 402 offer the curl step printed
     node_log = (guide_dir / "node.log").read_text()
     assert "channel-node serving" in node_log and "Traceback" not in node_log
-    assert '"closed": "cooperatively"' in output or "cooperatively" in output, output[-3000:]
+    # The money of it, in base units (the commands' JSON): a deposit of 50 prices, a top-up of 0.001
+    # ETH, and a close that pays the receiver one price and gives the payer the rest at once.
+    price, deposit, topup = 20_000_000_000_000, 50 * 20_000_000_000_000, 10**15
+    steps = re.split(r"### block \d+ at \d+ s\n", output)
+    assert any(f'"deposited": "{deposit + topup}"' in step for step in steps), output[-3000:]
+    [closed] = [step for step in steps if '"closed": "cooperatively"' in step]
+    assert f'"refunded": "{deposit + topup - price}"' in closed and f'"paid_to_receiver": "{price}"' in closed, closed

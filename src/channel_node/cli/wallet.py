@@ -2,17 +2,19 @@
 
     channel-node wallet new                       # an encrypted keystore in the wallet folder
     channel-node wallet get URL [-o FILE]         # pays if needed, prints or saves the content
-    channel-node wallet channels | balance
-    channel-node wallet topup CHANNEL AMOUNT
+    channel-node wallet channels | list | balance
+    channel-node wallet topup CHANNEL AMOUNT         # 0.0005, 0.0005ETH, 0.02DUSD, 20000wei, 20000base
     channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
     channel-node wallet finalize CHANNEL          # after the close delay: the rest comes back
     channel-node wallet trust SITE                # pay a site again after it was caught misbehaving
 
 The wallet folder (default ~/.channel-node/wallet, or CHANNEL_NODE_WALLET) holds `keystore.json`
 (the main key, scrypt-encrypted; password from CHANNEL_NODE_KEYSTORE_PASSWORD or a prompt) and
-`wallet.db` (channels, per-channel voucher keys, spending records; 0600). Amounts are in the
-asset's smallest unit: wei, or the token's with `--token ADDRESS` (a wallet pays in one asset, so
-its limits mean one thing).
+`wallet.db` (channels, per-channel voucher keys, spending records; 0600). A wallet pays in one
+asset, ETH or the token of `--token ADDRESS`, so its limits mean one thing. Amounts are typed and
+shown in that asset's unit (`0.0005`, `0.0005ETH`, `0.02DUSD`; the token's symbol and decimals are
+read from its contract), base units only with an explicit suffix (`20000wei`, `20000base`) or
+`--base-units` (docs/amounts.md); `--json` prints integers in base units, for scripts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -28,8 +31,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from channel_node.errors import ChannelNodeError, UsageError
 
 if TYPE_CHECKING:  # the commands import what they use when they run: `channel-node --help` stays fast
+    from rich.console import RenderableType
     from web3 import AsyncWeb3
 
+    from channel_node.amounts import Asset
     from channel_node.client import ChannelRecord, Policy, Result, Wallet, WalletStore
 
 T = TypeVar("T")
@@ -50,16 +55,50 @@ def _keystore(args: argparse.Namespace) -> Path:
     return _folder(args) / "keystore.json"
 
 
-def _policy(args: argparse.Namespace) -> Policy:
+def _amount(text: str | None, asset: Asset, flag: str, base_units: bool = False) -> int | None:
+    """An amount the user typed for `flag`, in `asset`'s unit (docs/amounts.md); with
+    `--base-units`, a plain whole number of base units."""
+    from channel_node.amounts import MAX_AMOUNT, parse_amount
+
+    if text is None:
+        return None
+    if base_units and not re.fullmatch(r"[0-9]{1,100}", text.strip()):
+        raise CliError(f"{flag}: with --base-units, {text.strip()!r} must be a whole number of base units (e.g. 20000)")
+    if base_units:
+        value = int(text.strip())
+        if value > MAX_AMOUNT:
+            raise CliError(f"{flag}: {text.strip()!r} is more than any on-chain amount (a uint256)")
+        return value
+    try:
+        return parse_amount(text, asset)
+    except UsageError as exc:
+        raise CliError(f"{flag}: {exc}") from None
+
+
+async def _asset_for(w3: AsyncWeb3[Any], token: str | bytes | None) -> Asset:
+    """ETH, or the token's symbol and decimals as its contract answers them (cached per process)."""
+    from eth_utils.address import to_canonical_address, to_checksum_address
+
+    from channel_node.amounts import ETH, token_asset
+    from channel_node.chain.erc20 import Erc20Client
+
+    if token is None or to_canonical_address(token) == b"\0" * 20:
+        return ETH
+    address = to_checksum_address(token)
+    symbol, decimals = await Erc20Client(w3, address).metadata()
+    return token_asset(symbol, decimals, address)
+
+
+def _policy(args: argparse.Namespace, asset: Asset) -> Policy:
     from channel_node.client import Policy
 
     try:
         return Policy(
             asset=args.token,
             deposit_multiple=args.deposit_multiple,
-            per_request_limit=args.max_price,
-            per_site_daily_limit=args.site_daily_limit,
-            daily_limit=args.daily_limit,
+            per_request_limit=_amount(args.max_price, asset, "--max-price", args.base_units),
+            per_site_daily_limit=_amount(args.site_daily_limit, asset, "--site-daily-limit", args.base_units),
+            daily_limit=_amount(args.daily_limit, asset, "--daily-limit", args.base_units),
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -85,8 +124,13 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
     except Exception as exc:
         await w3.provider.disconnect()
         raise CliError(f"cannot reach the chain at {args.rpc_url} ({type(exc).__name__})") from None
+    try:
+        policy = _policy(args, await _asset_for(w3, args.token))
+    except BaseException:
+        await w3.provider.disconnect()
+        raise
     store = WalletStore(_folder(args) / "wallet.db")
-    return Wallet(w3, key, store, _policy(args)), w3, store
+    return Wallet(w3, key, store, policy), w3, store
 
 
 async def _with_wallet(args: argparse.Namespace, action: Callable[[Wallet], Awaitable[T]], waiting: str | None = None) -> T:
@@ -122,6 +166,40 @@ def _channel_rows(wallet: Wallet) -> list[Row]:
     ]  # fmt: skip
 
 
+async def _channel_asset(wallet: Wallet, record: ChannelRecord | None) -> Asset:
+    """A channel's asset; the wallet's own for a channel it does not know (the command refuses it)."""
+    if record is None:
+        return await _asset_for(wallet.w3, wallet.policy.asset)
+    return await _asset_for(wallet.w3, None if record.config.is_eth else record.config.token)
+
+
+def _find(wallet: Wallet, channel: str) -> ChannelRecord | None:
+    wanted = _channel_hex(channel)
+    return next((r for r in wallet.channels() if r.hex_id == wanted), None)
+
+
+def _channel_hex(text: str) -> str:
+    """A channel id as typed, in the form `ChannelRecord.hex_id` has (0x and lowercase)."""
+    text = text.strip().lower()
+    return text if text.startswith("0x") else "0x" + text
+
+
+async def _channel_view(wallet: Wallet, width: int) -> RenderableType:
+    """The channels as people read them: amounts in each channel's asset (the symbol in its own
+    column), fitted to `width` (cli/tables.py); `--json` has every field in base units."""
+    from channel_node.amounts import format_number
+    from channel_node.cli.tables import FOLD, KEEP, fitted_table
+
+    rows = []
+    for r in wallet.channels():
+        asset = await _asset_for(wallet.w3, None if r.config.is_eth else r.config.token)
+        rows.append([r.hex_id, asset.symbol, r.status] + [format_number(v, asset.decimals) for v in
+                                                          (r.deposited, r.signed, r.charged, r.deposited - r.charged)])  # fmt: skip
+    columns = [("channel", FOLD), ("asset", KEEP), ("status", KEEP), ("deposited", KEEP), ("signed", KEEP),
+               ("charged", KEEP), ("unspent", KEEP)]  # fmt: skip
+    return fitted_table("channels", columns, rows, width, right=("deposited", "signed", "charged", "unspent"))
+
+
 async def _get(args: argparse.Namespace) -> int:
 
     import aiohttp
@@ -129,12 +207,13 @@ async def _get(args: argparse.Namespace) -> int:
 
     from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
 
-    async def fetch(wallet: Wallet) -> Result:
+    async def fetch(wallet: Wallet) -> tuple[Result, Asset]:
+        asset = await _asset_for(wallet.w3, wallet.policy.asset)  # an offer in another asset is refused
         async with PayingSession(wallet) as session:
-            return await session.get(args.url)
+            return await session.get(args.url), asset
 
     try:
-        result = await _with_wallet(args, fetch, f"fetching {args.url} ...")
+        result, asset = await _with_wallet(args, fetch, f"fetching {args.url} ...")
     except ServerMisbehaved as exc:
         site = site_of(args.url)
         raise CliError(f"{exc}; not paying {site} again (run `channel-node wallet trust {site}` if you trust it)") from None
@@ -149,8 +228,11 @@ async def _get(args: argparse.Namespace) -> int:
     elif result.ok:
         sys.stdout.buffer.write(result.body)
         sys.stdout.flush()
+    from channel_node.amounts import format_amount
+
     total = result.receipt.get("chargedTotal") if result.receipt else None
-    unit = f"units of token {args.token}" if args.token else "wei"
+    if isinstance(total, str) and total.isdigit() and len(total) <= 78:
+        total = format_amount(int(total), asset)
     why = ""
     if result.status == 402 and "PAYMENT-REQUIRED" in result.headers:
         from channel_node.wire.envelope import decode_header
@@ -160,72 +242,108 @@ async def _get(args: argparse.Namespace) -> int:
             why = f" ({str(refusal.get('error'))[:40]}: {str(refusal.get('message'))[:160]}; nothing more was signed)"
         except (ValueError, TypeError):
             why = ""
-    console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else "") + why,
+    console.print(f"{result.status} {args.url}: charged {format_amount(result.charged, asset)}"
+                  + (f" (channel total {total})" if total else "") + why,
                   soft_wrap=True, markup=False)  # fmt: skip
     return 0 if result.ok else 1
 
 
 async def _channels(args: argparse.Namespace) -> int:
-    rows = await _with_wallet(args, lambda wallet: _async(_channel_rows(wallet)))
-    _table(rows, args.json, "channels")
+    async def channels(wallet: Wallet) -> tuple[list[Row], RenderableType | None]:
+        return _channel_rows(wallet), None if _wants_json(args.json) else await _channel_view(wallet, _width())
+
+    rows, view = await _with_wallet(args, channels)
+    _table(rows, args.json, "channels", view)
     return 0
 
 
 async def _balance(args: argparse.Namespace) -> int:
-    async def balance(wallet: Wallet) -> Row:
+    async def balance(wallet: Wallet) -> tuple[Row, Row]:
         from eth_utils.address import to_checksum_address
 
+        from channel_node.amounts import ETH, format_amount
         from channel_node.chain.erc20 import Erc20Client
 
         gas = await wallet.w3.eth.get_balance(to_checksum_address(wallet.address))
         asset = wallet.policy.asset
+        unit = await _asset_for(wallet.w3, asset)
         rows = [r for r in _channel_rows(wallet) if r["asset"] == (asset or "ETH")]
         locked = sum(int(str(r["unspent"])) for r in rows if r["status"] != "settled")
         if asset is None:
-            return {"address": wallet.address, "balance": str(gas), "unspent_in_channels": str(locked)}
+            return ({"address": wallet.address, "balance": str(gas), "unspent_in_channels": str(locked)},
+                    {"address": wallet.address, "balance": format_amount(gas, ETH),
+                     "unspent_in_channels": format_amount(locked, ETH)})  # fmt: skip
         held = await Erc20Client(wallet.w3, asset).balance_of(wallet.address)
-        return {"address": wallet.address, "token": asset, "balance": str(held), "unspent_in_channels": str(locked),
-                "eth_for_gas": str(gas)}  # fmt: skip
+        return ({"address": wallet.address, "token": asset, "balance": str(held), "unspent_in_channels": str(locked),
+                 "eth_for_gas": str(gas)},
+                {"address": wallet.address, "token": asset, "balance": format_amount(held, unit),
+                 "unspent_in_channels": format_amount(locked, unit), "eth_for_gas": format_amount(gas, ETH)})  # fmt: skip
 
-    _table([await _with_wallet(args, balance)], args.json, "balance")
+    row, shown = await _with_wallet(args, balance)
+    _table([row], args.json, "balance", _record_view("balance", shown))
     return 0
 
 
 async def _topup(args: argparse.Namespace) -> int:
-    async def topup(wallet: Wallet) -> Row:
-        record = await wallet.top_up(args.channel, args.amount)
-        return {"channel": record.hex_id, "deposited": str(record.deposited)}
+    from channel_node.amounts import format_amount
 
-    _table([await _with_wallet(args, topup, "depositing on chain ...")], args.json, "topup")
+    async def topup(wallet: Wallet) -> tuple[Row, Row]:
+        record = _find(wallet, args.channel)
+        # The channel's own asset; an unknown channel is refused by top_up, in the wallet's asset meanwhile.
+        asset = await _channel_asset(wallet, record)
+        amount = _amount(args.amount, asset, "amount", args.base_units)
+        if not amount:
+            raise CliError(f"amount: a top-up adds something; give more than 0 {asset.symbol} (e.g. {asset.example})")
+        from rich.console import Console
+
+        with Console(stderr=True).status("depositing on chain ..."):
+            record = await wallet.top_up(args.channel, amount)
+        return ({"channel": record.hex_id, "deposited": str(record.deposited)},
+                {"channel": record.hex_id, "added": format_amount(amount, asset),
+                 "deposited": format_amount(record.deposited, asset)})  # fmt: skip
+
+    row, shown = await _with_wallet(args, topup)
+    _table([row], args.json, "topup", _record_view("topup", shown))
     return 0
 
 
 async def _close(args: argparse.Namespace) -> int:
+    from channel_node.amounts import format_amount
     from channel_node.chain.reverts import ContractRevert
     from channel_node.client import WalletError
 
-    async def close(wallet: Wallet) -> Row:
+    async def close(wallet: Wallet) -> tuple[Row, Row]:
+        asset = await _channel_asset(wallet, _find(wallet, args.channel))
         if args.node:
             done = await wallet.close_via_node(args.channel, args.node)
-            return {"channel": args.channel, "closed": "cooperatively", "refunded": str(done.refunded),
-                    "paid_to_receiver": str(done.claimed)}  # fmt: skip
+            row: Row = {"channel": args.channel, "closed": "cooperatively", "refunded": str(done.refunded),
+                        "paid_to_receiver": str(done.claimed)}  # fmt: skip
+            return row, {**row, "refunded": format_amount(done.refunded, asset),
+                         "paid_to_receiver": format_amount(done.claimed, asset)}  # fmt: skip
         ticket = await wallet.request_close(args.channel)
-        return {"channel": args.channel, "closed": "requested", "deadline": ticket.deadline, "warning": ticket.warning}
+        row = {"channel": args.channel, "closed": "requested", "deadline": ticket.deadline, "warning": ticket.warning}
+        return row, row
 
     try:  # a refusal is one line on stderr and exit 2, never a traceback
-        result = await _with_wallet(args, close, "closing the channel on chain ...")
+        result, shown = await _with_wallet(args, close, "closing the channel on chain ...")
     except (WalletError, ContractRevert) as exc:
         raise CliError(str(exc)) from None
-    _table([result], args.json, "close")
+    _table([result], args.json, "close", _record_view("close", shown))
     return 0
 
 
 async def _finalize(args: argparse.Namespace) -> int:
-    async def finalize(wallet: Wallet) -> Row:
-        done = await wallet.finalize(args.channel)
-        return {"channel": args.channel, "refunded": str(done.refunded), "paid_to_receiver": str(done.claimed)}
+    from channel_node.amounts import format_amount
 
-    _table([await _with_wallet(args, finalize, "finalizing on chain ...")], args.json, "finalize")
+    async def finalize(wallet: Wallet) -> tuple[Row, Row]:
+        asset = await _channel_asset(wallet, _find(wallet, args.channel))
+        done = await wallet.finalize(args.channel)
+        return ({"channel": args.channel, "refunded": str(done.refunded), "paid_to_receiver": str(done.claimed)},
+                {"channel": args.channel, "refunded": format_amount(done.refunded, asset),
+                 "paid_to_receiver": format_amount(done.claimed, asset)})  # fmt: skip
+
+    row, shown = await _with_wallet(args, finalize, "finalizing on chain ...")
+    _table([row], args.json, "finalize", _record_view("finalize", shown))
     return 0
 
 
@@ -241,23 +359,33 @@ def _trust(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _async(value: T) -> T:
-    return value
+def _wants_json(as_json: bool) -> bool:
+    return as_json or not sys.stdout.isatty()
 
 
-def _table(rows: list[Row], as_json: bool, title: str) -> None:
-    if as_json or not sys.stdout.isatty():
+def _width() -> int:
+    from rich.console import Console
+
+    return Console().width
+
+
+def _record_view(title: str, shown: Row) -> RenderableType:
+    from channel_node.cli.tables import record_table
+
+    return record_table(title, {k: "" if v is None else str(v) for k, v in shown.items()})
+
+
+def _table(rows: list[Row], as_json: bool, title: str, view: RenderableType | None = None) -> None:
+    """JSON (base units, every field) for scripts and pipes; on a terminal, `view`: the amounts in
+    the asset's unit, fitted to the terminal's width (cli/tables.py)."""
+    if _wants_json(as_json) or view is None:
         print(json.dumps(rows if title == "channels" else rows[0]))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title)
-    for column in (rows[0].keys() if rows else ["channel"]):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    from channel_node.cli.tables import print_table
+
+    print_table(Console(), view)
 
 
 ANVIL_FUNDING = 10**18  # what the printed anvil command gives a new wallet: 1 ETH, plenty for a local chain
@@ -347,16 +475,18 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "trust": "pay a site again after the wallet blocked it for misbehaving",
     }
     for name, help_text in specs.items():
-        parser = actions.add_parser(name, help=help_text)
+        parser = actions.add_parser(name, help=help_text, aliases=["list"] if name == "channels" else [])
         parser.add_argument("--wallet", help=f"wallet folder (default {DEFAULT_FOLDER})")
         parser.add_argument("--rpc-url", default=os.environ.get("CHANNEL_NODE_RPC_URL", "http://127.0.0.1:8545"))
         parser.add_argument("--json", action="store_true", help="print JSON")
         parser.add_argument("--token", default=os.environ.get("CHANNEL_NODE_WALLET_TOKEN"),
-                            help="pay in this ERC-20 token (address) instead of native ETH; amounts and limits are in its smallest unit")
+                            help="pay in this ERC-20 token (address) instead of native ETH; amounts and limits are in its unit")
         parser.add_argument("--deposit-multiple", type=int, default=50, help="a new channel's deposit in prices (default 50)")
-        parser.add_argument("--max-price", type=int, help="refuse to pay more than this for one request")
-        parser.add_argument("--site-daily-limit", type=int, help="most to spend per site per day")
-        parser.add_argument("--daily-limit", type=int, help="most to spend per day")
+        parser.add_argument("--max-price", help="refuse to pay more than this for one request (e.g. 0.0001, 0.02DUSD)")
+        parser.add_argument("--site-daily-limit", help="most to spend per site per day (e.g. 0.005)")
+        parser.add_argument("--daily-limit", help="most to spend per day (e.g. 0.01)")
+        parser.add_argument("--base-units", action="store_true",
+                            help="read typed amounts as whole numbers of the asset's smallest unit (wei for ETH)")
         parser.set_defaults(handler=_handler(name))
         if name == "get":
             parser.add_argument("url")
@@ -368,6 +498,7 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         if name in ("topup", "close", "finalize"):
             parser.add_argument("channel", help="channel id (0x...)")
         if name == "topup":
-            parser.add_argument("amount", type=int, help="amount to add, in the channel's asset's smallest unit (wei for ETH)")
+            parser.add_argument("amount", help="amount to add in the channel's asset: 0.0005, 0.0005ETH, 0.02DUSD; "
+                                               "base units with a suffix (20000wei, 20000base) or --base-units")
         if name == "close":
             parser.add_argument("--node", help="the channel-node's base URL, for a cooperative close")

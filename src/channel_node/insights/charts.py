@@ -65,7 +65,14 @@ class Money:
         """Every digit, the whole part grouped for reading: 1,234,000 or 0.001234 ETH."""
         if amount < 0:
             return "≥ 2^63"  # a price list's marker for prices beyond 63 bits
-        return self._unit(format_number(amount, self.decimals, group=True))
+        return self._unit(self.number(amount))
+
+    def number(self, amount: int) -> str:
+        """`exact` without the symbol, for a column whose header names it (`revenue (ETH)`)."""
+        return "≥ 2^63" if amount < 0 else format_number(amount, self.decimals, group=True)
+
+    def header(self, name: str) -> str:
+        return f"{name} ({self.symbol})" if self.symbol else name
 
     def short(self, amount: int | float) -> str:
         """Three significant digits in plain decimals, for axes and cards: 0.00008 ETH, never 8e-05."""

@@ -131,6 +131,7 @@ def _print_tables(data: dict[str, Any], money: Money) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from channel_node.cli.tables import FOLD, KEEP, fitted_table, print_table
     from channel_node.insights.charts import bucket_label, percent
 
     console = Console()
@@ -152,32 +153,36 @@ def _print_tables(data: dict[str, Any], money: Money) -> None:
         summary.add_row(name, value)
     console.print(summary)
 
-    def table(title: str, columns: list[str], rows: list[list[str]], left: int = 1, wrap: tuple[str, ...] = ()) -> None:
-        t = Table(title=title)
-        for i, column in enumerate(columns):  # figures never wrap; long paths and tag lists fold
-            t.add_column(column, justify="left" if i < left else "right", overflow="fold", no_wrap=column not in wrap)
-        for row in rows:
-            t.add_row(*row)
-        console.print(t)
+    def table(title: str, columns: list[str], rows: list[list[str]], left: int = 1) -> None:
+        """Figures (and the unit in their headers) never wrap nor shrink; paths, tags and dates
+        fold; the table fits the terminal (cli/tables.py), or is one small table per row."""
+        names = [money.header(c) if c in MONEY_COLUMNS else c for c in columns]
+        kinds = [(name, FOLD if i < left else KEEP) for i, name in enumerate(names)]
+        print_table(console, fitted_table(title, kinds, rows, console.width, right=names[left:]))
 
+    n = money.number
     table(f"By {rng['bucket']}", ["start", "offers", "unlocks", "payers", "conversion", "revenue"],
           [[bucket_label(rng["bucket"], r["start"]), f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
-            percent(r["conversion"]), money.exact(r["revenue"])] for r in data["series"]])  # fmt: skip
-    table("Top resources", ["resource", "tags", "price", "offers", "unlocks", "payers", "conversion", "revenue"],
-          [[r["resource"], ", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items())),
-            " / ".join(money.exact(p) for p in r["prices"]), f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
-            percent(r["conversion"]), money.exact(r["revenue"])] for r in data["top_resources"]], left=2,
-          wrap=("resource", "tags"))  # fmt: skip
+            percent(r["conversion"]), n(r["revenue"])] for r in data["series"]])  # fmt: skip
+    # Narrower than 100 columns, the tags (which "By tag" shows anyway) give their room to the paths.
+    tags = console.width >= 100
+    table("Top resources", ["resource"] + ["tags"] * tags + ["price", "offers", "unlocks", "payers", "conversion", "revenue"],
+          [[r["resource"]] + [", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items()))] * tags
+           + [" / ".join(n(p) for p in r["prices"]), f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
+              percent(r["conversion"]), n(r["revenue"])] for r in data["top_resources"]], left=1 + tags)  # fmt: skip
     table("By tag", ["tag", "offers", "unlocks", "payers", "conversion", "revenue"],
           [[f"{r['key']}: {r['value']}", f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
-            percent(r["conversion"]), money.exact(r["revenue"])] for r in data["tags"]])  # fmt: skip
+            percent(r["conversion"]), n(r["revenue"])] for r in data["tags"]])  # fmt: skip
     if data["prices"]:
         p = data["prices"]
         table(f"Price comparison: {p['tag']}", ["price", "resources", "offers", "unlocks", "conversion",
                                                 "revenue per offer", "revenue"],
-              [[money.exact(r["price"]), f"{r['resources']:,}", f"{r['offers']:,}", f"{r['unlocks']:,}",
-                percent(r["conversion"]), money.exact(r["revenue_per_offer"] or 0), money.exact(r["revenue"])]
+              [[n(r["price"]), f"{r['resources']:,}", f"{r['offers']:,}", f"{r['unlocks']:,}",
+                percent(r["conversion"]), n(r["revenue_per_offer"] or 0), n(r["revenue"])]
                for r in p["by_price"]], left=0)  # fmt: skip
+
+
+MONEY_COLUMNS = frozenset({"price", "revenue", "revenue per offer"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -410,7 +410,7 @@ def funding_lines(address: str, args: argparse.Namespace) -> list[str]:
         "  on a local anvil (gives it 1 ETH):",
         f"    curl -s -X POST -H 'Content-Type: application/json' --data '{call}' {shlex.quote(args.rpc_url)}",
         "  on a public test network: send it test ETH from a faucet or from an account you funded",
-        "    (Sepolia faucets and the steps: docs/getting-started.md, \"A public test network\")",
+        "    (Sepolia faucets and what each address needs: docs/getting-started.md, \"Funding on a test network\")",
         f"  then check: {balance}",
     ]
 

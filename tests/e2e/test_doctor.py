@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -91,9 +92,12 @@ def write_config(folder: Path, rpc_url: str, contract: str, **changes: str) -> P
     return path
 
 
-def doctor(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def doctor(config: Path, *options: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CHANNEL_NODE_KEYSTORE_PASSWORD"}
+    if password is not None:
+        env["CHANNEL_NODE_KEYSTORE_PASSWORD"] = password
     return subprocess.run([sys.executable, "-m", "channel_node.cli.main", "doctor", "--config", str(config), *options],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+                          capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
 def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
@@ -166,6 +170,21 @@ def test_a_chain_that_makes_no_blocks_is_a_fix_naming_the_block_time(stuck, tmp_
     # With one confirmation a chain that mines per transaction still confirms deposits.
     one = doctor(write_config(tmp_path, stuck.http_url, address, confirmations="1"), "--block-wait", "1")
     assert one.returncode == 0 and lines_of(one)["blocks"].startswith("ok "), one.stdout
+
+
+def test_a_claim_keystore_opens_or_is_a_fix_that_never_shows_the_password(ticking, contract, tmp_path, monkeypatch):
+    from channel_node import keys
+
+    monkeypatch.setattr(keys, "SCRYPT_N", 2**4)  # a quick keystore; loading reads N from the file
+    keys.import_key(tmp_path / "claim.json", "right horse", CLAIM_KEY)
+    config = write_config(tmp_path, ticking.http_url, contract)
+    config.write_text(config.read_text().replace(f'claim_key = "{CLAIM_KEY}"', 'claim_keystore = "' + str(tmp_path / "claim.json") + '"'))
+    good = doctor(config, password="right horse")
+    assert good.returncode == 0 and f"{CLAIM_ADDRESS} from keystore" in lines_of(good)["claim key"], good.stdout
+    wrong = doctor(config, password="wrong horse")
+    line = lines_of(wrong)["claim key"]
+    assert wrong.returncode == 2 and line.startswith("FIX ") and "wrong password" in line and "CHANNEL_NODE_KEYSTORE_PASSWORD" in line
+    assert lines_of(wrong)["gas"].startswith("-- ") and "horse" not in wrong.stdout + wrong.stderr
 
 
 def test_a_dead_rpc_is_one_fix_and_the_chain_checks_wait_on_it(tmp_path):

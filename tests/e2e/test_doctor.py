@@ -113,11 +113,11 @@ def test_a_good_configuration_passes_every_check(ticking, contract, tmp_path):
     result = doctor(write_config(tmp_path, ticking.http_url, contract))
     assert result.returncode == 0, result.stdout + result.stderr
     checks = lines_of(result)
-    assert set(checks) == {"rpc", "contract", "receiver", "claim key", "gas", "blocks", "admin", "content", "database"}
+    assert set(checks) == {"rpc", "contract", "asset", "receiver", "claim key", "gas", "blocks", "admin", "content", "database"}
     assert all(line.startswith("ok ") for line in checks.values()), result.stdout
     assert "chain id 31337" in checks["rpc"] and "a block every 1 s" in checks["blocks"]
     assert "receiver authorizer" in checks["claim key"] and CLAIM_ADDRESS in checks["claim key"]
-    assert result.stdout.splitlines()[-1] == "all 9 checks pass" and result.stderr == ""
+    assert result.stdout.splitlines()[-1] == "all 10 checks pass" and result.stderr == ""
     assert CLAIM_KEY[2:] not in result.stdout  # never the key
 
 
@@ -133,6 +133,7 @@ CASES = {
     # name: (config changes, doctor options, the check that fails, words its FIX line says)
     "wrong chain id": ({}, ("--chain-id", "11155111"), "rpc", ["chain 31337", "11155111 (Sepolia)", "set `rpc_url`"]),
     "wrong contract address": ({"contract": "0x" + "12" * 20}, (), "contract", ["no contract at", "channel-node deploy"]),
+    "wrong token address": ({"token": "0x" + "34" * 20}, (), "asset", ["no contract at token", "remove it"]),
     "no gas": ({"claim_key": EMPTY_KEY}, (), "gas", ["holds 0 ETH", "less than one defence", "send it at least"]),
     "missing content dir": ({"content_dir": "/nonexistent/site"}, (), "content", ["not a directory", "paywall.content_dir"]),
     "wrong pin": ({}, (), "database", ["belongs to", "contract 0000", "receiver 1111", "new file"]),
@@ -170,6 +171,25 @@ def test_a_chain_that_makes_no_blocks_is_a_fix_naming_the_block_time(stuck, tmp_
     # With one confirmation a chain that mines per transaction still confirms deposits.
     one = doctor(write_config(tmp_path, stuck.http_url, address, confirmations="1"), "--block-wait", "1")
     assert one.returncode == 0 and lines_of(one)["blocks"].startswith("ok "), one.stdout
+
+
+def test_a_token_is_named_by_its_symbol_and_decimals(ticking, contract, tmp_path):
+    from channel_node.chain.artifacts import demo_dollar_artifact
+
+    async def deploy_dollar() -> str:
+        w3 = AsyncWeb3(AsyncHTTPProvider(ticking.http_url))
+        try:
+            artifact = demo_dollar_artifact()
+            factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+            tx = await factory.constructor().transact({"from": (await w3.eth.accounts)[0]})
+            return (await w3.eth.wait_for_transaction_receipt(tx, poll_latency=0.05))["contractAddress"]
+        finally:
+            await w3.provider.disconnect()
+
+    dollar = asyncio.run(deploy_dollar())
+    result = doctor(write_config(tmp_path, ticking.http_url, contract, token=dollar))
+    assert result.returncode == 0, result.stdout
+    assert lines_of(result)["asset"] == f"ok token DUSD at {dollar}, 6 decimals"
 
 
 def test_a_claim_keystore_opens_or_is_a_fix_that_never_shows_the_password(ticking, contract, tmp_path, monkeypatch):

@@ -74,7 +74,7 @@ def test_the_guide_walks_from_nothing_to_a_paid_article(tmp_path):
 
     # A paid article: the reader's copy is the site's file, and the node charged the price for it.
     assert (guide_dir / "hello.html").read_text() == (guide_dir / "site/articles/hello.html").read_text()
-    assert "all 9 checks pass" in output
+    assert "all 10 checks pass" in output
     assert "\"accepts\"" in output  # the 402 offer the curl step printed
     node_log = (guide_dir / "node.log").read_text()
     assert "channel-node serving" in node_log and "Traceback" not in node_log

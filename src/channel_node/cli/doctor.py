@@ -127,6 +127,7 @@ async def observe(settings: Settings, expected_chain_id: int | None = None, bloc
                      database=str(settings.database), pinned=read_pin(settings.database))  # fmt: skip
     o.contract = to_checksum_address(settings.contract) if settings.contract else None
     o.receiver = to_checksum_address(settings.receiver) if settings.receiver else None
+    o.token = to_checksum_address(settings.token) if settings.token else None
     wall = settings.paywall
     if wall.content_dir is not None:
         o.content_dir, o.content_dir_ok = str(wall.content_dir), wall.content_dir.is_dir()
@@ -164,6 +165,15 @@ async def observe(settings: Settings, expected_chain_id: int | None = None, bloc
                     o.domain_matches = separator == Domain(o.chain_id, o.contract).separator
                 except Exception as exc:  # not our ABI: the call reverts or answers nothing decodable
                     o.domain_matches, o.domain_error = False, type(exc).__name__
+        if o.token is not None:
+            o.token_has_code = bool(await w3.eth.get_code(o.token))
+            if o.token_has_code:
+                from channel_node.chain.erc20 import Erc20Client
+
+                try:
+                    o.token_symbol, o.token_decimals = await Erc20Client(w3, o.token).metadata()
+                except Exception:  # an answer that is no ERC-20's: as good as none
+                    o.token_symbol = o.token_decimals = None
         if o.claim is not None and o.claim.address is not None:
             o.gas_balance = int(await w3.eth.get_balance(o.claim.address))  # type: ignore[arg-type]
             o.max_fee = (await suggest_fees(w3)).max_fee

@@ -80,6 +80,10 @@ class Observations:
     has_code: bool | None = None
     domain_matches: bool | None = None  # domainSeparator() equals the one computed for (chain id, contract)
     domain_error: str | None = None
+    token: str | None = None  # the configured ERC-20 (checksum); None: native ETH
+    token_has_code: bool | None = None
+    token_symbol: str | None = None  # as the token answers symbol(), when it does
+    token_decimals: int | None = None
     receiver: str | None = None  # checksum
     claim: ClaimKey | None = None
     gas_balance: int | None = None  # wei on the claim key
@@ -150,6 +154,19 @@ def _contract(o: Observations) -> Check:
         return Check("contract", Verdict.FIX, f"{o.contract} answers another EIP-712 domain than chain "
                      f"{o.chain_id} and its own address{why}: {deploy}")  # fmt: skip
     return Check("contract", Verdict.OK, f"ChannelDeposit at {o.contract} (code and EIP-712 domain match)")
+
+
+def _asset(o: Observations) -> Check:
+    if o.token is None:
+        return Check("asset", Verdict.OK, "native ETH (prices and deposits in wei; unset `token` means ETH)")
+    if o.chain_id is None:
+        return Check("asset", Verdict.SKIPPED, "not checked: the chain did not answer")
+    if not o.token_has_code:
+        return Check("asset", Verdict.FIX, f"no contract at token {o.token} on chain {chain_name(o.chain_id)}: set "
+                     "`token` to the ERC-20's address on this chain, or remove it to be paid in native ETH")  # fmt: skip
+    if o.token_decimals is None:
+        return Check("asset", Verdict.OK, f"token {o.token} (it does not answer decimals(): amounts show in its base units)")
+    return Check("asset", Verdict.OK, f"token {o.token_symbol or '(no symbol)'} at {o.token}, {o.token_decimals} decimals")
 
 
 def _receiver(o: Observations) -> Check:
@@ -252,7 +269,7 @@ def _database(o: Observations) -> Check:
 
 def diagnose(o: Observations) -> list[Check]:
     """One check per item, in the order a newcomer fixes them."""
-    return [_rpc(o), _contract(o), _receiver(o), _claim_key(o), _gas(o), _blocks(o), _admin(o), _content(o), _database(o)]
+    return [_rpc(o), _contract(o), _asset(o), _receiver(o), _claim_key(o), _gas(o), _blocks(o), _admin(o), _content(o), _database(o)]
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -10,6 +10,7 @@ answers are the real JSON shapes."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from channel_node.cli import channels as channels_cli
 from channel_node.cli import wallet as wallet_cli
 from channel_node.cli.main import main
 from channel_node.cli.tables import FOLD, KEEP, SHORTEN, fitted_table, print_table
+from channel_node.errors import RemoteError
 from channel_node.insights import OFFER, UNLOCK, InsightsWriter
 from channel_node.insights.charts import Money, bar_chart, line_chart, text_width
 from channel_node.insights.schema import asset_of_file
@@ -144,6 +146,23 @@ def test_wallet_limits_are_typed_in_the_wallets_asset(monkeypatch):
     args.max_price = "0.0000001"
     with pytest.raises(wallet_cli.CliError, match="^--max-price: amount '0.0000001' has more decimals than DUSD"):
         wallet_cli._policy(SimpleNamespace(**{**vars(args), "token": TOKEN}), DUSD)
+
+
+def test_the_wallets_own_messages_show_amounts_in_its_asset(tmp_path):
+    from channel_node.client import Policy, SpendingLimitExceeded, Wallet, WalletStore
+
+    key = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+    eth = Wallet(SimpleNamespace(), key, WalletStore(tmp_path / "eth.db"), Policy(per_request_limit=10**14, daily_limit=10**15))
+    with pytest.raises(SpendingLimitExceeded, match=r"^price 0\.0002 ETH is above the per-request limit 0\.0001 ETH$"):
+        eth._check_limits(None, 2 * 10**14, 2 * 10**14)
+    with pytest.raises(SpendingLimitExceeded, match=r"paying 0\.0011 ETH .* above the daily limit 0\.001 ETH$"):
+        eth._check_limits(None, 10**14, 11 * 10**14)
+    token = Wallet(SimpleNamespace(), key, WalletStore(tmp_path / "dusd.db"), Policy(asset=TOKEN, per_request_limit=20_000))
+    with pytest.raises(SpendingLimitExceeded, match=r"^price 30000 base units is above"):  # decimals not read yet
+        token._check_limits(None, 30_000, 30_000)
+    token.asset = DUSD  # what the CLI sets once it has read the token's symbol() and decimals()
+    with pytest.raises(SpendingLimitExceeded, match=r"^price 0\.03 DUSD is above the per-request limit 0\.02 DUSD$"):
+        token._check_limits(None, 30_000, 30_000)
 
 
 def width_80(monkeypatch) -> None:
@@ -379,3 +398,14 @@ async def test_the_dashboard_shows_the_asset_its_file_records(tmp_path):
 
 def test_a_receipt_line_names_the_asset():
     assert format_amount(20_000, DUSD) == "0.02 DUSD" and format_amount(2 * 10**13, ETH) == "0.00002 ETH"
+
+
+def test_a_bad_token_or_a_failing_chain_is_one_line(capsys, monkeypatch):
+    async def failing(self):
+        raise ConnectionError("reset")
+
+    with pytest.raises(wallet_cli.CliError, match="--token must be a token's address"):
+        asyncio.run(wallet_cli._asset_for(FakeWallet().w3, "0x12"))
+    monkeypatch.setattr(Erc20Client, "metadata", failing)
+    with pytest.raises(RemoteError, match="cannot read token .* symbol and decimals .ConnectionError."):
+        asyncio.run(wallet_cli._asset_for(FakeWallet().w3, TOKEN))

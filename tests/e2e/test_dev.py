@@ -88,6 +88,7 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
         bought = subprocess.run([sys.executable, "-m", "channel_node.cli.main", *args], capture_output=True, text=True, env=env, timeout=60)
         assert bought.returncode == 0, bought.stderr
         assert "<h1>" in bought.stdout and "charged 0.00002 ETH" in bought.stderr, bought.stderr
+        assert re.search(r"^opened channel 0x[0-9a-f]{64} with a deposit of 0.001 ETH$", bought.stderr, re.M), bought.stderr
         wallet_args = args[args.index("--wallet") : args.index("--wallet") + 4]  # --wallet DIR --rpc-url URL
         listed = subprocess.run([sys.executable, "-m", "channel_node.cli.main", "wallet", "channels", "--json", *wallet_args],
                                 capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
@@ -146,6 +147,7 @@ def test_dev_with_a_token_prices_the_site_in_a_stand_in_stablecoin(tmp_path):
         bought = subprocess.run([sys.executable, "-m", "channel_node.cli.main", *args], capture_output=True, text=True, env=env, timeout=60)
         assert bought.returncode == 0, bought.stderr
         assert "<h1>" in bought.stdout and "charged 0.02 DUSD (channel total 0.02 DUSD)" in bought.stderr, bought.stderr
+        assert "with a deposit of 1 DUSD" in bought.stderr, bought.stderr
         wallet_args = args[args.index("--wallet") :]  # --wallet DIR --rpc-url URL --token ADDRESS
         balance = subprocess.run([sys.executable, "-m", "channel_node.cli.main", "wallet", "balance", "--json", *wallet_args],
                                  capture_output=True, text=True, env=env, timeout=60)  # fmt: skip

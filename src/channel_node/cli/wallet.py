@@ -77,15 +77,23 @@ def _amount(text: str | None, asset: Asset, flag: str, base_units: bool = False)
 
 async def _asset_for(w3: AsyncWeb3[Any], token: str | bytes | None) -> Asset:
     """ETH, or the token's symbol and decimals as its contract answers them (cached per process)."""
-    from eth_utils.address import to_canonical_address, to_checksum_address
+    from eth_utils.address import is_address, to_canonical_address, to_checksum_address
 
     from channel_node.amounts import ETH, token_asset
     from channel_node.chain.erc20 import Erc20Client
+    from channel_node.errors import RemoteError
 
-    if token is None or to_canonical_address(token) == b"\0" * 20:
+    if token is None:
+        return ETH
+    if isinstance(token, str) and not is_address(token):
+        raise CliError(f"--token must be a token's address (0x and 40 hex digits), not {token[:60]!r}")
+    if to_canonical_address(token) == b"\0" * 20:
         return ETH
     address = to_checksum_address(token)
-    symbol, decimals = await Erc20Client(w3, address).metadata()
+    try:
+        symbol, decimals = await Erc20Client(w3, address).metadata()
+    except Exception as exc:  # the chain failed between two calls: say so in one line
+        raise RemoteError(f"cannot read token {address}'s symbol and decimals ({type(exc).__name__})") from None
     return token_asset(symbol, decimals, address)
 
 
@@ -125,12 +133,15 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
         await w3.provider.disconnect()
         raise CliError(f"cannot reach the chain at {args.rpc_url} ({type(exc).__name__})") from None
     try:
-        policy = _policy(args, await _asset_for(w3, args.token))
+        asset = await _asset_for(w3, args.token)
+        policy = _policy(args, asset)
     except BaseException:
         await w3.provider.disconnect()
         raise
     store = WalletStore(_folder(args) / "wallet.db")
-    return Wallet(w3, key, store, policy), w3, store
+    wallet = Wallet(w3, key, store, policy)
+    wallet.asset = asset  # its messages show amounts as the token's symbol and decimals say
+    return wallet, w3, store
 
 
 async def _with_wallet(args: argparse.Namespace, action: Callable[[Wallet], Awaitable[T]], waiting: str | None = None) -> T:
@@ -200,6 +211,20 @@ async def _channel_view(wallet: Wallet, width: int) -> RenderableType:
     return fitted_table("channels", columns, rows, width, right=("deposited", "signed", "charged", "unspent"))
 
 
+def _deposits_made(wallet: Wallet, before: dict[str, int], asset: Asset) -> list[str]:
+    """What a `get` locked on chain, as people read it: the channels it opened and topped up."""
+    from channel_node.amounts import format_amount
+
+    lines = []
+    for r in wallet.channels():
+        if r.hex_id not in before and r.deposited:
+            lines.append(f"opened channel {r.hex_id} with a deposit of {format_amount(r.deposited, asset)}")
+        elif r.hex_id in before and r.deposited > before[r.hex_id]:
+            lines.append(f"topped up channel {r.hex_id} by {format_amount(r.deposited - before[r.hex_id], asset)} "
+                         f"to {format_amount(r.deposited, asset)}")  # fmt: skip
+    return lines
+
+
 async def _get(args: argparse.Namespace) -> int:
 
     import aiohttp
@@ -207,13 +232,15 @@ async def _get(args: argparse.Namespace) -> int:
 
     from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
 
-    async def fetch(wallet: Wallet) -> tuple[Result, Asset]:
+    async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str]]:
         asset = await _asset_for(wallet.w3, wallet.policy.asset)  # an offer in another asset is refused
+        before = {r.hex_id: r.deposited for r in wallet.channels()}
         async with PayingSession(wallet) as session:
-            return await session.get(args.url), asset
+            result = await session.get(args.url)
+        return result, asset, _deposits_made(wallet, before, asset)
 
     try:
-        result, asset = await _with_wallet(args, fetch, f"fetching {args.url} ...")
+        result, asset, deposits = await _with_wallet(args, fetch, f"fetching {args.url} ...")
     except ServerMisbehaved as exc:
         site = site_of(args.url)
         raise CliError(f"{exc}; not paying {site} again (run `channel-node wallet trust {site}` if you trust it)") from None
@@ -242,6 +269,8 @@ async def _get(args: argparse.Namespace) -> int:
             why = f" ({str(refusal.get('error'))[:40]}: {str(refusal.get('message'))[:160]}; nothing more was signed)"
         except (ValueError, TypeError):
             why = ""
+    for line in deposits:
+        console.print(line, soft_wrap=True, markup=False)
     console.print(f"{result.status} {args.url}: charged {format_amount(result.charged, asset)}"
                   + (f" (channel total {total})" if total else "") + why,
                   soft_wrap=True, markup=False)  # fmt: skip

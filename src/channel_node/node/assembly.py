@@ -162,7 +162,10 @@ async def read_asset(w3: AsyncWeb3[Any], token: str | None) -> Asset:
     if token is None:
         return ETH
     address = to_checksum_address(token)
-    symbol, decimals = await Erc20Client(w3, address).metadata()
+    try:
+        symbol, decimals = await Erc20Client(w3, address).metadata()
+    except Exception as exc:
+        raise NodeConfigError(f"cannot read the symbol and decimals of token {address} ({type(exc).__name__})") from None
     return token_asset(symbol, decimals, address)
 
 

@@ -37,8 +37,16 @@ from channel_node.server.protocol import Offer, channel_summary, payment_require
 from channel_node.server.resource import RefusedPath, Resource, canonical_resource
 from channel_node.signing import address_of_key, cooperative_close_digest, sign_digest
 from channel_node.store import StoreError
-from channel_node.wire.channel import SCHEME, Voucher, parse_payment_signature
-from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, ProtocolError, encode_header
+from channel_node.wire.channel import SCHEME, Voucher
+from channel_node.wire.envelope import (
+    REQUIRED_HEADER,
+    RESPONSE_HEADER,
+    SIGNATURE_HEADER,
+    UNSUPPORTED_SCHEME,
+    ProtocolError,
+    encode_header,
+)
+from channel_node.wire.payment import parse_payment
 
 
 def _paywall_logger() -> structlog.typing.FilteringBoundLogger:
@@ -218,7 +226,9 @@ class Paywall:
                 self.insights.offer(key, price.amount, price.tags, time.time())
             return self._required(resource, request, price, 402, "payment_required", "this resource costs a payment")
         try:
-            voucher = parse_payment_signature(header)
+            voucher = parse_payment(header, (SCHEME,))  # `exact` is refused as unsupported_scheme for now
+            if not isinstance(voucher, Voucher):  # unreachable while only `channel` is passed above
+                raise ProtocolError(UNSUPPORTED_SCHEME, f"scheme must be {SCHEME!r}")
             self._check_terms(voucher)
         except ProtocolError as exc:
             return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)

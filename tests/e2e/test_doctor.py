@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -121,12 +120,35 @@ def test_a_good_configuration_passes_every_check(ticking, contract, tmp_path):
     assert CLAIM_KEY[2:] not in result.stdout  # never the key
 
 
-def _pinned_elsewhere(folder: Path) -> dict[str, str]:
-    # A database a node made for another receiver: the meta table store/sqlite.py writes.
-    with sqlite3.connect(folder / "node.db") as db:
-        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        db.executemany("INSERT INTO meta VALUES (?, ?)", [("chain_id", "31337"), ("contract", "00" * 20), ("receiver", "11" * 20)])
-    return {}
+def _pinned_elsewhere(folder: Path) -> None:
+    """A database a node made for another contract and receiver (the real store writes its pin)."""
+    from channel_node.store import Pin, SQLiteStore
+
+    async def pin() -> None:
+        store = SQLiteStore(folder / "node.db")
+        await store.open(Pin(31337, bytes(20), bytes.fromhex("11" * 20)))
+        await store.close()
+
+    asyncio.run(pin())
+
+
+def test_the_pin_is_read_while_a_node_holds_the_database(tmp_path):
+    """Read only, beside the running node's lock; a file that is no database is its own finding."""
+    from channel_node.cli.doctor import read_pin
+    from channel_node.store import Pin, SQLiteStore
+
+    async def run() -> None:
+        store = SQLiteStore(tmp_path / "node.db")
+        await store.open(Pin(5, bytes.fromhex("ab" * 20), bytes.fromhex("cd" * 20)))
+        try:
+            assert read_pin(tmp_path / "node.db") == Pinned("5", "ab" * 20, "cd" * 20)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    assert read_pin(tmp_path / "none.db") == Pinned()
+    (tmp_path / "text.db").write_text("not a database")
+    assert read_pin(tmp_path / "text.db").error
 
 
 CASES = {

@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_commands(commands)
     add_deploy_command(commands)
     add_doctor_command(commands)
-    from channel_node.insights.report import add_report_command
+    from channel_node.cli.report import add_report_command
 
     add_report_command(commands)
 

@@ -118,13 +118,14 @@ async def observe(settings: Settings, expected_chain_id: int | None = None, bloc
     from channel_node.chain.accounts import suggest_fees
     from channel_node.chain.artifacts import channel_deposit_artifact
     from channel_node.chain.connect import web3_for
+    from channel_node.cli.program import program
     from channel_node.node.assembly import claim_key
     from channel_node.node.doctor import ClaimKey, Observations, same_code
     from channel_node.signing import Domain, address_of_key
 
     o = Observations(rpc_url=display_url(settings.rpc_url), expected_chain_id=expected_chain_id,
                      confirmations=settings.confirmations, admin_token=settings.admin_token is not None,
-                     database=str(settings.database), pinned=read_pin(settings.database))  # fmt: skip
+                     database=str(settings.database), pinned=read_pin(settings.database), program=program())  # fmt: skip
     o.contract = to_checksum_address(settings.contract) if settings.contract else None
     o.receiver = to_checksum_address(settings.receiver) if settings.receiver else None
     o.token = to_checksum_address(settings.token) if settings.token else None

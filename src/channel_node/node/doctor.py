@@ -98,6 +98,7 @@ class Observations:
     upstream_error: str | None = None
     database: str = "channel-node.db"
     pinned: Pinned = field(default_factory=Pinned)
+    program: str = "channel-node"  # how the commands a FIX names are typed here (cli/program.py)
 
 
 _PUSH32 = 0x7F
@@ -139,7 +140,7 @@ def _rpc(o: Observations) -> Check:
 
 
 def _contract(o: Observations) -> Check:
-    deploy = "deploy it with `channel-node deploy --rpc-url URL --keystore KEY` and set `contract` to the address it prints"
+    deploy = f"deploy it with `{o.program} deploy --rpc-url URL --keystore KEY` and set `contract` to the address it prints"
     if o.contract is None:
         return Check("contract", Verdict.FIX, f"`contract` is not set: {deploy}")
     if o.chain_id is None:
@@ -177,7 +178,7 @@ def _receiver(o: Observations) -> Check:
 
 
 def _claim_key(o: Observations) -> Check:
-    new = "create one with `channel-node keys new --keystore claim.json` and set `claim_keystore = \"claim.json\"`"
+    new = f"create one with `{o.program} keys new --keystore claim.json` and set `claim_keystore = \"claim.json\"`"
     if o.claim is None:
         return Check("claim key", Verdict.FIX, f"no `claim_keystore` (or `claim_key`): the node can neither claim nor "
                      f"defend a payer's close; {new}")  # fmt: skip

@@ -284,7 +284,7 @@ async def test_closing_returns_exactly_the_unspent_deposit(running, make_wallet,
     before = balance()
     ticket = await wallet.request_close(record.channel_id)
     assert balance() == before - ticket.tx.fee
-    assert ticket.locked == 47 * PRICE and "3600 s" in ticket.warning and "finalize()" in ticket.warning
+    assert ticket.locked == 47 * PRICE and "3600 s" in ticket.warning and "`channel-node wallet finalize 0x" in ticket.warning
     assert wallet.store.channel(record.channel_id).status == CLOSING
     before = balance()
     with pytest.raises(WalletError, match="not over"):

@@ -72,7 +72,7 @@ def test_following_what_dev_prints_pays_for_articles(tmp_path):
         assert (tmp_path / "node.db").exists()
 
         # The operator's side: the admin API and the revenue dashboard, with the printed token.
-        token, admin_url = re.search(r"CHANNEL_NODE_ADMIN_TOKEN=(\S+) channel-node channels list --admin-url (\S+)", text).groups()
+        token, admin_url = re.search(r"CHANNEL_NODE_ADMIN_TOKEN=(\S+) \S*channel-node channels list --admin-url (\S+)", text).groups()
         auth = {"Authorization": f"Bearer {token}"}
         status, _, body = fetch(admin_url + "/admin/channels", auth)
         assert status == 200 and json.loads(body)[0]["charged"] == str(3 * 20000000000000)
@@ -171,3 +171,25 @@ def test_dev_with_a_token_prices_the_site_in_a_stand_in_stablecoin(tmp_path):
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0
+
+
+def test_a_dev_run_names_the_dashboard_and_removes_its_temporary_folder(tmp_path):
+    """Issue 15, finding 7: `dev` says where its revenue dashboard is and how to log in, and a run
+    without --data-dir leaves no temporary folder behind (unless --keep)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "channel_node.cli.main", "dev", "--once", "--port", "0", "--rpc-port", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    admin = re.search(r"admin API (http://\S+)/admin,", done.stdout).group(1)
+    assert f"Dashboard: the revenue insights of this run at {admin}/admin/insights" in done.stdout
+    assert f"log in at {admin}/admin/insights/login with the token above" in done.stdout
+    assert "removed the temporary folder" in done.stdout
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("channel-node-dev-")] == []
+    # Printed commands name a program that runs from here (`channel-node` only when PATH has this one).
+    wallet_line = next(l for l in done.stdout.splitlines() if "wallet get" in l)
+    program = wallet_line.split()[1]
+    assert program == "channel-node" or os.access(program, os.X_OK), wallet_line
+    kept = subprocess.run([*command, "--keep"], capture_output=True, text=True, env=env, timeout=120)
+    assert kept.returncode == 0 and "kept " in kept.stdout
+    [folder] = [p for p in tmp_path.iterdir() if p.name.startswith("channel-node-dev-")]
+    assert (folder / "node.db").exists() and (folder / "reader-wallet" / "keystore.json").exists()

@@ -8,6 +8,8 @@ import re
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from channel_node.amounts import Asset
 from channel_node.server.browser import (
@@ -137,3 +139,34 @@ def test_dev_instructions_name_the_rpc_and_chain():
     text = "\n".join(lines)
     assert "http://127.0.0.1:8402/articles/a.html" in text and "RPC URL http://127.0.0.1:8545" in text
     assert "chain id 31337 (0x7a69)" in text and "0x" + "01" * 32 in text
+
+
+_words = st.lists(st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=9), min_size=1, max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(headline=_words.map(" ".join), paragraph=st.lists(_words.map(" ".join), min_size=1, max_size=3).map(" ".join))
+def test_the_page_title_is_the_headline_and_the_teaser_keeps_it_apart(headline, paragraph):
+    """Issue 15: the page's <title> is the article's headline (not the price's description), the
+    headline is its own heading above the teaser's words, never run into them; and the terminal
+    alternative is on the page, visible, not only inside <noscript>."""
+    article = f"<html><head><title>{headline}</title></head><body><h1>{headline}</h1><p>{paragraph}</p></body></html>"
+    teaser = teaser_from_html(article)
+    page = paywall_page(document(), teaser)
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    if teaser.headline:
+        assert title == headline and f'<h1 class="channel-headline">{headline}</h1>' in page
+        assert "(payment required)" not in title
+    else:
+        assert title == "an &lt;article&gt;"  # no headline to spare: the price's description
+    teaser_paragraph = re.search(r'<p class="channel-teaser">(.*?)</p>', page)
+    if teaser.words:
+        assert teaser_paragraph.group(1) == teaser.words and not teaser_paragraph.group(1).startswith(headline + ".")
+    visible = re.sub(r"<noscript>.*?</noscript>", "", page, flags=re.S)
+    assert 'id="channel-terminal"' in visible and "<code>channel-node wallet get http://127.0.0.1:8402/articles/a.html</code>" in visible
+
+
+def test_without_a_headline_the_page_names_the_resource_and_a_relative_url_is_described():
+    page = paywall_page(document(url="/articles/a.html"), "plain fallback")
+    assert "<title>an &lt;article&gt;</title>" in page and '<p class="channel-teaser">plain fallback</p>' in page
+    assert "channel-headline" not in page and "<var>this page's address</var>" in page

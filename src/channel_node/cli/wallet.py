@@ -430,6 +430,33 @@ def _table(rows: list[Row], as_json: bool, title: str, view: RenderableType | No
     print_table(Console(), view)
 
 
+ANVIL_FUNDING = 10**18  # what the printed anvil command gives a new wallet: 1 ETH, plenty for a local chain
+
+
+def funding_lines(address: str, args: argparse.Namespace) -> list[str]:
+    """How to get ETH (and a token) onto a new wallet's address, as commands that work as printed
+    (docs/getting-started.md, "Funding")."""
+    import shlex
+
+    from channel_node.cli.program import program
+
+    where = (["--wallet", str(args.wallet)] if args.wallet else []) + ["--rpc-url", args.rpc_url]
+    balance = " ".join([program(), "wallet", "balance", *(shlex.quote(w) for w in where)])
+    call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance", "params": [address, hex(ANVIL_FUNDING)]},
+                      separators=(",", ":"))  # fmt: skip
+    asset = f"the token {args.token} it pays with, and ETH for gas" if args.token else "ETH"
+    return [
+        f"Fund {address} before paying: it needs {asset} for its deposits (a channel locks --deposit-multiple",
+        "prices, 50 by default: 0.001 ETH at 0.00002 ETH an article) and for the gas of opening and closing",
+        "(0.01 ETH is plenty on a test network).",
+        "  on a local anvil (gives it 1 ETH):",
+        f"    curl -s -X POST -H 'Content-Type: application/json' --data '{call}' {shlex.quote(args.rpc_url)}",
+        "  on a public test network: send it test ETH from a faucet or from an account you funded",
+        "    (Sepolia faucets and what each address needs: docs/getting-started.md, \"Funding on a test network\")",
+        f"  then check: {balance}",
+    ]
+
+
 def _new(args: argparse.Namespace) -> int:
     from channel_node.keys import KeystoreError, create_keystore, read_password
 
@@ -437,7 +464,8 @@ def _new(args: argparse.Namespace) -> int:
         address = create_keystore(_keystore(args), read_password(confirm=True))
     except KeystoreError as exc:
         raise CliError(str(exc)) from None
-    print(address)
+    print(address, flush=True)  # alone on stdout, so `ADDRESS=$(channel-node wallet new)` works
+    print("\n".join(funding_lines(address, args)), file=sys.stderr, flush=True)
     return 0
 
 
@@ -449,7 +477,8 @@ def _import(args: argparse.Namespace) -> int:
         address = import_key(_keystore(args), read_password(confirm=True), text.strip())
     except KeystoreError as exc:
         raise CliError(str(exc)) from None
-    print(address)
+    print(address, flush=True)
+    print("\n".join(funding_lines(address, args)), file=sys.stderr, flush=True)
     return 0
 
 

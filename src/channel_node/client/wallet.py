@@ -1199,7 +1199,8 @@ class Wallet:
         when = datetime.fromtimestamp(deadline, UTC).isoformat(timespec="seconds")
         warning = (
             f"channel {record.hex_id} is closing: {state.unclaimed} stays locked for {wait} s, until {when} "
-            f"(chain time); call finalize() after that to get back what the receiver has not claimed"
+            f"(chain time); after that run `channel-node wallet finalize {record.hex_id}` (Wallet.finalize in Python) "
+            "to get back what the receiver has not claimed"
         )
         log.warning(warning)
         return CloseTicket(record.channel_id, deadline, state.unclaimed, warning, tx)

@@ -30,6 +30,7 @@ from channel_node.chain.ports import ChainUnavailable
 from channel_node.core.clocks import ChainTime, WallTime
 from channel_node.core.exact import ExactFacts, ExactRefused, ExactTerms, check_exact, check_offline
 from channel_node.store import ExactRecord, ExactStatus, ExactWrite, RecordOutcome, Store
+from channel_node.store.base import record_outcome
 from channel_node.wire.exact import ExactAccepts, ExactPayment, exact_accepts
 
 #: Gas of one transferWithAuthorization (DemoDollar, docs/gas.json) with the sender's 25% margin:
@@ -136,14 +137,17 @@ class ExactSales:
             self.terms.domain.verifying_contract, auth.from_, auth.nonce, self.terms.pay_to, auth.value,
             auth.valid_after, auth.valid_before, payment.signature, resource, price, now,
         )  # fmt: skip
+        # The store first: a retry of a held sale joins its wait even once its window has run short
+        # (the transfer is already on its way); the very same authorization, resource and signature,
+        # which were checked when it was recorded. Anything else under that nonce is a replay.
+        existing = await self.store.exact_payment(write.key)
+        if existing is not None:
+            if record_outcome(existing, write) == RecordOutcome.JOINED:
+                return ExactChecked(write, payment, joined=True)
+            return ExactRefusedSale("authorization_used", "this authorization already paid for a request")
         offline = check_offline(payment, self.terms, price, now)
         if isinstance(offline, ExactRefused):
             return ExactRefusedSale(offline.code.value, offline.detail)
-        existing = await self.store.exact_payment(write.key)
-        if existing is not None:  # the nonce is held: the same request retried, or a replay
-            if existing.resource == resource and existing.signature == payment.signature and not existing.served:
-                return ExactChecked(write, payment, joined=True)
-            return ExactRefusedSale("authorization_used", "this authorization already paid for a request")
         guard = await self._guards()
         if guard is not None:
             return guard

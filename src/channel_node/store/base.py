@@ -293,9 +293,13 @@ class ExactRecord:
 
 
 def record_outcome(existing: ExactRecord, write: ExactWrite) -> RecordOutcome:
-    """A second record of a held authorization: the very same payment (resource and signature) for
-    a request not yet answered joins the wait; anything else is a replay (`authorization_used`)."""
-    if existing.resource == write.resource and existing.signature == write.signature and not existing.served:
+    """A second record of a held authorization: the very same payment (resource, signature and
+    authorization) for a request not yet answered joins the wait; anything else is a replay
+    (`authorization_used`)."""
+    same = (existing.resource, existing.signature, existing.receiver, existing.value, existing.valid_after,
+            existing.valid_before) == (write.resource, write.signature, write.receiver, write.value, write.valid_after,
+                                       write.valid_before)  # fmt: skip
+    if same and not existing.served:
         return RecordOutcome.JOINED
     return RecordOutcome.USED
 

@@ -4,10 +4,25 @@ drained balances, a hollow token, replays, concurrency, restarts."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
+from channel_node.config import load_settings
+from channel_node.node.assembly import NodeConfigError, build_node
+from channel_node.signing import keccak256, sign_digest
+from channel_node.signing.eip3009 import (
+    TokenDomain,
+    TransferAuthorization,
+    cancel_authorization_digest,
+    sign_authorization,
+)
+from channel_node.store import OutboxStatus, authorization_key
 from channel_node.wire.envelope import decode_header
-from exact_helpers import PRICE, ExactPayer, exact_entry, make_exact_chain, offer_of, start_exact_node
+from contract_helpers import deploy_test_token
+from exact_helpers import PRICE, ExactPayer, checksum, exact_entry, make_exact_chain, offer_of, start_exact_node
+from paywall_helpers import async_web3
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,8 +65,6 @@ async def test_channel_node_dev_with_token_offers_both_schemes_and_without_it_on
     from aiohttp.test_utils import TestClient, TestServer
 
     from channel_node.dev.stack import ARTICLES, create_world, dev_settings
-    from channel_node.node.assembly import build_node
-    from paywall_helpers import async_web3
 
     for token, schemes in ((True, ["channel", "exact"]), (False, ["channel"])):
         world = create_world(tmp_path / str(token), token=token)
@@ -67,3 +80,148 @@ async def test_channel_node_dev_with_token_offers_both_schemes_and_without_it_on
         finally:
             await client.close()
             await node.close()
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def sign_parts(world, auth: TransferAuthorization, key: bytes | None = None) -> tuple[int, bytes, bytes]:
+    signature = sign_authorization(key or world.payer.private_key, world.domain, auth)
+    return signature[64], signature[:32], signature[32:64]
+
+
+def submit_authorization(world, auth: TransferAuthorization, sender) -> bytes:
+    """Someone else (any account may) submits the payer's authorization first."""
+    v, r, s = sign_parts(world, auth)
+    call = world.token.functions.transferWithAuthorization(
+        checksum("0x" + auth.from_.hex()), checksum("0x" + auth.to.hex()), auth.value, auth.valid_after,
+        auth.valid_before, auth.nonce, v, r, s,
+    )  # fmt: skip
+    receipt = world.chain.transact(call, sender.address, gas=300_000)
+    assert receipt["status"] == 1
+    return bytes(receipt["transactionHash"])
+
+
+def cancel_authorization(world, auth: TransferAuthorization) -> None:
+    digest = cancel_authorization_digest(world.domain, auth.from_, auth.nonce)
+    signature = sign_digest(world.payer.private_key, digest)
+    call = world.token.functions.cancelAuthorization(world.payer.address, auth.nonce, signature[64], signature[:32],
+                                                     signature[32:64])  # fmt: skip
+    assert world.chain.transact(call, world.payer.address, gas=300_000)["status"] == 1
+
+
+async def until_held(running, auth: TransferAuthorization) -> None:
+    key = authorization_key(running.node.paywall.exact.terms.domain.verifying_contract, auth.from_, auth.nonce)
+    for _ in range(200):
+        if await running.node.store.exact_payment(key) is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the sale was never recorded")
+
+
+async def pay(running, path: str, header: str):
+    response = await running.client.get(path, headers={"PAYMENT-SIGNATURE": header})
+    return response.status, decode_header(response.headers.get("PAYMENT-REQUIRED", "") or "e30="), response
+
+
+def start_sender(running) -> None:
+    running.tasks.append(asyncio.create_task(running.node.sender.run()))
+
+
+async def rows(running) -> list:
+    return await running.node.store.outbox(tuple(OutboxStatus))
+
+
+# ------------------------------------------------------------------ the offer and the configuration
+
+
+async def test_exact_is_off_by_default_and_an_exact_payment_is_then_unsupported(chain, tmp_path):
+    running = await start_exact_node(chain, tmp_path / "node.db", enabled=False)
+    try:
+        assert running.node.paywall.exact is None
+        offer = await offer_of(running.client, "/articles/1.html")
+        assert [e["scheme"] for e in offer["accepts"]] == ["channel"]
+        entry = {**offer["accepts"][0], "scheme": "exact", "extra": {"name": "Demo Dollar", "version": "1"}}
+        status, body, _ = await pay(running, "/articles/1.html", ExactPayer(chain).header(offer, accepted=entry))
+        assert (status, body["error"]) == (402, "unsupported_scheme")
+    finally:
+        await running.stop()
+
+
+async def test_a_price_entry_decides_for_itself_and_min_price_keeps_exact_off_cheap_paths(chain, tmp_path):
+    prices = [{"path": "/articles/*", "price": PRICE, "exact": True}, {"path": "/api/*", "price": PRICE, "once": False},
+              {"path": "/index.html", "price": 10, "exact": True}]  # fmt: skip
+    running = await start_exact_node(chain, tmp_path / "node.db", enabled=False, prices=prices, min_price=100)
+    try:
+        assert [e["scheme"] for e in (await offer_of(running.client, "/articles/1.html"))["accepts"]] == ["channel", "exact"]
+        assert [e["scheme"] for e in (await offer_of(running.client, "/api/quote"))["accepts"]] == ["channel"]
+        cheap = await offer_of(running.client, "/index.html")
+        assert [e["scheme"] for e in cheap["accepts"]] == ["channel"], "below min_price: not offered"
+        article = exact_entry(await offer_of(running.client, "/articles/1.html"))
+        entry = {**article, "amount": "10"}
+        status, body, _ = await pay(running, "/index.html", ExactPayer(chain).header(cheap, accepted=entry))
+        assert (status, body["error"]) == (402, "price_below_exact_minimum")
+        assert await rows(running) == []
+    finally:
+        await running.stop()
+
+
+async def test_the_node_refuses_to_start_exact_on_an_eth_site_without_a_key_or_on_a_token_without_eip3009(chain, tmp_path):
+    base = {"contract": chain.contract, "receiver": chain.receiver.address, "confirmations": 1,
+            "paywall": {"content_dir": str(tmp_path)}, "exact": {"enabled": True}}  # fmt: skip
+    plain = deploy_test_token(chain.chain)
+    cases = [
+        ({"database": tmp_path / "a.db", "claim_key": chain.receiver.private_key.hex()}, "exact.enabled = true: this site is priced in ETH"),
+        ({"database": tmp_path / "b.db", "token": chain.token.address}, "exact.enabled = true: no claim key"),
+        ({"database": tmp_path / "c.db", "token": plain.address, "claim_key": chain.receiver.private_key.hex()},
+         f"token = {plain.address}: it does not answer name(), version() and authorizationState()"),
+    ]  # fmt: skip
+    for overrides, message in cases:
+        with pytest.raises(NodeConfigError) as raised:
+            node = await build_node(load_settings(**base, **overrides), async_web3(chain.chain.tester))
+            await node.close()
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+        assert "exact.enabled = false" in str(raised.value), "the message names the fix"
+
+
+# ------------------------------------------------------------------ each refusal, and nothing changes
+
+
+async def test_every_refusal_code_at_the_node_and_none_changes_any_state(chain, tmp_path):
+    running = await start_exact_node(chain, tmp_path / "node.db", settle_timeout=5)
+    try:
+        offer = await offer_of(running.client, "/articles/1.html")
+        entry, payer = exact_entry(offer), ExactPayer(chain)
+        now = int(time.time())
+        spent = payer.authorization(entry)
+        submit_authorization(chain, spent, chain.other)  # used on chain before it reaches the node
+        stranger = keccak256(b"not the payer")
+        poor = chain.chain.accounts[5]
+        assert chain.balance(poor.address) == 0
+        other_domain = TokenDomain("Demo Dollar", "2", chain.chain.chain_id, chain.token.address)
+        cases = {
+            "wrong_network": payer.header(offer, accepted={**entry, "network": "eip155:1"}),
+            "wrong_asset": payer.header(offer, accepted={**entry, "asset": chain.contract}),
+            "wrong_receiver": payer.header(offer, payer.authorization(entry, to=chain.other.address)),
+            "insufficient_value": payer.header(offer, payer.authorization(entry, value=PRICE - 1)),
+            "authorization_not_yet_valid": payer.header(offer, payer.authorization(entry, valid_after=now + 60)),
+            "authorization_expires": payer.header(offer, payer.authorization(entry, valid_before=now + 10)),
+            "authorization_too_long": payer.header(offer, payer.authorization(entry, valid_before=now + 3600)),
+            "invalid_signature": payer.header(offer, key=stranger),
+            "authorization_used": payer.header(offer, spent),
+            "insufficient_balance": ExactPayer(chain, poor).header(offer),
+        }
+        wrong_domain = payer.header(offer, domain=other_domain, accepted={**entry, "extra": {"name": "Demo Dollar", "version": "2"}})
+        before = (chain.balance(chain.receiver.address), chain.balance(chain.payer.address))
+        for expected, header in [*cases.items(), ("invalid_signature", wrong_domain)]:
+            status, body, response = await pay(running, "/articles/1.html", header)
+            assert (status, body["error"]) == (402, expected), body
+            assert [e["scheme"] for e in body["accepts"]] == ["channel", "exact"], "the refusal offers both again"
+            failure = decode_header(response.headers["PAYMENT-RESPONSE"])
+            assert failure["success"] is False and failure["errorReason"] == expected and failure["transaction"] == ""
+        assert await rows(running) == [], "no refused payment is recorded or queued"
+        assert (chain.balance(chain.receiver.address), chain.balance(chain.payer.address)) == before
+        metrics = await (await running.client.get("/metrics")).text()
+        assert 'channel_node_exact_failures_total{code="insufficient_balance"} 1.0' in metrics
+    finally:
+        await running.stop()

@@ -107,8 +107,8 @@ class Eip3009Token:
         (used,) = decode(["bool"], raw)
         return bool(used)
 
-    async def balance_of(self, owner: bytes) -> int:
-        raw = await self._call(_selector("balanceOf(address)") + _word(owner))
+    async def balance_of(self, owner: bytes, block: BlockIdentifier = "latest") -> int:
+        raw = await self._call(_selector("balanceOf(address)") + _word(owner), block)
         (balance,) = decode(["uint256"], raw)
         return int(balance)
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import structlog
 from eth_typing import HexStr
@@ -405,8 +406,7 @@ class OutboxSender:
             receipt = None
         if receipt is not None:
             if receipt["status"] == 1:
-                moved = transfers_to(list(receipt["logs"]), record.token, record.payer, record.receiver)
-                if moved < record.value:  # succeeded and moved nothing (or too little) to us: never paid
+                if not await self._paid(token, record, receipt):  # succeeded and moved nothing to us: never paid
                     await self._finish(record, ExactStatus.FAILED, error="transfer_failed")
                     return
                 if not await self._deep_enough(int(receipt["blockNumber"])):
@@ -437,20 +437,32 @@ class OutboxSender:
                     return
                 if event.topics[0] == AUTHORIZATION_USED_TOPIC:  # someone else submitted it first
                     receipt = await self.w3.eth.get_transaction_receipt(HexBytes(event.tx_hash))
-                    moved = transfers_to(list(receipt["logs"]), record.token, record.payer, record.receiver)
-                    if moved < record.value:
+                    if not await self._paid(token, record, receipt):
                         await self._finish(record, ExactStatus.FAILED, error="transfer_failed")
                     elif await self._deep_enough(event.block_number):
                         await self._finish(record, ExactStatus.CONFIRMED, event.tx_hash, event.block_number, 0)
                     return
             return  # used, but its log is not visible yet: look again next round
         head = await self.w3.eth.get_block("latest")
-        if int(head["timestamp"]) >= record.valid_before:
+        # Unused, and ours reverted or would: once either clock is past validBefore it never will
+        # (a pending block's time is about the wall clock, and chain time only grows).
+        if max(int(head["timestamp"]), int(time.time())) >= record.valid_before:
             await self._finish(record, ExactStatus.EXPIRED, error="authorization_expired")
         elif await token.balance_of(record.payer) < record.value:
             await self._finish(record, ExactStatus.FAILED, error="insufficient_balance")
         else:
             await self._finish(record, ExactStatus.FAILED, error=reason)
+
+    async def _paid(self, token: Eip3009Token, record: ExactRecord, receipt: Any) -> bool:
+        """Whether a mined transaction paid the sale: the token's Transfer(payer -> payee) logs in it
+        carry the value, and the payee's balance grew by at least the value in its block (a token
+        that logs a Transfer and moves nothing is caught here; docs/security.md, "exact")."""
+        if transfers_to(list(receipt["logs"]), record.token, record.payer, record.receiver) < record.value:
+            return False
+        block = int(receipt["blockNumber"])
+        after = await token.balance_of(record.receiver, block)
+        before = await token.balance_of(record.receiver, block - 1) if block > 0 else 0
+        return after - before >= record.value
 
     async def _deep_enough(self, block: int) -> bool:
         return block + self.confirmations - 1 <= int(await self.w3.eth.block_number)

@@ -262,7 +262,9 @@ async def build_exact_sales(
             "set `token` to one, or exact.enabled = false"
         )
     if sender is None:
-        raise NodeConfigError("exact.enabled = true: no claim key to pay each sale's transfer gas; set `claim_keystore`")
+        raise NodeConfigError(
+            "exact.enabled = true: no claim key to pay each sale's transfer gas; set `claim_keystore`, or exact.enabled = false"
+        )
     token_address = settings.token_bytes
     token = Eip3009Token(w3, token_address)
     try:

@@ -100,11 +100,14 @@ class ExactSales:
 
     # ------------------------------------------------------------------ the offer
 
+    def taken(self, entry: bool | None) -> bool:
+        """Whether a price entry takes `exact` payments: its own `exact`, else the site's setting."""
+        return self.site_wide if entry is None else entry
+
     def offered(self, price: int, entry: bool | None) -> bool:
-        """Whether a price entry offers `exact`: its own `exact`, else the site's setting; never
-        below `min_price` (the gas of a sale could exceed it)."""
-        wanted = self.site_wide if entry is None else entry
-        return wanted and price >= self.terms.min_price
+        """Whether its 402 lists `exact`: taken, and never below `min_price` (the gas of a sale
+        could exceed it; a payment sent anyway is `price_below_exact_minimum`)."""
+        return self.taken(entry) and price >= self.terms.min_price
 
     def accepts(self, price: int) -> ExactAccepts:
         d = self.terms.domain

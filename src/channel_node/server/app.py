@@ -228,7 +228,8 @@ class Paywall:
             if self.insights is not None:
                 self.insights.offer(key, price.amount, price.tags, time.time())
             return self._required(resource, request, price, 402, "payment_required", "this resource costs a payment")
-        schemes = (SCHEME, exact_wire.SCHEME) if self._offers_exact(price) else (SCHEME,)
+        takes_exact = self.exact is not None and self.exact.taken(price.exact)
+        schemes = (SCHEME, exact_wire.SCHEME) if takes_exact else (SCHEME,)
         try:
             voucher = parse_payment(header, schemes)
             if isinstance(voucher, ExactPayment):

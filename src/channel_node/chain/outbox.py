@@ -456,7 +456,8 @@ class OutboxSender:
     async def _paid(self, token: Eip3009Token, record: ExactRecord, receipt: Any) -> bool:
         """Whether a mined transaction paid the sale: the token's Transfer(payer -> payee) logs in it
         carry the value, and the payee's balance grew by at least the value in its block (a token
-        that logs a Transfer and moves nothing is caught here; docs/security.md, "exact")."""
+        that logs a Transfer and moves nothing is caught here; docs/security.md, "x402 `exact`: the
+        node as its own facilitator")."""
         if transfers_to(list(receipt["logs"]), record.token, record.payer, record.receiver) < record.value:
             return False
         block = int(receipt["blockNumber"])

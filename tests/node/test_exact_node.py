@@ -475,3 +475,14 @@ async def test_metrics_count_sales_and_the_gas_of_a_sale_is_one_transfer(chain, 
         assert "channel_node_exact_transfers_sent 3.0" in metrics
     finally:
         await running.stop()
+
+
+async def test_healthz_reports_exact_sales(chain, tmp_path):
+    running = await start_exact_node(chain, tmp_path / "node.db")
+    try:
+        offer = await offer_of(running.client, "/articles/1.html")
+        assert (await pay(running, "/articles/1.html", ExactPayer(chain).header(offer)))[0] == 200
+        health = await (await running.client.get("/healthz")).json()
+        assert health["exact"]["inFlight"] == 0 and health["exact"]["sold"] == 1 and health["exact"]["gasLastHour"] > 60_000
+    finally:
+        await running.stop()

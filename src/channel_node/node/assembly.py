@@ -109,6 +109,10 @@ class Node:
         if self.sender is not None:
             report["gas"] = {"address": self.sender.address, "balance": str(self.sender.stats.balance),
                              "needed": str(self.sender.stats.needed)}  # fmt: skip
+        sales = self.paywall.exact
+        if sales is not None:  # x402 exact (docs/protocol.md, "The `exact` scheme (node)")
+            report["exact"] = {"inFlight": await self.store.exact_held(), "gasLastHour": sales.gas_last_hour(),
+                               "sold": sales.sold, "failed": sales.failed}  # fmt: skip
         return report
 
     async def close(self) -> None:

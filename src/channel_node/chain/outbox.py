@@ -122,7 +122,7 @@ class SenderStats:
     needed: int = 0  # gas cost of the open rows at current fees
     open_rows: int = 0
     exact_sent: int = 0  # transferWithAuthorization transactions this sender signed
-    exact_gas_used: int = 0  # gas our own confirmed exact transfers used
+    exact_gas_used: int = 0  # gas our own exact transfers used (confirmed or reverted)
 
     @property
     def gas_ok(self) -> bool:
@@ -407,14 +407,15 @@ class OutboxSender:
         if receipt is not None:
             if receipt["status"] == 1:
                 if not await self._paid(token, record, receipt):  # succeeded and moved nothing to us: never paid
-                    await self._finish(record, ExactStatus.FAILED, error="transfer_failed")
+                    await self._finish(record, ExactStatus.FAILED, gas_used=int(receipt["gasUsed"]), error="transfer_failed")
                     return
                 if not await self._deep_enough(int(receipt["blockNumber"])):
                     return
                 await self._finish(record, ExactStatus.CONFIRMED, bytes(receipt["transactionHash"]),
                                    int(receipt["blockNumber"]), int(receipt["gasUsed"]))  # fmt: skip
                 return
-            await self._resolve_authorization(record, token, "transfer_failed")
+            # Reverted: our gas is spent whatever happened to the authorization.
+            await self._resolve_authorization(record, token, "transfer_failed", int(receipt["gasUsed"]))
             return
         head = await self.w3.eth.get_block("latest")
         if int(head["timestamp"]) >= record.valid_before:
@@ -428,30 +429,31 @@ class OutboxSender:
         log.warning("outbox_fee_bump", kind=row.kind, nonce=row.nonce, max_fee=str(fees.max_fee), attempt=row.attempts + 1)
         await self._send_authorization(row, nonce=row.nonce, fees=fees)
 
-    async def _resolve_authorization(self, record: ExactRecord, token: Eip3009Token, reason: str) -> None:
-        """Our transfer did not (or would not) go through: what happened to the authorization?"""
+    async def _resolve_authorization(self, record: ExactRecord, token: Eip3009Token, reason: str, spent: int = 0) -> None:
+        """Our transfer did not (or would not) go through: what happened to the authorization?
+        `spent`: the gas our reverted transaction used (recorded on the sale whatever the outcome)."""
         if await token.authorization_state(record.payer, record.nonce):
             for event in await token.authorization_logs(record.payer, record.nonce):
                 if event.topics[0] == AUTHORIZATION_CANCELED_TOPIC:
-                    await self._finish(record, ExactStatus.FAILED, error="authorization_canceled")
+                    await self._finish(record, ExactStatus.FAILED, gas_used=spent, error="authorization_canceled")
                     return
                 if event.topics[0] == AUTHORIZATION_USED_TOPIC:  # someone else submitted it first
                     receipt = await self.w3.eth.get_transaction_receipt(HexBytes(event.tx_hash))
                     if not await self._paid(token, record, receipt):
-                        await self._finish(record, ExactStatus.FAILED, error="transfer_failed")
+                        await self._finish(record, ExactStatus.FAILED, gas_used=spent, error="transfer_failed")
                     elif await self._deep_enough(event.block_number):
-                        await self._finish(record, ExactStatus.CONFIRMED, event.tx_hash, event.block_number, 0)
+                        await self._finish(record, ExactStatus.CONFIRMED, event.tx_hash, event.block_number, spent)
                     return
             return  # used, but its log is not visible yet: look again next round
         head = await self.w3.eth.get_block("latest")
         # Unused, and ours reverted or would: once either clock is past validBefore it never will
         # (a pending block's time is about the wall clock, and chain time only grows).
         if max(int(head["timestamp"]), int(time.time())) >= record.valid_before:
-            await self._finish(record, ExactStatus.EXPIRED, error="authorization_expired")
+            await self._finish(record, ExactStatus.EXPIRED, gas_used=spent, error="authorization_expired")
         elif await token.balance_of(record.payer) < record.value:
-            await self._finish(record, ExactStatus.FAILED, error="insufficient_balance")
+            await self._finish(record, ExactStatus.FAILED, gas_used=spent, error="insufficient_balance")
         else:
-            await self._finish(record, ExactStatus.FAILED, error=reason)
+            await self._finish(record, ExactStatus.FAILED, gas_used=spent, error=reason)
 
     async def _paid(self, token: Eip3009Token, record: ExactRecord, receipt: Any) -> bool:
         """Whether a mined transaction paid the sale: the token's Transfer(payer -> payee) logs in it

@@ -344,7 +344,8 @@ class Paywall:
         self.metrics.revenue.inc(record.value)
         self.metrics.accepted_latency.observe(time.perf_counter() - started)
         if self.insights is not None:
-            self.insights.unlock(key, record.value, price.tags, record.key, time.time())
+            # A payer of `exact` counts once however many requests it buys: its address, as 32 bytes.
+            self.insights.unlock(key, record.value, price.tags, b"\0" * 12 + record.payer, time.time())
         self.log.info("payment", scheme="exact", payer=to_checksum_address(record.payer), resource=key,
                       charged=str(record.value), outcome="accepted",
                       tx="0x" + record.tx_hash.hex() if record.tx_hash else None)  # fmt: skip

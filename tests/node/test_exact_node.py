@@ -486,3 +486,89 @@ async def test_healthz_reports_exact_sales(chain, tmp_path):
         assert health["exact"]["inFlight"] == 0 and health["exact"]["sold"] == 1 and health["exact"]["gasLastHour"] > 60_000
     finally:
         await running.stop()
+
+
+async def test_our_transfer_reverting_behind_a_front_run_in_the_same_block_is_served_with_the_winner(chain, tmp_path):
+    """Our transfer and a third party's submission of the same authorization land in one block:
+    whichever the block orders first pays, the other reverts; the sale is confirmed with the one
+    that paid (through authorizationState and the AuthorizationUsed log when ours reverted)."""
+    tester = chain.chain.tester
+    running = await start_exact_node(chain, tmp_path / "node.db", settle_timeout=10)
+    before = chain.balance(chain.receiver.address)
+    tester.disable_auto_mine_transactions()
+    try:
+        offer = await offer_of(running.client, "/articles/1.html")
+        payer = ExactPayer(chain)
+        auth = payer.authorization(exact_entry(offer))
+        request = asyncio.create_task(pay(running, "/articles/1.html", payer.header(offer, auth)))
+        for _ in range(200):
+            if any(r.status == OutboxStatus.SENT for r in await rows(running)):
+                break
+            await asyncio.sleep(0.02)
+        v, r, s = sign_parts(chain, auth)
+        call = chain.token.functions.transferWithAuthorization(
+            chain.payer.address, chain.receiver.address, auth.value, auth.valid_after, auth.valid_before, auth.nonce, v, r, s)
+        theirs = call.transact({"from": chain.other.address, "gas": 300_000})
+        tester.mine_blocks(1)
+        status, _, response = await request
+        assert status == 200
+        paid_by = decode_header(response.headers["PAYMENT-RESPONSE"])["transaction"]
+        [ours] = [row.tx_hash for row in await rows(running)]
+        receipts = {tx: chain.chain.w3.eth.get_transaction_receipt(tx) for tx in (bytes(theirs), ours)}
+        assert sorted(rc["status"] for rc in receipts.values()) == [0, 1], "one paid, one reverted"
+        [winner] = [tx for tx, rc in receipts.items() if rc["status"] == 1]
+        assert paid_by == "0x" + winner.hex()
+        assert chain.balance(chain.receiver.address) == before + PRICE
+        record = await running.node.store.exact_payment(authorization_key(chain.domain.verifying_contract, auth.from_, auth.nonce))
+        assert record.gas_used == receipts[ours]["gasUsed"], "our gas is counted whether ours paid or reverted"
+        print("winner:", "ours" if winner == ours else "theirs")
+    finally:
+        tester.enable_auto_mine_transactions()
+        await running.stop()
+
+
+async def test_a_token_whose_domain_separator_is_not_its_name_and_version_is_refused_at_start(chain, tmp_path, monkeypatch):
+    from channel_node.chain.eip3009 import Eip3009Token
+
+    async def another(self):
+        return b"\x01" * 32
+
+    monkeypatch.setattr(Eip3009Token, "domain_separator", another)
+    with pytest.raises(NodeConfigError, match=r"its DOMAIN_SEPARATOR\(\) is not the EIP-712 domain of name 'Demo Dollar'"):
+        await start_exact_node(chain, tmp_path / "node.db", run_sender=False)
+
+
+async def test_a_front_run_waiting_in_the_mempool_makes_ours_revert_and_pays_us_anyway(chain, tmp_path):
+    """The third party's submission is broadcast before ours and mined first in the same block:
+    ours reverts, and the sale is confirmed with theirs (never failed while theirs was pending)."""
+    tester = chain.chain.tester
+    running = await start_exact_node(chain, tmp_path / "node.db", run_sender=False, settle_timeout=10)
+    before = chain.balance(chain.receiver.address)
+    tester.disable_auto_mine_transactions()
+    try:
+        offer = await offer_of(running.client, "/articles/1.html")
+        payer = ExactPayer(chain)
+        auth = payer.authorization(exact_entry(offer))
+        request = asyncio.create_task(pay(running, "/articles/1.html", payer.header(offer, auth)))
+        await until_held(running, auth)
+        v, r, s = sign_parts(chain, auth)
+        theirs = chain.token.functions.transferWithAuthorization(
+            chain.payer.address, chain.receiver.address, auth.value, auth.valid_after, auth.valid_before, auth.nonce, v, r, s,
+        ).transact({"from": chain.other.address, "gas": 300_000})
+        start_sender(running)
+        for _ in range(200):
+            if any(row.status == OutboxStatus.SENT for row in await rows(running)):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("our transfer was never sent")
+        tester.mine_blocks(1)
+        status, _, response = await request
+        assert status == 200
+        assert decode_header(response.headers["PAYMENT-RESPONSE"])["transaction"] == "0x" + bytes(theirs).hex()
+        [ours] = [row.tx_hash for row in await rows(running)]
+        assert chain.chain.w3.eth.get_transaction_receipt(ours)["status"] == 0, "ours reverted behind theirs"
+        assert chain.balance(chain.receiver.address) == before + PRICE
+    finally:
+        tester.enable_auto_mine_transactions()
+        await running.stop()

@@ -19,8 +19,9 @@ the sender itself finishes it, since no channel event covers it: its own receipt
 Transfer(from, to, value) at the confirmation depth confirms the sale; a revert, or a simulation that
 would revert, reads `authorizationState`: used by another transaction (a front-run) confirms the sale
 with that transaction if it moved the value to us; cancelled, a balance short or a token that moved
-nothing fails it; validBefore passed unmined expires it. `on_exact_finished` wakes the waiting
-request (node/exact.py).
+nothing fails it; validBefore passed unmined expires it; a simulation that would revert with none
+of those is tried again next round (a front-run may be pending). `on_exact_finished` wakes the
+waiting request (node/exact.py).
 """
 
 from __future__ import annotations
@@ -377,7 +378,7 @@ class OutboxSender:
             name = _revert_name(exc)
             if name is None:  # the node or the network failed: try again next round
                 raise
-            await self._resolve_authorization(record, token, "transfer_failed")
+            await self._resolve_authorization(record, token, "transfer_failed", simulated=True)
             return
         fees = fees or await suggest_fees(self.w3)
         full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
@@ -429,9 +430,14 @@ class OutboxSender:
         log.warning("outbox_fee_bump", kind=row.kind, nonce=row.nonce, max_fee=str(fees.max_fee), attempt=row.attempts + 1)
         await self._send_authorization(row, nonce=row.nonce, fees=fees)
 
-    async def _resolve_authorization(self, record: ExactRecord, token: Eip3009Token, reason: str, spent: int = 0) -> None:
+    async def _resolve_authorization(
+        self, record: ExactRecord, token: Eip3009Token, reason: str, spent: int = 0, simulated: bool = False
+    ) -> None:
         """Our transfer did not (or would not) go through: what happened to the authorization?
-        `spent`: the gas our reverted transaction used (recorded on the sale whatever the outcome)."""
+        `spent`: the gas our reverted transaction used (recorded on the sale whatever the outcome).
+        `simulated`: only the estimate reverted; with the authorization unused, the balance there and
+        the window open, something not yet mined (a front-run, a cancel) may explain it, so the row
+        stays pending and is tried again next round, until one of those shows or validBefore passes."""
         if await token.authorization_state(record.payer, record.nonce):
             for event in await token.authorization_logs(record.payer, record.nonce):
                 if event.topics[0] == AUTHORIZATION_CANCELED_TOPIC:
@@ -452,6 +458,8 @@ class OutboxSender:
             await self._finish(record, ExactStatus.EXPIRED, gas_used=spent, error="authorization_expired")
         elif await token.balance_of(record.payer) < record.value:
             await self._finish(record, ExactStatus.FAILED, gas_used=spent, error="insufficient_balance")
+        elif simulated:
+            log.warning("exact_transfer_would_revert", payer=to_checksum_address(record.payer), retry="next round")
         else:
             await self._finish(record, ExactStatus.FAILED, gas_used=spent, error=reason)
 

@@ -132,8 +132,11 @@ def test_dev_with_a_token_prices_the_site_in_a_stand_in_stablecoin(tmp_path):
         token = re.search(r"^token\s+(0x[0-9a-fA-F]{40}) \(DemoDollar", text, re.M).group(1)
         offer_url = re.search(r"curl -i (http://\S+)$", text, re.M).group(1)
         status, _, body = fetch(offer_url)
-        [offer] = json.loads(body)["accepts"]
-        assert status == 402 and (offer["amount"], offer["asset"]) == ("20000", token)
+        # Priced in an EIP-3009 token, the site offers x402's `exact` after its own `channel`.
+        offer, exact = json.loads(body)["accepts"]
+        assert status == 402 and (offer["scheme"], offer["amount"], offer["asset"]) == ("channel", "20000", token)
+        assert (exact["scheme"], exact["amount"], exact["asset"], exact["extra"]) == (
+            "exact", "20000", token, {"name": "Demo Dollar", "version": "1"})
         header, url = re.findall(r"curl -i -H 'PAYMENT-SIGNATURE: (\S+)' (http://\S+)", text)[0]
         status, headers, _ = fetch(url, {"PAYMENT-SIGNATURE": header})
         assert status == 200 and decode_header(headers["PAYMENT-RESPONSE"])["chargedTotal"] == "40000"

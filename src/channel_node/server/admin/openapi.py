@@ -100,7 +100,10 @@ def openapi_document() -> JSON:
         "OutboxRow": {
             "type": "object",
             "properties": {
-                "id": {"type": "integer"}, "channelId": _CHANNEL_ID, "kind": {"type": "string", "enum": ["claim", "close"]},
+                "id": {"type": "integer"}, "channelId": _CHANNEL_ID,
+                # transfer_authorization: an x402 exact sale's transfer; its channelId is the
+                # authorization's key, keccak256(token || payer || nonce) (docs/protocol.md).
+                "kind": {"type": "string", "enum": ["claim", "close", "transfer_authorization"]},
                 "amount": _AMOUNT | {"description": "the claimed total to reach: what was charged"},
                 "voucherAmount": _AMOUNT | {"description": "the voucher that authorises it"},
                 "deadline": nullable_int, "status": {"type": "string", "enum": list(OUTBOX_STATUSES)},

@@ -151,7 +151,8 @@ def test_dev_with_a_token_prices_the_site_in_a_stand_in_stablecoin(tmp_path):
         assert bought.returncode == 0, bought.stderr
         assert "<h1>" in bought.stdout and "charged 0.02 DUSD (channel total 0.02 DUSD)" in bought.stderr, bought.stderr
         assert "with a deposit of 1 DUSD" in bought.stderr, bought.stderr
-        wallet_args = args[args.index("--wallet") :]  # --wallet DIR --rpc-url URL --token ADDRESS
+        assert args[-4:-2] == ["--scheme", "channel"], args  # a token site offers exact too: the banner asks for its channel
+        wallet_args = args[args.index("--wallet") : -4] + args[-2:]  # --wallet DIR --rpc-url URL --token ADDRESS
         balance = subprocess.run([sys.executable, "-m", "channel_node.cli.main", "wallet", "balance", "--json", *wallet_args],
                                  capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
         figures = json.loads(balance.stdout)

@@ -105,7 +105,11 @@ async def seeded(states: list[ChannelState]) -> FakeNode:
 
 
 def args(**fields) -> argparse.Namespace:
-    defaults = {"channel": None, "all": False, "min": 1, "status": None, "min_unclaimed": None, "wait": 10.0}
+    """The parser's namespace; amounts are typed in base units (`--base-units`), as the channels here hold them."""
+    defaults = {"channel": None, "all": False, "min": "1", "status": None, "min_unclaimed": None, "wait": 10.0,
+                "base_units": True}  # fmt: skip
+    if isinstance(fields.get("min"), int):
+        fields["min"] = str(fields["min"])
     return argparse.Namespace(**(defaults | fields))
 
 

@@ -223,14 +223,19 @@ def operator_lines(admin_url: str, admin_token: str, program: str) -> list[str]:
 
 def reader_lines(world: DevWorld, base_url: str, rpc_url: str, wallet: Path, program: str) -> list[str]:
     """The reader's wallet command that buys an article on the dev chain, as it works when pasted."""
-    token = f" --token {world.token}" if world.token else ""
-    return [
+    # A token site also offers x402 `exact`, which the wallet would pick for a first visit
+    # (docs/protocol.md, "The wallet and `exact`"): the command asks for the channel it announces.
+    token = f" --scheme channel --token {world.token}" if world.token else ""
+    lines = [
         "",
         f"Reader: the chain answers JSON-RPC at {rpc_url}. A reader wallet with the dev reader's key is in",
         f"{wallet} (password: dev). Buy an article with it (it opens its own channel first):",
         f"  CHANNEL_NODE_KEYSTORE_PASSWORD=dev {program} wallet get {base_url}{ARTICLES[2]} "
         f"--wallet {shlex.quote(str(wallet))} --rpc-url {rpc_url}{token}",
     ]
+    if world.token:
+        lines.append("  (or, without a channel, one signature per article: --scheme exact)")
+    return lines
 
 
 __all__ = ["ARTICLES", "ARTICLE_PRICE", "TOKEN_ARTICLE_PRICE", "DevWorld", "create_world", "dev_settings", "instructions",

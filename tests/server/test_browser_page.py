@@ -124,3 +124,18 @@ def test_dev_instructions_name_the_rpc_and_chain():
     text = "\n".join(lines)
     assert "http://127.0.0.1:8402/articles/a.html" in text and "RPC URL http://127.0.0.1:8545" in text
     assert "chain id 31337 (0x7a69)" in text and "0x" + "01" * 32 in text
+
+
+def test_exact_button_only_when_the_offer_lists_exact():
+    from channel_node.wire.exact import exact_accepts
+
+    channel_only = document()
+    assert 'id="channel-exact-unlock"' not in paywall_page(channel_only, "")
+    both = {**channel_only, "accepts": [*channel_only["accepts"], dict(exact_accepts(
+        "eip155:31337", "0x" + "11" * 20, OFFER.pay_to, 20_000, 120, "DemoDollar <b>", "1"))]}  # fmt: skip
+    page = paywall_page(both, "")
+    token = "0x1111111111111111111111111111111111111111"
+    assert f'id="channel-exact-unlock" type="button">Unlock with one signature for 20000 units of token {token}<' in page
+    assert 'id="channel-unlock"' in page  # the channel button stays beside it
+    assert embedded_offer(page) == both  # the script reads the exact entry from the embedded offer
+    assert "<b>" not in page.split('id="channel-offer"')[0]

@@ -14,6 +14,9 @@ stops everything it started by PID. Bounded by --timeout (seconds). With --json 
     {"sdk_python_paid": n, "sdk_ts_paid": n, "wallet_paid_sdk_server": n | null,
      "replays_refused": n, "gas_per_exact_sale": g, "notes": {...}}
 
+`wallet_paid_sdk_server` needs the wallet's exact support (client/exact.py) and the SDK site
+(tests/client/x402_sdk_site.py, with fastapi and uvicorn); without them it is null and `notes` says
+what is missing. `replays_refused` counts one replay per client that ran (2, or 3 with the wallet).
 `gas_per_exact_sale` is the largest gasUsed of the sales' transferWithAuthorization transactions (the
 node pays it: docs/protocol.md, "channel and exact side by side"). A field that could not be measured
 is null and `notes` says why. Exit status 0 when every payment and every refusal went as expected.
@@ -35,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,12 +297,94 @@ def gas_of(d: Deployment, transactions: list[str]) -> int | None:
     return max(used) if used else None
 
 
-def wallet_pays_sdk_server(articles: int) -> tuple[int | None, str | None]:
-    """Our wallet paying the official SDK's server: the wallet side (client/exact.py, another branch)
-    runs it when it is there."""
-    if importlib.util.find_spec("channel_node.client.exact") is None:
-        return None, "not measured: the wallet's exact support (channel_node.client.exact, branch x-wallet) is not merged"
-    return None, "not measured: the wallet-pays-SDK-server run is not wired into this script yet"
+SDK_SITE = ROOT / "tests" / "client" / "x402_sdk_site.py"  # the official SDK as a site (branch x-wallet)
+WALLET_READER_KEY = keccak256(b"x402 interop reader wallet")
+SDK_PAY_TO = Account.from_key(keccak256(b"x402 interop sdk site payee")).address
+# anvil's well-known dev account 1: the SDK's in-process facilitator pays the gas with it
+SDK_FACILITATOR_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+
+
+def wallet_pays_sdk_server(articles: int, folder: Path, timeout: float) -> tuple[int | None, int, str | None]:
+    """Our reader's wallet (client/exact.py, PayingSession with scheme "exact") pays the official
+    SDK's own server (its FastAPI middleware and in-process facilitator, a subprocess) on another
+    anvil, then replays its first header there. (paid, replays refused, note); paid is None with the
+    reason when the pieces it needs are not installed or not merged."""
+    needed = {"channel_node.client.exact": "the wallet's exact support (branch x-wallet)", "fastapi": "fastapi",
+              "uvicorn": "uvicorn", "x402": "x402[evm,httpx]"}  # fmt: skip
+    missing = [what for module, what in needed.items() if importlib.util.find_spec(module) is None]
+    if not SDK_SITE.exists():
+        missing.append(f"{SDK_SITE.relative_to(ROOT)} (branch x-wallet)")
+    if missing:
+        return None, 0, "not measured: missing " + ", ".join(missing)
+    with anvil_chain() as rpc_url:
+        w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        artifact = demo_dollar_artifact()
+        deployer = w3.eth.accounts[0]
+        tx = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode).constructor().transact({"from": deployer})
+        token = str(w3.eth.wait_for_transaction_receipt(tx)["contractAddress"])
+        dollar = w3.eth.contract(address=token, abi=artifact.abi)  # type: ignore[arg-type]
+        reader = Account.from_key(WALLET_READER_KEY).address
+        w3.eth.wait_for_transaction_receipt(dollar.functions.mint(reader, PAYER_TOKENS).transact({"from": deployer}))
+        port = free_port()
+        env = dict(os.environ, RPC=rpc_url, CHAIN=str(w3.eth.chain_id), TOKEN=token, PAYTO=SDK_PAY_TO,
+                   FACILITATOR_KEY=SDK_FACILITATOR_KEY, PORT=str(port), TOKEN_NAME=dollar.functions.name().call(),
+                   TOKEN_VERSION=dollar.functions.version().call(),
+                   PRICES=",".join(f"{n}={PRICE}" for n in range(articles)))  # fmt: skip
+        log = folder / "sdk_site.log"
+        base = f"http://127.0.0.1:{port}"
+        with log.open("w") as out:
+            site = subprocess.Popen([sys.executable, str(SDK_SITE)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/health", timeout=2) as health:
+                        if health.status == 200:
+                            break
+                except OSError:
+                    pass
+                if site.poll() is not None or time.monotonic() > deadline:
+                    raise InteropError(f"the SDK site did not start: {log.read_text().strip()[-600:]}")
+                time.sleep(0.2)
+            before = int(dollar.functions.balanceOf(SDK_PAY_TO).call())
+            paid, first_header = asyncio.run(asyncio.wait_for(_wallet_pays(rpc_url, token, base, articles, folder), timeout))
+            received = int(dollar.functions.balanceOf(SDK_PAY_TO).call()) - before
+            if received != paid * PRICE:
+                raise InteropError(f"the SDK site's payee got {received} units for {paid} sales of {PRICE}")
+            refused = 0
+            if first_header is not None:
+                replay = urllib.request.Request(f"{base}/articles/0", headers={"PAYMENT-SIGNATURE": first_header})
+                try:
+                    with urllib.request.urlopen(replay, timeout=30):
+                        pass  # served again: not refused
+                except urllib.error.HTTPError as error:
+                    refused = int(error.code == 402)
+            if int(dollar.functions.balanceOf(SDK_PAY_TO).call()) - before != received:
+                raise InteropError("the replay moved money")
+            return paid, refused, None
+        finally:
+            _stop(site)
+
+
+async def _wallet_pays(rpc_url: str, token: str, base: str, articles: int, folder: Path) -> tuple[int, str | None]:
+    from web3 import AsyncWeb3
+    from web3.providers import AsyncHTTPProvider
+
+    from channel_node.client import PayingSession, Policy, Wallet, WalletStore
+
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    wallet = Wallet(w3, WALLET_READER_KEY, WalletStore(folder / "wallet.db"), Policy(asset=token))
+    paid = 0
+    try:
+        async with PayingSession(wallet, scheme="exact") as session:
+            for n in range(articles):
+                result = await session.get(f"{base}/articles/{n}")
+                if result.status == 200 and result.charged == PRICE:
+                    paid += 1
+        records = wallet.store.exact_payments()
+    finally:
+        await w3.provider.disconnect()
+    return paid, (records[0].header if records else None)
 
 
 @dataclass
@@ -307,6 +394,7 @@ class Report:
     wallet_paid_sdk_server: int | None = None
     replays_refused: int = 0
     gas_per_exact_sale: int | None = None
+    expected_replays: int = 2  # one per client that ran
     notes: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -355,7 +443,10 @@ def run(articles: int, timeout: float, keep: Path | None = None) -> Report:
             received = d.token_balance(d.receiver) - balance_before
             if received != (python.paid + ts.paid) * PRICE:
                 report.problems.append(f"the receiver got {received} units for {python.paid + ts.paid} sales of {PRICE}")
-        report.wallet_paid_sdk_server, note = wallet_pays_sdk_server(articles)
+        paid, refused, note = wallet_pays_sdk_server(articles, folder, timeout=left())
+        report.wallet_paid_sdk_server = paid
+        report.replays_refused += refused
+        report.expected_replays += 0 if paid is None else 1
         if note:
             report.notes["wallet_paid_sdk_server"] = note
     except (InteropError, TimeoutError, subprocess.TimeoutExpired) as error:
@@ -382,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"official Python SDK paid      {report.sdk_python_paid} of {args.articles}")
         print(f"official TypeScript SDK paid  {report.sdk_ts_paid} of {args.articles}")
         print(f"our wallet paid the SDK site  {report.wallet_paid_sdk_server}")
-        print(f"replays refused               {report.replays_refused} of 2")
+        print(f"replays refused               {report.replays_refused} of {report.expected_replays}")
         print(f"gas per exact sale            {report.gas_per_exact_sale}")
         for name, note in report.notes.items():
             print(f"note: {name}: {note}")
@@ -392,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         not report.problems
         and report.sdk_python_paid == args.articles
         and report.sdk_ts_paid == args.articles
-        and report.replays_refused == 2
+        and report.replays_refused == report.expected_replays
+        and report.wallet_paid_sdk_server in (None, args.articles)
     )
     return 0 if ok else 1
 

@@ -55,9 +55,27 @@ class PriceRule(BaseModel):
     once: bool = True
     description: str = ""
     tags: dict[str, str] = {}
+    exact: bool | None = None  # offer `exact` for this entry (None: the site's `exact.enabled`)
 
     def to_price(self) -> Price:
-        return Price(self.path, self.price, self.once, self.description, dict(self.tags))
+        return Price(self.path, self.price, self.once, self.description, dict(self.tags), self.exact)
+
+
+class Exact(BaseModel):
+    """x402's `exact` scheme, the node as its own facilitator (docs/protocol.md, "The `exact`
+    scheme (node)"): off by default; needs `token` (an EIP-3009 token) and a claim key (it pays the
+    gas of every sale's transferWithAuthorization)."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = False  # site-wide; a price entry's `exact` overrides it for that entry
+    max_timeout_seconds: int = Field(120, gt=0, le=24 * 3600)  # the offer's maxTimeoutSeconds
+    settle_timeout: float = Field(20.0, gt=0, le=600)  # how long a paid request waits for its transfer
+    settle_margin: int = Field(30, ge=0)  # seconds validBefore must outlast both clocks by
+    min_price: Amount = 0  # prices below it are not offered under exact (a sale costs ~65k gas)
+    max_in_flight: int = Field(64, ge=1)  # transfers held and not final; beyond it `exact_busy`
+    max_gas_per_hour: int | None = Field(None, ge=1)  # gas units of exact transfers per hour; `exact_gas_budget`
+    min_gas_balance: Amount = 0  # the claim key's balance (wei) below which sales stop: `node_gas_low`
 
 
 class Paywall(BaseModel):
@@ -113,6 +131,7 @@ class Settings(BaseSettings):
     claim_min_unclaimed: Amount = 1  # claim a channel once this much is signed but unclaimed
     claim_batch_size: int = Field(50, ge=1, le=500)  # channels per claimBatch transaction
     idle_close_after: float | None = Field(None, gt=0)  # close channels idle this long (seconds)
+    exact: Exact = Field(default_factory=lambda: Exact.model_validate({}))
     paywall: Paywall
 
     @field_validator("rpc_url")

@@ -19,3 +19,5 @@ class Price:
     once: bool = True  # bought once per channel (an article) rather than per request (an API call)
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # Offer x402's `exact` beside `channel` for this entry: None follows the site's `exact.enabled`.
+    exact: bool | None = None

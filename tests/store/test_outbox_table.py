@@ -29,12 +29,14 @@ from channel_node.store import (
     OUTBOX_OPEN,
     TO_OUTBOX,
     ChannelWrite,
+    ExactWrite,
     MemoryStore,
     OutboxKind,
     OutboxRow,
     OutboxStatus,
     Pin,
     SQLiteStore,
+    exact_outbox_item,
     fulfilled,
     outbox_item,
     outbox_items,
@@ -58,7 +60,13 @@ def test_every_contract_send_has_an_outbox_row_and_every_kind_an_executor():
     assert set(TO_OUTBOX) == set(get_args(ContractSend)), "a ContractSend the runtime could not queue"
     assert set(EXECUTORS) == set(OutboxKind), "an outbox kind the sender could not execute"
     kinds = {outbox_item(send).kind for send in (ContractSendClaim(1, 1, b"s", None), ContractSendClose(1, 1, b"s"))}
-    assert kinds == set(OutboxKind), "each kind comes from exactly one effect type"
+    # Each channel kind comes from exactly one effect type; the exact sale's transfer from its record.
+    assert kinds == set(OutboxKind) - {OutboxKind.TRANSFER_AUTHORIZATION}, "each kind comes from exactly one effect type"
+    write = ExactWrite(b"\x0a" * 20, b"\x01" * 20, b"\x03" * 32, PIN.receiver, 5, 0, 99, b"s" * 65, "/a", 5, 0)
+    item = exact_outbox_item(write)
+    assert item.kind is OutboxKind.TRANSFER_AUTHORIZATION and item.deadline == 99 and item.amount == 5
+    row = OutboxRow(1, write.key, item.kind, item.amount, item.signature, item.deadline, OutboxStatus.PENDING)
+    assert not batchable(row) and not batchable(replace(row, deadline=None)), "a transfer always goes alone"
 
 
 @settings(max_examples=100, deadline=None)
@@ -105,7 +113,8 @@ def test_open_statuses_agree_with_the_migrations_partial_index():
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(list(OutboxKind)), st.integers(0, 10**6), st.integers(0, 10**6), st.booleans())
 def test_fulfilled_is_the_rule(kind, amount, claimed, settled):
-    expected = settled or (kind is OutboxKind.CLAIM and claimed >= amount)
+    # No channel state fulfils an exact sale's transfer: the sender finishes it (chain/outbox.py).
+    expected = kind is not OutboxKind.TRANSFER_AUTHORIZATION and (settled or (kind is OutboxKind.CLAIM and claimed >= amount))
     assert fulfilled(kind, amount, claimed, settled) is expected
     assert fulfilled(kind.value, amount, claimed, settled) is expected, "the stored text decides the same"  # type: ignore[arg-type]
 

@@ -12,6 +12,15 @@ already fulfilled (someone else's claim, a settled channel). A row whose transac
 for another reason is `abandoned` with the decoded error, loudly: it needs an operator.
 
 The sender warns (log and `/healthz`) when its account cannot pay the gas of the open rows.
+
+An x402 `exact` sale's row (kind `transfer_authorization`, docs/protocol.md "The `exact` scheme
+(node)") is sent to the token, not the contract, alone and first (its deadline is validBefore), and
+the sender itself finishes it, since no channel event covers it: its own receipt with the token's
+Transfer(from, to, value) at the confirmation depth confirms the sale; a revert, or a simulation that
+would revert, reads `authorizationState`: used by another transaction (a front-run) confirms the sale
+with that transaction if it moved the value to us; cancelled, a balance short or a token that moved
+nothing fails it; validBefore passed unmined expires it. `on_exact_finished` wakes the waiting
+request (node/exact.py).
 """
 
 from __future__ import annotations
@@ -39,9 +48,16 @@ from channel_node.chain.accounts import (
     with_gas_margin,
 )
 from channel_node.chain.contract import ChannelDepositClient
+from channel_node.chain.eip3009 import (
+    AUTHORIZATION_CANCELED_TOPIC,
+    AUTHORIZATION_USED_TOPIC,
+    Eip3009Token,
+    transfer_with_authorization_calldata,
+    transfers_to,
+)
 from channel_node.chain.reverts import as_revert
 from channel_node.signing import ChannelConfig, to_compact
-from channel_node.store import OutboxKind, OutboxRow, OutboxStatus, Store, fulfilled
+from channel_node.store import ExactRecord, ExactStatus, OutboxKind, OutboxRow, OutboxStatus, Store, fulfilled
 
 log = structlog.get_logger("channel_node.sender")
 
@@ -69,10 +85,11 @@ def _single(function: str) -> Calldata:
 
 @dataclass(frozen=True)
 class Executor:
-    """How the sender carries out a row of one kind: the calldata of the row sent alone, and
-    whether rows of the kind without a deadline share one `claimBatch` transaction."""
+    """How the sender carries out a row of one kind: the calldata of the row sent alone (None: not
+    a call of the deposit contract; `OutboxSender._send_authorization` builds it from the sale's
+    record), and whether rows of the kind without a deadline share one `claimBatch` transaction."""
 
-    calldata: Calldata
+    calldata: Calldata | None
     batches: bool
 
 
@@ -82,6 +99,8 @@ class Executor:
 EXECUTORS: Mapping[OutboxKind, Executor] = MappingProxyType({
     OutboxKind.CLAIM: Executor(_single("claim"), batches=True),
     OutboxKind.CLOSE: Executor(_single("closeByReceiver"), batches=False),
+    # The token's transferWithAuthorization: urgent (deadline = validBefore), never batched.
+    OutboxKind.TRANSFER_AUTHORIZATION: Executor(None, batches=False),
 })  # fmt: skip
 if set(EXECUTORS) != set(OutboxKind):  # pragma: no cover (an outbox kind nobody sends)
     raise ImportError(f"chain.outbox.EXECUTORS lacks {set(OutboxKind) - set(EXECUTORS)}")
@@ -101,6 +120,8 @@ class SenderStats:
     balance: int = 0
     needed: int = 0  # gas cost of the open rows at current fees
     open_rows: int = 0
+    exact_sent: int = 0  # transferWithAuthorization transactions this sender signed
+    exact_gas_used: int = 0  # gas our own confirmed exact transfers used
 
     @property
     def gas_ok(self) -> bool:
@@ -118,6 +139,7 @@ class OutboxSender:
         poll_interval: float = 2.0,
         default_gas: int = 150_000,
         batch_size: int = 50,
+        confirmations: int = 1,
     ) -> None:
         self.w3 = w3
         self.client = client
@@ -129,8 +151,13 @@ class OutboxSender:
         self.poll_interval = poll_interval
         self.default_gas = default_gas
         self.batch_size = batch_size
+        self.confirmations = confirmations  # the depth an exact sale's Transfer must reach (the head counts as 1)
         self.stats = SenderStats()
         self._rebroadcast_done = False
+        self._wake = asyncio.Event()
+        # Called with an exact sale's key and the gas our transfer used (0: none) once its status is
+        # final (node/exact.py wakes its waiters).
+        self.on_exact_finished: Callable[[bytes, int], None] | None = None
 
     def __repr__(self) -> str:  # never the key
         return f"OutboxSender({self.address})"
@@ -143,7 +170,15 @@ class OutboxSender:
                 raise
             except Exception as exc:
                 log.warning("sender_tick_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.poll_interval)
+            try:  # the next round: after poll_interval, or at once when a new exact sale is recorded
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Runs the next round now (a new `exact` sale waits for its transfer)."""
+        self._wake.set()
 
     async def tick(self) -> None:
         rows = await self.store.outbox()
@@ -164,6 +199,8 @@ class OutboxSender:
                 raise
             except Exception as exc:
                 log.warning("outbox_send_failed", rows=[row.id for row in group], error=f"{type(exc).__name__}: {exc}")
+        if any(r.kind == OutboxKind.TRANSFER_AUTHORIZATION for r in pending):
+            rows = await self.store.outbox()  # follow a sale's transfer in the round that sent it
         by_tx: dict[bytes, list[OutboxRow]] = {}
         for row in rows:
             if row.status == OutboxStatus.SENT and row.tx_hash:
@@ -177,6 +214,10 @@ class OutboxSender:
     async def _send(self, rows: list[OutboxRow], nonce: int | None = None, fees: Fees | None = None) -> None:
         """Signs one transaction for `rows` (one claim or close, or a batch of claims), records it
         on every row, then broadcasts it."""
+        if rows[0].kind == OutboxKind.TRANSFER_AUTHORIZATION:
+            for row in rows:
+                await self._send_authorization(row, nonce, fees)
+            return
         live: list[tuple[OutboxRow, ChannelConfig]] = []
         for row in rows:
             stored = await self.store.load_channel(row.channel_id)
@@ -232,7 +273,9 @@ class OutboxSender:
     def _calldata(self, live: list[tuple[OutboxRow, ChannelConfig]]) -> str:
         if len(live) == 1:
             row, config = live[0]
-            return EXECUTORS[row.kind].calldata(self.client, row, config)
+            calldata = EXECUTORS[row.kind].calldata
+            assert calldata is not None, "a channel row's kind calls the deposit contract"
+            return calldata(self.client, row, config)
         first = live[0][1]
         items = []
         for row, config in live:
@@ -248,6 +291,9 @@ class OutboxSender:
     async def _follow(self, rows: list[OutboxRow]) -> None:
         """Follows one sent transaction (shared by all rows of a batch)."""
         first = rows[0]
+        if first.kind == OutboxKind.TRANSFER_AUTHORIZATION:
+            await self._follow_authorization(first)
+            return
         try:
             receipt = await self.w3.eth.get_transaction_receipt(HexBytes(first.tx_hash or b""))
         except Exception:  # web3 raises TransactionNotFound while it is not mined
@@ -297,6 +343,132 @@ class OutboxSender:
             return True
         except Exception:
             return False
+
+    # ------------------------------------------------------------------ x402 `exact` transfers
+
+    async def _held(self, row: OutboxRow) -> ExactRecord | None:
+        """The sale behind an authorization row while it is held; a row without one is closed."""
+        record = await self.store.exact_payment(row.channel_id)
+        if record is None:
+            await self.store.update_outbox(row.id, status=OutboxStatus.ABANDONED, note="no exact sale in the store")
+            return None
+        if record.status != ExactStatus.HELD:  # finished already (finish_exact closed its row)
+            return None
+        return record
+
+    async def _send_authorization(self, row: OutboxRow, nonce: int | None = None, fees: Fees | None = None) -> None:
+        record = await self._held(row)
+        if record is None:
+            return
+        token = Eip3009Token(self.w3, record.token)
+        head = await self.w3.eth.get_block("latest")
+        if int(head["timestamp"]) >= record.valid_before:
+            await self._resolve_authorization(record, token, "authorization_expired")
+            return
+        data = transfer_with_authorization_calldata(
+            record.payer, record.receiver, record.value, record.valid_after, record.valid_before, record.nonce,
+            record.signature,
+        )  # fmt: skip
+        tx: TxParams = {"from": self.address, "to": token.checksum, "data": HexStr("0x" + data.hex()), "value": Wei(0)}
+        try:
+            gas = with_gas_margin(await self.w3.eth.estimate_gas(tx))
+        except Exception as exc:
+            name = _revert_name(exc)
+            if name is None:  # the node or the network failed: try again next round
+                raise
+            await self._resolve_authorization(record, token, "transfer_failed")
+            return
+        fees = fees or await suggest_fees(self.w3)
+        full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
+        tx_hash, raw = self._signer.sign(full)
+        await self.store.update_outbox(  # durable before it leaves: a restart re-sends these exact bytes
+            row.id, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=full["nonce"], max_fee=fees.max_fee,
+            priority_fee=fees.priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
+        )  # fmt: skip
+        if not await self._broadcast(raw) and not await self._known(tx_hash):
+            self._signer.nonces.forget()
+            await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            return
+        self.stats.sent += 1
+        self.stats.exact_sent += 1
+        log.info("outbox_sent", kind=row.kind, amount=str(record.value), tx="0x" + tx_hash.hex(), nonce=full["nonce"],
+                 deadline=record.valid_before)  # fmt: skip
+
+    async def _follow_authorization(self, row: OutboxRow) -> None:
+        record = await self._held(row)
+        if record is None:
+            return
+        token = Eip3009Token(self.w3, record.token)
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(HexBytes(row.tx_hash or b""))
+        except Exception:  # not mined (yet)
+            receipt = None
+        if receipt is not None:
+            if receipt["status"] == 1:
+                moved = transfers_to(list(receipt["logs"]), record.token, record.payer, record.receiver)
+                if moved < record.value:  # succeeded and moved nothing (or too little) to us: never paid
+                    await self._finish(record, ExactStatus.FAILED, error="transfer_failed")
+                    return
+                if not await self._deep_enough(int(receipt["blockNumber"])):
+                    return
+                await self._finish(record, ExactStatus.CONFIRMED, bytes(receipt["transactionHash"]),
+                                   int(receipt["blockNumber"]), int(receipt["gasUsed"]))  # fmt: skip
+                return
+            await self._resolve_authorization(record, token, "transfer_failed")
+            return
+        head = await self.w3.eth.get_block("latest")
+        if int(head["timestamp"]) >= record.valid_before:
+            await self._resolve_authorization(record, token, "authorization_expired")
+            return
+        if time.time() - (row.sent_at or 0) < self.bump_after:
+            return
+        current = await suggest_fees(self.w3)
+        fees = Fees(row.max_fee or 0, row.priority_fee or 0, current.legacy).bumped(current)
+        self.stats.bumped += 1
+        log.warning("outbox_fee_bump", kind=row.kind, nonce=row.nonce, max_fee=str(fees.max_fee), attempt=row.attempts + 1)
+        await self._send_authorization(row, nonce=row.nonce, fees=fees)
+
+    async def _resolve_authorization(self, record: ExactRecord, token: Eip3009Token, reason: str) -> None:
+        """Our transfer did not (or would not) go through: what happened to the authorization?"""
+        if await token.authorization_state(record.payer, record.nonce):
+            for event in await token.authorization_logs(record.payer, record.nonce):
+                if event.topics[0] == AUTHORIZATION_CANCELED_TOPIC:
+                    await self._finish(record, ExactStatus.FAILED, error="authorization_canceled")
+                    return
+                if event.topics[0] == AUTHORIZATION_USED_TOPIC:  # someone else submitted it first
+                    receipt = await self.w3.eth.get_transaction_receipt(HexBytes(event.tx_hash))
+                    moved = transfers_to(list(receipt["logs"]), record.token, record.payer, record.receiver)
+                    if moved < record.value:
+                        await self._finish(record, ExactStatus.FAILED, error="transfer_failed")
+                    elif await self._deep_enough(event.block_number):
+                        await self._finish(record, ExactStatus.CONFIRMED, event.tx_hash, event.block_number, 0)
+                    return
+            return  # used, but its log is not visible yet: look again next round
+        head = await self.w3.eth.get_block("latest")
+        if int(head["timestamp"]) >= record.valid_before:
+            await self._finish(record, ExactStatus.EXPIRED, error="authorization_expired")
+        elif await token.balance_of(record.payer) < record.value:
+            await self._finish(record, ExactStatus.FAILED, error="insufficient_balance")
+        else:
+            await self._finish(record, ExactStatus.FAILED, error=reason)
+
+    async def _deep_enough(self, block: int) -> bool:
+        return block + self.confirmations - 1 <= int(await self.w3.eth.block_number)
+
+    async def _finish(
+        self, record: ExactRecord, status: ExactStatus, tx_hash: bytes | None = None, block: int | None = None,
+        gas_used: int | None = None, error: str | None = None,
+    ) -> None:
+        finished = await self.store.finish_exact(record.key, status, tx_hash, block, gas_used, error)
+        if finished:
+            if gas_used:
+                self.stats.exact_gas_used += gas_used
+            (log.info if status == ExactStatus.CONFIRMED else log.warning)(
+                "exact_finished", payer=to_checksum_address(record.payer), status=status.value, error=error,
+                tx="0x" + tx_hash.hex() if tx_hash else None, gas_used=gas_used,
+            )  # fmt: skip
+        if self.on_exact_finished is not None:
+            self.on_exact_finished(record.key, (gas_used or 0) if finished else 0)
 
     # ------------------------------------------------------------------ balance
 

@@ -57,6 +57,9 @@ def dev_settings(world: DevWorld, host: str, port: int, admin_token: str | None 
         host=host,
         port=port,
         confirmations=1,  # the in-process chain mines one final block per transaction
+        # Priced in DemoDollar (an EIP-3009 token), the site also sells under x402's `exact`, so the
+        # official x402 clients can pay it (docs/protocol.md, "The `exact` scheme (node)").
+        exact={"enabled": world.token is not None},
         paywall={
             "content_dir": site_root(),
             "free": ["/", "/index.html", "/static/*"],
@@ -175,6 +178,12 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
         "the next price gets a corrective 402 with the channel's state. Metrics: "
         f"{base_url}/metrics, health: {base_url}/healthz",
     ]
+    if world.token is not None:
+        lines += [
+            "",
+            "The 402 also offers x402's `exact` scheme (an EIP-3009 authorization of DemoDollar, settled by",
+            f"this node): any x402 client holding DUSD pays it; the reader {world.reader} holds some.",
+        ]
     return lines
 
 

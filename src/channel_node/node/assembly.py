@@ -16,21 +16,25 @@ from web3.providers.persistent import PersistentConnectionProvider
 
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.contract import ChannelDepositClient
+from channel_node.chain.eip3009 import Eip3009Token
 from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
 from channel_node.config import Settings
+from channel_node.core.exact import ExactTerms
 from channel_node.errors import ConfigError
 from channel_node.insights.recorder import Recorder
+from channel_node.node.exact import ExactLimits, ExactSales
 from channel_node.node.recovery import SignerRecovery
 from channel_node.node.runtime import Runtime
 from channel_node.node.settlement import SettlementPolicy
 from channel_node.server.admin import add_dashboard_routes, create_admin_app
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
-from channel_node.server.metrics import Metrics, add_chain_gauges
+from channel_node.server.metrics import Metrics, add_chain_gauges, add_exact_gauges
 from channel_node.server.prices import PriceTable
 from channel_node.signing import Domain, address_of_key
+from channel_node.signing.eip3009 import TokenDomain
 from channel_node.store import Cursor, Pin, SQLiteStore, Store
 
 
@@ -218,7 +222,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
     if key is not None:
         sender = OutboxSender(
             w3, client, store, key, bump_after=settings.fee_bump_after, poll_interval=settings.poll_interval,
-            batch_size=settings.claim_batch_size,
+            batch_size=settings.claim_batch_size, confirmations=settings.confirmations,
         )  # fmt: skip
     policy = None
     if settings.auto_claim or settings.idle_close_after:
@@ -227,6 +231,10 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
             claim_min_unclaimed=settings.claim_min_unclaimed if settings.auto_claim else (1 << 256),
             idle_close_after=settings.idle_close_after,
         )  # fmt: skip
+    if settings.exact.enabled or any(rule.exact for rule in wall.prices):
+        paywall.exact = await build_exact_sales(settings, w3, store, chain_id, sender)
+        add_exact_gauges(paywall.metrics, lambda: paywall.exact.held if paywall.exact else 0,
+                         paywall.exact.gas_last_hour, sender)  # fmt: skip
     node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy)
     if key is not None:
         paywall.consent_key = key  # co-signs cooperative closes on channels that accept it (receiver or authorizer)
@@ -240,4 +248,41 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
     return node
 
 
-__all__ = ["Node", "NodeConfigError", "build_node", "check_contract"]
+async def build_exact_sales(
+    settings: Settings, w3: AsyncWeb3[Any], store: Store, chain_id: int, sender: OutboxSender | None
+) -> ExactSales:
+    """The `exact` scheme's sales, after checking the site can sell under it: an EIP-3009 token
+    that answers name(), version() and authorizationState() (and, when it has one, a
+    DOMAIN_SEPARATOR() equal to the domain those give), and a claim key to pay the transfers' gas.
+    Each refusal is one line: the field, its value, the fix."""
+    exact = settings.exact
+    if settings.token is None:
+        raise NodeConfigError(
+            "exact.enabled = true: this site is priced in ETH, and exact needs an EIP-3009 token; "
+            "set `token` to one, or exact.enabled = false"
+        )
+    if sender is None:
+        raise NodeConfigError("exact.enabled = true: no claim key to pay each sale's transfer gas; set `claim_keystore`")
+    token_address = settings.token_bytes
+    token = Eip3009Token(w3, token_address)
+    try:
+        name, version = await token.name(), await token.version()
+        await token.authorization_state(b"\0" * 20, b"\0" * 32)
+    except Exception:
+        raise NodeConfigError(
+            f"token = {to_checksum_address(token_address)}: it does not answer name(), version() and "
+            "authorizationState(), so it is not an EIP-3009 token; use one, or set exact.enabled = false"
+        ) from None
+    domain = TokenDomain(name, version, chain_id, token_address)
+    separator = await token.domain_separator()
+    if separator is not None and separator != domain.separator:
+        raise NodeConfigError(
+            f"token = {to_checksum_address(token_address)}: its DOMAIN_SEPARATOR() is not the EIP-712 domain of "
+            f"name {name!r}, version {version!r}, chain {chain_id}; exact payments would not verify: set exact.enabled = false"
+        )
+    terms = ExactTerms(domain, settings.receiver_bytes, exact.max_timeout_seconds, exact.settle_margin, exact.min_price)
+    limits = ExactLimits(exact.settle_timeout, exact.max_in_flight, exact.max_gas_per_hour, exact.min_gas_balance)
+    return ExactSales(w3, store, token, terms, limits, sender, site_wide=exact.enabled)
+
+
+__all__ = ["Node", "NodeConfigError", "build_exact_sales", "build_node", "check_contract"]

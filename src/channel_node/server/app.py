@@ -27,6 +27,7 @@ from channel_node.chain.ports import ChainUnavailable
 from channel_node.core import Accepted, ChannelState, ConsentToClose, Reject, Rejected
 from channel_node.errors import ChannelNodeError, Refusal, RemoteError, StateError
 from channel_node.logs import bound_aiohttp_logs
+from channel_node.node.exact import ExactChecked, ExactPending, ExactRefusedSale, ExactSales, ExactSold
 from channel_node.node.runtime import PaymentRequest, Runtime
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
 from channel_node.server.content import Content, ProxySource, StaticSource, not_found, withheld
@@ -36,6 +37,7 @@ from channel_node.server.protocol import Offer, channel_summary, payment_require
 from channel_node.server.resource import RefusedPath, Resource, canonical_resource
 from channel_node.signing import address_of_key, cooperative_close_digest, sign_digest
 from channel_node.store import StoreError
+from channel_node.wire import exact as exact_wire
 from channel_node.wire.channel import SCHEME, Voucher
 from channel_node.wire.envelope import (
     REQUIRED_HEADER,
@@ -45,6 +47,7 @@ from channel_node.wire.envelope import (
     ProtocolError,
     encode_header,
 )
+from channel_node.wire.exact import ExactPayment, exact_receipt
 from channel_node.wire.payment import parse_payment
 
 
@@ -105,6 +108,8 @@ class Paywall:
     consent_key: bytes | None = field(default=None, repr=False)
     insights: InsightsRecorder | None = None  # offers shown and unlocks sold, for the publisher's reports
     public_url: str | None = None  # "https://news.example": the base of a 402's resource.url
+    # x402 `exact` sales, the node as its own facilitator (None: only `channel` is offered).
+    exact: ExactSales | None = None
     # canonical path -> (methods, handler), set by create_app
     routes: dict[str, tuple[tuple[str, ...], Handler]] = field(default_factory=dict)
 
@@ -223,9 +228,12 @@ class Paywall:
             if self.insights is not None:
                 self.insights.offer(key, price.amount, price.tags, time.time())
             return self._required(resource, request, price, 402, "payment_required", "this resource costs a payment")
+        schemes = (SCHEME, exact_wire.SCHEME) if self._offers_exact(price) else (SCHEME,)
         try:
-            voucher = parse_payment(header, (SCHEME,))  # `exact` is refused as unsupported_scheme for now
-            if not isinstance(voucher, Voucher):  # unreachable while only `channel` is passed above
+            voucher = parse_payment(header, schemes)
+            if isinstance(voucher, ExactPayment):
+                return await self._exact_sale(request, resource, price, body, key, voucher, started)
+            if not isinstance(voucher, Voucher):  # pragma: no cover (parse_payment answers one of the two)
                 raise ProtocolError(UNSUPPORTED_SCHEME, f"scheme must be {SCHEME!r}")
             self._check_terms(voucher)
         except ProtocolError as exc:
@@ -283,6 +291,87 @@ class Paywall:
             return await self._stream_opened(request, content, content.opened, extra)
         response = self._content_response(content)
         response.headers.update(extra)
+        return response
+
+    def _offers_exact(self, price: Price) -> bool:
+        return self.exact is not None and self.exact.offered(price.amount, price.exact)
+
+    async def _exact_sale(
+        self, request: web.Request, resource: Resource, price: Price, body: bytes, key: str, payment: ExactPayment,
+        started: float,
+    ) -> web.StreamResponse:
+        """An `exact` payment (docs/protocol.md, "The `exact` scheme (node)"): the rules, then the
+        whole content, then the record and the wait for the transfer; the content leaves only once
+        the transfer is confirmed and the sale marked answered. It buys this one request: no unlock
+        is recorded, a re-read pays again."""
+        sales = self.exact
+        assert sales is not None, "parse_payment takes exact only when the node offers it"
+        call = self._call(key, request.method, body)
+        try:
+            checked = await sales.check(payment, call, price.amount)
+        except ChainUnavailable as exc:
+            return self._refuse(resource, request, price, 503, "chain_unavailable", str(exc), started)
+        except StoreError as exc:
+            self.log.error("store_failed", error=str(exc))
+            return self._refuse(resource, request, price, 503, "store_unavailable", "the node could not read the sale", started)
+        if isinstance(checked, ExactRefusedSale):
+            return self._exact_refused(resource, request, price, checked, started, payment)
+        assert isinstance(checked, ExactChecked)
+        content = await self.source.fetch(request.method, resource, request.headers, body, priced=True, client=request.remote)
+        if not content.sellable(request.method):
+            if content.opened is not None:
+                content.opened.close()
+            if content.from_origin or content.ok:
+                content = withheld(content)
+            return self._content_response(content)  # nothing to sell: nothing recorded, the nonce stays the payer's
+        try:
+            outcome = await sales.settle(checked)
+        except StoreError as exc:
+            if content.opened is not None:
+                content.opened.close()
+            self.log.error("store_failed", error=str(exc))
+            return self._refuse(resource, request, price, 503, "store_unavailable", "the node could not record the payment", started)
+        if not isinstance(outcome, ExactSold):
+            if content.opened is not None:
+                content.opened.close()
+            if isinstance(outcome, ExactPending):
+                pending = ExactRefusedSale("settlement_pending", "the transfer is not confirmed yet; send the same payment again")
+                return self._exact_refused(resource, request, price, pending, started, payment)
+            return self._exact_refused(resource, request, price, outcome, started, payment)
+        record = outcome.record
+        self.metrics.exact_sales.inc()
+        self.metrics.revenue.inc(record.value)
+        self.metrics.accepted_latency.observe(time.perf_counter() - started)
+        if self.insights is not None:
+            self.insights.unlock(key, record.value, price.tags, record.key, time.time())
+        self.log.info("payment", scheme="exact", payer=to_checksum_address(record.payer), resource=key,
+                      charged=str(record.value), outcome="accepted",
+                      tx="0x" + record.tx_hash.hex() if record.tx_hash else None)  # fmt: skip
+        receipt = exact_receipt(True, record.tx_hash, self.offer.network, record.payer, record.value)
+        extra = {
+            RESPONSE_HEADER: encode_header(receipt),
+            "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+            "Cache-Control": SOLD_CACHE_CONTROL,
+        }
+        for name in SHARED_CACHE_FIELDS:
+            content.headers.popall(name, None)
+        if content.opened is not None:
+            return await self._stream_opened(request, content, content.opened, extra)
+        response = self._content_response(content)
+        response.headers.update(extra)
+        return response
+
+    def _exact_refused(
+        self, resource: Resource, request: web.Request, price: Price, refused: ExactRefusedSale, started: float,
+        payment: ExactPayment,
+    ) -> web.Response:
+        if refused.code != "settlement_pending":
+            self.metrics.exact_failures.labels(refused.code).inc()
+        response = self._refuse(resource, request, price, refused.status, refused.code, refused.detail, started)
+        receipt = exact_receipt(False, None, self.offer.network, payment.payer, payment.authorization.value, refused.code)
+        response.headers[RESPONSE_HEADER] = encode_header(receipt)
+        if refused.retry_after is not None:
+            response.headers["Retry-After"] = str(refused.retry_after)
         return response
 
     async def _pay_or_refuse(
@@ -365,6 +454,7 @@ class Paywall:
             error=code,
             message=message,
             state=state,
+            exact=self.exact.accepts(price.amount) if self.exact is not None and self._offers_exact(price) else None,
         )
         if wants_html(request.headers.get("Accept")):  # a browser: the paywall page, same headers
             response = html_402(document, teaser_for(self.source, served, price.description), status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -26,6 +27,11 @@ class Metrics:
             "channel_node_paid_request_seconds", "Latency of priced requests", ["outcome"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        # x402 `exact` sales (docs/protocol.md, "The `exact` scheme (node)").
+        self.exact_sales = Counter("channel_node_exact_sales", "Requests sold under exact (transfer confirmed)",
+                                   registry=self.registry)  # fmt: skip
+        self.exact_failures = Counter("channel_node_exact_failures", "Exact payments refused or failed, by code", ["code"],
+                                      registry=self.registry)  # fmt: skip
         self.channels = Gauge("channel_node_channels", "Channels loaded by the node since it started", registry=self.registry)
         # Label lookups cost a lock and a dict probe: resolve the hot ones once.
         self.paid_unlocks = self.unlocks.labels("paid")
@@ -35,6 +41,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def add_exact_gauges(metrics: Metrics, held: Callable[[], int], gas_last_hour: Callable[[], int],
+                     sender: OutboxSender | None) -> None:  # fmt: skip
+    """The `exact` guards' figures: transfers in flight, gas spent in the last hour, our transfers."""
+    in_flight = Gauge("channel_node_exact_in_flight", "Exact transfers held, not final", registry=metrics.registry)
+    in_flight.set_function(held)
+    gas = Gauge("channel_node_exact_gas_last_hour", "Gas our exact transfers used in the last hour",
+                registry=metrics.registry)  # fmt: skip
+    gas.set_function(gas_last_hour)
+    if sender is not None:
+        sent = Gauge("channel_node_exact_transfers_sent", "transferWithAuthorization transactions signed",
+                     registry=metrics.registry)  # fmt: skip
+        sent.set_function(lambda: sender.stats.exact_sent)
 
 
 def add_chain_gauges(metrics: Metrics, watcher: Watcher, sender: OutboxSender | None) -> None:

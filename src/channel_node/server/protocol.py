@@ -11,6 +11,7 @@ from channel_node.core import ChannelState
 from channel_node.wire import envelope
 from channel_node.wire.channel import SCHEME, ChannelAccepts, ChannelExtra, ChannelReceipt, ChannelSummary, checksum
 from channel_node.wire.envelope import X402_VERSION, PaymentRequired, ResourceInfo
+from channel_node.wire.exact import ExactAccepts
 
 
 def channel_summary(state: ChannelState) -> ChannelSummary:
@@ -54,7 +55,9 @@ def payment_required(
     error: str,
     message: str,
     state: ChannelState | None = None,
+    exact: ExactAccepts | None = None,
 ) -> PaymentRequired:
+    """The 402 document: the `channel` entry, then the `exact` entry when the price offers it."""
     extra: ChannelExtra = {
         "contract": offer.contract,
         "minDeposit": str(offer.min_deposit),
@@ -74,7 +77,10 @@ def payment_required(
         "extra": extra,
     }
     resource: ResourceInfo = {"url": url, "description": description, "mimeType": mime_type}
-    return envelope.payment_required(error, message, resource, [accepts])
+    entries: list[ChannelAccepts | ExactAccepts] = [accepts]
+    if exact is not None:
+        entries.append(exact)
+    return envelope.payment_required(error, message, resource, list(entries))
 
 
 def payment_response(

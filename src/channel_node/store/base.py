@@ -15,6 +15,7 @@ from typing import Protocol, TypedDict, Unpack, get_args
 
 from channel_node.core import ChainTime, ChannelState, ContractSend, ContractSendClaim, ContractSendClose, Effect
 from channel_node.errors import ConfigError, StateError, UsageError
+from channel_node.signing.eip712 import keccak256
 
 
 class StoreError(StateError):
@@ -75,6 +76,9 @@ class OutboxKind(StrEnum):
 
     CLAIM = "claim"
     CLOSE = "close"
+    # An x402 `exact` sale's transferWithAuthorization: channel_id is the authorization's key
+    # (`authorization_key`), amount its value, signature its 65 bytes, deadline its validBefore.
+    TRANSFER_AUTHORIZATION = "transfer_authorization"
 
 
 class OutboxStatus(StrEnum):
@@ -100,6 +104,8 @@ def fulfilled(kind: OutboxKind, amount: int, claimed: int, settled: bool) -> boo
     outbox row of `kind` for `amount` asks: the one rule the stores (`complete_outbox`, after a
     confirmed claim or settlement) and the sender (before it signs) apply. A settled channel needs
     nothing more; a claim is done once the claimed total reaches its amount; a close only once settled."""
+    if kind == OutboxKind.TRANSFER_AUTHORIZATION:  # no channel state fulfils it: the sender finishes it
+        return False
     return settled or (kind == OutboxKind.CLAIM and claimed >= amount)
 
 
@@ -215,6 +221,90 @@ class PaymentLookup:
     prior_resource: str | None
 
 
+# ------------------------------------------------------------------ x402 `exact` sales
+
+
+def authorization_key(token: bytes, payer: bytes, nonce: bytes) -> bytes:
+    """An EIP-3009 authorization's identity on chain as 32 bytes: its rows' key (exact_payments'
+    auth_key, its outbox row's channel_id)."""
+    if len(token) != 20 or len(payer) != 20 or len(nonce) != 32:
+        raise ValueError("token and payer are 20 bytes, nonce 32")
+    return keccak256(token + payer + nonce)
+
+
+class ExactStatus(StrEnum):
+    """An `exact` sale's life: held (recorded; its transfer is queued or on its way) -> confirmed
+    (the token's Transfer to us is at the confirmation depth), failed (never paid: cancelled, balance
+    short, a token that moved nothing) or expired (validBefore passed unmined). Never back to held."""
+
+    HELD = "held"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class RecordOutcome(StrEnum):
+    RECORDED = "recorded"  # a new row (and its outbox row)
+    JOINED = "joined"  # the same authorization for the same resource: the retry waits for the same transfer
+    USED = "used"  # the nonce is held for another payment: `authorization_used`
+
+
+@dataclass(frozen=True)
+class ExactWrite:
+    """What the node records for an accepted `exact` payment, before it sends the transfer."""
+
+    token: bytes
+    payer: bytes
+    nonce: bytes
+    receiver: bytes
+    value: int
+    valid_after: int
+    valid_before: int
+    signature: bytes
+    resource: str
+    price: int
+    at: int
+
+    @property
+    def key(self) -> bytes:
+        return authorization_key(self.token, self.payer, self.nonce)
+
+
+@dataclass(frozen=True)
+class ExactRecord:
+    key: bytes
+    token: bytes
+    payer: bytes
+    nonce: bytes
+    receiver: bytes
+    value: int
+    valid_after: int
+    valid_before: int
+    signature: bytes
+    resource: str
+    price: int
+    status: ExactStatus
+    tx_hash: bytes | None = None
+    block_number: int | None = None
+    gas_used: int | None = None
+    error: str | None = None
+    served: bool = False
+    created_at: int = 0
+
+
+def record_outcome(existing: ExactRecord, write: ExactWrite) -> RecordOutcome:
+    """A second record of a held authorization: the very same payment (resource and signature) for
+    a request not yet answered joins the wait; anything else is a replay (`authorization_used`)."""
+    if existing.resource == write.resource and existing.signature == write.signature and not existing.served:
+        return RecordOutcome.JOINED
+    return RecordOutcome.USED
+
+
+def exact_outbox_item(write: ExactWrite) -> OutboxItem:
+    """The outbox row that carries an `exact` sale's transfer: urgent (a deadline), never batched."""
+    return OutboxItem(OutboxKind.TRANSFER_AUTHORIZATION, write.value, write.signature, ChainTime(write.valid_before))
+
+
 class Store(Protocol):
     async def open(self, pin: Pin) -> None: ...
 
@@ -265,4 +355,30 @@ class Store(Protocol):
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
         """Marks done the open rows a confirmed chain state has fulfilled; returns how many."""
+        ...
+
+    # -- x402 `exact` sales (docs/protocol.md, "The `exact` scheme (node)")
+
+    async def record_exact(self, write: ExactWrite) -> tuple[ExactRecord, RecordOutcome]:
+        """Records an accepted authorization and its outbox row in one transaction (RECORDED), or
+        answers the row already holding its (token, payer, nonce): JOINED or USED (`record_outcome`)."""
+        ...
+
+    async def exact_payment(self, key: bytes) -> ExactRecord | None: ...
+
+    async def finish_exact(
+        self, key: bytes, status: ExactStatus, tx_hash: bytes | None = None, block_number: int | None = None,
+        gas_used: int | None = None, error: str | None = None,
+    ) -> bool:
+        """Moves a held sale to its final status and closes its outbox row (done when confirmed,
+        abandoned otherwise), in one transaction; False when it was not held any more."""
+        ...
+
+    async def serve_exact(self, key: bytes) -> bool:
+        """Marks a confirmed sale's one request answered (compare and set): True for the one caller
+        that may deliver it, False for any other."""
+        ...
+
+    async def exact_held(self) -> int:
+        """How many sales are held (transfers in flight)."""
         ...

@@ -12,6 +12,9 @@ from channel_node.store.base import (
     ChannelWrite,
     Charge,
     Cursor,
+    ExactRecord,
+    ExactStatus,
+    ExactWrite,
     OutboxItem,
     OutboxKind,
     OutboxRow,
@@ -19,10 +22,13 @@ from channel_node.store.base import (
     OutboxUpdate,
     PaymentLookup,
     Pin,
+    RecordOutcome,
     StaleWrite,
     StoredChannel,
     StoreMismatch,
+    exact_outbox_item,
     fulfilled,
+    record_outcome,
 )
 
 
@@ -35,6 +41,8 @@ class MemoryStore:
         self._payments: dict[tuple[bytes, str], str] = {}
         self._cursor: Cursor | None = None
         self._outbox: dict[int, OutboxRow] = {}
+        self._exact: dict[bytes, ExactRecord] = {}
+        self._exact_ids: set[tuple[bytes, bytes, bytes]] = set()  # (token, payer, nonce): UNIQUE, as in SQLite
 
     async def open(self, pin: Pin) -> None:
         if self.pin is not None and self.pin != pin:
@@ -133,3 +141,49 @@ class MemoryStore:
 
     async def charges(self, channel_id: bytes) -> list[Charge]:
         return list(self._charges.get(channel_id, []))
+
+    # ------------------------------------------------------------------ x402 `exact` sales
+
+    async def record_exact(self, write: ExactWrite) -> tuple[ExactRecord, RecordOutcome]:
+        key = write.key
+        existing = self._exact.get(key)
+        if existing is not None:
+            return existing, record_outcome(existing, write)
+        assert (write.token, write.payer, write.nonce) not in self._exact_ids  # the key is their hash
+        record = ExactRecord(
+            key, write.token, write.payer, write.nonce, write.receiver, write.value, write.valid_after, write.valid_before,
+            write.signature, write.resource, write.price, ExactStatus.HELD, created_at=write.at,
+        )  # fmt: skip
+        self._exact[key] = record
+        self._exact_ids.add((write.token, write.payer, write.nonce))
+        self._enqueue(key, exact_outbox_item(write))
+        return record, RecordOutcome.RECORDED
+
+    async def exact_payment(self, key: bytes) -> ExactRecord | None:
+        return self._exact.get(key)
+
+    async def finish_exact(
+        self, key: bytes, status: ExactStatus, tx_hash: bytes | None = None, block_number: int | None = None,
+        gas_used: int | None = None, error: str | None = None,
+    ) -> bool:
+        record = self._exact.get(key)
+        if record is None or record.status != ExactStatus.HELD or status == ExactStatus.HELD:
+            return False
+        self._exact[key] = dataclasses.replace(
+            record, status=status, tx_hash=tx_hash, block_number=block_number, gas_used=gas_used, error=error
+        )
+        closed = OutboxStatus.DONE if status == ExactStatus.CONFIRMED else OutboxStatus.ABANDONED
+        for row in list(self._outbox.values()):
+            if row.channel_id == key and row.kind == OutboxKind.TRANSFER_AUTHORIZATION and row.status.is_open:
+                self._outbox[row.id] = dataclasses.replace(row, status=closed, note=error or status.value)
+        return True
+
+    async def serve_exact(self, key: bytes) -> bool:
+        record = self._exact.get(key)
+        if record is None or record.status != ExactStatus.CONFIRMED or record.served:
+            return False
+        self._exact[key] = dataclasses.replace(record, served=True)
+        return True
+
+    async def exact_held(self) -> int:
+        return sum(1 for r in self._exact.values() if r.status == ExactStatus.HELD)

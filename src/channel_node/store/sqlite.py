@@ -31,6 +31,9 @@ from channel_node.store.base import (
     ChannelWrite,
     Charge,
     Cursor,
+    ExactRecord,
+    ExactStatus,
+    ExactWrite,
     OutboxItem,
     OutboxKind,
     OutboxRow,
@@ -38,12 +41,15 @@ from channel_node.store.base import (
     OutboxUpdate,
     PaymentLookup,
     Pin,
+    RecordOutcome,
     StaleWrite,
     StoredChannel,
     StoreError,
     StoreLocked,
     StoreMismatch,
+    exact_outbox_item,
     fulfilled,
+    record_outcome,
 )
 
 MAX_BATCH = 512  # writes per transaction; bounds the time a batch holds the write lock
@@ -325,6 +331,82 @@ class SQLiteStore:
         assert isinstance(done, int)
         return done
 
+    # ------------------------------------------------------------------ x402 `exact` sales
+
+    async def record_exact(self, write: ExactWrite) -> tuple[ExactRecord, RecordOutcome]:
+        key = write.key
+
+        def apply(connection: sqlite3.Connection) -> tuple[ExactRecord, RecordOutcome]:
+            row = connection.execute(
+                f"SELECT {_EXACT_COLUMNS} FROM exact_payments WHERE token = ? AND payer = ? AND nonce = ?",
+                (write.token, write.payer, write.nonce),
+            ).fetchone()
+            if row is not None:
+                existing = _row_to_exact(row)
+                return existing, record_outcome(existing, write)
+            now = int(time.time())
+            connection.execute(
+                "INSERT INTO exact_payments (auth_key, token, payer, nonce, receiver, value, valid_after, valid_before, "
+                "signature, resource, price, status, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, write.token, write.payer, write.nonce, write.receiver, str(write.value), str(write.valid_after),
+                 str(write.valid_before), write.signature, write.resource, str(write.price), ExactStatus.HELD.value,
+                 write.at, now),
+            )  # fmt: skip
+            _enqueue(connection, key, exact_outbox_item(write), now)  # the same transaction
+            created = connection.execute(
+                f"SELECT {_EXACT_COLUMNS} FROM exact_payments WHERE auth_key = ?", (key,)
+            ).fetchone()
+            return _row_to_exact(created), RecordOutcome.RECORDED
+
+        outcome = await self._submit(apply)
+        assert isinstance(outcome, tuple)
+        return outcome
+
+    async def exact_payment(self, key: bytes) -> ExactRecord | None:
+        row = self._read.execute(f"SELECT {_EXACT_COLUMNS} FROM exact_payments WHERE auth_key = ?", (key,)).fetchone()
+        return _row_to_exact(row) if row else None
+
+    async def finish_exact(
+        self, key: bytes, status: ExactStatus, tx_hash: bytes | None = None, block_number: int | None = None,
+        gas_used: int | None = None, error: str | None = None,
+    ) -> bool:
+        if status == ExactStatus.HELD:
+            return False
+        closed = OutboxStatus.DONE if status == ExactStatus.CONFIRMED else OutboxStatus.ABANDONED
+
+        def apply(connection: sqlite3.Connection) -> bool:
+            now = int(time.time())
+            cursor = connection.execute(
+                "UPDATE exact_payments SET status = ?, tx_hash = ?, block_number = ?, gas_used = ?, error = ?, "
+                "updated_at = ? WHERE auth_key = ? AND status = ?",
+                (status.value, tx_hash, block_number, gas_used, error, now, key, ExactStatus.HELD.value),
+            )
+            if cursor.rowcount != 1:
+                return False
+            connection.execute(
+                f"UPDATE outbox SET status = ?, note = ?, updated_at = ? WHERE channel_id = ? AND kind = ? "
+                f"AND status IN {_OPEN_SQL}",
+                (closed.value, error or status.value, now, key, OutboxKind.TRANSFER_AUTHORIZATION.value),
+            )
+            return True
+
+        return bool(await self._submit(apply))
+
+    async def serve_exact(self, key: bytes) -> bool:
+        def apply(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "UPDATE exact_payments SET served = 1, updated_at = ? WHERE auth_key = ? AND status = ? AND served = 0",
+                (int(time.time()), key, ExactStatus.CONFIRMED.value),
+            )
+            return cursor.rowcount == 1
+
+        return bool(await self._submit(apply))
+
+    async def exact_held(self) -> int:
+        row = self._read.execute("SELECT COUNT(*) FROM exact_payments WHERE status = ?", (ExactStatus.HELD.value,)).fetchone()
+        return int(row[0])
+
     async def _submit(self, work: Work) -> object:
         """Hands `work` to the writer thread and returns its outcome (or raises its failure)."""
         if self._thread is None:
@@ -489,6 +571,22 @@ def _row_to_outbox(row: tuple[Any, ...]) -> OutboxRow:
         row_id, channel_id, OutboxKind(kind), int(amount), signature, deadline, OutboxStatus(status), tx_hash, raw_tx, nonce,
         int(max_fee) if max_fee is not None else None, int(priority_fee) if priority_fee is not None else None,
         sent_at, attempts, note, int(voucher_amount) if voucher_amount is not None else None,
+    )  # fmt: skip
+
+
+_EXACT_COLUMNS = (
+    "auth_key, token, payer, nonce, receiver, value, valid_after, valid_before, signature, resource, price, status, "
+    "tx_hash, block_number, gas_used, error, served, created_at"
+)
+
+
+def _row_to_exact(row: tuple[Any, ...]) -> ExactRecord:
+    (key, token, payer, nonce, receiver, value, valid_after, valid_before, signature, resource, price, status,
+     tx_hash, block_number, gas_used, error, served, created_at) = row  # fmt: skip
+    return ExactRecord(
+        bytes(key), bytes(token), bytes(payer), bytes(nonce), bytes(receiver), int(value), int(valid_after),
+        int(valid_before), bytes(signature), resource, int(price), ExactStatus(status),
+        bytes(tx_hash) if tx_hash is not None else None, block_number, gas_used, error, bool(served), created_at,
     )  # fmt: skip
 
 

@@ -665,6 +665,13 @@ function refreshPaywall(terms) {
   const record = load(terms);
   const open = record && record.status === "open";
   const deposit = $("channel-deposit-row");
+  if (terms.asset !== ZERO_ADDRESS) {
+    // This script opens ETH channels only: a token-priced site is paid here with the exact button,
+    // or with the channel-node wallet for a channel.
+    button.hidden = true;
+    if (deposit) deposit.hidden = true;
+    return;
+  }
   if (deposit) deposit.hidden = Boolean(open);
   button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
 }

@@ -3803,6 +3803,11 @@ var ChannelWallet = (() => {
     const record = load(terms);
     const open = record && record.status === "open";
     const deposit = $("channel-deposit-row");
+    if (terms.asset !== ZERO_ADDRESS) {
+      button.hidden = true;
+      if (deposit) deposit.hidden = true;
+      return;
+    }
     if (deposit) deposit.hidden = Boolean(open);
     button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
   }

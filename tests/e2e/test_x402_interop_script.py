@@ -36,8 +36,12 @@ def test_interop_script_prints_the_figures_on_one_line(tmp_path):
     assert result.returncode == 0, (report, (tmp_path / "node.log").read_text()[-2000:])
     assert set(report) >= {"sdk_python_paid", "sdk_ts_paid", "wallet_paid_sdk_server", "replays_refused", "gas_per_exact_sale"}
     assert report["sdk_python_paid"] == ARTICLES and report["sdk_ts_paid"] == ARTICLES
-    assert report["replays_refused"] == 2
+    wallet = report["wallet_paid_sdk_server"]
+    # One replay per client that ran: both SDKs, and our wallet against the SDK's site once it is merged.
+    assert report["replays_refused"] == 2 + (wallet is not None)
     assert 40_000 <= report["gas_per_exact_sale"] <= 100_000  # one transferWithAuthorization (docs/gas.json: 65,141)
     assert "problems" not in report
-    wallet = report["wallet_paid_sdk_server"]
-    assert wallet is None and report["notes"]["wallet_paid_sdk_server"] or isinstance(wallet, int) and wallet > 0
+    if wallet is None:
+        assert report["notes"]["wallet_paid_sdk_server"].startswith("not measured: missing")
+    else:
+        assert wallet == ARTICLES

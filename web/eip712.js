@@ -272,3 +272,96 @@ export function paymentSignature(network, contract, channel, amount, signature, 
   accepted.extra = { contract };
   return encodeHeader({ x402Version: 2, accepted, payload });
 }
+
+// ------------------------------------------------------------------ x402 `exact` (EIP-3009)
+// The token's own EIP-712 domain (name and version from the offer's `extra`, the token as the
+// verifying contract) and TransferWithAuthorization, byte-identical to
+// src/channel_node/signing/eip3009.py (docs/protocol.md, "The `exact` scheme (wire)").
+
+export const TRANSFER_WITH_AUTHORIZATION_TYPEHASH = typehash(
+  "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)",
+);
+
+/** domain: {name, version, chainId, verifyingContract} of the token. */
+export function tokenDomainSeparator(domain) {
+  return keccak_256(
+    concatBytes(
+      DOMAIN_TYPEHASH,
+      typehash(domain.name),
+      typehash(domain.version),
+      word(domain.chainId),
+      addressWord(domain.verifyingContract),
+    ),
+  );
+}
+
+/** auth: {from, to, value, validAfter, validBefore, nonce} (numbers as decimal strings or bigints). */
+export function transferAuthorizationDigest(domain, auth) {
+  const struct = keccak_256(
+    concatBytes(
+      TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+      addressWord(auth.from),
+      addressWord(auth.to),
+      word(auth.value),
+      word(auth.validAfter),
+      word(auth.validBefore),
+      bytes32(auth.nonce),
+    ),
+  );
+  return keccak_256(concatBytes(new Uint8Array([0x19, 0x01]), tokenDomainSeparator(domain), struct));
+}
+
+/** What the reader's wallet signs with eth_signTypedData_v4: the same digest. */
+export function transferAuthorizationTypedData(domain, auth) {
+  return {
+    types: {
+      EIP712Domain: [
+        { name: "name", type: "string" },
+        { name: "version", type: "string" },
+        { name: "chainId", type: "uint256" },
+        { name: "verifyingContract", type: "address" },
+      ],
+      TransferWithAuthorization: [
+        { name: "from", type: "address" },
+        { name: "to", type: "address" },
+        { name: "value", type: "uint256" },
+        { name: "validAfter", type: "uint256" },
+        { name: "validBefore", type: "uint256" },
+        { name: "nonce", type: "bytes32" },
+      ],
+    },
+    primaryType: "TransferWithAuthorization",
+    domain: {
+      name: domain.name,
+      version: domain.version,
+      chainId: Number(domain.chainId),
+      verifyingContract: checksumAddress(domain.verifyingContract),
+    },
+    message: authorizationJson(auth),
+  };
+}
+
+/** payload.authorization as written: EIP-55 addresses, decimal numbers, 0x-hex nonce. */
+export function authorizationJson(auth) {
+  return {
+    from: checksumAddress(auth.from),
+    to: checksumAddress(auth.to),
+    value: BigInt(auth.value).toString(),
+    validAfter: BigInt(auth.validAfter).toString(),
+    validBefore: BigInt(auth.validBefore).toString(),
+    nonce: toHex(bytes32(auth.nonce)),
+  };
+}
+
+/** An `exact` PAYMENT-SIGNATURE: `accepted` is the offer's entry echoed verbatim, `resource` the 402's. */
+export function exactPaymentSignature(accepted, auth, signature, resource) {
+  const raw = typeof signature === "string" ? hexToBytes(signature) : signature;
+  if (raw.length !== 65) throw new Error("an authorization signature is 65 bytes");
+  const document = { x402Version: 2, payload: { authorization: authorizationJson(auth), signature: toHex(raw) }, accepted };
+  if (resource) document.resource = resource;
+  return encodeHeader(document);
+}
+
+export function encodeBalanceOf(address) {
+  return toHex(concatBytes(selector("balanceOf(address)"), addressWord(address)));
+}

@@ -5,6 +5,10 @@
 // reader chooses), top-up and close. At open, this script generates a voucher key in the browser and
 // names it the channel's voucher signer; the key stays in localStorage and signs each unlock's
 // voucher here, with no wallet pop-up. The paid content replaces the paywall in place.
+//
+// When the offer also lists x402's `exact` scheme, a second button pays just this page: the reader's
+// wallet signs one EIP-3009 TransferWithAuthorization (eth_signTypedData_v4) for exactly the price,
+// the page retries with it, and the site submits the transfer (the reader sends no transaction).
 
 import {
   ZERO_ADDRESS,
@@ -17,7 +21,9 @@ import {
   decodeHeader,
   encodeCloseCooperative,
   encodeDepositEth,
+  encodeBalanceOf,
   encodeGetChannel,
+  exactPaymentSignature,
   formatUnits,
   hexToBytes,
   parseUnits,
@@ -26,6 +32,8 @@ import {
   recoverAddress,
   signDigest,
   toHex,
+  transferAuthorizationDigest,
+  transferAuthorizationTypedData,
   voucherDigest,
 } from "./eip712.js";
 
@@ -392,6 +400,144 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
   throw new Error("the node did not accept the payment; try again later");
 }
 
+// ------------------------------------------------------------------ x402 `exact`: one signature per page
+
+// The longest an authorization signed here stays valid, whatever the site allows: a site that never
+// submits it cannot hold the reader's signature longer than this (docs/browser.md, "The exact unlock").
+const MAX_EXACT_WINDOW = 600;
+const EXACT_PENDING_RETRIES = 20;
+
+/** The `exact` entry of a 402 document, checked, or null when the offer lists none. */
+export function exactTermsOf(offer) {
+  const accepted = (offer.accepts || []).find((entry) => entry && entry.scheme === "exact");
+  if (!accepted) return null;
+  const match = /^eip155:(\d+)$/.exec(accepted.network);
+  if (!match) throw new Error(`unsupported network ${accepted.network}`);
+  const extra = accepted.extra || {};
+  if (typeof extra.name !== "string" || typeof extra.version !== "string") {
+    throw new Error("the exact offer names no token domain (extra.name, extra.version)");
+  }
+  if (typeof accepted.amount !== "string" || !/^[0-9]{1,78}$/.test(accepted.amount)) throw new Error("the exact offer has no amount");
+  const timeout = accepted.maxTimeoutSeconds;
+  if (!Number.isSafeInteger(timeout) || timeout <= 0) throw new Error("the exact offer has no maxTimeoutSeconds");
+  return {
+    accepted, // echoed verbatim in the payment: the site compares its strings
+    network: accepted.network,
+    chainId: BigInt(match[1]),
+    asset: checksumAddress(accepted.asset),
+    payTo: checksumAddress(accepted.payTo),
+    price: BigInt(accepted.amount),
+    name: extra.name,
+    version: extra.version,
+    window: Math.min(timeout, MAX_EXACT_WINDOW),
+    resource: offer.resource || null,
+  };
+}
+
+const exactKey = (terms) => `${STORAGE_PREFIX}exact:${terms.chainId}:${terms.asset}:${terms.payTo}`.toLowerCase();
+
+/** The authorizations this browser signed for a site (spent money from the moment they are signed). */
+export function exactRecords(terms) {
+  const raw = localStorage.getItem(exactKey(terms));
+  return raw ? JSON.parse(raw) : [];
+}
+
+function saveExact(terms, entry) {
+  const records = exactRecords(terms).filter((r) => r.nonce !== entry.nonce);
+  records.push(entry);
+  localStorage.setItem(exactKey(terms), JSON.stringify(records.slice(-200)));
+}
+
+/** Pays `url` with one signed transfer of exactly the price: {response, receipt, text} or throws
+ * with the site's code. The reader's wallet signs typed data only; the site sends the transaction. */
+export async function payExact(terms, url) {
+  const target = new URL(url, location.href);
+  const path = target.pathname + target.search;
+  const payer = await connect(terms);
+  const balance = BigInt(await rpc("eth_call", [{ to: terms.asset, data: encodeBalanceOf(payer) }, "latest"]));
+  if (balance < terms.price) {
+    throw Object.assign(new Error(`your balance of token ${terms.asset} (${balance}) is below the price (${terms.price})`),
+      { code: "insufficient_balance" });
+  }
+  const domain = { name: terms.name, version: terms.version, chainId: terms.chainId, verifyingContract: terms.asset };
+  const auth = {
+    from: payer,
+    to: terms.payTo,
+    value: terms.price,
+    validAfter: 0n,
+    validBefore: BigInt(Math.floor(Date.now() / 1000) + terms.window),
+    nonce: toHex(crypto.getRandomValues(new Uint8Array(32))),
+  };
+  const signature = await rpc("eth_signTypedData_v4", [payer, JSON.stringify(transferAuthorizationTypedData(domain, auth))]);
+  if (recoverAddress(transferAuthorizationDigest(domain, auth), signature).toLowerCase() !== payer.toLowerCase()) {
+    throw new Error("the wallet's typed-data signature does not match the transfer authorization");
+  }
+  const entry = {
+    path, nonce: auth.nonce, value: terms.price.toString(), validBefore: auth.validBefore.toString(),
+    status: "signed", transaction: null, at: Date.now(),
+  };
+  saveExact(terms, entry); // recorded before it leaves the page: what was signed is known after a crash
+  const header = exactPaymentSignature(terms.accepted, auth, signature, terms.resource);
+  for (let attempt = 0; attempt < EXACT_PENDING_RETRIES; attempt++) {
+    const response = await fetch(url, {
+      headers: { "PAYMENT-SIGNATURE": header, Accept: "*/*" },
+      cache: "no-store",
+      redirect: "manual",
+    });
+    if (response.type === "opaqueredirect" || (response.status >= 300 && response.status < 400)) {
+      throw Object.assign(new Error("the site answered the payment with a redirect: not following it"), { code: "redirected" });
+    }
+    if (response.ok) {
+      const receiptHeader = response.headers.get("PAYMENT-RESPONSE");
+      const receipt = receiptHeader ? decodeHeader(receiptHeader) : {};
+      const text = await response.text();
+      Object.assign(entry, { status: receipt.success ? "paid" : "served", transaction: receipt.transaction || null });
+      saveExact(terms, entry);
+      return { response, receipt, text };
+    }
+    const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
+    if (!requiredHeader) throw new Error(`the site answered ${response.status}`);
+    const refusal = decodeHeader(requiredHeader);
+    // Still settling: the same header is the same payment (docs/protocol.md); ask again with it.
+    if (refusal.error === "settlement_pending" && BigInt(Math.floor(Date.now() / 1000)) < auth.validBefore) {
+      await sleep(1500);
+      continue;
+    }
+    Object.assign(entry, { status: "refused", error: refusal.error });
+    saveExact(terms, entry);
+    throw Object.assign(new Error(`payment refused: ${refusal.error} ${refusal.message || ""}`), { code: refusal.error });
+  }
+  throw Object.assign(new Error("the site has not settled the payment yet: reload the page in a moment"), { code: "settlement_pending" });
+}
+
+function amountOf(value, asset) {
+  return asset.toLowerCase() === ZERO_ADDRESS ? eth(value) : `${value} units of token ${asset}`;
+}
+
+async function unlockExact(exact) {
+  if (busy) return;
+  busy = true;
+  for (const button of document.querySelectorAll("#channel-paywall button, #channel-wallet button")) button.disabled = true;
+  setStatus("Sign the payment in your wallet ...");
+  try {
+    const { receipt, text } = await payExact(exact, location.href);
+    showContent(text);
+    const note = element(
+      "p",
+      { id: "channel-exact-receipt", "data-transaction": receipt.transaction || "" },
+      `Paid ${amountOf(exact.price, exact.asset)} with one signature`,
+      receipt.transaction ? ` (transaction ${receipt.transaction}).` : ".",
+    );
+    document.body.append(element("aside", { id: "channel-exact" }, note));
+  } catch (error) {
+    console.error(error);
+    setStatus(error.message || String(error), "error");
+  } finally {
+    busy = false;
+    for (const button of document.querySelectorAll("#channel-paywall button, #channel-wallet button")) button.disabled = false;
+  }
+}
+
 // ------------------------------------------------------------------ page
 
 const $ = (id) => document.getElementById(id);
@@ -519,6 +665,13 @@ function refreshPaywall(terms) {
   const record = load(terms);
   const open = record && record.status === "open";
   const deposit = $("channel-deposit-row");
+  if (terms.asset !== ZERO_ADDRESS) {
+    // This script opens ETH channels only: a token-priced site is paid here with the exact button,
+    // or with the channel-node wallet for a channel.
+    button.hidden = true;
+    if (deposit) deposit.hidden = true;
+    return;
+  }
   if (deposit) deposit.hidden = Boolean(open);
   button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
 }
@@ -526,7 +679,11 @@ function refreshPaywall(terms) {
 export function start() {
   const data = $("channel-offer");
   if (!data) return;
-  const terms = termsOf(JSON.parse(data.textContent));
+  const offer = JSON.parse(data.textContent);
+  const exact = exactTermsOf(offer);
+  const exactButton = $("channel-exact-unlock");
+  if (exactButton && exact) exactButton.addEventListener("click", () => unlockExact(exact));
+  const terms = termsOf(offer);
   const depositInput = $("channel-deposit");
   if (depositInput && !depositInput.value) {
     const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;

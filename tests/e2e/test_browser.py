@@ -5,10 +5,14 @@ A test EIP-1193 provider is injected into every page: it forwards JSON-RPC to th
 loopback endpoint and has transactions and typed data signed in Python with the dev reader's
 (public) key. The reader opens a channel, unlocks three articles, tops up, reloads one and reads it again
 without paying, then closes the channel. Screenshots of each step: tests/artifacts/browser/.
+
+On a site priced in DemoDollar with x402's `exact` offered too (`channel-node dev --token`), the
+reader unlocks two articles with one typed-data signature each and sends no transaction.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -121,11 +125,10 @@ class DevWallet:
         return "0x" + signed.signature.hex().removeprefix("0x")
 
 
-@pytest.fixture
-def dev_node(tmp_path):
+def _start_dev(tmp_path, *extra: str):
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "browser_dev.py"), "dev", "--port", "0", "--rpc-port", "0",
-         "--data-dir", str(tmp_path), "--log-format", "json"],
+         "--data-dir", str(tmp_path), "--log-format", "json", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []
@@ -137,11 +140,23 @@ def dev_node(tmp_path):
         text = "\n".join(lines)
         base = re.search(r"^serving (http://\S+)", text, re.M)
         rpc = re.search(r"JSON-RPC at (http://[0-9.]+:[0-9]+)", text)
+        token = re.search(r"^token\s+(0x[0-9a-fA-F]{40})", text, re.M)
         assert base and rpc, text
-        yield base.group(1), rpc.group(1)
+        yield base.group(1), rpc.group(1), token.group(1) if token else None
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def dev_node(tmp_path):
+    for base, rpc, _ in _start_dev(tmp_path):
+        yield base, rpc
+
+
+@pytest.fixture
+def dev_token_node(tmp_path):
+    yield from _start_dev(tmp_path, "--token")
 
 
 def _shot(page, name: str) -> None:
@@ -189,6 +204,7 @@ def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
             expect(page.locator("#channel-unlock")).to_have_text("Open a channel and unlock for 0.00002 ETH")
             expect(page.locator("#channel-price")).to_have_text("0.00002 ETH")
             expect(page.locator("#channel-deposit")).to_have_value("0.001")  # 50 prices suggested
+            expect(page.locator("#channel-exact-unlock")).to_have_count(0)  # an ETH site offers no exact
             _shot(page, "01-paywall")
 
             # 2. Open with a deposit the reader chooses, and unlock the first article in place.
@@ -255,3 +271,81 @@ def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
         fees += receipt["gasUsed"] * receipt["effectiveGasPrice"]
     assert balance_before - w3.eth.get_balance(reader.address) == 3 * PRICE + fees
     assert elapsed < 120, f"the browser flow took {elapsed:.0f} s"
+
+
+def test_exact_unlock_with_one_signature_per_article_in_chromium(dev_token_node):
+    _need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _need(False, "the playwright Python package is missing (pip install -e '.[dev]')")
+    from web3 import HTTPProvider, Web3
+
+    from channel_node.chain.artifacts import demo_dollar_artifact
+    from channel_node.dev.devchain import DevChain
+    from channel_node.dev.stack import TOKEN_ARTICLE_PRICE
+
+    base, rpc_url, token = dev_token_node
+    assert token is not None
+    chain_accounts = DevChain().accounts  # the dev chain's well-known keys: the same in every run
+    reader, publisher = chain_accounts[2], chain_accounts[1]
+    wallet = DevWallet(rpc_url, reader.private_key)
+    w3 = Web3(HTTPProvider(rpc_url))
+    dollar = w3.eth.contract(address=token, abi=demo_dollar_artifact().abi)
+    eth_before = w3.eth.get_balance(reader.address)
+    reader_before = dollar.functions.balanceOf(reader.address).call()
+    publisher_before = dollar.functions.balanceOf(publisher.address).call()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    price_text = f"{TOKEN_ARTICLE_PRICE} units of token {token}"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1000, "height": 800})
+            context.expose_function("__devWalletCall", wallet.call)
+            context.expose_function("__devSignTransaction", wallet.sign_transaction)
+            context.expose_function("__devSignTypedData", wallet.sign_typed_data)
+            context.add_init_script(PROVIDER % {"rpc": json.dumps(rpc_url), "account": json.dumps(reader.address)})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            expect.set_options(timeout=30_000)
+
+            titles = ["Why micropayments finally work", "Payment channels in five minutes"]
+            transactions = []
+            for n, (path, title) in enumerate(zip(ARTICLES[:2], titles, strict=True), start=1):
+                response = page.goto(base + path)
+                assert response.status == 402
+                offer = json.loads(base64.b64decode(response.headers["payment-required"]))
+                assert [entry["scheme"] for entry in offer["accepts"]] == ["channel", "exact"]
+                expect(page.locator("#channel-exact-unlock")).to_have_text(f"Unlock with one signature for {price_text}")
+                # The page's script opens ETH channels only: on a token site its channel button is hidden.
+                expect(page.locator("#channel-unlock")).to_be_hidden()
+                if n == 1:
+                    _shot(page, "11-exact-paywall")
+                page.click("#channel-exact-unlock")
+                expect(page.locator("#channel-content h1")).to_have_text(title)
+                receipt = page.locator("#channel-exact-receipt")
+                expect(receipt).to_contain_text(f"Paid {price_text} with one signature")
+                transactions.append(receipt.get_attribute("data-transaction"))
+                _shot(page, f"1{n + 1}-exact-unlocked-article-{n}")
+                assert wallet.calls.count("eth_signTypedData_v4") == n
+            assert "eth_sendTransaction" not in wallet.calls  # the reader sends no transaction
+            stored = page.evaluate("""() => JSON.parse(localStorage.getItem(Object.keys(localStorage)
+                .find(k => k.startsWith("channel-node:v1:exact:"))))""")
+            assert [(r["path"], r["status"], r["value"]) for r in stored] == [
+                (path, "paid", str(TOKEN_ARTICLE_PRICE)) for path in ARTICLES[:2]
+            ]
+            assert [r["transaction"] for r in stored] == transactions
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+    # On chain: each article is one mined transfer of exactly the price to the publisher; the
+    # reader's ETH is untouched (the node paid the gas).
+    for tx in transactions:
+        assert w3.eth.get_transaction_receipt(tx)["status"] == 1
+    assert len(set(transactions)) == 2
+    assert publisher_before + 2 * TOKEN_ARTICLE_PRICE == dollar.functions.balanceOf(publisher.address).call()
+    assert reader_before - 2 * TOKEN_ARTICLE_PRICE == dollar.functions.balanceOf(reader.address).call()
+    assert w3.eth.get_balance(reader.address) == eth_before

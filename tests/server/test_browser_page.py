@@ -170,3 +170,18 @@ def test_without_a_headline_the_page_names_the_resource_and_a_relative_url_is_de
     page = paywall_page(document(url="/articles/a.html"), "plain fallback")
     assert "<title>an &lt;article&gt;</title>" in page and '<p class="channel-teaser">plain fallback</p>' in page
     assert "channel-headline" not in page and "<var>this page's address</var>" in page
+
+
+def test_exact_button_only_when_the_offer_lists_exact():
+    from channel_node.wire.exact import exact_accepts
+
+    channel_only = document()
+    assert 'id="channel-exact-unlock"' not in paywall_page(channel_only, "")
+    both = {**channel_only, "accepts": [*channel_only["accepts"], dict(exact_accepts(
+        "eip155:31337", "0x" + "11" * 20, OFFER.pay_to, 20_000, 120, "DemoDollar <b>", "1"))]}  # fmt: skip
+    page = paywall_page(both, "")
+    token = "0x1111111111111111111111111111111111111111"
+    assert f'id="channel-exact-unlock" type="button">Unlock with one signature for 20000 base units of token {token}<' in page
+    assert 'id="channel-unlock"' in page  # the channel button stays beside it
+    assert embedded_offer(page) == both  # the script reads the exact entry from the embedded offer
+    assert "<b>" not in page.split('id="channel-offer"')[0]

@@ -4,7 +4,9 @@ browser wallet script it loads from `/_channel/wallet.js`.
 The machine-readable protocol is unchanged: the HTML page is only the body of the same 402, which
 still carries `PAYMENT-REQUIRED`; the offer is also embedded in the page as JSON for the script.
 The script (built from web/ by scripts/build_wallet_js.py) opens, tops up and closes a channel with
-the reader's EIP-1193 wallet and signs each voucher in the page with a key of its own.
+the reader's EIP-1193 wallet and signs each voucher in the page with a key of its own. When the offer
+also lists x402's `exact` scheme, the page has a second button: the reader's wallet signs one EIP-3009
+transfer of exactly the price for this page (docs/browser.md, "The exact unlock").
 """
 
 from __future__ import annotations
@@ -95,6 +97,27 @@ def _terminal_alternative(resource: Mapping[str, Any]) -> str:
     )
 
 
+def _exact_entry(offer_document: OfferDocument) -> Mapping[str, Any] | None:
+    for entry in offer_document.get("accepts") or ():
+        if isinstance(entry, Mapping) and entry.get("scheme") == "exact":
+            return entry
+    return None
+
+
+def exact_unlock_html(offer_document: OfferDocument, asset: Asset | None = None) -> str:
+    """The one-signature `exact` button, or "" when the offer does not list the scheme; `asset`
+    names the price's unit as for the channel button."""
+    entry = _exact_entry(offer_document)
+    if entry is None:
+        return ""
+    price = html.escape(format_amount(int(entry["amount"]), entry.get("asset") or ZERO_ADDRESS, asset))
+    return f"""<div id="channel-exact-row">
+<p>Or pay for this page alone: your wallet signs one transfer of exactly {price} to the site, which
+sends it (x402 <code>exact</code>: no deposit, no transaction from you).</p>
+<p><button id="channel-exact-unlock" type="button">Unlock with one signature for {price}</button></p>
+</div>"""
+
+
 def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None = None) -> str:
     """The HTML body of a 402 for a browser: `offer_document` is the JSON the node sends in
     `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text, a
@@ -130,6 +153,7 @@ lock once for this site; what you do not spend comes back when you close.</p>
 {notice}
 <p id="channel-deposit-row"><label>Deposit <input id="channel-deposit" inputmode="decimal" size="10"> ETH</label></p>
 <p><button id="channel-unlock" type="button">Unlock for {esc(price)}</button></p>
+{exact_unlock_html(offer_document, asset)}
 <p id="channel-status" role="status"></p>
 {_terminal_alternative(resource)}
 <noscript><p>Paying here needs JavaScript and an Ethereum wallet (EIP-1193, such as MetaMask), or the
@@ -294,6 +318,7 @@ __all__ = [
     "Teaser",
     "add_browser_routes",
     "browser_instructions",
+    "exact_unlock_html",
     "format_amount",
     "html_402",
     "paywall_page",

@@ -28,12 +28,14 @@ var ChannelWallet = (() => {
     DOMAIN_NAME: () => DOMAIN_NAME,
     DOMAIN_TYPEHASH: () => DOMAIN_TYPEHASH,
     DOMAIN_VERSION: () => DOMAIN_VERSION,
+    TRANSFER_WITH_AUTHORIZATION_TYPEHASH: () => TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
     VOUCHER_TYPEHASH: () => VOUCHER_TYPEHASH,
     ZERO_ADDRESS: () => ZERO_ADDRESS,
     acceptedCharged: () => acceptedCharged,
     addressBytes: () => addressBytes,
     addressOfKey: () => addressOfKey,
     addressOfPublicKey: () => addressOfPublicKey,
+    authorizationJson: () => authorizationJson,
     bookOf: () => bookOf,
     channelId: () => channelId,
     channelStructHash: () => channelStructHash,
@@ -44,10 +46,14 @@ var ChannelWallet = (() => {
     decodeGetChannel: () => decodeGetChannel,
     decodeHeader: () => decodeHeader,
     domainSeparator: () => domainSeparator,
+    encodeBalanceOf: () => encodeBalanceOf,
     encodeCloseCooperative: () => encodeCloseCooperative,
     encodeDepositEth: () => encodeDepositEth,
     encodeGetChannel: () => encodeGetChannel,
     encodeHeader: () => encodeHeader,
+    exactPaymentSignature: () => exactPaymentSignature,
+    exactRecords: () => exactRecords,
+    exactTermsOf: () => exactTermsOf,
     formatUnits: () => formatUnits,
     hashTypedData: () => hashTypedData,
     hexToBytes: () => hexToBytes3,
@@ -57,6 +63,7 @@ var ChannelWallet = (() => {
     onStatedCharged: () => onStatedCharged,
     openChannel: () => openChannel,
     parseUnits: () => parseUnits,
+    payExact: () => payExact,
     payFor: () => payFor,
     paymentSignature: () => paymentSignature,
     randomSecretKey: () => randomSecretKey,
@@ -66,7 +73,10 @@ var ChannelWallet = (() => {
     storageKey: () => storageKey,
     termsOf: () => termsOf,
     toHex: () => toHex,
+    tokenDomainSeparator: () => tokenDomainSeparator,
     topUp: () => topUp,
+    transferAuthorizationDigest: () => transferAuthorizationDigest,
+    transferAuthorizationTypedData: () => transferAuthorizationTypedData,
     trustSite: () => trustSite,
     trusted: () => trusted,
     voucherDigest: () => voucherDigest,
@@ -3123,6 +3133,82 @@ var ChannelWallet = (() => {
     accepted.extra = { contract };
     return encodeHeader({ x402Version: 2, accepted, payload });
   }
+  var TRANSFER_WITH_AUTHORIZATION_TYPEHASH = typehash(
+    "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+  );
+  function tokenDomainSeparator(domain) {
+    return keccak_256(
+      concatBytes(
+        DOMAIN_TYPEHASH,
+        typehash(domain.name),
+        typehash(domain.version),
+        word(domain.chainId),
+        addressWord(domain.verifyingContract)
+      )
+    );
+  }
+  function transferAuthorizationDigest(domain, auth) {
+    const struct = keccak_256(
+      concatBytes(
+        TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+        addressWord(auth.from),
+        addressWord(auth.to),
+        word(auth.value),
+        word(auth.validAfter),
+        word(auth.validBefore),
+        bytes32(auth.nonce)
+      )
+    );
+    return keccak_256(concatBytes(new Uint8Array([25, 1]), tokenDomainSeparator(domain), struct));
+  }
+  function transferAuthorizationTypedData(domain, auth) {
+    return {
+      types: {
+        EIP712Domain: [
+          { name: "name", type: "string" },
+          { name: "version", type: "string" },
+          { name: "chainId", type: "uint256" },
+          { name: "verifyingContract", type: "address" }
+        ],
+        TransferWithAuthorization: [
+          { name: "from", type: "address" },
+          { name: "to", type: "address" },
+          { name: "value", type: "uint256" },
+          { name: "validAfter", type: "uint256" },
+          { name: "validBefore", type: "uint256" },
+          { name: "nonce", type: "bytes32" }
+        ]
+      },
+      primaryType: "TransferWithAuthorization",
+      domain: {
+        name: domain.name,
+        version: domain.version,
+        chainId: Number(domain.chainId),
+        verifyingContract: checksumAddress(domain.verifyingContract)
+      },
+      message: authorizationJson(auth)
+    };
+  }
+  function authorizationJson(auth) {
+    return {
+      from: checksumAddress(auth.from),
+      to: checksumAddress(auth.to),
+      value: BigInt(auth.value).toString(),
+      validAfter: BigInt(auth.validAfter).toString(),
+      validBefore: BigInt(auth.validBefore).toString(),
+      nonce: toHex(bytes32(auth.nonce))
+    };
+  }
+  function exactPaymentSignature(accepted, auth, signature, resource) {
+    const raw = typeof signature === "string" ? hexToBytes3(signature) : signature;
+    if (raw.length !== 65) throw new Error("an authorization signature is 65 bytes");
+    const document2 = { x402Version: 2, payload: { authorization: authorizationJson(auth), signature: toHex(raw) }, accepted };
+    if (resource) document2.resource = resource;
+    return encodeHeader(document2);
+  }
+  function encodeBalanceOf(address) {
+    return toHex(concatBytes(selector("balanceOf(address)"), addressWord(address)));
+  }
 
   // web/ledger.js
   var big = (value) => BigInt(value ?? 0);
@@ -3470,6 +3556,135 @@ var ChannelWallet = (() => {
     }
     throw new Error("the node did not accept the payment; try again later");
   }
+  var MAX_EXACT_WINDOW = 600;
+  var EXACT_PENDING_RETRIES = 20;
+  function exactTermsOf(offer) {
+    const accepted = (offer.accepts || []).find((entry) => entry && entry.scheme === "exact");
+    if (!accepted) return null;
+    const match = /^eip155:(\d+)$/.exec(accepted.network);
+    if (!match) throw new Error(`unsupported network ${accepted.network}`);
+    const extra = accepted.extra || {};
+    if (typeof extra.name !== "string" || typeof extra.version !== "string") {
+      throw new Error("the exact offer names no token domain (extra.name, extra.version)");
+    }
+    if (typeof accepted.amount !== "string" || !/^[0-9]{1,78}$/.test(accepted.amount)) throw new Error("the exact offer has no amount");
+    const timeout = accepted.maxTimeoutSeconds;
+    if (!Number.isSafeInteger(timeout) || timeout <= 0) throw new Error("the exact offer has no maxTimeoutSeconds");
+    return {
+      accepted,
+      // echoed verbatim in the payment: the site compares its strings
+      network: accepted.network,
+      chainId: BigInt(match[1]),
+      asset: checksumAddress(accepted.asset),
+      payTo: checksumAddress(accepted.payTo),
+      price: BigInt(accepted.amount),
+      name: extra.name,
+      version: extra.version,
+      window: Math.min(timeout, MAX_EXACT_WINDOW),
+      resource: offer.resource || null
+    };
+  }
+  var exactKey = (terms) => `${STORAGE_PREFIX}exact:${terms.chainId}:${terms.asset}:${terms.payTo}`.toLowerCase();
+  function exactRecords(terms) {
+    const raw = localStorage.getItem(exactKey(terms));
+    return raw ? JSON.parse(raw) : [];
+  }
+  function saveExact(terms, entry) {
+    const records = exactRecords(terms).filter((r) => r.nonce !== entry.nonce);
+    records.push(entry);
+    localStorage.setItem(exactKey(terms), JSON.stringify(records.slice(-200)));
+  }
+  async function payExact(terms, url) {
+    const target = new URL(url, location.href);
+    const path = target.pathname + target.search;
+    const payer = await connect(terms);
+    const balance = BigInt(await rpc("eth_call", [{ to: terms.asset, data: encodeBalanceOf(payer) }, "latest"]));
+    if (balance < terms.price) {
+      throw Object.assign(
+        new Error(`your balance of token ${terms.asset} (${balance}) is below the price (${terms.price})`),
+        { code: "insufficient_balance" }
+      );
+    }
+    const domain = { name: terms.name, version: terms.version, chainId: terms.chainId, verifyingContract: terms.asset };
+    const auth = {
+      from: payer,
+      to: terms.payTo,
+      value: terms.price,
+      validAfter: 0n,
+      validBefore: BigInt(Math.floor(Date.now() / 1e3) + terms.window),
+      nonce: toHex(crypto.getRandomValues(new Uint8Array(32)))
+    };
+    const signature = await rpc("eth_signTypedData_v4", [payer, JSON.stringify(transferAuthorizationTypedData(domain, auth))]);
+    if (recoverAddress(transferAuthorizationDigest(domain, auth), signature).toLowerCase() !== payer.toLowerCase()) {
+      throw new Error("the wallet's typed-data signature does not match the transfer authorization");
+    }
+    const entry = {
+      path,
+      nonce: auth.nonce,
+      value: terms.price.toString(),
+      validBefore: auth.validBefore.toString(),
+      status: "signed",
+      transaction: null,
+      at: Date.now()
+    };
+    saveExact(terms, entry);
+    const header2 = exactPaymentSignature(terms.accepted, auth, signature, terms.resource);
+    for (let attempt = 0; attempt < EXACT_PENDING_RETRIES; attempt++) {
+      const response = await fetch(url, {
+        headers: { "PAYMENT-SIGNATURE": header2, Accept: "*/*" },
+        cache: "no-store",
+        redirect: "manual"
+      });
+      if (response.type === "opaqueredirect" || response.status >= 300 && response.status < 400) {
+        throw Object.assign(new Error("the site answered the payment with a redirect: not following it"), { code: "redirected" });
+      }
+      if (response.ok) {
+        const receiptHeader = response.headers.get("PAYMENT-RESPONSE");
+        const receipt = receiptHeader ? decodeHeader(receiptHeader) : {};
+        const text = await response.text();
+        Object.assign(entry, { status: receipt.success ? "paid" : "served", transaction: receipt.transaction || null });
+        saveExact(terms, entry);
+        return { response, receipt, text };
+      }
+      const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
+      if (!requiredHeader) throw new Error(`the site answered ${response.status}`);
+      const refusal = decodeHeader(requiredHeader);
+      if (refusal.error === "settlement_pending" && BigInt(Math.floor(Date.now() / 1e3)) < auth.validBefore) {
+        await sleep(1500);
+        continue;
+      }
+      Object.assign(entry, { status: "refused", error: refusal.error });
+      saveExact(terms, entry);
+      throw Object.assign(new Error(`payment refused: ${refusal.error} ${refusal.message || ""}`), { code: refusal.error });
+    }
+    throw Object.assign(new Error("the site has not settled the payment yet: reload the page in a moment"), { code: "settlement_pending" });
+  }
+  function amountOf(value, asset) {
+    return asset.toLowerCase() === ZERO_ADDRESS ? eth(value) : `${value} units of token ${asset}`;
+  }
+  async function unlockExact(exact) {
+    if (busy) return;
+    busy = true;
+    for (const button of document.querySelectorAll("#channel-paywall button, #channel-wallet button")) button.disabled = true;
+    setStatus("Sign the payment in your wallet ...");
+    try {
+      const { receipt, text } = await payExact(exact, location.href);
+      showContent(text);
+      const note = element(
+        "p",
+        { id: "channel-exact-receipt", "data-transaction": receipt.transaction || "" },
+        `Paid ${amountOf(exact.price, exact.asset)} with one signature`,
+        receipt.transaction ? ` (transaction ${receipt.transaction}).` : "."
+      );
+      document.body.append(element("aside", { id: "channel-exact" }, note));
+    } catch (error) {
+      console.error(error);
+      setStatus(error.message || String(error), "error");
+    } finally {
+      busy = false;
+      for (const button of document.querySelectorAll("#channel-paywall button, #channel-wallet button")) button.disabled = false;
+    }
+  }
   var $ = (id) => document.getElementById(id);
   function element(tag, attributes = {}, ...children) {
     const node = document.createElement(tag);
@@ -3588,13 +3803,22 @@ var ChannelWallet = (() => {
     const record = load(terms);
     const open = record && record.status === "open";
     const deposit = $("channel-deposit-row");
+    if (terms.asset !== ZERO_ADDRESS) {
+      button.hidden = true;
+      if (deposit) deposit.hidden = true;
+      return;
+    }
     if (deposit) deposit.hidden = Boolean(open);
     button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
   }
   function start() {
     const data = $("channel-offer");
     if (!data) return;
-    const terms = termsOf(JSON.parse(data.textContent));
+    const offer = JSON.parse(data.textContent);
+    const exact = exactTermsOf(offer);
+    const exactButton = $("channel-exact-unlock");
+    if (exactButton && exact) exactButton.addEventListener("click", () => unlockExact(exact));
+    const terms = termsOf(offer);
     const depositInput = $("channel-deposit");
     if (depositInput && !depositInput.value) {
       const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;

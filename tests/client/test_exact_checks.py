@@ -2,7 +2,7 @@
 offer's checks, the signature it makes, the limits counted at signing, the record written before
 the header leaves, the receipt's checks, reconciliation by `authorizationState`, and the choice
 between schemes inside PayingSession. The chain is a stub here (its answers are what the test
-says); tests/client/test_exact_sdk.py runs the same code against the official SDK's site on anvil."""
+says); tests/client/test_wallet_pays_sdk_site.py runs the same code against the official SDK's site on anvil."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The official x402 Python SDK as a *site*, for tests/client/test_exact_sdk.py: FastAPI with the
+"""The official x402 Python SDK as a *site*, for tests/client/test_wallet_pays_sdk_site.py: FastAPI with the
 SDK's payment middleware and its in-process `exact` facilitator (x402Facilitator passed directly as
 the resource server's facilitator client, so no hosted facilitator is ever contacted), settling on
 the test's anvil. Run as a subprocess only: the SDK calls os._exit on a bad configuration.

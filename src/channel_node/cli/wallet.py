@@ -69,12 +69,14 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
     from web3 import AsyncWeb3
     from web3.providers import AsyncHTTPProvider
 
+    from channel_node.cli.urls import check_url, unreachable
     from channel_node.client import Wallet, WalletStore
     from channel_node.keys import KeystoreError, load_key, read_password
 
     keystore = _keystore(args)
     if not keystore.exists():
         raise CliError(f"no wallet at {keystore.parent}: run `channel-node wallet new` or `wallet import` first")
+    check_url(args.rpc_url, "--rpc-url")
     try:
         key = load_key(keystore, read_password(confirm=False))
     except KeystoreError as exc:
@@ -84,7 +86,8 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
         await w3.eth.chain_id
     except Exception as exc:
         await w3.provider.disconnect()
-        raise CliError(f"cannot reach the chain at {args.rpc_url} ({type(exc).__name__})") from None
+        fix = "is the chain's node running there? give --rpc-url (or CHANNEL_NODE_RPC_URL) the chain's JSON-RPC URL"
+        raise CliError(unreachable(exc, args.rpc_url, "--rpc-url", fix)) from None
     store = WalletStore(_folder(args) / "wallet.db")
     return Wallet(w3, key, store, _policy(args)), w3, store
 
@@ -127,11 +130,19 @@ async def _get(args: argparse.Namespace) -> int:
     import aiohttp
     from rich.console import Console
 
+    from channel_node.cli.urls import check_url, unreachable
     from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
+
+    check_url(args.url, "the URL")  # before the password prompt: a typo costs nothing
 
     async def fetch(wallet: Wallet) -> Result:
         async with PayingSession(wallet) as session:
-            return await session.get(args.url)
+            result = await session.get(args.url)
+        if result.status == 402:
+            reason = await _unpaid(wallet, result, args.url)  # while the wallet is open: it may read the chain
+            if reason is not None:
+                raise CliError(reason)
+        return result
 
     try:
         result = await _with_wallet(args, fetch, f"fetching {args.url} ...")
@@ -141,7 +152,7 @@ async def _get(args: argparse.Namespace) -> int:
     except WalletError as exc:
         raise CliError(str(exc)) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
-        raise CliError(f"{args.url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}") from None
+        raise CliError(unreachable(exc, args.url, "the URL", "is the site running? check the URL")) from None
     console = Console(stderr=True)
     if args.output:
         # The command's last step, once, after the loop's work is done: nothing else waits on the loop.
@@ -163,6 +174,66 @@ async def _get(args: argparse.Namespace) -> int:
     console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else "") + why,
                   soft_wrap=True, markup=False)  # fmt: skip
     return 0 if result.ok else 1
+
+
+async def _unpaid(wallet: Wallet, result: Result, url: str) -> str | None:
+    """Why a 402 was left unpaid, as one line saying what to do, or None when the plain status line
+    says it (docs/operations.md, "When something goes wrong"). A channel the node does not know yet
+    is explained from the chain: how many blocks its deposit has, and that the node waits for more."""
+    from channel_node.wire.envelope import decode_header
+
+    try:
+        refusal = decode_header(result.headers["PAYMENT-REQUIRED"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    code = str(refusal.get("error"))[:40]
+    message = str(refusal.get("message"))[:160]
+    if code == "payment_required":
+        return None  # not a refusal of our voucher (the wallet paid nothing): the status line says it
+    if code == "channel_unknown":
+        accepts = refusal.get("accepts")
+        offer = accepts[0] if isinstance(accepts, list) and accepts and isinstance(accepts[0], dict) else {}
+        explained = await _unconfirmed(wallet, offer)
+        if explained is not None:
+            return explained
+    return f"{url}: the site refused the payment: {code}: {message} (nothing more was signed)"
+
+
+async def _unconfirmed(wallet: Wallet, offer: dict[str, Any]) -> str | None:
+    """`channel 0x.. is not confirmed yet ...` for the wallet's open channel with this offer's
+    receiver and contract, from a chain read (head and the deposit's block); None if unknown."""
+    from eth_utils.address import to_checksum_address
+
+    from channel_node.chain.contract import ChannelDepositClient
+    from channel_node.chain.logs import ChannelDeposited, ChannelOpened
+
+    extra = offer.get("extra")
+    if not isinstance(extra, dict):
+        return None
+    try:
+        pay_to, contract = to_checksum_address(str(offer.get("payTo"))), to_checksum_address(str(extra.get("contract")))
+    except ValueError:
+        return None
+    records = [r for r in wallet.channels() if r.status == "open" and to_checksum_address(r.receiver) == pay_to
+               and to_checksum_address(r.contract) == contract]  # fmt: skip
+    if not records:
+        return None
+    record = records[-1]
+    try:
+        head = await wallet.w3.eth.block_number
+        client = ChannelDepositClient(wallet.w3, contract)
+        events = await client.get_events(max(0, head - 10_000), "latest", kinds=[ChannelOpened, ChannelDeposited])
+    except Exception:  # the status line stays the answer when the chain cannot be read
+        return None
+    blocks = [e.block_number for e in events if getattr(e, "channel_id", None) == record.channel_id]
+    if not blocks:
+        return (f"the site does not know channel {record.hex_id} and its deposit is not in the last 10,000 blocks of the "
+                "chain at --rpc-url: is the wallet on the site's chain? (check --rpc-url)")  # fmt: skip
+    deposit = blocks[-1]
+    have = head - deposit + 1
+    return (f"channel {record.hex_id} is not confirmed yet: the chain is at block {head}, the deposit at block {deposit} "
+            f"({have} confirmation{'s' if have != 1 else ''}) and the site waits for more (channel-node's `confirmations`, "
+            "2 by default): is the chain producing blocks? (anvil: start it with --block-time 1); run this again once it has")  # fmt: skip
 
 
 async def _channels(args: argparse.Namespace) -> int:

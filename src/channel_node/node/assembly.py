@@ -154,15 +154,38 @@ async def check_contract(w3: AsyncWeb3[Any], address: ChecksumAddress, domain: D
         raise NodeConfigError(f"{address} is not this version of ChannelDeposit (domain separator differs)")
 
 
-async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None = None) -> Node:
+def check_local(settings: Settings) -> None:
+    """What the node can check before it talks to the chain: the settings it needs and the files it
+    reads (docs/operations.md, "When something goes wrong"). Each refusal names the field and the fix."""
     if settings.contract is None:
-        raise NodeConfigError("set `contract` (the deployed ChannelDeposit address)")
+        raise NodeConfigError("set `contract` (the deployed ChannelDeposit address; `channel-node deploy` prints it)")
     if settings.receiver is None:
         raise NodeConfigError("set `receiver` (the address vouchers pay)")
+    folder = settings.paywall.content_dir
+    if folder is not None and not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise NodeConfigError(
+            f"paywall.content_dir {str(folder)!r} {what}: create it, or point content_dir at the folder of the site's files "
+            "(a relative path counts from the directory you start the node in)"
+        )
+    if settings.claim_keystore is not None and not settings.claim_keystore.is_file():
+        raise NodeConfigError(f"claim_keystore {str(settings.claim_keystore)!r} not found: "
+                              "create one with `channel-node keys new`, or fix the path")  # fmt: skip
+    parent = settings.database.parent
+    if not parent.is_dir():
+        raise NodeConfigError(f"database {str(settings.database)!r}: the folder {str(parent)!r} does not exist; create it or change `database`")
+
+
+async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None = None) -> Node:
+    check_local(settings)
+    assert settings.contract is not None  # check_local refuses a configuration without one
     try:
         chain_id = await w3.eth.chain_id
     except Exception as exc:
-        raise NodeConfigError(f"cannot reach the chain at the configured rpc_url ({type(exc).__name__})") from None
+        raise NodeConfigError(
+            f"cannot reach the chain at rpc_url {settings.rpc_url} ({type(exc).__name__}): is it running? "
+            "check rpc_url in the configuration or CHANNEL_NODE_RPC_URL"
+        ) from None
     contract = to_checksum_address(settings.contract)
     domain = Domain(chain_id, contract)
     await check_contract(w3, contract, domain)
@@ -240,4 +263,4 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
     return node
 
 
-__all__ = ["Node", "NodeConfigError", "build_node", "check_contract"]
+__all__ = ["Node", "NodeConfigError", "build_node", "check_contract", "check_local"]

@@ -30,6 +30,7 @@ from channel_node.errors import ChannelNodeError, UsageError
 if TYPE_CHECKING:  # the commands import what they use when they run: `channel-node --help` stays fast
     from web3 import AsyncWeb3
 
+    from channel_node.chain.reverts import ContractRevert
     from channel_node.client import ChannelRecord, Policy, Result, Wallet, WalletStore
 
 T = TypeVar("T")
@@ -285,7 +286,9 @@ async def _close(args: argparse.Namespace) -> int:
 
     try:  # a refusal is one line on stderr and exit 2, never a traceback
         result = await _with_wallet(args, close, "closing the channel on chain ...")
-    except (WalletError, ContractRevert) as exc:
+    except ContractRevert as exc:
+        raise CliError(_revert_line(exc)) from None
+    except WalletError as exc:
         raise CliError(str(exc)) from None
     _table([result], args.json, "close")
     return 0
@@ -360,14 +363,44 @@ ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
 SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"new": _new, "import": _import, "trust": _trust}
 
 
+#: What to do when the contract refuses a wallet command (docs/operations.md, "When something goes wrong").
+REVERT_HINTS = {
+    "ChannelClosing": "its close is already requested: run `channel-node wallet finalize CHANNEL` after the close delay",
+    "ChannelIsSettled": "it is settled already: nothing is left in it",
+    "ChannelUnknown": "the contract has no such channel on this chain (check --rpc-url)",
+    "NotPayer": "this wallet's key is not the channel's payer",
+    "CloseNotRequested": "request the close first: `channel-node wallet close CHANNEL`",
+    "CloseDelayNotOver": "wait until the close delay is over, then run the command again",
+    "DepositLimitExceeded": "the contract caps one channel's deposit: add less",
+    "ZeroDeposit": "give an amount above 0",
+}
+
+
+def _revert_line(exc: ContractRevert) -> str:
+    hint = REVERT_HINTS.get(exc.error_name or "")
+    return f"{exc}: {hint}" if hint else str(exc)
+
+
+def _check_channel(text: str) -> None:
+    """A channel id as typed: 0x and 64 hex digits, else a UsageError saying where to copy it from."""
+    digits = text.removeprefix("0x")
+    if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise CliError(f"channel id {text[:80]!r} is not 0x followed by 64 hex digits: copy it from `channel-node wallet channels`")
+
+
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
+        from channel_node.chain.reverts import ContractRevert
         from channel_node.cli.support import report_error, run_async
 
         try:
+            if getattr(args, "channel", None) is not None:
+                _check_channel(args.channel)
             if name in SYNC:
                 return SYNC[name](args)
             return run_async(ASYNC[name](args))
+        except ContractRevert as exc:  # a Refusal: one line and exit 2, with what to do
+            return report_error(CliError(_revert_line(exc)))
         except ChannelNodeError as exc:  # one line, never a traceback (cli/support.py maps the exit code)
             return report_error(exc)
 

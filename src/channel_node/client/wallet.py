@@ -1193,9 +1193,11 @@ class Wallet:
             if revert.error_name == "CloseDelayNotOver":
                 latest = await self.w3.eth.get_block("latest")
                 left = (record.close_deadline or 0) - int(latest["timestamp"])
-                raise WalletError(f"the close delay of {record.hex_id} is not over yet (about {max(left, 1)} s left)") from None
+                raise WalletError(f"the close delay of {record.hex_id} is not over yet (about {max(left, 1)} s left): "
+                                  "finalize again after it, by chain time") from None  # fmt: skip
             if revert.error_name == "CloseNotRequested":
-                raise WalletError(f"call request_close({record.hex_id}) first") from None
+                raise WalletError(f"no close was requested for {record.hex_id}: request it first (the command line: "
+                                  "`channel-node wallet close CHANNEL`), then finalize after the close delay") from None  # fmt: skip
             if revert.error_name == "ChannelIsSettled":
                 self.store.update_channel(record.channel_id, status=SETTLED)
                 raise WalletError(f"channel {record.hex_id} is already settled") from None
@@ -1253,7 +1255,8 @@ class Wallet:
                 except ValueError:
                     answer = None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise WalletError(f"could not reach the node at {node_url} ({type(exc).__name__})") from None
+            raise WalletError(f"could not reach the node at {node_url} ({type(exc).__name__}): is it running, "
+                              "and is this its base URL (https://site, no path)?") from None  # fmt: skip
         finally:
             if own_session:
                 await http.close()

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from eth_utils.address import is_address, to_canonical_address
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from pydantic_settings import SettingsError as _SourceError
 
@@ -56,6 +65,8 @@ Address = Annotated[str, BeforeValidator(_address)]
 
 
 class PriceRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo'd key is refused with the closest name, never ignored
+
     path: str = Field(pattern=r"^/")
     price: Amount
     once: bool = True
@@ -67,6 +78,8 @@ class PriceRule(BaseModel):
 
 
 class Paywall(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo'd key is refused with the closest name, never ignored
+
     content_dir: Path | None = None
     upstream: str | None = None  # reverse-proxy mode: the origin server's base URL
     upstream_max_body: int = Field(16 * 1024 * 1024, ge=0)  # bytes; a larger answer is a 502, never charged

@@ -83,8 +83,10 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
     except KeystoreError as exc:
         raise CliError(str(exc)) from None
     w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))
-    try:
+    retries, w3.provider.exception_retry_configuration = w3.provider.exception_retry_configuration, None
+    try:  # the first call without web3's retries: a wrong --rpc-url is said at once, not after 4 s of backoff
         await w3.eth.chain_id
+        w3.provider.exception_retry_configuration = retries
     except Exception as exc:
         await w3.provider.disconnect()
         fix = "is the chain's node running there? give --rpc-url (or CHANNEL_NODE_RPC_URL) the chain's JSON-RPC URL"

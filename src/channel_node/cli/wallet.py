@@ -82,15 +82,15 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
         key = load_key(keystore, read_password(confirm=False))
     except KeystoreError as exc:
         raise CliError(str(exc)) from None
-    w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))
-    retries, w3.provider.exception_retry_configuration = w3.provider.exception_retry_configuration, None
+    probe = AsyncWeb3(AsyncHTTPProvider(args.rpc_url, exception_retry_configuration=None))
     try:  # the first call without web3's retries: a wrong --rpc-url is said at once, not after 4 s of backoff
-        await w3.eth.chain_id
-        w3.provider.exception_retry_configuration = retries
+        await probe.eth.chain_id
     except Exception as exc:
-        await w3.provider.disconnect()
         fix = "is the chain's node running there? give --rpc-url (or CHANNEL_NODE_RPC_URL) the chain's JSON-RPC URL"
         raise CliError(unreachable(exc, args.rpc_url, "--rpc-url", fix)) from None
+    finally:
+        await probe.provider.disconnect()
+    w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))  # the wallet's own, with web3's retries for a flaky endpoint
     store = WalletStore(_folder(args) / "wallet.db")
     return Wallet(w3, key, store, _policy(args)), w3, store
 

@@ -63,6 +63,9 @@ def _policy(args: argparse.Namespace) -> Policy:
             daily_limit=args.daily_limit,
         )
     except ValueError as exc:
+        if args.token is not None and "asset" in str(exc):
+            raise CliError(f"--token {args.token[:60]!r} is not a token address (0x and 40 hex digits); "
+                           "leave it out to pay in native ETH") from None  # fmt: skip
         raise CliError(str(exc)) from None
 
 
@@ -350,7 +353,10 @@ def _new(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from channel_node.keys import KeystoreError, import_key, read_password
 
-    text = Path(args.key_file).read_text() if args.key_file else sys.stdin.readline()
+    try:
+        text = Path(args.key_file).read_text() if args.key_file else sys.stdin.readline()
+    except OSError as exc:
+        raise CliError(f"cannot read --key-file {args.key_file}: {exc.strerror or exc} (a file holding the hex private key)") from None
     try:
         address = import_key(_keystore(args), read_password(confirm=True), text.strip())
     except KeystoreError as exc:

@@ -144,7 +144,8 @@ async def check_contract(w3: AsyncWeb3[Any], address: ChecksumAddress, domain: D
     """Refuses an address without our contract, or one whose EIP-712 domain differs from ours."""
     code = await w3.eth.get_code(address)
     if not code:
-        raise NodeConfigError(f"no contract at {address} on chain {domain.chain_id}")
+        raise NodeConfigError(f"no contract at {address} on chain {domain.chain_id}: deploy one (`channel-node deploy`) "
+                              "and set `contract` to its address, or check that rpc_url is the chain it was deployed on")  # fmt: skip
     contract = w3.eth.contract(address=address, abi=channel_deposit_artifact().abi)
     try:
         separator = await contract.functions.domainSeparator().call()

@@ -106,6 +106,10 @@ OFFLINE: list[tuple[str, Callable[[Path], tuple[list[str], dict[str, str]]], tup
      ("no wallet", "wallet new")),
     ("admin API that nobody serves", lambda d: (["status", "--admin-url", f"http://127.0.0.1:{_dead_port()}"], {"CHANNEL_NODE_ADMIN_TOKEN": ADMIN_TOKEN}),
      ("no node answered", "--config")),
+    ("key file missing", lambda d: (["wallet", "import", "--wallet", str(d), "--key-file", str(d / "no-key.hex")], {}),
+     ("cannot read --key-file", "no-key.hex")),
+    ("deploy to a dead chain", lambda d: (["deploy", "--rpc-url", f"http://127.0.0.1:{_dead_port()}", "--unlocked", "0x" + "11" * 20], {}),
+     ("--rpc-url", "nothing is listening")),
     ("admin URL without a scheme", lambda d: (["channels", "list", "--admin-url", "127.0.0.1:8403"], {}),
      ("no scheme", "http://127.0.0.1:8403")),
 ]  # fmt: skip
@@ -230,6 +234,11 @@ ONLINE: list[tuple[str, Callable[[World], tuple[list[str], dict[str, str]]], tup
      ("no close was requested", "wallet close")),
     ("serve on a port in use", lambda w: (["serve", "--config", str(w.config)], {"CHANNEL_NODE_DATABASE": str(w.folder / "second.db")}),
      ("already in use", "--port")),
+    ("no contract at the address", lambda w: (["serve", "--config", str(w.config)], {
+        "CHANNEL_NODE_CONTRACT": "0x" + "00" * 19 + "01", "CHANNEL_NODE_DATABASE": str(w.folder / "third.db")}),
+     ("no contract at", "channel-node deploy", "rpc_url")),
+    ("malformed --token", lambda w: (["wallet", "channels", *w.wallet_args(), "--token", "0x12"], {}),
+     ("--token", "not a token address", "native ETH")),
     ("admin call without a token", lambda w: (["status", "--admin-url", w.admin_url], {"CHANNEL_NODE_ADMIN_TOKEN": ""}),
      ("needs its admin token", "401", "CHANNEL_NODE_ADMIN_TOKEN")),
     ("admin call with a wrong token", lambda w: (["status", "--admin-url", w.admin_url], {"CHANNEL_NODE_ADMIN_TOKEN": "not-the-token"}),

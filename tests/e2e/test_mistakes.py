@@ -234,6 +234,8 @@ ONLINE: list[tuple[str, Callable[[World], tuple[list[str], dict[str, str]]], tup
      ("no close was requested", "wallet close")),
     ("serve on a port in use", lambda w: (["serve", "--config", str(w.config)], {"CHANNEL_NODE_DATABASE": str(w.folder / "second.db")}),
      ("already in use", "--port")),
+    ("dev on a port in use", lambda w: (["dev", "--once", "--port", w.node_url.rsplit(":", 1)[1], "--rpc-port", "0"], {}),
+     ("already in use", "--port 0")),
     ("no contract at the address", lambda w: (["serve", "--config", str(w.config)], {
         "CHANNEL_NODE_CONTRACT": "0x" + "00" * 19 + "01", "CHANNEL_NODE_DATABASE": str(w.folder / "third.db")}),
      ("no contract at", "channel-node deploy", "rpc_url")),

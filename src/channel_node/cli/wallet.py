@@ -237,6 +237,10 @@ async def _unconfirmed(wallet: Wallet, offer: dict[str, Any]) -> str | None:
                 "chain at --rpc-url: is the wallet on the site's chain? (check --rpc-url)")  # fmt: skip
     deposit = blocks[-1]
     have = head - deposit + 1
+    if have > 2:  # past the default depth: the node may wait for more, or has not read it again yet
+        return (f"channel {record.hex_id} is not known to the site yet: the chain is at block {head}, the deposit at block "
+                f"{deposit} ({have} confirmations); the site waits for its `confirmations` setting and re-reads an unknown "
+                "channel every few seconds: run this again shortly, and if it persists, ask the site how deep it waits")  # fmt: skip
     return (f"channel {record.hex_id} is not confirmed yet: the chain is at block {head}, the deposit at block {deposit} "
             f"({have} confirmation{'s' if have != 1 else ''}) and the site waits for more (channel-node's `confirmations`, "
             "2 by default): is the chain producing blocks? (anvil: start it with --block-time 1); run this again once it has")  # fmt: skip

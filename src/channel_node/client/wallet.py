@@ -360,7 +360,8 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
         raise OfferRejected(f"offer scheme {offer.get('scheme')!r} is not {SCHEME!r}")
     network = f"eip155:{chain_id}"
     if offer.get("network") != network:
-        raise OfferRejected(f"offer is for network {offer.get('network')!r}; this wallet is on {network}")
+        raise OfferRejected(f"offer is for network {offer.get('network')!r}; this wallet is on {network}: "
+                            "connect the wallet to the site's chain (the command line: --rpc-url)")  # fmt: skip
     extra = offer.get("extra")
     if not isinstance(extra, Mapping):
         raise OfferRejected("offer has no `extra` object")

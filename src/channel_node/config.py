@@ -18,6 +18,7 @@ import tomllib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from eth_utils.address import is_address, to_canonical_address
 from pydantic import (
@@ -213,6 +214,22 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"invalid configuration: {_source_error(str(exc))}") from None
     finally:
         _toml_file = None
+
+
+def public_endpoint(url: str) -> str:
+    """`scheme://host[:port]` plus `/...` when there was more: hosted JSON-RPC URLs often carry an
+    API key in their path or query, which an error line must not show."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the given URL"
+    if not parts.scheme or not host:
+        return "the given URL"
+    hidden = "/..." if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
 
 
 # ---------------------------------------------------------------------- error rendering

@@ -108,8 +108,10 @@ OFFLINE: list[tuple[str, Callable[[Path], tuple[list[str], dict[str, str]]], tup
      ("no node answered", "--config")),
     ("key file missing", lambda d: (["wallet", "import", "--wallet", str(d), "--key-file", str(d / "no-key.hex")], {}),
      ("cannot read --key-file", "no-key.hex")),
-    ("deploy to a dead chain", lambda d: (["deploy", "--rpc-url", f"http://127.0.0.1:{_dead_port()}", "--unlocked", "0x" + "11" * 20], {}),
-     ("--rpc-url", "nothing is listening")),
+    ("deploy to a dead chain", lambda d: (["deploy", "--rpc-url", f"http://127.0.0.1:{_dead_port()}/v3/{ADMIN_TOKEN}", "--unlocked", "0x" + "11" * 20], {}),
+     ("cannot reach the chain at", "nothing is listening", "--rpc-url")),
+    ("RPC URL without a scheme", lambda d: (["wallet", "channels", "--wallet", str(d), "--rpc-url", f"127.0.0.1:8545/v3/{ADMIN_TOKEN}"], {}),
+     ("--rpc-url must be an absolute URL", "http://")),
     ("admin URL without a scheme", lambda d: (["channels", "list", "--admin-url", "127.0.0.1:8403"], {}),
      ("no scheme", "http://127.0.0.1:8403")),
 ]  # fmt: skip
@@ -217,11 +219,11 @@ def test_unconfirmed_channel_says_why_it_cannot_pay(world):
 
 ONLINE: list[tuple[str, Callable[[World], tuple[list[str], dict[str, str]]], tuple[str, ...]]] = [
     ("dead host", lambda w: (["wallet", "get", f"http://127.0.0.1:{_dead_port()}/a", *w.wallet_args()], {}),
-     ("nothing is listening", "is the site running?")),
+     ("cannot reach the site at", "nothing is listening", "is the site running?")),
     ("unknown host", lambda w: (["wallet", "get", "http://no-such-host.invalid/a", *w.wallet_args()], {}),
      ("unknown host", "no-such-host.invalid", "spelling")),
     ("dead chain", lambda w: (["wallet", "channels", "--wallet", str(w.wallet), "--rpc-url", f"http://127.0.0.1:{_dead_port()}"], {}),
-     ("--rpc-url", "nothing is listening", "CHANNEL_NODE_RPC_URL")),
+     ("cannot reach the chain at", "nothing is listening", "--rpc-url", "CHANNEL_NODE_RPC_URL")),
     ("wrong keystore password", lambda w: (["wallet", "channels", *w.wallet_args()], {"CHANNEL_NODE_KEYSTORE_PASSWORD": "not-it"}),
      ("wrong password",)),
     ("bad channel id", lambda w: (["wallet", "finalize", "0x12", *w.wallet_args()], {}),

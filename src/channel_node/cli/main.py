@@ -196,6 +196,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 async def _serve_main(settings: Settings) -> int:
     from channel_node.chain.connect import web3_for
+    from channel_node.config import public_endpoint
     from channel_node.node.assembly import NodeConfigError, build_node
 
     w3, persistent = web3_for(settings.rpc_url)
@@ -204,7 +205,7 @@ async def _serve_main(settings: Settings) -> int:
             await w3.provider.connect()
         except Exception as exc:
             raise NodeConfigError(
-                f"cannot connect to the chain at rpc_url {settings.rpc_url} ({type(exc).__name__}): "
+                f"cannot connect to the chain at rpc_url {public_endpoint(settings.rpc_url)} ({type(exc).__name__}): "
                 "is the node running there? check rpc_url in the configuration or CHANNEL_NODE_RPC_URL"
             ) from None
     try:

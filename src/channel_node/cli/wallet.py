@@ -77,10 +77,10 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
     from channel_node.client import Wallet, WalletStore
     from channel_node.keys import KeystoreError, load_key, read_password
 
+    check_url(args.rpc_url, "--rpc-url", secret=True)
     keystore = _keystore(args)
     if not keystore.exists():
         raise CliError(f"no wallet at {keystore.parent}: run `channel-node wallet new` or `wallet import` first")
-    check_url(args.rpc_url, "--rpc-url")
     try:
         key = load_key(keystore, read_password(confirm=False))
     except KeystoreError as exc:
@@ -90,7 +90,7 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
         await probe.eth.chain_id
     except Exception as exc:
         fix = "is the chain's node running there? give --rpc-url (or CHANNEL_NODE_RPC_URL) the chain's JSON-RPC URL"
-        raise CliError(unreachable(exc, args.rpc_url, "--rpc-url", fix)) from None
+        raise CliError(unreachable(exc, args.rpc_url, "the chain at", fix, secret=True)) from None
     finally:
         await probe.provider.disconnect()
     w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))  # the wallet's own, with web3's retries for a flaky endpoint
@@ -158,7 +158,7 @@ async def _get(args: argparse.Namespace) -> int:
     except WalletError as exc:
         raise CliError(str(exc)) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
-        raise CliError(unreachable(exc, args.url, "the URL", "is the site running? check the URL")) from None
+        raise CliError(unreachable(exc, args.url, "the site at", "is the site running? check the URL")) from None
     console = Console(stderr=True)
     if args.output:
         # The command's last step, once, after the loop's work is done: nothing else waits on the loop.

@@ -19,7 +19,7 @@ from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
-from channel_node.config import Settings
+from channel_node.config import Settings, public_endpoint
 from channel_node.errors import ConfigError
 from channel_node.insights.recorder import Recorder
 from channel_node.node.recovery import SignerRecovery
@@ -184,7 +184,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         chain_id = await w3.eth.chain_id
     except Exception as exc:
         raise NodeConfigError(
-            f"cannot reach the chain at rpc_url {settings.rpc_url} ({type(exc).__name__}): is it running? "
+            f"cannot reach the chain at rpc_url {public_endpoint(settings.rpc_url)} ({type(exc).__name__}): is it running? "
             "check rpc_url in the configuration or CHANNEL_NODE_RPC_URL"
         ) from None
     contract = to_checksum_address(settings.contract)

@@ -247,6 +247,8 @@ _TOML_HINTS = (
     ("cannot overwrite a value", "this key or table is set twice: keep one"),
     ("cannot declare", "this table is declared twice: keep one [table] header"),
     ("expected ']'", "close the table header with ]"),
+    ("unterminated string", "a string is not closed: end it with the quote it started with"),
+    ("expected \"'\"", "a string is not closed: end it with the quote it started with"),
     ("unclosed", "close the string, array or table on this line"),
 )
 
@@ -255,8 +257,10 @@ def toml_error_line(path: Path | None, exc: tomllib.TOMLDecodeError) -> str:
     """`node.toml: TOML syntax error at line 3, column 12: <what>; <how to fix it>`."""
     text = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", text)
-    what = text[: match.start()].strip() if match else text
-    where = f" at line {match.group(1)}, column {match.group(2)}" if match else ""
+    at_end = re.search(r"\(at end of document\)", text)
+    cut = match or at_end
+    what = text[: cut.start()].strip() if cut else text
+    where = f" at line {match.group(1)}, column {match.group(2)}" if match else " at the end of the file" if at_end else ""
     lowered = what.lower()
     hint = next((h for needle, h in _TOML_HINTS if needle in lowered), "check the line against the TOML syntax (key = value)")
     return f"{path or 'configuration'}: TOML syntax error{where}: {what}; {hint}"
@@ -343,7 +347,7 @@ def _problem(error: Any, path: Path | None) -> str:
         return _fix(error)
     if env_var is not None:
         return f"{env_var}={value}: {_fix(error)}"
-    if len(loc) > 1 and kind == "value_error" and isinstance(error.get("input"), dict):
+    if loc and kind == "value_error" and isinstance(error.get("input"), dict):
         return f"[{name}]: {_fix(error)}"  # a table's own check (paywall: content_dir or upstream)
     return f"`{name}` = {value}: {_fix(error)}"
 

@@ -59,6 +59,7 @@ ROWS = [
     ("request_close", "payer requests close", None, 53_876, "payer close"),
     ("finalize_close", "finalize after the close delay", None, 40_896, "settle"),
     ("request_plus_finalize", "request close + finalize", 70_000, 94_772, "close + settle"),
+    ("transfer_with_authorization", "x402 `exact`: DemoDollar EIP-3009 transferWithAuthorization", None, None, ""),
 ]
 
 
@@ -164,7 +165,27 @@ class Bench:
         out["open_erc20_permit"] = self.gas(f.depositTokenWithPermit(config.as_abi_tuple(), 10**18, deadline, r, vs), permit_payer)
 
         out["claim_batch_per_channel_50"] = self.batch_claim(50)
+        out["transfer_with_authorization"] = self.transfer_with_authorization()
         return out
+
+    def transfer_with_authorization(self) -> int:
+        """One x402 `exact` settlement (docs/protocol.md): the node's account submits the payer's
+        EIP-3009 authorization to DemoDollar; the payee already holds some (its second payment)."""
+        from channel_node.chain.artifacts import demo_dollar_artifact
+        from channel_node.signing import TokenDomain, TransferAuthorization, sign_authorization
+
+        artifact = demo_dollar_artifact()
+        token = self.chain.deploy(artifact.abi, artifact.bytecode)
+        payer = self.chain.accounts[5]
+        self.gas(token.functions.mint(payer.address, 10**12), self.deployer)
+        domain = TokenDomain("Demo Dollar", "1", self.chain.chain_id, token.address)
+        gas = 0
+        for i in range(2):
+            args = (payer.address, self.receiver.address, 10_000, 0, 2**40, keccak256(b"gas-report nonce %d" % i))
+            signature = sign_authorization(payer.private_key, domain, TransferAuthorization(*args))
+            r, s, v = signature[:32], signature[32:64], signature[64]
+            gas = self.gas(token.functions.transferWithAuthorization(*args, v, r, s), self.authorizer)
+        return gas
 
     def batch_claim(self, n: int) -> int:
         f = self.contract.functions

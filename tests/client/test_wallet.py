@@ -284,7 +284,7 @@ async def test_closing_returns_exactly_the_unspent_deposit(running, make_wallet,
     before = balance()
     ticket = await wallet.request_close(record.channel_id)
     assert balance() == before - ticket.tx.fee
-    assert ticket.locked == 47 * PRICE and "3600 s" in ticket.warning and "finalize()" in ticket.warning
+    assert ticket.locked == 47 * PRICE and "3600 s" in ticket.warning and "`channel-node wallet finalize 0x" in ticket.warning
     assert wallet.store.channel(record.channel_id).status == CLOSING
     before = balance()
     with pytest.raises(WalletError, match="not over"):
@@ -383,7 +383,7 @@ async def test_a_wallet_out_of_tokens_pays_from_what_is_left_then_says_so(chain,
         async with paying(wallet) as session:
             for n in range(5):  # top-ups fail from the 3rd article on; the deposit still covers these
                 assert (await session.get(url(node, f"/articles/a{n}.html"))).charged == PRICE
-            with pytest.raises(InsufficientFunds, match=r"more of token .* than this account holds \(0\)"):
+            with pytest.raises(InsufficientFunds, match=r"more of token .* than this account holds \(0 base units\)"):
                 await session.get(url(node, "/articles/a5.html"))
         [record] = wallet.channels()
         assert (record.deposited, record.signed, record.charged) == (5 * PRICE, 5 * PRICE, 5 * PRICE)

@@ -62,7 +62,7 @@ async def test_commands_through_the_admin_api(chain, deployed, parties, channels
         assert (row["channelId"], row["charged"], row["unclaimed"]) == ("0x" + payer.id.hex(), str(PRICE), str(PRICE))
         code, out, _ = await cli("channels", "show", row["channelId"], "--admin-url", url, "--json", env=env)
         assert [c["resource"] for c in json.loads(out)["charges"]] == ["/a"]
-        code, out, _ = await cli("channels", "claim", "--all", "--min", str(2 * PRICE), "--admin-url", url, "--json", env=env)
+        code, out, _ = await cli("channels", "claim", "--all", "--min", f"{2 * PRICE}wei", "--admin-url", url, "--json", env=env)
         assert json.loads(out)["queued"] == 0, "below --min"
         code, out, _ = await cli("channels", "claim", row["channelId"], "--admin-url", url, "--json", env=env)
         assert code == 0 and json.loads(out)["kind"] == "claim"

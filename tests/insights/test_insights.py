@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from channel_node.cli.report import add_report_command, find_chromium
 from channel_node.insights import OFFER, UNLOCK, InsightsWriter, PayerUnion, Recorder, connect, encode_ids
 from channel_node.insights import queries as q
 from channel_node.insights.dashboard import resolve_range
-from channel_node.insights.report import add_report_command, find_chromium
 from channel_node.server.admin import add_dashboard_routes, create_admin_app
 
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
@@ -595,7 +595,7 @@ def _png_size_and_colours(png: bytes) -> tuple[int, int, int]:
 
 @pytest.mark.skipif(find_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
 async def test_dashboard_renders_in_headless_chromium(dashboard, tmp_path):
-    from channel_node.insights.report import chromium_screenshot
+    from channel_node.cli.report import chromium_screenshot
 
     html = await (await dashboard.get("/admin/insights", headers=AUTH, params=RANGE)).text()
     page = tmp_path / "dashboard.html"

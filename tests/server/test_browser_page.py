@@ -8,7 +8,10 @@ import re
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from channel_node.amounts import Asset
 from channel_node.server.browser import (
     WALLET_JS_PATH,
     add_browser_routes,
@@ -76,7 +79,19 @@ def test_amounts_are_exact():
     assert format_amount(20_000_000_000_000, zero) == "0.00002 ETH"
     assert format_amount(10**18, zero) == "1 ETH"
     assert format_amount(10**18 + 1, zero) == "1.000000000000000001 ETH"
-    assert format_amount(7, "0x" + "11" * 20) == f"7 units of token 0x{'11' * 20}"
+    assert format_amount(7, "0x" + "11" * 20) == f"7 base units of token 0x{'11' * 20}"
+    # The node's token (its symbol and decimals read from the contract): whole tokens.
+    dusd = Asset("DUSD", 6, "0x" + "11" * 20)
+    assert format_amount(20_000, "0x" + "11" * 20, dusd) == "0.02 DUSD"
+    assert format_amount(20_000, zero, dusd) == "0.00000000000002 ETH"  # another asset than the node's: not named DUSD
+
+
+def test_the_page_shows_the_price_in_the_nodes_token():
+    dusd = Asset("DUSD", 6, "0x" + "11" * 20)
+    offer = document()
+    offer["accepts"][0].update(amount="20000", asset="0x" + "11" * 20)
+    page = paywall_page(offer, "", dusd)
+    assert '<strong id="channel-price">0.02 DUSD</strong>' in page and "Unlock for 0.02 DUSD" in page
 
 
 def test_html_only_for_browsers():
@@ -124,3 +139,34 @@ def test_dev_instructions_name_the_rpc_and_chain():
     text = "\n".join(lines)
     assert "http://127.0.0.1:8402/articles/a.html" in text and "RPC URL http://127.0.0.1:8545" in text
     assert "chain id 31337 (0x7a69)" in text and "0x" + "01" * 32 in text
+
+
+_words = st.lists(st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=9), min_size=1, max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(headline=_words.map(" ".join), paragraph=st.lists(_words.map(" ".join), min_size=1, max_size=3).map(" ".join))
+def test_the_page_title_is_the_headline_and_the_teaser_keeps_it_apart(headline, paragraph):
+    """Issue 15: the page's <title> is the article's headline (not the price's description), the
+    headline is its own heading above the teaser's words, never run into them; and the terminal
+    alternative is on the page, visible, not only inside <noscript>."""
+    article = f"<html><head><title>{headline}</title></head><body><h1>{headline}</h1><p>{paragraph}</p></body></html>"
+    teaser = teaser_from_html(article)
+    page = paywall_page(document(), teaser)
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    if teaser.headline:
+        assert title == headline and f'<h1 class="channel-headline">{headline}</h1>' in page
+        assert "(payment required)" not in title
+    else:
+        assert title == "an &lt;article&gt;"  # no headline to spare: the price's description
+    teaser_paragraph = re.search(r'<p class="channel-teaser">(.*?)</p>', page)
+    if teaser.words:
+        assert teaser_paragraph.group(1) == teaser.words and not teaser_paragraph.group(1).startswith(headline + ".")
+    visible = re.sub(r"<noscript>.*?</noscript>", "", page, flags=re.S)
+    assert 'id="channel-terminal"' in visible and "<code>channel-node wallet get http://127.0.0.1:8402/articles/a.html</code>" in visible
+
+
+def test_without_a_headline_the_page_names_the_resource_and_a_relative_url_is_described():
+    page = paywall_page(document(url="/articles/a.html"), "plain fallback")
+    assert "<title>an &lt;article&gt;</title>" in page and '<p class="channel-teaser">plain fallback</p>' in page
+    assert "channel-headline" not in page and "<var>this page's address</var>" in page

@@ -25,6 +25,10 @@ _ERC20_ABI = [
      "outputs": [{"name": "", "type": "uint256"}]},
     {"type": "function", "name": "nonces", "stateMutability": "view",
      "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "symbol", "stateMutability": "view",
+     "inputs": [], "outputs": [{"name": "", "type": "string"}]},
+    {"type": "function", "name": "decimals", "stateMutability": "view",
+     "inputs": [], "outputs": [{"name": "", "type": "uint8"}]},
     {"type": "function", "name": "DOMAIN_SEPARATOR", "stateMutability": "view",
      "inputs": [], "outputs": [{"name": "", "type": "bytes32"}]},
     # No outputs declared: tokens that return nothing from approve (USDT) are called the same way.
@@ -32,6 +36,10 @@ _ERC20_ABI = [
      "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}], "outputs": []},
 ]  # fmt: skip
 
+
+# What a token answers to symbol() and decimals(), per endpoint and token: neither changes for a
+# deployed token, so each is read once per process (docs/amounts.md).
+_METADATA: dict[tuple[str, str], tuple[str | None, int | None]] = {}
 
 _PERMIT_TYPEHASH = keccak256(b"Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)")
 
@@ -49,6 +57,32 @@ class Erc20Client:
 
     def __repr__(self) -> str:
         return f"Erc20Client({self.address})"
+
+    async def metadata(self) -> tuple[str | None, int | None]:
+        """The token's `symbol()` and `decimals()` as it answers them (cached per endpoint and
+        token); None for one the token does not answer (both are optional in ERC-20). The caller
+        turns them into what is shown (`channel_node.amounts.token_asset`): a symbol is anyone's text."""
+        key = (str(getattr(self.w3.provider, "endpoint_uri", None) or id(self.w3.provider)), self.address)
+        if key not in _METADATA:
+            symbol = await self._optional(self.contract.functions.symbol(), "symbol")
+            decimals = await self._optional(self.contract.functions.decimals(), "decimals")
+            _METADATA[key] = (
+                symbol if isinstance(symbol, str) else None,
+                decimals if isinstance(decimals, int) and not isinstance(decimals, bool) else None,
+            )
+        return _METADATA[key]
+
+    @staticmethod
+    async def _optional(call: Any, name: str) -> object:
+        try:
+            result: object = await call.call()
+        except Exception as exc:
+            if isinstance(exc, (BadFunctionCallOutput, Web3ValueError, OverflowError, UnicodeDecodeError)):
+                return None  # not implemented, or an answer of another type (a bytes32 symbol)
+            if _as_revert(exc, name) is not None:
+                return None
+            raise
+        return result
 
     async def balance_of(self, owner: AddressLike) -> int:
         return int(await self.contract.functions.balanceOf(to_checksum_address(owner)).call())

@@ -10,9 +10,9 @@ Figures the node read directly (a channel's first voucher, a top-up check) carry
 read at (an anchor) and may lie above the cursor, where a reorg no deeper than the confirmation
 depth can remove them without touching the cursor. At every poll, after the logs, each anchor is
 checked: still canonical and covered by the cursor, it is cleared; no longer canonical (or no longer
-confirmed), the channel is suspended and read again at the cursor's block (a `ChainReset`, which may
-lower its figures to zero) (docs/security.md, "Reorganisations"). After downtime it catches up in
-bounded block ranges, with a progress bar on a terminal.
+confirmed), the channel is suspended and read again at the cursor's block (a `ContractReadReset`,
+which may lower its figures to zero) (docs/security.md, "Reorganisations"). After downtime it
+catches up in bounded block ranges, with a progress bar on a terminal.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 They talk to the running node through its admin API (`--admin-url`, token from
 CHANNEL_NODE_ADMIN_TOKEN or the config's `admin_token`). When no node answers there, they work
 directly on the node's database and chain from `--config` (the node must be stopped: the database
-is locked while it runs). Either way the output is the same JSON the admin API returns; tables on a
-terminal, `--json` for scripts.
+is locked while it runs). Either way the output is the same JSON the admin API returns with
+`--json` (amounts in base units, for scripts); on a terminal, tables with amounts in the node's
+asset (`0.0005 ETH`, `0.02 DUSD`) that fit its width. Typed amounts (`--min`, `--min-unclaimed`)
+are in the asset's unit too, or in base units with `wei`/`base` or `--base-units` (docs/amounts.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the commands import the node lazily: `channel-node --help` stays fast
+    from channel_node.amounts import Asset
     from channel_node.config import Settings
     from channel_node.node.assembly import Node
     from channel_node.node.operations import Queued, Refused
@@ -65,6 +68,8 @@ class NodeAccess(Protocol):
 
     async def status(self) -> Document: ...
 
+    async def asset(self) -> Asset: ...
+
     async def work(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -90,6 +95,7 @@ class AdminApi:
 
         self.url = url.rstrip("/")
         self.page_size = page_size
+        self._status: Document | None = None  # the first status read: it names the node's asset
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=aiohttp.ClientTimeout(total=30)
         )
@@ -154,7 +160,21 @@ class AdminApi:
         return await self._all_pages("/outbox")
 
     async def status(self) -> Document:
-        return await self._object("GET", "/status")
+        document = await self._object("GET", "/status")
+        self._status = self._status or document
+        return document
+
+    async def asset(self) -> Asset:
+        """The node's asset as its status names it (a node from before it did: its base units)."""
+        from channel_node.amounts import Asset
+
+        named = (self._status or await self.status()).get("asset")
+        try:
+            if isinstance(named, dict):
+                return Asset(named["symbol"], named["decimals"], named.get("address"))
+        except (KeyError, TypeError, ValueError):
+            pass
+        return Asset("base", 0, "")
 
     async def work(self) -> None:
         """Nothing: the running node's own watcher and sender do the work."""
@@ -243,6 +263,9 @@ class Direct:
             node.sender.stats.open_rows = len(await node.store.outbox(OUTBOX_OPEN))
         return await status_document(node)
 
+    async def asset(self) -> Asset:
+        return self.node.asset
+
     async def work(self) -> None:
         """Nobody else is sending: do the node's work here (follow the chain, send the outbox)."""
         await self.node.watcher.poll()
@@ -324,8 +347,28 @@ async def _direct_node(settings: Settings) -> Node:
 # ---------------------------------------------------------------------- commands
 
 
+async def _typed_amount(node: NodeAccess, args: argparse.Namespace, text: str, flag: str) -> int:
+    """An amount the operator typed, in the node's asset (docs/amounts.md); with `--base-units`,
+    a whole number of base units."""
+    import re
+
+    from channel_node.amounts import MAX_AMOUNT, parse_amount
+
+    if args.base_units:
+        if not re.fullmatch(r"[0-9]{1,78}", text.strip()) or int(text) > MAX_AMOUNT:
+            raise OperatorError(f"{flag}: with --base-units, {text.strip()!r} must be a whole number of base units (e.g. 20000)")
+        return int(text)
+    try:
+        return parse_amount(text, await node.asset())
+    except UsageError as exc:
+        raise OperatorError(f"{flag}: {exc}") from None
+
+
 async def _list(node: NodeAccess, args: argparse.Namespace) -> Any:
-    return await node.list_channels(args.status, args.min_unclaimed)
+    minimum = args.min_unclaimed
+    if minimum is not None:
+        minimum = str(await _typed_amount(node, args, minimum, "--min-unclaimed"))
+    return await node.list_channels(args.status, minimum)
 
 
 async def _show(node: NodeAccess, args: argparse.Namespace) -> Any:
@@ -339,9 +382,10 @@ async def _claim(node: NodeAccess, args: argparse.Namespace) -> Any:
         return await node.claim_one(args.channel)
     if not args.all:
         raise OperatorError("give a channel id or --all")
-    if args.min < 1:
+    minimum = 1 if args.min is None else await _typed_amount(node, args, args.min, "--min")
+    if minimum < 1:
         raise OperatorError("malformed_request: min must be at least 1")
-    return await node.claim_all(args.min)
+    return await node.claim_all(minimum)
 
 
 async def _close(node: NodeAccess, args: argparse.Namespace) -> Any:
@@ -386,29 +430,66 @@ COMMANDS: dict[str, Callable[[NodeAccess, argparse.Namespace], Awaitable[Any]]] 
 }
 
 
-def _render(command: str, result: Any, as_json: bool) -> None:
-    if as_json or not sys.stdout.isatty():
+# Fields that are amounts in the node's asset, wherever they appear in a document; `gas` holds ETH.
+_MONEY = frozenset({"deposited", "claimed", "maxClaimableAmount", "charged", "unclaimed", "credit", "revenue", "amount",
+                    "voucherAmount"})  # fmt: skip
+_GAS = frozenset({"balance", "needed"})
+
+
+def _humane(value: Any, key: str, asset: Asset, within: str = "") -> Any:
+    """`value` with its amounts as people read them (`0.0005 ETH`); the rest as it is."""
+    from channel_node.amounts import ETH, MAX_AMOUNT, format_amount
+
+    if isinstance(value, dict):
+        return {k: _humane(v, k, asset, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_humane(v, key, asset, within) for v in value]
+    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) <= MAX_AMOUNT:
+        if within == "gas" and key in _GAS:
+            return format_amount(int(value), ETH)
+        if key in _MONEY:
+            return format_amount(int(value), asset)
+    return value
+
+
+def _fields(document: Document, prefix: str = "") -> dict[str, str]:
+    """A document as (dotted field, text) pairs: nested objects flattened, lists as compact JSON."""
+    out: dict[str, str] = {}
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _fields(value, name + ".")
+        elif isinstance(value, list):
+            out[name] = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+        else:
+            out[name] = "" if value is None else str(value)
+    return out
+
+
+def _render(command: str, result: Any, as_json: bool, asset: Asset | None = None) -> None:
+    if as_json or not sys.stdout.isatty() or asset is None:
         print(json.dumps(result, indent=None if not sys.stdout.isatty() else 2))
         return
     from rich.console import Console
-    from rich.table import Table
+
+    from channel_node.cli.tables import print_table
 
     console = Console()
+    print_table(console, _view(command, result, asset, console.width))
+
+
+def _view(command: str, result: Any, asset: Asset, width: int) -> Any:
+    """What a terminal shows: amounts in `asset`, the table fitted to `width` (cli/tables.py)."""
+    from channel_node.amounts import format_number
+    from channel_node.cli.tables import KEEP, SHORTEN, fitted_table, record_table
+
     if command == "list":
-        table = Table(title=f"{len(result)} channel(s)")
-        for column in ("channel", "payer", "status", "deposited", "charged", "unclaimed", "credit"):
-            table.add_column(column, justify="right" if column not in ("channel", "payer", "status") else "left")
-        for row in result:
-            table.add_row(row["channelId"][:18] + "…", row["payer"], row["status"], row["deposited"], row["charged"],
-                          row["unclaimed"], row["credit"])  # fmt: skip
-        console.print(table)
-    else:
-        table = Table(show_header=False)
-        table.add_column("field")
-        table.add_column("value")
-        for key, value in result.items():
-            table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-        console.print(table)
+        figures = ("deposited", "charged", "unclaimed", "credit")
+        columns = [("channel", SHORTEN), ("payer", SHORTEN), ("status", KEEP)] + [(f, KEEP) for f in figures]
+        rows = [[row["channelId"], row["payer"], row["status"]] + [format_number(int(row[f]), asset.decimals) for f in figures]
+                for row in result]  # fmt: skip
+        return fitted_table(f"{len(result)} channel(s), amounts in {asset.symbol}", columns, rows, width, right=figures)
+    return record_table(None, _fields(_humane(result, "", asset)))
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
@@ -420,9 +501,10 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
             node = await connect(args)
             try:
                 result = await COMMANDS[command](node, args)
+                asset = None if args.json or not sys.stdout.isatty() else await node.asset()
             finally:
                 await node.close()
-            _render(command, result, args.json)
+            _render(command, result, args.json, asset)
             return 0
 
         return run_async(main())
@@ -433,7 +515,9 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="the node's TOML configuration (for direct mode and the admin address)")
     parser.add_argument("--admin-url", help=f"the running node's admin API (default from config, else {DEFAULT_ADMIN_URL})")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table (amounts in base units)")
+    parser.add_argument("--base-units", action="store_true",
+                        help="read typed amounts as whole numbers of the asset's smallest unit (wei for ETH)")
 
 
 def add_operator_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -441,13 +525,13 @@ def add_operator_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     actions = channels.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="the node's channels (filters: --status, --min-unclaimed)")
     listing.add_argument("--status", choices=[str(s) for s in ChannelStatus])
-    listing.add_argument("--min-unclaimed", help="only channels with at least this much signed but unclaimed")
+    listing.add_argument("--min-unclaimed", help="only channels with at least this much signed but unclaimed (e.g. 0.001)")
     show = actions.add_parser("show", help="one channel with its charges and outbox rows")
     show.add_argument("channel")
     claim = actions.add_parser("claim", help="claim one channel's best voucher, or --all above --min")
     claim.add_argument("channel", nargs="?")
     claim.add_argument("--all", action="store_true")
-    claim.add_argument("--min", type=int, default=1, help="with --all: only channels with this much unclaimed")
+    claim.add_argument("--min", help="with --all: only channels with this much unclaimed (e.g. 0.001; default: any)")
     close = actions.add_parser("close", help="close a channel (or --all) with its best voucher, refunding the rest")
     close.add_argument("channel", nargs="?")
     close.add_argument("--all", action="store_true")

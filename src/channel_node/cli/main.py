@@ -86,7 +86,8 @@ async def _dev_main(args: argparse.Namespace) -> int:
     from web3 import AsyncWeb3
     from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
-    from channel_node.dev.stack import ARTICLES, create_world, dev_settings, instructions
+    from channel_node.cli.program import program
+    from channel_node.dev.stack import ARTICLES, create_world, dev_settings, instructions, operator_lines, reader_lines
     from channel_node.node.assembly import build_node
     from channel_node.wire.envelope import decode_header
 
@@ -131,18 +132,8 @@ async def _dev_main(args: argparse.Namespace) -> int:
             flush=True,
         )
         _print(instructions(world, base_url, paid_first=True))
-        print(
-            f"\nOperator: admin API {admin_url}/admin, token {admin_token} (a new one each run), e.g.\n"
-            f"  CHANNEL_NODE_ADMIN_TOKEN={admin_token} channel-node channels list --admin-url {admin_url}",
-            flush=True,
-        )
-        print(
-            f"\nReader: the chain answers JSON-RPC at {rpc_url}. A reader wallet with the dev reader's key is in\n"
-            f"{reader_wallet} (password: dev). Buy an article with it (it opens its own channel first):\n"
-            f"  CHANNEL_NODE_KEYSTORE_PASSWORD=dev channel-node wallet get {base_url}{ARTICLES[2]} "
-            f"--wallet {reader_wallet} --rpc-url {rpc_url}" + (f" --token {world.token}" if world.token else ""),
-            flush=True,
-        )
+        _print(operator_lines(admin_url, admin_token, program()))
+        _print(reader_lines(world, base_url, rpc_url, reader_wallet, program()))
         if world.token is None:
             from channel_node.server.browser import browser_instructions
 
@@ -185,10 +176,14 @@ def _dev_reader_wallet(world: DevWorld) -> Path:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from channel_node.dev.stack import run_folder
     from channel_node.logs import configure
 
     configure(args.log_format)
-    return run_async(_dev_main(args))
+    # A run without --data-dir gets a temporary folder, removed however the run ends (unless --keep).
+    with run_folder(Path(args.data_dir) if args.data_dir else None, args.keep, lambda line: print(line, flush=True)) as folder:
+        args.data_dir = str(folder)
+        return run_async(_dev_main(args))
 
 
 # ---------------------------------------------------------------------- serve
@@ -283,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8402, help="listen port (default 8402; 0 picks a free one)")
     dev.add_argument("--data-dir", help="folder for the node's database (default: a new temporary folder)")
     dev.add_argument("--once", action="store_true", help="exit after the self-check and instructions")
+    dev.add_argument("--keep", action="store_true", help="keep the temporary folder (databases, reader wallet) at exit")
     dev.add_argument("--rpc-port", type=int, default=8545, help="loopback JSON-RPC port of the dev chain (default 8545)")
     dev.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     dev.add_argument("--token", action="store_true",
@@ -296,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     from channel_node.cli.channels import add_operator_commands
+    from channel_node.cli.doctor import add_doctor_command
     from channel_node.cli.operator import add_deploy_command, add_keys_commands
     from channel_node.cli.wallet import add_wallet_commands
 
@@ -303,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_wallet_commands(commands)
     add_keys_commands(commands)
     add_deploy_command(commands)
-    from channel_node.insights.report import add_report_command
+    add_doctor_command(commands)
+    from channel_node.cli.report import add_report_command
 
     add_report_command(commands)
 

@@ -1,18 +1,20 @@
 """`channel-node wallet ...`: the reader's side from a terminal.
 
     channel-node wallet new                       # an encrypted keystore in the wallet folder
-    channel-node wallet get URL [-o FILE]         # pays if needed, prints or saves the content
-    channel-node wallet channels | balance
-    channel-node wallet topup CHANNEL AMOUNT
+    channel-node wallet get URL [-o FILE] [--scheme exact|channel]   # pays if needed, prints or saves the content
+    channel-node wallet channels | list | balance
+    channel-node wallet topup CHANNEL AMOUNT         # 0.0005, 0.0005ETH, 0.02DUSD, 20000wei, 20000base
     channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
     channel-node wallet finalize CHANNEL          # after the close delay: the rest comes back
     channel-node wallet trust SITE                # pay a site again after it was caught misbehaving
 
 The wallet folder (default ~/.channel-node/wallet, or CHANNEL_NODE_WALLET) holds `keystore.json`
 (the main key, scrypt-encrypted; password from CHANNEL_NODE_KEYSTORE_PASSWORD or a prompt) and
-`wallet.db` (channels, per-channel voucher keys, spending records; 0600). Amounts are in the
-asset's smallest unit: wei, or the token's with `--token ADDRESS` (a wallet pays in one asset, so
-its limits mean one thing).
+`wallet.db` (channels, per-channel voucher keys, spending records; 0600). A wallet pays in one
+asset, ETH or the token of `--token ADDRESS`, so its limits mean one thing. Amounts are typed and
+shown in that asset's unit (`0.0005`, `0.0005ETH`, `0.02DUSD`; the token's symbol and decimals are
+read from its contract), base units only with an explicit suffix (`20000wei`, `20000base`) or
+`--base-units` (docs/amounts.md); `--json` prints integers in base units, for scripts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -28,8 +31,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from channel_node.errors import ChannelNodeError, UsageError
 
 if TYPE_CHECKING:  # the commands import what they use when they run: `channel-node --help` stays fast
+    from rich.console import RenderableType
     from web3 import AsyncWeb3
 
+    from channel_node.amounts import Asset
     from channel_node.chain.reverts import ContractRevert
     from channel_node.client import ChannelRecord, Policy, Result, Wallet, WalletStore
 
@@ -51,16 +56,58 @@ def _keystore(args: argparse.Namespace) -> Path:
     return _folder(args) / "keystore.json"
 
 
-def _policy(args: argparse.Namespace) -> Policy:
+def _amount(text: str | None, asset: Asset, flag: str, base_units: bool = False) -> int | None:
+    """An amount the user typed for `flag`, in `asset`'s unit (docs/amounts.md); with
+    `--base-units`, a plain whole number of base units."""
+    from channel_node.amounts import MAX_AMOUNT, parse_amount
+
+    if text is None:
+        return None
+    if base_units and not re.fullmatch(r"[0-9]{1,100}", text.strip()):
+        raise CliError(f"{flag}: with --base-units, {text.strip()!r} must be a whole number of base units (e.g. 20000)")
+    if base_units:
+        value = int(text.strip())
+        if value > MAX_AMOUNT:
+            raise CliError(f"{flag}: {text.strip()!r} is more than any on-chain amount (a uint256)")
+        return value
+    try:
+        return parse_amount(text, asset)
+    except UsageError as exc:
+        raise CliError(f"{flag}: {exc}") from None
+
+
+async def _asset_for(w3: AsyncWeb3[Any], token: str | bytes | None) -> Asset:
+    """ETH, or the token's symbol and decimals as its contract answers them (cached per process)."""
+    from eth_utils.address import is_address, to_canonical_address, to_checksum_address
+
+    from channel_node.amounts import ETH, token_asset
+    from channel_node.chain.erc20 import Erc20Client
+    from channel_node.errors import RemoteError
+
+    if token is None:
+        return ETH
+    if isinstance(token, str) and not is_address(token):
+        raise CliError(f"--token must be a token's address (0x and 40 hex digits), not {token[:60]!r}")
+    if to_canonical_address(token) == b"\0" * 20:
+        return ETH
+    address = to_checksum_address(token)
+    try:
+        symbol, decimals = await Erc20Client(w3, address).metadata()
+    except Exception as exc:  # the chain failed between two calls: say so in one line
+        raise RemoteError(f"cannot read token {address}'s symbol and decimals ({type(exc).__name__})") from None
+    return token_asset(symbol, decimals, address)
+
+
+def _policy(args: argparse.Namespace, asset: Asset) -> Policy:
     from channel_node.client import Policy
 
     try:
         return Policy(
             asset=args.token,
             deposit_multiple=args.deposit_multiple,
-            per_request_limit=args.max_price,
-            per_site_daily_limit=args.site_daily_limit,
-            daily_limit=args.daily_limit,
+            per_request_limit=_amount(args.max_price, asset, "--max-price", args.base_units),
+            per_site_daily_limit=_amount(args.site_daily_limit, asset, "--site-daily-limit", args.base_units),
+            daily_limit=_amount(args.daily_limit, asset, "--daily-limit", args.base_units),
         )
     except ValueError as exc:
         if args.token is not None and "asset" in str(exc):
@@ -94,8 +141,16 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
     finally:
         await probe.provider.disconnect()
     w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))  # the wallet's own, with web3's retries for a flaky endpoint
+    try:
+        asset = await _asset_for(w3, args.token)
+        policy = _policy(args, asset)
+    except BaseException:
+        await w3.provider.disconnect()
+        raise
     store = WalletStore(_folder(args) / "wallet.db")
-    return Wallet(w3, key, store, _policy(args)), w3, store
+    wallet = Wallet(w3, key, store, policy)
+    wallet.asset = asset  # its messages show amounts as the token's symbol and decimals say
+    return wallet, w3, store
 
 
 async def _with_wallet(args: argparse.Namespace, action: Callable[[Wallet], Awaitable[T]], waiting: str | None = None) -> T:
@@ -131,6 +186,66 @@ def _channel_rows(wallet: Wallet) -> list[Row]:
     ]  # fmt: skip
 
 
+async def _channel_asset(wallet: Wallet, record: ChannelRecord | None) -> Asset:
+    """A channel's asset; the wallet's own for a channel it does not know (the command refuses it)."""
+    if record is None:
+        return await _asset_for(wallet.w3, wallet.policy.asset)
+    return await _asset_for(wallet.w3, None if record.config.is_eth else record.config.token)
+
+
+def _find(wallet: Wallet, channel: str) -> ChannelRecord | None:
+    wanted = _channel_hex(channel)
+    return next((r for r in wallet.channels() if r.hex_id == wanted), None)
+
+
+def _channel_hex(text: str) -> str:
+    """A channel id as typed, in the form `ChannelRecord.hex_id` has (0x and lowercase)."""
+    text = text.strip().lower()
+    return text if text.startswith("0x") else "0x" + text
+
+
+async def _channel_view(wallet: Wallet, width: int) -> RenderableType:
+    """The channels as people read them: amounts in each channel's asset (the symbol in its own
+    column), fitted to `width` (cli/tables.py); `--json` has every field in base units."""
+    from channel_node.amounts import format_number
+    from channel_node.cli.tables import FOLD, KEEP, fitted_table
+
+    rows = []
+    for r in wallet.channels():
+        asset = await _asset_for(wallet.w3, None if r.config.is_eth else r.config.token)
+        rows.append([r.hex_id, asset.symbol, r.status] + [format_number(v, asset.decimals) for v in
+                                                          (r.deposited, r.signed, r.charged, r.deposited - r.charged)])  # fmt: skip
+    columns = [("channel", FOLD), ("asset", KEEP), ("status", KEEP), ("deposited", KEEP), ("signed", KEEP),
+               ("charged", KEEP), ("unspent", KEEP)]  # fmt: skip
+    return fitted_table("channels", columns, rows, width, right=("deposited", "signed", "charged", "unspent"))
+
+
+def _deposits_made(wallet: Wallet, before: dict[str, int], asset: Asset) -> list[str]:
+    """What a `get` locked on chain, as people read it: the channels it opened and topped up."""
+    from channel_node.amounts import format_amount
+
+    lines = []
+    for r in wallet.channels():
+        if r.hex_id not in before and r.deposited:
+            lines.append(f"opened channel {r.hex_id} with a deposit of {format_amount(r.deposited, asset)}")
+        elif r.hex_id in before and r.deposited > before[r.hex_id]:
+            lines.append(f"topped up channel {r.hex_id} by {format_amount(r.deposited - before[r.hex_id], asset)} "
+                         f"to {format_amount(r.deposited, asset)}")  # fmt: skip
+    return lines
+
+
+async def _reconcile_exact(wallet: Wallet) -> None:
+    """Expired `exact` authorizations the chain shows unused stop counting as spent (client/exact.py)."""
+    from channel_node.client import exact_payer
+
+    try:
+        await exact_payer(wallet).reconcile()
+    except Exception as exc:  # an unreachable chain only delays it: the next run tries again
+        import logging
+
+        logging.getLogger("channel_node.client").warning("could not reconcile exact authorizations (%s)", type(exc).__name__)
+
+
 async def _get(args: argparse.Namespace) -> int:
 
     import aiohttp
@@ -141,17 +256,20 @@ async def _get(args: argparse.Namespace) -> int:
 
     check_url(args.url, "the URL")  # before the password prompt: a typo costs nothing
 
-    async def fetch(wallet: Wallet) -> Result:
-        async with PayingSession(wallet) as session:
+    async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str]]:
+        asset = await _asset_for(wallet.w3, wallet.policy.asset)  # an offer in another asset is refused
+        await _reconcile_exact(wallet)
+        before = {r.hex_id: r.deposited for r in wallet.channels()}
+        async with PayingSession(wallet, scheme=args.scheme) as session:
             result = await session.get(args.url)
         if result.status == 402:
-            reason = await _unpaid(wallet, result, args.url)  # while the wallet is open: it may read the chain
+            reason = await _unpaid(wallet, result)  # while the wallet is open: it may read the chain
             if reason is not None:
                 raise CliError(reason)
-        return result
+        return result, asset, _deposits_made(wallet, before, asset)
 
     try:
-        result = await _with_wallet(args, fetch, f"fetching {args.url} ...")
+        result, asset, deposits = await _with_wallet(args, fetch, f"fetching {args.url} ...")
     except ServerMisbehaved as exc:
         site = site_of(args.url)
         raise CliError(f"{exc}; not paying {site} again (run `channel-node wallet trust {site}` if you trust it)") from None
@@ -166,8 +284,11 @@ async def _get(args: argparse.Namespace) -> int:
     elif result.ok:
         sys.stdout.buffer.write(result.body)
         sys.stdout.flush()
+    from channel_node.amounts import format_amount
+
     total = result.receipt.get("chargedTotal") if result.receipt else None
-    unit = f"units of token {args.token}" if args.token else "wei"
+    if isinstance(total, str) and total.isdigit() and len(total) <= 78:
+        total = format_amount(int(total), asset)
     why = ""
     if result.status == 402 and "PAYMENT-REQUIRED" in result.headers:
         from channel_node.wire.envelope import decode_header
@@ -177,32 +298,30 @@ async def _get(args: argparse.Namespace) -> int:
             why = f" ({str(refusal.get('error'))[:40]}: {str(refusal.get('message'))[:160]}; nothing more was signed)"
         except (ValueError, TypeError):
             why = ""
-    console.print(f"{result.status} {args.url}: charged {result.charged} {unit}" + (f" (channel total {total})" if total else "") + why,
+    for line in deposits:
+        console.print(line, soft_wrap=True, markup=False)
+    console.print(f"{result.status} {args.url}: charged {format_amount(result.charged, asset)}"
+                  + (f" (channel total {total})" if total else "") + why,
                   soft_wrap=True, markup=False)  # fmt: skip
     return 0 if result.ok else 1
 
 
-async def _unpaid(wallet: Wallet, result: Result, url: str) -> str | None:
-    """Why a 402 was left unpaid, as one line saying what to do, or None when the plain status line
-    says it (docs/operations.md, "When something goes wrong"). A channel the node does not know yet
-    is explained from the chain: how many blocks its deposit has, and that the node waits for more."""
+async def _unpaid(wallet: Wallet, result: Result) -> str | None:
+    """Why a 402 was left unpaid, as one line saying what to do, or None when the status line
+    (`402 URL: charged ... (code: message)`) says it (docs/operations.md, "When something goes
+    wrong"). A channel the node does not know yet is explained from the chain: how many blocks its
+    deposit has, and that the node waits for more."""
     from channel_node.wire.envelope import decode_header
 
     try:
         refusal = decode_header(result.headers["PAYMENT-REQUIRED"])
     except (KeyError, ValueError, TypeError):
         return None
-    code = str(refusal.get("error"))[:40]
-    message = str(refusal.get("message"))[:160]
-    if code == "payment_required":
-        return None  # not a refusal of our voucher (the wallet paid nothing): the status line says it
-    if code == "channel_unknown":
+    if refusal.get("error") == "channel_unknown":
         accepts = refusal.get("accepts")
         offer = accepts[0] if isinstance(accepts, list) and accepts and isinstance(accepts[0], dict) else {}
-        explained = await _unconfirmed(wallet, offer)
-        if explained is not None:
-            return explained
-    return f"{url}: the site refused the payment: {code}: {message} (nothing more was signed)"
+        return await _unconfirmed(wallet, offer)
+    return None
 
 
 async def _unconfirmed(wallet: Wallet, offer: dict[str, Any]) -> str | None:
@@ -247,68 +366,103 @@ async def _unconfirmed(wallet: Wallet, offer: dict[str, Any]) -> str | None:
 
 
 async def _channels(args: argparse.Namespace) -> int:
-    rows = await _with_wallet(args, lambda wallet: _async(_channel_rows(wallet)))
-    _table(rows, args.json, "channels")
+    async def channels(wallet: Wallet) -> tuple[list[Row], RenderableType | None]:
+        return _channel_rows(wallet), None if _wants_json(args.json) else await _channel_view(wallet, _width())
+
+    rows, view = await _with_wallet(args, channels)
+    _table(rows, args.json, "channels", view)
     return 0
 
 
 async def _balance(args: argparse.Namespace) -> int:
-    async def balance(wallet: Wallet) -> Row:
+    async def balance(wallet: Wallet) -> tuple[Row, Row]:
         from eth_utils.address import to_checksum_address
 
+        from channel_node.amounts import ETH, format_amount
         from channel_node.chain.erc20 import Erc20Client
 
         gas = await wallet.w3.eth.get_balance(to_checksum_address(wallet.address))
         asset = wallet.policy.asset
+        unit = await _asset_for(wallet.w3, asset)
         rows = [r for r in _channel_rows(wallet) if r["asset"] == (asset or "ETH")]
         locked = sum(int(str(r["unspent"])) for r in rows if r["status"] != "settled")
         if asset is None:
-            return {"address": wallet.address, "balance": str(gas), "unspent_in_channels": str(locked)}
+            return ({"address": wallet.address, "balance": str(gas), "unspent_in_channels": str(locked)},
+                    {"address": wallet.address, "balance": format_amount(gas, ETH),
+                     "unspent_in_channels": format_amount(locked, ETH)})  # fmt: skip
         held = await Erc20Client(wallet.w3, asset).balance_of(wallet.address)
-        return {"address": wallet.address, "token": asset, "balance": str(held), "unspent_in_channels": str(locked),
-                "eth_for_gas": str(gas)}  # fmt: skip
+        return ({"address": wallet.address, "token": asset, "balance": str(held), "unspent_in_channels": str(locked),
+                 "eth_for_gas": str(gas)},
+                {"address": wallet.address, "token": asset, "balance": format_amount(held, unit),
+                 "unspent_in_channels": format_amount(locked, unit), "eth_for_gas": format_amount(gas, ETH)})  # fmt: skip
 
-    _table([await _with_wallet(args, balance)], args.json, "balance")
+    row, shown = await _with_wallet(args, balance)
+    _table([row], args.json, "balance", _record_view("balance", shown))
     return 0
 
 
 async def _topup(args: argparse.Namespace) -> int:
-    async def topup(wallet: Wallet) -> Row:
-        record = await wallet.top_up(args.channel, args.amount)
-        return {"channel": record.hex_id, "deposited": str(record.deposited)}
+    from channel_node.amounts import format_amount
 
-    _table([await _with_wallet(args, topup, "depositing on chain ...")], args.json, "topup")
+    async def topup(wallet: Wallet) -> tuple[Row, Row]:
+        record = _find(wallet, args.channel)
+        # The channel's own asset; an unknown channel is refused by top_up, in the wallet's asset meanwhile.
+        asset = await _channel_asset(wallet, record)
+        amount = _amount(args.amount, asset, "amount", args.base_units)
+        if not amount:
+            raise CliError(f"amount: a top-up adds something; give more than 0 {asset.symbol} (e.g. {asset.example})")
+        from rich.console import Console
+
+        with Console(stderr=True).status("depositing on chain ..."):
+            record = await wallet.top_up(args.channel, amount)
+        return ({"channel": record.hex_id, "deposited": str(record.deposited)},
+                {"channel": record.hex_id, "added": format_amount(amount, asset),
+                 "deposited": format_amount(record.deposited, asset)})  # fmt: skip
+
+    row, shown = await _with_wallet(args, topup)
+    _table([row], args.json, "topup", _record_view("topup", shown))
     return 0
 
 
 async def _close(args: argparse.Namespace) -> int:
+    from channel_node.amounts import format_amount
     from channel_node.chain.reverts import ContractRevert
     from channel_node.client import WalletError
 
-    async def close(wallet: Wallet) -> Row:
+    async def close(wallet: Wallet) -> tuple[Row, Row]:
+        asset = await _channel_asset(wallet, _find(wallet, args.channel))
         if args.node:
             done = await wallet.close_via_node(args.channel, args.node)
-            return {"channel": args.channel, "closed": "cooperatively", "refunded": str(done.refunded),
-                    "paid_to_receiver": str(done.claimed)}  # fmt: skip
+            row: Row = {"channel": args.channel, "closed": "cooperatively", "refunded": str(done.refunded),
+                        "paid_to_receiver": str(done.claimed)}  # fmt: skip
+            return row, {**row, "refunded": format_amount(done.refunded, asset),
+                         "paid_to_receiver": format_amount(done.claimed, asset)}  # fmt: skip
         ticket = await wallet.request_close(args.channel)
-        return {"channel": args.channel, "closed": "requested", "deadline": ticket.deadline, "warning": ticket.warning}
+        row = {"channel": args.channel, "closed": "requested", "deadline": ticket.deadline, "warning": ticket.warning}
+        return row, row
 
     try:  # a refusal is one line on stderr and exit 2, never a traceback
-        result = await _with_wallet(args, close, "closing the channel on chain ...")
+        result, shown = await _with_wallet(args, close, "closing the channel on chain ...")
     except ContractRevert as exc:
         raise CliError(_revert_line(exc)) from None
     except WalletError as exc:
         raise CliError(str(exc)) from None
-    _table([result], args.json, "close")
+    _table([result], args.json, "close", _record_view("close", shown))
     return 0
 
 
 async def _finalize(args: argparse.Namespace) -> int:
-    async def finalize(wallet: Wallet) -> Row:
-        done = await wallet.finalize(args.channel)
-        return {"channel": args.channel, "refunded": str(done.refunded), "paid_to_receiver": str(done.claimed)}
+    from channel_node.amounts import format_amount
 
-    _table([await _with_wallet(args, finalize, "finalizing on chain ...")], args.json, "finalize")
+    async def finalize(wallet: Wallet) -> tuple[Row, Row]:
+        asset = await _channel_asset(wallet, _find(wallet, args.channel))
+        done = await wallet.finalize(args.channel)
+        return ({"channel": args.channel, "refunded": str(done.refunded), "paid_to_receiver": str(done.claimed)},
+                {"channel": args.channel, "refunded": format_amount(done.refunded, asset),
+                 "paid_to_receiver": format_amount(done.claimed, asset)})  # fmt: skip
+
+    row, shown = await _with_wallet(args, finalize, "finalizing on chain ...")
+    _table([row], args.json, "finalize", _record_view("finalize", shown))
     return 0
 
 
@@ -324,23 +478,60 @@ def _trust(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _async(value: T) -> T:
-    return value
+def _wants_json(as_json: bool) -> bool:
+    return as_json or not sys.stdout.isatty()
 
 
-def _table(rows: list[Row], as_json: bool, title: str) -> None:
-    if as_json or not sys.stdout.isatty():
+def _width() -> int:
+    from rich.console import Console
+
+    return Console().width
+
+
+def _record_view(title: str, shown: Row) -> RenderableType:
+    from channel_node.cli.tables import record_table
+
+    return record_table(title, {k: "" if v is None else str(v) for k, v in shown.items()})
+
+
+def _table(rows: list[Row], as_json: bool, title: str, view: RenderableType | None = None) -> None:
+    """JSON (base units, every field) for scripts and pipes; on a terminal, `view`: the amounts in
+    the asset's unit, fitted to the terminal's width (cli/tables.py)."""
+    if _wants_json(as_json) or view is None:
         print(json.dumps(rows if title == "channels" else rows[0]))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title)
-    for column in (rows[0].keys() if rows else ["channel"]):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    from channel_node.cli.tables import print_table
+
+    print_table(Console(), view)
+
+
+ANVIL_FUNDING = 10**18  # what the printed anvil command gives a new wallet: 1 ETH, plenty for a local chain
+
+
+def funding_lines(address: str, args: argparse.Namespace) -> list[str]:
+    """How to get ETH (and a token) onto a new wallet's address, as commands that work as printed
+    (docs/getting-started.md, "Funding")."""
+    import shlex
+
+    from channel_node.cli.program import program
+
+    where = (["--wallet", str(args.wallet)] if args.wallet else []) + ["--rpc-url", args.rpc_url]
+    balance = " ".join([program(), "wallet", "balance", *(shlex.quote(w) for w in where)])
+    call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance", "params": [address, hex(ANVIL_FUNDING)]},
+                      separators=(",", ":"))  # fmt: skip
+    asset = f"the token {args.token} it pays with, and ETH for gas" if args.token else "ETH"
+    return [
+        f"Fund {address} before paying: it needs {asset} for its deposits (a channel locks --deposit-multiple",
+        "prices, 50 by default: 0.001 ETH at 0.00002 ETH an article) and for the gas of opening and closing",
+        "(0.01 ETH is plenty on a test network).",
+        "  on a local anvil (gives it 1 ETH):",
+        f"    curl -s -X POST -H 'Content-Type: application/json' --data '{call}' {shlex.quote(args.rpc_url)}",
+        "  on a public test network: send it test ETH from a faucet or from an account you funded",
+        "    (Sepolia faucets and what each address needs: docs/getting-started.md, \"Funding on a test network\")",
+        f"  then check: {balance}",
+    ]
 
 
 def _new(args: argparse.Namespace) -> int:
@@ -350,7 +541,8 @@ def _new(args: argparse.Namespace) -> int:
         address = create_keystore(_keystore(args), read_password(confirm=True))
     except KeystoreError as exc:
         raise CliError(str(exc)) from None
-    print(address)
+    print(address, flush=True)  # alone on stdout, so `ADDRESS=$(channel-node wallet new)` works
+    print("\n".join(funding_lines(address, args)), file=sys.stderr, flush=True)
     return 0
 
 
@@ -365,7 +557,8 @@ def _import(args: argparse.Namespace) -> int:
         address = import_key(_keystore(args), read_password(confirm=True), text.strip())
     except KeystoreError as exc:
         raise CliError(str(exc)) from None
-    print(address)
+    print(address, flush=True)
+    print("\n".join(funding_lines(address, args)), file=sys.stderr, flush=True)
     return 0
 
 
@@ -434,20 +627,25 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "trust": "pay a site again after the wallet blocked it for misbehaving",
     }
     for name, help_text in specs.items():
-        parser = actions.add_parser(name, help=help_text)
+        parser = actions.add_parser(name, help=help_text, aliases=["list"] if name == "channels" else [])
         parser.add_argument("--wallet", help=f"wallet folder (default {DEFAULT_FOLDER})")
         parser.add_argument("--rpc-url", default=os.environ.get("CHANNEL_NODE_RPC_URL", "http://127.0.0.1:8545"))
         parser.add_argument("--json", action="store_true", help="print JSON")
         parser.add_argument("--token", default=os.environ.get("CHANNEL_NODE_WALLET_TOKEN"),
-                            help="pay in this ERC-20 token (address) instead of native ETH; amounts and limits are in its smallest unit")
+                            help="pay in this ERC-20 token (address) instead of native ETH; amounts and limits are in its unit")
         parser.add_argument("--deposit-multiple", type=int, default=50, help="a new channel's deposit in prices (default 50)")
-        parser.add_argument("--max-price", type=int, help="refuse to pay more than this for one request")
-        parser.add_argument("--site-daily-limit", type=int, help="most to spend per site per day")
-        parser.add_argument("--daily-limit", type=int, help="most to spend per day")
+        parser.add_argument("--max-price", help="refuse to pay more than this for one request (e.g. 0.0001, 0.02DUSD)")
+        parser.add_argument("--site-daily-limit", help="most to spend per site per day (e.g. 0.005)")
+        parser.add_argument("--daily-limit", help="most to spend per day (e.g. 0.01)")
+        parser.add_argument("--base-units", action="store_true",
+                            help="read typed amounts as whole numbers of the asset's smallest unit (wei for ETH)")
         parser.set_defaults(handler=_handler(name))
         if name == "get":
             parser.add_argument("url")
             parser.add_argument("-o", "--output", help="save the content to this file instead of printing it")
+            parser.add_argument("--scheme", choices=("exact", "channel"),
+                                help="pay in this x402 scheme only (default: a channel once the site is a regular, "
+                                     "else exact; docs/protocol.md, \"The wallet and `exact`\")")  # fmt: skip
         if name == "trust":
             parser.add_argument("site", help="the site as host[:port] (or a URL of it)")
         if name == "import":
@@ -455,6 +653,7 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         if name in ("topup", "close", "finalize"):
             parser.add_argument("channel", help="channel id (0x...)")
         if name == "topup":
-            parser.add_argument("amount", type=int, help="amount to add, in the channel's asset's smallest unit (wei for ETH)")
+            parser.add_argument("amount", help="amount to add in the channel's asset: 0.0005, 0.0005ETH, 0.02DUSD; "
+                                               "base units with a suffix (20000wei, 20000base) or --base-units")
         if name == "close":
             parser.add_argument("--node", help="the channel-node's base URL, for a cooperative close")

@@ -1,6 +1,8 @@
-"""The reader's side: a wallet that pays `channel`-scheme 402s from payment channels it opens,
-keeps its state in a local SQLite file, and an aiohttp session (or client middleware) using it."""
+"""The reader's side: a wallet that pays `channel`-scheme 402s from payment channels it opens and
+x402 `exact` 402s with EIP-3009 authorizations (client/exact.py), keeps its state in a local SQLite
+file, and an aiohttp session (or client middleware) using it."""
 
+from channel_node.client.exact import ExactPayer, SchemeOptions, choose_scheme, exact_payer
 from channel_node.client.ledger import Ledger
 from channel_node.client.session import (
     MIDDLEWARE_SUPPORTED,
@@ -35,6 +37,7 @@ __all__ = [
     "ChainChannelInfo",
     "ChannelRecord",
     "CloseTicket",
+    "ExactPayer",
     "Finalized",
     "InsufficientFunds",
     "Ledger",
@@ -43,6 +46,7 @@ __all__ = [
     "PaymentHeader",
     "Policy",
     "Result",
+    "SchemeOptions",
     "ServerMisbehaved",
     "SiteBlocked",
     "SpendingLimitExceeded",
@@ -52,6 +56,8 @@ __all__ = [
     "WalletStore",
     "WalletStoreError",
     "channel_offer",
+    "choose_scheme",
+    "exact_payer",
     "is_channel_deposit_code",
     "pay_and_fetch",
     "payment_middleware",

@@ -20,6 +20,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from channel_node.client.exact import EXACT, choose_scheme, exact_entry, exact_payer, scheme_options
 from channel_node.client.wallet import OfferRejected, ServerMisbehaved, Wallet
 from channel_node.wire.channel import SCHEME
 from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, decode_header
@@ -128,8 +129,35 @@ def _check_resource(document: Mapping[str, Any], url: str) -> None:
         raise OfferRejected(f"the 402 for {url} asks payment for another resource ({str(named)[:200]!r})")
 
 
+async def _pay_exact(
+    wallet: Wallet, url: str, send: Send, document: Mapping[str, Any], *, confirm: bool
+) -> tuple[aiohttp.ClientResponse, int, dict[str, Any] | None]:
+    """Pays the 402 `document` with an `exact` authorization (client/exact.py): recorded as spent
+    before it is sent, sent once (a site that answers it with another 402 gets nothing more)."""
+    payer = exact_payer(wallet)
+    entry = exact_entry(document)
+    assert entry is not None  # the choice rule picked `exact` because there is one
+    header = await payer.pay(entry, document, url)
+    response = await send(header.value)  # lost on the way: stays `signed`, reconcile() decides
+    receipt = _document(response, RESPONSE_HEADER)
+    if receipt is not None and 200 <= response.status < 300:
+        charged = payer.settle(header, receipt)  # counted whatever happens to the body: the transfer is made
+        try:
+            await response.read()
+        except BaseException:
+            response.release()
+            raise
+        if confirm and charged:
+            await payer.confirm(header)
+        return response, charged, receipt
+    if 400 <= response.status < 500:
+        payer.refused(header)
+    return response, 0, None
+
+
 async def pay_and_fetch(
-    wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0, offers: dict[str, dict[str, Any]] | None = None
+    wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0, offers: dict[str, dict[str, Any]] | None = None,
+    scheme: str | None = None, confirm_exact: bool = False,
 ) -> tuple[aiohttp.ClientResponse, int, dict[str, Any] | None]:
     """Runs one request through the 402 protocol. `send(header)` sends the request with that
     PAYMENT-SIGNATURE (None: without one) and returns the response without following redirects;
@@ -139,7 +167,10 @@ async def pay_and_fetch(
 
     `offers` remembers the offer last seen for each URL: a repeat request pays up front and saves
     the 402 round trip (half the requests). A changed price is noticed from the node's refusal; a
-    price that changes between a fresh 402 and its retry is refused."""
+    price that changes between a fresh 402 and its retry is refused.
+
+    A 402 offering `exact` too is paid in the scheme `choose_scheme` picks (`scheme` forces one,
+    else Policy.scheme); `confirm_exact` checks an `exact` settlement's transfer on chain."""
     offer = offers.get(url) if offers is not None else None
     from_cache = offer is not None
     if offer is None:
@@ -148,6 +179,15 @@ async def pay_and_fetch(
             return response, 0, None
         document = _document(response, REQUIRED_HEADER)
         offer = channel_offer(document)
+        options = scheme_options(wallet, document, url, offer, scheme)
+        choice = choose_scheme(options) if document is not None else None
+        if choice == EXACT and document is not None:
+            response.release()
+            _check_resource(document, url)
+            return await _pay_exact(wallet, url, send, document, confirm=confirm_exact)
+        if options.forced is not None and choice is None and document is not None:
+            response.release()
+            raise OfferRejected(f"{url} offers no `{options.forced}` entry this wallet can pay (the scheme was forced)")
         if offer is None or document is None:
             return response, 0, None  # not a scheme this wallet speaks: the caller sees the 402
         response.release()
@@ -281,8 +321,13 @@ class PayingSession:
     Request bodies are sent again on retries, so pass bytes, str or json= rather than a stream.
     """
 
-    def __init__(self, wallet: Wallet, *, retries: int = 3, retry_delay: float = 1.0, **session_kwargs: Any) -> None:
+    def __init__(self, wallet: Wallet, *, retries: int = 3, retry_delay: float = 1.0, scheme: str | None = None,
+                 confirm_exact: bool = False, **session_kwargs: Any) -> None:  # fmt: skip
+        if scheme not in (None, "channel", EXACT):
+            raise ValueError(f"scheme must be 'channel', 'exact' or None, not {scheme!r}")
         self.wallet = wallet
+        self.scheme = scheme  # forces a scheme for this session's requests; None: Policy.scheme, else the choice rule
+        self.confirm_exact = confirm_exact
         self.retries = retries
         self.retry_delay = retry_delay
         self._kwargs = session_kwargs
@@ -344,7 +389,8 @@ class PayingSession:
                 response, charged, receipt = await send(None), 0, None
             else:
                 response, charged, receipt = await pay_and_fetch(
-                    self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers
+                    self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers,
+                    scheme=self.scheme, confirm_exact=self.confirm_exact,
                 )
             location = response.headers.get("Location")
             # A redirect answering a voucher is returned, never followed: the request was paid for

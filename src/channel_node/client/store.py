@@ -1,5 +1,5 @@
 """The reader wallet's local state: one SQLite file (mode 0600) holding its channels, the per-channel
-voucher keys, a spending ledger and the blocked sites.
+voucher keys, the `exact` authorizations it signed, a spending ledger and the blocked sites.
 
 Amounts are decimal TEXT (uint256-safe) and Python ints in memory, never floats. Every method that
 writes commits before it returns (WAL, `synchronous=FULL`), so the wallet can let a signature leave
@@ -82,6 +82,25 @@ CREATE TABLE IF NOT EXISTS ledger (
     spent TEXT NOT NULL,                   -- sum of voucher increments signed for this site that day
     PRIMARY KEY (site, day)
 );
+CREATE TABLE IF NOT EXISTS exact_payments (
+    nonce        TEXT PRIMARY KEY,          -- 0x + 64 hex: the authorization's identity (random, never reused)
+    chain_id     INTEGER NOT NULL,
+    token        TEXT NOT NULL,             -- checksum address of the EIP-3009 token
+    payer        TEXT NOT NULL,             -- the main account (authorization.from)
+    pay_to       TEXT NOT NULL,             -- authorization.to
+    value        TEXT NOT NULL,             -- exactly the offer's amount
+    valid_before INTEGER NOT NULL,          -- unix time: the token refuses it from then on
+    site         TEXT,                      -- the URL's host[:port]
+    url          TEXT NOT NULL,
+    day          TEXT NOT NULL,             -- the UTC day its value was counted as spent
+    header       TEXT NOT NULL,             -- the PAYMENT-SIGNATURE value, as sent
+    status       TEXT NOT NULL,             -- client/exact.py: signed | paid | refused | confirmed | used | unused
+    tx_hash      TEXT,                      -- the receipt's transaction
+    receipt      TEXT,                      -- JSON of the PAYMENT-RESPONSE
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exact_by_status ON exact_payments (status, valid_before);
 CREATE TABLE IF NOT EXISTS blocked (
     kind   TEXT NOT NULL,                  -- 'site' or 'receiver'
     value  TEXT NOT NULL,
@@ -102,6 +121,62 @@ _LEDGER_COLUMNS = (("received", "TEXT"), ("lost", "TEXT NOT NULL DEFAULT '0'"), 
 
 class WalletStoreError(StateError):
     """The wallet database refused a write (an invariant would break) or belongs to another account."""
+
+
+class ExactLimitExceeded(WalletStoreError):
+    """A daily limit refused an `exact` authorization inside the transaction that would record it."""
+
+
+# An `exact` authorization's statuses (client/exact.py): `signed` - recorded, sent or about to be,
+# outcome unknown; `paid` - the site's receipt says it settled; `refused` - the site answered without
+# settling (the authorization stays valid until valid_before: still spent); `confirmed` - the
+# receipt's transaction carries its transfer on chain; `used` / `unused` - reconciled on chain after
+# valid_before (unused: its value is no longer counted as spent).
+EXACT_SIGNED = "signed"
+EXACT_PAID = "paid"
+EXACT_REFUSED = "refused"
+EXACT_CONFIRMED = "confirmed"
+EXACT_USED = "used"
+EXACT_UNUSED = "unused"
+
+_EXACT_COLUMNS = (
+    "nonce, chain_id, token, payer, pay_to, value, valid_before, site, url, day, header, status, tx_hash, receipt, created_at"
+)
+
+
+@dataclass(frozen=True)
+class ExactRecord:
+    """One `exact` authorization this wallet signed (what it may owe until valid_before)."""
+
+    nonce: bytes
+    chain_id: int
+    token: str
+    payer: str
+    pay_to: str
+    value: int
+    valid_before: int
+    site: str | None
+    url: str
+    day: str
+    header: str
+    status: str = EXACT_SIGNED
+    tx_hash: bytes | None = None
+    receipt: dict[str, Any] | None = None
+    created_at: int = 0
+
+    @property
+    def nonce_hex(self) -> str:
+        return "0x" + self.nonce.hex()
+
+
+def _exact_record(row: sqlite3.Row) -> ExactRecord:
+    return ExactRecord(
+        nonce=bytes.fromhex(row["nonce"][2:]), chain_id=row["chain_id"], token=row["token"], payer=row["payer"],
+        pay_to=row["pay_to"], value=int(row["value"]), valid_before=row["valid_before"], site=row["site"], url=row["url"],
+        day=row["day"], header=row["header"], status=row["status"],
+        tx_hash=bytes.fromhex(row["tx_hash"][2:]) if row["tx_hash"] else None,
+        receipt=json.loads(row["receipt"]) if row["receipt"] else None, created_at=row["created_at"],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -493,6 +568,85 @@ class WalletStore:
             rows = self._db.execute("SELECT spent FROM ledger WHERE day = ? AND site = ?", (day, site)).fetchall()
         return sum(int(r[0]) for r in rows)
 
+    # ------------------------------------------------------------------ exact payments (client/exact.py)
+
+    def record_exact(
+        self, payment: ExactRecord, *, per_site_limit: int | None = None, daily_limit: int | None = None
+    ) -> None:
+        """Records a signed `exact` authorization and counts its value as spent today, in one
+        transaction, BEFORE its header leaves the process: a restart knows every authorization that
+        may be out there. The daily limits are checked inside the same transaction (another process
+        sharing the file cannot slip a payment between the check and the write). A nonce is
+        recorded once: a second insert is refused."""
+        value = int(_amount(payment.value, "value"))
+        with self._tx() as db:
+            if payment.site is not None and per_site_limit is not None:
+                spent = self.spent(payment.day, payment.site)
+                if spent + value > per_site_limit:
+                    raise ExactLimitExceeded(
+                        f"paying {value} would bring today's spending on {payment.site} to {spent + value}, "
+                        f"above the per-site daily limit {per_site_limit}"
+                    )
+            if daily_limit is not None:
+                spent = self.spent(payment.day)
+                if spent + value > daily_limit:
+                    raise ExactLimitExceeded(
+                        f"paying {value} would bring today's spending to {spent + value}, above the daily limit {daily_limit}"
+                    )
+            if db.execute("SELECT 1 FROM exact_payments WHERE nonce = ?", (payment.nonce_hex,)).fetchone() is not None:
+                raise WalletStoreError(f"authorization nonce {payment.nonce_hex} is already recorded")
+            now = int(time.time())
+            db.execute(
+                "INSERT INTO exact_payments (nonce, chain_id, token, payer, pay_to, value, valid_before, site, url, day,"
+                " header, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    payment.nonce_hex, payment.chain_id, to_checksum_address(payment.token), to_checksum_address(payment.payer),
+                    to_checksum_address(payment.pay_to), str(value), payment.valid_before, payment.site, payment.url,
+                    payment.day, payment.header, payment.status, now, now,
+                ),
+            )  # fmt: skip
+            if payment.site is not None and value:
+                self._add_spend(payment.site, payment.day, value)
+
+    def exact_payment(self, nonce: bytes) -> ExactRecord | None:
+        row = self._db.execute(f"SELECT {_EXACT_COLUMNS} FROM exact_payments WHERE nonce = ?", (_hex_id(nonce),)).fetchone()
+        return None if row is None else _exact_record(row)
+
+    def exact_payments(self, *statuses: str, site: str | None = None) -> list[ExactRecord]:
+        """Recorded authorizations, oldest first: those in `statuses` (all when none), of `site` when given."""
+        query, args = f"SELECT {_EXACT_COLUMNS} FROM exact_payments WHERE 1 = 1", list[object]()
+        if statuses:
+            query += f" AND status IN ({', '.join('?' * len(statuses))})"
+            args.extend(statuses)
+        if site is not None:
+            query += " AND site = ?"
+            args.append(site)
+        return [_exact_record(r) for r in self._db.execute(query + " ORDER BY created_at, rowid", args).fetchall()]
+
+    def update_exact(
+        self, nonce: bytes, status: str, *, tx_hash: bytes | None = None, receipt: dict[str, Any] | None = None,
+        unspend: bool = False,
+    ) -> None:  # fmt: skip
+        """Moves an authorization to `status` (with the receipt's transaction and the receipt). With
+        `unspend` (the chain shows it can never be used: expired unused) its value is taken off the
+        day it was counted on, once: a row already `unused` is left as it is."""
+        with self._tx() as db:
+            row = db.execute("SELECT status, value, site, day FROM exact_payments WHERE nonce = ?", (_hex_id(nonce),)).fetchone()
+            if row is None:
+                raise WalletStoreError(f"unknown authorization nonce {_hex_id(nonce)}")
+            if row["status"] == EXACT_UNUSED:
+                return  # final: its value was already given back
+            sets, args = ["status = ?", "updated_at = ?"], [status, int(time.time())]
+            if tx_hash is not None:
+                sets.append("tx_hash = ?")
+                args.append("0x" + tx_hash.hex())
+            if receipt is not None:
+                sets.append("receipt = ?")
+                args.append(json.dumps(receipt, separators=(",", ":")))
+            db.execute(f"UPDATE exact_payments SET {', '.join(sets)} WHERE nonce = ?", (*args, _hex_id(nonce)))
+            if unspend and row["site"] is not None:
+                self._add_spend(row["site"], row["day"], -int(row["value"]))
+
     # ------------------------------------------------------------------ blocked sites
 
     def block(self, kind: str, value: str, reason: str) -> None:
@@ -524,6 +678,12 @@ class WalletStore:
 
 __all__ = [
     "BLOCKED",
+    "EXACT_CONFIRMED",
+    "EXACT_PAID",
+    "EXACT_REFUSED",
+    "EXACT_SIGNED",
+    "EXACT_UNUSED",
+    "EXACT_USED",
     "CLOSING",
     "EXHAUSTED",
     "FAILED",
@@ -532,6 +692,8 @@ __all__ = [
     "ORPHANED",
     "SETTLED",
     "ChannelRecord",
+    "ExactLimitExceeded",
+    "ExactRecord",
     "WalletStore",
     "WalletStoreError",
 ]

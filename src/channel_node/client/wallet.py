@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from eth_utils.address import is_address, to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
 
+from channel_node.amounts import ETH, Asset, format_amount
 from channel_node.chain.accounts import Sender
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.contract import ChannelDepositClient, TxResult
@@ -141,6 +142,12 @@ class Policy:
     per_site_daily_limit: int | None = None  # per URL host[:port], per UTC day
     daily_limit: int | None = None  # all sites together, per UTC day
     close_delay: int = 3600  # seconds; must be inside the offer's extra.closeDelay range
+    # x402 `exact` (client/exact.py; docs/protocol.md, "The wallet and `exact`"): paid in `asset`
+    # only (the allow-list: the limits above count in it), each payment at most `exact_max_amount`
+    # (None: only per_request_limit applies) and valid at most `exact_max_validity` seconds.
+    scheme: str | None = None  # "exact" or "channel" forces that scheme; None: the choice rule
+    exact_max_amount: int | None = None
+    exact_max_validity: int = 300
 
     def __post_init__(self) -> None:
         if self.asset is not None:
@@ -155,6 +162,10 @@ class Policy:
         _check_int("per_site_daily_limit", self.per_site_daily_limit, 0, optional=True)
         _check_int("daily_limit", self.daily_limit, 0, optional=True)
         _check_int("close_delay", self.close_delay, 0)
+        if self.scheme not in (None, "exact", "channel"):
+            raise ValueError(f"scheme must be 'exact', 'channel' or None, not {self.scheme!r}")
+        _check_int("exact_max_amount", self.exact_max_amount, 0, optional=True)
+        _check_int("exact_max_validity", self.exact_max_validity, 1)
 
 
 @dataclass(frozen=True)
@@ -460,6 +471,13 @@ class Wallet:
         self._live: dict[bytes, _Live] = {}
         self._opening: dict[tuple[object, ...], asyncio.Lock] = {}
         self._no_permit: set[str] = set()  # tokens found without a working EIP-2612 permit
+        # How the policy's asset reads in messages (`0.0005 ETH`, `0.02 DUSD`): ETH, or the token's
+        # symbol and decimals once someone who read them from the token sets them (the CLI does);
+        # until then a token's amounts are shown in base units (docs/amounts.md).
+        self.asset: Asset | None = ETH if self.policy.asset is None else None
+
+    def _shown(self, amount: int) -> str:
+        return format_amount(amount, self.asset) if self.asset is not None else f"{amount} base units"
 
     def __repr__(self) -> str:
         return f"Wallet({self.address}, {self.store!r})"
@@ -567,20 +585,23 @@ class Wallet:
     def _check_limits(self, site: str | None, price: int, spend: int) -> None:
         p = self.policy
         if p.per_request_limit is not None and price > p.per_request_limit:
-            raise SpendingLimitExceeded(f"price {price} is above the per-request limit {p.per_request_limit}")
+            raise SpendingLimitExceeded(
+                f"price {self._shown(price)} is above the per-request limit {self._shown(p.per_request_limit)}"
+            )
         day = _today()
         if p.per_site_daily_limit is not None and site is not None:
             spent = self.store.spent(day, site)
             if spent + spend > p.per_site_daily_limit:
                 raise SpendingLimitExceeded(
-                    f"paying {spend} would bring today's spending on {site} to {spent + spend}, "
-                    f"above the per-site daily limit {p.per_site_daily_limit}"
+                    f"paying {self._shown(spend)} would bring today's spending on {site} to {self._shown(spent + spend)}, "
+                    f"above the per-site daily limit {self._shown(p.per_site_daily_limit)}"
                 )
         if p.daily_limit is not None:
             spent = self.store.spent(day)
             if spent + spend > p.daily_limit:
                 raise SpendingLimitExceeded(
-                    f"paying {spend} would bring today's spending to {spent + spend}, above the daily limit {p.daily_limit}"
+                    f"paying {self._shown(spend)} would bring today's spending to {self._shown(spent + spend)}, "
+                    f"above the daily limit {self._shown(p.daily_limit)}"
                 )
 
     def _close_delay(self, terms: _Terms) -> int:
@@ -666,8 +687,8 @@ class Wallet:
         amount = self._deposit_size(terms.price, 0)
         if amount < max(terms.price, terms.min_deposit):
             raise SpendingLimitExceeded(
-                f"a deposit of {amount} (policy) does not cover the price {terms.price} "
-                f"or the server's minimum deposit {terms.min_deposit}"
+                f"a deposit of {self._shown(amount)} (policy) does not cover the price {self._shown(terms.price)} "
+                f"or the server's minimum deposit {self._shown(terms.min_deposit)}"
             )
         salt = secrets.randbits(96)  # random: a rebuilt wallet never reuses an old channel's identity
         voucher_key = self._voucher_key(terms.chain_id, terms.contract, salt)
@@ -708,13 +729,17 @@ class Wallet:
         if config.is_eth:
             balance = int(await self.w3.eth.get_balance(to_checksum_address(self.address)))
             if balance < amount:  # gas comes on top; the node's answer covers that case
-                raise InsufficientFunds(f"a deposit of {amount} wei needs more than this account holds ({balance} wei)")
+                raise InsufficientFunds(
+                    f"a deposit of {format_amount(amount, ETH)} needs more than this account holds "
+                    f"({format_amount(balance, ETH)})"
+                )
             return await client.deposit_eth(config, amount, sender=self._sender, gas=self.gas)
         token = Erc20Client(self.w3, config.token)
         balance = await token.balance_of(self.address)
         if balance < amount:
             raise InsufficientFunds(
-                f"a deposit of {amount} needs more of token {token.address} than this account holds ({balance})"
+                f"a deposit of {self._shown(amount)} needs more of token {token.address} than this account holds "
+                f"({self._shown(balance)})"
             )
         if token.address not in self._no_permit:
             deadline = int((await self.w3.eth.get_block("latest"))["timestamp"]) + PERMIT_LIFETIME
@@ -1175,7 +1200,8 @@ class Wallet:
         when = datetime.fromtimestamp(deadline, UTC).isoformat(timespec="seconds")
         warning = (
             f"channel {record.hex_id} is closing: {state.unclaimed} stays locked for {wait} s, until {when} "
-            f"(chain time); call finalize() after that to get back what the receiver has not claimed"
+            f"(chain time); after that run `channel-node wallet finalize {record.hex_id}` (Wallet.finalize in Python) "
+            "to get back what the receiver has not claimed"
         )
         log.warning(warning)
         return CloseTicket(record.channel_id, deadline, state.unclaimed, warning, tx)

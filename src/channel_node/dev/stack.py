@@ -7,7 +7,11 @@ prove the path works, and prints how to pay for the others with curl.
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,6 +38,25 @@ DEMO_DEPOSIT_PRICES = 100  # the demo channel's deposit, in article prices
 READER_TOKENS = 1_000 * 10**6  # the reader's DUSD: enough for the demo channel and a wallet's own
 DEMO_VOUCHER_KEY = keccak256(b"channel-node dev demo voucher key")  # a dev-only key, public by design
 ARTICLES = ["/articles/micropayments.html", "/articles/channels.html", "/articles/vouchers.html"]
+
+
+@contextmanager
+def run_folder(data_dir: Path | None, keep: bool = False, say: Callable[[str], None] = print) -> Iterator[Path]:
+    """The folder of one `dev` run (databases, the reader's wallet): `data_dir` when given (the
+    user's: it stays), else a new temporary folder that is removed when the run ends, however it
+    ends, unless `keep`."""
+    if data_dir is not None:
+        yield data_dir
+        return
+    folder = Path(tempfile.mkdtemp(prefix="channel-node-dev-"))
+    try:
+        yield folder
+    finally:
+        if keep:
+            say(f"kept {folder} (remove it when done)")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            say(f"removed the temporary folder {folder} (--keep keeps it, --data-dir DIR uses yours)")
 
 
 def site_root() -> Path:
@@ -178,4 +201,28 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
     return lines
 
 
-__all__ = ["ARTICLES", "ARTICLE_PRICE", "TOKEN_ARTICLE_PRICE", "DevWorld", "create_world", "dev_settings", "instructions"]
+def operator_lines(admin_url: str, admin_token: str, program: str) -> list[str]:
+    """The admin API, the operator commands and the revenue dashboard (dev records insights)."""
+    return [
+        "",
+        f"Operator: admin API {admin_url}/admin, token {admin_token} (a new one each run), e.g.",
+        f"  CHANNEL_NODE_ADMIN_TOKEN={admin_token} {program} channels list --admin-url {admin_url}",
+        f"Dashboard: the revenue insights of this run at {admin_url}/admin/insights",
+        f"  (log in at {admin_url}/admin/insights/login with the token above)",
+    ]
+
+
+def reader_lines(world: DevWorld, base_url: str, rpc_url: str, wallet: Path, program: str) -> list[str]:
+    """The reader's wallet command that buys an article on the dev chain, as it works when pasted."""
+    token = f" --token {world.token}" if world.token else ""
+    return [
+        "",
+        f"Reader: the chain answers JSON-RPC at {rpc_url}. A reader wallet with the dev reader's key is in",
+        f"{wallet} (password: dev). Buy an article with it (it opens its own channel first):",
+        f"  CHANNEL_NODE_KEYSTORE_PASSWORD=dev {program} wallet get {base_url}{ARTICLES[2]} "
+        f"--wallet {shlex.quote(str(wallet))} --rpc-url {rpc_url}{token}",
+    ]
+
+
+__all__ = ["ARTICLES", "ARTICLE_PRICE", "TOKEN_ARTICLE_PRICE", "DevWorld", "create_world", "dev_settings", "instructions",
+           "operator_lines", "reader_lines", "run_folder"]

@@ -8,12 +8,28 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from html import escape
 
+from channel_node.amounts import Asset, format_number, format_short
+
 PALETTE = {"ink": "#1f2933", "muted": "#7b8794", "grid": "#e4e7eb", "line": "#2563eb", "fill": "#2563eb22",
            "bar": "#0f766e", "bar2": "#b45309"}  # fmt: skip
 FONT = "font-family='DejaVu Sans, Liberation Sans, Arial, sans-serif'"
 
 
 # ------------------------------------------------------------------ formats
+
+
+def plain(value: float, significant: int = 3) -> str:
+    """`value` to `significant` digits in fixed notation, never an exponent: 0.00005, 12.5, 100."""
+    if value == 0 or not math.isfinite(value):
+        return "0"
+    places = max(0, significant - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:,.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def plain_percent(value: float) -> str:
+    """A percentage for an axis or a bar: 12.5%, 0.00005%."""
+    return f"{plain(value)}%"
 
 
 def compact(value: float) -> str:
@@ -26,35 +42,41 @@ def compact(value: float) -> str:
         if value >= 10**power:
             scaled = value / 10**power
             return f"{sign}{scaled:.3g}{suffix}" if scaled < 1000 else f"{sign}{scaled:,.0f}{suffix}"
-    if value < 1:
-        return f"{sign}{value:.3g}"
-    return f"{sign}{value:.3g}" if value < 100 else f"{sign}{value:,.0f}"
+    return f"{sign}{plain(value)}" if value < 100 else f"{sign}{value:,.0f}"
 
 
 class Money:
-    """Amounts in the token's smallest unit, shown in whole units when `decimals` is known."""
+    """Amounts in the token's smallest unit, shown in whole units of the asset (docs/amounts.md):
+    `Money.of(asset)` for the node's asset; `Money(decimals, symbol)` for overrides; `Money()`
+    shows base units without a symbol (an insights file that does not name its asset)."""
 
     def __init__(self, decimals: int | None = None, symbol: str | None = None) -> None:
-        self.decimals = decimals
+        self.decimals = decimals or 0
         self.symbol = symbol
 
-    def value(self, amount: int | float) -> float:
-        return amount / 10**self.decimals if self.decimals else float(amount)
+    @classmethod
+    def of(cls, asset: Asset) -> Money:
+        return cls(asset.decimals, asset.symbol)
+
+    def _unit(self, text: str) -> str:
+        return f"{text} {self.symbol}" if self.symbol else text
 
     def exact(self, amount: int) -> str:
-        """Every digit: 1,234,000 or, with decimals, 0.001234 ETH."""
+        """Every digit, the whole part grouped for reading: 1,234,000 or 0.001234 ETH."""
         if amount < 0:
             return "≥ 2^63"  # a price list's marker for prices beyond 63 bits
-        if not self.decimals:
-            text = f"{amount:,}"
-        else:
-            whole, fraction = divmod(amount, 10**self.decimals)
-            text = f"{whole:,}" + (("." + f"{fraction:0{self.decimals}d}".rstrip("0")) if fraction else "")
-        return f"{text} {self.symbol}" if self.symbol else text
+        return self._unit(self.number(amount))
+
+    def number(self, amount: int) -> str:
+        """`exact` without the symbol, for a column whose header names it (`revenue (ETH)`)."""
+        return "≥ 2^63" if amount < 0 else format_number(amount, self.decimals, group=True)
+
+    def header(self, name: str) -> str:
+        return f"{name} ({self.symbol})" if self.symbol else name
 
     def short(self, amount: int | float) -> str:
-        text = compact(self.value(amount))
-        return f"{text} {self.symbol}" if self.symbol else text
+        """Three significant digits in plain decimals, for axes and cards: 0.00008 ETH, never 8e-05."""
+        return self._unit(format_short(round(amount) if math.isfinite(amount) else 0, self.decimals))
 
 
 def percent(ratio: float | None) -> str:
@@ -75,17 +97,24 @@ def bucket_label(bucket: str, start: int, short: bool = False) -> str:
 # ------------------------------------------------------------------ scales
 
 
-def nice_ticks(top: float, count: int = 5) -> list[float]:
-    """0 and round steps (1, 2, 2.5, 5 x 10^k) up to at least `top`."""
+def nice_ticks(top: float, count: int = 5, min_step: float = 0.0) -> list[float]:
+    """0 and round steps (1, 2, 2.5, 5 x 10^k, at least `min_step`: 1 for amounts in base units)
+    up to at least `top`."""
     if top <= 0:
-        return [0.0, 1.0]
-    raw = top / count
+        return [0.0, max(1.0, min_step)]
+    raw = max(top / count, min_step)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     ticks = [0.0]
     while ticks[-1] < top - 1e-12 * top:
-        ticks.append(ticks[-1] + step)
+        ticks.append(len(ticks) * step)  # multiples, not a running sum: no drift to 0.30000000000000004
     return ticks
+
+
+def text_width(text: str, size: float = 11) -> float:
+    """A generous estimate of a label's width in pixels (DejaVu Sans averages ~0.6 em; digits and
+    capitals run wider), so margins sized by it never clip a label."""
+    return len(text) * size * 0.66
 
 
 def _svg_open(width: int, height: int, title: str) -> list[str]:
@@ -108,19 +137,23 @@ def line_chart(
     width: int = 760,
     height: int = 260,
     color: str = PALETTE["line"],
+    min_step: float = 0.0,
 ) -> str:
-    """A line over time with a filled area: `points` are (x label, value) in order."""
-    left, right, top, bottom = 64, 16, 36, 34
+    """A line over time with a filled area: `points` are (x label, value) in order. `min_step` is
+    the smallest step between the value axis' ticks (1 for amounts in base units). The left margin
+    is as wide as the longest tick label, so none is clipped."""
+    values = [float(v or 0) for _, v in points]
+    ticks = nice_ticks(max(values, default=0), min_step=min_step)
+    tick_labels = [fmt(tick) for tick in ticks]
+    left, right, top, bottom = max(64, round(max(text_width(t) for t in tick_labels)) + 14), 16, 36, 34
     plot_w, plot_h = width - left - right, height - top - bottom
     out = _svg_open(width, height, title)
-    values = [float(v or 0) for _, v in points]
-    ticks = nice_ticks(max(values, default=0))
     ceiling = ticks[-1] or 1.0
-    for tick in ticks:
+    for tick, tick_label in zip(ticks, tick_labels, strict=True):
         y = top + plot_h - tick / ceiling * plot_h
         out.append(f"<line x1='{left}' y1='{y:.1f}' x2='{width - right}' y2='{y:.1f}' stroke='{PALETTE['grid']}'/>")
         out.append(f"<text x='{left - 6}' y='{y + 4:.1f}' font-size='11' text-anchor='end' "
-                   f"fill='{PALETTE['muted']}'>{escape(fmt(tick))}</text>")  # fmt: skip
+                   f"fill='{PALETTE['muted']}'>{escape(tick_label)}</text>")  # fmt: skip
     if not points:
         out.append(f"<text x='{width / 2}' y='{top + plot_h / 2}' text-anchor='middle' fill='{PALETTE['muted']}'>no data</text>")
         out.append("</svg>")
@@ -155,8 +188,10 @@ def bar_chart(
     color: str = PALETTE["bar"],
     label_width: int = 230,
 ) -> str:
-    """Horizontal bars, largest first as given: `items` are (label, value)."""
-    top, right = 36, 90
+    """Horizontal bars, largest first as given: `items` are (label, value). The right margin is as
+    wide as the longest value label, so none runs off the chart."""
+    top = 36
+    right = max(90, round(max((text_width(fmt(float(v or 0)), 12) for _, v in items), default=0)) + 14)
     height = top + max(len(items), 1) * (bar_height + 6) + 10
     out = _svg_open(width, height, title)
     if not items:
@@ -189,4 +224,7 @@ def stack(svgs: Sequence[str], width: int = 760, gap: int = 12) -> str:
             + "".join(parts) + "</svg>\n")  # fmt: skip
 
 
-__all__ = ["Money", "bar_chart", "bucket_label", "compact", "line_chart", "nice_ticks", "percent", "stack"]
+__all__ = [
+    "Money", "bar_chart", "bucket_label", "compact", "line_chart", "nice_ticks", "percent", "plain", "plain_percent", "stack",
+    "text_width",
+]  # fmt: skip

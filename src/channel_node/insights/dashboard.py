@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 
 from channel_node.errors import UsageError
 from channel_node.insights import queries as q
-from channel_node.insights.charts import Money, bar_chart, bucket_label, line_chart, percent
+from channel_node.insights.charts import Money, bar_chart, bucket_label, line_chart, percent, plain_percent
 from channel_node.insights.schema import connect
 
 PARAMS = ("bucket", "since", "until", "tag", "top")
@@ -219,9 +219,9 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
         return [(bucket_label(bucket, r["start"], short=True), r[key]) for r in series]
 
     charts_time = [
-        line_chart(points("revenue"), f"Revenue per {bucket}", money.short, width=1240, height=280),
+        line_chart(points("revenue"), f"Revenue per {bucket}", money.short, width=1240, height=280, min_step=1),
         line_chart([(label, (v or 0) * 100) for label, v in points("conversion")], f"Conversion per {bucket} (%)",
-                   lambda v: f"{v:.3g}%", color="#b45309"),  # fmt: skip
+                   plain_percent, color="#b45309"),  # fmt: skip
         line_chart(points("unlocks"), f"Unlocks per {bucket}", color="#0f766e"),
         line_chart(points("payers"), f"Paying channels per {bucket}", color="#7c3aed"),
     ]
@@ -235,7 +235,7 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
         tag_panels.append(bar_chart([(f"{key}: {r['value']}", r["revenue"]) for r in rows], f"Revenue by {key}", money.short,
                                     bar_height=18, label_width=200))  # fmt: skip
         tag_panels.append(bar_chart([(f"{key}: {r['value']}", (r["conversion"] or 0) * 100) for r in rows],
-                                    f"Conversion by {key} (%)", lambda v: f"{v:.3g}%", bar_height=18, label_width=200,
+                                    f"Conversion by {key} (%)", plain_percent, bar_height=18, label_width=200,
                                     color="#b45309"))  # fmt: skip
     resources_table = _table(
         [("resource", True), ("tags", True), ("price", False), ("offers", False), ("unlocks", False),
@@ -282,7 +282,7 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
         f"<div class='card'><div class='k'>{escape(k)}</div><div class='v'>{escape(v)}</div>"
         f"<div class='s'>{escape(sub)}</div></div>" for k, v, sub in cards
     )
-    unit = f"Amounts in {money.symbol}." if money.symbol else "Amounts in the token's smallest unit."
+    unit = f"Amounts in {money.symbol}." if money.symbol else "Amounts in the token's smallest unit (base units)."
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Revenue insights · channel-node</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from channel_node.amounts import Asset
 from channel_node.insights.schema import OFFER, UNLOCK
 from channel_node.insights.writer import Event, InsightsWriter, RecorderStats, WriterThread
 
@@ -33,8 +34,10 @@ class Recorder:
         max_buffer: int = 1_000_000,
         grace: float = 120.0,
         clock: Callable[[], float] = time.time,
+        asset: Asset | None = None,
     ) -> None:
         self.path = Path(path)
+        self.asset = asset  # the prices' asset, recorded in the file for the report (schema.py, meta)
         self.flush_interval = flush_interval
         self.flush_at = flush_at  # buffered events that wake the writer before the interval
         self.max_buffer = max_buffer  # beyond this (writer stalled), events are dropped and counted
@@ -87,7 +90,7 @@ class Recorder:
         """Opens (creating) the database and starts the writer thread."""
         if self._thread is not None:
             return
-        writer = await asyncio.to_thread(InsightsWriter, self.path, self.grace)
+        writer = await asyncio.to_thread(InsightsWriter, self.path, self.grace, self.asset)
         self._thread = WriterThread(writer, self._buffer, self._wake, self.stats, self.flush_interval, self.clock)
         self._thread.start()
 

@@ -21,7 +21,9 @@ Schema (all compact integers):
   over, `payer_sets` per closed day and `payer_sets_weekly` per closed week, and `days` / `weeks`
   marking which of those are up to date. `hourly.first_id/last_id` bound the event ids of each
   hour, so the scans over raw events need no index on `at`;
-- `meta`: the schema version.
+- `meta`: the schema version, and the asset the prices are in (`asset_symbol`, `asset_decimals`,
+  `asset_address`, empty for ETH), written by the node when it opens the file so the report and
+  the dashboard show amounts as `0.0005 ETH` without being told (docs/amounts.md).
 
 There are no migrations yet: every statement is `CREATE ... IF NOT EXISTS`, so opening a file
 written by any release so far (schema 1) is a no-op, and a new file gets the whole schema. Days and
@@ -32,6 +34,8 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+
+from channel_node.amounts import Asset
 
 OFFER, UNLOCK = 0, 1  # events.kind
 LIMB = 40
@@ -115,7 +119,42 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     return db
 
 
+def write_asset(db: sqlite3.Connection, asset: Asset) -> None:
+    """Records the asset the prices are in (the node's; a later node's replaces it)."""
+    rows = [("asset_symbol", asset.symbol), ("asset_decimals", str(asset.decimals)), ("asset_address", asset.address or "")]
+    db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+
+
+def read_asset(db: sqlite3.Connection) -> Asset | None:
+    """The asset `write_asset` recorded; None for a file without one (written before it was
+    recorded) or with one that does not make an asset."""
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'asset_%'").fetchall())
+    except sqlite3.OperationalError:  # no meta table: not an insights database of ours, or an empty one
+        return None
+    try:
+        return Asset(meta["asset_symbol"], int(meta["asset_decimals"]), meta.get("asset_address") or None)
+    except (KeyError, ValueError):
+        return None
+
+
+
+def asset_of_file(path: str | Path) -> Asset | None:
+    """The asset an insights file records (read-only); None when it records none."""
+    try:
+        db = connect(path, readonly=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return read_asset(db)
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
 __all__ = [
     "DAY", "HOUR", "INT63", "LIMB", "MASK", "OFFER", "PRICE_LIMIT", "SCHEMA", "SCHEMA_VERSION", "SCOPE_ALL",
-    "SCOPE_RESOURCE", "SCOPE_TAG", "UNLOCK", "connect", "open_database", "split", "week_of",
+    "SCOPE_RESOURCE", "SCOPE_TAG", "UNLOCK", "connect", "open_database", "read_asset", "split", "week_of",
+    "asset_of_file", "write_asset",
 ]  # fmt: skip

@@ -24,8 +24,20 @@ import orjson
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from channel_node.amounts import Asset
 from channel_node.insights.payers import compact_hour, store_sets
-from channel_node.insights.schema import DAY, HOUR, INT63, LIMB, MASK, PRICE_LIMIT, UNLOCK, open_database, week_of
+from channel_node.insights.schema import (
+    DAY,
+    HOUR,
+    INT63,
+    LIMB,
+    MASK,
+    PRICE_LIMIT,
+    UNLOCK,
+    open_database,
+    week_of,
+    write_asset,
+)
 from channel_node.lockfile import lock_beside
 
 MAX_RESOURCE = 1024  # characters of a resource path kept
@@ -93,7 +105,7 @@ class InsightsWriter:
     compaction of closed hours and days. Used by the Recorder's thread, and directly (single
     threaded) by bulk loaders such as scripts/bench_insights.py."""
 
-    def __init__(self, path: str | Path, grace: float = 120.0) -> None:
+    def __init__(self, path: str | Path, grace: float = 120.0, asset: Asset | None = None) -> None:
         self.path = Path(path)
         self.grace = grace  # seconds after its end before an hour or day is compacted (late events)
         lock = lock_beside(self.path)
@@ -101,6 +113,8 @@ class InsightsWriter:
             raise RuntimeError(f"another process is writing {self.path}")
         self._lock_file: IO[Any] = lock
         self.db = open_database(self.path)
+        if asset is not None:
+            write_asset(self.db, asset)
         self._load_caches()
         self.refused = 0
 

@@ -14,8 +14,10 @@ from eth_utils.address import to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
 from web3.providers.persistent import PersistentConnectionProvider
 
+from channel_node.amounts import ETH, Asset, token_asset
 from channel_node.chain.artifacts import channel_deposit_artifact
 from channel_node.chain.contract import ChannelDepositClient
+from channel_node.chain.erc20 import Erc20Client
 from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
@@ -51,6 +53,7 @@ class Node:
     policy: SettlementPolicy | None
     admin_app: web.Application | None = None
     insights: Recorder | None = None
+    asset: Asset = ETH  # what the channels hold, as people read it (docs/amounts.md)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The paywall's application serves `health` below, so it is made after the node (build_node).
     app: web.Application = field(init=False)
@@ -155,6 +158,18 @@ async def check_contract(w3: AsyncWeb3[Any], address: ChecksumAddress, domain: D
         raise NodeConfigError(f"{address} is not this version of ChannelDeposit (domain separator differs)")
 
 
+async def read_asset(w3: AsyncWeb3[Any], token: str | None) -> Asset:
+    """ETH, or the token's symbol and decimals as its contract answers them (docs/amounts.md)."""
+    if token is None:
+        return ETH
+    address = to_checksum_address(token)
+    try:
+        symbol, decimals = await Erc20Client(w3, address).metadata()
+    except Exception as exc:
+        raise NodeConfigError(f"cannot read the symbol and decimals of token {address} ({type(exc).__name__})") from None
+    return token_asset(symbol, decimals, address)
+
+
 def check_local(settings: Settings) -> None:
     """What the node can check before it talks to the chain: the settings it needs and the files it
     reads (docs/operations.md, "When something goes wrong"). Each refusal names the field and the fix."""
@@ -190,6 +205,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
     contract = to_checksum_address(settings.contract)
     domain = Domain(chain_id, contract)
     await check_contract(w3, contract, domain)
+    asset = await read_asset(w3, settings.token)
 
     receiver = settings.receiver_bytes
     if store is None:
@@ -232,6 +248,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         receiver=receiver,
         token=settings.token_bytes,
         public_url=settings.public_url,
+        asset=asset,
     )
     client = ChannelDepositClient(w3, contract)
     watcher = Watcher(
@@ -251,17 +268,16 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
             claim_min_unclaimed=settings.claim_min_unclaimed if settings.auto_claim else (1 << 256),
             idle_close_after=settings.idle_close_after,
         )  # fmt: skip
-    node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy)
+    node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy, asset=asset)
     if key is not None:
         paywall.consent_key = key  # co-signs cooperative closes on channels that accept it (receiver or authorizer)
     add_chain_gauges(paywall.metrics, watcher, sender)
     node.app = create_app(paywall, health=node.health)
     node.admin_app = create_admin_app(node)
     if settings.insights_database is not None:
-        node.insights = paywall.insights = Recorder(settings.insights_database)
-        eth = settings.token is None
-        add_dashboard_routes(node.admin_app, node.insights, decimals=18 if eth else None, symbol="ETH" if eth else None)
+        node.insights = paywall.insights = Recorder(settings.insights_database, asset=asset)
+        add_dashboard_routes(node.admin_app, node.insights, asset=asset)
     return node
 
 
-__all__ = ["Node", "NodeConfigError", "build_node", "check_contract", "check_local"]
+__all__ = ["Node", "NodeConfigError", "build_node", "check_contract", "check_local", "read_asset"]

@@ -1,6 +1,6 @@
 """The operator's claims and closes: the one place that decides which channels, with what amount.
 
-The admin API (`server/admin.py`), the operator commands on a stopped node (`cli/channels.Direct`)
+The admin API (`server/admin/api.py`), the operator commands on a stopped node (`cli/channels.Direct`)
 and the settlement policy (`node/settlement.py`) all take their targets from here, so `channels close
 --all` makes the same choice whichever way it arrives (docs/design.md, "Operations").
 

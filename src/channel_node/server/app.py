@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 from eth_utils.address import to_checksum_address
 
+from channel_node.amounts import Asset
 from channel_node.chain.ports import ChainUnavailable
 from channel_node.core import Accepted, ChannelState, ConsentToClose, Reject, Rejected
 from channel_node.errors import ChannelNodeError, Refusal, RemoteError, StateError
@@ -36,8 +37,16 @@ from channel_node.server.protocol import Offer, channel_summary, payment_require
 from channel_node.server.resource import RefusedPath, Resource, canonical_resource
 from channel_node.signing import address_of_key, cooperative_close_digest, sign_digest
 from channel_node.store import StoreError
-from channel_node.wire.channel import SCHEME, Voucher, parse_payment_signature
-from channel_node.wire.envelope import REQUIRED_HEADER, RESPONSE_HEADER, SIGNATURE_HEADER, ProtocolError, encode_header
+from channel_node.wire.channel import SCHEME, Voucher
+from channel_node.wire.envelope import (
+    REQUIRED_HEADER,
+    RESPONSE_HEADER,
+    SIGNATURE_HEADER,
+    UNSUPPORTED_SCHEME,
+    ProtocolError,
+    encode_header,
+)
+from channel_node.wire.payment import parse_payment
 
 
 def _paywall_logger() -> structlog.typing.FilteringBoundLogger:
@@ -97,6 +106,7 @@ class Paywall:
     consent_key: bytes | None = field(default=None, repr=False)
     insights: InsightsRecorder | None = None  # offers shown and unlocks sold, for the publisher's reports
     public_url: str | None = None  # "https://news.example": the base of a 402's resource.url
+    asset: Asset | None = None  # the channels' asset as people read it (the page's price); None: from the offer
     # canonical path -> (methods, handler), set by create_app
     routes: dict[str, tuple[tuple[str, ...], Handler]] = field(default_factory=dict)
 
@@ -216,7 +226,9 @@ class Paywall:
                 self.insights.offer(key, price.amount, price.tags, time.time())
             return self._required(resource, request, price, 402, "payment_required", "this resource costs a payment")
         try:
-            voucher = parse_payment_signature(header)
+            voucher = parse_payment(header, (SCHEME,))  # `exact` is refused as unsupported_scheme for now
+            if not isinstance(voucher, Voucher):  # unreachable while only `channel` is passed above
+                raise ProtocolError(UNSUPPORTED_SCHEME, f"scheme must be {SCHEME!r}")
             self._check_terms(voucher)
         except ProtocolError as exc:
             return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)
@@ -357,7 +369,7 @@ class Paywall:
             state=state,
         )
         if wants_html(request.headers.get("Accept")):  # a browser: the paywall page, same headers
-            response = html_402(document, teaser_for(self.source, served, price.description), status)
+            response = html_402(document, teaser_for(self.source, served, price.description), status, self.asset)
         else:
             response = web.json_response(document, status=status)
         response.headers[REQUIRED_HEADER] = encode_header(document)

@@ -23,6 +23,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from channel_node.amounts import ETH, Asset
+from channel_node.amounts import format_amount as _format_amount
+
 WALLET_JS_PATH = "/_channel/wallet.js"
 ZERO_ADDRESS = "0x" + "00" * 20
 TEASER_CHARS = 160  # a taste, not the article: short pages are often one paragraph long
@@ -36,13 +39,15 @@ def wants_html(accept: str | None) -> bool:
     return accept is not None and "text/html" in accept.lower()
 
 
-def format_amount(amount: int, asset: str) -> str:
-    """Exact decimal ETH for the native asset; the raw smallest unit for a token."""
+def format_amount(amount: int, asset: str, known: Asset | None = None) -> str:
+    """The price as people read it (docs/amounts.md): `known` is the node's asset (its token's
+    symbol and decimals) when it is the offer's; else exact ETH for the native asset, and for a
+    token its base units with the token's address."""
+    if known is not None and (known.address or ZERO_ADDRESS).lower() == asset.lower():
+        return _format_amount(amount, known)
     if asset.lower() != ZERO_ADDRESS:
-        return f"{amount} units of token {asset}"
-    whole, fraction = divmod(amount, 10**18)
-    text = str(whole) + ("." + f"{fraction:018d}".rstrip("0") if fraction else "")
-    return f"{text} ETH"
+        return f"{amount} base units of token {asset}"
+    return _format_amount(amount, ETH)
 
 
 def _json_for_script(document: OfferDocument) -> str:
@@ -53,6 +58,7 @@ def _json_for_script(document: OfferDocument) -> str:
 _STYLE = """
 body{font:17px/1.5 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#222}
 #channel-paywall .channel-teaser{color:#444}
+#channel-paywall .channel-terminal{font-size:15px;color:#444}
 #channel-paywall .channel-box{border:1px solid #ccd;border-radius:8px;padding:1rem 1.25rem;background:#f7f8fc}
 #channel-paywall button,#channel-wallet button{font:inherit;padding:.45rem 1rem;border-radius:6px;border:1px solid #335;
 background:#335;color:#fff;cursor:pointer}
@@ -64,25 +70,55 @@ background:#335;color:#fff;cursor:pointer}
 """.strip()
 
 
-def paywall_page(offer_document: OfferDocument, teaser: str) -> str:
+class Teaser(str):
+    """A teaser as one string, "Headline. First words ...", which is what it compares and logs as,
+    that also keeps its parts apart: the page shows the headline as its title and heading, and the
+    words under it, never run together."""
+
+    headline: str
+    words: str
+
+    def __new__(cls, headline: str, words: str) -> Teaser:
+        teaser = super().__new__(cls, ". ".join(part for part in (headline, words) if part))
+        teaser.headline, teaser.words = headline, words
+        return teaser
+
+
+def _terminal_alternative(resource: Mapping[str, Any]) -> str:
+    """Paying from a terminal, shown on every page (a reader without a browser wallet sees it)."""
+    url = str(resource.get("url") or "")
+    target = html.escape(url) if url.startswith(("http://", "https://")) else "<var>this page's address</var>"
+    return (
+        '<p id="channel-terminal" class="channel-terminal">No browser wallet? Pay from a terminal with the '
+        f"reader's wallet: <code>channel-node wallet get {target}</code> (after <code>channel-node wallet new</code> "
+        "and funding its address).</p>"
+    )
+
+
+def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None = None) -> str:
     """The HTML body of a 402 for a browser: `offer_document` is the JSON the node sends in
-    `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text."""
+    `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text, a
+    `Teaser` when the headline is known (the page's title is then the headline); `asset` names the
+    price's unit (the node's token), else it is read from the offer."""
     accept = offer_document["accepts"][0]
     resource = offer_document.get("resource") or {}
     description = resource.get("description") or "this page"
-    price = format_amount(int(accept["amount"]), accept.get("asset") or ZERO_ADDRESS)
+    headline = teaser.headline if isinstance(teaser, Teaser) else ""
+    words = teaser.words if isinstance(teaser, Teaser) else teaser
+    price = format_amount(int(accept["amount"]), accept.get("asset") or ZERO_ADDRESS, asset)
     error = offer_document.get("error")
     notice = ""
     if error and error != "payment_required":
         notice = f'<p class="channel-notice" data-kind="error">{html.escape(error)}: {html.escape(offer_document.get("message") or "")}</p>'
     esc = html.escape
-    teaser_html = f'<p class="channel-teaser">{esc(teaser)}</p>' if teaser else ""
+    teaser_html = (f'<h1 class="channel-headline">{esc(headline)}</h1>\n' if headline else "") + (
+        f'<p class="channel-teaser">{esc(words)}</p>' if words else "")  # fmt: skip
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(description)} (payment required)</title>
+<title>{esc(headline or description)}</title>
 <style>{_STYLE}</style>
 </head>
 <body>
@@ -95,6 +131,7 @@ lock once for this site; what you do not spend comes back when you close.</p>
 <p id="channel-deposit-row"><label>Deposit <input id="channel-deposit" inputmode="decimal" size="10"> ETH</label></p>
 <p><button id="channel-unlock" type="button">Unlock for {esc(price)}</button></p>
 <p id="channel-status" role="status"></p>
+{_terminal_alternative(resource)}
 <noscript><p>Paying here needs JavaScript and an Ethereum wallet (EIP-1193, such as MetaMask), or the
 <code>channel-node wallet</code> command line.</p></noscript>
 </div>
@@ -159,7 +196,7 @@ class _Teaser(HTMLParser):
             self.paragraph += data
 
 
-def teaser_from_html(document: str, limit: int = TEASER_CHARS) -> str:
+def teaser_from_html(document: str, limit: int = TEASER_CHARS) -> Teaser:
     """"Title. First words of the first paragraph ..." as plain text, never the content itself: at
     most half of the first paragraph, at most `limit` characters of it, and, title included, at
     most TEASER_FRACTION of the document's text outside menus, headers, footers and hidden
@@ -180,7 +217,7 @@ def teaser_from_html(document: str, limit: int = TEASER_CHARS) -> str:
     if len(words) > cap:
         cut = words[: cap + 1]
         words = cut.rsplit(" ", 1)[0] + " ..." if " " in cut else ""
-    return ". ".join(part for part in (title, words) if part)
+    return Teaser(title, words)
 
 
 @lru_cache(maxsize=1024)
@@ -202,10 +239,10 @@ def teaser_for(source: object, path: str, fallback: str = "") -> str:
         return fallback
 
 
-def html_402(offer_document: OfferDocument, teaser: str, status: int = 402) -> web.Response:
+def html_402(offer_document: OfferDocument, teaser: str, status: int = 402, asset: Asset | None = None) -> web.Response:
     """The 402 response for a browser; the caller adds `PAYMENT-REQUIRED` as for JSON."""
     return web.Response(
-        text=paywall_page(offer_document, teaser),
+        text=paywall_page(offer_document, teaser, asset),
         status=status,
         content_type="text/html",
         charset="utf-8",
@@ -254,6 +291,7 @@ def browser_instructions(base_url: str, rpc_url: str, chain_id: int, reader_key:
 
 __all__ = [
     "WALLET_JS_PATH",
+    "Teaser",
     "add_browser_routes",
     "browser_instructions",
     "format_amount",

@@ -81,8 +81,14 @@ class Voucher:
 
 
 def parse_payment_signature(header: str) -> Voucher:
-    """Decodes the header or raises ProtocolError("malformed_payment") saying what is wrong."""
-    model = validate_payment(PaymentSignature, read_payment_header(header, SIGNATURE_HEADER))
+    """Decodes the header or raises ProtocolError("malformed_payment") saying what is wrong. It reads
+    any header as a voucher; `wire/payment.py`'s `parse_payment` dispatches on the scheme first."""
+    return parse_voucher_document(read_payment_header(header, SIGNATURE_HEADER))
+
+
+def parse_voucher_document(document: Any) -> Voucher:
+    """A decoded `PAYMENT-SIGNATURE` document as a voucher, or ProtocolError("malformed_payment")."""
+    model = validate_payment(PaymentSignature, document)
     p = model.payload
     config = None
     if p.channel is not None:
@@ -259,5 +265,6 @@ __all__ = [
     "checksum",
     "config_json",
     "parse_payment_signature",
+    "parse_voucher_document",
     "payment_signature",
 ]

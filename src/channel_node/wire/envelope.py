@@ -28,6 +28,9 @@ MAX_HEADER_BYTES = 4096  # a voucher with its channel configuration is well unde
 
 #: The stable code of a `PAYMENT-SIGNATURE` that is not a well-formed payment (HTTP 400).
 MALFORMED_PAYMENT = "malformed_payment"
+#: The stable code of a well-formed envelope in a scheme this side does not take (HTTP 402: the
+#: 402's `accepts` lists the schemes that are offered).
+UNSUPPORTED_SCHEME = "unsupported_scheme"
 
 _HEX = re.compile(r"0x[0-9a-fA-F]*")
 _DECIMAL = re.compile(r"[0-9]{1,39}")
@@ -47,7 +50,7 @@ class ProtocolError(Refusal):
 # -- field types: what a header's JSON strings must spell, and what they parse to ---------------
 
 
-def _string_then(check: Callable[[str], object]) -> GetPydanticSchema:
+def string_then(check: Callable[[str], object]) -> GetPydanticSchema:
     """A JSON string checked and converted by `check`: the field's type is what `check` returns,
     the input must be a string (pydantic's own "Input should be a valid string" otherwise)."""
     return GetPydanticSchema(lambda _type, _handler: core_schema.no_info_after_validator_function(check, core_schema.str_schema()))
@@ -64,7 +67,7 @@ def hex_bytes(*lengths: int) -> GetPydanticSchema:
             raise ValueError(f"must be {' or '.join(map(str, lengths))} bytes of hex")
         return raw
 
-    return _string_then(check)
+    return string_then(check)
 
 
 def decimal_uint(maximum: int) -> GetPydanticSchema:
@@ -79,7 +82,7 @@ def decimal_uint(maximum: int) -> GetPydanticSchema:
             raise ValueError(f"must not exceed {maximum}")
         return number
 
-    return _string_then(check)
+    return string_then(check)
 
 
 def _payment_id(value: str) -> str:
@@ -91,13 +94,26 @@ def _payment_id(value: str) -> str:
 Address = Annotated[bytes, hex_bytes(20)]
 Bytes32 = Annotated[bytes, hex_bytes(32)]
 Signature = Annotated[bytes, hex_bytes(64, 65)]
-PaymentId = Annotated[str, _string_then(_payment_id)]
+PaymentId = Annotated[str, string_then(_payment_id)]
 
 
 class WireModel(BaseModel):
     """A header document as read: unknown fields ignored (x402 lets each side add its own), frozen."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _SchemeOnly(WireModel):
+    scheme: str
+
+
+class PaymentEnvelope(WireModel):
+    """What every scheme's `PAYMENT-SIGNATURE` shares, read before its scheme's own fields: the
+    version, `accepted.scheme` (which module reads the rest) and a `payload` object."""
+
+    x402Version: Literal[2]
+    accepted: _SchemeOnly
+    payload: dict[str, Any]
 
 
 class AcceptedRequirement(WireModel):
@@ -178,16 +194,25 @@ def validate_payment(model: type[M], document: Any) -> M:
         raise ProtocolError(MALFORMED_PAYMENT, f"{where}: {first['msg']}", 400) from None
 
 
+def payment_scheme(document: Any) -> str:
+    """The scheme of a decoded `PAYMENT-SIGNATURE` document, read before anything scheme-specific
+    (so a payment in another scheme is never judged by the wrong scheme's fields); a document that
+    is not even an envelope is ProtocolError(MALFORMED_PAYMENT, 400)."""
+    return validate_payment(PaymentEnvelope, document).accepted.scheme
+
+
 __all__ = [
     "MALFORMED_PAYMENT",
     "MAX_HEADER_BYTES",
     "REQUIRED_HEADER",
     "RESPONSE_HEADER",
     "SIGNATURE_HEADER",
+    "UNSUPPORTED_SCHEME",
     "X402_VERSION",
     "AcceptedRequirement",
     "Address",
     "Bytes32",
+    "PaymentEnvelope",
     "PaymentId",
     "PaymentRequired",
     "ProtocolError",
@@ -199,6 +224,8 @@ __all__ = [
     "encode_header",
     "hex_bytes",
     "payment_required",
+    "payment_scheme",
     "read_payment_header",
+    "string_then",
     "validate_payment",
 ]

@@ -209,7 +209,11 @@ async def status_document(node: AdminNode) -> dict[str, Any]:
         "credit": str(sum(s.credit for s in states)),
         "outbox": outbox,
     }
-    return {"status": "degraded" if health.get("problems") else "ok", **health, "totals": totals}
+    document = {"status": "degraded" if health.get("problems") else "ok", **health, "totals": totals}
+    asset = getattr(node, "asset", None)  # the node's (node.assembly.Node has one): the commands show amounts in it
+    if asset is not None:
+        document["asset"] = {"symbol": asset.symbol, "decimals": asset.decimals, "address": asset.address}
+    return document
 
 
 # ------------------------------------------------------------------ input parsing

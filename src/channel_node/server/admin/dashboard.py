@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 from structlog.typing import FilteringBoundLogger
 
+from channel_node.amounts import Asset
 from channel_node.insights import queries as q
 from channel_node.insights.charts import Money
 from channel_node.insights.dashboard import (
@@ -46,6 +47,7 @@ from channel_node.insights.dashboard import (
     to_csv,
 )
 from channel_node.insights.recorder import Recorder
+from channel_node.insights.schema import asset_of_file
 from channel_node.server.admin.api import ADMIN_API
 from channel_node.server.admin.auth import DASHBOARD_COOKIE, DASHBOARD_LOGIN, DASHBOARD_PREFIX
 
@@ -79,8 +81,15 @@ class Dashboard:
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.recorder = source if isinstance(source, Recorder) else None
         self.path = source.path if isinstance(source, Recorder) else Path(source)
-        self.money = money or Money()
+        self.fixed_money = money  # the flags' or the node's; else the file's own asset, read per page
         self.clock = clock
+
+    @property
+    def money(self) -> Money:
+        if self.fixed_money is not None:
+            return self.fixed_money
+        asset = asset_of_file(self.path) if self.path.exists() else None
+        return Money.of(asset) if asset is not None else Money()
 
     async def _data(
         self, request: web.Request, extra: tuple[str, ...] = (), top_default: int | None = 10
@@ -113,7 +122,8 @@ class Dashboard:
     async def page(self, request: web.Request) -> web.StreamResponse:
         async def make() -> web.StreamResponse:
             params, data = await self._data(request)
-            return web.Response(text=render_page(data, params, self.money, prefix=PREFIX), content_type="text/html",
+            money = await asyncio.to_thread(lambda: self.money)
+            return web.Response(text=render_page(data, params, money, prefix=PREFIX), content_type="text/html",
                                 charset="utf-8", headers={"Cache-Control": "no-store"})  # fmt: skip
 
         return await self._answer(make)
@@ -141,12 +151,15 @@ class Dashboard:
 
 
 def add_dashboard_routes(
-    app: web.Application, source: Recorder | str | Path, decimals: int | None = None, symbol: str | None = None
+    app: web.Application, source: Recorder | str | Path, decimals: int | None = None, symbol: str | None = None,
+    *, asset: Asset | None = None,
 ) -> Dashboard:
     """Adds the dashboard's three GET routes and its login form to `app` (the admin application: its
     middleware checks the token). `source` is the node's Recorder (its file; the page flushes it
-    first) or a path. `decimals` and `symbol` (e.g. 18, "ETH") show amounts in whole units."""
-    dashboard = Dashboard(source, Money(decimals, symbol))
+    first) or a path. Amounts are shown in `asset` (the node's), else in `decimals` and `symbol`
+    when given (e.g. 18, "ETH"), else in the asset the file records (docs/amounts.md)."""
+    money = Money.of(asset) if asset is not None else Money(decimals, symbol) if decimals or symbol else None
+    dashboard = Dashboard(source, money)
     app.router.add_get(PREFIX, dashboard.page, allow_head=False)
     app.router.add_get(f"{PREFIX}/data.json", dashboard.data_json, allow_head=False)
     app.router.add_get(f"{PREFIX}/export.csv", dashboard.export_csv, allow_head=False)

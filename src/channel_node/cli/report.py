@@ -1,7 +1,10 @@
 """`channel-node report`: the dashboard's figures as terminal tables, JSON, or an SVG/PNG chart.
 
     channel-node report --insights insights.db [--bucket day] [--since 30d] [--until ...] [--tag section:news]
-                        [--top 10] [--svg chart.svg] [--png chart.png] [--json] [--decimals 18 --symbol ETH]
+                        [--top 10] [--svg chart.svg] [--png chart.png] [--json] [--decimals N --symbol NAME]
+
+Amounts are in the node's asset (`0.0005 ETH`, `0.02 DUSD`), which the node records in the insights
+database; `--decimals` and `--symbol` override it (docs/amounts.md).
 
 It reads the insights database directly (read-only; a running node keeps writing beside it: WAL).
 PNG is the same SVG rendered by headless Chromium (Debian package `chromium`).
@@ -59,14 +62,15 @@ def chromium_screenshot(source: Path, png: Path, width: int, height: int, timeou
 
 def report_svg(data: dict[str, Any], money: Money) -> tuple[str, int, int]:
     """Revenue over time and the top resources, stacked: the SVG document, its width and height."""
-    from channel_node.insights.charts import bar_chart, bucket_label, line_chart, stack
+    from channel_node.insights.charts import bar_chart, bucket_label, line_chart, plain_percent, stack
 
     bucket = data["range"]["bucket"]
     charts = [
         line_chart([(bucket_label(bucket, r["start"], short=True), r["revenue"]) for r in data["series"]],
-                   f"Revenue per {bucket}" + (f" ({data['range']['tag']})" if data["range"]["tag"] else ""), money.short),
+                   f"Revenue per {bucket}" + (f" ({data['range']['tag']})" if data["range"]["tag"] else ""), money.short,
+                   min_step=1),
         line_chart([(bucket_label(bucket, r["start"], short=True), (r["conversion"] or 0) * 100) for r in data["series"]],
-                   f"Conversion per {bucket} (%)", lambda v: f"{v:.3g}%", color="#b45309"),
+                   f"Conversion per {bucket} (%)", plain_percent, color="#b45309"),
         bar_chart([(r["resource"], r["revenue"]) for r in data["top_resources"]], "Top resources by revenue", money.short),
     ]  # fmt: skip
     document = stack(charts)
@@ -76,10 +80,10 @@ def report_svg(data: dict[str, Any], money: Money) -> tuple[str, int, int]:
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
     from channel_node.insights import queries as q
-    from channel_node.insights.charts import Money
     from channel_node.insights.dashboard import BadRequest, compute, resolve_range
 
     path = args.insights
+    token: str | None = None
     if path is None and args.config:
         from channel_node.config import load_settings
 
@@ -88,6 +92,7 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
         except Exception as exc:
             raise ReportError(f"invalid configuration: {str(exc).splitlines()[0]}") from None
         path = getattr(settings, "insights_database", None) or getattr(settings, "insights", None)
+        token = settings.token
     if path is None:
         raise ReportError("give --insights PATH (the node's insights database) or a --config that sets it")
     path = Path(path)
@@ -100,13 +105,33 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
         data = compute(path, args.bucket, since, until, args.tag, args.top)
     except (BadRequest, q.QueryError) as exc:
         raise ReportError(str(exc)) from None
-    return data, Money(args.decimals, args.symbol)
+    return data, _money(args, path, token)
+
+
+def _money(args: argparse.Namespace, path: Path, token: str | None) -> Money:
+    """Amounts in the asset the insights file records (the node writes it), else ETH for a
+    configuration without a token; `--decimals` and `--symbol` override either (docs/amounts.md)."""
+    from channel_node.amounts import ETH
+    from channel_node.insights.charts import Money
+    from channel_node.insights.schema import asset_of_file
+
+    asset = asset_of_file(path)
+    if asset is None and args.config and token is None:
+        asset = ETH
+    if args.decimals is not None and not 0 <= args.decimals <= 77:
+        raise ReportError(f"--decimals must be between 0 and 77, not {args.decimals}")
+    decimals = args.decimals if args.decimals is not None else asset.decimals if asset else None
+    symbol = args.symbol if args.symbol is not None else asset.symbol if asset else None
+    if args.decimals is not None and args.symbol is None and asset is not None and asset.decimals != args.decimals:
+        symbol = None  # other decimals than the asset's: the asset's symbol would misname them
+    return Money(decimals, symbol)
 
 
 def _print_tables(data: dict[str, Any], money: Money) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from channel_node.cli.tables import FOLD, KEEP, fitted_table, print_table
     from channel_node.insights.charts import bucket_label, percent
 
     console = Console()
@@ -128,32 +153,36 @@ def _print_tables(data: dict[str, Any], money: Money) -> None:
         summary.add_row(name, value)
     console.print(summary)
 
-    def table(title: str, columns: list[str], rows: list[list[str]], left: int = 1, wrap: tuple[str, ...] = ()) -> None:
-        t = Table(title=title)
-        for i, column in enumerate(columns):  # figures never wrap; long paths and tag lists fold
-            t.add_column(column, justify="left" if i < left else "right", overflow="fold", no_wrap=column not in wrap)
-        for row in rows:
-            t.add_row(*row)
-        console.print(t)
+    def table(title: str, columns: list[str], rows: list[list[str]], left: int = 1) -> None:
+        """Figures (and the unit in their headers) never wrap nor shrink; paths, tags and dates
+        fold; the table fits the terminal (cli/tables.py), or is one small table per row."""
+        names = [money.header(c) if c in MONEY_COLUMNS else c for c in columns]
+        kinds = [(name, FOLD if i < left else KEEP) for i, name in enumerate(names)]
+        print_table(console, fitted_table(title, kinds, rows, console.width, right=names[left:]))
 
+    n = money.number
     table(f"By {rng['bucket']}", ["start", "offers", "unlocks", "payers", "conversion", "revenue"],
           [[bucket_label(rng["bucket"], r["start"]), f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
-            percent(r["conversion"]), money.exact(r["revenue"])] for r in data["series"]])  # fmt: skip
-    table("Top resources", ["resource", "tags", "price", "offers", "unlocks", "payers", "conversion", "revenue"],
-          [[r["resource"], ", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items())),
-            " / ".join(money.exact(p) for p in r["prices"]), f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
-            percent(r["conversion"]), money.exact(r["revenue"])] for r in data["top_resources"]], left=2,
-          wrap=("resource", "tags"))  # fmt: skip
+            percent(r["conversion"]), n(r["revenue"])] for r in data["series"]])  # fmt: skip
+    # Narrower than 100 columns, the tags (which "By tag" shows anyway) give their room to the paths.
+    tags = console.width >= 100
+    table("Top resources", ["resource"] + ["tags"] * tags + ["price", "offers", "unlocks", "payers", "conversion", "revenue"],
+          [[r["resource"]] + [", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items()))] * tags
+           + [" / ".join(n(p) for p in r["prices"]), f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
+              percent(r["conversion"]), n(r["revenue"])] for r in data["top_resources"]], left=1 + tags)  # fmt: skip
     table("By tag", ["tag", "offers", "unlocks", "payers", "conversion", "revenue"],
           [[f"{r['key']}: {r['value']}", f"{r['offers']:,}", f"{r['unlocks']:,}", f"{r['payers']:,}",
-            percent(r["conversion"]), money.exact(r["revenue"])] for r in data["tags"]])  # fmt: skip
+            percent(r["conversion"]), n(r["revenue"])] for r in data["tags"]])  # fmt: skip
     if data["prices"]:
         p = data["prices"]
         table(f"Price comparison: {p['tag']}", ["price", "resources", "offers", "unlocks", "conversion",
                                                 "revenue per offer", "revenue"],
-              [[money.exact(r["price"]), f"{r['resources']:,}", f"{r['offers']:,}", f"{r['unlocks']:,}",
-                percent(r["conversion"]), money.exact(r["revenue_per_offer"] or 0), money.exact(r["revenue"])]
+              [[n(r["price"]), f"{r['resources']:,}", f"{r['offers']:,}", f"{r['unlocks']:,}",
+                percent(r["conversion"]), n(r["revenue_per_offer"] or 0), n(r["revenue"])]
                for r in p["by_price"]], left=0)  # fmt: skip
+
+
+MONEY_COLUMNS = frozenset({"price", "revenue", "revenue per offer"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,8 +228,8 @@ def add_report_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     report.add_argument("--svg", help="write a chart (revenue and conversion over time, top resources) as SVG")
     report.add_argument("--png", help="the same chart as PNG (needs Chromium)")
     report.add_argument("--json", action="store_true", help="print the figures as JSON (money as decimal strings)")
-    report.add_argument("--decimals", type=int, help="show amounts in whole units (18 for ETH)")
-    report.add_argument("--symbol", help="unit name for amounts (e.g. ETH)")
+    report.add_argument("--decimals", type=int, help="override the asset's decimals (default: the node's asset's)")
+    report.add_argument("--symbol", help="override the asset's symbol (default: the node's asset's, e.g. ETH)")
     report.set_defaults(handler=run)
     return report
 

@@ -242,7 +242,7 @@ ONLINE: list[tuple[str, Callable[[World], tuple[list[str], dict[str, str]]], tup
         "CHANNEL_NODE_CONTRACT": "0x" + "00" * 19 + "01", "CHANNEL_NODE_DATABASE": str(w.folder / "third.db")}),
      ("no contract at", "channel-node deploy", "rpc_url")),
     ("malformed --token", lambda w: (["wallet", "channels", *w.wallet_args(), "--token", "0x12"], {}),
-     ("--token", "not a token address", "native ETH")),
+     ("--token", "address", "40 hex digits")),
     ("admin call without a token", lambda w: (["status", "--admin-url", w.admin_url], {"CHANNEL_NODE_ADMIN_TOKEN": ""}),
      ("needs its admin token", "401", "CHANNEL_NODE_ADMIN_TOKEN")),
     ("admin call with a wrong token", lambda w: (["status", "--admin-url", w.admin_url], {"CHANNEL_NODE_ADMIN_TOKEN": "not-the-token"}),

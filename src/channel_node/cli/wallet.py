@@ -110,9 +110,6 @@ def _policy(args: argparse.Namespace, asset: Asset) -> Policy:
             daily_limit=_amount(args.daily_limit, asset, "--daily-limit", args.base_units),
         )
     except ValueError as exc:
-        if args.token is not None and "asset" in str(exc):
-            raise CliError(f"--token {args.token[:60]!r} is not a token address (0x and 40 hex digits); "
-                           "leave it out to pay in native ETH") from None  # fmt: skip
         raise CliError(str(exc)) from None
 
 

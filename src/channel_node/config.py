@@ -11,14 +11,30 @@ import: settings sit below the server (pricing.py says why the value has a modul
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from eth_utils.address import is_address, to_canonical_address
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import SettingsError as _SourceError
 
+from channel_node.errors import ConfigError
 from channel_node.pricing import Price
 from channel_node.types import UINT128_MAX
 
@@ -50,6 +66,8 @@ Address = Annotated[str, BeforeValidator(_address)]
 
 
 class PriceRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo'd key is refused with the closest name, never ignored
+
     path: str = Field(pattern=r"^/")
     price: Amount
     once: bool = True
@@ -79,6 +97,8 @@ class Exact(BaseModel):
 
 
 class Paywall(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo'd key is refused with the closest name, never ignored
+
     content_dir: Path | None = None
     upstream: str | None = None  # reverse-proxy mode: the origin server's base URL
     upstream_max_body: int = Field(16 * 1024 * 1024, ge=0)  # bytes; a larger answer is a 502, never charged
@@ -178,13 +198,182 @@ class Settings(BaseSettings):
 _toml_file: Path | None = None
 
 
+class SettingsError(ConfigError, ValueError):
+    """The configuration is refused: one line naming each wrong field, its value and the fix
+    (docs/operations.md, "When something goes wrong"). `problems` holds the same, one per field."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+
+class ConfigFileMissing(SettingsError, FileNotFoundError):
+    """The `--config` file does not exist (a FileNotFoundError too, for callers that catch that)."""
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Reads `path` (TOML) and the environment; keyword overrides win over both."""
+    """Reads `path` (TOML) and the environment; keyword overrides win over both.
+
+    Raises `SettingsError` (a ConfigError: exit code 2 on the command line) with one line that
+    names the file or environment variable, the field, the value and what to do."""
     global _toml_file
     if path is not None and not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
+        hint = "it is a folder, not a file" if path.is_dir() else "check the path, or copy docs/operations.md's example"
+        raise ConfigFileMissing(f"config file {path} not found ({hint})")
     _toml_file = path
     try:
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(toml_error_line(path, exc)) from None
+    except ValidationError as exc:
+        problems = [_problem(error, path) for error in exc.errors(include_url=False)]
+        where = f" in {path}" if path is not None else ""
+        raise SettingsError(f"invalid configuration{where}: " + "; ".join(problems), problems) from None
+    except _SourceError as exc:  # an environment variable holding malformed JSON for a nested table
+        raise SettingsError(f"invalid configuration: {_source_error(str(exc))}") from None
     finally:
         _toml_file = None
+
+
+def public_endpoint(url: str) -> str:
+    """`scheme://host[:port]` plus `/...` when there was more: hosted JSON-RPC URLs often carry an
+    API key in their path or query, which an error line must not show."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the given URL"
+    if not parts.scheme or not host:
+        return "the given URL"
+    hidden = "/..." if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+
+# ---------------------------------------------------------------------- error rendering
+#
+# One line per problem, never pydantic's multi-line dump with links: where the value came from
+# (an environment variable or the file), the field as written there, the value (never a secret's)
+# and what to write instead. A key the model does not know gets the closest known key.
+
+_SECRET_FIELDS = frozenset({"claim_key", "admin_token"})
+
+_TOML_HINTS = (
+    ("illegal character '\\n'", "a string is not closed on this line: end it with a quote"),
+    ("expected '=' after a key", 'write key = value (strings in quotes: key = "text")'),
+    ("invalid value", 'quote text values (key = "text"); numbers and true/false go bare'),
+    ("cannot overwrite a value", "this key or table is set twice: keep one"),
+    ("cannot declare", "this table is declared twice: keep one [table] header"),
+    ("expected ']'", "close the table header with ]"),
+    ("unterminated string", "a string is not closed: end it with the quote it started with"),
+    ("expected \"'\"", "a string is not closed: end it with the quote it started with"),
+    ("unclosed", "close the string, array or table on this line"),
+)
+
+
+def toml_error_line(path: Path | None, exc: tomllib.TOMLDecodeError) -> str:
+    """`node.toml: TOML syntax error at line 3, column 12: <what>; <how to fix it>`."""
+    text = str(exc)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", text)
+    at_end = re.search(r"\(at end of document\)", text)
+    cut = match or at_end
+    what = text[: cut.start()].strip() if cut else text
+    where = f" at line {match.group(1)}, column {match.group(2)}" if match else " at the end of the file" if at_end else ""
+    lowered = what.lower()
+    hint = next((h for needle, h in _TOML_HINTS if needle in lowered), "check the line against the TOML syntax (key = value)")
+    return f"{path or 'configuration'}: TOML syntax error{where}: {what}; {hint}"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model whose fields live at `loc` (Settings at (), Paywall at ("paywall",), ...)."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        inner = _model_in(field.annotation)
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable that set the value at `loc`, when one did (env wins over the file)."""
+    if any(isinstance(part, int) for part in loc):
+        return None
+    wanted = ("CHANNEL_NODE_" + "__".join(str(part) for part in loc)).upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
+def _shown(value: object, loc: tuple[int | str, ...]) -> str:
+    if any(part in _SECRET_FIELDS for part in loc):
+        return "(hidden)"
+    text = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fix(error: Any) -> str:
+    """pydantic's message as the rule the value must follow ("must be a valid integer")."""
+    message = str(error.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    message = re.sub(r"^Input should be\b", "must be", message)
+    message = message.replace(", unable to parse string as an integer", "").replace(
+        ", unable to parse string as a number", "")
+    return message
+
+
+def _problem(error: Any, path: Path | None) -> str:
+    loc: tuple[int | str, ...] = tuple(error.get("loc", ()))
+    kind = error.get("type")
+    name = _dotted(loc) or "the configuration"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        known = list(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        table = f" in [{_dotted(loc[:-1])}]" if len(loc) > 1 else ""
+        fix = f"did you mean `{close[0]}`?" if close else "remove it (docs/operations.md lists the settings)"
+        return f"unknown setting `{loc[-1]}`{table}: {fix}"
+    if kind == "missing":
+        env = "CHANNEL_NODE_" + "__".join(str(p) for p in loc).upper()
+        if loc == ("paywall",):
+            return "[paywall] is missing: add a [paywall] table with content_dir (a folder) or upstream (a URL)"
+        source = f" in {path}" if path is not None else ""
+        return f"`{name}` is missing: set it{source} or in {env}"
+    env_var = _env_name(loc)
+    value = _shown(error.get("input"), loc)
+    if kind == "value_error" and not loc:  # a model check across fields (nothing to point at)
+        return _fix(error)
+    if env_var is not None:
+        return f"{env_var}={value}: {_fix(error)}"
+    if loc and kind == "value_error" and isinstance(error.get("input"), dict):
+        return f"[{name}]: {_fix(error)}"  # a table's own check (paywall: content_dir or upstream)
+    return f"`{name}` = {value}: {_fix(error)}"
+
+
+def _source_error(text: str) -> str:
+    match = re.search(r'field "([^"]+)"', text)
+    if match is None:
+        return text
+    variable = "CHANNEL_NODE_" + match.group(1).upper()
+    return f"{variable} must be JSON for a table (or set its fields one by one: {variable}__FIELD=value)"

@@ -20,6 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from channel_node.chain.outbox import SenderStats
+from channel_node.chain.watcher import WatcherStats
 from channel_node.cli.channels import COMMANDS, AdminApi, Direct, OperatorError
 from channel_node.core import ChannelState
 from channel_node.node.operations import claim_targets, close_targets, settlement_targets
@@ -66,15 +68,33 @@ def worlds():
 class FakeSender:
     """Confirms every open row at once (what the real sender and watcher end with)."""
 
+    address = b"\x11" * 20
+
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
+        self.stats = SenderStats()
 
     async def tick(self) -> None:
         for row in await self.store.outbox(OUTBOX_OPEN):
             await self.store.update_outbox(row.id, status="done")
 
 
+class FakeEth:
+    """The chain reads of an offline `status` (cli/channels.py's Direct.status)."""
+
+    @property
+    async def block_number(self) -> int:
+        return 100
+
+    async def get_balance(self, address: str) -> int:
+        return 10**18
+
+
 class FakeWatcher:
+    def __init__(self) -> None:
+        self.stats = WatcherStats()
+        self.w3 = argparse.Namespace(eth=FakeEth())
+
     async def poll(self) -> int:
         return 0
 
@@ -83,7 +103,7 @@ class FakeNode:
     """What the admin API and `Direct` use of a node: settings, store, runtime, health, its workers."""
 
     def __init__(self, store: MemoryStore) -> None:
-        self.settings = argparse.Namespace(admin_token=SecretStr(TOKEN))
+        self.settings = argparse.Namespace(admin_token=SecretStr(TOKEN), rpc_url="http://chain.invalid", confirmations=2)
         self.store = store
         self.runtime = Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain=None, close_margin=60)
         self.sender = FakeSender(store)

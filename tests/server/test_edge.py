@@ -456,12 +456,12 @@ def test_the_402_names_the_public_url_never_the_host(chain, deployed, parties, c
 
 
 def test_public_url_is_validated():
-    from pydantic import ValidationError
+    from channel_node.config import SettingsError
 
     site = {"content_dir": "/tmp"}
     assert load_settings(public_url="https://news.example/base/", paywall=site).public_url == "https://news.example/base"
     for bad in ["news.example", "ftp://x", "https://u@x", "https://x/?q", "https://x/#f", "https://x y", "javascript:alert(1)"]:
-        with pytest.raises(ValidationError):
+        with pytest.raises(SettingsError):
             load_settings(public_url=bad, paywall=site)
 
 

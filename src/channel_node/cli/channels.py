@@ -97,7 +97,7 @@ class AdminApi:
         self.page_size = page_size
         self._status: Document | None = None  # the first status read: it names the node's asset
         self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientTimeout(total=30)
+            headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=aiohttp.ClientTimeout(total=30)
         )
 
     async def call(
@@ -110,6 +110,16 @@ class AdminApi:
                     raise OperatorError(f"{document.get('error')}: {document.get('message')}")
                 raise OperatorError(f"the admin API answered {method} {path} with HTTP {response.status}")
             return document
+
+    async def probe(self) -> int | None:
+        """The HTTP status of GET /admin/status, or None when nothing answers there."""
+        import aiohttp
+
+        try:
+            async with self._session.get(f"{self.url}/admin/status", timeout=aiohttp.ClientTimeout(total=5)) as response:
+                return response.status
+        except (OSError, TimeoutError, aiohttp.ClientError):
+            return None
 
     async def _object(self, method: str, path: str, body: Document | None = None) -> Document:
         document = await self.call(method, path, body)
@@ -227,9 +237,31 @@ class Direct:
         return [outbox_json(r) for r in reversed(await self.node.store.outbox(OUTBOX_STATUSES))]  # newest first
 
     async def status(self) -> Document:
-        from channel_node.server.admin import status_document
+        """The same document as the running node's, with the chain read now (a stopped node's
+        watcher and sender have not run: their figures would read head 0, cursor -1, balance 0)."""
+        from eth_utils.address import to_checksum_address
 
-        return await status_document(self.node)
+        from channel_node.server.admin import status_document
+        from channel_node.store import OUTBOX_OPEN
+
+        node, stats = self.node, self.node.watcher.stats
+        rpc = node.settings.rpc_url
+        try:
+            stats.head = await node.watcher.w3.eth.block_number
+        except Exception as exc:
+            raise OperatorError(f"could not read the chain's head block from rpc_url {rpc} ({type(exc).__name__})") from None
+        stats.confirmed = max(0, stats.head - node.settings.confirmations + 1)
+        cursor = await node.store.cursor()
+        stats.cursor = cursor.block if cursor is not None else stats.confirmed  # a new database starts at the confirmed head
+        if node.sender is not None:
+            address = to_checksum_address(node.sender.address)
+            try:
+                node.sender.stats.balance = int(await node.watcher.w3.eth.get_balance(address))
+            except Exception as exc:
+                raise OperatorError(f"could not read the gas balance of the claim key {address} from rpc_url {rpc} "
+                                    f"({type(exc).__name__})") from None  # fmt: skip
+            node.sender.stats.open_rows = len(await node.store.outbox(OUTBOX_OPEN))
+        return await status_document(node)
 
     async def asset(self) -> Asset:
         return self.node.asset
@@ -254,33 +286,42 @@ class Direct:
         await self.node.close()
 
 
+TOKEN_HINT = "set CHANNEL_NODE_ADMIN_TOKEN to the node's admin_token (or give --config with admin_token)"
+
+
 async def connect(args: argparse.Namespace) -> NodeAccess:
-    """The admin API when a node answers there, else the database and chain from --config."""
+    """The admin API when a node answers there, else the database and chain from --config.
+
+    Each way this fails says what happened (docs/operations.md, "When something goes wrong"): a node
+    that answered without the token, or refused it (401), is never "no node answered"."""
+    from channel_node.cli.urls import check_url
     from channel_node.config import load_settings
 
-    settings = None
-    if args.config:
-        try:
-            settings = load_settings(Path(args.config))
-        except Exception as exc:
-            raise OperatorError(f"invalid configuration: {str(exc).splitlines()[0]}") from None
+    settings = load_settings(Path(args.config)) if args.config else None  # a SettingsError is one line, exit 2
     token = os.environ.get("CHANNEL_NODE_ADMIN_TOKEN") or (
         settings.admin_token.get_secret_value() if settings and settings.admin_token else None
     )
     url = args.admin_url or (f"http://{settings.admin_host}:{settings.admin_port}" if settings else DEFAULT_ADMIN_URL)
-    if token:
-        api = AdminApi(url, token)
-        try:
-            await api.status()
+    check_url(url, "--admin-url")
+    api = AdminApi(url, token or "")
+    try:
+        answered = await api.probe()
+        if answered == 200 and token:
             return api
-        except OperatorError:
-            await api.close()
-            raise
-        except Exception:  # nobody listening: fall through to direct mode
-            await api.close()
+    except BaseException:
+        await api.close()
+        raise
+    await api.close()
+    if answered == 401:
+        what = "refused the admin token given" if token else "needs its admin token, and none was given"
+        raise OperatorError(f"the node at {url} {what} (401 unauthorized): {TOKEN_HINT}")
+    if answered is not None and answered != 200:
+        raise OperatorError(f"{url} answered HTTP {answered} at /admin/status: is it the node's admin API? "
+                            "(admin_host and admin_port in its configuration; not the paywall's port)")  # fmt: skip
     if settings is None:
         raise OperatorError(
-            f"no node answered at {url} (set CHANNEL_NODE_ADMIN_TOKEN), and no --config to work without one"
+            f"no node answered at {url}: start it (`channel-node serve`), give its admin API with --admin-url, "
+            "or give --config to work on a stopped node's database"
         )
     return Direct(await _direct_node(settings))
 

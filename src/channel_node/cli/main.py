@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from channel_node import __version__
 from channel_node.cli.support import report_error, run_async
-from channel_node.errors import ChannelNodeError
+from channel_node.errors import ChannelNodeError, UsageError
 
 if TYPE_CHECKING:  # annotations only: the commands import what they run lazily, to start fast
     from aiohttp import web
@@ -38,15 +38,36 @@ def _print(lines: list[str]) -> None:
         print(line, flush=True)
 
 
-async def _serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+async def _serve_app(app: web.Application, host: str, port: int, option: str = "--port") -> tuple[web.AppRunner, str]:
+    """Listens on host:port; a port in use or an address not of this machine is the user's to
+    change (a UsageError naming `option`, exit 2), not a traceback."""
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UsageError(listen_error(exc, host, port, option)) from None
     bound = runner.addresses[0]
     return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+def listen_error(exc: OSError, host: str, port: int, option: str) -> str:
+    """What to do when a listening socket cannot be opened (docs/operations.md, "When something goes wrong")."""
+    import errno
+    import socket
+
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is already in use (another channel-node or program listens there): "
+                f"stop it, or pass {option} N ({option} 0 picks a free port)")  # fmt: skip
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"not allowed to listen on port {port} (ports below 1024 need privileges): pass {option} with a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host}: it is not an address of this machine (use 127.0.0.1, or 0.0.0.0 for every interface)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 async def _wait_for_signal() -> None:
@@ -78,7 +99,11 @@ async def _dev_main(args: argparse.Namespace) -> int:
     settings = dev_settings(world, args.host, args.port, admin_token)
     node = await build_node(settings, AsyncWeb3(provider))
     await node.start()
-    runner, base_url = await _serve_app(node.app, args.host, args.port)
+    try:
+        runner, base_url = await _serve_app(node.app, args.host, args.port)
+    except UsageError:
+        await node.close()
+        raise
     assert node.admin_app is not None  # build_node always makes one (it refuses every call without a token)
     admin_runner, admin_url = await _serve_app(node.admin_app, "127.0.0.1", 0)
     rpc_runner, rpc_url = await _serve_rpc(world, args.rpc_port)
@@ -166,25 +191,40 @@ def _dev(args: argparse.Namespace) -> int:
 
 async def _serve_main(settings: Settings) -> int:
     from channel_node.chain.connect import web3_for
-    from channel_node.node.assembly import build_node
+    from channel_node.config import public_endpoint
+    from channel_node.node.assembly import NodeConfigError, build_node
 
     w3, persistent = web3_for(settings.rpc_url)
     if persistent:
         try:
             await w3.provider.connect()
         except Exception as exc:
-            print(f"error: cannot connect to {settings.rpc_url}: {type(exc).__name__}", file=sys.stderr)
-            return 2
-    node = await build_node(settings, w3)  # a NodeConfigError or StoreError: main's one line and exit code
+            raise NodeConfigError(
+                f"cannot connect to the chain at rpc_url {public_endpoint(settings.rpc_url)} ({type(exc).__name__}): "
+                "is the node running there? check rpc_url in the configuration or CHANNEL_NODE_RPC_URL"
+            ) from None
+    try:
+        node = await build_node(settings, w3)  # a NodeConfigError or StoreError: main's one line and exit code
+    except BaseException:
+        await w3.provider.disconnect()
+        raise
     if node.sender is None:
         print("warning: no claim_key or claim_keystore: the node cannot defend channels or claim", file=sys.stderr)
     await node.start()
-    runner, base_url = await _serve_app(node.app, settings.host, settings.port)
-    admin_runner = None
-    if settings.admin_token is not None:
-        assert node.admin_app is not None  # build_node always makes one
-        admin_runner, admin_url = await _serve_app(node.admin_app, settings.admin_host, settings.admin_port)
-        print(f"admin API on {admin_url}/admin (bearer token; OpenAPI at /admin/openapi.json)", flush=True)
+    admin_runner = runner = None
+    try:
+        runner, base_url = await _serve_app(node.app, settings.host, settings.port, "--port (or port in the configuration)")
+        if settings.admin_token is not None:
+            assert node.admin_app is not None  # build_node always makes one
+            admin_runner, admin_url = await _serve_app(node.admin_app, settings.admin_host, settings.admin_port,
+                                                       "admin_port in the configuration")  # fmt: skip
+            print(f"admin API on {admin_url}/admin (bearer token; OpenAPI at /admin/openapi.json)", flush=True)
+    except UsageError:
+        if runner is not None:
+            await runner.cleanup()
+        await node.close()
+        await w3.provider.disconnect()
+        raise
     freeze_startup_objects()
     print(f"channel-node serving {base_url} (chain {node.chain_id}, contract {settings.contract})", flush=True)
     try:
@@ -199,17 +239,12 @@ async def _serve_main(settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from channel_node.config import load_settings
     from channel_node.logs import configure
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    try:
-        settings = load_settings(Path(args.config) if args.config else None, **overrides)
-    except (ValidationError, FileNotFoundError) as exc:
-        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    # A SettingsError (a ConfigError) names the field, the value and the fix: main's one line, exit 2.
+    settings = load_settings(Path(args.config) if args.config else None, **overrides)
     configure(settings.log_format)
     return run_async(_serve_main(settings))
 

@@ -239,6 +239,9 @@ async def _deploy_main(args: argparse.Namespace, sender: Sender) -> int:
 
     endpoint = _public_url(args.rpc_url)
     from channel_node.chain.connect import web3_for
+    from channel_node.cli.urls import check_url, unreachable
+
+    check_url(args.rpc_url, "--rpc-url", ("http", "https", "ws", "wss"), secret=True)  # a UsageError: one line, exit 2
 
     w3, persistent = web3_for(args.rpc_url)
     connected = False
@@ -250,7 +253,7 @@ async def _deploy_main(args: argparse.Namespace, sender: Sender) -> int:
             chain_id = int(await w3.eth.chain_id)
             balance = int(await w3.eth.get_balance(sender.address))
         except Exception as exc:
-            return _error(f"cannot reach the chain at {endpoint} ({type(exc).__name__})")
+            return _error(unreachable(exc, endpoint, "the chain at", "is the chain's node running there? check --rpc-url"))
         if balance == 0:
             return _error(
                 f"account {sender.address} has no funds on chain {chain_id}; fund it to pay for the deployment"

@@ -87,10 +87,7 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
     if path is None and args.config:
         from channel_node.config import load_settings
 
-        try:
-            settings = load_settings(Path(args.config))
-        except Exception as exc:
-            raise ReportError(f"invalid configuration: {str(exc).splitlines()[0]}") from None
+        settings = load_settings(Path(args.config))  # a mistake is a ConfigError: one line, exit 2 (cli/support.py)
         path = getattr(settings, "insights_database", None) or getattr(settings, "insights", None)
         token = settings.token
     if path is None:

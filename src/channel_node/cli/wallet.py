@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run: `channel-n
     from web3 import AsyncWeb3
 
     from channel_node.amounts import Asset
+    from channel_node.chain.reverts import ContractRevert
     from channel_node.client import ChannelRecord, Policy, Result, Wallet, WalletStore
 
 T = TypeVar("T")
@@ -116,9 +117,11 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
     from web3 import AsyncWeb3
     from web3.providers import AsyncHTTPProvider
 
+    from channel_node.cli.urls import check_url, unreachable
     from channel_node.client import Wallet, WalletStore
     from channel_node.keys import KeystoreError, load_key, read_password
 
+    check_url(args.rpc_url, "--rpc-url", secret=True)
     keystore = _keystore(args)
     if not keystore.exists():
         raise CliError(f"no wallet at {keystore.parent}: run `channel-node wallet new` or `wallet import` first")
@@ -126,12 +129,15 @@ async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any]
         key = load_key(keystore, read_password(confirm=False))
     except KeystoreError as exc:
         raise CliError(str(exc)) from None
-    w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))
-    try:
-        await w3.eth.chain_id
+    probe = AsyncWeb3(AsyncHTTPProvider(args.rpc_url, exception_retry_configuration=None))
+    try:  # the first call without web3's retries: a wrong --rpc-url is said at once, not after 4 s of backoff
+        await probe.eth.chain_id
     except Exception as exc:
-        await w3.provider.disconnect()
-        raise CliError(f"cannot reach the chain at {args.rpc_url} ({type(exc).__name__})") from None
+        fix = "is the chain's node running there? give --rpc-url (or CHANNEL_NODE_RPC_URL) the chain's JSON-RPC URL"
+        raise CliError(unreachable(exc, args.rpc_url, "the chain at", fix, secret=True)) from None
+    finally:
+        await probe.provider.disconnect()
+    w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))  # the wallet's own, with web3's retries for a flaky endpoint
     try:
         asset = await _asset_for(w3, args.token)
         policy = _policy(args, asset)
@@ -242,7 +248,10 @@ async def _get(args: argparse.Namespace) -> int:
     import aiohttp
     from rich.console import Console
 
+    from channel_node.cli.urls import check_url, unreachable
     from channel_node.client import PayingSession, ServerMisbehaved, WalletError, site_of
+
+    check_url(args.url, "the URL")  # before the password prompt: a typo costs nothing
 
     async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str]]:
         asset = await _asset_for(wallet.w3, wallet.policy.asset)  # an offer in another asset is refused
@@ -250,6 +259,10 @@ async def _get(args: argparse.Namespace) -> int:
         before = {r.hex_id: r.deposited for r in wallet.channels()}
         async with PayingSession(wallet, scheme=args.scheme) as session:
             result = await session.get(args.url)
+        if result.status == 402:
+            reason = await _unpaid(wallet, result)  # while the wallet is open: it may read the chain
+            if reason is not None:
+                raise CliError(reason)
         return result, asset, _deposits_made(wallet, before, asset)
 
     try:
@@ -260,7 +273,7 @@ async def _get(args: argparse.Namespace) -> int:
     except WalletError as exc:
         raise CliError(str(exc)) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
-        raise CliError(f"{args.url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}") from None
+        raise CliError(unreachable(exc, args.url, "the site at", "is the site running? check the URL")) from None
     console = Console(stderr=True)
     if args.output:
         # The command's last step, once, after the loop's work is done: nothing else waits on the loop.
@@ -288,6 +301,65 @@ async def _get(args: argparse.Namespace) -> int:
                   + (f" (channel total {total})" if total else "") + why,
                   soft_wrap=True, markup=False)  # fmt: skip
     return 0 if result.ok else 1
+
+
+async def _unpaid(wallet: Wallet, result: Result) -> str | None:
+    """Why a 402 was left unpaid, as one line saying what to do, or None when the status line
+    (`402 URL: charged ... (code: message)`) says it (docs/operations.md, "When something goes
+    wrong"). A channel the node does not know yet is explained from the chain: how many blocks its
+    deposit has, and that the node waits for more."""
+    from channel_node.wire.envelope import decode_header
+
+    try:
+        refusal = decode_header(result.headers["PAYMENT-REQUIRED"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    if refusal.get("error") == "channel_unknown":
+        accepts = refusal.get("accepts")
+        offer = accepts[0] if isinstance(accepts, list) and accepts and isinstance(accepts[0], dict) else {}
+        return await _unconfirmed(wallet, offer)
+    return None
+
+
+async def _unconfirmed(wallet: Wallet, offer: dict[str, Any]) -> str | None:
+    """`channel 0x.. is not confirmed yet ...` for the wallet's open channel with this offer's
+    receiver and contract, from a chain read (head and the deposit's block); None if unknown."""
+    from eth_utils.address import to_checksum_address
+
+    from channel_node.chain.contract import ChannelDepositClient
+    from channel_node.chain.logs import ChannelDeposited, ChannelOpened
+
+    extra = offer.get("extra")
+    if not isinstance(extra, dict):
+        return None
+    try:
+        pay_to, contract = to_checksum_address(str(offer.get("payTo"))), to_checksum_address(str(extra.get("contract")))
+    except ValueError:
+        return None
+    records = [r for r in wallet.channels() if r.status == "open" and to_checksum_address(r.receiver) == pay_to
+               and to_checksum_address(r.contract) == contract]  # fmt: skip
+    if not records:
+        return None
+    record = records[-1]
+    try:
+        head = await wallet.w3.eth.block_number
+        client = ChannelDepositClient(wallet.w3, contract)
+        events = await client.get_events(max(0, head - 10_000), "latest", kinds=[ChannelOpened, ChannelDeposited])
+    except Exception:  # the status line stays the answer when the chain cannot be read
+        return None
+    blocks = [e.block_number for e in events if getattr(e, "channel_id", None) == record.channel_id]
+    if not blocks:
+        return (f"the site does not know channel {record.hex_id} and its deposit is not in the last 10,000 blocks of the "
+                "chain at --rpc-url: is the wallet on the site's chain? (check --rpc-url)")  # fmt: skip
+    deposit = blocks[-1]
+    have = head - deposit + 1
+    if have > 2:  # past the default depth: the node may wait for more, or has not read it again yet
+        return (f"channel {record.hex_id} is not known to the site yet: the chain is at block {head}, the deposit at block "
+                f"{deposit} ({have} confirmations); the site waits for its `confirmations` setting and re-reads an unknown "
+                "channel every few seconds: run this again shortly, and if it persists, ask the site how deep it waits")  # fmt: skip
+    return (f"channel {record.hex_id} is not confirmed yet: the chain is at block {head}, the deposit at block {deposit} "
+            f"({have} confirmation{'s' if have != 1 else ''}) and the site waits for more (channel-node's `confirmations`, "
+            "2 by default): is the chain producing blocks? (anvil: start it with --block-time 1); run this again once it has")  # fmt: skip
 
 
 async def _channels(args: argparse.Namespace) -> int:
@@ -368,7 +440,9 @@ async def _close(args: argparse.Namespace) -> int:
 
     try:  # a refusal is one line on stderr and exit 2, never a traceback
         result, shown = await _with_wallet(args, close, "closing the channel on chain ...")
-    except (WalletError, ContractRevert) as exc:
+    except ContractRevert as exc:
+        raise CliError(_revert_line(exc)) from None
+    except WalletError as exc:
         raise CliError(str(exc)) from None
     _table([result], args.json, "close", _record_view("close", shown))
     return 0
@@ -472,7 +546,10 @@ def _new(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from channel_node.keys import KeystoreError, import_key, read_password
 
-    text = Path(args.key_file).read_text() if args.key_file else sys.stdin.readline()
+    try:
+        text = Path(args.key_file).read_text() if args.key_file else sys.stdin.readline()
+    except OSError as exc:
+        raise CliError(f"cannot read --key-file {args.key_file}: {exc.strerror or exc} (a file holding the hex private key)") from None
     try:
         address = import_key(_keystore(args), read_password(confirm=True), text.strip())
     except KeystoreError as exc:
@@ -488,14 +565,44 @@ ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
 SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"new": _new, "import": _import, "trust": _trust}
 
 
+#: What to do when the contract refuses a wallet command (docs/operations.md, "When something goes wrong").
+REVERT_HINTS = {
+    "ChannelClosing": "its close is already requested: run `channel-node wallet finalize CHANNEL` after the close delay",
+    "ChannelIsSettled": "it is settled already: nothing is left in it",
+    "ChannelUnknown": "the contract has no such channel on this chain (check --rpc-url)",
+    "NotPayer": "this wallet's key is not the channel's payer",
+    "CloseNotRequested": "request the close first: `channel-node wallet close CHANNEL`",
+    "CloseDelayNotOver": "wait until the close delay is over, then run the command again",
+    "DepositLimitExceeded": "the contract caps one channel's deposit: add less",
+    "ZeroDeposit": "give an amount above 0",
+}
+
+
+def _revert_line(exc: ContractRevert) -> str:
+    hint = REVERT_HINTS.get(exc.error_name or "")
+    return f"{exc}: {hint}" if hint else str(exc)
+
+
+def _check_channel(text: str) -> None:
+    """A channel id as typed: 0x and 64 hex digits, else a UsageError saying where to copy it from."""
+    digits = text.removeprefix("0x")
+    if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise CliError(f"channel id {text[:80]!r} is not 0x followed by 64 hex digits: copy it from `channel-node wallet channels`")
+
+
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
+        from channel_node.chain.reverts import ContractRevert
         from channel_node.cli.support import report_error, run_async
 
         try:
+            if getattr(args, "channel", None) is not None:
+                _check_channel(args.channel)
             if name in SYNC:
                 return SYNC[name](args)
             return run_async(ASYNC[name](args))
+        except ContractRevert as exc:  # a Refusal: one line and exit 2, with what to do
+            return report_error(CliError(_revert_line(exc)))
         except ChannelNodeError as exc:  # one line, never a traceback (cli/support.py maps the exit code)
             return report_error(exc)
 

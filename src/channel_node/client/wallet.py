@@ -371,7 +371,8 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
         raise OfferRejected(f"offer scheme {offer.get('scheme')!r} is not {SCHEME!r}")
     network = f"eip155:{chain_id}"
     if offer.get("network") != network:
-        raise OfferRejected(f"offer is for network {offer.get('network')!r}; this wallet is on {network}")
+        raise OfferRejected(f"offer is for network {offer.get('network')!r}; this wallet is on {network}: "
+                            "connect the wallet to the site's chain (the command line: --rpc-url)")  # fmt: skip
     extra = offer.get("extra")
     if not isinstance(extra, Mapping):
         raise OfferRejected("offer has no `extra` object")
@@ -1219,9 +1220,11 @@ class Wallet:
             if revert.error_name == "CloseDelayNotOver":
                 latest = await self.w3.eth.get_block("latest")
                 left = (record.close_deadline or 0) - int(latest["timestamp"])
-                raise WalletError(f"the close delay of {record.hex_id} is not over yet (about {max(left, 1)} s left)") from None
+                raise WalletError(f"the close delay of {record.hex_id} is not over yet (about {max(left, 1)} s left): "
+                                  "finalize again after it, by chain time") from None  # fmt: skip
             if revert.error_name == "CloseNotRequested":
-                raise WalletError(f"call request_close({record.hex_id}) first") from None
+                raise WalletError(f"no close was requested for {record.hex_id}: request it first (the command line: "
+                                  "`channel-node wallet close CHANNEL`), then finalize after the close delay") from None  # fmt: skip
             if revert.error_name == "ChannelIsSettled":
                 self.store.update_channel(record.channel_id, status=SETTLED)
                 raise WalletError(f"channel {record.hex_id} is already settled") from None
@@ -1279,7 +1282,8 @@ class Wallet:
                 except ValueError:
                     answer = None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise WalletError(f"could not reach the node at {node_url} ({type(exc).__name__})") from None
+            raise WalletError(f"could not reach the node at {node_url} ({type(exc).__name__}): is it running, "
+                              "and is this its base URL (https://site, no path)?") from None  # fmt: skip
         finally:
             if own_session:
                 await http.close()

@@ -22,7 +22,7 @@ from channel_node.chain.erc20 import Erc20Client
 from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.view import Web3ChainView
 from channel_node.chain.watcher import Watcher
-from channel_node.config import Settings
+from channel_node.config import Settings, public_endpoint
 from channel_node.core.exact import ExactTerms
 from channel_node.errors import ConfigError
 from channel_node.insights.recorder import Recorder
@@ -155,7 +155,8 @@ async def check_contract(w3: AsyncWeb3[Any], address: ChecksumAddress, domain: D
     """Refuses an address without our contract, or one whose EIP-712 domain differs from ours."""
     code = await w3.eth.get_code(address)
     if not code:
-        raise NodeConfigError(f"no contract at {address} on chain {domain.chain_id}")
+        raise NodeConfigError(f"no contract at {address} on chain {domain.chain_id}: deploy one (`channel-node deploy`) "
+                              "and set `contract` to its address, or check that rpc_url is the chain it was deployed on")  # fmt: skip
     contract = w3.eth.contract(address=address, abi=channel_deposit_artifact().abi)
     try:
         separator = await contract.functions.domainSeparator().call()
@@ -177,15 +178,38 @@ async def read_asset(w3: AsyncWeb3[Any], token: str | None) -> Asset:
     return token_asset(symbol, decimals, address)
 
 
-async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None = None) -> Node:
+def check_local(settings: Settings) -> None:
+    """What the node can check before it talks to the chain: the settings it needs and the files it
+    reads (docs/operations.md, "When something goes wrong"). Each refusal names the field and the fix."""
     if settings.contract is None:
-        raise NodeConfigError("set `contract` (the deployed ChannelDeposit address)")
+        raise NodeConfigError("set `contract` (the deployed ChannelDeposit address; `channel-node deploy` prints it)")
     if settings.receiver is None:
         raise NodeConfigError("set `receiver` (the address vouchers pay)")
+    folder = settings.paywall.content_dir
+    if folder is not None and not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise NodeConfigError(
+            f"paywall.content_dir {str(folder)!r} {what}: create it, or point content_dir at the folder of the site's files "
+            "(a relative path counts from the directory you start the node in)"
+        )
+    if settings.claim_keystore is not None and not settings.claim_keystore.is_file():
+        raise NodeConfigError(f"claim_keystore {str(settings.claim_keystore)!r} not found: "
+                              "create one with `channel-node keys new`, or fix the path")  # fmt: skip
+    parent = settings.database.parent
+    if not parent.is_dir():
+        raise NodeConfigError(f"database {str(settings.database)!r}: the folder {str(parent)!r} does not exist; create it or change `database`")
+
+
+async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None = None) -> Node:
+    check_local(settings)
+    assert settings.contract is not None  # check_local refuses a configuration without one
     try:
         chain_id = await w3.eth.chain_id
     except Exception as exc:
-        raise NodeConfigError(f"cannot reach the chain at the configured rpc_url ({type(exc).__name__})") from None
+        raise NodeConfigError(
+            f"cannot reach the chain at rpc_url {public_endpoint(settings.rpc_url)} ({type(exc).__name__}): is it running? "
+            "check rpc_url in the configuration or CHANNEL_NODE_RPC_URL"
+        ) from None
     contract = to_checksum_address(settings.contract)
     domain = Domain(chain_id, contract)
     await check_contract(w3, contract, domain)
@@ -307,4 +331,4 @@ async def build_exact_sales(
     return ExactSales(w3, store, token, terms, limits, sender, site_wide=exact.enabled)
 
 
-__all__ = ["Node", "NodeConfigError", "build_exact_sales", "build_node", "check_contract", "read_asset"]
+__all__ = ["Node", "NodeConfigError", "build_exact_sales", "build_node", "check_contract", "check_local", "read_asset"]

@@ -54,6 +54,7 @@ def assert_one_clear_line(code: int, err: str, *keywords: str) -> None:
     for secret in SECRETS:
         assert secret not in err, "a secret was printed"
     assert "pydantic" not in err and "https://errors" not in err, lines[0]
+    print(lines[0])  # `pytest -rP` lists every mistake's line (the closing note shows them)
 
 
 def node_toml(folder: Path, body: str, paywall: str = 'content_dir = "{site}"\n') -> Path:

@@ -195,9 +195,7 @@ def check_local(settings: Settings) -> None:
     if settings.claim_keystore is not None and not settings.claim_keystore.is_file():
         raise NodeConfigError(f"claim_keystore {str(settings.claim_keystore)!r} not found: "
                               "create one with `channel-node keys new`, or fix the path")  # fmt: skip
-    parent = settings.database.parent
-    if not parent.is_dir():
-        raise NodeConfigError(f"database {str(settings.database)!r}: the folder {str(parent)!r} does not exist; create it or change `database`")
+    # The database's folder is created when missing (lockfile.lock_beside): a fresh data folder is normal.
 
 
 async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None = None) -> Node:

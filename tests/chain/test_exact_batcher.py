@@ -73,10 +73,10 @@ def test_all_items_succeed_and_each_payee_is_paid_from_the_payer(world):
     values = [100, 200, 300]
     before = [x.balance(p.address) for p in world.payees[:3]]
     payer_before = x.balance(x.payer.address)
-    items = [item(x, p.address, v) for p, v in zip(world.payees, values)]
+    items = [item(x, p.address, v) for p, v in zip(world.payees[:3], values, strict=True)]
     receipt = send(world, token, items)
     assert outcomes(receipt, world.batcher.address) == [(0, True), (1, True), (2, True)]
-    assert [x.balance(p.address) for p in world.payees[:3]] == [b + v for b, v in zip(before, values)]
+    assert [x.balance(p.address) for p in world.payees[:3]] == [b + v for b, v in zip(before, values, strict=True)]
     assert x.balance(x.payer.address) == payer_before - sum(values)
     assert x.balance(world.batcher.address) == 0
     # The moves are the token's own Transfer(payer -> payee): nothing goes through the batcher.
@@ -144,10 +144,10 @@ def test_each_item_succeeds_or_fails_on_its_own(world, kinds, values):
     before = (x.balance(x.payer.address), x.balance(payee), x.balance(thief))
     receipt = send(world, x.token.address, items)
     assert outcomes(receipt, world.batcher.address) == list(enumerate(expect))
-    paid = sum(it[2] for it, ok in zip(items, expect) if ok)
+    paid = sum(it[2] for it, ok in zip(items, expect, strict=True) if ok)
     assert (x.balance(x.payer.address), x.balance(payee), x.balance(thief)) == (before[0] - paid, before[1] + paid, before[2])
     assert x.balance(world.batcher.address) == 0
-    for it, kind in zip(items, kinds):  # a failed item's nonce stays as it was: still usable by its payer
+    for it, kind in zip(items, kinds, strict=True):  # a failed item's nonce stays as it was: still usable by its payer
         assert x.used(x.payer.address, it[5]) == (kind in ("good", "used"))
 
 

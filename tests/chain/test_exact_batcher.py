@@ -10,10 +10,19 @@ import os
 from dataclasses import dataclass
 
 import pytest
+from eth_account import Account
+from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel_node.chain.artifacts import exact_batcher_artifact
+from channel_node.chain.batcher import (
+    BatchItem,
+    decode_transfer_all,
+    item_segments,
+    raw_destination,
+    transfer_all_calldata,
+)
 from channel_node.signing import keccak256
 from channel_node.signing.eip3009 import TokenDomain, TransferAuthorization, sign_authorization
 from contract_helpers import deploy_test_contract
@@ -178,3 +187,54 @@ def test_an_authorization_for_the_real_token_cannot_be_spent_through_another_tok
     before = x.balance(world.payees[1].address)
     assert outcomes(send(world, x.token.address, [it]), world.batcher.address) == [(0, True)]
     assert x.balance(world.payees[1].address) == before + 700
+
+
+# ------------------------------------------------------------------ chain/batcher.py, the node's side
+
+
+addresses = st.binary(min_size=20, max_size=20)
+batch_items = st.builds(
+    BatchItem, addresses, addresses, st.integers(0, 2**256 - 1), st.integers(0, 2**256 - 1),
+    st.integers(0, 2**256 - 1), st.binary(min_size=32, max_size=32),
+    st.binary(min_size=64, max_size=64).map(lambda rs: rs + bytes([27])),
+)  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(token=addresses, items=st.lists(batch_items, max_size=8))
+def test_transfer_all_calldata_reads_back_item_by_item(token, items):
+    decoded = decode_transfer_all(transfer_all_calldata(token, items))
+    assert decoded == (token, [(item.payer, item.nonce) for item in items])
+    assert decode_transfer_all(b"\x01\x02\x03\x04" + b"\0" * 64) is None, "other calldata is no batch"
+
+
+@settings(max_examples=50, deadline=None)
+@given(to=addresses, data=st.binary(max_size=300), kind=st.sampled_from(["legacy", "2930", "1559"]))
+def test_raw_destination_reads_every_transaction_type_the_outbox_signs(to, data, kind):
+    tx = {"to": to_checksum_address(to), "data": "0x" + data.hex(), "value": 0, "gas": 100_000, "nonce": 3, "chainId": 1}
+    if kind == "1559":
+        tx |= {"maxFeePerGas": 10**9, "maxPriorityFeePerGas": 1}
+    else:
+        tx |= {"gasPrice": 10**9}
+        if kind == "2930":
+            tx |= {"accessList": []}
+    raw = bytes(Account.sign_transaction(tx, b"\x01" * 32).raw_transaction)
+    assert raw_destination(raw) == (to, data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(outcomes_=st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=6))
+def test_item_segments_give_each_item_the_logs_before_its_outcome(outcomes_):
+    batcher, token = b"\xbb" * 20, b"\x70" * 20
+    logs, expected = [], {}
+    for index, (ok, n) in enumerate(outcomes_):
+        own = [{"address": token, "topics": [TRANSFER_TOPIC], "data": bytes([index, j])} for j in range(n)]
+        logs += own
+        logs.append({"address": batcher, "topics": [OUTCOME_TOPIC], "data": index.to_bytes(32, "big") + ok.to_bytes(32, "big")})
+        expected[index] = (ok, own)
+    # An ItemOutcome from any other address is just a log of the item it sits in.
+    fake = {"address": token, "topics": [OUTCOME_TOPIC], "data": (0).to_bytes(32, "big") + (1).to_bytes(32, "big")}
+    if outcomes_:
+        logs.insert(0, fake)
+        expected[0] = (expected[0][0], [fake, *expected[0][1]])
+    assert item_segments(logs, batcher) == expected

@@ -116,7 +116,8 @@ class Executor:
 EXECUTORS: Mapping[OutboxKind, Executor] = MappingProxyType({
     OutboxKind.CLAIM: Executor(_single("claim"), batches=True),
     OutboxKind.CLOSE: Executor(_single("closeByReceiver"), batches=False),
-    # The token's transferWithAuthorization: urgent (deadline = validBefore), never batched.
+    # The token's transferWithAuthorization: urgent (deadline = validBefore), never in a claimBatch;
+    # with an ExactBatcher, with other sales (`OutboxSender._send_authorizations`).
     OutboxKind.TRANSFER_AUTHORIZATION: Executor(None, batches=False),
 })  # fmt: skip
 if set(EXECUTORS) != set(OutboxKind):  # pragma: no cover (an outbox kind nobody sends)

@@ -70,10 +70,10 @@ async def _dev_main(args: argparse.Namespace) -> int:
     from channel_node.node.assembly import build_node
     from channel_node.wire.envelope import decode_header
 
-    print("channel-node dev: starting an in-process chain and deploying ChannelDeposit ...", flush=True)
     if args.exact_batcher and not args.token:
         print("channel-node dev: --exact-batcher batches x402 exact sales, which need --token", file=sys.stderr)
         return 2
+    print("channel-node dev: starting an in-process chain and deploying ChannelDeposit ...", flush=True)
     world = create_world(Path(args.data_dir) if args.data_dir else None, token=args.token, batcher=args.exact_batcher)
     provider = AsyncEthereumTesterProvider()
     provider.ethereum_tester = world.chain.tester  # the node reads the same in-process chain

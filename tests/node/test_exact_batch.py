@@ -7,6 +7,7 @@ blocks none of the others; a crash around the batch's broadcast sends it exactly
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,10 +19,11 @@ from channel_node.dev.stack import create_world, dev_settings
 from channel_node.node.assembly import NodeConfigError, build_node
 from channel_node.node.exact import TRANSFER_GAS
 from channel_node.signing import keccak256, sign_digest
-from channel_node.signing.eip3009 import cancel_authorization_digest
+from channel_node.signing.eip3009 import TokenDomain, cancel_authorization_digest, sign_authorization
 from channel_node.store import ExactStatus, OutboxStatus, authorization_key
 from channel_node.wire.envelope import decode_header
-from exact_helpers import PRICE, ExactPayer, exact_entry, make_exact_chain, offer_of, start_exact_node
+from contract_helpers import deploy_test_contract
+from exact_helpers import PRICE, ExactPayer, checksum, exact_entry, make_exact_chain, offer_of, start_exact_node
 from paywall_helpers import async_web3
 
 pytestmark = pytest.mark.asyncio
@@ -45,7 +47,8 @@ def chain(world):
 
 
 async def start(chain, database, **exact):
-    exact.setdefault("batch_contract", chain.batcher)
+    if "batch_contract" not in exact:
+        exact["batch_contract"] = chain.batcher
     return await start_exact_node(chain, database, **exact)
 
 
@@ -142,6 +145,69 @@ async def test_a_lone_sale_goes_straight_to_the_token(chain, tmp_path):
         assert chain.chain.w3.eth.get_transaction(tx)["to"] == chain.token.address, "a batch of one costs more"
     finally:
         await running.stop()
+
+
+async def test_a_sale_front_run_between_its_simulation_and_the_batch_is_served_with_the_winner(chain, tmp_path):
+    """Its item reverts inside the batch (the nonce is used); the lone transfer's rule finds the
+    front-runner's transaction, which paid us: served with that transaction, the others with ours."""
+    running = await start(chain, tmp_path / "node.db", run_sender=False, settle_timeout=10)
+    sender = running.node.sender
+    try:
+        before = chain.balance(chain.receiver.address)
+        auths, _, requests = await sales(running, chain, 3)
+        victim, front = auths[2], []
+        ready = sender._ready
+
+        async def front_run_after_simulation(row):
+            result = await ready(row)
+            if result is not None and result[0].nonce == victim.nonce:
+                front.append(submit(chain, victim))
+            return result
+
+        sender._ready = front_run_after_simulation
+        await sender.tick()
+        answers = await asyncio.gather(*requests)
+        assert [a[0] for a in answers] == [200, 200, 200]
+        txs = [decode_header(a[2].headers["PAYMENT-RESPONSE"])["transaction"] for a in answers]
+        assert txs[2] == "0x" + front[0].hex() and txs[0] == txs[1] != txs[2]
+        assert chain.balance(chain.receiver.address) == before + 3 * PRICE, "each paid once"
+    finally:
+        await running.stop()
+
+
+@pytest.mark.parametrize("fake_log", [False, True])
+async def test_a_hollow_token_in_a_batch_is_never_served(chain, tmp_path, fake_log):
+    """The batcher's outcome says success; no Transfer in the item's logs, or (faked) a Transfer the
+    payee's balance does not show: every sale fails, none is served."""
+    hollow = deploy_test_contract(chain.chain, "HollowAuthorizationToken", fake_log)
+    chain.chain.transact(hollow.functions.mint(chain.payer.address, 10**9), chain.deployer.address)
+    world = replace(chain, token=hollow)
+    domain = TokenDomain("Hollow Dollar", "1", chain.chain.chain_id, hollow.address)
+    running = await start(world, tmp_path / "node.db", run_sender=False, settle_timeout=10, batch_contract=chain.batcher)
+    try:
+        offer = await offer_of(running.client, "/api/item-0")
+        payer = ExactPayer(world)
+        requests = [asyncio.create_task(pay(running, f"/api/item-{i}", payer.header(offer, domain=domain)))
+                    for i in range(3)]  # fmt: skip
+        await held(running, 3)
+        await running.node.sender.tick()
+        answers = await asyncio.gather(*requests)
+        assert [(a[0], a[1]["error"]) for a in answers] == [(402, "transfer_failed")] * 3
+        assert running.node.sender.stats.exact_sent == 1, "they went as one batch"
+    finally:
+        await running.stop()
+
+
+def submit(chain, auth) -> bytes:
+    """A third party submits the payer's authorization itself."""
+    signature = sign_authorization(chain.payer.private_key, chain.domain, auth)
+    call = chain.token.functions.transferWithAuthorization(
+        chain.payer.address, checksum("0x" + auth.to.hex()), auth.value, auth.valid_after, auth.valid_before,
+        auth.nonce, signature[64], signature[:32], signature[32:64],
+    )  # fmt: skip
+    receipt = chain.chain.transact(call, chain.other.address, gas=300_000)
+    assert receipt["status"] == 1
+    return bytes(receipt["transactionHash"])
 
 
 @pytest.mark.parametrize("when", ["before_simulation", "inside_the_batch"])

@@ -27,6 +27,10 @@ BUNDLES = {
         "sources": ["contracts/ChannelDeposit.sol"],
         "output": "src/channel_node/artifacts/ChannelDeposit.json",
     },
+    "batcher": {  # optional: `exact.batch_contract` (docs/protocol.md, "The `exact` scheme (node)")
+        "sources": ["contracts/ExactBatcher.sol"],
+        "output": "src/channel_node/artifacts/ExactBatcher.json",
+    },
     "dev": {  # deployed by `channel-node dev --token` on the embedded chain only
         "sources": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "contracts" / "dev").glob("*.sol")),
         "output": "src/channel_node/artifacts/DevContracts.json",

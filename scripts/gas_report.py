@@ -38,6 +38,7 @@ from channel_node.signing import (  # noqa: E402
 from contract_helpers import deploy_test_token, sign_permit  # noqa: E402
 
 HOUR = 3600
+BATCH_SIZES = (1, 2, 5, 10, 20)  # x402 `exact` sales per ExactBatcher transaction
 
 # Targets from the issue and µRaiden's published figures (docs/design.md, "Gas is a feature"; None: no equivalent).
 ROWS = [
@@ -60,6 +61,8 @@ ROWS = [
     ("finalize_close", "finalize after the close delay", None, 40_896, "settle"),
     ("request_plus_finalize", "request close + finalize", 70_000, 94_772, "close + settle"),
     ("transfer_with_authorization", "x402 `exact`: DemoDollar EIP-3009 transferWithAuthorization", None, None, ""),
+    *[(f"exact_batch_per_item_{n}", f"x402 `exact` through ExactBatcher, per sale at {n} in one tx", None, None, "")
+      for n in BATCH_SIZES],
 ]
 
 
@@ -166,6 +169,36 @@ class Bench:
 
         out["claim_batch_per_channel_50"] = self.batch_claim(50)
         out["transfer_with_authorization"] = self.transfer_with_authorization()
+        out.update(self.exact_batches())
+        return out
+
+    def exact_batches(self) -> dict[str, int]:
+        """x402 `exact` sales through contracts/ExactBatcher.sol: n readers (n payers, each with a
+        balance) pay the one payee (which already holds some) in one transaction; gas per sale."""
+        from channel_node.chain.artifacts import demo_dollar_artifact, exact_batcher_artifact
+        from channel_node.signing import TokenDomain, TransferAuthorization, address_of_key, sign_authorization
+
+        artifact = demo_dollar_artifact()
+        token = self.chain.deploy(artifact.abi, artifact.bytecode)
+        batcher_artifact = exact_batcher_artifact()
+        batcher = self.chain.deploy(batcher_artifact.abi, batcher_artifact.bytecode)
+        domain = TokenDomain("Demo Dollar", "1", self.chain.chain_id, token.address)
+        self.gas(token.functions.mint(self.receiver.address, 10**6), self.deployer)
+        out: dict[str, int] = {}
+        for n in BATCH_SIZES:
+            items = []
+            for i in range(n):
+                key = keccak256(b"gas-report batch payer %d/%d" % (n, i))
+                payer = to_checksum_address(address_of_key(key))
+                self.gas(token.functions.mint(payer, 10**12), self.deployer)
+                args = (payer, self.receiver.address, 10_000, 0, 2**40, keccak256(b"gas-report batch nonce %d/%d" % (n, i)))
+                signature = sign_authorization(key, domain, TransferAuthorization(*args))
+                items.append((*args, signature[64], signature[:32], signature[32:64]))
+            receipt = self.chain.transact(batcher.functions.transferAll(token.address, items), self.authorizer.address,
+                                          gas=10_000_000)  # fmt: skip
+            if receipt["status"] != 1 or len(receipt["logs"]) != 3 * n:
+                raise RuntimeError("the exact batch reverted or an item failed")
+            out[f"exact_batch_per_item_{n}"] = receipt["gasUsed"] // n
         return out
 
     def transfer_with_authorization(self) -> int:

@@ -94,6 +94,10 @@ class Exact(BaseModel):
     max_in_flight: int = Field(64, ge=1)  # transfers held and not final; beyond it `exact_busy`
     max_gas_per_hour: int | None = Field(None, ge=1)  # gas units of exact transfers per hour; `exact_gas_budget`
     min_gas_balance: Amount = 0  # the claim key's balance (wei) below which sales stop: `node_gas_low`
+    # An ExactBatcher (contracts/ExactBatcher.sol): when set, sales open at once share one transaction
+    # through it, up to `batch_max` each (docs/protocol.md, "The `exact` scheme (node)"); off: one each.
+    batch_contract: Address | None = None
+    batch_max: int = Field(20, ge=2, le=100)
 
 
 class Paywall(BaseModel):

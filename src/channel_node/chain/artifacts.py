@@ -40,6 +40,11 @@ def channel_deposit_artifact() -> Artifact:
     return _artifact("ChannelDeposit.json", "ChannelDeposit")
 
 
+def exact_batcher_artifact() -> Artifact:
+    """The optional batcher of x402 `exact` transfers (`exact.batch_contract`, docs/protocol.md)."""
+    return _artifact("ExactBatcher.json", "ExactBatcher")
+
+
 def demo_dollar_artifact() -> Artifact:
     """The dev chain's stand-in stablecoin (`channel-node dev --token`); never deployed elsewhere."""
     return _artifact("DevContracts.json", "DemoDollar")

@@ -22,6 +22,14 @@ with that transaction if it moved the value to us; cancelled, a balance short or
 nothing fails it; validBefore passed unmined expires it; a simulation that would revert with none
 of those is tried again next round (a front-run may be pending). `on_exact_finished` wakes the
 waiting request (node/exact.py).
+
+With `exact_batcher` (`exact.batch_contract`, an ExactBatcher: chain/batcher.py) the sales open in a
+round go together, the closest validBefore first, `exact_batch_max` per transaction, sent at once
+(never held back for more; a lone sale goes straight to the token, which is cheaper). Each item is
+simulated alone first, as a lone transfer is, and the same rules finish it from its own segment of
+the batch's receipt: its ItemOutcome says whether the token's call returned, its Transfer logs and
+the payee's balance over the block whether it paid; a failed item is resolved as a reverted lone
+transfer is (front-run, cancel, balance, expiry), never blocking the others.
 """
 
 from __future__ import annotations
@@ -48,6 +56,13 @@ from channel_node.chain.accounts import (
     LocalKeySender,
     suggest_fees,
     with_gas_margin,
+)
+from channel_node.chain.batcher import (
+    BatchItem,
+    decode_transfer_all,
+    item_segments,
+    raw_destination,
+    transfer_all_calldata,
 )
 from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.eip3009 import (
@@ -101,7 +116,8 @@ class Executor:
 EXECUTORS: Mapping[OutboxKind, Executor] = MappingProxyType({
     OutboxKind.CLAIM: Executor(_single("claim"), batches=True),
     OutboxKind.CLOSE: Executor(_single("closeByReceiver"), batches=False),
-    # The token's transferWithAuthorization: urgent (deadline = validBefore), never batched.
+    # The token's transferWithAuthorization: urgent (deadline = validBefore), never in a claimBatch;
+    # with an ExactBatcher, with other sales (`OutboxSender._send_authorizations`).
     OutboxKind.TRANSFER_AUTHORIZATION: Executor(None, batches=False),
 })  # fmt: skip
 if set(EXECUTORS) != set(OutboxKind):  # pragma: no cover (an outbox kind nobody sends)
@@ -142,6 +158,8 @@ class OutboxSender:
         default_gas: int = 150_000,
         batch_size: int = 50,
         confirmations: int = 1,
+        exact_batcher: bytes | None = None,
+        exact_batch_max: int = 20,
     ) -> None:
         self.w3 = w3
         self.client = client
@@ -154,6 +172,8 @@ class OutboxSender:
         self.default_gas = default_gas
         self.batch_size = batch_size
         self.confirmations = confirmations  # the depth an exact sale's Transfer must reach (the head counts as 1)
+        self.exact_batcher = exact_batcher  # an ExactBatcher: open exact sales share a transaction
+        self.exact_batch_max = exact_batch_max
         self.stats = SenderStats()
         self._rebroadcast_done = False
         self._wake = asyncio.Event()
@@ -193,6 +213,14 @@ class OutboxSender:
         urgent = sorted((r for r in pending if not batchable(r)), key=_urgency)
         batch = [r for r in pending if batchable(r)]
         groups = [[row] for row in urgent]
+        exact = [r for r in urgent if r.kind == OutboxKind.TRANSFER_AUTHORIZATION]
+        if self.exact_batcher is not None and len(exact) > 1:
+            # Open exact sales together (already sorted, closest validBefore first), in deadline order
+            # among the other urgent rows: a batch is sent now, never held back for more sales.
+            step = self.exact_batch_max
+            groups = [[row] for row in urgent if row.kind != OutboxKind.TRANSFER_AUTHORIZATION]
+            groups += [exact[i : i + step] for i in range(0, len(exact), step)]
+            groups.sort(key=lambda group: _urgency(group[0]))
         groups += [batch[i : i + self.batch_size] for i in range(0, len(batch), self.batch_size)]
         for group in groups:
             try:  # one failing row must not hold back the others (a defence may be behind it)
@@ -217,6 +245,9 @@ class OutboxSender:
         """Signs one transaction for `rows` (one claim or close, or a batch of claims), records it
         on every row, then broadcasts it."""
         if rows[0].kind == OutboxKind.TRANSFER_AUTHORIZATION:
+            if len(rows) > 1:
+                await self._send_authorizations(rows, nonce, fees)
+                return
             for row in rows:
                 await self._send_authorization(row, nonce, fees)
             return
@@ -294,7 +325,12 @@ class OutboxSender:
         """Follows one sent transaction (shared by all rows of a batch)."""
         first = rows[0]
         if first.kind == OutboxKind.TRANSFER_AUTHORIZATION:
-            await self._follow_authorization(first)
+            batched = self._batched(first)
+            if batched is not None:
+                await self._follow_batch(rows, *batched)
+                return
+            for row in rows:
+                await self._follow_authorization(row)
             return
         try:
             receipt = await self.w3.eth.get_transaction_receipt(HexBytes(first.tx_hash or b""))
@@ -358,15 +394,17 @@ class OutboxSender:
             return None
         return record
 
-    async def _send_authorization(self, row: OutboxRow, nonce: int | None = None, fees: Fees | None = None) -> None:
+    async def _ready(self, row: OutboxRow) -> tuple[ExactRecord, TxParams, int] | None:
+        """A held sale whose transfer, sent alone, would go through: its record, the transaction
+        and its gas; else the rules resolve it (or leave it for next round) and None."""
         record = await self._held(row)
         if record is None:
-            return
+            return None
         token = Eip3009Token(self.w3, record.token)
         head = await self.w3.eth.get_block("latest")
         if int(head["timestamp"]) >= record.valid_before:
             await self._resolve_authorization(record, token, "authorization_expired")
-            return
+            return None
         data = transfer_with_authorization_calldata(
             record.payer, record.receiver, record.value, record.valid_after, record.valid_before, record.nonce,
             record.signature,
@@ -379,7 +417,14 @@ class OutboxSender:
             if name is None:  # the node or the network failed: try again next round
                 raise
             await self._resolve_authorization(record, token, "transfer_failed", simulated=True)
+            return None
+        return record, tx, gas
+
+    async def _send_authorization(self, row: OutboxRow, nonce: int | None = None, fees: Fees | None = None) -> None:
+        ready = await self._ready(row)
+        if ready is None:
             return
+        record, tx, gas = ready
         fees = fees or await suggest_fees(self.w3)
         full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
         tx_hash, raw = self._signer.sign(full)
@@ -395,6 +440,134 @@ class OutboxSender:
         self.stats.exact_sent += 1
         log.info("outbox_sent", kind=row.kind, amount=str(record.value), tx="0x" + tx_hash.hex(), nonce=full["nonce"],
                  deadline=record.valid_before)  # fmt: skip
+
+    async def _send_authorizations(self, rows: list[OutboxRow], nonce: int | None = None, fees: Fees | None = None) -> None:
+        """Several sales in one ExactBatcher transaction: each simulated alone first (one that would
+        revert is resolved by the lone transfer's rules and left out); one left goes alone."""
+        assert self.exact_batcher is not None, "only with exact.batch_contract"
+        live: list[tuple[OutboxRow, ExactRecord]] = []
+        for row in rows:
+            ready = await self._ready(row)
+            if ready is not None:
+                live.append((row, ready[0]))
+        by_token: dict[bytes, list[tuple[OutboxRow, ExactRecord]]] = {}
+        for row, record in live:
+            by_token.setdefault(record.token, []).append((row, record))
+        for token, group in by_token.items():  # a batch names one token (a replacement's rows share it)
+            if len(group) == 1:  # alone: cheaper than a batch of one (docs/gas.md)
+                await self._send_authorization(group[0][0], nonce, fees)
+            else:
+                await self._send_batch(token, group, nonce, fees)
+
+    async def _send_batch(
+        self, token: bytes, group: list[tuple[OutboxRow, ExactRecord]], nonce: int | None, fees: Fees | None
+    ) -> None:
+        assert self.exact_batcher is not None
+        items = [BatchItem(r.payer, r.receiver, r.value, r.valid_after, r.valid_before, r.nonce, r.signature)
+                 for _, r in group]  # fmt: skip
+        data = transfer_all_calldata(token, items)
+        tx: TxParams = {"from": self.address, "to": to_checksum_address(self.exact_batcher),
+                        "data": HexStr("0x" + data.hex()), "value": Wei(0)}  # fmt: skip
+        gas = with_gas_margin(await self.w3.eth.estimate_gas(tx))
+        fees = fees or await suggest_fees(self.w3)
+        full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
+        tx_hash, raw = self._signer.sign(full)
+        for row, _ in group:  # durable before it leaves: a restart re-sends these exact bytes
+            await self.store.update_outbox(
+                row.id, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=full["nonce"], max_fee=fees.max_fee,
+                priority_fee=fees.priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
+            )  # fmt: skip
+        if not await self._broadcast(raw) and not await self._known(tx_hash):
+            self._signer.nonces.forget()
+            for row, _ in group:
+                await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            return
+        self.stats.sent += 1
+        self.stats.exact_sent += 1
+        log.info("outbox_sent", kind="exact_batch", sales=len(group), amount=str(sum(r.value for _, r in group)),
+                 tx="0x" + tx_hash.hex(), nonce=full["nonce"], deadline=min(r.valid_before for _, r in group))  # fmt: skip
+
+    def _batched(self, row: OutboxRow) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        """(batcher, [(payer, nonce) per item]) when the row's transaction went to an ExactBatcher
+        (read from the signed bytes, so a restart, or a changed setting, still knows); else None."""
+        if not row.raw_tx:
+            return None
+        to, data = raw_destination(row.raw_tx)
+        decoded = decode_transfer_all(data)
+        return None if decoded is None else (to, decoded[1])
+
+    async def _follow_batch(self, rows: list[OutboxRow], batcher: bytes, items: list[tuple[bytes, bytes]]) -> None:
+        """Follows one batch transaction: each sale from its own item's outcome and logs."""
+        held = [(row, record) for row in rows if (record := await self._held(row)) is not None]
+        if not held:
+            return
+        first = rows[0]
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(HexBytes(first.tx_hash or b""))
+        except Exception:  # not mined (yet)
+            receipt = None
+        if receipt is not None:
+            share = int(receipt["gasUsed"]) // max(len(items), 1)  # each sale's part of the gas
+            if receipt["status"] != 1:  # the whole batch reverted (not an item's doing: items are caught)
+                for row, record in held:
+                    token = Eip3009Token(self.w3, record.token)
+                    await self._resolve_authorization(record, token, "transfer_failed", share, simulated=True)
+                    if await self._held(row) is not None:
+                        await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="batch reverted; retrying")
+                return
+            segments = item_segments(list(receipt["logs"]), batcher)
+            paid: list[ExactRecord] = []
+            for _, record in held:
+                token = Eip3009Token(self.w3, record.token)
+                index = items.index((record.payer, record.nonce)) if (record.payer, record.nonce) in items else -1
+                success, logs = segments.get(index, (False, []))
+                if not success:  # this item reverted inside the batch: what happened to its authorization?
+                    await self._resolve_authorization(record, token, "transfer_failed", share)
+                elif transfers_to(logs, record.token, record.payer, record.receiver) < record.value:
+                    await self._finish(record, ExactStatus.FAILED, gas_used=share, error="transfer_failed")
+                else:
+                    paid.append(record)
+            if paid and not await self._paid_together(paid, int(receipt["blockNumber"])):
+                for record in paid:  # logged transfers the balances do not show: a token that moves nothing
+                    await self._finish(record, ExactStatus.FAILED, gas_used=share, error="transfer_failed")
+                return
+            if paid and await self._deep_enough(int(receipt["blockNumber"])):
+                for record in paid:
+                    await self._finish(record, ExactStatus.CONFIRMED, bytes(receipt["transactionHash"]),
+                                       int(receipt["blockNumber"]), share)  # fmt: skip
+            return
+        head = await self.w3.eth.get_block("latest")
+        waiting: list[OutboxRow] = []
+        for row, record in held:
+            if int(head["timestamp"]) >= record.valid_before:
+                await self._resolve_authorization(record, Eip3009Token(self.w3, record.token), "authorization_expired")
+            else:
+                waiting.append(row)
+        if not waiting or time.time() - (first.sent_at or 0) < self.bump_after:
+            return
+        current = await suggest_fees(self.w3)
+        fees = Fees(first.max_fee or 0, first.priority_fee or 0, current.legacy).bumped(current)
+        self.stats.bumped += 1
+        log.warning("outbox_fee_bump", kind="exact_batch", sales=len(waiting), nonce=first.nonce,
+                    max_fee=str(fees.max_fee), attempt=first.attempts + 1)  # fmt: skip
+        if len(waiting) > 1:
+            await self._send_authorizations(waiting, nonce=first.nonce, fees=fees)
+        else:
+            await self._send_authorization(waiting[0], nonce=first.nonce, fees=fees)
+
+    async def _paid_together(self, paid: list[ExactRecord], block: int) -> bool:
+        """Each payee's balance grew over the block by at least what the batch's items logged
+        paying it (the lone transfer's `_paid` rule, summed: several items pay one payee)."""
+        owed: dict[tuple[bytes, bytes], int] = {}
+        for record in paid:
+            owed[(record.token, record.receiver)] = owed.get((record.token, record.receiver), 0) + record.value
+        for (token_address, receiver), value in owed.items():
+            token = Eip3009Token(self.w3, token_address)
+            after = await token.balance_of(receiver, block)
+            before = await token.balance_of(receiver, block - 1) if block > 0 else 0
+            if after - before < value:
+                return False
+        return True
 
     async def _follow_authorization(self, row: OutboxRow) -> None:
         record = await self._held(row)

@@ -91,8 +91,11 @@ async def _dev_main(args: argparse.Namespace) -> int:
     from channel_node.node.assembly import build_node
     from channel_node.wire.envelope import decode_header
 
+    if args.exact_batcher and not args.token:
+        print("channel-node dev: --exact-batcher batches x402 exact sales, which need --token", file=sys.stderr)
+        return 2
     print("channel-node dev: starting an in-process chain and deploying ChannelDeposit ...", flush=True)
-    world = create_world(Path(args.data_dir) if args.data_dir else None, token=args.token)
+    world = create_world(Path(args.data_dir) if args.data_dir else None, token=args.token, batcher=args.exact_batcher)
     provider = AsyncEthereumTesterProvider()
     provider.ethereum_tester = world.chain.tester  # the node reads the same in-process chain
     admin_token = secrets.token_urlsafe(24)
@@ -283,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     dev.add_argument("--token", action="store_true",
                      help="price the site in DemoDollar, a stand-in ERC-20 stablecoin (6 decimals) deployed on the dev chain")
+    dev.add_argument("--exact-batcher", action="store_true",
+                     help="with --token: deploy an ExactBatcher and send the exact sales open at once in one transaction")
     dev.set_defaults(handler=_dev)
 
     serve = commands.add_parser("serve", help="run the node against a JSON-RPC endpoint and a deployed contract")

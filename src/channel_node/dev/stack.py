@@ -18,7 +18,7 @@ from pathlib import Path
 
 from web3.types import TxReceipt
 
-from channel_node.chain.artifacts import demo_dollar_artifact
+from channel_node.chain.artifacts import demo_dollar_artifact, exact_batcher_artifact
 from channel_node.config import Settings, load_settings
 from channel_node.dev.devchain import DevChain
 from channel_node.signing import (
@@ -82,7 +82,7 @@ def dev_settings(world: DevWorld, host: str, port: int, admin_token: str | None 
         confirmations=1,  # the in-process chain mines one final block per transaction
         # Priced in DemoDollar (an EIP-3009 token), the site also sells under x402's `exact`, so the
         # official x402 clients can pay it (docs/protocol.md, "The `exact` scheme (node)").
-        exact={"enabled": world.token is not None},
+        exact={"enabled": world.token is not None, "batch_contract": world.batcher},
         paywall={
             "content_dir": site_root(),
             "free": ["/", "/index.html", "/static/*"],
@@ -103,6 +103,7 @@ class DevWorld:
     domain: Domain
     database: Path
     token: str | None = None  # the DemoDollar contract when the site is priced in it
+    batcher: str | None = None  # an ExactBatcher, when exact sales are batched (`dev --token --exact-batcher`)
 
     @property
     def price(self) -> int:
@@ -130,9 +131,10 @@ class DevWorld:
         )  # fmt: skip
 
 
-def create_world(database_dir: Path | None = None, token: bool = False) -> DevWorld:
+def create_world(database_dir: Path | None = None, token: bool = False, batcher: bool = False) -> DevWorld:
     """Deploys the contract and opens the demo reader's channel. With `token`, the site is priced in
-    DemoDollar, a stand-in stablecoin deployed here, and the reader holds some."""
+    DemoDollar, a stand-in stablecoin deployed here, and the reader holds some; with `batcher` too,
+    an ExactBatcher, through which the node sends the exact sales open at once together."""
     chain = DevChain()
     deployer, publisher, reader = chain.accounts[0], chain.accounts[1], chain.accounts[2]
     contract = chain.deploy_channel_deposit(sender=deployer.address)
@@ -141,6 +143,10 @@ def create_world(database_dir: Path | None = None, token: bool = False) -> DevWo
         artifact = demo_dollar_artifact()
         dollar = chain.deploy(artifact.abi, artifact.bytecode, sender=deployer.address)
         _require(chain.transact(dollar.functions.mint(reader.address, READER_TOKENS), deployer.address), "minting DUSD")
+    batch = None
+    if batcher and dollar is not None:
+        spec = exact_batcher_artifact()
+        batch = chain.deploy(spec.abi, spec.bytecode, sender=deployer.address)
     config = ChannelConfig.create(
         payer=reader.address,
         signer=address_of_key(DEMO_VOUCHER_KEY),
@@ -168,6 +174,7 @@ def create_world(database_dir: Path | None = None, token: bool = False) -> DevWo
         domain=Domain(chain.chain_id, contract.address),
         database=folder / "node.db",
         token=None if dollar is None else dollar.address,
+        batcher=None if batch is None else batch.address,
     )
 
 
@@ -183,6 +190,8 @@ def instructions(world: DevWorld, base_url: str, paid_first: bool) -> list[str]:
         f"contract     {world.contract}",
         f"publisher    {world.receiver} (receives vouchers)",
         *([f"token        {world.token} (DemoDollar, a stand-in stablecoin: 6 decimals, dev chain only)"] if world.token else []),
+        *([f"batcher      {world.batcher} (ExactBatcher: exact sales open at once share one transaction)"]
+          if world.batcher else []),
         f"reader       {world.reader}, channel 0x{world.channel.hex()} with {world.amount(world.deposit)}",
         f"database     {world.database}",
         "",

@@ -15,7 +15,7 @@ from web3 import AsyncWeb3
 from web3.providers.persistent import PersistentConnectionProvider
 
 from channel_node.amounts import ETH, Asset, token_asset
-from channel_node.chain.artifacts import channel_deposit_artifact
+from channel_node.chain.artifacts import channel_deposit_artifact, exact_batcher_artifact
 from channel_node.chain.contract import ChannelDepositClient
 from channel_node.chain.eip3009 import Eip3009Token
 from channel_node.chain.erc20 import Erc20Client
@@ -266,6 +266,8 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         sender = OutboxSender(
             w3, client, store, key, bump_after=settings.fee_bump_after, poll_interval=settings.poll_interval,
             batch_size=settings.claim_batch_size, confirmations=settings.confirmations,
+            exact_batcher=None if settings.exact.batch_contract is None else to_canonical_address(settings.exact.batch_contract),
+            exact_batch_max=settings.exact.batch_max,
         )  # fmt: skip
     policy = None
     if settings.auto_claim or settings.idle_close_after:
@@ -324,6 +326,14 @@ async def build_exact_sales(
             f"token = {to_checksum_address(token_address)}: its DOMAIN_SEPARATOR() is not the EIP-712 domain of "
             f"name {name!r}, version {version!r}, chain {chain_id}; exact payments would not verify: set exact.enabled = false"
         )
+    if exact.batch_contract is not None:
+        # The batcher is one more contract the sales pass through: only our own, byte for byte.
+        code = bytes(await w3.eth.get_code(to_checksum_address(exact.batch_contract)))
+        if code != bytes.fromhex(exact_batcher_artifact().deployed_bytecode[2:]):
+            raise NodeConfigError(
+                f"exact.batch_contract = {to_checksum_address(exact.batch_contract)}: its code is not this release's "
+                "ExactBatcher (contracts/ExactBatcher.sol); deploy that one (its artifact: ExactBatcher.json), or unset it"
+            )
     terms = ExactTerms(domain, settings.receiver_bytes, exact.max_timeout_seconds, exact.settle_margin, exact.min_price)
     limits = ExactLimits(exact.settle_timeout, exact.max_in_flight, exact.max_gas_per_hour, exact.min_gas_balance)
     return ExactSales(w3, store, token, terms, limits, sender, site_wide=exact.enabled)

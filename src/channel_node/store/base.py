@@ -305,7 +305,8 @@ def record_outcome(existing: ExactRecord, write: ExactWrite) -> RecordOutcome:
 
 
 def exact_outbox_item(write: ExactWrite) -> OutboxItem:
-    """The outbox row that carries an `exact` sale's transfer: urgent (a deadline), never batched."""
+    """The outbox row that carries an `exact` sale's transfer: urgent (a deadline), never batched
+    with claims (with `exact.batch_contract`, with other sales: chain/outbox.py)."""
     return OutboxItem(OutboxKind.TRANSFER_AUTHORIZATION, write.value, write.signature, ChainTime(write.valid_before))
 
 

@@ -62,7 +62,7 @@ def listen_error(exc: OSError, host: str, port: int, option: str) -> str:
 
     if exc.errno == errno.EADDRINUSE:
         return (f"port {port} on {host} is already in use (another channel-node or program listens there): "
-                f"stop it, or pass {option} N ({option} 0 picks a free port)")  # fmt: skip
+                f"stop it, or choose another port with {option}; `{option.split()[0]} 0` picks a free one")  # fmt: skip
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"not allowed to listen on port {port} (ports below 1024 need privileges): pass {option} with a port above 1023"
     if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):

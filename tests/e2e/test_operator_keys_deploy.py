@@ -17,7 +17,8 @@ from eth_account import Account
 
 from anvil import free_port, start_anvil
 from channel_node import keys
-from channel_node.cli.operator import _public_url, add_deploy_command, add_keys_commands
+from channel_node.cli.operator import add_deploy_command, add_keys_commands
+from channel_node.config import public_endpoint
 from channel_node.keys import (
     SECP256K1_N,
     KeystoreError,
@@ -433,6 +434,6 @@ def test_deploy_argument_errors(capsys):
 
 
 def test_public_url_hides_credentials():
-    assert _public_url("https://user:pw@rpc.example.org:8545/v3/abc?key=1") == "https://rpc.example.org:8545/..."
-    assert _public_url("ws://127.0.0.1:8545") == "ws://127.0.0.1:8545"
-    assert _public_url("nonsense") == "the given rpc url"
+    assert public_endpoint("https://user:pw@rpc.example.org:8545/v3/abc?key=1") == "https://rpc.example.org:8545/..."
+    assert public_endpoint("ws://127.0.0.1:8545") == "ws://127.0.0.1:8545"
+    assert public_endpoint("nonsense") == "the given URL"

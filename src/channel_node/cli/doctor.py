@@ -16,7 +16,6 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from channel_node.cli.support import run_async
 from channel_node.errors import ChannelNodeError, ConfigError
@@ -32,18 +31,6 @@ Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns (argpar
 #: How long `doctor` waits for the chain's head to move, by default (seconds): a public test network
 #: makes a block every 12 s or so; anvil with --block-time 1 answers within a second.
 BLOCK_WAIT = 15.0
-
-
-def display_url(url: str) -> str:
-    """The endpoint without credentials, path or query: hosted RPC URLs often carry an API key."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "the configured rpc_url"
-    if not parts.scheme or not host:
-        return "the configured rpc_url"
-    return f"{parts.scheme}://{host}{port}" + ("/..." if parts.path not in ("", "/") or parts.query else "")
 
 
 def _load(path: str) -> Settings:
@@ -115,11 +102,12 @@ async def observe(settings: Settings, expected_chain_id: int | None = None, bloc
     from channel_node.chain.artifacts import channel_deposit_artifact
     from channel_node.chain.connect import web3_for
     from channel_node.cli.program import program
+    from channel_node.config import public_endpoint
     from channel_node.node.assembly import claim_key
     from channel_node.node.doctor import ClaimKey, Observations, same_code
     from channel_node.signing import Domain, address_of_key
 
-    o = Observations(rpc_url=display_url(settings.rpc_url), expected_chain_id=expected_chain_id,
+    o = Observations(rpc_url=public_endpoint(settings.rpc_url), expected_chain_id=expected_chain_id,
                      confirmations=settings.confirmations, admin_token=settings.admin_token is not None,
                      database=str(settings.database), pinned=read_pin(settings.database), program=program())  # fmt: skip
     o.contract = to_checksum_address(settings.contract) if settings.contract else None
@@ -223,4 +211,4 @@ def add_doctor_command(subparsers: Subparsers[argparse.ArgumentParser]) -> argpa
     return doctor
 
 
-__all__ = ["BLOCK_WAIT", "add_doctor_command", "display_url", "observe", "read_pin"]
+__all__ = ["BLOCK_WAIT", "add_doctor_command", "observe", "read_pin"]

@@ -14,7 +14,6 @@ import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from channel_node.cli.support import EXIT_USER, reporting_errors, run_async
 from channel_node.keys import (
@@ -176,20 +175,6 @@ def add_keys_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> argpar
 # ------------------------------------------------------------------ deploy
 
 
-def _public_url(url: str) -> str:
-    """The endpoint without credentials, path or query: hosted RPC URLs often carry an API key."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "the given rpc url"
-    if not parts.scheme or not host:
-        return "the given rpc url"
-    hidden = "/..." if (parts.path not in ("", "/") or parts.query) else ""
-    return f"{parts.scheme}://{host}{port}{hidden}"
-
-
 class _Sent:
     """The hash of the transaction a recording sender sent, None until it sent one."""
 
@@ -236,8 +221,9 @@ async def _deploy_main(args: argparse.Namespace, sender: Sender) -> int:
     from web3.exceptions import TimeExhausted
 
     from channel_node.chain import ChannelDepositClient, ContractRevert
+    from channel_node.config import public_endpoint
 
-    endpoint = _public_url(args.rpc_url)
+    endpoint = public_endpoint(args.rpc_url)  # an API key in the URL never reaches a message
     from channel_node.chain.connect import web3_for
     from channel_node.cli.urls import check_url, unreachable
 

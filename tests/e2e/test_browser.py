@@ -20,7 +20,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,10 +166,31 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+@contextmanager
+def _browser_page(wallet: DevWallet, rpc_url: str, account: str) -> Iterator[tuple[Any, list[str]]]:
+    """A Chromium page whose EIP-1193 provider is `wallet` on `rpc_url`, and the page errors seen."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1000, "height": 800})
+            context.expose_function("__devWalletCall", wallet.call)
+            context.expose_function("__devSignTransaction", wallet.sign_transaction)
+            context.expose_function("__devSignTypedData", wallet.sign_typed_data)
+            context.add_init_script(PROVIDER % {"rpc": json.dumps(rpc_url), "account": json.dumps(account)})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            yield page, errors
+        finally:
+            browser.close()
+
+
 def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
     _need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
     try:
-        from playwright.sync_api import expect, sync_playwright
+        from playwright.sync_api import expect
     except ImportError:
         _need(False, "the playwright Python package is missing (pip install -e '.[dev]')")
     from web3 import HTTPProvider, Web3
@@ -184,79 +208,67 @@ def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
         old.unlink()
 
     started = time.monotonic()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1000, "height": 800})
-            context.expose_function("__devWalletCall", wallet.call)
-            context.expose_function("__devSignTransaction", wallet.sign_transaction)
-            context.expose_function("__devSignTypedData", wallet.sign_typed_data)
-            context.add_init_script(PROVIDER % {"rpc": json.dumps(rpc_url), "account": json.dumps(reader.address)})
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            expect.set_options(timeout=30_000)
+    with _browser_page(wallet, rpc_url, reader.address) as (page, errors):
+        expect.set_options(timeout=30_000)
 
-            # 1. The paywall: a browser gets an HTML 402 that still carries the machine-readable offer.
-            response = page.goto(base + ARTICLES[0])
-            assert response.status == 402
-            assert "payment-required" in response.headers and response.headers["content-type"].startswith("text/html")
-            expect(page.locator("#channel-unlock")).to_have_text("Open a channel and unlock for 0.00002 ETH")
-            expect(page.locator("#channel-price")).to_have_text("0.00002 ETH")
-            expect(page.locator("#channel-deposit")).to_have_value("0.001")  # 50 prices suggested
-            expect(page.locator("#channel-exact-unlock")).to_have_count(0)  # an ETH site offers no exact
-            _shot(page, "01-paywall")
+        # 1. The paywall: a browser gets an HTML 402 that still carries the machine-readable offer.
+        response = page.goto(base + ARTICLES[0])
+        assert response.status == 402
+        assert "payment-required" in response.headers and response.headers["content-type"].startswith("text/html")
+        expect(page.locator("#channel-unlock")).to_have_text("Open a channel and unlock for 0.00002 ETH")
+        expect(page.locator("#channel-price")).to_have_text("0.00002 ETH")
+        expect(page.locator("#channel-deposit")).to_have_value("0.001")  # 50 prices suggested
+        expect(page.locator("#channel-exact-unlock")).to_have_count(0)  # an ETH site offers no exact
+        _shot(page, "01-paywall")
 
-            # 2. Open with a deposit the reader chooses, and unlock the first article in place.
-            page.fill("#channel-deposit", "0.0005")
+        # 2. Open with a deposit the reader chooses, and unlock the first article in place.
+        page.fill("#channel-deposit", "0.0005")
+        page.click("#channel-unlock")
+        expect(page.locator("#channel-content h1")).to_have_text("Why micropayments finally work")
+        expect(page.locator("#channel-remaining")).to_have_text("0.00048 ETH")
+        assert wallet.calls.count("eth_sendTransaction") == 1
+        _shot(page, "02-opened-and-unlocked-first")
+
+        # 3. Two more articles: vouchers are signed in the page, the wallet is not asked again.
+        titles = ["Payment channels in five minutes", "What a voucher is, and why it is a running total"]
+        for n, (path, title) in enumerate(zip(ARTICLES[1:], titles, strict=True), start=2):
+            assert page.goto(base + path).status == 402
+            expect(page.locator("#channel-unlock")).to_have_text("Unlock for 0.00002 ETH")
             page.click("#channel-unlock")
-            expect(page.locator("#channel-content h1")).to_have_text("Why micropayments finally work")
-            expect(page.locator("#channel-remaining")).to_have_text("0.00048 ETH")
-            assert wallet.calls.count("eth_sendTransaction") == 1
-            _shot(page, "02-opened-and-unlocked-first")
+            expect(page.locator("#channel-content h1")).to_have_text(title)
+            expect(page.locator("#channel-remaining")).to_have_text(f"0.000{50 - 2 * n}".rstrip("0") + " ETH")
+            _shot(page, f"0{n + 1}-unlocked-article-{n}")
+        assert wallet.calls.count("eth_sendTransaction") == 1
+        costs = page.locator("#channel-unlocks li").evaluate_all("items => items.map(i => i.dataset.cost)")
+        assert costs == [str(PRICE)] * 3
 
-            # 3. Two more articles: vouchers are signed in the page, the wallet is not asked again.
-            titles = ["Payment channels in five minutes", "What a voucher is, and why it is a running total"]
-            for n, (path, title) in enumerate(zip(ARTICLES[1:], titles, strict=True), start=2):
-                assert page.goto(base + path).status == 402
-                expect(page.locator("#channel-unlock")).to_have_text("Unlock for 0.00002 ETH")
-                page.click("#channel-unlock")
-                expect(page.locator("#channel-content h1")).to_have_text(title)
-                expect(page.locator("#channel-remaining")).to_have_text(f"0.000{50 - 2 * n}".rstrip("0") + " ETH")
-                _shot(page, f"0{n + 1}-unlocked-article-{n}")
-            assert wallet.calls.count("eth_sendTransaction") == 1
-            costs = page.locator("#channel-unlocks li").evaluate_all("items => items.map(i => i.dataset.cost)")
-            assert costs == [str(PRICE)] * 3
+        # 4. Top up from the panel (one more wallet confirmation).
+        page.fill("#channel-topup-amount", "0.0001")
+        page.click("#channel-topup")
+        expect(page.locator("#channel-remaining")).to_have_text("0.00054 ETH")
+        assert wallet.calls.count("eth_sendTransaction") == 2
+        _shot(page, "05-topped-up")
 
-            # 4. Top up from the panel (one more wallet confirmation).
-            page.fill("#channel-topup-amount", "0.0001")
-            page.click("#channel-topup")
-            expect(page.locator("#channel-remaining")).to_have_text("0.00054 ETH")
-            assert wallet.calls.count("eth_sendTransaction") == 2
-            _shot(page, "05-topped-up")
+        # 5. Reload: the page shows the article again by itself, for free.
+        calls_before = list(wallet.calls)
+        page.reload()
+        expect(page.locator("#channel-content h1")).to_have_text(titles[1])
+        expect(page.locator("#channel-unlocks li").last).to_have_attribute("data-cost", "0")
+        expect(page.locator("#channel-remaining")).to_have_text("0.00054 ETH")
+        assert wallet.calls == calls_before  # no wallet involvement at all
+        stored = page.evaluate("""() => JSON.parse(localStorage.getItem(Object.keys(localStorage)
+            .find(k => k.startsWith("channel-node:v1:"))))""")
+        assert stored["charged"] == str(3 * PRICE) and stored["status"] == "open"
+        _shot(page, "06-reloaded-and-reread-free")
 
-            # 5. Reload: the page shows the article again by itself, for free.
-            calls_before = list(wallet.calls)
-            page.reload()
-            expect(page.locator("#channel-content h1")).to_have_text(titles[1])
-            expect(page.locator("#channel-unlocks li").last).to_have_attribute("data-cost", "0")
-            expect(page.locator("#channel-remaining")).to_have_text("0.00054 ETH")
-            assert wallet.calls == calls_before  # no wallet involvement at all
-            stored = page.evaluate("""() => JSON.parse(localStorage.getItem(Object.keys(localStorage)
-                .find(k => k.startsWith("channel-node:v1:"))))""")
-            assert stored["charged"] == str(3 * PRICE) and stored["status"] == "open"
-            _shot(page, "06-reloaded-and-reread-free")
-
-            # 6. Close: the node consents, the reader's wallet sends closeCooperative.
-            page.click("#channel-close")
-            expect(page.locator("#channel-closed")).to_have_text(
-                "Closed: 0.00006 ETH paid, 0.00054 ETH returned.", timeout=60_000
-            )
-            assert wallet.calls.count("eth_signTypedData_v4") == 1 and wallet.calls.count("eth_sendTransaction") == 3
-            _shot(page, "07-closed")
-            assert errors == [], errors
-        finally:
-            browser.close()
+        # 6. Close: the node consents, the reader's wallet sends closeCooperative.
+        page.click("#channel-close")
+        expect(page.locator("#channel-closed")).to_have_text(
+            "Closed: 0.00006 ETH paid, 0.00054 ETH returned.", timeout=60_000
+        )
+        assert wallet.calls.count("eth_signTypedData_v4") == 1 and wallet.calls.count("eth_sendTransaction") == 3
+        _shot(page, "07-closed")
+        assert errors == [], errors
     elapsed = time.monotonic() - started
 
     # On chain: the channel is settled, and the reader is out exactly three prices plus gas.
@@ -276,7 +288,7 @@ def test_open_unlock_three_reread_and_close_in_chromium(dev_node):
 def test_exact_unlock_with_one_signature_per_article_in_chromium(dev_token_node):
     _need(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
     try:
-        from playwright.sync_api import expect, sync_playwright
+        from playwright.sync_api import expect
     except ImportError:
         _need(False, "the playwright Python package is missing (pip install -e '.[dev]')")
     from web3 import HTTPProvider, Web3
@@ -298,49 +310,37 @@ def test_exact_unlock_with_one_signature_per_article_in_chromium(dev_token_node)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     price_text = f"{TOKEN_ARTICLE_PRICE} units of token {token}"
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1000, "height": 800})
-            context.expose_function("__devWalletCall", wallet.call)
-            context.expose_function("__devSignTransaction", wallet.sign_transaction)
-            context.expose_function("__devSignTypedData", wallet.sign_typed_data)
-            context.add_init_script(PROVIDER % {"rpc": json.dumps(rpc_url), "account": json.dumps(reader.address)})
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            expect.set_options(timeout=30_000)
+    with _browser_page(wallet, rpc_url, reader.address) as (page, errors):
+        expect.set_options(timeout=30_000)
 
-            titles = ["Why micropayments finally work", "Payment channels in five minutes"]
-            transactions = []
-            for n, (path, title) in enumerate(zip(ARTICLES[:2], titles, strict=True), start=1):
-                response = page.goto(base + path)
-                assert response.status == 402
-                offer = json.loads(base64.b64decode(response.headers["payment-required"]))
-                assert [entry["scheme"] for entry in offer["accepts"]] == ["channel", "exact"]
-                # the page names the price in the node's token (server/browser.py); the script's receipt in base units
-                expect(page.locator("#channel-exact-unlock")).to_have_text("Unlock with one signature for 0.02 DUSD")
-                # The page's script opens ETH channels only: on a token site its channel button is hidden.
-                expect(page.locator("#channel-unlock")).to_be_hidden()
-                if n == 1:
-                    _shot(page, "11-exact-paywall")
-                page.click("#channel-exact-unlock")
-                expect(page.locator("#channel-content h1")).to_have_text(title)
-                receipt = page.locator("#channel-exact-receipt")
-                expect(receipt).to_contain_text(f"Paid {price_text} with one signature")
-                transactions.append(receipt.get_attribute("data-transaction"))
-                _shot(page, f"1{n + 1}-exact-unlocked-article-{n}")
-                assert wallet.calls.count("eth_signTypedData_v4") == n
-            assert "eth_sendTransaction" not in wallet.calls  # the reader sends no transaction
-            stored = page.evaluate("""() => JSON.parse(localStorage.getItem(Object.keys(localStorage)
-                .find(k => k.startsWith("channel-node:v1:exact:"))))""")
-            assert [(r["path"], r["status"], r["value"]) for r in stored] == [
-                (path, "paid", str(TOKEN_ARTICLE_PRICE)) for path in ARTICLES[:2]
-            ]
-            assert [r["transaction"] for r in stored] == transactions
-            assert errors == [], errors
-        finally:
-            browser.close()
+        titles = ["Why micropayments finally work", "Payment channels in five minutes"]
+        transactions = []
+        for n, (path, title) in enumerate(zip(ARTICLES[:2], titles, strict=True), start=1):
+            response = page.goto(base + path)
+            assert response.status == 402
+            offer = json.loads(base64.b64decode(response.headers["payment-required"]))
+            assert [entry["scheme"] for entry in offer["accepts"]] == ["channel", "exact"]
+            # the page names the price in the node's token (server/browser.py); the script's receipt in base units
+            expect(page.locator("#channel-exact-unlock")).to_have_text("Unlock with one signature for 0.02 DUSD")
+            # The page's script opens ETH channels only: on a token site its channel button is hidden.
+            expect(page.locator("#channel-unlock")).to_be_hidden()
+            if n == 1:
+                _shot(page, "11-exact-paywall")
+            page.click("#channel-exact-unlock")
+            expect(page.locator("#channel-content h1")).to_have_text(title)
+            receipt = page.locator("#channel-exact-receipt")
+            expect(receipt).to_contain_text(f"Paid {price_text} with one signature")
+            transactions.append(receipt.get_attribute("data-transaction"))
+            _shot(page, f"1{n + 1}-exact-unlocked-article-{n}")
+            assert wallet.calls.count("eth_signTypedData_v4") == n
+        assert "eth_sendTransaction" not in wallet.calls  # the reader sends no transaction
+        stored = page.evaluate("""() => JSON.parse(localStorage.getItem(Object.keys(localStorage)
+            .find(k => k.startsWith("channel-node:v1:exact:"))))""")
+        assert [(r["path"], r["status"], r["value"]) for r in stored] == [
+            (path, "paid", str(TOKEN_ARTICLE_PRICE)) for path in ARTICLES[:2]
+        ]
+        assert [r["transaction"] for r in stored] == transactions
+        assert errors == [], errors
 
     # On chain: each article is one mined transfer of exactly the price to the publisher; the
     # reader's ETH is untouched (the node paid the gas).

@@ -261,11 +261,7 @@ class Paywall:
         # The whole answer first: what cannot be delivered is never charged (docs/security.md).
         content = await self.source.fetch(request.method, resource, request.headers, body, priced=True, client=request.remote)
         if not content.sellable(request.method):
-            if content.opened is not None:
-                content.opened.close()
-            if content.from_origin or content.ok:  # an error page may hold the content: never its body
-                content = withheld(content)
-            return self._content_response(content)  # nothing to sell: relay the failure, charge nothing
+            return self._unsold(content)  # nothing to sell: relay the failure, charge nothing
         outcome = await self._pay_or_refuse(payment, resource, request, price, voucher, started)
         if isinstance(outcome, web.Response):
             if content.opened is not None:
@@ -288,13 +284,7 @@ class Paywall:
             "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             "Cache-Control": SOLD_CACHE_CONTROL,
         }
-        for name in SHARED_CACHE_FIELDS:  # a shared cache must not keep a sold answer for others
-            content.headers.popall(name, None)
-        if content.opened is not None:
-            return await self._stream_opened(request, content, content.opened, extra)
-        response = self._content_response(content)
-        response.headers.update(extra)
-        return response
+        return await self._sold(request, content, extra)
 
     def _offers_exact(self, price: Price) -> bool:
         return self.exact is not None and self.exact.offered(price.amount, price.exact)
@@ -322,11 +312,7 @@ class Paywall:
         assert isinstance(checked, ExactChecked)
         content = await self.source.fetch(request.method, resource, request.headers, body, priced=True, client=request.remote)
         if not content.sellable(request.method):
-            if content.opened is not None:
-                content.opened.close()
-            if content.from_origin or content.ok:
-                content = withheld(content)
-            return self._content_response(content)  # nothing to sell: nothing recorded, the nonce stays the payer's
+            return self._unsold(content)  # nothing to sell: nothing recorded, the nonce stays the payer's
         try:
             outcome = await sales.settle(checked)
         except StoreError as exc:
@@ -357,13 +343,7 @@ class Paywall:
             "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             "Cache-Control": SOLD_CACHE_CONTROL,
         }
-        for name in SHARED_CACHE_FIELDS:
-            content.headers.popall(name, None)
-        if content.opened is not None:
-            return await self._stream_opened(request, content, content.opened, extra)
-        response = self._content_response(content)
-        response.headers.update(extra)
-        return response
+        return await self._sold(request, content, extra)
 
     def _exact_refused(
         self, resource: Resource, request: web.Request, price: Price, refused: ExactRefusedSale, started: float,
@@ -477,6 +457,25 @@ class Paywall:
         self.metrics.rejected_latency.observe(time.perf_counter() - started)
         self.log.info("payment", channel=channel, resource=self._key(resource), charged="0", outcome=code)
         return self._required(resource, request, price, status, code, message, state)
+
+    def _unsold(self, content: Content) -> web.StreamResponse:
+        """Content that cannot be sold, relayed without a charge: an error page may hold the
+        content, so an origin's answer or a file's body is withheld."""
+        if content.opened is not None:
+            content.opened.close()
+        if content.from_origin or content.ok:
+            content = withheld(content)
+        return self._content_response(content)
+
+    async def _sold(self, request: web.Request, content: Content, extra: dict[str, str]) -> web.StreamResponse:
+        """The paid answer of either scheme, with its receipt headers in `extra`."""
+        for name in SHARED_CACHE_FIELDS:  # a shared cache must not keep a sold answer for others
+            content.headers.popall(name, None)
+        if content.opened is not None:
+            return await self._stream_opened(request, content, content.opened, extra)
+        response = self._content_response(content)
+        response.headers.update(extra)
+        return response
 
     @staticmethod
     def _content_response(content: Content) -> web.StreamResponse:

@@ -100,6 +100,33 @@ class Exact(BaseModel):
     batch_max: int = Field(20, ge=2, le=100)
 
 
+_DECIMAL_TEXT = re.compile(r"[0-9]{1,30}(\.[0-9]{1,30})?")
+
+
+def _decimal_text(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError('must be a decimal number written as text, like "3000.00" (no floats)')
+    text = str(value).strip()
+    if not _DECIMAL_TEXT.fullmatch(text) or not any(c not in "0." for c in text):
+        raise ValueError(f'must be a positive decimal number like "3000.00", not {value!r}')
+    return text
+
+
+DecimalText = Annotated[str, BeforeValidator(_decimal_text)]
+
+
+class Economics(BaseModel):
+    """The publisher's prices for the cost of collection (docs/economics.md): `eth_price`, the price
+    of 1 ETH in the channels' asset (e.g. "3000.00" for a dollar token) so gas, paid in ETH, can be
+    set against revenue; `gas_price_gwei`, a gas price to project the measured gas at. Exact
+    decimals written as text; unset, a token site's report shows gas in ETH and no percentage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eth_price: DecimalText | None = None
+    gas_price_gwei: DecimalText | None = None
+
+
 class Paywall(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo'd key is refused with the closest name, never ignored
 
@@ -156,6 +183,7 @@ class Settings(BaseSettings):
     claim_batch_size: int = Field(50, ge=1, le=500)  # channels per claimBatch transaction
     idle_close_after: float | None = Field(None, gt=0)  # close channels idle this long (seconds)
     exact: Exact = Field(default_factory=lambda: Exact.model_validate({}))
+    economics: Economics = Field(default_factory=Economics)
     paywall: Paywall
 
     @field_validator("rpc_url")

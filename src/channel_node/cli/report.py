@@ -2,9 +2,17 @@
 
     channel-node report --insights insights.db [--bucket day] [--since 30d] [--until ...] [--tag section:news]
                         [--top 10] [--svg chart.svg] [--png chart.png] [--json] [--decimals N --symbol NAME]
+                        [--period day|week|month] [--eth-price 3000.00] [--gas-price-gwei 1]
 
 Amounts are in the node's asset (`0.0005 ETH`, `0.02 DUSD`), which the node records in the insights
 database; `--decimals` and `--symbol` override it (docs/amounts.md).
+
+The cost of collection, caps and passes (docs/economics.md) come per `--period` (default: the
+bucket): revenue from articles and from passes, the gas the node's transactions used, as an amount,
+a share of revenue and per unlock, the channels that reached each cap and what capped and
+pass-covered readers would have paid uncapped. Gas is paid in ETH: for a token site it is set
+against revenue at `--eth-price` (asset units per ETH; else the config's or the file's
+`[economics] eth_price`), and without a price the report shows gas in ETH and says so.
 
 It reads the insights database directly (read-only; a running node keeps writing beside it: WAL).
 PNG is the same SVG rendered by headless Chromium (Debian package `chromium`).
@@ -24,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the report imports its figures lazily: `channel-node --help` stays fast
+    from channel_node.amounts import Asset
     from channel_node.insights.charts import Money
 
 from channel_node.errors import UsageError
@@ -79,17 +88,21 @@ def report_svg(data: dict[str, Any], money: Money) -> tuple[str, int, int]:
 
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
+    from channel_node.insights import economics as econ
     from channel_node.insights import queries as q
-    from channel_node.insights.dashboard import BadRequest, compute, resolve_range
+    from channel_node.insights.dashboard import BadRequest, compute, parse_period, resolve_range
 
     path = args.insights
     token: str | None = None
-    if path is None and args.config:
+    configured = econ.Prices()
+    if args.config:
         from channel_node.config import load_settings
 
         settings = load_settings(Path(args.config))  # a mistake is a ConfigError: one line, exit 2 (cli/support.py)
-        path = getattr(settings, "insights_database", None) or getattr(settings, "insights", None)
+        if path is None:
+            path = getattr(settings, "insights_database", None) or getattr(settings, "insights", None)
         token = settings.token
+        configured = econ.Prices.parse(settings.economics.eth_price, settings.economics.gas_price_gwei)
     if path is None:
         raise ReportError("give --insights PATH (the node's insights database) or a --config that sets it")
     path = Path(path)
@@ -99,10 +112,23 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
         since, until = resolve_range(args.bucket, args.since, args.until, time.time())
         if args.tag:
             q.parse_tag(args.tag)
-        data = compute(path, args.bucket, since, until, args.tag, args.top)
-    except (BadRequest, q.QueryError) as exc:
+        period = parse_period({"period": args.period} if args.period else {}, args.bucket)
+        prices = econ.Prices.parse(args.eth_price, args.gas_price_gwei).over(configured)
+        data = compute(path, args.bucket, since, until, args.tag, args.top, period, prices, _asset(args, path, token))
+    except (BadRequest, q.QueryError, econ.PriceError) as exc:
         raise ReportError(str(exc)) from None
     return data, _money(args, path, token)
+
+
+def _asset(args: argparse.Namespace, path: Path, token: str | None) -> Asset | None:
+    """The asset gas is converted into: the file's, else ETH for a configuration without a token."""
+    from channel_node.amounts import ETH
+    from channel_node.insights.schema import asset_of_file
+
+    asset = asset_of_file(path)
+    if asset is None and args.config and token is None:
+        asset = ETH
+    return asset
 
 
 def _money(args: argparse.Namespace, path: Path, token: str | None) -> Money:
@@ -177,6 +203,29 @@ def _print_tables(data: dict[str, Any], money: Money) -> None:
               [[n(r["price"]), f"{r['resources']:,}", f"{r['offers']:,}", f"{r['unlocks']:,}",
                 percent(r["conversion"]), n(r["revenue_per_offer"] or 0), n(r["revenue"])]
                for r in p["by_price"]], left=0)  # fmt: skip
+    if "economics" in data:
+        _print_economics(console, data, money)
+
+
+def _print_economics(console: Any, data: dict[str, Any], money: Money) -> None:
+    """The cost of collection per period, gas by kind, caps and passes (docs/economics.md)."""
+    from channel_node.cli.tables import FOLD, KEEP, fitted_table, print_table
+    from channel_node.insights.dashboard import caps_table, collection_table, gas_kind_table, passes_table
+
+    e = data["economics"]
+
+    def table(title: str, made: tuple[list[str], list[list[str]]]) -> None:
+        headers, rows = made
+        kinds = [(name, FOLD if i == 0 else KEEP) for i, name in enumerate(headers)]
+        print_table(console, fitted_table(title, kinds, rows, console.width, right=headers[1:]))
+
+    table(f"Cost of collection per {e['period']}", collection_table(data, money))
+    console.print(e["unit_note"], highlight=False, markup=False)
+    table("Gas by kind", gas_kind_table(data))
+    if e["caps"]:
+        table("Caps", caps_table(data, money))
+    if e["passes"]:
+        table("Passes", passes_table(data, money))
 
 
 MONEY_COLUMNS = frozenset({"price", "revenue", "revenue per offer"})
@@ -227,6 +276,12 @@ def add_report_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     report.add_argument("--json", action="store_true", help="print the figures as JSON (money as decimal strings)")
     report.add_argument("--decimals", type=int, help="override the asset's decimals (default: the node's asset's)")
     report.add_argument("--symbol", help="override the asset's symbol (default: the node's asset's, e.g. ETH)")
+    report.add_argument("--period", choices=["day", "week", "month"],
+                        help="periods of the cost of collection, caps and passes (default: the bucket)")
+    report.add_argument("--eth-price", help="1 ETH in the asset's units, e.g. 3000.00, to set gas against a token's "
+                                            "revenue (default: [economics] eth_price)")
+    report.add_argument("--gas-price-gwei", help="also show each period's gas at this price (default: "
+                                                 "[economics] gas_price_gwei)")  # fmt: skip
     report.set_defaults(handler=run)
     return report
 

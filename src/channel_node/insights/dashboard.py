@@ -11,7 +11,10 @@ Parameters (all optional):
   days (day) or 26 weeks (week), ending with the current bucket;
 - `tag`: `key:value`, to see one section, format or author (summary, series, top resources, prices);
 - `top`: how many resources to rank (default 10);
-- `table` (export.csv only): series (default), resources, tags or prices.
+- `period`: day, week or month, the periods of the caps, passes and cost-of-collection figures
+  (docs/economics.md; default: the bucket, or day when the bucket is an hour). They are site-wide
+  (gas is not spent per tag): `tag` does not narrow them;
+- `table` (export.csv only): series (default), resources, tags, prices or collection.
 
 `compute` opens its own read-only connection (WAL: beside the recorder's writer), so a caller may
 run it on a worker thread. Money in JSON is a decimal string (the admin API's convention); in CSV
@@ -24,23 +27,27 @@ import csv
 import io
 import re
 from datetime import UTC, datetime
+from fractions import Fraction
 from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from channel_node.amounts import ETH, Asset
 from channel_node.errors import UsageError
+from channel_node.insights import economics as econ
 from channel_node.insights import queries as q
 from channel_node.insights.charts import Money, bar_chart, bucket_label, line_chart, percent, plain_percent
-from channel_node.insights.schema import connect
+from channel_node.insights.schema import connect, read_asset
 
-PARAMS = ("bucket", "since", "until", "tag", "top")
-TABLES = ("series", "resources", "tags", "prices")
+PARAMS = ("bucket", "since", "until", "tag", "top", "period")
+TABLES = ("series", "resources", "tags", "prices", "collection")
 DEFAULT_SPAN = {"hour": 48 * 3600, "day": 30 * 86400, "week": 26 * 7 * 86400}
 MAX_TOP = 1000
 _RELATIVE = re.compile(r"([0-9]{1,6})([hdw])")
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
-MONEY_KEYS = {"revenue", "price", "revenue_per_offer"}
+MONEY_KEYS = {"revenue", "price", "revenue_per_offer", "article_revenue", "pass_revenue", "gas_wei", "gas", "paid",
+              "gas_per_unlock", "gas_wei_per_unlock", "projected_wei", "would_have_paid", "paid_capped", "forgone"}
 
 
 class BadRequest(UsageError, ValueError):
@@ -86,6 +93,13 @@ def parse_top(params: dict[str, str], default: int | None = 10) -> int | None:
     return int(params["top"])
 
 
+def parse_period(params: dict[str, str], bucket: str) -> str:
+    period = params.get("period") or ("day" if bucket == "hour" else bucket)
+    if period not in econ.PERIODS:
+        raise BadRequest(f"period must be one of {list(econ.PERIODS)}")
+    return period
+
+
 def parse_tag(params: dict[str, str]) -> str | None:
     tag = params.get("tag") or None
     if tag is not None:
@@ -96,22 +110,93 @@ def parse_tag(params: dict[str, str]) -> str | None:
 # ------------------------------------------------------------------ data
 
 
-def compute(path: Path, bucket: str, since: int, until: int, tag: str | None, top: int) -> dict[str, Any]:
+def compute(
+    path: Path, bucket: str, since: int, until: int, tag: str | None, top: int, period: str | None = None,
+    prices: econ.Prices | None = None, asset: Asset | None = None,
+) -> dict[str, Any]:
+    """The dashboard's figures and, under "economics", the caps, passes and cost of collection per
+    `period` (econ.figures) with gas in `asset` (default: the file's) at `prices` (default: the file's)."""
     conn = connect(path, readonly=True)
     try:
-        return q.dashboard(conn, bucket, since, until, tag, top)
+        data = q.dashboard(conn, bucket, since, until, tag, top)
+        data["economics"] = econ.figures(conn, period or ("day" if bucket == "hour" else bucket), since, until,
+                                         asset if asset is not None else read_asset(conn), prices)  # fmt: skip
+        return data
     finally:
         conn.close()
 
 
 def jsonable(value: Any) -> Any:
-    """Money as decimal strings (uint256-safe for every JSON reader), everything else as is."""
+    """Money as decimal strings (uint256-safe for every JSON reader), percentages (exact fractions
+    inside) as decimal strings with 4 places, everything else as is."""
     if isinstance(value, dict):
         return {k: (_money_json(v) if k in MONEY_KEYS else [str(p) for p in v] if k == "prices" and isinstance(v, list)
-                    else jsonable(v)) for k, v in value.items()}  # fmt: skip
+                    else {n: str(w) for n, w in v.items()} if k == "gas_by_kind" else jsonable(v))
+                for k, v in value.items()}  # fmt: skip
     if isinstance(value, list):
         return [jsonable(v) for v in value]
+    if isinstance(value, Fraction):
+        return econ.percent_text(value, 4).rstrip("%").lstrip("<")
     return value
+
+
+# ------------------------------------------------------------------ caps, passes, cost of collection as tables
+
+
+def collection_table(data: dict[str, Any], money: Money) -> tuple[list[str], list[list[str]]]:
+    """The cost of collection per period and in total, as text cells: revenue (articles, passes),
+    unlocks, gas in ETH (and in the asset when converted), gas as % of revenue, gas per unlock, the
+    transactions, and the projection at `gas_price_gwei` when set."""
+    e = data["economics"]
+    eth = Money.of(ETH)
+    in_asset = e["converted"] and money.symbol != "ETH"
+    projected = e["gas_price_gwei"] is not None
+    headers = ["period", money.header("revenue"), money.header("articles"), money.header("passes"), "unlocks",
+               "gas (ETH)"] + ([money.header("gas")] if in_asset else []) + ["gas % of revenue",
+               money.header("gas per unlock") if e["converted"] else "gas per unlock (ETH)", "transactions"]  # fmt: skip
+    if projected:
+        headers.append(f"at {e['gas_price_gwei']} gwei (ETH)")
+
+    def cells(label: str, row: dict[str, Any]) -> list[str]:
+        per = money.number(row["gas_per_unlock"]) if e["converted"] and row["gas_per_unlock"] is not None else (
+            eth.number(row["gas_wei_per_unlock"]) if row["gas_wei_per_unlock"] is not None else "–")
+        out = [label, money.number(row["revenue"]), money.number(row["article_revenue"]), money.number(row["pass_revenue"]),
+               f"{row['unlocks']:,}", eth.number(row["gas_wei"])]  # fmt: skip
+        if in_asset:
+            out.append(money.number(row["gas"]) if row["gas"] is not None else "–")
+        out += [econ.percent_text(row["gas_percent"]), per, f"{row['transactions']:,}"]
+        if projected:
+            out.append(eth.number(row.get("projected_wei") or 0))
+        return out
+
+    rows = [cells(econ.period_label(e["period"], r["start"]), r) for r in e["rows"]]
+    rows.append(cells("total", e["total"]))
+    return headers, rows
+
+
+def gas_kind_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Gas over the range by what it was spent on: claims, closes, defences, exact transfers."""
+    total = data["economics"]["total"]
+    eth = Money.of(ETH)
+    rows = [[name.replace("_", " "), eth.number(wei), econ.percent_text(econ.share(wei, total["gas_wei"]))]
+            for name, wei in total["gas_by_kind"].items()]  # fmt: skip
+    return ["spent on", "gas (ETH)", "share"], rows
+
+
+def caps_table(data: dict[str, Any], money: Money) -> tuple[list[str], list[list[str]]]:
+    """Per cap: channels that reached it, the reads it made cheaper, what they would have paid
+    uncapped, what they paid, and the difference."""
+    rows = [[c["name"], f"{c['channels']:,}", f"{c['reads']:,}", money.number(c["would_have_paid"]),
+             money.number(c["paid"]), money.number(c["forgone"])] for c in data["economics"]["caps"]]  # fmt: skip
+    return ["cap", "channels that reached it", "capped reads", money.header("would have paid uncapped"),
+            money.header("paid"), money.header("forgone")], rows  # fmt: skip
+
+
+def passes_table(data: dict[str, Any], money: Money) -> tuple[list[str], list[list[str]]]:
+    """Per pass: sold, buyers, revenue, the reads it covered and what they would have cost."""
+    rows = [[p["name"], f"{p['sold']:,}", f"{p['buyers']:,}", money.number(p["revenue"]), f"{p['reads']:,}",
+             money.number(p["would_have_paid"])] for p in data["economics"]["passes"]]  # fmt: skip
+    return ["pass", "sold", "buyers", money.header("revenue"), "reads covered", money.header("reads at list price")], rows
 
 
 def _money_json(value: int | None) -> str | None:
@@ -145,6 +230,20 @@ def to_csv(data: dict[str, Any], table: str) -> str:
         for row in data["tags"]:
             writer.writerow([_cell(row["key"]), _cell(row["value"]), row["offers"], row["unlocks"], row["revenue"],
                              row["payers"], _cell(row["conversion"])])  # fmt: skip
+    elif table == "collection":
+        e = data["economics"]
+        writer.writerow(["start", "start_unix", "revenue", "article_revenue", "pass_revenue", "unlocks", "gas_wei",
+                         "gas_units", "transactions", "claim_wei", "close_wei", "defence_wei", "transfer_authorization_wei",
+                         "gas_in_asset", "gas_percent", "capped_channels", "capped_reads", "pass_reads",
+                         "would_have_paid", "eth_price"])  # fmt: skip
+        for row in e["rows"]:
+            start = datetime.fromtimestamp(row["start"], UTC).isoformat().replace("+00:00", "Z")
+            kinds = row["gas_by_kind"]
+            writer.writerow([start, row["start"], row["revenue"], row["article_revenue"], row["pass_revenue"],
+                             row["unlocks"], row["gas_wei"], row["gas_units"], row["transactions"], kinds["claim"],
+                             kinds["close"], kinds["defence"], kinds["transfer_authorization"], _cell(row["gas"]),
+                             _cell(jsonable(row["gas_percent"])), row["capped_channels"], row["capped_reads"],
+                             row["pass_reads"], row["would_have_paid"], _cell(e["eth_price"])])  # fmt: skip
     else:
         writer.writerow(["tag", "resource", "price", "offers", "unlocks", "revenue", "conversion", "revenue_per_offer"])
         prices = data["prices"] or {"tag": "", "resources": []}
@@ -271,6 +370,8 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
             )
         )  # fmt: skip
     form_bucket = "".join(f"<option{' selected' if b == bucket else ''}>{b}</option>" for b in q.BUCKETS)
+    economics_html = _economics_html(data, money) if "economics" in data else ""
+    form_period = "".join(f"<option{' selected' if p == params.get('period') else ''}>{p}</option>" for p in econ.PERIODS)
 
     def value(key: str) -> str:
         return escape(params.get(key, ""), quote=True)
@@ -293,6 +394,7 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
 <label>until<input name="until" value="{value('until')}" placeholder="now" size="12"></label>
 <label>tag<input name="tag" value="{value('tag')}" placeholder="section:news" size="16"></label>
 <label>top<input name="top" value="{value('top')}" placeholder="10" size="4"></label>
+<label>period<select name="period"><option value="">(bucket)</option>{form_period}</select></label>
 <button type="submit">Show</button>
 <span class="links"><a href="{prefix}/data.json?{escape(_query_string(params), quote=True)}">JSON</a> {links}</span>
 </form>
@@ -303,12 +405,52 @@ def render_page(data: dict[str, Any], params: dict[str, str], money: Money | Non
 {''.join(f'<div class="panel">{svg}</div>' for svg in tag_panels)}</section>
 <section class="grid"><div class="panel wide"><h2>Top resources</h2>{resources_table}</div>
 <div class="panel"><h2>By tag</h2>{tags_table}</div><div class="panel">{price_html}</div></section>
-<p class="note">{escape(unit)} Paying channels are distinct channel ids (readers stay pseudonymous).
+{economics_html}<p class="note">{escape(unit)} Paying channels are distinct channel ids (readers stay pseudonymous).
 Conversion is unlocks per 402 offer shown. Times are UTC.</p>
 </main></body></html>"""
 
 
+def _economics_html(data: dict[str, Any], money: Money) -> str:
+    """Cards, the per-period table and the caps and passes tables (docs/economics.md)."""
+    e = data["economics"]
+    total = e["total"]
+    eth = Money.of(ETH)
+    gas_text = money.short(total["gas"]) if e["converted"] and total["gas"] is not None else eth.short(total["gas_wei"])
+    per = (money.short(total["gas_per_unlock"]) if e["converted"] and total["gas_per_unlock"] is not None
+           else eth.short(total["gas_wei_per_unlock"] or 0))  # fmt: skip
+    cards = [
+        ("Gas spent", gas_text, f"{total['transactions']:,} transactions"),
+        ("Gas % of revenue", econ.percent_text(total["gas_percent"]), "cost of collection"),
+        ("Gas per unlock", per, f"{total['unlocks']:,} unlocks"),
+        ("Pass revenue", money.short(total["pass_revenue"]), f"{total['passes_sold']:,} passes sold"),
+        ("Would have paid", money.short(total["would_have_paid"]), "capped and pass reads at list price"),
+    ]
+    cards_html = "".join(
+        f"<div class='card'><div class='k'>{escape(k)}</div><div class='v'>{escape(v)}</div>"
+        f"<div class='s'>{escape(sub)}</div></div>" for k, v, sub in cards
+    )
+
+    def table(headers: list[str], rows: list[list[str]]) -> str:
+        return _table([(h, i == 0) for i, h in enumerate(headers)], rows)
+
+    revenue_chart = bar_chart(
+        [(f"{econ.period_label(e['period'], r['start'])}", float(r["gas_percent"] or 0)) for r in e["rows"]][-40:],
+        f"Gas as % of revenue per {e['period']}", plain_percent, bar_height=16, label_width=160, color="#b45309",
+    ) if e["converted"] else ""  # fmt: skip
+    return (
+        f"<h2>Cost of collection, caps and passes (per {escape(e['period'])})</h2>"
+        f"<section class='cards'>{cards_html}</section>"
+        f"<section class='grid'><div class='panel wide'>{table(*collection_table(data, money))}"
+        f"<p class='note'>{escape(e['unit_note'])} Gas is what the node's own transactions used (claims, closes, "
+        "defences, exact transfers), from their receipts; per unlock divides it by every unlock recorded.</p></div>"
+        f"<div class='panel'><h2>Gas by kind</h2>{table(*gas_kind_table(data))}</div>"
+        f"<div class='panel'>{revenue_chart}</div>"
+        f"<div class='panel'><h2>Caps</h2>{table(*caps_table(data, money))}</div>"
+        f"<div class='panel'><h2>Passes</h2>{table(*passes_table(data, money))}</div></section>"
+    )
+
+
 __all__ = [
-    "PARAMS", "TABLES", "BadRequest", "compute", "jsonable", "parse_tag", "parse_time", "parse_top", "render_page",
-    "resolve_range", "to_csv",
+    "PARAMS", "TABLES", "BadRequest", "caps_table", "collection_table", "compute", "gas_kind_table", "jsonable",
+    "parse_period", "parse_tag", "parse_time", "parse_top", "passes_table", "render_page", "resolve_range", "to_csv",
 ]  # fmt: skip

@@ -1,7 +1,8 @@
 """Records every 402 offer and every paid unlock for the publisher's revenue insights.
 
 The request path only appends a tuple to an in-memory deque (thread-safe, O(1), no lock, no I/O):
-`Recorder.offer` and `Recorder.unlock`, the paywall's `InsightsRecorder`. A dedicated writer
+`Recorder.offer` and `Recorder.unlock`, the paywall's `InsightsRecorder`; `Recorder.gas` is the
+outbox sender's report of a mined transaction's cost (docs/economics.md). A dedicated writer
 thread (writer.py) drains it every `flush_interval` seconds, or sooner when `flush_at` events
 wait, into its own SQLite file (schema.py: WAL, synchronous=NORMAL; insights are analytics, not
 money: a power cut may lose the last second of them, never a payment). Unique paying channels are
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from channel_node.amounts import Asset
 from channel_node.insights.schema import OFFER, UNLOCK
-from channel_node.insights.writer import Event, InsightsWriter, RecorderStats, WriterThread
+from channel_node.insights.writer import GAS, NO_TAGS, Event, InsightsWriter, RecorderStats, WriterThread
 
 
 class Recorder:
@@ -35,9 +36,13 @@ class Recorder:
         grace: float = 120.0,
         clock: Callable[[], float] = time.time,
         asset: Asset | None = None,
+        eth_price: str | None = None,
+        gas_price_gwei: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.asset = asset  # the prices' asset, recorded in the file for the report (schema.py, meta)
+        # The publisher's `[economics]` prices, recorded beside it (docs/economics.md)
+        self.economics = (eth_price, gas_price_gwei)
         self.flush_interval = flush_interval
         self.flush_at = flush_at  # buffered events that wake the writer before the interval
         self.max_buffer = max_buffer  # beyond this (writer stalled), events are dropped and counted
@@ -62,13 +67,32 @@ class Recorder:
                 return
         buffer.append((OFFER, resource, price, tags, None, at))
 
-    def unlock(self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float) -> None:
+    def unlock(
+        self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float, kind: str = "article",
+        list_price: int | None = None, cap: str | None = None, pass_name: str | None = None,
+    ) -> None:
+        """A sale: `price` is what was charged. `kind` (docs/economics.md): "article", "pass" (a pass
+        bought, `pass_name`), "capped" (a read a cap made cheaper: `list_price` is what it would have
+        cost, `cap` the cap's name) or "pass_read" (a read `pass_name` covered; `list_price`). An
+        unknown kind is recorded as an article."""
         buffer = self._buffer
         if len(buffer) >= self.flush_at:
             self._overfull()
             if len(buffer) >= self.max_buffer:
                 return
-        buffer.append((UNLOCK, resource, price, tags, channel_id, at))
+        if kind == "article" and list_price is None:
+            buffer.append((UNLOCK, resource, price, tags, channel_id, at))
+        else:
+            buffer.append((UNLOCK, resource, price, tags, channel_id, at, (kind, list_price, pass_name or cap)))
+
+    def gas(self, tx_hash: bytes, kind: str, gas_used: int, gas_price: int, rows: int, at: float) -> None:
+        """A mined transaction of the node's: what it was for ("claim", "close", "defence",
+        "transfer_authorization"), its gasUsed and effectiveGasPrice (wei). Recorded once per hash."""
+        buffer = self._buffer
+        if len(buffer) >= self.max_buffer:
+            self._overfull()
+            return
+        buffer.append((GAS, kind, gas_used, NO_TAGS, tx_hash, at, (gas_price, rows)))
 
     def _overfull(self) -> None:
         self._wake.set()
@@ -90,7 +114,7 @@ class Recorder:
         """Opens (creating) the database and starts the writer thread."""
         if self._thread is not None:
             return
-        writer = await asyncio.to_thread(InsightsWriter, self.path, self.grace, self.asset)
+        writer = await asyncio.to_thread(InsightsWriter, self.path, self.grace, self.asset, self.economics)
         self._thread = WriterThread(writer, self._buffer, self._wake, self.stats, self.flush_interval, self.clock)
         self._thread.start()
 

@@ -23,11 +23,22 @@ Schema (all compact integers):
   hour, so the scans over raw events need no index on `at`;
 - `meta`: the schema version, and the asset the prices are in (`asset_symbol`, `asset_decimals`,
   `asset_address`, empty for ETH), written by the node when it opens the file so the report and
-  the dashboard show amounts as `0.0005 ETH` without being told (docs/amounts.md).
+  the dashboard show amounts as `0.0005 ETH` without being told (docs/amounts.md), and the
+  publisher's `[economics]` prices (`eth_price`, `gas_price_gwei`; docs/economics.md);
+- schema 2 (caps, passes and the cost of collection, docs/economics.md): `sales`, one row per
+  unlock that is not a plain article sale (`SALE_PASS` a pass bought, `SALE_CAPPED` a read that cost
+  less than its list price because of a cap, `SALE_PASS_READ` a read a pass covered), keyed by its
+  event's id, with what was charged and the list price as revenue limbs and the cap or pass name
+  (`labels`); an article sale has no row there (the common case costs nothing more). `gas`: one row
+  per transaction the node's sender saw mined (claims, closes, defences, exact transfers), keyed by
+  its hash, with gasUsed and effectiveGasPrice (wei; the product is summed in Python, exactly).
 
-There are no migrations yet: every statement is `CREATE ... IF NOT EXISTS`, so opening a file
-written by any release so far (schema 1) is a no-op, and a new file gets the whole schema. Days and
-hours are UTC.
+Migrations: `open_database` creates schema 1 (`SCHEMA`, every statement `CREATE ... IF NOT
+EXISTS`), then applies each of `MIGRATIONS` above the file's `meta.schema` in order and records the
+new version, in one transaction each; a file from a newer release is refused. The statements are
+`IF NOT EXISTS` too, so a half-applied step is simply applied again. A read-only reader of an
+older file (the report on a file no new node has opened) finds no schema 2 tables:
+`has_table` says so and the queries answer empty figures. Days and hours are UTC.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import sqlite3
 from pathlib import Path
 
 from channel_node.amounts import Asset
+from channel_node.errors import ConfigError
 
 OFFER, UNLOCK = 0, 1  # events.kind
 LIMB = 40
@@ -44,7 +56,11 @@ INT63 = 1 << 63  # prices from here on are stored as -1 with the exact text in p
 PRICE_LIMIT = 1 << 96  # prices from here on are refused
 HOUR, DAY = 3600, 86400
 SCOPE_ALL, SCOPE_RESOURCE, SCOPE_TAG = 0, 1, 2  # payer_sets.scope: whole site, per resource, per tag
-SCHEMA_VERSION = 1
+SALE_ARTICLE, SALE_PASS, SALE_CAPPED, SALE_PASS_READ = 0, 1, 2, 3  # sales.sale
+SALE_KINDS = {"article": SALE_ARTICLE, "pass": SALE_PASS, "capped": SALE_CAPPED, "pass_read": SALE_PASS_READ}
+GAS_CLAIM, GAS_CLOSE, GAS_DEFENCE, GAS_TRANSFER = 0, 1, 2, 3  # gas.kind
+GAS_KINDS = {"claim": GAS_CLAIM, "close": GAS_CLOSE, "defence": GAS_DEFENCE, "transfer_authorization": GAS_TRANSFER}
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
@@ -86,6 +102,29 @@ CREATE TABLE IF NOT EXISTS payer_sets_weekly (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# version -> the statements that bring a file of the version before up to it
+MIGRATIONS: dict[int, str] = {
+    2: """
+CREATE TABLE IF NOT EXISTS labels (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS sales (
+    event_id INTEGER PRIMARY KEY, at INTEGER NOT NULL, sale INTEGER NOT NULL, label_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL, price_hi INTEGER NOT NULL, price_lo INTEGER NOT NULL,
+    list_hi INTEGER NOT NULL, list_lo INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sales_by_time ON sales (at, sale);
+CREATE TABLE IF NOT EXISTS gas (
+    tx_hash BLOB PRIMARY KEY, at INTEGER NOT NULL, kind INTEGER NOT NULL, gas_used INTEGER NOT NULL,
+    gas_price TEXT NOT NULL, rows INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS gas_by_time ON gas (at);
+""",
+}
+if sorted(MIGRATIONS) != list(range(2, SCHEMA_VERSION + 1)):  # pragma: no cover (a version without its step)
+    raise ImportError("insights.schema.MIGRATIONS must hold every version from 2 to SCHEMA_VERSION")
+
+
+class SchemaTooNew(ConfigError, sqlite3.DatabaseError):
+    """An insights file written by a newer release than this one (the configuration names a file
+    this release cannot write)."""
+
 
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     """A connection to an insights database (read-only ones for queries, beside the writer)."""
@@ -112,11 +151,58 @@ def split(amount: int) -> tuple[int, int]:
 
 
 def open_database(path: str | Path) -> sqlite3.Connection:
-    """The write connection to an insights database, created with the whole schema if new."""
+    """The write connection to an insights database, created with the whole schema if new and
+    migrated to `SCHEMA_VERSION` if older."""
     db = connect(path)
     db.executescript(SCHEMA)
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1')")
+    migrate(db)
     return db
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Brings the file up to `SCHEMA_VERSION`, one version per transaction."""
+    current = schema_version(db)
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(f"insights schema {current} is newer than this channel-node knows ({SCHEMA_VERSION})")
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(version),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+def has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def write_economics(db: sqlite3.Connection, eth_price: str | None, gas_price_gwei: str | None) -> None:
+    """Records the publisher's `[economics]` prices (decimal text; None removes one), so the
+    report converts gas into the asset without being told (docs/economics.md)."""
+    for key, value in (("eth_price", eth_price), ("gas_price_gwei", gas_price_gwei)):
+        if value is None:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def read_economics(db: sqlite3.Connection) -> dict[str, str]:
+    """What `write_economics` recorded: {"eth_price": ..., "gas_price_gwei": ...}, either absent."""
+    try:
+        return dict(db.execute("SELECT key, value FROM meta WHERE key IN ('eth_price', 'gas_price_gwei')").fetchall())
+    except sqlite3.OperationalError:
+        return {}
 
 
 def write_asset(db: sqlite3.Connection, asset: Asset) -> None:
@@ -154,7 +240,9 @@ def asset_of_file(path: str | Path) -> Asset | None:
 
 
 __all__ = [
-    "DAY", "HOUR", "INT63", "LIMB", "MASK", "OFFER", "PRICE_LIMIT", "SCHEMA", "SCHEMA_VERSION", "SCOPE_ALL",
-    "SCOPE_RESOURCE", "SCOPE_TAG", "UNLOCK", "connect", "open_database", "read_asset", "split", "week_of",
-    "asset_of_file", "write_asset",
+    "DAY", "GAS_CLAIM", "GAS_CLOSE", "GAS_DEFENCE", "GAS_KINDS", "GAS_TRANSFER", "HOUR", "INT63", "LIMB", "MASK",
+    "MIGRATIONS", "OFFER", "PRICE_LIMIT", "SALE_ARTICLE", "SALE_CAPPED", "SALE_KINDS", "SALE_PASS", "SALE_PASS_READ",
+    "SCHEMA", "SCHEMA_VERSION", "SCOPE_ALL", "SCOPE_RESOURCE", "SCOPE_TAG", "UNLOCK", "SchemaTooNew", "asset_of_file",
+    "connect", "has_table", "migrate", "open_database", "read_asset", "read_economics", "schema_version", "split",
+    "week_of", "write_asset", "write_economics",
 ]  # fmt: skip

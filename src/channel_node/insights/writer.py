@@ -28,15 +28,19 @@ from channel_node.amounts import Asset
 from channel_node.insights.payers import compact_hour, store_sets
 from channel_node.insights.schema import (
     DAY,
+    GAS_KINDS,
     HOUR,
     INT63,
     LIMB,
     MASK,
     PRICE_LIMIT,
+    SALE_ARTICLE,
+    SALE_KINDS,
     UNLOCK,
     open_database,
     week_of,
     write_asset,
+    write_economics,
 )
 from channel_node.lockfile import lock_beside
 
@@ -45,8 +49,12 @@ MAX_CACHED = 1_000_000  # dictionary entries the writer keeps in memory (then it
 BATCH = 50_000  # events per transaction when the thread drains the buffer
 
 Tags = dict[str, str]
-# An event as the request path buffers it: (kind, resource, price, tags, channel or None, unix time).
-Event = tuple[int, str, int, Tags, bytes | None, float]
+GAS = 2  # a buffered transaction cost; never an `events` row (it goes to the `gas` table)
+NO_TAGS: Tags = {}
+# An event as the request path buffers it: (kind, resource, price, tags, channel or None, unix time),
+# and for a sale that is not a plain article a 7th item (sale kind, list price or None, cap or pass
+# name or None). A GAS item is (GAS, gas kind, gas used, NO_TAGS, tx hash, unix time, (gas price, rows)).
+Event = tuple[int, str, int, Tags, bytes | None, float] | tuple[int, str, int, Tags, bytes | None, float, tuple[Any, ...]]
 
 
 class RecorderStats(TypedDict):
@@ -105,7 +113,10 @@ class InsightsWriter:
     compaction of closed hours and days. Used by the Recorder's thread, and directly (single
     threaded) by bulk loaders such as scripts/bench_insights.py."""
 
-    def __init__(self, path: str | Path, grace: float = 120.0, asset: Asset | None = None) -> None:
+    def __init__(
+        self, path: str | Path, grace: float = 120.0, asset: Asset | None = None,
+        economics: tuple[str | None, str | None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.grace = grace  # seconds after its end before an hour or day is compacted (late events)
         lock = lock_beside(self.path)
@@ -115,6 +126,8 @@ class InsightsWriter:
         self.db = open_database(self.path)
         if asset is not None:
             write_asset(self.db, asset)
+        if economics is not None:
+            write_economics(self.db, *economics)
         self._load_caches()
         self.refused = 0
 
@@ -125,6 +138,7 @@ class InsightsWriter:
         self._tagsets: dict[tuple[tuple[str, str], ...], int] = {}  # canonical items -> tag set id
         self._tagset_tags: dict[int, tuple[int, ...]] = {}  # tag set id -> tag ids
         self._by_dict: dict[int, tuple[Tags, Tags, int]] = {}  # id(tags) -> (tags, a copy, tag set id)
+        self._labels: dict[str, int] = {}  # cap and pass names
         self._next_id = (self.db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0) + 1
 
     def close(self) -> None:
@@ -177,6 +191,17 @@ class InsightsWriter:
         self._by_dict[id(tags)] = (tags, dict(tags), found)  # holds `tags`, so its id is not reused
         return found
 
+    def _label(self, name: str | None) -> int:
+        if not name:
+            return 0
+        name = str(name)[:MAX_RESOURCE]
+        found = self._labels.get(name)
+        if found is None:
+            row = self.db.execute("SELECT id FROM labels WHERE name = ?", (name,)).fetchone()
+            found = row[0] if row else _inserted(self.db.execute("INSERT INTO labels (name) VALUES (?)", (name,)))
+            self._labels[name] = found
+        return found
+
     def _tag(self, key: str, value: str) -> int:
         found = self._tags.get((key, value))
         if found is None:
@@ -210,8 +235,22 @@ class InsightsWriter:
         # One dict update per event: (resource, tag set, price, hour) -> [offers, unlocks, revenue, first id,
         # last id]; every rollup is derived from these groups below.
         groups: dict[tuple[int, int, int, int], list[int]] = {}
+        sales: list[tuple[int, ...]] = []
+        gas: list[tuple[bytes, int, int, int, str, int]] = []
         next_id = self._next_id
-        for kind, resource, price, tags, channel, at in batch:
+        for event in batch:
+            if len(event) == 6:
+                kind, resource, price, tags, channel, at = event
+                extra = None
+            else:
+                kind, resource, price, tags, channel, at, extra = event
+                if kind == GAS:
+                    gas_kind = GAS_KINDS.get(resource)
+                    if gas_kind is None or channel is None or not 0 <= price < INT63 or not 0 <= extra[0] < PRICE_LIMIT:
+                        self.refused += 1
+                    else:
+                        gas.append((channel, int(at), gas_kind, price, str(extra[0]), int(extra[1])))
+                    continue
             if not 0 <= price < PRICE_LIMIT:
                 self.refused += 1
                 continue
@@ -234,6 +273,12 @@ class InsightsWriter:
                 overflow.append((eid, str(price)))
             sec = int(at)
             events.append((eid, sec, kind, rid, tagset_id, cid, small))
+            if extra is not None and kind == UNLOCK:
+                sale = SALE_KINDS.get(extra[0], SALE_ARTICLE)
+                if sale != SALE_ARTICLE:
+                    listed = extra[1] if isinstance(extra[1], int) and 0 <= extra[1] < PRICE_LIMIT else price
+                    sales.append((eid, sec, sale, self._label(extra[2]), cid, price >> LIMB, price & MASK,
+                                  listed >> LIMB, listed & MASK))  # fmt: skip
             key = (rid, tagset_id, small, sec // HOUR)
             row = groups.get(key)
             if kind == UNLOCK:
@@ -248,8 +293,12 @@ class InsightsWriter:
             else:
                 row[0] += 1
                 row[4] = eid
+        db = self.db
+        if gas:  # one row per transaction, whoever reports it again (a restart re-meters)
+            db.executemany("INSERT OR IGNORE INTO gas (tx_hash, at, kind, gas_used, gas_price, rows) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", gas)  # fmt: skip
         if not events:
-            return 0
+            return len(gas)
         # Rows may repeat a key (a batch spanning two hours of one day): the upserts add them up.
         hourly: dict[int, list[int]] = {}
         by_tagset: dict[tuple[int, int], list[int]] = {}
@@ -285,9 +334,11 @@ class InsightsWriter:
             for tag in tagset_tags[tagset_id]:
                 hour_tag_rows.append((tag, hour, o, u, hi, lo))
                 day_tag_rows.append((hour // 24, tag, o, u, hi, lo))
-        db = self.db
         db.executemany("INSERT INTO events (id, at, kind, resource_id, tagset_id, channel_id, price) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)", events)  # fmt: skip
+        if sales:
+            db.executemany("INSERT INTO sales (event_id, at, sale, label_id, channel_id, price_hi, price_lo, list_hi, "
+                           "list_lo) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", sales)  # fmt: skip
         if overflow:
             db.executemany("INSERT INTO price_overflow (event_id, price) VALUES (?, ?)", overflow)
         db.executemany(_UPSERT_HOURLY, [(h, o, u, r >> LIMB, r & MASK, f, l) for h, (o, u, r, f, l) in hourly.items()])
@@ -298,7 +349,7 @@ class InsightsWriter:
         db.executemany(_UPSERT_DAY, [(d,) for d in days])
         db.executemany(_UPSERT_WEEK, [(w,) for w in {week_of(d) for d in days}])
         self._next_id = next_id
-        return len(events)
+        return len(events) + len(gas)
 
     # -------------------------------------------------------------- compaction of closed hours and days
 
@@ -445,4 +496,4 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-__all__ = ["BATCH", "MAX_CACHED", "MAX_RESOURCE", "Event", "InsightsWriter", "RecorderStats", "Tags", "WriterThread"]
+__all__ = ["BATCH", "GAS", "MAX_CACHED", "MAX_RESOURCE", "NO_TAGS", "Event", "InsightsWriter", "RecorderStats", "Tags", "WriterThread"]

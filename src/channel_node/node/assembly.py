@@ -287,7 +287,12 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
     node.app = create_app(paywall, health=node.health)
     node.admin_app = create_admin_app(node)
     if settings.insights_database is not None:
-        node.insights = paywall.insights = Recorder(settings.insights_database, asset=asset)
+        recorder = Recorder(settings.insights_database, asset=asset, eth_price=settings.economics.eth_price,
+                            gas_price_gwei=settings.economics.gas_price_gwei)  # fmt: skip
+        node.insights = paywall.insights = recorder
+        if sender is not None:  # what collection costs, beside what it earns (docs/economics.md)
+            sender.on_gas = lambda spent: recorder.gas(spent.tx_hash, spent.kind, spent.gas_used, spent.gas_price,
+                                                       spent.rows, spent.at)  # fmt: skip
         add_dashboard_routes(node.admin_app, node.insights, asset=asset)
     return node
 

@@ -40,6 +40,7 @@ from channel_node.insights.dashboard import (
     BadRequest,
     compute,
     jsonable,
+    parse_period,
     parse_tag,
     parse_top,
     render_page,
@@ -78,10 +79,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 class Dashboard:
     def __init__(self, source: Recorder | str | Path, money: Money | None = None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time, asset: Asset | None = None) -> None:  # fmt: skip
         self.recorder = source if isinstance(source, Recorder) else None
         self.path = source.path if isinstance(source, Recorder) else Path(source)
         self.fixed_money = money  # the flags' or the node's; else the file's own asset, read per page
+        self.asset = asset  # gas is converted into it (docs/economics.md); None: the file's own
         self.clock = clock
 
     @property
@@ -99,6 +101,7 @@ class Dashboard:
         since, until = resolve_range(bucket, params.get("since"), params.get("until"), self.clock())
         tag = parse_tag(params)
         top = parse_top(params, top_default)
+        period = parse_period(params, bucket)
         if not self.path.exists():
             raise FileNotFoundError(self.path)
         if self.recorder is not None and self.recorder.running:
@@ -106,7 +109,8 @@ class Dashboard:
                 await asyncio.wait_for(self.recorder.flush(), timeout=FLUSH_WAIT)
             except (TimeoutError, RuntimeError):
                 pass
-        data = await asyncio.to_thread(compute, self.path, bucket, since, until, tag, top if top is not None else 10**9)
+        data = await asyncio.to_thread(compute, self.path, bucket, since, until, tag, top if top is not None else 10**9,
+                                       period, None, self.asset)  # fmt: skip
         return params, data
 
     async def _answer(self, make: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -159,7 +163,7 @@ def add_dashboard_routes(
     first) or a path. Amounts are shown in `asset` (the node's), else in `decimals` and `symbol`
     when given (e.g. 18, "ETH"), else in the asset the file records (docs/amounts.md)."""
     money = Money.of(asset) if asset is not None else Money(decimals, symbol) if decimals or symbol else None
-    dashboard = Dashboard(source, money)
+    dashboard = Dashboard(source, money, asset=asset)
     app.router.add_get(PREFIX, dashboard.page, allow_head=False)
     app.router.add_get(f"{PREFIX}/data.json", dashboard.data_json, allow_head=False)
     app.router.add_get(f"{PREFIX}/export.csv", dashboard.export_csv, allow_head=False)

@@ -273,7 +273,7 @@ def test_the_report_shows_gas_against_revenue_caps_and_passes(tmp_path, capsys):
     assert data["rows"][0]["gas"] == "2182200" and data["rows"][0]["gas_percent"] == "641.8235"
     assert data["caps"][0]["forgone"] == "65000" and data["rows"][0]["gas_by_kind"]["claim"] == str(14_548 * 50 * 10**9)
     assert _report("--insights", str(tmp_path / "i.db"), "--eth-price", "3e3") == 2
-    assert capsys.readouterr().err.startswith("error: eth_price must be a positive decimal")
+    assert capsys.readouterr().err.startswith("error: --eth-price must be a positive decimal")
 
 
 async def test_the_dashboard_shows_and_exports_the_cost_of_collection(tmp_path):
@@ -293,3 +293,18 @@ async def test_the_dashboard_shows_and_exports_the_cost_of_collection(tmp_path):
         assert rows[0]["gas_in_asset"] == "2182200" and rows[1]["capped_channels"] == "2"
         bad = await client.get("/admin/insights/data.json", headers=AUTH, params=params | {"period": "year"})
         assert bad.status == 400 and (await bad.json())["error"] == "malformed_request"
+
+
+def test_the_report_takes_the_price_from_the_nodes_config(tmp_path, capsys):
+    load(tmp_path / "i.db", KNOWN)
+    (tmp_path / "node.toml").write_text(
+        f'contract = "0x{"11" * 20}"\nreceiver = "0x{"22" * 20}"\ntoken = "0x{"ab" * 20}"\n'
+        f'insights_database = "{tmp_path / "i.db"}"\n[economics]\neth_price = "3000"\ngas_price_gwei = "0.05"\n'
+        f'[paywall]\ncontent_dir = "{tmp_path}"\n'
+    )
+    assert _report("--config", str(tmp_path / "node.toml"), "--since", str(T0), "--until", str(T0 + DAY)) == 0
+    out = capsys.readouterr().out
+    assert "641.82%" in out and "at 0.05 gwei (ETH)" in out
+    assert _report("--config", str(tmp_path / "node.toml"), "--since", str(T0), "--until", str(T0 + DAY),
+                   "--eth-price", "1500") == 0  # the flag wins over the config
+    assert "320.91%" in capsys.readouterr().out

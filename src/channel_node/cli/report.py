@@ -113,7 +113,7 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Money]:
         if args.tag:
             q.parse_tag(args.tag)
         period = parse_period({"period": args.period} if args.period else {}, args.bucket)
-        prices = econ.Prices.parse(args.eth_price, args.gas_price_gwei).over(configured)
+        prices = econ.Prices.parse(args.eth_price, args.gas_price_gwei, ("--eth-price", "--gas-price-gwei")).over(configured)
         data = compute(path, args.bucket, since, until, args.tag, args.top, period, prices, _asset(args, path, token))
     except (BadRequest, q.QueryError, econ.PriceError) as exc:
         raise ReportError(str(exc)) from None

@@ -445,8 +445,8 @@ def _economics_html(data: dict[str, Any], money: Money) -> str:
         "defences, exact transfers), from their receipts; per unlock divides it by every unlock recorded.</p></div>"
         f"<div class='panel'><h2>Gas by kind</h2>{table(*gas_kind_table(data))}</div>"
         f"<div class='panel'>{revenue_chart}</div>"
-        f"<div class='panel'><h2>Caps</h2>{table(*caps_table(data, money))}</div>"
-        f"<div class='panel'><h2>Passes</h2>{table(*passes_table(data, money))}</div></section>"
+        f"<div class='panel wide'><h2>Caps</h2>{table(*caps_table(data, money))}</div>"
+        f"<div class='panel wide'><h2>Passes</h2>{table(*passes_table(data, money))}</div></section>"
     )
 
 

@@ -79,9 +79,12 @@ class Prices:
     gas_price_gwei: Fraction | None = None
 
     @classmethod
-    def parse(cls, eth_price: str | None, gas_price_gwei: str | None) -> Prices:
-        return cls(None if eth_price is None else parse_decimal(eth_price, "eth_price"),
-                   None if gas_price_gwei is None else parse_decimal(gas_price_gwei, "gas_price_gwei"))  # fmt: skip
+    def parse(
+        cls, eth_price: str | None, gas_price_gwei: str | None, names: tuple[str, str] = ("eth_price", "gas_price_gwei")
+    ) -> Prices:
+        """From decimal text; `names` are what a refusal calls them (the setting, or a flag)."""
+        return cls(None if eth_price is None else parse_decimal(eth_price, names[0]),
+                   None if gas_price_gwei is None else parse_decimal(gas_price_gwei, names[1]))  # fmt: skip
 
     def over(self, other: Prices) -> Prices:
         """These prices, each missing one taken from `other`."""

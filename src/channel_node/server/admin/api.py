@@ -145,6 +145,9 @@ def outbox_json(row: OutboxRow) -> dict[str, Any]:
         "sentAt": row.sent_at,
         "attempts": row.attempts,
         "note": row.note,
+        # what its mined transaction cost (its share of a batch), docs/economics.md; None until mined
+        "gasUsed": row.gas_used,
+        "gasPrice": None if row.gas_price is None else str(row.gas_price),
     }
 
 

@@ -196,6 +196,11 @@ async def test_fifty_channels_claimed_in_one_batch(world, tmp_path):
     await settle_until(node, world, lambda: _claimed(world, configs[-1], PRICE))
     assert node.sender.stats.sent == 1
     assert [(await world.state(c)).claimed for c in configs] == [PRICE] * 50, "charged, not the vouchers of 2"
+    await node.sender.tick()  # meters the batch if the watcher closed its rows first (docs/economics.md)
+    rows = await node.store.outbox(("done",))
+    receipt = await world.w3.eth.get_transaction_receipt(rows[0].tx_hash)
+    assert sum(r.gas_used for r in rows) == receipt["gasUsed"], "the batch's gas, shared exactly over its 50 rows"
+    assert {r.gas_price for r in rows} == {receipt["effectiveGasPrice"]}
     await node.store.close()
 
 
@@ -224,6 +229,11 @@ async def test_a_stuck_claim_is_replaced_with_higher_fees(world, tmp_path):
     assert receipt["status"] == 1 and (await world.state(config)).claimed == PRICE
     await node.watcher.poll()
     assert await node.store.outbox() == []
+    await node.sender.tick()  # the replacement that was mined is metered; the lost one is not looked for again
+    await node.sender.tick()
+    [done] = await node.store.outbox(("done",))
+    assert done.gas_used == receipt["gasUsed"] and done.gas_price == receipt["effectiveGasPrice"]
+    assert node.sender.stats.gas_spent_wei == receipt["gasUsed"] * receipt["effectiveGasPrice"], "metered once"
     await node.store.close()
 
 

@@ -68,8 +68,8 @@ class Recorder:
         buffer.append((OFFER, resource, price, tags, None, at))
 
     def unlock(
-        self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float, kind: str = "article",
-        list_price: int | None = None, cap: str | None = None, pass_name: str | None = None,
+        self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float, *,
+        kind: str = "article", list_price: int | None = None, cap: str | None = None, pass_name: str | None = None,
     ) -> None:
         """A sale: `price` is what was charged. `kind` (docs/economics.md): "article", "pass" (a pass
         bought, `pass_name`), "capped" (a read a cap made cheaper: `list_price` is what it would have

@@ -94,8 +94,8 @@ class InsightsRecorder(Protocol):
     # `kind`: "article", "pass", "capped" or "pass_read"; `list_price`: what a capped or pass-covered
     # read would have cost uncapped (docs/economics.md).
     def unlock(
-        self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float, kind: str = "article",
-        list_price: int | None = None, cap: str | None = None, pass_name: str | None = None,
+        self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float, *,
+        kind: str = "article", list_price: int | None = None, cap: str | None = None, pass_name: str | None = None,
     ) -> None: ...
 
 

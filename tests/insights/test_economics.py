@@ -165,6 +165,8 @@ def test_per_period_figures_match_a_brute_force_count(tmp_path_factory, sales, t
         assert row["gas_wei"] == sum(used * price for _, _, used, price in spent) == row["gas"]
         assert row["gas_percent"] == (Fraction(row["gas_wei"] * 100, row["revenue"]) if row["revenue"] else None)
     inside = [s for s in sales if since <= T0 + s[0] < until]
+    hit = {s[4] for s in inside if s[1] == "capped" and s[3] > s[2]}
+    assert f["total"]["capped_channels"] == len(hit), "a channel that hit both caps counts once in the total"
     caps = {c["name"]: c for c in f["caps"]}
     for label in ("a", "b"):
         hits = [s for s in inside if s[1] == "capped" and s[5] == label and s[3] > s[2]]
@@ -190,6 +192,14 @@ def test_gas_in_a_token_is_exact_and_shown_rounded_half_up(wei, whole, cents, de
 def test_a_price_that_is_not_a_positive_decimal_is_refused(text):
     with pytest.raises(econ.PriceError):
         econ.parse_decimal(text, "eth_price")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.fractions(min_value=-(10**9), max_value=10**9), st.integers(0, 6))
+def test_decimal_text_is_plain_and_within_half_a_unit_of_its_last_place(value, places):
+    text = econ.decimal_text(value, places)
+    assert "," not in text and "e" not in text and (("." in text) == (places > 0))
+    assert abs(Fraction(text) - value) <= Fraction(1, 2 * 10**places)
 
 
 def test_percent_text_never_rounds_a_cost_to_nothing():

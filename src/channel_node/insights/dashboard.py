@@ -136,7 +136,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [jsonable(v) for v in value]
     if isinstance(value, Fraction):
-        return econ.percent_text(value, 4).rstrip("%").lstrip("<")
+        return econ.decimal_text(value, 4)
     return value
 
 

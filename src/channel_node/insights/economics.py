@@ -130,6 +130,14 @@ def rounded(value: Fraction | int | None) -> int | None:
     return (value.numerator * 2 + value.denominator) // (value.denominator * 2)
 
 
+def decimal_text(value: Fraction, places: int = 4) -> str:
+    """A Fraction as plain decimal text for machines: 641.8235, -0.5000 (half up, no grouping)."""
+    scaled = rounded(abs(value) * 10**places) or 0
+    whole, fraction = divmod(scaled, 10**places)
+    sign = "-" if value < 0 and scaled else ""
+    return f"{sign}{whole}.{str(fraction).rjust(places, '0')}" if places else f"{sign}{whole}"
+
+
 def percent_text(value: Fraction | None, places: int = 2) -> str:
     """12.35%, <0.01% (never 0.00% for a cost that is not 0), – when unknown."""
     if value is None:
@@ -343,7 +351,11 @@ def figures(
                 total[key] += value
     h0, h1 = hour_span(since, until)
     cp = caps_and_passes(conn, since, until)
-    total["capped_channels"] = sum(c["channels"] for c in cp["caps"])  # per cap: a channel counts once per cap
+    if total["capped_reads"]:  # distinct over the whole range: a channel that hit two caps counts once
+        total["capped_channels"] = conn.execute(
+            f"SELECT COUNT(DISTINCT channel_id) FROM sales WHERE at >= ? AND at < ? AND sale = ? AND {_CAP_HIT}",
+            (h0 * HOUR, h1 * HOUR, SALE_CAPPED),
+        ).fetchone()[0]  # fmt: skip
     return {
         "period": period,
         "eth_price": None if used.eth_price is None else _plain(used.eth_price),
@@ -357,7 +369,8 @@ def figures(
 
 
 __all__ = [
-    "PERIODS", "PriceError", "Prices", "caps_and_passes", "collection", "figures", "gas_in_asset", "parse_decimal",
+    "PERIODS", "PriceError", "Prices", "caps_and_passes", "collection", "decimal_text", "figures", "gas_in_asset",
+    "parse_decimal",
     "percent_text", "period_floor", "period_label", "periods", "prices_of_file", "rounded", "same_unit", "share",
     "unit_note",
 ]  # fmt: skip

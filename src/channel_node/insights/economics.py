@@ -158,7 +158,7 @@ def unit_note(asset: Asset | None, prices: Prices) -> str:
     if prices.eth_price is None:
         return (f"Revenue is in {asset.symbol}, gas in ETH: set [economics] eth_price ({asset.symbol} per ETH) "
                 "to see gas as an amount and share of revenue.")  # fmt: skip
-    return f"Gas converted at 1 ETH = {_plain(prices.eth_price)} {asset.symbol} ([economics] eth_price)."
+    return f"Gas converted at 1 ETH = {_plain(prices.eth_price)} {asset.symbol} (eth_price: [economics] or --eth-price)."
 
 
 def _plain(value: Fraction) -> str:

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from channel_node.core.clocks import WallTime
@@ -38,7 +37,6 @@ MAX_DURATION = 3_660 * DAY  # a pass for more than ten years is a typo
 _ROLLING = re.compile(r"([1-9][0-9]{0,3})d")
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([hdw])")
 _UNITS = {"h": HOUR, "d": DAY, "w": WEEK}
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 class PeriodKind(StrEnum):
@@ -94,7 +92,7 @@ class Cap:
     amount: int  # base units, > 0
     period: Period
     pattern: str | None = None
-    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False, hash=False)
+    tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ class Pass:
     duration: int  # seconds
     description: str = ""
     pattern: str | None = None
-    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False, hash=False)
+    tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,7 @@ class Spending:
     cap: Cap | None = None
     paid: int = 0
     covering: tuple[Pass, ...] = ()
-    held: Mapping[str, int] = field(default_factory=lambda: _EMPTY, compare=False, hash=False)
+    held: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
     buying: Pass | None = None
 
     def holding(self, now: int) -> Pass | None:

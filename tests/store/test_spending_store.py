@@ -79,6 +79,8 @@ async def test_the_lookup_counts_the_group_since_the_window_and_the_passes_valid
     lookup = await store.lookup_payment(state.channel_id, "/news/b", None, True, query)
     assert lookup.unlocked
     assert (lookup.cap_paid, lookup.cap_oldest) == (8, 100)
+    ended = await store.lookup_payment(state.channel_id, "/news/b", None, True, replace(query, until=170))
+    assert (ended.cap_paid, ended.cap_oldest) == (5, 100), "a period's end is exclusive"
     assert dict(lookup.held_passes) == {"day": 400, "week": 1000} and lookup.pass_until == 1000
     bare = await store.lookup_payment(state.channel_id, "/news/b", None, True)
     assert (bare.cap_paid, bare.cap_oldest, bare.pass_until, dict(bare.held_passes)) == (0, None, None, {})
@@ -106,9 +108,10 @@ charge_strategy = st.builds(
     since=st.integers(0, 1_000),
     now=st.integers(0, 1_500),
     passes=st.lists(st.sampled_from(["day", "week", "month"]), unique=True, max_size=3),
+    until=st.none() | st.integers(0, 1_200),
 )
-def test_every_store_answers_what_spending_lookup_defines(charges, group, since, now, passes):
-    query = SpendingQuery(group, since, tuple(passes), now)
+def test_every_store_answers_what_spending_lookup_defines(charges, group, since, now, passes, until):
+    query = SpendingQuery(group, since, tuple(passes), now, until)
     paid, oldest, held = spending_lookup(charges, query)
 
     async def run(kind: str) -> None:

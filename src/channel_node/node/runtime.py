@@ -286,7 +286,8 @@ class Runtime:
             return None
         names = [p.name for p in request.passes] + ([request.buying.name] if request.buying is not None else [])
         group = request.cap.name if request.cap is not None else None
-        return SpendingQuery(group, win.since if win is not None else now, tuple(dict.fromkeys(names)), now)
+        since, until = (win.since, win.ends_at) if win is not None else (now, None)
+        return SpendingQuery(group, since, tuple(dict.fromkeys(names)), now, until)
 
     async def _load(self, request: PaymentRequest, signer: bytes) -> StoredChannel | Rejected:
         cached = self._cache.get(request.channel_id)

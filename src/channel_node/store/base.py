@@ -222,13 +222,17 @@ class Cursor:
 @dataclass(frozen=True)
 class SpendingQuery:
     """What a capped or pass-covered read asks the store, in the same lookup as its unlock: the
-    channel's charges in `cap_group` at or after `since` (None: no cap), and which of `passes` it
-    holds at `now` (bought at or before `now`, valid after it)."""
+    channel's charges in `cap_group` at or after `since` and before `until` (None: no cap; `until`
+    None: no end), and which of `passes` it holds at `now` (bought at or before `now`, valid after
+    it). A calendar period's `until` is its end, so a charge another process made in the next
+    period (a clock a little ahead) is never counted in this one; a rolling window has none, so
+    such a charge is counted (the sum over any N days stays under the cap: docs/protocol.md)."""
 
     cap_group: str | None
     since: int
     passes: tuple[str, ...]
     now: int
+    until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,8 @@ def spending_lookup(charges: Iterable[Charge], query: SpendingQuery) -> tuple[in
     paid, oldest, held = 0, None, dict[str, int]()
     wanted = set(query.passes)
     for charge in charges:
-        if query.cap_group is not None and charge.cap_group == query.cap_group and charge.at >= query.since:
+        in_window = charge.at >= query.since and (query.until is None or charge.at < query.until)
+        if query.cap_group is not None and charge.cap_group == query.cap_group and in_window:
             paid += charge.amount
             if charge.amount > 0 and (oldest is None or charge.at < oldest):
                 oldest = charge.at

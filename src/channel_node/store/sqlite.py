@@ -243,9 +243,10 @@ class SQLiteStore:
         """`store/base.py:spending_lookup` in SQL (amounts are decimal text: summed here)."""
         paid, oldest = 0, None
         if query.cap_group is not None:
+            until = query.until if query.until is not None else 1 << 62
             rows = self._read.execute(
-                "SELECT amount, at FROM charges WHERE channel_id = ? AND cap_group = ? AND at >= ?",
-                (channel_id, query.cap_group, query.since),
+                "SELECT amount, at FROM charges WHERE channel_id = ? AND cap_group = ? AND at >= ? AND at < ?",
+                (channel_id, query.cap_group, query.since, until),
             ).fetchall()
             for amount, at in rows:
                 value = int(amount)

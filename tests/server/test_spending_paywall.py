@@ -139,6 +139,8 @@ async def test_a_rolling_cap_frees_room_as_its_oldest_charge_leaves_the_window(r
         running.clock.now = NOW + n * 3600
         costs.append(int(receipt(await reader.get(f"/api/item-{n}"))["chargedAmount"]))
     assert costs == [PRICE, PRICE // 2, 0, 0]
+    assert [amount for _, amount, _, _ in await charged_by(reader, running)] == [PRICE, PRICE // 2], (
+        "a free per-request call is not recorded: nothing to unlock, no room spent")
     r = receipt(await reader.get("/api/item-9"))
     assert r["cap"] == {"name": "api", "cap": str(API_CAP), "paid": str(API_CAP), "resetsAt": NOW + 2 * DAY}
     running.clock.now = NOW + 2 * DAY - 1  # the first charge is still in the window

@@ -281,3 +281,12 @@ async def test_a_proxy_checks_before_the_origin_as_it_pays_after(chain, deployed
     finally:
         await node.stop()
         await origin.close()
+
+
+async def test_a_pass_bought_on_an_article_already_bought_is_sold_and_covers_the_rest(running, channels):
+    reader = Reader(running, channels)
+    await reader.get("/articles/1.html")
+    r = receipt(await reader.get("/articles/1.html", price=PASS_PRICE, pass_name="news-day"))
+    assert r["chargedAmount"] == str(PASS_PRICE) and r["pass"] == {"name": "news-day", "until": NOW + DAY}
+    assert receipt(await reader.get("/articles/2.html"))["chargedAmount"] == "0"
+    assert reader.total == PRICE + PASS_PRICE

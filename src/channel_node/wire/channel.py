@@ -6,12 +6,14 @@ receipt: both take the field names and encodings from here. Pure: no I/O."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Final, Literal, NotRequired, Required, TypedDict
 
 from eth_utils.address import to_checksum_address
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from channel_node.signing import ChannelConfig
 from channel_node.signing.eip712 import ZERO_ADDRESS
@@ -28,6 +30,7 @@ from channel_node.wire.envelope import (
     decimal_uint,
     encode_header,
     read_payment_header,
+    string_then,
     validate_payment,
 )
 
@@ -35,6 +38,23 @@ SCHEME: Final = "channel"
 
 Amount = Annotated[int, decimal_uint(UINT128_MAX)]
 Salt = Annotated[int, decimal_uint(UINT96_MAX)]
+
+# Caps and passes (docs/protocol.md, "Caps and passes"): the field names the node writes and the
+# wallet and the browser script read, in one place.
+PASS_FIELD: Final = "pass"  # the voucher payload's pass to buy; the receipt's pass bought or covering
+CAP_FIELD: Final = "cap"  # the offer's extra.cap and the receipt's cap
+PASSES_FIELD: Final = "passes"  # the offer's extra.passes
+CHARGE_FIELD: Final = "charge"  # the offer's extra.charge: what the read costs the channel now (may be "0")
+_SPEND_NAME = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def _spend_name(value: str) -> str:
+    if not _SPEND_NAME.fullmatch(value):
+        raise ValueError("must be 1-32 characters of a-z 0-9 -")
+    return value
+
+
+SpendName = Annotated[str, string_then(_spend_name)]
 
 
 # -- PAYMENT-SIGNATURE: the voucher --------------------------------------------------------------
@@ -56,6 +76,7 @@ class VoucherPayload(WireModel):
     signature: Signature
     paymentId: PaymentId | None = None
     channel: ChannelConfigModel | None = None
+    pass_: SpendName | None = Field(None, alias=PASS_FIELD)  # buy this pass with the voucher
 
 
 class PaymentSignature(WireModel):
@@ -78,6 +99,7 @@ class Voucher:
     asset: bytes | None
     pay_to: bytes | None
     contract: str | None
+    pass_name: str | None = None  # the pass the voucher buys (docs/protocol.md, "Caps and passes")
 
 
 def parse_payment_signature(header: str) -> Voucher:
@@ -110,6 +132,7 @@ def parse_voucher_document(document: Any) -> Voucher:
         asset=model.accepted.asset,
         pay_to=model.accepted.payTo,
         contract=contract if isinstance(contract, str) else None,
+        pass_name=p.pass_,
     )
 
 
@@ -151,8 +174,10 @@ def payment_signature(
     signature: bytes,
     payment_id: str | None = None,
     config: ChannelConfig | None = None,
+    pass_name: str | None = None,
 ) -> str:
-    """Builds a `PAYMENT-SIGNATURE` header value (the reader's side of the protocol)."""
+    """Builds a `PAYMENT-SIGNATURE` header value (the reader's side of the protocol); `pass_name`
+    buys that pass with the voucher."""
     payload: dict[str, Any] = {
         "channelId": "0x" + channel.hex(),
         "maxClaimableAmount": str(amount),
@@ -162,6 +187,8 @@ def payment_signature(
         payload["paymentId"] = payment_id
     if config is not None:
         payload["channel"] = config_json(config)
+    if pass_name is not None:
+        payload[PASS_FIELD] = pass_name
     accepted = {
         "scheme": SCHEME,
         "network": network,
@@ -197,15 +224,42 @@ class CloseDelayBounds(TypedDict):
     max: int
 
 
-class ChannelExtra(TypedDict):
-    """An offer's `extra`: the node's channel terms, and whether the price buys the resource once."""
+class CapTerms(TypedDict):
+    """`extra.cap`: the cap of the resource's group. `periodEndsAt` for calendar periods only;
+    `paid` and `resetsAt` when the request carried a voucher the node could check (the channel's
+    standing). Amounts are decimal strings of base units."""
 
-    contract: str
-    minDeposit: str
-    closeDelay: CloseDelayBounds
-    receiverAuthorizer: str
-    once: bool
-    channel: NotRequired[ChannelSummary]
+    name: str
+    cap: str
+    period: str  # "day" | "week" | "month" | "<N>d"
+    periodEndsAt: NotRequired[int]
+    paid: NotRequired[str]
+    resetsAt: NotRequired[int]
+
+
+class PassTerms(TypedDict):
+    """One of `extra.passes`: a pass that covers the resource, for sale."""
+
+    name: str
+    price: str
+    duration: int  # seconds
+    description: str
+
+
+class ChannelExtra(TypedDict, total=False):
+    """An offer's `extra`: the node's channel terms, and whether the price buys the resource once;
+    `cap` and `passes` when caps or passes bear on the resource; `charge` when the node checked the
+    request's voucher and knows what the read costs that channel."""
+
+    contract: Required[str]
+    minDeposit: Required[str]
+    closeDelay: Required[CloseDelayBounds]
+    receiverAuthorizer: Required[str]
+    once: Required[bool]
+    channel: ChannelSummary
+    cap: CapTerms
+    passes: list[PassTerms]
+    charge: str  # what the read costs the channel whose voucher was checked (amount is then that, or the list price for 0)
 
 
 class ChannelAccepts(TypedDict):
@@ -228,28 +282,163 @@ class LastVoucher(TypedDict):
     signature: str
 
 
-class ChannelReceipt(TypedDict):
-    """The receipt of a paid answer. `lastVoucher`: the node's best voucher, when the request's was
-    below it, so the wallet can check it is its own and catch up."""
+class CapStanding(TypedDict):
+    """The receipt's `cap`: the channel against its cap after this request."""
 
-    x402Version: Literal[2]
-    success: bool
-    scheme: Literal["channel"]
-    network: str
-    payer: str
-    channelId: str
-    chargedAmount: str
-    chargedTotal: str
-    maxClaimableAmount: str
-    deposited: str
-    remaining: str
-    paymentId: str | None
-    lastVoucher: NotRequired[LastVoucher]
+    name: str
+    cap: str
+    paid: str
+    resetsAt: int
+
+
+class PassStanding(TypedDict):
+    """The receipt's `pass`: the pass this request bought or that covered it, valid until `until`."""
+
+    name: str
+    until: int
+
+
+ChannelReceipt = TypedDict(
+    "ChannelReceipt",
+    {
+        "x402Version": Literal[2],
+        "success": bool,
+        "scheme": Literal["channel"],
+        "network": str,
+        "payer": str,
+        "channelId": str,
+        "chargedAmount": str,
+        "chargedTotal": str,
+        "maxClaimableAmount": str,
+        "deposited": str,
+        "remaining": str,
+        "paymentId": str | None,
+        "lastVoucher": NotRequired[LastVoucher],
+        "cap": NotRequired[CapStanding],
+        "pass": NotRequired[PassStanding],
+    },
+)
+"""The receipt of a paid answer. `chargedAmount`: what this request cost (under a cap or a pass,
+less than the price the voucher was signed for). `lastVoucher`: the node's best voucher, when the
+request's was below it, so the wallet can check it is its own and catch up. `cap`, `pass`: the
+channel's standing (docs/protocol.md, "Caps and passes"); `pass` is a keyword in Python, hence the
+functional form."""
+
+
+# -- Reading caps and passes (the wallet's side) ---------------------------------------------------
+# What a wallet reads from an untrusted node, checked field by field (docs/protocol.md, "Caps and
+# passes"); a malformed field is a ValueError naming it, never a figure taken on trust.
+
+_PERIOD = re.compile(r"day|week|month|[1-9][0-9]{0,3}d")
+_Time = Annotated[int, Field(ge=0, lt=1 << 40, strict=True)]
+
+
+def _period_text(value: str) -> str:
+    if not _PERIOD.fullmatch(value):
+        raise ValueError('must be "day", "week", "month" or "<N>d"')
+    return value
+
+
+class _CapModel(WireModel):
+    name: SpendName
+    cap: Amount
+    period: Annotated[str, string_then(_period_text)] | None = None  # the receipt's cap has none
+    periodEndsAt: _Time | None = None
+    paid: Amount | None = None
+    resetsAt: _Time | None = None
+
+
+class _PassModel(WireModel):
+    name: SpendName
+    price: Amount
+    duration: int = Field(gt=0, lt=1 << 40, strict=True)
+    description: str = Field("", max_length=200)
+
+
+class _ChargeModel(WireModel):
+    charge: Amount
+
+
+class _HeldModel(WireModel):
+    name: SpendName
+    until: _Time
+
+
+@dataclass(frozen=True)
+class CapView:
+    """A cap as an offer or a receipt states it: `paid` and `resets_at` when the node gave the
+    channel's standing (a receipt; a corrective 402), `period` and `period_ends_at` in an offer."""
+
+    name: str
+    cap: int
+    period: str | None
+    period_ends_at: int | None
+    paid: int | None
+    resets_at: int | None
+
+
+@dataclass(frozen=True)
+class PassView:
+    """A pass on sale (an offer's `passes`), or held (a receipt's `pass`: `until`, no price)."""
+
+    name: str
+    price: int | None = None
+    duration: int | None = None
+    description: str = ""
+    until: int | None = None
+
+
+def _model(model: type[Any], value: object, where: str) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{where}.{field}: {first['msg']}" if field else f"{where}: {first['msg']}") from None
+
+
+def _cap_view(value: object, where: str) -> CapView:
+    c = _model(_CapModel, value, where)
+    return CapView(c.name, c.cap, c.period, c.periodEndsAt, c.paid, c.resetsAt)
+
+
+def read_offer_spending(extra: Mapping[str, Any]) -> tuple[CapView | None, tuple[PassView, ...], int | None]:
+    """An offer's `extra.cap`, `extra.passes` and `extra.charge` (what the read costs the channel,
+    when the node checked its voucher), checked; absent fields are None or empty."""
+    cap = _cap_view(extra[CAP_FIELD], f"extra.{CAP_FIELD}") if extra.get(CAP_FIELD) is not None else None
+    raw = extra.get(PASSES_FIELD) or []
+    if not isinstance(raw, list) or len(raw) > 32:
+        raise ValueError(f"extra.{PASSES_FIELD}: must be a list of at most 32 passes")
+    passes = []
+    for n, item in enumerate(raw):
+        p = _model(_PassModel, item, f"extra.{PASSES_FIELD}[{n}]")
+        passes.append(PassView(p.name, p.price, p.duration, p.description))
+    charge = None
+    if extra.get(CHARGE_FIELD) is not None:
+        charge = _model(_ChargeModel, {"charge": extra[CHARGE_FIELD]}, "extra").charge
+    return cap, tuple(passes), charge
+
+
+def read_receipt_spending(receipt: Mapping[str, Any]) -> tuple[CapView | None, PassView | None]:
+    """A receipt's `cap` (the channel's standing after the request) and `pass` (bought or covering), checked."""
+    cap = _cap_view(receipt[CAP_FIELD], CAP_FIELD) if receipt.get(CAP_FIELD) is not None else None
+    held = None
+    if receipt.get(PASS_FIELD) is not None:
+        h = _model(_HeldModel, receipt[PASS_FIELD], PASS_FIELD)
+        held = PassView(h.name, until=h.until)
+    return cap, held
 
 
 __all__ = [
+    "CAP_FIELD",
+    "CHARGE_FIELD",
+    "PASSES_FIELD",
+    "PASS_FIELD",
     "SCHEME",
     "Amount",
+    "CapStanding",
+    "CapView",
+    "CapTerms",
     "ChannelAccepts",
     "ChannelConfigJson",
     "ChannelConfigModel",
@@ -258,6 +447,10 @@ __all__ = [
     "ChannelSummary",
     "CloseDelayBounds",
     "LastVoucher",
+    "PassStanding",
+    "PassTerms",
+    "PassView",
+    "SpendName",
     "PaymentSignature",
     "Salt",
     "Voucher",
@@ -267,4 +460,6 @@ __all__ = [
     "parse_payment_signature",
     "parse_voucher_document",
     "payment_signature",
+    "read_offer_spending",
+    "read_receipt_spending",
 ]

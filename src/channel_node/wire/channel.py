@@ -152,8 +152,11 @@ def payment_signature(
     signature: bytes,
     payment_id: str | None = None,
     config: ChannelConfig | None = None,
+    *,
+    pass_name: str | None = None,
 ) -> str:
-    """Builds a `PAYMENT-SIGNATURE` header value (the reader's side of the protocol)."""
+    """Builds a `PAYMENT-SIGNATURE` header value (the reader's side of the protocol); `pass_name`:
+    the pass this voucher buys (`payload.pass`, docs/protocol.md "Caps and passes")."""
     payload: dict[str, Any] = {
         "channelId": "0x" + channel.hex(),
         "maxClaimableAmount": str(amount),
@@ -161,6 +164,8 @@ def payment_signature(
     }
     if payment_id is not None:
         payload["paymentId"] = payment_id
+    if pass_name is not None:
+        payload["pass"] = pass_name
     if config is not None:
         payload["channel"] = config_json(config)
     accepted = {

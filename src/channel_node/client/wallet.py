@@ -478,6 +478,40 @@ def _offered_cap(cap: Any) -> SiteCap | None:
     return SiteCap("", cap["name"], amount, paid, period_text, resets, 0)
 
 
+@dataclass(frozen=True)
+class SiteSpending:
+    """What the wallet paid one site, from its own ledger and the site's receipts (docs/security.md,
+    "The reader's budgets"): today (UTC) and this month (`month`, the policy's time zone), the
+    site's caps as its last receipt stated them, the passes bought there (name -> end, unix s) and
+    the display form it offers (`extra.display`; None: none)."""
+
+    site: str
+    today: int
+    month: str
+    this_month: int
+    caps: tuple[SiteCap, ...]
+    passes: tuple[tuple[str, int], ...]
+    display: dict[str, Any] | None
+
+
+def site_spending(store: WalletStore, day: str, month: str) -> list[SiteSpending]:
+    """Every site this wallet paid or holds figures of, for `day` and `month` (`Wallet.sites`, and
+    `channel-node wallet sites` with only the database)."""
+    today, monthly = store.sites_spent(day), store.sites_spent(month)
+    caps: dict[str, list[SiteCap]] = {}
+    for cap in store.caps():
+        caps.setdefault(cap.site, []).append(cap)
+    passes: dict[str, list[tuple[str, int]]] = {}
+    for site, name, until in store.passes():
+        passes.setdefault(site, []).append((name, until))
+    names = sorted(set(today) | set(monthly) | set(caps) | set(passes))
+    return [
+        SiteSpending(site, today.get(site, 0), month, monthly.get(site, 0), tuple(caps.get(site, ())),
+                     tuple(passes.get(site, ())), store.display(site))  # fmt: skip
+        for site in names
+    ]
+
+
 def trust_site(store: WalletStore, site: str) -> list[bytes]:
     """Lifts the block of `site` (host[:port], or a URL) and of the receivers blocked with it,
     reopens their blocked channels and accepts what was lost there, so the exposure bound restarts
@@ -726,6 +760,7 @@ class Wallet:
         site = site_of(url) or None
         self._note_offer(site, offer, terms)
         chosen = self._pass_to_buy(site, terms, pass_name)
+        free = chosen is None and self._expect_free(site, terms)
         if chosen is not None:
             terms = replace(terms, price=dict(terms.passes)[chosen])
         parts = urlsplit(url)
@@ -734,7 +769,7 @@ class Wallet:
         # node that ignores the query this costs nothing: it answers a free re-read (credit stays).
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._refuse_blocked(site, terms.receiver)
-        self._check_limits(site, terms.price, terms.price)  # before a channel is opened for it
+        self._check_limits(site, terms.price, 0 if free else terms.price)  # before a channel is opened for it
         if to_canonical_address(terms.asset) != to_canonical_address(self.policy.asset or ZERO_ADDRESS):
             raise UnsupportedAsset(
                 f"the offer asks for {_asset_name(terms.asset)}; this wallet's policy pays in "
@@ -749,7 +784,7 @@ class Wallet:
             funded = await self._fund(record, terms.price)
             if funded is None:
                 continue
-            header = await self._sign(funded, terms, resource, site, chosen)
+            header = await self._sign(funded, terms, resource, site, chosen, free)
             if header is not None:
                 return header
         raise WalletError("could not find or fund a channel for this payment; see the log")
@@ -772,6 +807,20 @@ class Wallet:
                                               resets_at=terms.cap.resets_at or (known.resets_at if known else None),
                                               seen_at=int(self.clock())))  # fmt: skip
 
+    def _expect_free(self, site: str | None, terms: _Terms) -> bool:
+        """Whether the site's last receipts say this read costs nothing: the offer sells a pass the
+        wallet holds valid by its clock, or names a cap whose last stated `paid` reached it and whose
+        period has not ended (docs/security.md, "The reader's budgets")."""
+        if site is None:
+            return False
+        held = self.held_passes(site)
+        if any(name in held for name, _ in terms.passes):
+            return True
+        if terms.cap is None:
+            return False
+        known = {c.name: c for c in self.store.caps(site)}.get(terms.cap.name)
+        return known is not None and known.paid >= known.cap and known.resets_at is not None and self.clock() < known.resets_at
+
     def held_passes(self, site: str) -> dict[str, int]:
         """The passes this wallet bought at `site` that are still valid by its clock: name -> end (unix s)."""
         now = int(self.clock())
@@ -791,6 +840,11 @@ class Wallet:
         if any(name in held for name in wanted):
             return None  # a pass that covers this page is held: the read costs nothing
         return wanted[0]
+
+    def sites(self) -> list[SiteSpending]:
+        """Per site: what it cost today and this month, its caps ("1.40 of 2.00 this month") and
+        the passes bought there (`channel-node wallet sites`)."""
+        return site_spending(self.store, self._day(), self._month())
 
     def display_asset(self, site: str) -> Asset | None:
         """The wallet's asset with `site`'s display form (`$0.02`) when the site offered one made for
@@ -971,17 +1025,19 @@ class Wallet:
         return sign_digest(key, voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, amount))
 
     def _commit(self, record: ChannelRecord, live: _Live, new: Ledger, send: rules.Send, site: str | None,
-                price: int, payment_id: str) -> bytes:  # fmt: skip
+                price: int, payment_id: str, *, free: bool = False) -> bytes:  # fmt: skip
         """Signs `send` (when fresh: checks the limits first) and makes the ledger durable; only then
         may the voucher leave. Called under the channel's lock, without awaiting.
 
         What it counts as spent (docs/security.md, "The reader's budgets"): what the voucher adds
         above the channel's counted figure, at most the price: a new increment, or credit that an
         earlier receipt gave back (it charged less than was signed for: a cap, a pass). Credit of
-        refused requests stays counted and is resent for nothing."""
+        refused requests stays counted and is resent for nothing. `free`: the site's own figures say
+        this read costs nothing (a pass held, a cap reached): the budgets are checked for 0, the
+        price is still counted until the receipt gives it back."""
         spend = min(price, max(0, send.amount - record.counted))
         if send.fresh or spend:
-            self._check_limits(site, price, spend)
+            self._check_limits(site, price, 0 if free else spend)
         signature = self._voucher(record, send.amount)
         entry = SpendEntry(site, self._day(), self._month(), spend, record.counted + spend)
         if send.fresh:
@@ -996,7 +1052,7 @@ class Wallet:
         return signature
 
     async def _sign(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None,
-                    pass_name: str | None = None) -> PaymentHeader | None:  # fmt: skip
+                    pass_name: str | None = None, free: bool = False) -> PaymentHeader | None:  # fmt: skip
         live = self._state(record)
         async with live.lock:
             # Nothing below awaits: reading, checking, signing and committing are one atomic step.
@@ -1013,7 +1069,7 @@ class Wallet:
                 raise SiteBlocked(f"channel {record.hex_id} is blocked after the server misbehaved ({exc})") from None
             if send.amount > record.deposited:
                 return None  # others reserved the rest meanwhile: fund again
-            signature = self._commit(record, live, new, send, site, terms.price, payment_id)
+            signature = self._commit(record, live, new, send, site, terms.price, payment_id, free=free)
             live.sites[payment_id] = site
         return self._header(record, send.amount, signature, payment_id, terms.price, resource, pass_name=pass_name)
 

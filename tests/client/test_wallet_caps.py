@@ -1,0 +1,185 @@
+"""The reader's side of caps and passes (issue 16, item 5; docs/security.md "The reader's budgets"),
+against receipts built here as the node writes them (docs/protocol.md, "Caps and passes"): the
+wallet signs for the list price, but its budgets count what the receipts charged; a monthly budget
+refuses before anything is signed, in the policy's time zone; a pass is bought by name (the
+voucher's `pass`) or by the policy, once; `sites` shows "paid of cap" from the receipts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from channel_node.cli.wallet import cap_line
+from channel_node.client import OfferRejected, Policy, SpendingLimitExceeded, Wallet, WalletStore
+from channel_node.wire.envelope import decode_header
+from paywall_helpers import async_web3
+
+GAS = 300_000
+PRICE = 1_000
+SITE = "news.example"
+URL = f"https://{SITE}/news/a.html"
+T0 = 1_796_083_200  # 2026-12-01 00:00 UTC
+
+
+def offer(chain, deployed, parties, *, price: int = PRICE, cap: dict | None = None, passes: list | None = None) -> dict:
+    """A `channel` offer as the node writes it, naming the deployed contract and the receiver."""
+    extra: dict = {
+        "contract": deployed.address, "minDeposit": "0", "closeDelay": {"min": 0, "max": 30 * 86400},
+        "receiverAuthorizer": "0x" + "00" * 20, "once": True,
+    }  # fmt: skip
+    if cap is not None:
+        extra["cap"] = cap
+    if passes is not None:
+        extra["passes"] = passes
+    return {"scheme": "channel", "network": f"eip155:{chain.w3.eth.chain_id}", "amount": str(price),
+            "asset": "0x" + "00" * 20, "payTo": parties.receiver.address, "maxTimeoutSeconds": 60, "extra": extra}  # fmt: skip
+
+
+NEWS_CAP = {"name": "news", "cap": str(3 * PRICE), "period": "month", "periodEndsAt": T0 + 31 * 86400}
+DAY_PASS = {"name": "news-day", "price": str(5 * PRICE), "duration": 86400, "description": "All of today's news"}
+
+
+class Site:
+    """What a capped node would answer, kept here: its charged total and the cap's figure."""
+
+    def __init__(self, cap: int = 3 * PRICE) -> None:
+        self.total = 0
+        self.paid = 0
+        self.cap = cap
+        self.pass_until: int | None = None
+
+    def receipt(self, wallet: Wallet, header, charged: int, *, with_cap: bool = True, bought: str | None = None) -> dict:
+        self.total += charged
+        receipt = {"x402Version": 2, "success": True, "scheme": "channel", "network": header.network,
+                   "channelId": "0x" + header.channel_id.hex(), "chargedAmount": str(charged), "chargedTotal": str(self.total),
+                   "paymentId": header.payment_id}  # fmt: skip
+        if with_cap:
+            self.paid += charged
+            receipt["cap"] = {"name": "news", "cap": str(self.cap), "paid": str(self.paid), "resetsAt": T0 + 31 * 86400}
+        if bought is not None:
+            self.pass_until = int(wallet.clock()) + 86400
+            receipt["pass"] = {"name": bought, "until": self.pass_until}
+        return receipt
+
+
+def make(chain, parties, path, policy: Policy | None = None) -> Wallet:
+    wallet = Wallet(async_web3(chain.tester), parties.payer.private_key, WalletStore(path), policy or Policy(timezone="UTC"), gas=GAS)
+    wallet.clock = lambda: T0 + 3600
+    return wallet
+
+
+def figures(wallet: Wallet) -> tuple[int, int, int, int]:
+    """(spent today on the site, spent this month on it, the channel's counted, what it received)."""
+    [record] = wallet.channels()
+    return wallet.store.spent(wallet._day(), SITE), wallet.store.spent(wallet._month(), SITE), record.counted, record.received
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=st.lists(st.one_of(st.integers(0, PRICE), st.just("refused")), min_size=1, max_size=8))
+def test_the_budgets_count_what_was_charged_never_the_ceiling_signed(chain, deployed, parties, tmp_path_factory, steps):
+    """Any sequence of receipts charging the price or less (a cap's partial charge, 0 once it is
+    reached) and refusals: the day's and the month's spending equal what the receipts charged,
+    plus at most the one price of a refused request's voucher (credit, resent for nothing)."""
+
+    async def run() -> None:
+        wallet = make(chain, parties, tmp_path_factory.mktemp("caps") / "w.db")
+        site = Site(cap=10**9)
+        refused = False
+        try:
+            for n, step in enumerate(steps):
+                header = await wallet.pay_for(offer(chain, deployed, parties), f"https://{SITE}/news/{n}.html")
+                if step == "refused":
+                    wallet.release(header)
+                    refused = True
+                else:
+                    assert await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, step), header.price,
+                                                       header.payment_id) == step  # fmt: skip
+                today, month, counted, received = figures(wallet)
+                assert today == month == counted, "both budgets count the same, and what the channel counts"
+                assert received == site.total
+                assert received <= counted <= received + (PRICE if refused else 0)
+                [record] = wallet.channels()
+                assert record.signed - received <= PRICE, "the exposure bound holds: one price"
+        finally:
+            wallet.store.close()
+
+    asyncio.run(run())
+
+
+async def test_reads_past_a_reached_cap_cost_the_budget_nothing(chain, deployed, parties, tmp_path):
+    """A per-site daily limit of three prices and a cap of three: after three paid reads the cap is
+    reached, and a hundred more reads go on free; the wallet's spending stays three prices."""
+    wallet = make(chain, parties, tmp_path / "w.db", Policy(per_site_daily_limit=3 * PRICE, timezone="UTC"))
+    site = Site(cap=3 * PRICE)
+    for n in range(12):
+        header = await wallet.pay_for(offer(chain, deployed, parties, cap=NEWS_CAP), f"https://{SITE}/news/{n}.html")
+        charged = min(PRICE, max(0, site.cap - site.paid))
+        await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, charged), header.price, header.payment_id)
+    today, month, counted, received = figures(wallet)
+    assert today == month == counted == received == site.total == 3 * PRICE
+    [cap] = wallet.store.caps(SITE)
+    assert (cap.paid, cap.cap, cap.period) == (3 * PRICE, 3 * PRICE, "month")
+    line = cap_line(cap.name, cap.paid, cap.cap, cap.period, cap.resets_at, wallet.asset, int(wallet.clock()), UTC)
+    assert line == "news: 0.000000000000003 ETH of 0.000000000000003 ETH this month, resets 2027-01-01 (reading on free)"
+    [spending] = wallet.sites()
+    assert (spending.site, spending.today, spending.this_month, spending.month) == (SITE, 3 * PRICE, 3 * PRICE, "2026-12")
+
+    # The period ends: the next read is charged again, and counted again.
+    wallet.clock = lambda: T0 + 31 * 86400 + 60
+    site.paid = 0
+    header = await wallet.pay_for(offer(chain, deployed, parties, cap=NEWS_CAP), f"https://{SITE}/news/next.html")
+    await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, PRICE), header.price, header.payment_id)
+    assert wallet.store.spent(wallet._month(), SITE) == PRICE and wallet._month() == "2027-01"
+    wallet.store.close()
+
+
+async def test_the_monthly_budget_refuses_before_signing_in_the_policys_time_zone(chain, deployed, parties, tmp_path):
+    # 23:30 UTC on 31 December is already 1 January in Paris: the budget counts Paris months.
+    new_year_eve = int(datetime(2026, 12, 31, 23, 30, tzinfo=UTC).timestamp())
+    wallet = make(chain, parties, tmp_path / "w.db", Policy(monthly_limit=2 * PRICE, timezone="Europe/Paris"))
+    wallet.clock = lambda: new_year_eve - 3600  # 23:30 in Paris, still December
+    site = Site(cap=10**9)
+    for n in range(2):
+        header = await wallet.pay_for(offer(chain, deployed, parties), f"https://{SITE}/news/{n}.html")
+        await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, PRICE), header.price, header.payment_id)
+    [before] = wallet.channels()
+    with pytest.raises(SpendingLimitExceeded, match=r"this month's spending \(2026-12\) .* above the monthly budget"):
+        await wallet.pay_for(offer(chain, deployed, parties), f"https://{SITE}/news/2.html")
+    [after] = wallet.channels()
+    assert after.signed == before.signed, "refused before anything was signed"
+    wallet.clock = lambda: new_year_eve  # 00:30 on 1 January in Paris (still 31 December in UTC)
+    assert wallet._month() == "2027-01" and wallet._day() == "2026-12-31"
+    header = await wallet.pay_for(offer(chain, deployed, parties), f"https://{SITE}/news/2.html")
+    await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, PRICE), header.price, header.payment_id)
+    assert wallet.store.spent("2027-01") == PRICE and wallet.store.spent("2026-12") == 2 * PRICE
+    with pytest.raises(ValueError, match="IANA"):
+        Policy(timezone="Mars/Olympus")
+    wallet.store.close()
+
+
+async def test_a_pass_is_bought_by_name_once_and_its_reads_cost_the_budget_nothing(chain, deployed, parties, tmp_path):
+    wallet = make(chain, parties, tmp_path / "w.db", Policy(passes=("news-day",), per_site_daily_limit=6 * PRICE, timezone="UTC"))
+    site = Site()
+    sold = offer(chain, deployed, parties, passes=[DAY_PASS])
+    with pytest.raises(OfferRejected, match="does not sell the pass 'news-week'.*sells news-day"):
+        await wallet.pay_for(sold, URL, pass_name="news-week")
+    header = await wallet.pay_for(sold, URL)  # the policy asks for it, none is held: bought
+    assert header.pass_name == "news-day" and header.price == 5 * PRICE
+    assert decode_header(header.value)["payload"]["pass"] == "news-day"
+    await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, 5 * PRICE, with_cap=False, bought="news-day"),
+                                header.price, header.payment_id)  # fmt: skip
+    assert wallet.held_passes(SITE) == {"news-day": T0 + 3600 + 86400}
+    for n in range(5):  # held: not bought again, and read within the daily limit though each signs a price
+        header = await wallet.pay_for(sold, f"https://{SITE}/news/{n}.html")
+        assert header.pass_name is None and "pass" not in decode_header(header.value)["payload"]
+        await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, 0, with_cap=False), header.price, header.payment_id)
+    assert figures(wallet)[:3] == (5 * PRICE, 5 * PRICE, 5 * PRICE), "the pass's price, nothing for its reads"
+    # The pass ends: the policy buys the next one.
+    wallet.clock = lambda: T0 + 3600 + 86400
+    assert wallet.held_passes(SITE) == {}
+    assert (await wallet.pay_for(sold, URL)).pass_name == "news-day"
+    wallet.store.close()

@@ -183,3 +183,36 @@ async def test_a_pass_is_bought_by_name_once_and_its_reads_cost_the_budget_nothi
     assert wallet.held_passes(SITE) == {}
     assert (await wallet.pay_for(sold, URL)).pass_name == "news-day"
     wallet.store.close()
+
+
+def test_wallet_sites_shows_paid_of_cap_per_site(tmp_path, capsys, monkeypatch):
+    """`channel-node wallet sites` reads only the database: spent this month and today, each cap as
+    "news: $1.40 of $2.00 this month, resets 2027-01-01" in the site's display form, the passes."""
+    import time
+
+    import channel_node.cli.wallet as wallet_cli
+    from channel_node.cli.main import main
+    from channel_node.client.store import SiteCap
+
+    now = int(time.time())
+    day, month = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"), datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+    resets = int(datetime(int(month[:4]) + (month[5:] == "12"), int(month[5:]) % 12 + 1, 1, tzinfo=UTC).timestamp())
+    with WalletStore(tmp_path / "wallet.db") as store:
+        with store._tx():
+            store._add_spend(SITE, day, 14 * 10**16)
+            store._add_spend(SITE, month, 14 * 10**17)
+        store.record_cap(SiteCap(SITE, "news", 2 * 10**18, 14 * 10**17, "month", resets, now))
+        store.record_pass(SITE, "news-day", now + 3600)
+        store.record_display(SITE, {"symbol": "$", "decimals": 18, "shown": 2, "centsBelow": str(10**17)})
+    monkeypatch.setattr(wallet_cli, "_wants_json", lambda as_json: as_json)
+    assert main(["wallet", "sites", "--wallet", str(tmp_path), "--timezone", "UTC"]) == 0
+    out = capsys.readouterr().out
+    assert f"{SITE}: $1.40 (1.4 ETH) this month ({month}), 0.14 ETH today" in out
+    assert f"news: $1.40 of $2.00 this month, resets {datetime.fromtimestamp(resets, UTC):%Y-%m-%d}" in out
+    assert "pass news-day: valid until" in out
+    assert main(["wallet", "sites", "--wallet", str(tmp_path), "--json", "--timezone", "UTC"]) == 0
+    [row] = __import__("json").loads(capsys.readouterr().out)
+    assert row["caps"] == [{"name": "news", "cap": str(2 * 10**18), "paid": str(14 * 10**17), "period": "month", "resets_at": resets}]
+    assert row["this_month"] == str(14 * 10**17) and row["passes"][0]["valid"] is True
+    assert main(["wallet", "sites", "--wallet", str(tmp_path), "--timezone", "Nowhere/Else"]) == 2
+    assert capsys.readouterr().err.startswith("error: --timezone must be an IANA time zone name")

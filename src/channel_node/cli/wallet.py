@@ -7,6 +7,11 @@
     channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
     channel-node wallet finalize CHANNEL          # after the close delay: the rest comes back
     channel-node wallet trust SITE                # pay a site again after it was caught misbehaving
+    channel-node wallet sites                     # per site: today, this month, caps (paid of cap), passes
+
+`--monthly-limit` and `--site-monthly-limit` are the reader's monthly budget beside the daily limits
+(calendar months in `--timezone`, local time by default); `--pass NAME` buys a site's pass when its
+offer sells one and none is held (docs/security.md, "The reader's budgets").
 
 The wallet folder (default ~/.channel-node/wallet, or CHANNEL_NODE_WALLET) holds `keystore.json`
 (the main key, scrypt-encrypted; password from CHANNEL_NODE_KEYSTORE_PASSWORD or a prompt) and

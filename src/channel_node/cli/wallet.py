@@ -113,10 +113,10 @@ def _policy(args: argparse.Namespace, asset: Asset) -> Policy:
             per_request_limit=_amount(args.max_price, asset, "--max-price", args.base_units),
             per_site_daily_limit=_amount(args.site_daily_limit, asset, "--site-daily-limit", args.base_units),
             daily_limit=_amount(args.daily_limit, asset, "--daily-limit", args.base_units),
-            per_site_monthly_limit=_amount(args.site_monthly_limit, asset, "--site-monthly-limit", args.base_units),
-            monthly_limit=_amount(args.monthly_limit, asset, "--monthly-limit", args.base_units),
-            timezone=args.timezone,
-            passes=tuple(args.passes or ()),
+            per_site_monthly_limit=_amount(getattr(args, "site_monthly_limit", None), asset, "--site-monthly-limit", args.base_units),
+            monthly_limit=_amount(getattr(args, "monthly_limit", None), asset, "--monthly-limit", args.base_units),
+            timezone=getattr(args, "timezone", None),
+            passes=tuple(getattr(args, "passes", None) or ()),
         )
     except ValueError as exc:
         raise CliError(str(exc).replace("timezone must", "--timezone must").replace("passes must", "--pass must")) from None

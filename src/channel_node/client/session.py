@@ -249,7 +249,7 @@ async def pay_and_fetch(
                 response.release()
                 wallet.release(payment)
                 raise OfferRejected(f"{url}: the server changed its payment terms (receiver, asset, network or contract)")
-            if current is not None and current.get("amount") != offer.get("amount"):
+            if current is not None and current.get("amount") != offer.get("amount") and not _capped_below(current, offer):
                 response.release()
                 wallet.release(payment)
                 if not from_cache or repriced:
@@ -305,6 +305,15 @@ async def pay_and_fetch(
         # bound"). The node may have charged it, so its outcome is unknown. A no-op when settled.
         wallet.release(payment, charged_unknown=True)
         raise
+
+
+def _capped_below(current: dict[str, Any], offer: dict[str, Any]) -> bool:
+    """A corrective 402 under a cap names the effective price, below the list price the wallet
+    signed for (docs/protocol.md, "Caps and passes"): not a price change, the voucher covers it."""
+    extra = current.get("extra")
+    amount, listed = current.get("amount"), offer.get("amount")
+    return (isinstance(extra, dict) and isinstance(extra.get("cap"), dict) and isinstance(amount, str) and isinstance(listed, str)
+            and amount.isdigit() and listed.isdigit() and len(amount) <= 78 and int(amount) < int(listed))  # fmt: skip
 
 
 MAX_RESYNCS = 3

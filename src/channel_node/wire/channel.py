@@ -243,7 +243,8 @@ def read_display(extra: Any, asset: Asset) -> Asset:
     `asset`'s decimals; else `asset` unchanged. A site's form is text for people, so a wallet that
     shows it shows the exact amount beside it (docs/protocol.md, "Display forms")."""
     document = extra.get("display") if isinstance(extra, dict) else None
-    if not isinstance(document, dict) or document.get("decimals") != asset.decimals:
+    decimals = document.get("decimals") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or isinstance(decimals, bool) or decimals != asset.decimals:
         return asset
     cents = document.get("centsBelow")
     try:

@@ -216,3 +216,30 @@ def test_wallet_sites_shows_paid_of_cap_per_site(tmp_path, capsys, monkeypatch):
     assert row["this_month"] == str(14 * 10**17) and row["passes"][0]["valid"] is True
     assert main(["wallet", "sites", "--wallet", str(tmp_path), "--timezone", "Nowhere/Else"]) == 2
     assert capsys.readouterr().err.startswith("error: --timezone must be an IANA time zone name")
+
+
+def test_wallet_get_prints_the_sites_form_beside_the_wallets_unit_and_the_cap_it_reached():
+    from types import SimpleNamespace
+
+    import channel_node.cli.wallet as wallet_cli
+    from channel_node.amounts import ETH, Asset, Display
+
+    dusd = Asset("DUSD", 6, "0x" + "d5" * 20)
+    shown = Asset("DUSD", 6, "0x" + "d5" * 20, Display("$", 100_000))
+    assert wallet_cli._charged_text(20_000, dusd, shown) == "2¢ (0.02 DUSD)"
+    assert wallet_cli._charged_text(1_400_000, dusd, shown) == "$1.40 (1.4 DUSD)"
+    assert wallet_cli._charged_text(20_000, dusd, None) == "0.02 DUSD"
+    args = SimpleNamespace(timezone="UTC", passes=["news-day"])
+    receipt = {"cap": {"name": "news", "cap": "2000000", "paid": "2000000", "resetsAt": 1798761600},
+               "pass": {"name": "news-day", "until": 1798761600 + 3600}}  # fmt: skip
+    # A receipt names no period: the one the site's offers named, kept by the wallet, does.
+    assert wallet_cli._receipt_lines(receipt, shown, args, {"news": "month"}) == [
+        "news: $2.00 of $2.00 this month, resets 2027-01-01 (reading on free)",
+        "pass news-day: valid until 2027-01-01 01:00",
+    ]
+    assert wallet_cli._receipt_lines(receipt, shown, args)[0].startswith("news: $2.00 of $2.00 this period")
+    policy = wallet_cli._policy(SimpleNamespace(token=None, deposit_multiple=50, max_price=None, site_daily_limit=None,
+                                                daily_limit=None, site_monthly_limit="0.5", monthly_limit="2",
+                                                timezone="Europe/Paris", passes=["news-day"], base_units=False), ETH)  # fmt: skip
+    assert (policy.per_site_monthly_limit, policy.monthly_limit, policy.timezone, policy.passes) == (
+        5 * 10**17, 2 * 10**18, "Europe/Paris", ("news-day",))

@@ -128,3 +128,23 @@ def test_a_malformed_display_object_leaves_the_assets_own_unit(document: dict[st
     asset = Asset("DUSD", 6, TOKEN)
     shown = read_display({"display": document}, asset)
     assert shown == asset and (shown.display is None or isinstance(shown.display, Display))
+
+
+def test_report_and_dashboard_amounts_take_the_form_recorded_with_the_insights(tmp_path) -> None:
+    import sqlite3
+
+    from channel_node.insights.charts import Money
+    from channel_node.insights.schema import read_asset, write_asset
+
+    dusd = Asset("DUSD", 6, TOKEN, Display("$", 100_000, 2))
+    db = sqlite3.connect(tmp_path / "insights.db")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    write_asset(db, dusd)
+    recorded = read_asset(db)
+    assert recorded is not None and recorded.display == dusd.display
+    money = Money.of(recorded)
+    assert (money.exact(20_000), money.number(1_400_000), money.header("revenue")) == ("2¢", "$1.40", "revenue")
+    write_asset(db, Asset("DUSD", 6, TOKEN))  # a node without a form: the old one goes
+    plain = read_asset(db)
+    assert plain is not None and plain.display is None and Money.of(plain).exact(20_000) == "0.02 DUSD"
+    assert Money.of(plain).header("revenue") == "revenue (DUSD)"

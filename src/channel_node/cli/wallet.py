@@ -262,7 +262,7 @@ async def _get(args: argparse.Namespace) -> int:
 
     check_url(args.url, "the URL")  # before the password prompt: a typo costs nothing
 
-    async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str], Asset | None]:
+    async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str], Asset | None, dict[str, str]]:
         asset = await _asset_for(wallet.w3, wallet.policy.asset)  # an offer in another asset is refused
         await _reconcile_exact(wallet)
         before = {r.hex_id: r.deposited for r in wallet.channels()}
@@ -272,10 +272,11 @@ async def _get(args: argparse.Namespace) -> int:
             reason = await _unpaid(wallet, result)  # while the wallet is open: it may read the chain
             if reason is not None:
                 raise CliError(reason)
-        return result, asset, _deposits_made(wallet, before, asset), wallet.display_asset(site_of(args.url))
+        periods = {c.name: c.period for c in wallet.store.caps(site_of(args.url))}  # the offers', kept by the wallet
+        return result, asset, _deposits_made(wallet, before, asset), wallet.display_asset(site_of(args.url)), periods
 
     try:
-        result, asset, deposits, shown = await _with_wallet(args, fetch, f"fetching {args.url} ...")
+        result, asset, deposits, shown, periods = await _with_wallet(args, fetch, f"fetching {args.url} ...")
     except ServerMisbehaved as exc:
         site = site_of(args.url)
         raise CliError(f"{exc}; not paying {site} again (run `channel-node wallet trust {site}` if you trust it)") from None
@@ -309,7 +310,7 @@ async def _get(args: argparse.Namespace) -> int:
     console.print(f"{result.status} {args.url}: charged {_charged_text(result.charged, asset, shown)}"
                   + (f" (channel total {total})" if total else "") + why,
                   soft_wrap=True, markup=False)  # fmt: skip
-    for line in _receipt_lines(result.receipt, shown or asset, args):
+    for line in _receipt_lines(result.receipt, shown or asset, args, periods):
         console.print(line, soft_wrap=True, markup=False)
     return 0 if result.ok else 1
 
@@ -353,8 +354,10 @@ def cap_line(name: str, paid: int, cap: int, period: str, resets_at: int | None,
     return f"{name}: {format_display(paid, asset)} of {format_display(cap, asset)} {words}{resets}{full}"
 
 
-def _receipt_lines(receipt: dict[str, Any] | None, asset: Asset, args: argparse.Namespace) -> list[str]:
-    """The receipt's cap progress and the pass it bought, when it names them."""
+def _receipt_lines(receipt: dict[str, Any] | None, asset: Asset, args: argparse.Namespace,
+                   periods: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+    """The receipt's cap progress and the pass it bought, when it names them; `periods`: each cap's
+    period as the site's offers named it (a receipt does not)."""
     import time
 
     if not isinstance(receipt, dict):
@@ -364,7 +367,8 @@ def _receipt_lines(receipt: dict[str, Any] | None, asset: Asset, args: argparse.
     lines, now, zone = [], int(time.time()), _zone(args)
     cap = _offered_cap(receipt.get("cap"))
     if cap is not None:
-        lines.append(cap_line(cap.name, cap.paid, cap.cap, cap.period, cap.resets_at, asset, now, zone))
+        period = cap.period or (periods or {}).get(cap.name, "")
+        lines.append(cap_line(cap.name, cap.paid, cap.cap, period, cap.resets_at, asset, now, zone))
     bought = receipt.get("pass")
     if isinstance(bought, dict) and isinstance(bought.get("name"), str) and isinstance(bought.get("until"), int):
         lines.append(f"pass {bought['name'][:32]}: valid until {_when(bought['until'], zone)}")

@@ -243,3 +243,40 @@ def test_wallet_get_prints_the_sites_form_beside_the_wallets_unit_and_the_cap_it
                                                 timezone="Europe/Paris", passes=["news-day"], base_units=False), ETH)  # fmt: skip
     assert (policy.per_site_monthly_limit, policy.monthly_limit, policy.timezone, policy.passes) == (
         5 * 10**17, 2 * 10**18, "Europe/Paris", ("news-day",))
+
+
+@pytest.mark.parametrize("lie", ["cap", "pass"])
+async def test_a_site_that_charges_what_its_figures_said_was_free_overshoots_a_budget_by_one_price(
+    chain, deployed, parties, tmp_path, lie
+):
+    """A hostile site's receipts keep saying the cap is reached (or the pass valid) and charge the
+    price anyway: the first such read passes the budget as free and costs one price beyond it;
+    then the site's figures are not believed, and the budget refuses before signing."""
+    limit = 3 * PRICE if lie == "cap" else 5 * PRICE  # the cap's three prices, or the pass's price
+    wallet = make(chain, parties, tmp_path / "w.db", Policy(per_site_daily_limit=limit, timezone="UTC"))
+    site = Site(cap=3 * PRICE if lie == "cap" else 10**9)
+    sold = offer(chain, deployed, parties, cap=NEWS_CAP if lie == "cap" else None, passes=[DAY_PASS] if lie == "pass" else None)
+    if lie == "pass":
+        header = await wallet.pay_for(sold, URL, pass_name="news-day")
+        await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, 5 * PRICE, with_cap=False, bought="news-day"),
+                                    header.price, header.payment_id)  # fmt: skip
+    else:
+        for n in range(3):
+            header = await wallet.pay_for(sold, f"https://{SITE}/news/{n}.html")
+            await wallet.settle_receipt(header.channel_id, site.receipt(wallet, header, PRICE), header.price, header.payment_id)
+    header = await wallet.pay_for(sold, f"https://{SITE}/news/lie.html")  # believed free: passes the budget
+    lying = site.receipt(wallet, header, PRICE, with_cap=lie == "cap")
+    if lie == "cap":
+        lying["cap"]["paid"] = str(3 * PRICE)  # "still at the cap", and charged
+    await wallet.settle_receipt(header.channel_id, lying, header.price, header.payment_id)
+    [before] = wallet.channels()
+    with pytest.raises(SpendingLimitExceeded, match="per-site daily limit"):
+        await wallet.pay_for(sold, f"https://{SITE}/news/next.html")
+    [after] = wallet.channels()
+    assert after.signed == before.signed, "refused before signing"
+    assert wallet.store.spent(wallet._day(), SITE) == limit + PRICE, "one price beyond the budget, once"
+    if lie == "cap":
+        assert wallet.store.site_flagged(SITE, "cap_claims")
+    else:
+        assert wallet.held_passes(SITE) == {}
+    wallet.store.close()

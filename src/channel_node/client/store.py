@@ -98,6 +98,13 @@ CREATE TABLE IF NOT EXISTS site_passes (
     until     INTEGER NOT NULL,            -- unix time it ends, as the receipt stated it
     PRIMARY KEY (site, name)
 );
+CREATE TABLE IF NOT EXISTS site_flags (
+    site      TEXT NOT NULL,
+    flag      TEXT NOT NULL,               -- 'cap_claims': its receipts claimed a full cap and charged anyway
+    reason    TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (site, flag)
+);
 CREATE TABLE IF NOT EXISTS site_display (
     site      TEXT PRIMARY KEY,
     display   TEXT NOT NULL                -- JSON: the site's extra.display, as last offered (for people only)
@@ -670,6 +677,20 @@ class WalletStore:
                 " ON CONFLICT(site, name) DO UPDATE SET until = MAX(until, excluded.until)",
                 (site, name, int(until)),
             )
+
+    def end_passes(self, site: str, names: tuple[str, ...], at: int) -> None:
+        """The site charged a read these passes were held for: they are not believed past `at`."""
+        with self._tx() as db:
+            db.executemany("UPDATE site_passes SET until = MIN(until, ?) WHERE site = ? AND name = ?",
+                           [(int(at), site, name) for name in names])  # fmt: skip
+
+    def flag_site(self, site: str, flag: str, reason: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO site_flags (site, flag, reason, at) VALUES (?, ?, ?, ?)",
+                       (site, flag, reason, int(time.time())))  # fmt: skip
+
+    def site_flagged(self, site: str, flag: str) -> bool:
+        return self._db.execute("SELECT 1 FROM site_flags WHERE site = ? AND flag = ?", (site, flag)).fetchone() is not None
 
     def passes(self, site: str | None = None) -> list[tuple[str, str, int]]:
         """(site, name, until) of the passes this wallet bought, latest end per name."""

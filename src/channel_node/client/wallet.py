@@ -83,6 +83,7 @@ log = logging.getLogger("channel_node.client")
 
 _DECIMAL = re.compile(r"[0-9]{1,78}")
 _PASS_NAME = re.compile(r"[a-z0-9-]{1,32}")
+CAP_CLAIMS = "cap_claims"  # a site flag: it charged a read its own cap figures said was free
 
 
 # ------------------------------------------------------------------ errors
@@ -271,6 +272,7 @@ class _Live:
     funding: asyncio.Lock = field(default_factory=asyncio.Lock)
     sites: dict[str, str | None] = field(default_factory=dict)  # payment id -> site, for blocking
     counts: dict[str, SpendEntry] = field(default_factory=dict)  # payment id -> what its reservation counted
+    free: dict[str, tuple[str, ...] | SiteCap] = field(default_factory=dict)  # payment id -> why it was expected free
 
     @property
     def reserved(self) -> int:
@@ -760,7 +762,7 @@ class Wallet:
         site = site_of(url) or None
         self._note_offer(site, offer, terms)
         chosen = self._pass_to_buy(site, terms, pass_name)
-        free = chosen is None and self._expect_free(site, terms)
+        free = self._expect_free(site, terms) if chosen is None else None
         if chosen is not None:
             terms = replace(terms, price=dict(terms.passes)[chosen])
         parts = urlsplit(url)
@@ -769,7 +771,7 @@ class Wallet:
         # node that ignores the query this costs nothing: it answers a free re-read (credit stays).
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._refuse_blocked(site, terms.receiver)
-        self._check_limits(site, terms.price, 0 if free else terms.price)  # before a channel is opened for it
+        self._check_limits(site, terms.price, 0 if free is not None else terms.price)  # before a channel is opened for it
         if to_canonical_address(terms.asset) != to_canonical_address(self.policy.asset or ZERO_ADDRESS):
             raise UnsupportedAsset(
                 f"the offer asks for {_asset_name(terms.asset)}; this wallet's policy pays in "
@@ -807,19 +809,38 @@ class Wallet:
                                               resets_at=terms.cap.resets_at or (known.resets_at if known else None),
                                               seen_at=int(self.clock())))  # fmt: skip
 
-    def _expect_free(self, site: str | None, terms: _Terms) -> bool:
-        """Whether the site's last receipts say this read costs nothing: the offer sells a pass the
-        wallet holds valid by its clock, or names a cap whose last stated `paid` reached it and whose
-        period has not ended (docs/security.md, "The reader's budgets")."""
+    def _expect_free(self, site: str | None, terms: _Terms) -> tuple[str, ...] | SiteCap | None:
+        """Why the site's last receipts say this read costs nothing, or None: the offer sells passes
+        the wallet holds valid by its clock (their names), or names a cap whose last stated `paid`
+        reached it and whose period has not ended (that cap). A site caught charging a read its own
+        cap figures said was free is not believed again (docs/security.md, "The reader's budgets")."""
         if site is None:
-            return False
+            return None
         held = self.held_passes(site)
-        if any(name in held for name, _ in terms.passes):
-            return True
-        if terms.cap is None:
-            return False
+        covering = tuple(name for name, _ in terms.passes if name in held)
+        if covering:
+            return covering
+        if terms.cap is None or self.store.site_flagged(site, CAP_CLAIMS):
+            return None
         known = {c.name: c for c in self.store.caps(site)}.get(terms.cap.name)
-        return known is not None and known.paid >= known.cap and known.resets_at is not None and self.clock() < known.resets_at
+        if known is not None and known.paid >= known.cap and known.resets_at is not None and self.clock() < known.resets_at:
+            return known
+        return None
+
+    def _charged_when_free(self, site: str | None, why: tuple[str, ...] | SiteCap, receipt: Mapping[str, Any], amount: int) -> None:
+        """A read expected free was charged: the belief ends. Passes: no longer believed held (the
+        site's clock may be ahead). A cap: when the receipt names the same period, whose `paid`
+        had reached the cap, an honest node could not have charged: the site is not believed again."""
+        if site is None:
+            return
+        if isinstance(why, tuple):
+            self.store.end_passes(site, why, int(self.clock()))
+            return
+        stated = _offered_cap(receipt.get("cap"))
+        if stated is None or stated.resets_at == why.resets_at:
+            reason = f"charged {amount} for a read in cap {why.name}, which its receipts said was reached until {why.resets_at}"
+            self.store.flag_site(site, CAP_CLAIMS, reason)
+            log.warning("%s %s; its cap figures are not believed again (the budgets count every price)", site, reason)
 
     def held_passes(self, site: str) -> dict[str, int]:
         """The passes this wallet bought at `site` that are still valid by its clock: name -> end (unix s)."""
@@ -1052,7 +1073,7 @@ class Wallet:
         return signature
 
     async def _sign(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None,
-                    pass_name: str | None = None, free: bool = False) -> PaymentHeader | None:  # fmt: skip
+                    pass_name: str | None = None, free: tuple[str, ...] | SiteCap | None = None) -> PaymentHeader | None:  # fmt: skip
         live = self._state(record)
         async with live.lock:
             # Nothing below awaits: reading, checking, signing and committing are one atomic step.
@@ -1069,8 +1090,10 @@ class Wallet:
                 raise SiteBlocked(f"channel {record.hex_id} is blocked after the server misbehaved ({exc})") from None
             if send.amount > record.deposited:
                 return None  # others reserved the rest meanwhile: fund again
-            signature = self._commit(record, live, new, send, site, terms.price, payment_id, free=free)
+            signature = self._commit(record, live, new, send, site, terms.price, payment_id, free=free is not None)
             live.sites[payment_id] = site
+            if free is not None:
+                live.free[payment_id] = free
         return self._header(record, send.amount, signature, payment_id, terms.price, resource, pass_name=pass_name)
 
     def _reuse(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader:
@@ -1120,6 +1143,7 @@ class Wallet:
             return
         live.sites.pop(payment.payment_id, None)
         live.counts.pop(payment.payment_id, None)  # refused or unknown: what it counted stays counted
+        live.free.pop(payment.payment_id, None)
         step = rules.unknown if charged_unknown else rules.refused
         live.ledger = step(live.ledger, payment.payment_id)
         self.store.save_ledger(payment.channel_id, _row(live.ledger))
@@ -1201,6 +1225,9 @@ class Wallet:
             spend = replace(counted, amount=-back, counted=max(0, record.counted - back)) if counted is not None and back else None
             self.store.save_ledger(record.channel_id, _row(new), charged=total, receipt=dict(receipt), purchase=purchase,
                                    spend=spend)  # fmt: skip
+            why = live.free.pop(payment_id, None)
+            if why is not None and amount > 0:
+                self._charged_when_free(site, why, receipt, amount)
             self._note_receipt(site, receipt)
         return amount
 

@@ -280,3 +280,25 @@ async def test_a_site_that_charges_what_its_figures_said_was_free_overshoots_a_b
     else:
         assert wallet.held_passes(SITE) == {}
     wallet.store.close()
+
+
+def test_a_wallet_from_before_caps_counts_what_it_signed(tmp_path):
+    """A database without the `counted` and exact `month` columns gains them on open; its channels
+    count what they signed, as the budgets did before (nothing is given back that was not counted)."""
+    import sqlite3
+
+    from channel_node.signing import ChannelConfig
+
+    path = tmp_path / "old.db"
+    with WalletStore(path) as store:
+        config = ChannelConfig.create(payer="0x" + "11" * 20, signer="0x" + "22" * 20, receiver="0x" + "33" * 20,
+                                      token=None, close_delay=3600, salt=7)  # fmt: skip
+        store.insert_channel(b"\x01" * 32, 1, "0x" + "44" * 20, config, b"\x05" * 32, "open")
+        store.record_signature(b"\x01" * 32, 5 * PRICE, b"\x00" * 65, SITE, "2026-12-01", 5 * PRICE)
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE channels DROP COLUMN counted")
+        db.execute("ALTER TABLE exact_payments DROP COLUMN month")
+    with WalletStore(path) as store:
+        record = store.channel(b"\x01" * 32)
+        assert record is not None and (record.signed, record.counted) == (5 * PRICE, 5 * PRICE)
+        assert store.spent("2026-12-01", SITE) == 5 * PRICE

@@ -227,8 +227,8 @@ async def test_a_resync_with_a_voucher_we_never_signed_is_refused(running, make_
 
 @pytest.mark.parametrize("lie", ["amount", "total", "voucher"])
 async def test_an_overcharging_server_is_caught_and_blocked(running, make_wallet, monkeypatch, lie):
-    def dishonest(offer, state, charged, payment_id, voucher_amount=None):
-        document = payment_response(offer, state, charged, payment_id, voucher_amount)
+    def dishonest(offer, state, charged, payment_id, voucher_amount=None, *spending):
+        document = payment_response(offer, state, charged, payment_id, voucher_amount, *spending)
         if lie == "amount":
             document["chargedAmount"] = str(2 * charged or PRICE)
         elif lie == "voucher":  # claims to hold a higher voucher than we signed, with a made-up signature

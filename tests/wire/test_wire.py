@@ -165,7 +165,8 @@ def test_what_the_node_offers_the_wallet_reads_as_offered(offer, price, once, st
     assert entry is not None and _same_terms(entry, entry)
     assert set(entry) == _keys(ChannelAccepts)
     absent = ({"channel"} if state is None else set()) | ({"cap"} if cap is None else set()) | (
-        set() if covering else {"passes"}) | ({"charge"} if charge is None else set())  # fmt: skip
+        set() if covering else {"passes"}) | ({"charge"} if charge is None else set()) | (
+        {"display"} if offer.display is None else set())  # fmt: skip
     assert set(entry["extra"]) == _keys(ChannelExtra) - absent
     if cap is not None:
         shown = entry["extra"]["cap"]

@@ -7,6 +7,11 @@
     channel-node wallet close CHANNEL [--node URL]   # cooperative with --node, else the unilateral request
     channel-node wallet finalize CHANNEL          # after the close delay: the rest comes back
     channel-node wallet trust SITE                # pay a site again after it was caught misbehaving
+    channel-node wallet sites                     # per site: today, this month, caps (paid of cap), passes
+
+`--monthly-limit` and `--site-monthly-limit` are the reader's monthly budget beside the daily limits
+(calendar months in `--timezone`, local time by default); `--pass NAME` buys a site's pass when its
+offer sells one and none is held (docs/security.md, "The reader's budgets").
 
 The wallet folder (default ~/.channel-node/wallet, or CHANNEL_NODE_WALLET) holds `keystore.json`
 (the main key, scrypt-encrypted; password from CHANNEL_NODE_KEYSTORE_PASSWORD or a prompt) and
@@ -108,9 +113,13 @@ def _policy(args: argparse.Namespace, asset: Asset) -> Policy:
             per_request_limit=_amount(args.max_price, asset, "--max-price", args.base_units),
             per_site_daily_limit=_amount(args.site_daily_limit, asset, "--site-daily-limit", args.base_units),
             daily_limit=_amount(args.daily_limit, asset, "--daily-limit", args.base_units),
+            per_site_monthly_limit=_amount(getattr(args, "site_monthly_limit", None), asset, "--site-monthly-limit", args.base_units),
+            monthly_limit=_amount(getattr(args, "monthly_limit", None), asset, "--monthly-limit", args.base_units),
+            timezone=getattr(args, "timezone", None),
+            passes=tuple(getattr(args, "passes", None) or ()),
         )
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc).replace("timezone must", "--timezone must").replace("passes must", "--pass must")) from None
 
 
 async def _open_wallet(args: argparse.Namespace) -> tuple[Wallet, AsyncWeb3[Any], WalletStore]:
@@ -253,7 +262,7 @@ async def _get(args: argparse.Namespace) -> int:
 
     check_url(args.url, "the URL")  # before the password prompt: a typo costs nothing
 
-    async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str]]:
+    async def fetch(wallet: Wallet) -> tuple[Result, Asset, list[str], Asset | None, dict[str, str]]:
         asset = await _asset_for(wallet.w3, wallet.policy.asset)  # an offer in another asset is refused
         await _reconcile_exact(wallet)
         before = {r.hex_id: r.deposited for r in wallet.channels()}
@@ -263,10 +272,11 @@ async def _get(args: argparse.Namespace) -> int:
             reason = await _unpaid(wallet, result)  # while the wallet is open: it may read the chain
             if reason is not None:
                 raise CliError(reason)
-        return result, asset, _deposits_made(wallet, before, asset)
+        periods = {c.name: c.period for c in wallet.store.caps(site_of(args.url))}  # the offers', kept by the wallet
+        return result, asset, _deposits_made(wallet, before, asset), wallet.display_asset(site_of(args.url)), periods
 
     try:
-        result, asset, deposits = await _with_wallet(args, fetch, f"fetching {args.url} ...")
+        result, asset, deposits, shown, periods = await _with_wallet(args, fetch, f"fetching {args.url} ...")
     except ServerMisbehaved as exc:
         site = site_of(args.url)
         raise CliError(f"{exc}; not paying {site} again (run `channel-node wallet trust {site}` if you trust it)") from None
@@ -297,10 +307,136 @@ async def _get(args: argparse.Namespace) -> int:
             why = ""
     for line in deposits:
         console.print(line, soft_wrap=True, markup=False)
-    console.print(f"{result.status} {args.url}: charged {format_amount(result.charged, asset)}"
+    console.print(f"{result.status} {args.url}: charged {_charged_text(result.charged, asset, shown)}"
                   + (f" (channel total {total})" if total else "") + why,
                   soft_wrap=True, markup=False)  # fmt: skip
+    for line in _receipt_lines(result.receipt, shown or asset, args, periods):
+        console.print(line, soft_wrap=True, markup=False)
     return 0 if result.ok else 1
+
+
+def _charged_text(amount: int, asset: Asset, shown: Asset | None) -> str:
+    """`0.02 DUSD`, or with the site's display form `$0.02 (0.02 DUSD)`: the site names the sign, the
+    wallet's own unit stands beside it (docs/protocol.md, "Display forms")."""
+    from channel_node.amounts import format_amount, format_display
+
+    exact = format_amount(amount, asset)
+    return exact if shown is None or shown.display is None else f"{format_display(amount, shown)} ({exact})"
+
+
+def _zone(args: argparse.Namespace) -> Any:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(args.timezone) if args.timezone else datetime.now().astimezone().tzinfo
+
+
+def _when(at: int, zone: Any) -> str:
+    """A unix time as a date (`2027-01-01`), with the time when it is not midnight, in `zone`."""
+    from datetime import datetime
+
+    local = datetime.fromtimestamp(at, zone)
+    return local.strftime("%Y-%m-%d") if (local.hour, local.minute) == (0, 0) else local.strftime("%Y-%m-%d %H:%M")
+
+
+_PERIOD_WORDS = {"day": "today", "week": "this week", "month": "this month"}
+
+
+def cap_line(name: str, paid: int, cap: int, period: str, resets_at: int | None, asset: Asset, now: int, zone: Any) -> str:
+    """`news: $1.40 of $2.00 this month, resets 2027-01-01` (docs/security.md, "The reader's budgets")."""
+    from channel_node.amounts import format_display
+
+    words = _PERIOD_WORDS.get(period) or (f"in the last {period[:-1]} days" if period.endswith("d") else "this period")
+    if resets_at is not None and resets_at <= now:
+        return f"{name}: {format_display(0, asset)} of {format_display(cap, asset)} {words} (the last period ended {_when(resets_at, zone)})"
+    resets = f", resets {_when(resets_at, zone)}" if resets_at is not None else ""
+    full = " (reading on free)" if paid >= cap else ""
+    return f"{name}: {format_display(paid, asset)} of {format_display(cap, asset)} {words}{resets}{full}"
+
+
+def _receipt_lines(receipt: dict[str, Any] | None, asset: Asset, args: argparse.Namespace,
+                   periods: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+    """The receipt's cap progress and the pass it bought, when it names them; `periods`: each cap's
+    period as the site's offers named it (a receipt does not)."""
+    import time
+
+    if not isinstance(receipt, dict):
+        return []
+    from channel_node.client.wallet import _offered_cap
+
+    lines, now, zone = [], int(time.time()), _zone(args)
+    cap = _offered_cap(receipt.get("cap"))
+    if cap is not None:
+        period = cap.period or (periods or {}).get(cap.name, "")
+        lines.append(cap_line(cap.name, cap.paid, cap.cap, period, cap.resets_at, asset, now, zone))
+    bought = receipt.get("pass")
+    if isinstance(bought, dict) and isinstance(bought.get("name"), str) and isinstance(bought.get("until"), int):
+        lines.append(f"pass {bought['name'][:32]}: valid until {_when(bought['until'], zone)}")
+    elif getattr(args, "passes", None) and not cap:
+        lines.append(f"note: no pass named {', '.join(args.passes)} was bought with this page (the site does not sell it "
+                     "here, or the wallet holds it already: `channel-node wallet sites`)")  # fmt: skip
+    return lines
+
+
+async def _sites(args: argparse.Namespace) -> int:
+    """Per site: what it cost today and this month, its caps and the passes bought there. Reads the
+    wallet's database (and the token's symbol, with --token); needs no password."""
+    import time
+
+    from rich.console import Console
+
+    from channel_node.amounts import format_amount
+    from channel_node.client import Policy, WalletStore, site_spending
+    from channel_node.wire.channel import read_display
+
+    database = _folder(args) / "wallet.db"
+    if not database.exists():
+        raise CliError(f"no wallet database at {database}")
+    if args.token:
+        from web3 import AsyncWeb3
+        from web3.providers import AsyncHTTPProvider
+
+        w3 = AsyncWeb3(AsyncHTTPProvider(args.rpc_url))
+        try:
+            asset = await _asset_for(w3, args.token)
+        finally:
+            await w3.provider.disconnect()
+    else:
+        from channel_node.amounts import ETH
+
+        asset = ETH
+    try:
+        Policy(timezone=args.timezone)
+    except ValueError as exc:
+        raise CliError(str(exc).replace("timezone must", "--timezone must")) from None
+    from datetime import UTC, datetime
+
+    now, zone = int(time.time()), _zone(args)
+    day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    month = datetime.fromtimestamp(now, zone).strftime("%Y-%m")
+    with WalletStore(database) as store:
+        spending = site_spending(store, day, month)
+    if _wants_json(args.json):
+        print(json.dumps([{
+            "site": s.site, "today": str(s.today), "month": s.month, "this_month": str(s.this_month),
+            "caps": [{"name": c.name, "cap": str(c.cap), "paid": str(c.paid), "period": c.period, "resets_at": c.resets_at}
+                     for c in s.caps],
+            "passes": [{"name": n, "until": u, "valid": u > now} for n, u in s.passes],
+        } for s in spending]))  # fmt: skip
+        return 0
+    console = Console()
+    if not spending:
+        console.print("no site paid yet", markup=False)
+    for s in spending:
+        shown = read_display({"display": s.display}, asset)
+        console.print(f"{s.site}: {_charged_text(s.this_month, asset, shown)} this month ({s.month}), "
+                      f"{format_amount(s.today, asset)} today", soft_wrap=True, markup=False)  # fmt: skip
+        for c in s.caps:
+            console.print("  " + cap_line(c.name, c.paid, c.cap, c.period, c.resets_at, shown, now, zone), soft_wrap=True, markup=False)
+        for name, until in s.passes:
+            state = f"valid until {_when(until, zone)}" if until > now else f"ended {_when(until, zone)}"
+            console.print(f"  pass {name}: {state}", soft_wrap=True, markup=False)
+    return 0
 
 
 async def _unpaid(wallet: Wallet, result: Result) -> str | None:
@@ -561,6 +697,7 @@ def _import(args: argparse.Namespace) -> int:
 
 ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "get": _get, "channels": _channels, "balance": _balance, "topup": _topup, "close": _close, "finalize": _finalize,
+    "sites": _sites,
 }  # fmt: skip
 SYNC: dict[str, Callable[[argparse.Namespace], int]] = {"new": _new, "import": _import, "trust": _trust}
 
@@ -622,6 +759,7 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "close": "close a channel: cooperatively with --node URL, else request the unilateral close",
         "finalize": "after the close delay, take back what was never claimed",
         "trust": "pay a site again after the wallet blocked it for misbehaving",
+        "sites": "per site: what it cost today and this month, its caps (paid of cap) and passes",
     }
     for name, help_text in specs.items():
         parser = actions.add_parser(name, help=help_text, aliases=["list"] if name == "channels" else [])
@@ -634,6 +772,12 @@ def add_wallet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         parser.add_argument("--max-price", help="refuse to pay more than this for one request (e.g. 0.0001, 0.02DUSD)")
         parser.add_argument("--site-daily-limit", help="most to spend per site per day (e.g. 0.005)")
         parser.add_argument("--daily-limit", help="most to spend per day (e.g. 0.01)")
+        parser.add_argument("--site-monthly-limit", help="most to spend per site per calendar month (e.g. 2)")
+        parser.add_argument("--monthly-limit", help="your monthly budget: most to spend per calendar month, all sites (e.g. 10)")
+        parser.add_argument("--timezone", help="the time zone months are counted in (IANA name, e.g. Europe/Paris; "
+                                               "default: this machine's local time)")  # fmt: skip
+        parser.add_argument("--pass", dest="passes", action="append", metavar="NAME",
+                            help="buy this pass when a page's offer sells it and you hold none valid (repeatable)")
         parser.add_argument("--base-units", action="store_true",
                             help="read typed amounts as whole numbers of the asset's smallest unit (wei for ETH)")
         parser.set_defaults(handler=_handler(name))

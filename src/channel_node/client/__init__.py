@@ -23,12 +23,14 @@ from channel_node.client.wallet import (
     Policy,
     ServerMisbehaved,
     SiteBlocked,
+    SiteSpending,
     SpendingLimitExceeded,
     UnsupportedAsset,
     Wallet,
     WalletError,
     is_channel_deposit_code,
     site_of,
+    site_spending,
     trust_site,
 )
 
@@ -49,6 +51,7 @@ __all__ = [
     "SchemeOptions",
     "ServerMisbehaved",
     "SiteBlocked",
+    "SiteSpending",
     "SpendingLimitExceeded",
     "UnsupportedAsset",
     "Wallet",
@@ -62,5 +65,6 @@ __all__ = [
     "pay_and_fetch",
     "payment_middleware",
     "site_of",
+    "site_spending",
     "trust_site",
 ]

@@ -58,7 +58,6 @@ from channel_node.client.wallet import (
     UnsupportedAsset,
     Wallet,
     WalletError,
-    _today,
     site_of,
 )
 from channel_node.signing import keccak256
@@ -348,10 +347,12 @@ class ExactPayer:
             value = exact_payment_signature(terms.accepted, auth, signature, resource if isinstance(resource, Mapping) else None)
             record = ExactRecord(
                 nonce=auth.nonce, chain_id=terms.chain_id, token=terms.asset, payer=wallet.address, pay_to=terms.pay_to,
-                value=terms.amount, valid_before=auth.valid_before, site=site, url=url, day=_today(), header=value,
+                value=terms.amount, valid_before=auth.valid_before, site=site, url=url, day=wallet._day(), header=value,
             )  # fmt: skip
             try:
-                self.store.record_exact(record, per_site_limit=policy.per_site_daily_limit, daily_limit=policy.daily_limit)
+                self.store.record_exact(record, per_site_limit=policy.per_site_daily_limit, daily_limit=policy.daily_limit,
+                                        month=wallet._month(), per_site_monthly_limit=policy.per_site_monthly_limit,
+                                        monthly_limit=policy.monthly_limit)  # fmt: skip
             except ExactLimitExceeded as exc:
                 raise SpendingLimitExceeded(str(exc)) from None
         log.info("signed an exact authorization of %d to %s for %s (valid %d s)", terms.amount, terms.pay_to, site or url,

@@ -157,7 +157,7 @@ async def _pay_exact(
 
 async def pay_and_fetch(
     wallet: Wallet, url: str, send: Send, *, retries: int = 3, retry_delay: float = 1.0, offers: dict[str, dict[str, Any]] | None = None,
-    scheme: str | None = None, confirm_exact: bool = False,
+    scheme: str | None = None, confirm_exact: bool = False, pass_name: str | None = None,
 ) -> tuple[aiohttp.ClientResponse, int, dict[str, Any] | None]:
     """Runs one request through the 402 protocol. `send(header)` sends the request with that
     PAYMENT-SIGNATURE (None: without one) and returns the response without following redirects;
@@ -170,8 +170,9 @@ async def pay_and_fetch(
     price that changes between a fresh 402 and its retry is refused.
 
     A 402 offering `exact` too is paid in the scheme `choose_scheme` picks (`scheme` forces one,
-    else Policy.scheme); `confirm_exact` checks an `exact` settlement's transfer on chain."""
-    offer = offers.get(url) if offers is not None else None
+    else Policy.scheme); `confirm_exact` checks an `exact` settlement's transfer on chain.
+    `pass_name` buys that pass with this request (`Wallet.pay_for`; docs/protocol.md "Caps and passes")."""
+    offer = offers.get(url) if offers is not None and pass_name is None else None
     from_cache = offer is not None
     if offer is None:
         response = await send(None)
@@ -181,7 +182,7 @@ async def pay_and_fetch(
         offer = channel_offer(document)
         options = scheme_options(wallet, document, url, offer, scheme)
         choice = choose_scheme(options) if document is not None else None
-        if choice == EXACT and document is not None:
+        if choice == EXACT and document is not None and pass_name is None:
             response.release()
             _check_resource(document, url)
             return await _pay_exact(wallet, url, send, document, confirm=confirm_exact)
@@ -196,7 +197,7 @@ async def pay_and_fetch(
             if len(offers) >= MAX_REMEMBERED_OFFERS:
                 offers.pop(next(iter(offers)))
             offers[url] = offer
-    payment = await wallet.pay_for(offer, url)
+    payment = await wallet.pay_for(offer, url, pass_name=pass_name)
     reopened = repriced = False
     resynced = waits = 0
     try:
@@ -248,7 +249,7 @@ async def pay_and_fetch(
                 response.release()
                 wallet.release(payment)
                 raise OfferRejected(f"{url}: the server changed its payment terms (receiver, asset, network or contract)")
-            if current is not None and current.get("amount") != offer.get("amount"):
+            if current is not None and current.get("amount") != offer.get("amount") and not _capped_below(current, offer):
                 response.release()
                 wallet.release(payment)
                 if not from_cache or repriced:
@@ -259,7 +260,7 @@ async def pay_and_fetch(
                 offer = current
                 if offers is not None:
                     offers[url] = offer
-                payment = await wallet.pay_for(offer, url)
+                payment = await wallet.pay_for(offer, url, pass_name=pass_name)
                 continue
             state = _channel_state(current)
             if code in RESYNC_CODES and state is not None and resynced < MAX_RESYNCS:
@@ -291,7 +292,7 @@ async def pay_and_fetch(
                 if await wallet.confirm_unusable(payment.channel_id, code):  # the chain agrees: a new channel
                     response.release()
                     wallet.release(payment)
-                    payment = await wallet.pay_for(offer, url)
+                    payment = await wallet.pay_for(offer, url, pass_name=pass_name)
                     continue
             # A 4xx refusal changes nothing on the node: the voucher stays as credit for the next
             # request. A success without a receipt, a redirect or a server error may have been charged.
@@ -304,6 +305,15 @@ async def pay_and_fetch(
         # bound"). The node may have charged it, so its outcome is unknown. A no-op when settled.
         wallet.release(payment, charged_unknown=True)
         raise
+
+
+def _capped_below(current: dict[str, Any], offer: dict[str, Any]) -> bool:
+    """A corrective 402 under a cap names the effective price, below the list price the wallet
+    signed for (docs/protocol.md, "Caps and passes"): not a price change, the voucher covers it."""
+    extra = current.get("extra")
+    amount, listed = current.get("amount"), offer.get("amount")
+    return (isinstance(extra, dict) and isinstance(extra.get("cap"), dict) and isinstance(amount, str) and isinstance(listed, str)
+            and amount.isdigit() and listed.isdigit() and len(amount) <= 78 and int(amount) < int(listed))  # fmt: skip
 
 
 MAX_RESYNCS = 3
@@ -365,6 +375,7 @@ class PayingSession:
         new request without any PAYMENT-SIGNATURE (a voucher only goes to the URL whose 402 asked for
         it), and a redirect answering a voucher (with or without a receipt) is returned, not followed."""
         session = self.session
+        pass_name = kwargs.pop("pass_name", None)  # buys that pass with this request (Wallet.pay_for)
         headers = CIMultiDict(kwargs.pop("headers", None) or {})
         follow = kwargs.pop("allow_redirects", True)
         hops = kwargs.pop("max_redirects", 10)
@@ -390,7 +401,7 @@ class PayingSession:
             else:
                 response, charged, receipt = await pay_and_fetch(
                     self.wallet, target, send, retries=self.retries, retry_delay=self.retry_delay, offers=self._offers,
-                    scheme=self.scheme, confirm_exact=self.confirm_exact,
+                    scheme=self.scheme, confirm_exact=self.confirm_exact, pass_name=pass_name,
                 )
             location = response.headers.get("Location")
             # A redirect answering a voucher is returned, never followed: the request was paid for

@@ -78,9 +78,36 @@ CREATE TABLE IF NOT EXISTS channel_sites (
 );
 CREATE TABLE IF NOT EXISTS ledger (
     site  TEXT NOT NULL,                   -- the URL's host[:port]
-    day   TEXT NOT NULL,                   -- UTC date, YYYY-MM-DD
-    spent TEXT NOT NULL,                   -- sum of voucher increments signed for this site that day
+    day   TEXT NOT NULL,                   -- UTC date, YYYY-MM-DD, or a month, YYYY-MM (in the policy time zone)
+    spent TEXT NOT NULL,                   -- what this site's requests cost that day (or month): see SpendEntry
     PRIMARY KEY (site, day)
+);
+CREATE TABLE IF NOT EXISTS site_caps (
+    site      TEXT NOT NULL,               -- the URL's host[:port]
+    name      TEXT NOT NULL,               -- the cap's name, as the site's receipts name it
+    cap       TEXT NOT NULL,               -- base units
+    paid      TEXT NOT NULL,               -- the site's figure toward the cap, as its last receipt stated it
+    period    TEXT NOT NULL,               -- day | week | month | <N>d
+    resets_at INTEGER,                     -- unix time the period ends (or room frees up)
+    seen_at   INTEGER NOT NULL,
+    PRIMARY KEY (site, name)
+);
+CREATE TABLE IF NOT EXISTS site_passes (
+    site      TEXT NOT NULL,
+    name      TEXT NOT NULL,               -- a pass this wallet bought there
+    until     INTEGER NOT NULL,            -- unix time it ends, as the receipt stated it
+    PRIMARY KEY (site, name)
+);
+CREATE TABLE IF NOT EXISTS site_flags (
+    site      TEXT NOT NULL,
+    flag      TEXT NOT NULL,               -- 'cap_claims': its receipts claimed a full cap and charged anyway
+    reason    TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (site, flag)
+);
+CREATE TABLE IF NOT EXISTS site_display (
+    site      TEXT PRIMARY KEY,
+    display   TEXT NOT NULL                -- JSON: the site's extra.display, as last offered (for people only)
 );
 CREATE TABLE IF NOT EXISTS exact_payments (
     nonce        TEXT PRIMARY KEY,          -- 0x + 64 hex: the authorization's identity (random, never reused)
@@ -113,10 +140,37 @@ CREATE TABLE IF NOT EXISTS blocked (
 _COLUMNS = (
     "channel_id, chain_id, contract, payer, signer, receiver, token, close_delay, salt, deposited, signed,"
     " signature, charged, acknowledged, last_receipt, status, close_deadline, created_at, receiver_authorizer,"
-    " voucher_key IS NOT NULL AS has_key, received, lost, pending"
+    " voucher_key IS NOT NULL AS has_key, received, lost, pending, counted"
 )
 
 _LEDGER_COLUMNS = (("received", "TEXT"), ("lost", "TEXT NOT NULL DEFAULT '0'"), ("pending", "TEXT NOT NULL DEFAULT '[]'"))
+
+
+@dataclass(frozen=True)
+class SpendEntry:
+    """A change to what the spending ledger counts (docs/security.md, "The reader's budgets"): for
+    `site`, on `day` (UTC) and in `month` (the policy's time zone; None: no month is counted), by
+    `amount` (negative: a receipt charged less than was counted), and the channel's new `counted`."""
+
+    site: str | None
+    day: str
+    month: str | None
+    amount: int
+    counted: int
+
+
+@dataclass(frozen=True)
+class SiteCap:
+    """A site's cap as its last receipt stated it: `paid` toward `cap` this period, which ends at
+    `resets_at` (None: not stated)."""
+
+    site: str
+    name: str
+    cap: int
+    paid: int
+    period: str
+    resets_at: int | None
+    seen_at: int
 
 
 class WalletStoreError(StateError):
@@ -204,6 +258,9 @@ class ChannelRecord:
     received: int = 0
     lost: int = 0
     pending: tuple[tuple[str, int, str, bool], ...] = ()
+    # What the spending ledger counts for this channel (docs/security.md, "The reader's budgets"):
+    # `signed`, less what receipts charged below the price signed for (a cap, a pass).
+    counted: int = 0
 
     @property
     def hex_id(self) -> str:
@@ -251,6 +308,7 @@ def _record(row: sqlite3.Row) -> ChannelRecord:
         received=int(row["received"]) if row["received"] is not None else int(row["charged"]),
         lost=int(row["lost"]),
         pending=tuple((str(p), int(a), str(r), bool(o)) for p, a, r, o in json.loads(row["pending"])),
+        counted=int(row["counted"]) if row["counted"] is not None else int(row["signed"]),
     )
 
 
@@ -286,6 +344,11 @@ class WalletStore:
                     "ALTER TABLE channels ADD COLUMN receiver_authorizer TEXT NOT NULL "
                     "DEFAULT '0x0000000000000000000000000000000000000000'"
                 )
+            if "counted" not in columns:  # a wallet from before caps: it counts what it signed
+                self._db.execute("ALTER TABLE channels ADD COLUMN counted TEXT")
+            exact_columns = {row["name"] for row in self._db.execute("PRAGMA table_info(exact_payments)")}
+            if "month" not in exact_columns:
+                self._db.execute("ALTER TABLE exact_payments ADD COLUMN month TEXT")
             version = self._meta("schema_version")
             if version is not None and int(version) == 1:
                 # Version 1 had no ledger columns: old rows count what was charged as received.
@@ -452,12 +515,14 @@ class WalletStore:
 
     def record_signature(
         self, channel: bytes, amount: int, signature: bytes, site: str | None, day: str, spend: int,
-        ledger: LedgerRow | None = None,
+        ledger: LedgerRow | None = None, *, month: str | None = None, counted: int | None = None,
     ) -> None:  # fmt: skip
         """Records a new voucher, what it spends and (when given) the ledger with the voucher's request
         pending, in one transaction. Called BEFORE the voucher is sent: a crash afterwards leaves the
         wallet knowing at least what the server may hold. Signing an amount again is refused: one
-        total is signed once, so a restart never sends two different vouchers for it."""
+        total is signed once, so a restart never sends two different vouchers for it. `spend` is
+        counted on `day` and (when given) `month`; `counted`: the channel's new counted figure
+        (None: the amount signed)."""
         with self._tx() as db:
             current = self._signed(channel)
             if amount <= current and not (amount == current == 0):
@@ -468,8 +533,12 @@ class WalletStore:
             )
             if ledger is not None:
                 self._write_ledger(channel, ledger)
+            db.execute("UPDATE channels SET counted = ? WHERE channel_id = ?",
+                       (_amount(amount if counted is None else counted, "counted"), _hex_id(channel)))  # fmt: skip
             if site is not None and spend:
                 self._add_spend(site, day, spend)
+                if month is not None:
+                    self._add_spend(site, month, spend)
 
     def _write_ledger(self, channel: bytes, ledger: LedgerRow) -> None:
         received, lost, pending = ledger
@@ -480,11 +549,18 @@ class WalletStore:
         )  # fmt: skip
 
     def save_ledger(self, channel: bytes, ledger: LedgerRow, *, charged: int | None = None, receipt: dict[str, Any] | None = None,
-                    purchase: str | None = None, status: str | None = None) -> None:  # fmt: skip
+                    purchase: str | None = None, status: str | None = None, spend: SpendEntry | None = None) -> None:  # fmt: skip
         """The ledger's durable part (what was received and lost, the pending vouchers), with the
-        node's charged total, the receipt and a purchase when they come with it: one transaction."""
+        node's charged total, the receipt, a purchase and a change to what is counted as spent
+        when they come with it: one transaction."""
         with self._tx() as db:
             self._write_ledger(channel, ledger)
+            if spend is not None:
+                db.execute("UPDATE channels SET counted = ? WHERE channel_id = ?", (_amount(spend.counted, "counted"), _hex_id(channel)))
+                if spend.site is not None and spend.amount:
+                    self._add_spend(spend.site, spend.day, spend.amount)
+                    if spend.month is not None:
+                        self._add_spend(spend.site, spend.month, spend.amount)
             if charged is not None:
                 db.execute("UPDATE channels SET charged = ? WHERE channel_id = ?", (_amount(charged, "charged"), _hex_id(channel)))
             if receipt is not None:
@@ -561,17 +637,85 @@ class WalletStore:
         )
 
     def spent(self, day: str, site: str | None = None) -> int:
-        """What was signed away on `day`, for one site or (site None) in total."""
+        """What was spent on `day` (YYYY-MM-DD, UTC) or in a month (YYYY-MM), for one site or (site
+        None) in total: what requests cost as their receipts state it, the prices of those whose
+        outcome is open, and vouchers signed for requests the site refused (docs/security.md, "The
+        reader's budgets")."""
         if site is None:
             rows = self._db.execute("SELECT spent FROM ledger WHERE day = ?", (day,)).fetchall()
         else:
             rows = self._db.execute("SELECT spent FROM ledger WHERE day = ? AND site = ?", (day, site)).fetchall()
         return sum(int(r[0]) for r in rows)
 
+    def sites_spent(self, period: str) -> dict[str, int]:
+        """What each site cost on a day or in a month (`spent`'s keys), sites with nothing left out."""
+        rows = self._db.execute("SELECT site, spent FROM ledger WHERE day = ?", (period,)).fetchall()
+        return {r[0]: int(r[1]) for r in rows if int(r[1])}
+
+    # ------------------------------------------------------------------ caps, passes, display forms (per site)
+
+    def record_cap(self, cap: SiteCap) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO site_caps (site, name, cap, paid, period, resets_at, seen_at) VALUES (?,?,?,?,?,?,?)"
+                " ON CONFLICT(site, name) DO UPDATE SET cap = excluded.cap, paid = excluded.paid, period = excluded.period,"
+                " resets_at = excluded.resets_at, seen_at = excluded.seen_at",
+                (cap.site, cap.name, _amount(cap.cap, "cap"), _amount(cap.paid, "paid"), cap.period, cap.resets_at, cap.seen_at),
+            )
+
+    def caps(self, site: str | None = None) -> list[SiteCap]:
+        query, args = "SELECT site, name, cap, paid, period, resets_at, seen_at FROM site_caps", list[object]()
+        if site is not None:
+            query, args = query + " WHERE site = ?", [site]
+        rows = self._db.execute(query + " ORDER BY site, name", args).fetchall()
+        return [SiteCap(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    def record_pass(self, site: str, name: str, until: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO site_passes (site, name, until) VALUES (?,?,?)"
+                " ON CONFLICT(site, name) DO UPDATE SET until = MAX(until, excluded.until)",
+                (site, name, int(until)),
+            )
+
+    def end_passes(self, site: str, names: tuple[str, ...], at: int) -> None:
+        """The site charged a read these passes were held for: they are not believed past `at`."""
+        with self._tx() as db:
+            db.executemany("UPDATE site_passes SET until = MIN(until, ?) WHERE site = ? AND name = ?",
+                           [(int(at), site, name) for name in names])  # fmt: skip
+
+    def flag_site(self, site: str, flag: str, reason: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO site_flags (site, flag, reason, at) VALUES (?, ?, ?, ?)",
+                       (site, flag, reason, int(time.time())))  # fmt: skip
+
+    def site_flagged(self, site: str, flag: str) -> bool:
+        return self._db.execute("SELECT 1 FROM site_flags WHERE site = ? AND flag = ?", (site, flag)).fetchone() is not None
+
+    def passes(self, site: str | None = None) -> list[tuple[str, str, int]]:
+        """(site, name, until) of the passes this wallet bought, latest end per name."""
+        query, args = "SELECT site, name, until FROM site_passes", list[object]()
+        if site is not None:
+            query, args = query + " WHERE site = ?", [site]
+        return [(r[0], r[1], int(r[2])) for r in self._db.execute(query + " ORDER BY site, name", args).fetchall()]
+
+    def record_display(self, site: str, display: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO site_display (site, display) VALUES (?, ?) ON CONFLICT(site) DO UPDATE SET display = excluded.display",
+                       (site, json.dumps(display, separators=(",", ":"))))  # fmt: skip
+
+    def display(self, site: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT display FROM site_display WHERE site = ?", (site,)).fetchone()
+        if row is None:
+            return None
+        found = json.loads(row[0])
+        return found if isinstance(found, dict) else None
+
     # ------------------------------------------------------------------ exact payments (client/exact.py)
 
     def record_exact(
-        self, payment: ExactRecord, *, per_site_limit: int | None = None, daily_limit: int | None = None
+        self, payment: ExactRecord, *, per_site_limit: int | None = None, daily_limit: int | None = None,
+        month: str | None = None, per_site_monthly_limit: int | None = None, monthly_limit: int | None = None,
     ) -> None:
         """Records a signed `exact` authorization and counts its value as spent today, in one
         transaction, BEFORE its header leaves the process: a restart knows every authorization that
@@ -593,20 +737,35 @@ class WalletStore:
                     raise ExactLimitExceeded(
                         f"paying {value} would bring today's spending to {spent + value}, above the daily limit {daily_limit}"
                     )
+            if month is not None and payment.site is not None and per_site_monthly_limit is not None:
+                spent = self.spent(month, payment.site)
+                if spent + value > per_site_monthly_limit:
+                    raise ExactLimitExceeded(
+                        f"paying {value} would bring this month's spending on {payment.site} to {spent + value}, "
+                        f"above the per-site monthly budget {per_site_monthly_limit}"
+                    )
+            if month is not None and monthly_limit is not None:
+                spent = self.spent(month)
+                if spent + value > monthly_limit:
+                    raise ExactLimitExceeded(
+                        f"paying {value} would bring this month's spending to {spent + value}, above the monthly budget {monthly_limit}"
+                    )
             if db.execute("SELECT 1 FROM exact_payments WHERE nonce = ?", (payment.nonce_hex,)).fetchone() is not None:
                 raise WalletStoreError(f"authorization nonce {payment.nonce_hex} is already recorded")
             now = int(time.time())
             db.execute(
                 "INSERT INTO exact_payments (nonce, chain_id, token, payer, pay_to, value, valid_before, site, url, day,"
-                " header, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " header, status, created_at, updated_at, month) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     payment.nonce_hex, payment.chain_id, to_checksum_address(payment.token), to_checksum_address(payment.payer),
                     to_checksum_address(payment.pay_to), str(value), payment.valid_before, payment.site, payment.url,
-                    payment.day, payment.header, payment.status, now, now,
+                    payment.day, payment.header, payment.status, now, now, month,
                 ),
             )  # fmt: skip
             if payment.site is not None and value:
                 self._add_spend(payment.site, payment.day, value)
+                if month is not None:
+                    self._add_spend(payment.site, month, value)
 
     def exact_payment(self, nonce: bytes) -> ExactRecord | None:
         row = self._db.execute(f"SELECT {_EXACT_COLUMNS} FROM exact_payments WHERE nonce = ?", (_hex_id(nonce),)).fetchone()
@@ -631,7 +790,7 @@ class WalletStore:
         `unspend` (the chain shows it can never be used: expired unused) its value is taken off the
         day it was counted on, once: a row already `unused` is left as it is."""
         with self._tx() as db:
-            row = db.execute("SELECT status, value, site, day FROM exact_payments WHERE nonce = ?", (_hex_id(nonce),)).fetchone()
+            row = db.execute("SELECT status, value, site, day, month FROM exact_payments WHERE nonce = ?", (_hex_id(nonce),)).fetchone()
             if row is None:
                 raise WalletStoreError(f"unknown authorization nonce {_hex_id(nonce)}")
             if row["status"] == EXACT_UNUSED:
@@ -646,6 +805,8 @@ class WalletStore:
             db.execute(f"UPDATE exact_payments SET {', '.join(sets)} WHERE nonce = ?", (*args, _hex_id(nonce)))
             if unspend and row["site"] is not None:
                 self._add_spend(row["site"], row["day"], -int(row["value"]))
+                if row["month"] is not None:
+                    self._add_spend(row["site"], row["month"], -int(row["value"]))
 
     # ------------------------------------------------------------------ blocked sites
 
@@ -694,6 +855,8 @@ __all__ = [
     "ChannelRecord",
     "ExactLimitExceeded",
     "ExactRecord",
+    "SiteCap",
+    "SpendEntry",
     "WalletStore",
     "WalletStoreError",
 ]

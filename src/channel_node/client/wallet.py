@@ -22,13 +22,15 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eth_utils.address import is_address, to_canonical_address, to_checksum_address
 from web3 import AsyncWeb3
@@ -52,6 +54,8 @@ from channel_node.client.store import (
     ORPHANED,
     SETTLED,
     ChannelRecord,
+    SiteCap,
+    SpendEntry,
     WalletStore,
 )
 from channel_node.core import ChainFigures
@@ -70,7 +74,7 @@ from channel_node.signing import (
 )
 from channel_node.signing.eip712 import SECP256K1_N, ZERO_ADDRESS
 from channel_node.types import UINT128_MAX
-from channel_node.wire.channel import SCHEME, payment_signature
+from channel_node.wire.channel import SCHEME, payment_signature, read_display
 
 if TYPE_CHECKING:
     import aiohttp  # imported where it is used: a wallet that never closes via a node never loads it
@@ -78,6 +82,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("channel_node.client")
 
 _DECIMAL = re.compile(r"[0-9]{1,78}")
+_PASS_NAME = re.compile(r"[a-z0-9-]{1,32}")
+CAP_CLAIMS = "cap_claims"  # a site flag: it charged a read its own cap figures said was free
 
 
 # ------------------------------------------------------------------ errors
@@ -141,6 +147,14 @@ class Policy:
     per_request_limit: int | None = None  # refuse any single price above this
     per_site_daily_limit: int | None = None  # per URL host[:port], per UTC day
     daily_limit: int | None = None  # all sites together, per UTC day
+    # The reader's own monthly budget (docs/security.md, "The reader's budgets"): the same rule per
+    # calendar month in `timezone` (an IANA name; None: this machine's local time).
+    per_site_monthly_limit: int | None = None
+    monthly_limit: int | None = None
+    timezone: str | None = None
+    # Passes to buy when an offer lists one of these names and the wallet holds none of them valid
+    # for that site (docs/protocol.md, "Caps and passes"); the first listed by the offer wins.
+    passes: tuple[str, ...] = ()
     close_delay: int = 3600  # seconds; must be inside the offer's extra.closeDelay range
     # x402 `exact` (client/exact.py; docs/protocol.md, "The wallet and `exact`"): paid in `asset`
     # only (the allow-list: the limits above count in it), each payment at most `exact_max_amount`
@@ -161,6 +175,17 @@ class Policy:
         _check_int("per_request_limit", self.per_request_limit, 0, optional=True)
         _check_int("per_site_daily_limit", self.per_site_daily_limit, 0, optional=True)
         _check_int("daily_limit", self.daily_limit, 0, optional=True)
+        _check_int("per_site_monthly_limit", self.per_site_monthly_limit, 0, optional=True)
+        _check_int("monthly_limit", self.monthly_limit, 0, optional=True)
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError, TypeError):
+                raise ValueError(f"timezone must be an IANA time zone name such as 'Europe/Paris' or 'UTC', not {self.timezone!r}") from None
+        names: object = self.passes
+        if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and _PASS_NAME.fullmatch(n) for n in names):
+            raise ValueError(f"passes must be a tuple of pass names ([a-z0-9-], at most 32), not {self.passes!r}")
+        object.__setattr__(self, "passes", tuple(self.passes))
         _check_int("close_delay", self.close_delay, 0)
         if self.scheme not in (None, "exact", "channel"):
             raise ValueError(f"scheme must be 'exact', 'channel' or None, not {self.scheme!r}")
@@ -182,6 +207,7 @@ class PaymentHeader:
     contract: str
     signature: bytes = field(repr=False)
     reused: bool = False  # an existing voucher re-sent for a resource this channel already bought
+    pass_name: str | None = None  # the pass this payment buys (its price is `price`)
 
     def __str__(self) -> str:
         return self.value
@@ -233,6 +259,8 @@ class _Terms:
     min_deposit: int
     delay_min: int | None
     delay_max: int | None
+    passes: tuple[tuple[str, int], ...] = ()  # (name, price) of the passes the offer sells for this resource
+    cap: SiteCap | None = None  # the offer's cap (site and seen_at filled in by the wallet)
 
 
 @dataclass
@@ -243,6 +271,8 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     funding: asyncio.Lock = field(default_factory=asyncio.Lock)
     sites: dict[str, str | None] = field(default_factory=dict)  # payment id -> site, for blocking
+    counts: dict[str, SpendEntry] = field(default_factory=dict)  # payment id -> what its reservation counted
+    free: dict[str, tuple[str, ...] | SiteCap] = field(default_factory=dict)  # payment id -> why it was expected free
 
     @property
     def reserved(self) -> int:
@@ -398,6 +428,7 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
     if "receiverAuthorizer" not in extra:
         raise OfferRejected("offer has no extra.receiverAuthorizer: this node cannot settle a channel on this contract")
     authorizer = _address(extra.get("receiverAuthorizer"), "extra.receiverAuthorizer")
+    passes, cap = _offered_passes(extra.get("passes")), _offered_cap(extra.get("cap"))
     return _Terms(
         chain_id=chain_id,
         network=network,
@@ -410,7 +441,77 @@ def _parse_offer(offer: Mapping[str, Any], chain_id: int) -> _Terms:
         min_deposit=min_deposit,
         delay_min=delay_min,
         delay_max=delay_max,
+        passes=passes,
+        cap=cap,
     )
+
+
+def _offered_passes(listed: Any) -> tuple[tuple[str, int], ...]:
+    """The passes an offer's `extra.passes` sells (docs/protocol.md, "Caps and passes"); a malformed
+    entry is left out, never guessed (a pass is bought only when asked for by name)."""
+    found: list[tuple[str, int]] = []
+    for entry in listed if isinstance(listed, list) else ():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not _PASS_NAME.fullmatch(entry["name"]):
+            continue
+        try:
+            price = _uint(entry.get("price"), "price")
+        except ValueError:
+            continue
+        if 0 < price <= UINT128_MAX:
+            found.append((entry["name"], price))
+    return tuple(found[:16])
+
+
+def _offered_cap(cap: Any) -> SiteCap | None:
+    """An offer's or receipt's `cap` object as the wallet keeps it (site and time filled in later),
+    or None when it is absent or malformed (it is shown to the reader, never trusted for money)."""
+    if not isinstance(cap, Mapping) or not isinstance(cap.get("name"), str) or not _PASS_NAME.fullmatch(cap["name"]):
+        return None
+    try:
+        amount = _uint(cap.get("cap"), "cap")
+        paid = _uint(cap.get("paid", "0"), "paid")
+    except ValueError:
+        return None
+    period = cap.get("period")
+    resets = cap.get("resetsAt", cap.get("periodEndsAt"))
+    if isinstance(resets, bool) or not isinstance(resets, int) or not 0 < resets < 1 << 40:
+        resets = None
+    period_text = period if isinstance(period, str) and re.fullmatch(r"day|week|month|[1-9][0-9]{0,3}d", period) else ""
+    return SiteCap("", cap["name"], amount, paid, period_text, resets, 0)
+
+
+@dataclass(frozen=True)
+class SiteSpending:
+    """What the wallet paid one site, from its own ledger and the site's receipts (docs/security.md,
+    "The reader's budgets"): today (UTC) and this month (`month`, the policy's time zone), the
+    site's caps as its last receipt stated them, the passes bought there (name -> end, unix s) and
+    the display form it offers (`extra.display`; None: none)."""
+
+    site: str
+    today: int
+    month: str
+    this_month: int
+    caps: tuple[SiteCap, ...]
+    passes: tuple[tuple[str, int], ...]
+    display: dict[str, Any] | None
+
+
+def site_spending(store: WalletStore, day: str, month: str) -> list[SiteSpending]:
+    """Every site this wallet paid or holds figures of, for `day` and `month` (`Wallet.sites`, and
+    `channel-node wallet sites` with only the database)."""
+    today, monthly = store.sites_spent(day), store.sites_spent(month)
+    caps: dict[str, list[SiteCap]] = {}
+    for cap in store.caps():
+        caps.setdefault(cap.site, []).append(cap)
+    passes: dict[str, list[tuple[str, int]]] = {}
+    for site, name, until in store.passes():
+        passes.setdefault(site, []).append((name, until))
+    names = sorted(set(today) | set(monthly) | set(caps) | set(passes))
+    return [
+        SiteSpending(site, today.get(site, 0), month, monthly.get(site, 0), tuple(caps.get(site, ())),
+                     tuple(passes.get(site, ())), store.display(site))  # fmt: skip
+        for site in names
+    ]
 
 
 def trust_site(store: WalletStore, site: str) -> list[bytes]:
@@ -475,9 +576,22 @@ class Wallet:
         # symbol and decimals once someone who read them from the token sets them (the CLI does);
         # until then a token's amounts are shown in base units (docs/amounts.md).
         self.asset: Asset | None = ETH if self.policy.asset is None else None
+        # The wall clock the budgets' days and months and the passes' ends are read from (tests move it).
+        self.clock: Callable[[], float] = time.time
+        self._displays: dict[str, Any] = {}  # site -> the extra.display last recorded for it
 
     def _shown(self, amount: int) -> str:
         return format_amount(amount, self.asset) if self.asset is not None else f"{amount} base units"
+
+    def _day(self) -> str:
+        """The UTC day the daily limits count in."""
+        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+
+    def _month(self) -> str:
+        """The calendar month the monthly budget counts in, in the policy's time zone (local time by default)."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        zone = self.policy.timezone
+        return (now.astimezone(ZoneInfo(zone)) if zone is not None else now.astimezone()).strftime("%Y-%m")
 
     def __repr__(self) -> str:
         return f"Wallet({self.address}, {self.store!r})"
@@ -588,7 +702,22 @@ class Wallet:
             raise SpendingLimitExceeded(
                 f"price {self._shown(price)} is above the per-request limit {self._shown(p.per_request_limit)}"
             )
-        day = _today()
+        month = self._month()
+        if p.per_site_monthly_limit is not None and site is not None:
+            spent = self.store.spent(month, site)
+            if spent + spend > p.per_site_monthly_limit:
+                raise SpendingLimitExceeded(
+                    f"paying {self._shown(spend)} would bring this month's spending on {site} to {self._shown(spent + spend)}, "
+                    f"above the per-site monthly budget {self._shown(p.per_site_monthly_limit)}"
+                )
+        if p.monthly_limit is not None:
+            spent = self.store.spent(month)
+            if spent + spend > p.monthly_limit:
+                raise SpendingLimitExceeded(
+                    f"paying {self._shown(spend)} would bring this month's spending ({month}) to {self._shown(spent + spend)}, "
+                    f"above the monthly budget {self._shown(p.monthly_limit)}"
+                )
+        day = self._day()
         if p.per_site_daily_limit is not None and site is not None:
             spent = self.store.spent(day, site)
             if spent + spend > p.per_site_daily_limit:
@@ -623,18 +752,26 @@ class Wallet:
 
     # ------------------------------------------------------------------ paying
 
-    async def pay_for(self, offer: Mapping[str, Any], url: str, *, reuse: bool = True) -> PaymentHeader:
+    async def pay_for(self, offer: Mapping[str, Any], url: str, *, reuse: bool = True, pass_name: str | None = None) -> PaymentHeader:
         """A `PAYMENT-SIGNATURE` for one `accepts` entry of a 402, opening or topping up a channel
-        as needed. `reuse=False` always signs a new increment (after a corrective 402)."""
+        as needed. `reuse=False` always signs a new increment (after a corrective 402). `pass_name`
+        buys that pass, which the offer must sell (else OfferRejected); without it a pass named in
+        `Policy.passes` is bought when the offer sells one and none of them is held (docs/protocol.md,
+        "Caps and passes"). A pass costs its price instead of the resource's, and unlocks the resource."""
         terms = _parse_offer(offer, await self.chain_id())
         site = site_of(url) or None
+        self._note_offer(site, offer, terms)
+        chosen = self._pass_to_buy(site, terms, pass_name)
+        free = self._expect_free(site, terms) if chosen is None else None
+        if chosen is not None:
+            terms = replace(terms, price=dict(terms.passes)[chosen])
         parts = urlsplit(url)
         # What a purchase is: behind a reverse proxy the query is part of it (docs/protocol.md), so a
         # page with another query is bought, never sent the old voucher as a re-read. Against a static
         # node that ignores the query this costs nothing: it answers a free re-read (credit stays).
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._refuse_blocked(site, terms.receiver)
-        self._check_limits(site, terms.price, terms.price)  # before a channel is opened for it
+        self._check_limits(site, terms.price, 0 if free is not None else terms.price)  # before a channel is opened for it
         if to_canonical_address(terms.asset) != to_canonical_address(self.policy.asset or ZERO_ADDRESS):
             raise UnsupportedAsset(
                 f"the offer asks for {_asset_name(terms.asset)}; this wallet's policy pays in "
@@ -644,15 +781,98 @@ class Wallet:
         await self._check_contract(terms.contract)
         for _ in range(4):  # a channel can fill up or start closing between two steps
             record = await self._channel_for(terms, delay, site)
-            if reuse and terms.once and record.signed and self.store.purchased(record.channel_id, resource):
+            if reuse and chosen is None and terms.once and record.signed and self.store.purchased(record.channel_id, resource):
                 return self._reuse(record, terms, resource, site)
             funded = await self._fund(record, terms.price)
             if funded is None:
                 continue
-            header = await self._sign(funded, terms, resource, site)
+            header = await self._sign(funded, terms, resource, site, chosen, free)
             if header is not None:
                 return header
         raise WalletError("could not find or fund a channel for this payment; see the log")
+
+    def _note_offer(self, site: str | None, offer: Mapping[str, Any], terms: _Terms) -> None:
+        """Keeps what the offer tells the reader about the site: its display form and its cap's
+        terms (for `sites`; never for money)."""
+        if site is None:
+            return
+        extra = offer.get("extra")
+        display = extra.get("display") if isinstance(extra, Mapping) else None
+        if isinstance(display, dict) and self._displays.get(site) != display:
+            self.store.record_display(site, display)
+            self._displays[site] = display
+        if terms.cap is not None:
+            known = {c.name: c for c in self.store.caps(site)}.get(terms.cap.name)
+            if known is None or (known.cap, known.period) != (terms.cap.cap, terms.cap.period or known.period):
+                paid = terms.cap.paid if known is None else known.paid
+                self.store.record_cap(replace(terms.cap, site=site, paid=paid, period=terms.cap.period or (known.period if known else ""),
+                                              resets_at=terms.cap.resets_at or (known.resets_at if known else None),
+                                              seen_at=int(self.clock())))  # fmt: skip
+
+    def _expect_free(self, site: str | None, terms: _Terms) -> tuple[str, ...] | SiteCap | None:
+        """Why the site's last receipts say this read costs nothing, or None: the offer sells passes
+        the wallet holds valid by its clock (their names), or names a cap whose last stated `paid`
+        reached it and whose period has not ended (that cap). A site caught charging a read its own
+        cap figures said was free is not believed again (docs/security.md, "The reader's budgets")."""
+        if site is None:
+            return None
+        held = self.held_passes(site)
+        covering = tuple(name for name, _ in terms.passes if name in held)
+        if covering:
+            return covering
+        if terms.cap is None or self.store.site_flagged(site, CAP_CLAIMS):
+            return None
+        known = {c.name: c for c in self.store.caps(site)}.get(terms.cap.name)
+        if known is not None and known.paid >= known.cap and known.resets_at is not None and self.clock() < known.resets_at:
+            return known
+        return None
+
+    def _charged_when_free(self, site: str | None, why: tuple[str, ...] | SiteCap, receipt: Mapping[str, Any], amount: int) -> None:
+        """A read expected free was charged: the belief ends. Passes: no longer believed held (the
+        site's clock may be ahead). A cap: when the receipt names the same period, whose `paid`
+        had reached the cap, an honest node could not have charged: the site is not believed again."""
+        if site is None:
+            return
+        if isinstance(why, tuple):
+            self.store.end_passes(site, why, int(self.clock()))
+            return
+        stated = _offered_cap(receipt.get("cap"))
+        if stated is None or stated.resets_at == why.resets_at:
+            reason = f"charged {amount} for a read in cap {why.name}, which its receipts said was reached until {why.resets_at}"
+            self.store.flag_site(site, CAP_CLAIMS, reason)
+            log.warning("%s %s; its cap figures are not believed again (the budgets count every price)", site, reason)
+
+    def held_passes(self, site: str) -> dict[str, int]:
+        """The passes this wallet bought at `site` that are still valid by its clock: name -> end (unix s)."""
+        now = int(self.clock())
+        return {name: until for _, name, until in self.store.passes(site) if until > now}
+
+    def _pass_to_buy(self, site: str | None, terms: _Terms, asked: str | None) -> str | None:
+        sold = [name for name, _ in terms.passes]
+        if asked is not None:
+            if asked not in sold:
+                raise OfferRejected(f"the offer does not sell the pass {asked!r} for this page"
+                                    + (f" (it sells {', '.join(sold)})" if sold else " (it sells none)"))  # fmt: skip
+            return asked
+        wanted = [name for name in sold if name in self.policy.passes]
+        if not wanted:
+            return None
+        held = self.held_passes(site) if site is not None else {}
+        if any(name in held for name in wanted):
+            return None  # a pass that covers this page is held: the read costs nothing
+        return wanted[0]
+
+    def sites(self) -> list[SiteSpending]:
+        """Per site: what it cost today and this month, its caps ("1.40 of 2.00 this month") and
+        the passes bought there (`channel-node wallet sites`)."""
+        return site_spending(self.store, self._day(), self._month())
+
+    def display_asset(self, site: str) -> Asset | None:
+        """The wallet's asset with `site`'s display form (`$0.02`) when the site offered one made for
+        the asset's decimals; None when the wallet's asset is not known yet."""
+        if self.asset is None:
+            return None
+        return read_display({"display": self.store.display(site)}, self.asset)
 
     async def _channel_for(self, terms: _Terms, delay: int, site: str | None = None) -> ChannelRecord:
         key = (terms.chain_id, site) if site else (terms.chain_id, terms.contract, terms.receiver, terms.asset, site)
@@ -826,21 +1046,34 @@ class Wallet:
         return sign_digest(key, voucher_digest(Domain(record.chain_id, record.contract), record.channel_id, amount))
 
     def _commit(self, record: ChannelRecord, live: _Live, new: Ledger, send: rules.Send, site: str | None,
-                price: int) -> bytes:  # fmt: skip
+                price: int, payment_id: str, *, free: bool = False) -> bytes:  # fmt: skip
         """Signs `send` (when fresh: checks the limits first) and makes the ledger durable; only then
-        may the voucher leave. Called under the channel's lock, without awaiting."""
-        increment = send.amount - record.signed if send.fresh else 0
-        if send.fresh:
-            self._check_limits(site, price, increment)
+        may the voucher leave. Called under the channel's lock, without awaiting.
+
+        What it counts as spent (docs/security.md, "The reader's budgets"): what the voucher adds
+        above the channel's counted figure, at most the price: a new increment, or credit that an
+        earlier receipt gave back (it charged less than was signed for: a cap, a pass). Credit of
+        refused requests stays counted and is resent for nothing. `free`: the site's own figures say
+        this read costs nothing (a pass held, a cap reached): the budgets are checked for 0, the
+        price is still counted until the receipt gives it back."""
+        spend = min(price, max(0, send.amount - record.counted))
+        if send.fresh or spend:
+            self._check_limits(site, price, 0 if free else spend)
         signature = self._voucher(record, send.amount)
+        entry = SpendEntry(site, self._day(), self._month(), spend, record.counted + spend)
         if send.fresh:
-            self.store.record_signature(record.channel_id, send.amount, signature, site, _today(), increment, _row(new))
+            self.store.record_signature(record.channel_id, send.amount, signature, site, entry.day, spend, _row(new),
+                                        month=entry.month, counted=entry.counted)  # fmt: skip
         else:
-            self.store.save_ledger(record.channel_id, _row(new))
+            self.store.save_ledger(record.channel_id, _row(new), spend=entry if spend else None)
+        if spend:
+            earlier = live.counts.get(payment_id)
+            live.counts[payment_id] = replace(entry, amount=spend + (earlier.amount if earlier else 0))
         live.ledger = new
         return signature
 
-    async def _sign(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader | None:
+    async def _sign(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None,
+                    pass_name: str | None = None, free: tuple[str, ...] | SiteCap | None = None) -> PaymentHeader | None:  # fmt: skip
         live = self._state(record)
         async with live.lock:
             # Nothing below awaits: reading, checking, signing and committing are one atomic step.
@@ -857,9 +1090,11 @@ class Wallet:
                 raise SiteBlocked(f"channel {record.hex_id} is blocked after the server misbehaved ({exc})") from None
             if send.amount > record.deposited:
                 return None  # others reserved the rest meanwhile: fund again
-            signature = self._commit(record, live, new, send, site, terms.price)
+            signature = self._commit(record, live, new, send, site, terms.price, payment_id, free=free is not None)
             live.sites[payment_id] = site
-        return self._header(record, send.amount, signature, payment_id, terms.price, resource)
+            if free is not None:
+                live.free[payment_id] = free
+        return self._header(record, send.amount, signature, payment_id, terms.price, resource, pass_name=pass_name)
 
     def _reuse(self, record: ChannelRecord, terms: _Terms, resource: str, site: str | None) -> PaymentHeader:
         """A resource this channel already bought: the node serves it for any valid voucher of the
@@ -872,20 +1107,23 @@ class Wallet:
             new, send = rules.reserve(self._synced(live, record), Pending(payment_id, 0, resource, True))
         except LedgerBlocked as exc:
             raise SiteBlocked(f"channel {record.hex_id} is blocked after the server misbehaved ({exc})") from None
-        signature = self._commit(record, live, new, send, site, 0)
+        signature = self._commit(record, live, new, send, site, 0, payment_id)
         live.sites[payment_id] = site
         return self._header(record, send.amount, signature, payment_id, 0, resource, reused=True)
 
     def _header(self, record: ChannelRecord, amount: int, signature: bytes, payment_id: str, price: int,
-                resource: str, reused: bool = False, with_config: bool | None = None) -> PaymentHeader:  # fmt: skip
+                resource: str, reused: bool = False, with_config: bool | None = None,
+                pass_name: str | None = None) -> PaymentHeader:  # fmt: skip
         network = f"eip155:{record.chain_id}"
         include = (not record.acknowledged) if with_config is None else with_config
         value = payment_signature(
-            network, record.contract, record.channel_id, amount, signature, payment_id, record.config if include else None
+            network, record.contract, record.channel_id, amount, signature, payment_id, record.config if include else None,
+            pass_name=pass_name,
         )
         return PaymentHeader(
             value=value, channel_id=record.channel_id, amount=amount, price=price, payment_id=payment_id,
             resource=resource, network=network, contract=record.contract, signature=signature, reused=reused,
+            pass_name=pass_name,
         )  # fmt: skip
 
     def with_config(self, payment: PaymentHeader) -> PaymentHeader:
@@ -894,7 +1132,7 @@ class Wallet:
         record = self._record(payment.channel_id)
         self.store.update_channel(record.channel_id, acknowledged=False)
         return self._header(record, payment.amount, payment.signature, payment.payment_id, payment.price,
-                            payment.resource, payment.reused, with_config=True)  # fmt: skip
+                            payment.resource, payment.reused, with_config=True, pass_name=payment.pass_name)  # fmt: skip
 
     def release(self, payment: PaymentHeader, *, charged_unknown: bool = False) -> None:
         """Ends a request without a receipt: refused (the node says it charged nothing; the voucher
@@ -904,6 +1142,8 @@ class Wallet:
         if live is None or live.ledger.find(payment.payment_id) is None:
             return
         live.sites.pop(payment.payment_id, None)
+        live.counts.pop(payment.payment_id, None)  # refused or unknown: what it counted stays counted
+        live.free.pop(payment.payment_id, None)
         step = rules.unknown if charged_unknown else rules.refused
         live.ledger = step(live.ledger, payment.payment_id)
         self.store.save_ledger(payment.channel_id, _row(live.ledger))
@@ -979,8 +1219,33 @@ class Wallet:
             if new.misbehaved is not None and ledger.misbehaved is None:
                 raise self._misbehaved(record, live, site, new.misbehaved)
             purchase = pending.resource if pending.once and complete else None
-            self.store.save_ledger(record.channel_id, _row(new), charged=total, receipt=dict(receipt), purchase=purchase)
+            # Charged less than was counted for it (a cap, a pass): the budgets count what was charged.
+            counted = live.counts.pop(payment_id, None)
+            back = min(pending.price - amount, counted.amount) if counted is not None and amount < pending.price else 0
+            spend = replace(counted, amount=-back, counted=max(0, record.counted - back)) if counted is not None and back else None
+            self.store.save_ledger(record.channel_id, _row(new), charged=total, receipt=dict(receipt), purchase=purchase,
+                                   spend=spend)  # fmt: skip
+            why = live.free.pop(payment_id, None)
+            if why is not None and amount > 0:
+                self._charged_when_free(site, why, receipt, amount)
+            self._note_receipt(site, receipt)
         return amount
+
+    def _note_receipt(self, site: str | None, receipt: Mapping[str, Any]) -> None:
+        """Keeps a receipt's cap figures and pass (docs/protocol.md, "Caps and passes") for `sites`
+        and for not buying a pass twice. Shown to the reader, never counted as money."""
+        if site is None:
+            return
+        cap = _offered_cap(receipt.get("cap"))
+        if cap is not None:
+            known = {c.name: c for c in self.store.caps(site)}.get(cap.name)
+            self.store.record_cap(replace(cap, site=site, period=cap.period or (known.period if known else ""),
+                                          seen_at=int(self.clock())))  # fmt: skip
+        bought = receipt.get("pass")
+        if isinstance(bought, Mapping) and isinstance(bought.get("name"), str) and _PASS_NAME.fullmatch(bought["name"]):
+            until = bought.get("until")
+            if isinstance(until, int) and not isinstance(until, bool) and 0 < until < 1 << 40:
+                self.store.record_pass(site, bought["name"], until)
 
     def _adopt(self, record: ChannelRecord, live: _Live, voucher: int, signature: bytes, charged: int,
                payment_id: str | None) -> Ledger:  # fmt: skip
@@ -1082,14 +1347,14 @@ class Wallet:
                 assert new.misbehaved is not None
                 raise self._misbehaved(record, live, site, new.misbehaved)
             try:
-                signature = self._commit(record, live, new, send, site, payment.price)
+                signature = self._commit(record, live, new, send, site, payment.price, payment.payment_id)
             except SpendingLimitExceeded:
                 live.ledger = rules.refused(ledger, payment.payment_id)
                 self.store.save_ledger(record.channel_id, _row(live.ledger))
                 raise
             self.store.update_channel(record.channel_id, charged=charged)
         return self._header(record, send.amount, signature, payment.payment_id, payment.price, payment.resource,
-                            payment.reused)  # fmt: skip
+                            payment.reused, pass_name=payment.pass_name)  # fmt: skip
 
     async def confirm_unusable(self, channel: bytes | str, code: str) -> bool:
         """The node refused the channel as closing or settled: believed, and the channel marked

@@ -22,6 +22,7 @@ from channel_node.wire.channel import (
     ChannelExtra,
     ChannelReceipt,
     ChannelSummary,
+    DisplayExtra,
     PassStanding,
     PassTerms,
     checksum,
@@ -59,6 +60,8 @@ class Offer:
     # The address channels must name as receiverAuthorizer for this node to settle them: its claim
     # key, when that is not the receiver itself (docs/protocol.md); the zero address otherwise.
     receiver_authorizer: str = "0x" + "00" * 20
+    # The asset's display form for people (`extra.display`, wire/channel.py:display_extra); None: none.
+    display: DisplayExtra | None = None
 
 
 def payment_required(
@@ -95,6 +98,7 @@ def payment_required(
         extra[PASSES_FIELD] = passes
     if charge is not None:
         extra[CHARGE_FIELD] = str(charge)
+    _add_display(extra, offer)
     accepts: ChannelAccepts = {
         "scheme": SCHEME,
         "network": offer.network,
@@ -109,6 +113,12 @@ def payment_required(
     if exact is not None:
         entries.append(exact)
     return envelope.payment_required(error, message, resource, list(entries))
+
+
+def _add_display(extra: ChannelExtra, offer: Offer) -> None:
+    """`extra.display`, the node's display form (docs/protocol.md, "Display forms"), when it has one."""
+    if offer.display is not None:
+        extra["display"] = offer.display
 
 
 def cap_terms(cap: Cap, period_ends_at: int | None, standing: Progress | None = None) -> CapTerms:

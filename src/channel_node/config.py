@@ -287,6 +287,9 @@ class Paywall(BaseModel):
         return self
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHANNEL_NODE_", env_nested_delimiter="__", extra="forbid")
 
@@ -328,6 +331,16 @@ class Settings(BaseSettings):
     exact: Exact = Field(default_factory=lambda: Exact.model_validate({}))
     economics: Economics = Field(default_factory=Economics)
     paywall: Paywall
+
+    @field_validator("port", "confirmations", "close_margin", "admin_port", "watch_from_block", "log_range",
+                     "claim_batch_size", mode="before")
+    @classmethod
+    def whole_number_text(cls, value: object) -> object:
+        """An environment variable is text, and pydantic would read "8080.0" as 8080: a whole number
+        setting written as text must be digits, so a mistyped value is refused rather than rounded."""
+        if isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value.strip()):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        return value
 
     @field_validator("rpc_url")
     @classmethod

@@ -6,6 +6,11 @@
 // names it the channel's voucher signer; the key stays in localStorage and signs each unlock's
 // voucher here, with no wallet pop-up. The paid content replaces the paywall in place.
 //
+// A channel in an ERC-20 token is opened and topped up with one transaction carrying an EIP-2612
+// permit the wallet signs as typed data (eth_signTypedData_v4) for exactly the deposit, or, for a
+// token without a permit (or a wallet that refuses to sign one), with `approve(contract, exactly the
+// deposit)` then the plain token deposit: never an unlimited allowance (docs/browser.md, "Token channels").
+//
 // When the offer also lists x402's `exact` scheme, a second button pays just this page: the reader's
 // wallet signs one EIP-3009 TransferWithAuthorization (eth_signTypedData_v4) for exactly the price,
 // the page retries with it, and the site submits the transfer (the reader sends no transaction).
@@ -19,19 +24,31 @@ import {
   cooperativeCloseTypedData,
   decodeGetChannel,
   decodeHeader,
+  decodeString,
+  decodeUint,
+  encodeAllowance,
+  encodeApprove,
   encodeCloseCooperative,
   encodeDepositEth,
+  encodeDepositToken,
+  encodeDepositTokenWithPermit,
   encodeBalanceOf,
   encodeGetChannel,
+  encodeNoArguments,
+  encodeNonces,
   exactPaymentSignature,
   formatUnits,
   hexToBytes,
   parseUnits,
   paymentSignature,
+  permitDigest,
+  permitTypedData,
   randomSecretKey,
   recoverAddress,
   signDigest,
+  toCompact,
   toHex,
+  tokenDomainSeparator,
   transferAuthorizationDigest,
   transferAuthorizationTypedData,
   voucherDigest,
@@ -71,6 +88,8 @@ export function termsOf(offer) {
     delayMin: delay.min ?? 0,
     delayMax: delay.max ?? 2 ** 32 - 1,
     channelState: extra.channel || null,
+    // How amounts read: ETH's 18 decimals; a token's are read from the token itself (loadUnit).
+    unit: accept.asset && checksumAddress(accept.asset) !== ZERO_ADDRESS ? null : { decimals: 18, symbol: "ETH" },
     resource: offer.resource || {},
     error: offer.error,
     message: offer.message,
@@ -170,19 +189,175 @@ function randomSalt() {
   return BigInt(toHex(raw)).toString();
 }
 
-/** Opens a channel with `deposit` (wei): the voucher key is stored before any money moves. */
+// ------------------------------------------------------------------ ERC-20 deposits
+
+// How long a deposit's permit stays valid (as the Python wallet's PERMIT_LIFETIME): long enough for a
+// slow block, short enough not to linger.
+const PERMIT_LIFETIME = 3600;
+const MAX_DECIMALS = 36;
+const isToken = (terms) => terms.asset !== ZERO_ADDRESS;
+const call = (to, data) => rpc("eth_call", [{ to, data }, "latest"]);
+
+/** An eth_call that may not be implemented: null for a revert or an empty answer. */
+async function optionalCall(to, data) {
+  try {
+    const answer = await call(to, data);
+    return typeof answer === "string" && answer.length > 2 ? answer : null;
+  } catch (error) {
+    return null;
+  }
+}
+
+function refused(message, code) {
+  return Object.assign(new Error(message), { code });
+}
+
+/** `amount` base units of the site's asset as people read them: "0.02 DUSD", "0.00002 ETH", or
+ * base units with the token's address while its decimals are unknown. */
+export function money(terms, amount) {
+  const unit = terms.unit;
+  if (!unit || unit.decimals === null || unit.decimals === undefined) return `${BigInt(amount)} base units of token ${terms.asset}`;
+  return `${formatUnits(amount, unit.decimals)} ${unit.symbol || `units of token ${terms.asset}`}`;
+}
+
+/** Sets `terms.unit` from the token's own decimals() and symbol() (the chain's word, not the
+ * site's); `fallback` (the page's markup) only for what the token does not answer. */
+export async function loadUnit(terms, fallback = {}) {
+  if (!isToken(terms) || terms.unit) return terms.unit;
+  let decimals = null;
+  let symbol = null;
+  try {
+    const answer = await optionalCall(terms.asset, encodeNoArguments("decimals()"));
+    const n = answer ? decodeUint(answer) : null;
+    if (n !== null && n <= BigInt(MAX_DECIMALS)) decimals = Number(n);
+    const text = await optionalCall(terms.asset, encodeNoArguments("symbol()"));
+    if (text) symbol = cleanSymbol(decodeString(text));
+  } catch (error) { /* no wallet, or answers of another type */ }
+  if (decimals === null && Number.isSafeInteger(fallback.decimals) && fallback.decimals >= 0 && fallback.decimals <= MAX_DECIMALS) {
+    decimals = fallback.decimals;
+  }
+  terms.unit = { decimals, symbol: symbol || cleanSymbol(fallback.symbol) };
+  return terms.unit;
+}
+
+// A symbol is anyone's text: shown only when it is a few letters, digits or currency signs.
+const cleanSymbol = (text) => (typeof text === "string" && /^[\p{L}\p{N}\p{Sc}]{1,12}$/u.test(text) ? text : null);
+
+/** What the token holds for `owner` (its balanceOf), refusing an asset without code or balanceOf:
+ * an offer naming an account, or a contract that is no token, gets no deposit and no signature. */
+export async function readToken(terms, owner) {
+  const code = await rpc("eth_getCode", [terms.asset, "latest"]);
+  if (typeof code !== "string" || code.length <= 2) {
+    throw refused(`the site's asset ${terms.asset} is not a token contract on chain ${terms.chainId}`, "not_a_token");
+  }
+  const balanceAnswer = await optionalCall(terms.asset, encodeBalanceOf(owner));
+  if (!balanceAnswer) throw refused(`the site's asset ${terms.asset} does not answer balanceOf: not an ERC-20 token`, "not_a_token");
+  return { balance: decodeUint(balanceAnswer) };
+}
+
+/** The token's EIP-2612 permit terms for `owner`: {domain, nonce}, or {reason} when it has none the
+ * wallet can sign for. The domain is built from the token's own name() and version() (version "1"
+ * when absent), this chain and the token's address, and must give the token's own
+ * DOMAIN_SEPARATOR(): a token (or offer) whose separator is another contract's is not signed for. */
+export async function permitTerms(terms, owner) {
+  const [separator, nonceAnswer, nameAnswer, versionAnswer] = [
+    await optionalCall(terms.asset, encodeNoArguments("DOMAIN_SEPARATOR()")),
+    await optionalCall(terms.asset, encodeNonces(owner)),
+    await optionalCall(terms.asset, encodeNoArguments("name()")),
+    await optionalCall(terms.asset, encodeNoArguments("version()")),
+  ];
+  if (!separator || !nonceAnswer || !nameAnswer) return { reason: "no_permit" };
+  let domain;
+  try {
+    domain = {
+      name: decodeString(nameAnswer),
+      version: versionAnswer ? decodeString(versionAnswer) : "1",
+      chainId: terms.chainId,
+      verifyingContract: terms.asset,
+    };
+  } catch (error) {
+    return { reason: "no_permit" };
+  }
+  if (toHex(tokenDomainSeparator(domain)) !== separator.slice(0, 66).toLowerCase()) return { reason: "domain_mismatch" };
+  return { domain, nonce: decodeUint(nonceAnswer) };
+}
+
+async function latestTimestamp() {
+  const block = await rpc("eth_getBlockByNumber", ["latest", false]);
+  return BigInt(block.timestamp);
+}
+
+const userRejected = (error) => error && (error.code === 4001 || error.code === "ACTION_REJECTED");
+
+/** Deposits `amount` (base units) into the channel of `config`: ETH with the call; a token by permit,
+ * else by an approve of exactly `amount`. Returns how: "eth" | "permit" | "approve". */
+export async function depositFunds(terms, payer, config, amount) {
+  if (!isToken(terms)) {
+    await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(amount), data: encodeDepositEth(config) });
+    return "eth";
+  }
+  if (checksumAddress(config.token) !== terms.asset) throw refused("the channel's token is not the site's asset", "asset_mismatch");
+  const token = await readToken(terms, payer);
+  if (token.balance < amount) {
+    throw refused(`a deposit of ${money(terms, amount)} needs more than this account holds (${money(terms, token.balance)})`,
+      "insufficient_balance");
+  }
+  const permit = await permitTerms(terms, payer);
+  if (permit.domain) {
+    const message = { owner: payer, spender: terms.contract, value: amount, nonce: permit.nonce,
+                      deadline: (await latestTimestamp()) + BigInt(PERMIT_LIFETIME) };
+    let signature = null;
+    try {
+      signature = await rpc("eth_signTypedData_v4", [payer, JSON.stringify(permitTypedData(permit.domain, message))]);
+    } catch (error) {
+      signature = null; // the wallet would not sign typed data: an approve of exactly the deposit instead
+    }
+    if (signature) {
+      if (recoverAddress(permitDigest(permit.domain, message), signature).toLowerCase() !== payer.toLowerCase()) {
+        throw new Error("the wallet's typed-data signature does not match the permit digest");
+      }
+      const { r, vs } = toCompact(signature);
+      try {
+        await sendAndWait({ from: payer, to: terms.contract, value: "0x0",
+                            data: encodeDepositTokenWithPermit(config, amount, message.deadline, r, vs) });
+        return "permit";
+      } catch (error) {
+        if (userRejected(error)) throw error;
+        console.warn("the permit deposit failed; approving exactly the deposit instead", error);
+      }
+    }
+  }
+  // No permit: let the contract take exactly this deposit. A token such as USDT refuses to change one
+  // non-zero allowance into another, so a stale one is set to zero first.
+  const allowance = decodeUint(await call(terms.asset, encodeAllowance(payer, terms.contract)));
+  if (allowance < amount) {
+    if (allowance > 0n) await sendAndWait({ from: payer, to: terms.asset, value: "0x0", data: encodeApprove(terms.contract, 0n) });
+    await sendAndWait({ from: payer, to: terms.asset, value: "0x0", data: encodeApprove(terms.contract, amount) });
+  }
+  await sendAndWait({ from: payer, to: terms.contract, value: "0x0", data: encodeDepositToken(config, amount) });
+  return "approve";
+}
+
+/** Opens a channel with `deposit` (base units of the site's asset): the voucher key is stored before
+ * any money moves; a token balance below the deposit is refused before anything is signed. */
 export async function openChannel(terms, deposit) {
-  if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
   const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
-  if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+  if (deposit < minimum) throw new Error(`the deposit must be at least ${money(terms, minimum)}`);
   const closeDelay = closeDelayFor(terms);
   const payer = await connect(terms);
+  if (isToken(terms)) {
+    const token = await readToken(terms, payer);
+    if (token.balance < deposit) {
+      throw refused(`a deposit of ${money(terms, deposit)} needs more than this account holds (${money(terms, token.balance)})`,
+        "insufficient_balance");
+    }
+  }
   const key = randomSecretKey();
   const config = {
     payer,
     signer: addressOfKey(key),
     receiver: terms.receiver,
-    token: ZERO_ADDRESS,
+    token: terms.asset,
     closeDelay,
     salt: randomSalt(),
     receiverAuthorizer: terms.receiverAuthorizer,
@@ -194,7 +369,7 @@ export async function openChannel(terms, deposit) {
   };
   archive(terms);
   save(terms, record);
-  await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
+  record.funded = await depositFunds(terms, payer, config, deposit);
   const onChain = await readChannel(terms, id);
   record.status = "open";
   record.deposited = onChain.deposited.toString();
@@ -205,7 +380,7 @@ export async function openChannel(terms, deposit) {
 export async function topUp(terms, record, amount) {
   const payer = await connect(terms);
   if (payer.toLowerCase() !== record.config.payer.toLowerCase()) throw new Error(`switch your wallet to ${record.config.payer}`);
-  await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(amount), data: encodeDepositEth(record.config) });
+  record.funded = await depositFunds(terms, payer, record.config, amount);
   record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
   save(terms, record);
   return record;
@@ -241,7 +416,7 @@ export async function closeChannel(terms, record, base = location.origin) {
       const stated = BigInt(answer.channel.charged);
       const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;
       if (stated > signed) {
-        throw new Error(`the node asks ${formatUnits(stated)} ETH to close; this browser only ever signed ${formatUnits(signed)} ETH`);
+        throw new Error(`the node asks ${money(terms, stated)} to close; this browser only ever signed ${money(terms, signed)}`);
       }
       amount = stated;
     } else {
@@ -360,6 +535,11 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
     const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
     if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
     const refusal = termsOf(decodeHeader(requiredHeader));
+    if (refusal.asset !== terms.asset || refusal.contract !== terms.contract || refusal.receiver !== terms.receiver) {
+      // A corrective 402 for another asset, contract or receiver is not about this channel: its
+      // figures are not believed, and nothing more is signed for it.
+      throw refused("the site's answer names another asset, contract or receiver than its offer: not paying", "offer_changed");
+    }
     const state = refusal.channelState;
     if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
       // Resync only as far as the ledger allows: a node claiming charges for content this browser
@@ -553,6 +733,9 @@ function eth(wei) {
   return `${formatUnits(wei)} ETH`;
 }
 
+/** The decimals of the deposit and top-up fields: the token's, or 0 (base units) while unknown. */
+const decimalsOf = (terms) => (terms.unit && terms.unit.decimals !== null ? terms.unit.decimals : 0);
+
 function showContent(html) {
   const parsed = new DOMParser().parseFromString(html, "text/html");
   if (parsed.title) document.title = parsed.title;
@@ -582,14 +765,14 @@ function renderPanel(terms, record, note = "") {
       "p",
       {},
       "Remaining deposit: ",
-      element("strong", { id: "channel-remaining" }, eth(remaining)),
-      ` of ${eth(record.deposited)}`,
+      element("strong", { id: "channel-remaining" }, money(terms, remaining)),
+      ` of ${money(terms, record.deposited)}`,
       record.status === "closed" ? " (closed)" : "",
     ),
   );
   const list = element("ol", { id: "channel-unlocks" });
   for (const unlock of record.unlocks.slice(-20)) {
-    const cost = BigInt(unlock.cost) === 0n ? "free (already paid)" : eth(unlock.cost);
+    const cost = BigInt(unlock.cost) === 0n ? (unlock.why || "free (already paid)") : money(terms, unlock.cost);
     list.append(element("li", { "data-cost": unlock.cost }, `${unlock.path}: ${cost}`));
   }
   if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
@@ -602,21 +785,23 @@ function renderPanel(terms, record, note = "") {
     );
   }
   if (record.status === "open") {
-    const amount = element("input", { id: "channel-topup-amount", inputmode: "decimal", size: "10", value: formatUnits(terms.price * 10n) });
+    const amount = element("input", { id: "channel-topup-amount", inputmode: "decimal", size: "10",
+                                      value: formatUnits(terms.price * 10n, decimalsOf(terms)) });
     const topup = element("button", { id: "channel-topup", type: "button" }, "Top up");
     const close = element("button", { id: "channel-close", type: "button" }, "Close channel and get the rest back");
     topup.addEventListener("click", () =>
-      act(terms, "Topping up (confirm in your wallet) ...", async () => topUp(terms, load(terms), parseUnits(amount.value))),
+      act(terms, "Topping up (confirm in your wallet) ...", async () => topUp(terms, load(terms), parseUnits(amount.value, decimalsOf(terms)))),
     );
     close.addEventListener("click", () =>
       act(terms, "Closing (sign and confirm in your wallet) ...", async () => {
         const closed = await closeChannel(terms, load(terms));
-        return { record: closed, note: `Channel closed: ${eth(closed.refunded)} returned to ${closed.config.payer}.` };
+        return { record: closed, note: `Channel closed: ${money(terms, closed.refunded)} returned to ${closed.config.payer}.` };
       }),
     );
-    panel.append(element("p", {}, element("label", {}, "Add ", amount, " ETH "), topup), element("p", {}, close));
+    const unit = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
+    panel.append(element("p", {}, element("label", {}, "Add ", amount, ` ${unit} `), topup), element("p", {}, close));
   } else if (record.status === "closed" && record.refunded) {
-    panel.append(element("p", { id: "channel-closed" }, `Closed: ${eth(record.closedAmount)} paid, ${eth(record.refunded)} returned.`));
+    panel.append(element("p", { id: "channel-closed" }, `Closed: ${money(terms, record.closedAmount)} paid, ${money(terms, record.refunded)} returned.`));
   }
   panel.append(element("p", { id: "channel-wallet-status", role: "status" }, note));
 }
@@ -656,7 +841,7 @@ async function unlock(terms, options = {}) {
   const response = await payFor(terms, load(terms), location.href, options);
   showContent(response.text);
   const cost = BigInt(response.receipt.chargedAmount);
-  return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
+  return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${money(terms, cost)}.` };
 }
 
 function refreshPaywall(terms) {
@@ -665,18 +850,14 @@ function refreshPaywall(terms) {
   const record = load(terms);
   const open = record && record.status === "open";
   const deposit = $("channel-deposit-row");
-  if (terms.asset !== ZERO_ADDRESS) {
-    // This script opens ETH channels only: a token-priced site is paid here with the exact button,
-    // or with the channel-node wallet for a channel.
-    button.hidden = true;
-    if (deposit) deposit.hidden = true;
-    return;
-  }
   if (deposit) deposit.hidden = Boolean(open);
-  button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
+  const unit = $("channel-deposit-unit");
+  if (unit) unit.textContent = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
+  const price = money(terms, terms.price);
+  button.textContent = open ? `Unlock for ${price}` : `Open a channel and unlock for ${price}`;
 }
 
-export function start() {
+export async function start() {
   const data = $("channel-offer");
   if (!data) return;
   const offer = JSON.parse(data.textContent);
@@ -685,9 +866,17 @@ export function start() {
   if (exactButton && exact) exactButton.addEventListener("click", () => unlockExact(exact));
   const terms = termsOf(offer);
   const depositInput = $("channel-deposit");
+  if (isToken(terms)) {
+    // The deposit field reads in the token's units: its decimals come from the token itself.
+    const button = $("channel-unlock");
+    if (button) button.disabled = true;
+    const hint = depositInput ? { decimals: Number(depositInput.dataset.decimals), symbol: depositInput.dataset.symbol } : {};
+    await loadUnit(terms, hint);
+    if (button) button.disabled = false;
+  }
   if (depositInput && !depositInput.value) {
     const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;
-    depositInput.value = formatUnits(suggested > terms.minDeposit ? suggested : terms.minDeposit);
+    depositInput.value = formatUnits(suggested > terms.minDeposit ? suggested : terms.minDeposit, decimalsOf(terms));
   }
   const record = load(terms);
   if (record && record.status === "opening") {
@@ -710,7 +899,7 @@ export function start() {
         const current = load(terms);
         if (!current || current.status !== "open") {
           setStatus("Opening a channel (confirm the deposit in your wallet) ...");
-          await openChannel(terms, parseUnits($("channel-deposit").value));
+          await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
         }
         return unlock(terms);
       }),

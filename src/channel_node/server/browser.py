@@ -118,6 +118,18 @@ sends it (x402 <code>exact</code>: no deposit, no transaction from you).</p>
 </div>"""
 
 
+def _deposit_input(offer_asset: str, known: Asset | None) -> str:
+    """The deposit field and its unit: ETH, or the node's token (its symbol and decimals as hints;
+    the script reads the token's own decimals and symbol from the chain, docs/browser.md)."""
+    if offer_asset.lower() == ZERO_ADDRESS:
+        return '<input id="channel-deposit" inputmode="decimal" size="10"> <span id="channel-deposit-unit">ETH</span>'
+    if known is not None and (known.address or ZERO_ADDRESS).lower() == offer_asset.lower():
+        symbol = html.escape(known.symbol)
+        return (f'<input id="channel-deposit" inputmode="decimal" size="10" data-decimals="{known.decimals}" '
+                f'data-symbol="{symbol}"> <span id="channel-deposit-unit">{symbol}</span>')  # fmt: skip
+    return '<input id="channel-deposit" inputmode="decimal" size="10"> <span id="channel-deposit-unit">base units</span>'
+
+
 def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None = None) -> str:
     """The HTML body of a 402 for a browser: `offer_document` is the JSON the node sends in
     `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text, a
@@ -151,7 +163,7 @@ def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None
 <p>Read the whole of {esc(description)} for <strong id="channel-price">{esc(price)}</strong>, paid from a deposit you
 lock once for this site; what you do not spend comes back when you close.</p>
 {notice}
-<p id="channel-deposit-row"><label>Deposit <input id="channel-deposit" inputmode="decimal" size="10"> ETH</label></p>
+<p id="channel-deposit-row"><label>Deposit {_deposit_input(accept.get("asset") or ZERO_ADDRESS, asset)}</label></p>
 <p><button id="channel-unlock" type="button">Unlock for {esc(price)}</button></p>
 {exact_unlock_html(offer_document, asset)}
 <p id="channel-status" role="status"></p>

@@ -28,6 +28,7 @@ var ChannelWallet = (() => {
     DOMAIN_NAME: () => DOMAIN_NAME,
     DOMAIN_TYPEHASH: () => DOMAIN_TYPEHASH,
     DOMAIN_VERSION: () => DOMAIN_VERSION,
+    PERMIT_TYPEHASH: () => PERMIT_TYPEHASH,
     TRANSFER_WITH_AUTHORIZATION_TYPEHASH: () => TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
     VOUCHER_TYPEHASH: () => VOUCHER_TYPEHASH,
     ZERO_ADDRESS: () => ZERO_ADDRESS,
@@ -45,12 +46,21 @@ var ChannelWallet = (() => {
     cooperativeCloseTypedData: () => cooperativeCloseTypedData,
     decodeGetChannel: () => decodeGetChannel,
     decodeHeader: () => decodeHeader,
+    decodeString: () => decodeString,
+    decodeUint: () => decodeUint,
+    depositFunds: () => depositFunds,
     domainSeparator: () => domainSeparator,
+    encodeAllowance: () => encodeAllowance,
+    encodeApprove: () => encodeApprove,
     encodeBalanceOf: () => encodeBalanceOf,
     encodeCloseCooperative: () => encodeCloseCooperative,
     encodeDepositEth: () => encodeDepositEth,
+    encodeDepositToken: () => encodeDepositToken,
+    encodeDepositTokenWithPermit: () => encodeDepositTokenWithPermit,
     encodeGetChannel: () => encodeGetChannel,
     encodeHeader: () => encodeHeader,
+    encodeNoArguments: () => encodeNoArguments,
+    encodeNonces: () => encodeNonces,
     exactPaymentSignature: () => exactPaymentSignature,
     exactRecords: () => exactRecords,
     exactTermsOf: () => exactTermsOf,
@@ -58,6 +68,8 @@ var ChannelWallet = (() => {
     hashTypedData: () => hashTypedData,
     hexToBytes: () => hexToBytes3,
     keccak: () => keccak,
+    loadUnit: () => loadUnit,
+    money: () => money,
     onCutShort: () => onCutShort,
     onDelivered: () => onDelivered,
     onStatedCharged: () => onStatedCharged,
@@ -66,12 +78,17 @@ var ChannelWallet = (() => {
     payExact: () => payExact,
     payFor: () => payFor,
     paymentSignature: () => paymentSignature,
+    permitDigest: () => permitDigest,
+    permitTerms: () => permitTerms,
+    permitTypedData: () => permitTypedData,
     randomSecretKey: () => randomSecretKey,
+    readToken: () => readToken,
     recoverAddress: () => recoverAddress,
     signDigest: () => signDigest,
     start: () => start,
     storageKey: () => storageKey,
     termsOf: () => termsOf,
+    toCompact: () => toCompact,
     toHex: () => toHex,
     tokenDomainSeparator: () => tokenDomainSeparator,
     topUp: () => topUp,
@@ -3209,6 +3226,97 @@ var ChannelWallet = (() => {
   function encodeBalanceOf(address) {
     return toHex(concatBytes(selector("balanceOf(address)"), addressWord(address)));
   }
+  var PERMIT_TYPEHASH = typehash("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)");
+  function permitDigest(domain, permit) {
+    const struct = keccak_256(
+      concatBytes(
+        PERMIT_TYPEHASH,
+        addressWord(permit.owner),
+        addressWord(permit.spender),
+        word(permit.value),
+        word(permit.nonce),
+        word(permit.deadline)
+      )
+    );
+    return keccak_256(concatBytes(new Uint8Array([25, 1]), tokenDomainSeparator(domain), struct));
+  }
+  function permitTypedData(domain, permit) {
+    return {
+      types: {
+        EIP712Domain: [
+          { name: "name", type: "string" },
+          { name: "version", type: "string" },
+          { name: "chainId", type: "uint256" },
+          { name: "verifyingContract", type: "address" }
+        ],
+        Permit: [
+          { name: "owner", type: "address" },
+          { name: "spender", type: "address" },
+          { name: "value", type: "uint256" },
+          { name: "nonce", type: "uint256" },
+          { name: "deadline", type: "uint256" }
+        ]
+      },
+      primaryType: "Permit",
+      domain: {
+        name: domain.name,
+        version: domain.version,
+        chainId: Number(domain.chainId),
+        verifyingContract: checksumAddress(domain.verifyingContract)
+      },
+      message: {
+        owner: checksumAddress(permit.owner),
+        spender: checksumAddress(permit.spender),
+        value: BigInt(permit.value).toString(),
+        nonce: BigInt(permit.nonce).toString(),
+        deadline: BigInt(permit.deadline).toString()
+      }
+    };
+  }
+  function toCompact(signature) {
+    const raw = typeof signature === "string" ? hexToBytes3(signature) : signature;
+    if (raw.length !== 65) throw new Error("signature must be 65 bytes");
+    const v = raw[64] >= 27 ? raw[64] - 27 : raw[64];
+    if (v > 1) throw new Error("bad signature v");
+    const vs = raw.slice(32, 64);
+    if (vs[0] & 128) throw new Error("high-s signature");
+    if (v) vs[0] |= 128;
+    return { r: toHex(raw.slice(0, 32)), vs: toHex(vs) };
+  }
+  function encodeDepositToken(config, amount) {
+    return toHex(concatBytes(selector(`depositToken(${CONFIG_TUPLE},uint256)`), configWords(config), word(amount)));
+  }
+  function encodeDepositTokenWithPermit(config, amount, deadline, r, vs) {
+    return toHex(
+      concatBytes(
+        selector(`depositTokenWithPermit(${CONFIG_TUPLE},uint256,uint256,bytes32,bytes32)`),
+        configWords(config),
+        word(amount),
+        word(deadline),
+        bytes32(r),
+        bytes32(vs)
+      )
+    );
+  }
+  var encodeApprove = (spender, amount) => toHex(concatBytes(selector("approve(address,uint256)"), addressWord(spender), word(amount)));
+  var encodeAllowance = (owner, spender) => toHex(concatBytes(selector("allowance(address,address)"), addressWord(owner), addressWord(spender)));
+  var encodeNonces = (owner) => toHex(concatBytes(selector("nonces(address)"), addressWord(owner)));
+  var encodeNoArguments = (signature) => toHex(selector(signature));
+  function decodeUint(hex) {
+    const raw = hexToBytes3(hex);
+    if (raw.length < 32) throw new Error("short uint256 answer");
+    return BigInt(toHex(raw.slice(0, 32)));
+  }
+  function decodeString(hex) {
+    const raw = hexToBytes3(hex);
+    if (raw.length === 32) return new TextDecoder().decode(raw).replace(/\0+$/, "");
+    if (raw.length < 64) throw new Error("short string answer");
+    const offset = Number(BigInt(toHex(raw.slice(0, 32))));
+    if (offset + 32 > raw.length) throw new Error("bad string offset");
+    const length = Number(BigInt(toHex(raw.slice(offset, offset + 32))));
+    if (offset + 32 + length > raw.length) throw new Error("bad string length");
+    return new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(offset + 32, offset + 32 + length));
+  }
 
   // web/ledger.js
   var big = (value) => BigInt(value ?? 0);
@@ -3269,6 +3377,8 @@ var ChannelWallet = (() => {
       delayMin: delay.min ?? 0,
       delayMax: delay.max ?? 2 ** 32 - 1,
       channelState: extra.channel || null,
+      // How amounts read: ETH's 18 decimals; a token's are read from the token itself (loadUnit).
+      unit: accept.asset && checksumAddress(accept.asset) !== ZERO_ADDRESS ? null : { decimals: 18, symbol: "ETH" },
       resource: offer.resource || {},
       error: offer.error,
       message: offer.message
@@ -3342,18 +3452,156 @@ var ChannelWallet = (() => {
     const raw = crypto.getRandomValues(new Uint8Array(12));
     return BigInt(toHex(raw)).toString();
   }
+  var PERMIT_LIFETIME = 3600;
+  var MAX_DECIMALS = 36;
+  var isToken = (terms) => terms.asset !== ZERO_ADDRESS;
+  var call = (to, data) => rpc("eth_call", [{ to, data }, "latest"]);
+  async function optionalCall(to, data) {
+    try {
+      const answer = await call(to, data);
+      return typeof answer === "string" && answer.length > 2 ? answer : null;
+    } catch (error) {
+      return null;
+    }
+  }
+  function refused(message, code) {
+    return Object.assign(new Error(message), { code });
+  }
+  function money(terms, amount) {
+    const unit = terms.unit;
+    if (!unit || unit.decimals === null || unit.decimals === void 0) return `${BigInt(amount)} base units of token ${terms.asset}`;
+    return `${formatUnits(amount, unit.decimals)} ${unit.symbol || `units of token ${terms.asset}`}`;
+  }
+  async function loadUnit(terms, fallback = {}) {
+    if (!isToken(terms) || terms.unit) return terms.unit;
+    let decimals = null;
+    let symbol = null;
+    try {
+      const answer = await optionalCall(terms.asset, encodeNoArguments("decimals()"));
+      const n = answer ? decodeUint(answer) : null;
+      if (n !== null && n <= BigInt(MAX_DECIMALS)) decimals = Number(n);
+      const text = await optionalCall(terms.asset, encodeNoArguments("symbol()"));
+      if (text) symbol = cleanSymbol(decodeString(text));
+    } catch (error) {
+    }
+    if (decimals === null && Number.isSafeInteger(fallback.decimals) && fallback.decimals >= 0 && fallback.decimals <= MAX_DECIMALS) {
+      decimals = fallback.decimals;
+    }
+    terms.unit = { decimals, symbol: symbol || cleanSymbol(fallback.symbol) };
+    return terms.unit;
+  }
+  var cleanSymbol = (text) => typeof text === "string" && /^[\p{L}\p{N}\p{Sc}]{1,12}$/u.test(text) ? text : null;
+  async function readToken(terms, owner) {
+    const code = await rpc("eth_getCode", [terms.asset, "latest"]);
+    if (typeof code !== "string" || code.length <= 2) {
+      throw refused(`the site's asset ${terms.asset} is not a token contract on chain ${terms.chainId}`, "not_a_token");
+    }
+    const balanceAnswer = await optionalCall(terms.asset, encodeBalanceOf(owner));
+    if (!balanceAnswer) throw refused(`the site's asset ${terms.asset} does not answer balanceOf: not an ERC-20 token`, "not_a_token");
+    return { balance: decodeUint(balanceAnswer) };
+  }
+  async function permitTerms(terms, owner) {
+    const [separator, nonceAnswer, nameAnswer, versionAnswer] = [
+      await optionalCall(terms.asset, encodeNoArguments("DOMAIN_SEPARATOR()")),
+      await optionalCall(terms.asset, encodeNonces(owner)),
+      await optionalCall(terms.asset, encodeNoArguments("name()")),
+      await optionalCall(terms.asset, encodeNoArguments("version()"))
+    ];
+    if (!separator || !nonceAnswer || !nameAnswer) return { reason: "no_permit" };
+    let domain;
+    try {
+      domain = {
+        name: decodeString(nameAnswer),
+        version: versionAnswer ? decodeString(versionAnswer) : "1",
+        chainId: terms.chainId,
+        verifyingContract: terms.asset
+      };
+    } catch (error) {
+      return { reason: "no_permit" };
+    }
+    if (toHex(tokenDomainSeparator(domain)) !== separator.slice(0, 66).toLowerCase()) return { reason: "domain_mismatch" };
+    return { domain, nonce: decodeUint(nonceAnswer) };
+  }
+  async function latestTimestamp() {
+    const block = await rpc("eth_getBlockByNumber", ["latest", false]);
+    return BigInt(block.timestamp);
+  }
+  var userRejected = (error) => error && (error.code === 4001 || error.code === "ACTION_REJECTED");
+  async function depositFunds(terms, payer, config, amount) {
+    if (!isToken(terms)) {
+      await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(amount), data: encodeDepositEth(config) });
+      return "eth";
+    }
+    if (checksumAddress(config.token) !== terms.asset) throw refused("the channel's token is not the site's asset", "asset_mismatch");
+    const token = await readToken(terms, payer);
+    if (token.balance < amount) {
+      throw refused(
+        `a deposit of ${money(terms, amount)} needs more than this account holds (${money(terms, token.balance)})`,
+        "insufficient_balance"
+      );
+    }
+    const permit = await permitTerms(terms, payer);
+    if (permit.domain) {
+      const message = {
+        owner: payer,
+        spender: terms.contract,
+        value: amount,
+        nonce: permit.nonce,
+        deadline: await latestTimestamp() + BigInt(PERMIT_LIFETIME)
+      };
+      let signature = null;
+      try {
+        signature = await rpc("eth_signTypedData_v4", [payer, JSON.stringify(permitTypedData(permit.domain, message))]);
+      } catch (error) {
+        signature = null;
+      }
+      if (signature) {
+        if (recoverAddress(permitDigest(permit.domain, message), signature).toLowerCase() !== payer.toLowerCase()) {
+          throw new Error("the wallet's typed-data signature does not match the permit digest");
+        }
+        const { r, vs } = toCompact(signature);
+        try {
+          await sendAndWait({
+            from: payer,
+            to: terms.contract,
+            value: "0x0",
+            data: encodeDepositTokenWithPermit(config, amount, message.deadline, r, vs)
+          });
+          return "permit";
+        } catch (error) {
+          if (userRejected(error)) throw error;
+          console.warn("the permit deposit failed; approving exactly the deposit instead", error);
+        }
+      }
+    }
+    const allowance = decodeUint(await call(terms.asset, encodeAllowance(payer, terms.contract)));
+    if (allowance < amount) {
+      if (allowance > 0n) await sendAndWait({ from: payer, to: terms.asset, value: "0x0", data: encodeApprove(terms.contract, 0n) });
+      await sendAndWait({ from: payer, to: terms.asset, value: "0x0", data: encodeApprove(terms.contract, amount) });
+    }
+    await sendAndWait({ from: payer, to: terms.contract, value: "0x0", data: encodeDepositToken(config, amount) });
+    return "approve";
+  }
   async function openChannel(terms, deposit) {
-    if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
     const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
-    if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+    if (deposit < minimum) throw new Error(`the deposit must be at least ${money(terms, minimum)}`);
     const closeDelay = closeDelayFor(terms);
     const payer = await connect(terms);
+    if (isToken(terms)) {
+      const token = await readToken(terms, payer);
+      if (token.balance < deposit) {
+        throw refused(
+          `a deposit of ${money(terms, deposit)} needs more than this account holds (${money(terms, token.balance)})`,
+          "insufficient_balance"
+        );
+      }
+    }
     const key = randomSecretKey();
     const config = {
       payer,
       signer: addressOfKey(key),
       receiver: terms.receiver,
-      token: ZERO_ADDRESS,
+      token: terms.asset,
       closeDelay,
       salt: randomSalt(),
       receiverAuthorizer: terms.receiverAuthorizer
@@ -3373,7 +3621,7 @@ var ChannelWallet = (() => {
     };
     archive(terms);
     save(terms, record);
-    await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
+    record.funded = await depositFunds(terms, payer, config, deposit);
     const onChain = await readChannel(terms, id);
     record.status = "open";
     record.deposited = onChain.deposited.toString();
@@ -3383,7 +3631,7 @@ var ChannelWallet = (() => {
   async function topUp(terms, record, amount) {
     const payer = await connect(terms);
     if (payer.toLowerCase() !== record.config.payer.toLowerCase()) throw new Error(`switch your wallet to ${record.config.payer}`);
-    await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(amount), data: encodeDepositEth(record.config) });
+    record.funded = await depositFunds(terms, payer, record.config, amount);
     record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
     save(terms, record);
     return record;
@@ -3414,7 +3662,7 @@ var ChannelWallet = (() => {
         const stated = BigInt(answer.channel.charged);
         const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;
         if (stated > signed) {
-          throw new Error(`the node asks ${formatUnits(stated)} ETH to close; this browser only ever signed ${formatUnits(signed)} ETH`);
+          throw new Error(`the node asks ${money(terms, stated)} to close; this browser only ever signed ${money(terms, signed)}`);
         }
         amount = stated;
       } else {
@@ -3521,6 +3769,9 @@ var ChannelWallet = (() => {
       const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
       if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
       const refusal = termsOf(decodeHeader(requiredHeader));
+      if (refusal.asset !== terms.asset || refusal.contract !== terms.contract || refusal.receiver !== terms.receiver) {
+        throw refused("the site's answer names another asset, contract or receiver than its offer: not paying", "offer_changed");
+      }
       const state = refusal.channelState;
       if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
         book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
@@ -3695,6 +3946,7 @@ var ChannelWallet = (() => {
   function eth(wei) {
     return `${formatUnits(wei)} ETH`;
   }
+  var decimalsOf = (terms) => terms.unit && terms.unit.decimals !== null ? terms.unit.decimals : 0;
   function showContent(html) {
     const parsed = new DOMParser().parseFromString(html, "text/html");
     if (parsed.title) document.title = parsed.title;
@@ -3723,14 +3975,14 @@ var ChannelWallet = (() => {
         "p",
         {},
         "Remaining deposit: ",
-        element("strong", { id: "channel-remaining" }, eth(remaining)),
-        ` of ${eth(record.deposited)}`,
+        element("strong", { id: "channel-remaining" }, money(terms, remaining)),
+        ` of ${money(terms, record.deposited)}`,
         record.status === "closed" ? " (closed)" : ""
       )
     );
     const list = element("ol", { id: "channel-unlocks" });
     for (const unlock2 of record.unlocks.slice(-20)) {
-      const cost = BigInt(unlock2.cost) === 0n ? "free (already paid)" : eth(unlock2.cost);
+      const cost = BigInt(unlock2.cost) === 0n ? unlock2.why || "free (already paid)" : money(terms, unlock2.cost);
       list.append(element("li", { "data-cost": unlock2.cost }, `${unlock2.path}: ${cost}`));
     }
     if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
@@ -3743,23 +3995,29 @@ var ChannelWallet = (() => {
       );
     }
     if (record.status === "open") {
-      const amount = element("input", { id: "channel-topup-amount", inputmode: "decimal", size: "10", value: formatUnits(terms.price * 10n) });
+      const amount = element("input", {
+        id: "channel-topup-amount",
+        inputmode: "decimal",
+        size: "10",
+        value: formatUnits(terms.price * 10n, decimalsOf(terms))
+      });
       const topup = element("button", { id: "channel-topup", type: "button" }, "Top up");
       const close = element("button", { id: "channel-close", type: "button" }, "Close channel and get the rest back");
       topup.addEventListener(
         "click",
-        () => act(terms, "Topping up (confirm in your wallet) ...", async () => topUp(terms, load(terms), parseUnits(amount.value)))
+        () => act(terms, "Topping up (confirm in your wallet) ...", async () => topUp(terms, load(terms), parseUnits(amount.value, decimalsOf(terms))))
       );
       close.addEventListener(
         "click",
         () => act(terms, "Closing (sign and confirm in your wallet) ...", async () => {
           const closed = await closeChannel(terms, load(terms));
-          return { record: closed, note: `Channel closed: ${eth(closed.refunded)} returned to ${closed.config.payer}.` };
+          return { record: closed, note: `Channel closed: ${money(terms, closed.refunded)} returned to ${closed.config.payer}.` };
         })
       );
-      panel.append(element("p", {}, element("label", {}, "Add ", amount, " ETH "), topup), element("p", {}, close));
+      const unit = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
+      panel.append(element("p", {}, element("label", {}, "Add ", amount, ` ${unit} `), topup), element("p", {}, close));
     } else if (record.status === "closed" && record.refunded) {
-      panel.append(element("p", { id: "channel-closed" }, `Closed: ${eth(record.closedAmount)} paid, ${eth(record.refunded)} returned.`));
+      panel.append(element("p", { id: "channel-closed" }, `Closed: ${money(terms, record.closedAmount)} paid, ${money(terms, record.refunded)} returned.`));
     }
     panel.append(element("p", { id: "channel-wallet-status", role: "status" }, note));
   }
@@ -3795,7 +4053,7 @@ var ChannelWallet = (() => {
     const response = await payFor(terms, load(terms), location.href, options);
     showContent(response.text);
     const cost = BigInt(response.receipt.chargedAmount);
-    return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
+    return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${money(terms, cost)}.` };
   }
   function refreshPaywall(terms) {
     const button = $("channel-unlock");
@@ -3803,15 +4061,13 @@ var ChannelWallet = (() => {
     const record = load(terms);
     const open = record && record.status === "open";
     const deposit = $("channel-deposit-row");
-    if (terms.asset !== ZERO_ADDRESS) {
-      button.hidden = true;
-      if (deposit) deposit.hidden = true;
-      return;
-    }
     if (deposit) deposit.hidden = Boolean(open);
-    button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
+    const unit = $("channel-deposit-unit");
+    if (unit) unit.textContent = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
+    const price = money(terms, terms.price);
+    button.textContent = open ? `Unlock for ${price}` : `Open a channel and unlock for ${price}`;
   }
-  function start() {
+  async function start() {
     const data = $("channel-offer");
     if (!data) return;
     const offer = JSON.parse(data.textContent);
@@ -3820,9 +4076,16 @@ var ChannelWallet = (() => {
     if (exactButton && exact) exactButton.addEventListener("click", () => unlockExact(exact));
     const terms = termsOf(offer);
     const depositInput = $("channel-deposit");
+    if (isToken(terms)) {
+      const button2 = $("channel-unlock");
+      if (button2) button2.disabled = true;
+      const hint = depositInput ? { decimals: Number(depositInput.dataset.decimals), symbol: depositInput.dataset.symbol } : {};
+      await loadUnit(terms, hint);
+      if (button2) button2.disabled = false;
+    }
     if (depositInput && !depositInput.value) {
       const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;
-      depositInput.value = formatUnits(suggested > terms.minDeposit ? suggested : terms.minDeposit);
+      depositInput.value = formatUnits(suggested > terms.minDeposit ? suggested : terms.minDeposit, decimalsOf(terms));
     }
     const record = load(terms);
     if (record && record.status === "opening") {
@@ -3844,7 +4107,7 @@ var ChannelWallet = (() => {
           const current = load(terms);
           if (!current || current.status !== "open") {
             setStatus("Opening a channel (confirm the deposit in your wallet) ...");
-            await openChannel(terms, parseUnits($("channel-deposit").value));
+            await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
           }
           return unlock(terms);
         })

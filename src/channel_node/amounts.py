@@ -20,26 +20,36 @@ separators, a fraction of a base unit, and anything above a uint256. Every refus
 Display (`format_amount`): exact digits (no float), trailing fraction zeros trimmed, the symbol
 after a space: `0.0005 ETH`, `0.02 DUSD`, `12 ETH`. What it prints parses back to the same
 integer, so a person can paste a displayed amount into a command.
+
+A display form (`Display`, docs/amounts.md "Display forms"), for an asset people count in another
+currency's signs (a dollar stablecoin): `format_display` shows `$0.02`, `$1.40`, and `2¢` under a
+threshold. It never rounds: an amount with more digits than the form shows gets them all (`$0.021`,
+never `$0.02`, which would look cheaper than it is); `parse_display` reads every such text back.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channel_node.errors import UsageError
 
 __all__ = [
+    "CENT_SIGN",
     "ETH",
     "MAX_AMOUNT",
     "Asset",
+    "Display",
     "format_amount",
+    "format_display",
     "format_base",
     "format_number",
     "format_short",
     "parse_amount",
+    "parse_display",
     "token_asset",
+    "with_display",
 ]
 
 MAX_AMOUNT = 2**256 - 1  # the largest amount the contract can hold (a uint256)
@@ -56,20 +66,60 @@ _SEPARATED = re.compile(r"[0-9]+([,_' ][0-9]+)+(\.[0-9]*)?(\s*\S*)")
 _SYMBOL_EXTRA = frozenset("._-")
 
 
+CENT_SIGN = "¢"
+_DISPLAY_SYMBOL_MAX = 4
+_SHOWN_MAX = 18
+
+
+@dataclass(frozen=True)
+class Display:
+    """How people read an asset at a glance (docs/amounts.md, "Display forms"): `symbol` before the
+    number (`$`), at least `shown` digits after the point (`$1.40`), and below `cents_below` base
+    units (None: never) the amount in hundredths with the cent sign (`2¢`). Only for an asset with
+    at least 2 decimals when `cents_below` is set: a hundredth must be a whole number of base units
+    or a decimal of them."""
+
+    symbol: str
+    cents_below: int | None = None
+    shown: int = 2
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.symbol, str) and 0 < len(self.symbol) <= _DISPLAY_SYMBOL_MAX
+                and all(_symbol_char(c) and c not in _SYMBOL_EXTRA for c in self.symbol)
+                and not any(c.isdigit() for c in self.symbol) and CENT_SIGN not in self.symbol):  # fmt: skip
+            raise ValueError(f"a display symbol is 1 to {_DISPLAY_SYMBOL_MAX} letters or currency signs (no digits), "
+                             f"not {self.symbol!r}")  # fmt: skip
+        if self.cents_below is not None and (
+            isinstance(self.cents_below, bool) or not isinstance(self.cents_below, int) or not 0 <= self.cents_below <= MAX_AMOUNT
+        ):
+            raise ValueError(f"cents_below must be an amount in base units, not {self.cents_below!r}")
+        if isinstance(self.shown, bool) or not isinstance(self.shown, int) or not 0 <= self.shown <= _SHOWN_MAX:
+            raise ValueError(f"shown must be an integer from 0 to {_SHOWN_MAX}, not {self.shown!r}")
+
+
 @dataclass(frozen=True)
 class Asset:
     """What a channel is paid in: its symbol, its decimals (10**decimals base units make one), and
-    the token contract's address (None for ETH, the chain's native coin)."""
+    the token contract's address (None for ETH, the chain's native coin). `display`: the operator's
+    display form for it (people only; it takes no part in comparing assets)."""
 
     symbol: str
     decimals: int
     address: str | None = None
+    display: Display | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.decimals, int) or isinstance(self.decimals, bool) or not 0 <= self.decimals <= MAX_DECIMALS:
             raise ValueError(f"decimals must be an integer from 0 to {MAX_DECIMALS}, not {self.decimals!r}")
         if not _is_clean_symbol(self.symbol):
             raise ValueError(f"symbol must be 1 to {_SYMBOL_MAX} letters, digits or currency signs, not {self.symbol!r}")
+        if self.display is not None:
+            if not isinstance(self.display, Display):
+                raise ValueError("display must be a Display")
+            if self.display.cents_below is not None and self.decimals < 2:
+                raise ValueError(f"a cent form needs an asset of at least 2 decimals; {self.symbol} has {self.decimals}")
+            if self.display.shown > self.decimals:
+                raise ValueError(f"the display form shows {self.display.shown} decimals; {self.symbol} has {self.decimals}")
 
     @property
     def is_native(self) -> bool:
@@ -236,3 +286,60 @@ def format_short(value: int, decimals: int, significant: int = 3) -> str:
 def format_base(value: int, asset: Asset) -> str:
     """`value` in base units with their suffix, as typed explicitly: `20000 wei`, `20000 base`."""
     return f"{format_number(value, 0)} {asset.base_suffix}"
+
+
+def with_display(asset: Asset, display: Display | None) -> Asset:
+    """`asset` with `display` as its display form (checked against its decimals: ValueError)."""
+    return Asset(asset.symbol, asset.decimals, asset.address, display)
+
+
+def format_display(value: int, asset: Asset) -> str:
+    """`value` base units as people read a price at a glance, in `asset`'s display form
+    (docs/amounts.md, "Display forms"): `$0.02`, `$1.40`, `$1,234.50`, and under the form's
+    `cents_below` the cents, `2¢`, `2.5¢`. Exact, never rounded: digits beyond the form's `shown`
+    appear when the amount has them (`$0.021`, `0.0001¢`), so nothing looks cheaper than it is, and
+    `parse_display` reads the text back to `value`. Zero is `$0.00`. Without a display form it is
+    `format_amount`'s `0.02 DUSD`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"amounts are integers in the smallest unit, not {type(value).__name__}")
+    form = asset.display
+    if form is None:
+        return format_amount(value, asset)
+    sign, magnitude = ("-", -value) if value < 0 else ("", value)
+    if form.cents_below is not None and 0 < magnitude < form.cents_below:
+        return sign + format_number(magnitude, asset.decimals - 2, group=True) + CENT_SIGN
+    text = format_number(magnitude, asset.decimals, group=True)
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.ljust(form.shown, "0")
+    return sign + form.symbol + whole + ("." + fraction if fraction else "")
+
+
+def parse_display(text: str, asset: Asset) -> int:
+    """What `format_display` shows, read back to base units: `$0.02`, `$1,234.50`, `2¢`; without
+    the form's sign it is `parse_amount` (so `0.02 DUSD` and `20000base` still work). Refused, never
+    rounded: a fraction of a base unit, a sign, anything else (UsageError, as `parse_amount`)."""
+    if not isinstance(text, str):
+        raise TypeError("parse_display takes the text a person typed")
+    raw = text.strip()
+    form = asset.display
+    if form is None or len(raw) > _MAX_TEXT:
+        return parse_amount(raw, asset)
+    if raw.endswith(CENT_SIGN) and form.cents_below is not None:
+        number, decimals = raw[: -len(CENT_SIGN)].rstrip(), asset.decimals - 2
+    elif raw.startswith(form.symbol):
+        number, decimals = raw[len(form.symbol) :].lstrip(), asset.decimals
+    else:
+        return parse_amount(raw, asset)
+    if re.fullmatch(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?", number):
+        number = number.replace(",", "")  # the grouping format_display writes, for reading back
+    match = _NUMBER.fullmatch(number)
+    if match is None or not (match["whole"] or match["fraction"]):
+        raise _refuse(raw, asset, "is not a number")
+    whole, fraction = match["whole"], match["fraction"] or ""
+    fraction = fraction.rstrip("0")
+    if len(fraction) > decimals:
+        raise _refuse(raw, asset, f"has more decimals than {asset.symbol} has (amounts are never rounded)")
+    value: int = int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+    if value > MAX_AMOUNT:
+        raise _refuse(raw, asset, "is more than any on-chain amount (a uint256)")
+    return value

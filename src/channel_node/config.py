@@ -34,7 +34,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from pydantic_settings import SettingsError as _SourceError
 
-from channel_node.errors import ConfigError
+from channel_node.amounts import Asset, Display, parse_amount, with_display
+from channel_node.errors import ConfigError, UsageError
 from channel_node.pricing import Price
 from channel_node.types import UINT128_MAX
 
@@ -100,6 +101,45 @@ class Exact(BaseModel):
     batch_max: int = Field(20, ge=2, le=100)
 
 
+_DISPLAY_AMOUNT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)|[0-9]+ ?base")
+
+
+class DisplayForm(BaseModel):
+    """`[paywall.display]`: how people read the node's asset at a glance (docs/amounts.md, "Display
+    forms"): `symbol = "$"`, `cents_below = "0.10"` (in the asset's unit, or `"100000base"`; under
+    it prices read `2¢`), `decimals_shown = 2` (`$1.40`). For the paywall page, `report`, the
+    dashboard and the offer's `extra.display`; integers stay inside."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str
+    cents_below: str | None = None
+    decimals_shown: int = Field(2, ge=0, le=18)
+
+    @field_validator("symbol")
+    @classmethod
+    def clean_symbol(cls, value: str) -> str:
+        Display(value)  # ValueError names what a symbol may be
+        return value
+
+    @field_validator("cents_below")
+    @classmethod
+    def decimal_text(cls, value: str | None) -> str | None:
+        if value is not None and not _DISPLAY_AMOUNT.fullmatch(value.strip()):
+            raise ValueError('must be an amount in the asset\'s unit as text, e.g. "0.10" (or "100000base")')
+        return value
+
+    def for_asset(self, asset: Asset) -> Asset:
+        """`asset` with this display form, once its decimals are known (the token's, read from the
+        chain); ConfigError when the form does not fit them (`cents_below` finer than a base unit,
+        more decimals shown than the asset has, cents for an asset of fewer than 2 decimals)."""
+        try:
+            cents = None if self.cents_below is None else parse_amount(self.cents_below, asset)
+            return with_display(asset, Display(self.symbol, cents, self.decimals_shown))
+        except (UsageError, ValueError) as exc:
+            raise SettingsError(f"[paywall.display] does not fit {asset.symbol} ({asset.decimals} decimals): {exc}") from None
+
+
 class Paywall(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo'd key is refused with the closest name, never ignored
 
@@ -109,6 +149,7 @@ class Paywall(BaseModel):
     upstream_timeout: float = Field(30.0, gt=0)  # seconds for the origin's whole answer; later is a 504
     free: list[str] = []
     prices: list[PriceRule] = []
+    display: DisplayForm | None = None  # the asset's display form for people (docs/amounts.md)
 
     @model_validator(mode="after")
     def one_source(self) -> Paywall:

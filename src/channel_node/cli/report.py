@@ -121,6 +121,8 @@ def _money(args: argparse.Namespace, path: Path, token: str | None) -> Money:
     symbol = args.symbol if args.symbol is not None else asset.symbol if asset else None
     if args.decimals is not None and args.symbol is None and asset is not None and asset.decimals != args.decimals:
         symbol = None  # other decimals than the asset's: the asset's symbol would misname them
+    if asset is not None and args.decimals is None and args.symbol is None:
+        return Money.of(asset)  # with the node's display form when it recorded one (`$1.40`, `2¢`)
     return Money(decimals, symbol)
 
 

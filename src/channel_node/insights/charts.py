@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from html import escape
 
-from channel_node.amounts import Asset, format_number, format_short
+from channel_node.amounts import Asset, format_display, format_number, format_short
 
 PALETTE = {"ink": "#1f2933", "muted": "#7b8794", "grid": "#e4e7eb", "line": "#2563eb", "fill": "#2563eb22",
            "bar": "#0f766e", "bar2": "#b45309"}  # fmt: skip
@@ -50,32 +50,47 @@ class Money:
     `Money.of(asset)` for the node's asset; `Money(decimals, symbol)` for overrides; `Money()`
     shows base units without a symbol (an insights file that does not name its asset)."""
 
-    def __init__(self, decimals: int | None = None, symbol: str | None = None) -> None:
+    def __init__(self, decimals: int | None = None, symbol: str | None = None, *, shown: Asset | None = None) -> None:
         self.decimals = decimals or 0
         self.symbol = symbol
+        # An asset with a display form (docs/amounts.md, "Display forms"): amounts read `$1.40`, `2¢`.
+        self.shown = shown if shown is not None and shown.display is not None and shown.decimals == self.decimals else None
 
     @classmethod
     def of(cls, asset: Asset) -> Money:
-        return cls(asset.decimals, asset.symbol)
+        return cls(asset.decimals, asset.symbol, shown=asset)
 
     def _unit(self, text: str) -> str:
+        if self.shown is not None and self.shown.display is not None:
+            return f"{self.shown.display.symbol}{text}"
         return f"{text} {self.symbol}" if self.symbol else text
 
     def exact(self, amount: int) -> str:
-        """Every digit, the whole part grouped for reading: 1,234,000 or 0.001234 ETH."""
+        """Every digit, the whole part grouped for reading: 1,234,000 or 0.001234 ETH (`$1.40`, `2¢`
+        in a display form: still exact)."""
         if amount < 0:
             return "≥ 2^63"  # a price list's marker for prices beyond 63 bits
+        if self.shown is not None:
+            return format_display(amount, self.shown)
         return self._unit(self.number(amount))
 
     def number(self, amount: int) -> str:
-        """`exact` without the symbol, for a column whose header names it (`revenue (ETH)`)."""
-        return "≥ 2^63" if amount < 0 else format_number(amount, self.decimals, group=True)
+        """`exact` without the symbol, for a column whose header names it (`revenue (ETH)`); in a
+        display form the column shows `$1.40` and `2¢` (its header then names no unit)."""
+        if amount < 0:
+            return "≥ 2^63"
+        if self.shown is not None:
+            return format_display(amount, self.shown)
+        return format_number(amount, self.decimals, group=True)
 
     def header(self, name: str) -> str:
+        if self.shown is not None:
+            return name
         return f"{name} ({self.symbol})" if self.symbol else name
 
     def short(self, amount: int | float) -> str:
-        """Three significant digits in plain decimals, for axes and cards: 0.00008 ETH, never 8e-05."""
+        """Three significant digits in plain decimals, for axes and cards: 0.00008 ETH, never 8e-05
+        (`$1.23` in a display form: an axis label, rounded, never a price)."""
         return self._unit(format_short(round(amount) if math.isfinite(amount) else 0, self.decimals))
 
 

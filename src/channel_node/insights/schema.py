@@ -35,7 +35,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from channel_node.amounts import Asset
+from channel_node.amounts import Asset, Display, with_display
 
 OFFER, UNLOCK = 0, 1  # events.kind
 LIMB = 40
@@ -123,6 +123,15 @@ def write_asset(db: sqlite3.Connection, asset: Asset) -> None:
     """Records the asset the prices are in (the node's; a later node's replaces it)."""
     rows = [("asset_symbol", asset.symbol), ("asset_decimals", str(asset.decimals)), ("asset_address", asset.address or "")]
     db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+    # Its display form (docs/amounts.md, "Display forms"), for the report and the dashboard: kept as
+    # the offer writes it (wire/channel.py:display_extra); a node without one removes an older one.
+    form = asset.display
+    db.execute("DELETE FROM meta WHERE key LIKE 'asset_display_%'")
+    if form is not None:
+        shown = [("asset_display_symbol", form.symbol), ("asset_display_shown", str(form.shown))]
+        if form.cents_below is not None:
+            shown.append(("asset_display_cents_below", str(form.cents_below)))
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", shown)
 
 
 def read_asset(db: sqlite3.Connection) -> Asset | None:
@@ -133,9 +142,17 @@ def read_asset(db: sqlite3.Connection) -> Asset | None:
     except sqlite3.OperationalError:  # no meta table: not an insights database of ours, or an empty one
         return None
     try:
-        return Asset(meta["asset_symbol"], int(meta["asset_decimals"]), meta.get("asset_address") or None)
+        asset = Asset(meta["asset_symbol"], int(meta["asset_decimals"]), meta.get("asset_address") or None)
     except (KeyError, ValueError):
         return None
+    if "asset_display_symbol" in meta:
+        try:
+            cents = meta.get("asset_display_cents_below")
+            form = Display(meta["asset_display_symbol"], None if cents is None else int(cents), int(meta["asset_display_shown"]))
+            asset = with_display(asset, form)
+        except (KeyError, ValueError):
+            pass  # a form that does not make one: the asset's own unit
+    return asset
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +38,7 @@ from channel_node.server.prices import PriceTable
 from channel_node.signing import Domain, address_of_key
 from channel_node.signing.eip3009 import TokenDomain
 from channel_node.store import Cursor, Pin, SQLiteStore, Store
+from channel_node.wire.channel import display_extra
 
 
 class NodeConfigError(ConfigError):
@@ -212,6 +213,8 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
     domain = Domain(chain_id, contract)
     await check_contract(w3, contract, domain)
     asset = await read_asset(w3, settings.token)
+    if settings.paywall.display is not None:  # the operator's display form, once the decimals are known
+        asset = settings.paywall.display.for_asset(asset)
 
     receiver = settings.receiver_bytes
     if store is None:
@@ -245,6 +248,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         settings.close_delay_min, settings.close_delay_max,
         receiver_authorizer=settler if settler not in (None, receiver) else None,
     )  # fmt: skip
+    offer = replace(offer, display=display_extra(asset))
     paywall = Paywall(
         runtime=runtime,
         prices=PriceTable([rule.to_price() for rule in wall.prices], wall.free),

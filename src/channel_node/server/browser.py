@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from channel_node.amounts import ETH, Asset
+from channel_node.amounts import ETH, Asset, format_display
 from channel_node.amounts import format_amount as _format_amount
 
 WALLET_JS_PATH = "/_channel/wallet.js"
@@ -43,10 +43,11 @@ def wants_html(accept: str | None) -> bool:
 
 def format_amount(amount: int, asset: str, known: Asset | None = None) -> str:
     """The price as people read it (docs/amounts.md): `known` is the node's asset (its token's
-    symbol and decimals) when it is the offer's; else exact ETH for the native asset, and for a
-    token its base units with the token's address."""
+    symbol and decimals, and its display form when the operator set one: `$0.02`, `2¢`) when it is
+    the offer's; else exact ETH for the native asset, and for a token its base units with the
+    token's address."""
     if known is not None and (known.address or ZERO_ADDRESS).lower() == asset.lower():
-        return _format_amount(amount, known)
+        return format_display(amount, known)
     if asset.lower() != ZERO_ADDRESS:
         return f"{amount} base units of token {asset}"
     return _format_amount(amount, ETH)

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 
 from channel_node.core import ChannelState
 from channel_node.wire import envelope
-from channel_node.wire.channel import SCHEME, ChannelAccepts, ChannelExtra, ChannelReceipt, ChannelSummary, checksum
+from channel_node.wire.channel import (
+    SCHEME,
+    ChannelAccepts,
+    ChannelExtra,
+    ChannelReceipt,
+    ChannelSummary,
+    DisplayExtra,
+    checksum,
+)
 from channel_node.wire.envelope import X402_VERSION, PaymentRequired, ResourceInfo
 from channel_node.wire.exact import ExactAccepts
 
@@ -43,6 +51,8 @@ class Offer:
     # The address channels must name as receiverAuthorizer for this node to settle them: its claim
     # key, when that is not the receiver itself (docs/protocol.md); the zero address otherwise.
     receiver_authorizer: str = "0x" + "00" * 20
+    # The asset's display form for people (`extra.display`, wire/channel.py:display_extra); None: none.
+    display: DisplayExtra | None = None
 
 
 def payment_required(
@@ -67,6 +77,7 @@ def payment_required(
     }
     if state is not None:
         extra["channel"] = channel_summary(state)
+    _add_display(extra, offer)
     accepts: ChannelAccepts = {
         "scheme": SCHEME,
         "network": offer.network,
@@ -81,6 +92,12 @@ def payment_required(
     if exact is not None:
         entries.append(exact)
     return envelope.payment_required(error, message, resource, list(entries))
+
+
+def _add_display(extra: ChannelExtra, offer: Offer) -> None:
+    """`extra.display`, the node's display form (docs/protocol.md, "Display forms"), when it has one."""
+    if offer.display is not None:
+        extra["display"] = offer.display
 
 
 def payment_response(

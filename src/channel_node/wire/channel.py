@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
 from eth_utils.address import to_checksum_address
 from pydantic import Field
 
+from channel_node.amounts import Asset, Display
 from channel_node.signing import ChannelConfig
 from channel_node.signing.eip712 import ZERO_ADDRESS
 from channel_node.types import UINT96_MAX, UINT128_MAX
@@ -197,6 +198,18 @@ class CloseDelayBounds(TypedDict):
     max: int
 
 
+class DisplayExtra(TypedDict):
+    """`extra.display`: the node's display form for its asset (docs/protocol.md, "Display forms"),
+    for pages and wallets to show `$0.02` or `2¢`: the sign before the number, the threshold in base
+    units under which cents are shown (absent: never), the asset's decimals it assumes, and the
+    fewest fraction digits shown. For people only: amounts stay base units."""
+
+    symbol: str
+    centsBelow: NotRequired[str]
+    decimals: int
+    shown: int
+
+
 class ChannelExtra(TypedDict):
     """An offer's `extra`: the node's channel terms, and whether the price buys the resource once."""
 
@@ -206,6 +219,36 @@ class ChannelExtra(TypedDict):
     receiverAuthorizer: str
     once: bool
     channel: NotRequired[ChannelSummary]
+    display: NotRequired[DisplayExtra]
+
+
+def display_extra(asset: Asset) -> DisplayExtra | None:
+    """The offer's `extra.display` for `asset`'s display form; None when it has none."""
+    form = asset.display
+    if form is None:
+        return None
+    document: DisplayExtra = {"symbol": form.symbol, "decimals": asset.decimals, "shown": form.shown}
+    if form.cents_below is not None:
+        document["centsBelow"] = str(form.cents_below)
+    return document
+
+
+def read_display(extra: Any, asset: Asset) -> Asset:
+    """`asset` with the display form an offer's `extra` names, when it is well formed and made for
+    `asset`'s decimals; else `asset` unchanged. A site's form is text for people, so a wallet that
+    shows it shows the exact amount beside it (docs/protocol.md, "Display forms")."""
+    document = extra.get("display") if isinstance(extra, dict) else None
+    if not isinstance(document, dict) or document.get("decimals") != asset.decimals:
+        return asset
+    cents = document.get("centsBelow")
+    try:
+        below = None if cents is None else int(cents) if isinstance(cents, str) and cents.isdigit() and len(cents) <= 78 else -1
+        shown = document.get("shown", 2)
+        if below == -1 or isinstance(shown, bool) or not isinstance(shown, int):
+            return asset
+        return Asset(asset.symbol, asset.decimals, asset.address, Display(document.get("symbol"), below, shown))  # type: ignore[arg-type]
+    except ValueError:
+        return asset
 
 
 class ChannelAccepts(TypedDict):
@@ -257,6 +300,7 @@ __all__ = [
     "ChannelReceipt",
     "ChannelSummary",
     "CloseDelayBounds",
+    "DisplayExtra",
     "LastVoucher",
     "PaymentSignature",
     "Salt",
@@ -264,7 +308,9 @@ __all__ = [
     "VoucherPayload",
     "checksum",
     "config_json",
+    "display_extra",
     "parse_payment_signature",
     "parse_voucher_document",
     "payment_signature",
+    "read_display",
 ]

@@ -251,10 +251,12 @@ export function decodeHeader(value) {
   return JSON.parse(new TextDecoder().decode(bytes));
 }
 
-/** A PAYMENT-SIGNATURE value, shaped like channel_node.server.protocol.payment_signature. */
-export function paymentSignature(network, contract, channel, amount, signature, config, paymentId) {
+/** A PAYMENT-SIGNATURE value, shaped like channel_node.server.protocol.payment_signature; `pass`
+ * names the pass this payment buys (docs/protocol.md, "Caps and passes"). */
+export function paymentSignature(network, contract, channel, amount, signature, config, paymentId, pass) {
   const payload = { channelId: channel, maxClaimableAmount: BigInt(amount).toString(), signature: toHex(signature) };
   if (paymentId) payload.paymentId = paymentId;
+  if (pass) payload.pass = pass;
   const accepted = { scheme: "channel", network };
   if (config) {
     payload.channel = {

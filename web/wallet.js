@@ -54,7 +54,9 @@ import {
   voucherDigest,
 } from "./eip712.js";
 
+import { displayOf, formatDisplay } from "./display.js";
 import { bookOf, onCutShort, onDelivered, onStatedCharged, trusted, voucherNeeded } from "./ledger.js";
+export * from "./display.js";
 export * from "./eip712.js";
 export * from "./ledger.js";
 
@@ -88,12 +90,113 @@ export function termsOf(offer) {
     delayMin: delay.min ?? 0,
     delayMax: delay.max ?? 2 ** 32 - 1,
     channelState: extra.channel || null,
-    // How amounts read: ETH's 18 decimals; a token's are read from the token itself (loadUnit).
+    // How amounts read: ETH's 18 decimals; a token's are read from the token itself (loadUnit), and
+    // the site's display form ($0.02, 2¢) applies only when it is made for those decimals.
     unit: accept.asset && checksumAddress(accept.asset) !== ZERO_ADDRESS ? null : { decimals: 18, symbol: "ETH" },
+    displayDocument: extra.display || null,
+    // Caps and passes (docs/protocol.md, "Caps and passes"; docs/browser.md, "Caps and passes").
+    cap: capOf(extra.cap),
+    passes: passesOf(extra.passes),
     resource: offer.resource || {},
     error: offer.error,
     message: offer.message,
   };
+}
+
+// ------------------------------------------------------------------ caps and passes (what the offer and receipts say)
+
+const DIGITS = /^[0-9]{1,78}$/;
+const NAME = /^[a-z0-9-]{1,32}$/;
+const PERIOD = /^(day|week|month|[1-9][0-9]{0,3}d)$/;
+const seconds = (value) => (Number.isSafeInteger(value) && value > 0 ? value : null);
+const MAX_PASSES = 8;
+
+/** The offer's (or a receipt's) `cap` object, checked: {name, cap, period, periodEndsAt, paid,
+ * resetsAt} with amounts as BigInt (paid null when not stated), or null when absent or malformed. */
+export function capOf(document) {
+  if (!document || typeof document !== "object") return null;
+  const { name, cap, period } = document;
+  if (typeof name !== "string" || !NAME.test(name) || typeof cap !== "string" || !DIGITS.test(cap)) return null;
+  if (period !== undefined && (typeof period !== "string" || !PERIOD.test(period))) return null;
+  return {
+    name,
+    cap: BigInt(cap),
+    period: period || null,
+    periodEndsAt: seconds(document.periodEndsAt),
+    paid: typeof document.paid === "string" && DIGITS.test(document.paid) ? BigInt(document.paid) : null,
+    resetsAt: seconds(document.resetsAt),
+  };
+}
+
+/** The offer's `passes`, checked: [{name, price, duration, description}] (malformed entries left out). */
+export function passesOf(list) {
+  if (!Array.isArray(list)) return [];
+  const out = [];
+  for (const entry of list) {
+    if (!entry || typeof entry !== "object" || typeof entry.name !== "string" || !NAME.test(entry.name)) continue;
+    if (typeof entry.price !== "string" || !DIGITS.test(entry.price) || !seconds(entry.duration)) continue;
+    if (out.some((p) => p.name === entry.name)) continue;
+    const description = typeof entry.description === "string" ? entry.description.slice(0, 200) : "";
+    out.push({ name: entry.name, price: BigInt(entry.price), duration: entry.duration, description });
+  }
+  return out.slice(0, MAX_PASSES);
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+/** Where the reader stands against the offer's cap: {name, cap, paid, room, reached, resetsAt,
+ * period}; paid is the node's figure when the offer states one (it saw this channel's voucher), else
+ * the last receipt's while its period lasts (a calendar period that ended starts again at 0; a
+ * rolling window that moved is unknown, null). Null when the offer has no cap. */
+export function capProgress(terms, record, now = nowSeconds()) {
+  const cap = terms.cap;
+  if (!cap) return null;
+  let paid = cap.paid;
+  let resetsAt = cap.resetsAt || cap.periodEndsAt;
+  const held = record && record.caps ? record.caps[cap.name] : null;
+  if (paid === null && held) {
+    if (held.resetsAt && held.resetsAt > now) {
+      paid = BigInt(held.paid);
+      resetsAt = held.resetsAt;
+    } else if (cap.period && !cap.period.endsWith("d")) {
+      paid = 0n; // a calendar period that ended: the new one starts from nothing
+    }
+  } else if (paid === null && cap.period && !cap.period.endsWith("d")) {
+    paid = 0n; // no receipt in this group yet
+  }
+  const room = paid === null ? null : cap.cap > paid ? cap.cap - paid : 0n;
+  return { name: cap.name, cap: cap.cap, paid, room, reached: room === 0n, resetsAt, period: cap.period };
+}
+
+/** The pass this channel holds that covers the page (the offer lists the passes covering it), or null. */
+export function heldPass(terms, record, now = nowSeconds()) {
+  if (!record || !record.passes) return null;
+  for (const pass of terms.passes) {
+    const until = record.passes[pass.name];
+    if (Number.isSafeInteger(until) && until > now) return { ...pass, until };
+  }
+  return null;
+}
+
+/** What the next read of this page should cost: 0 under a held pass or a reached cap, the cap's
+ * room when it is below the price, else the price. The node decides; this is what the page shows. */
+export function effectivePrice(terms, record, now = nowSeconds()) {
+  if (heldPass(terms, record, now)) return 0n;
+  const progress = capProgress(terms, record, now);
+  if (progress && progress.room !== null && progress.room < terms.price) return progress.room;
+  return terms.price;
+}
+
+/** A receipt's `cap` and `pass` figures kept in the record (the page's own view of them). */
+function keepSpending(record, receipt) {
+  const cap = capOf(receipt.cap);
+  if (cap && cap.paid !== null) {
+    record.caps = { ...(record.caps || {}), [cap.name]: { cap: cap.cap.toString(), paid: cap.paid.toString(), resetsAt: cap.resetsAt } };
+  }
+  const pass = receipt.pass;
+  if (pass && typeof pass === "object" && typeof pass.name === "string" && NAME.test(pass.name) && seconds(pass.until)) {
+    record.passes = { ...(record.passes || {}), [pass.name]: pass.until };
+  }
 }
 
 export function storageKey(terms) {
@@ -217,6 +320,8 @@ function refused(message, code) {
 export function money(terms, amount) {
   const unit = terms.unit;
   if (!unit || unit.decimals === null || unit.decimals === undefined) return `${BigInt(amount)} base units of token ${terms.asset}`;
+  const form = displayOf(terms.displayDocument, unit.decimals);
+  if (form) return formatDisplay(amount, unit.decimals, form);
   return `${formatUnits(amount, unit.decimals)} ${unit.symbol || `units of token ${terms.asset}`}`;
 }
 
@@ -461,10 +566,20 @@ function voucherFor(terms, record, price) {
   return record.voucher;
 }
 
-function header(terms, record, voucher) {
+function header(terms, record, voucher, passName = null) {
   return paymentSignature(
     terms.network, terms.contract, record.channelId, voucher.amount, hexToBytes(voucher.signature), record.config,
+    undefined, passName,
   );
+}
+
+/** What an unlock was, for the panel: "pass" (a pass bought), "pass_read" (read under one),
+ * "capped" (less than the price because of the cap), or "article". */
+function unlockKind(terms, receipt, pass, charged) {
+  if (pass && charged > 0n) return "pass";
+  if (charged === 0n && receipt.pass) return "pass_read";
+  if (receipt.cap && charged < terms.price) return "capped";
+  return "article";
 }
 
 function misbehaved() {
@@ -489,22 +604,26 @@ export function trustSite(terms) {
   return record;
 }
 
-/** Fetches `url` paying with the channel: {response, receipt} or throws with the node's code. */
-export async function payFor(terms, record, url, { reread = false } = {}) {
+/** Fetches `url` paying with the channel: {response, receipt} or throws with the node's code. With
+ * `pass` (one of the offer's passes), it buys that pass: the voucher covers its price, the payload
+ * names it, and the page is served under it. */
+export async function payFor(terms, record, url, { reread = false, pass = null } = {}) {
   const target = new URL(url, location.href);
   const path = target.pathname + target.search; // behind a reverse proxy the query is part of a purchase
   if (bookOf(record).blocked) throw misbehaved();
+  // What this request may cost at most: the page's price, or the pass's (which covers the page).
+  const price = pass ? pass.price : terms.price;
   let resynced = false;
   for (let attempt = 0; attempt < 20; attempt++) {
     // A re-read (started by the page loading, not by the reader) never pays a price: it resends the
     // held voucher, or one for the charged total the node states, and stops if that does not do.
     const voucher = reread ? (record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n))
-      : voucherFor(terms, record, terms.price);
+      : voucherFor(terms, record, price);
     if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
     // The voucher goes to this URL only: a redirect is not followed with it (the browser would send
     // the header on to the page redirected to, of this site or, after a preflight, another one).
     const response = await fetch(url, {
-      headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
+      headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher, pass && !reread ? pass.name : null), Accept: "*/*" },
       cache: "no-store",
       redirect: "manual",
     });
@@ -515,7 +634,7 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
     if (response.ok) {
       const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
       const charged = BigInt(receipt.chargedAmount);
-      if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
+      if (charged > price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
         book(terms, record, (b) => ({ ...b, blocked: true }));
       }
       // A charge counts as received only once the whole body arrived (a body cut short is not).
@@ -523,17 +642,26 @@ export async function payFor(terms, record, url, { reread = false } = {}) {
       try {
         text = await response.text();
       } catch (error) {
-        book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+        book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, price));
         throw Object.assign(new Error("the page did not arrive whole"), { code: "cut_short" });
       }
-      book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+      book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, price));
       record.deposited = larger(record.deposited, receipt.deposited);
-      record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
+      keepSpending(record, receipt);
+      record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now(), kind: unlockKind(terms, receipt, pass, charged) });
       save(terms, record);
       return { response, receipt, text };
     }
     const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
-    if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
+    if (!requiredHeader) {
+      // A 400 such as unknown_pass or pass_not_covering: the node's code, when its body names one.
+      let code = null;
+      try {
+        const body = await response.json();
+        code = typeof body.error === "string" ? body.error : typeof body.code === "string" ? body.code : null;
+      } catch (error) { /* not JSON */ }
+      throw Object.assign(new Error(`the node answered ${response.status}${code ? ` (${code})` : ""}`), { code });
+    }
     const refusal = termsOf(decodeHeader(requiredHeader));
     if (refusal.asset !== terms.asset || refusal.contract !== terms.contract || refusal.receiver !== terms.receiver) {
       // A corrective 402 for another asset, contract or receiver is not about this channel: its
@@ -772,8 +900,11 @@ function renderPanel(terms, record, note = "") {
   );
   const list = element("ol", { id: "channel-unlocks" });
   for (const unlock of record.unlocks.slice(-20)) {
-    const cost = BigInt(unlock.cost) === 0n ? (unlock.why || "free (already paid)") : money(terms, unlock.cost);
-    list.append(element("li", { "data-cost": unlock.cost }, `${unlock.path}: ${cost}`));
+    const free = { pass_read: "free (pass)", capped: "free (cap reached)" }[unlock.kind] || "free (already paid)";
+    const paid = unlock.kind === "pass" ? `${money(terms, unlock.cost)} (pass)` : unlock.kind === "capped"
+      ? `${money(terms, unlock.cost)} (capped)` : money(terms, unlock.cost);
+    const cost = BigInt(unlock.cost) === 0n ? free : paid;
+    list.append(element("li", { "data-cost": unlock.cost, "data-kind": unlock.kind || "article" }, `${unlock.path}: ${cost}`));
   }
   if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
   if (bookOf(record).blocked) {
@@ -841,9 +972,50 @@ async function unlock(terms, options = {}) {
   const response = await payFor(terms, load(terms), location.href, options);
   showContent(response.text);
   const cost = BigInt(response.receipt.chargedAmount);
-  return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${money(terms, cost)}.` };
+  const record = load(terms);
+  const kind = record && record.unlocks.length ? record.unlocks[record.unlocks.length - 1].kind : "article";
+  if (kind === "pass") {
+    const until = record.passes && record.passes[options.pass.name];
+    return { note: `Bought the ${options.pass.name} pass for ${money(terms, cost)}` + (until ? `: free reading until ${dateWords(until)}.` : ".") };
+  }
+  if (cost === 0n) {
+    if (kind === "pass_read") return { note: "Read with your pass: free." };
+    if (kind === "capped") return { note: "Free: you have reached this site's cap for the period." };
+    return { note: "Already paid: shown again for free." };
+  }
+  return { note: `Unlocked for ${money(terms, cost)}.` };
 }
 
+const PERIOD_WORDS = { day: "today", week: "this week", month: "this month" };
+
+function periodWords(period) {
+  if (!period) return "";
+  return PERIOD_WORDS[period] || `in any ${period.slice(0, -1)} days`;
+}
+
+function dateWords(unix) {
+  return new Date(unix * 1000).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
+}
+
+function durationWords(duration) {
+  if (duration % 604800 === 0) return `${duration / 604800}-week`;
+  if (duration % 86400 === 0) return `${duration / 86400}-day`;
+  if (duration % 3600 === 0) return `${duration / 3600}-hour`;
+  return `${duration}-second`;
+}
+
+/** "$1.40 of $2.00 this month, resets 1 Jan 2027, 00:00", from the offer and the receipts. */
+export function capText(terms, progress) {
+  const cap = money(terms, progress.cap);
+  const period = periodWords(progress.period);
+  if (progress.paid === null) return `Never more than ${cap} ${period} on ${progress.name}`.trim();
+  let text = `${money(terms, progress.paid)} of ${cap} ${period}`.trim();
+  if (progress.resetsAt) text += `, resets ${dateWords(progress.resetsAt)}`;
+  if (progress.reached) text += ": reading on is free until then";
+  return text;
+}
+
+/** The paywall's buttons and cap line as the channel's record stands (effective price, held pass). */
 function refreshPaywall(terms) {
   const button = $("channel-unlock");
   if (!button) return;
@@ -853,8 +1025,38 @@ function refreshPaywall(terms) {
   if (deposit) deposit.hidden = Boolean(open);
   const unit = $("channel-deposit-unit");
   if (unit) unit.textContent = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
-  const price = money(terms, terms.price);
-  button.textContent = open ? `Unlock for ${price}` : `Open a channel and unlock for ${price}`;
+  const progress = capProgress(terms, record);
+  const capLine = $("channel-cap");
+  if (capLine && progress) {
+    capLine.textContent = capText(terms, progress);
+    capLine.dataset.paid = progress.paid === null ? "" : progress.paid.toString();
+    capLine.dataset.reached = String(progress.reached);
+  }
+  const held = heldPass(terms, record);
+  const price = effectivePrice(terms, record);
+  const priceText = $("channel-price");
+  if (priceText) priceText.textContent = money(terms, price);
+  if (held) button.textContent = `Read with your ${held.name} pass (until ${dateWords(held.until)})`;
+  else if (price === 0n) button.textContent = open ? "Read free (cap reached)" : "Open a channel and read free (cap reached)";
+  else button.textContent = open ? `Unlock for ${money(terms, price)}` : `Open a channel and unlock for ${money(terms, price)}`;
+  for (const passButton of document.querySelectorAll("button[data-pass]")) {
+    const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
+    passButton.hidden = !pass || Boolean(held && held.name === pass.name);
+    if (!pass) continue;
+    const what = `the ${durationWords(pass.duration)} pass for ${money(terms, pass.price)}`;
+    passButton.textContent = open ? `Buy ${what}` : `Open a channel and buy ${what}`;
+  }
+  const passPrice = $("channel-pass-price");
+  const offered = terms.passes.find((p) => passPrice && p.name === passPrice.dataset.pass);
+  if (passPrice && offered) passPrice.textContent = money(terms, offered.price);
+}
+
+/** Opens a channel with the deposit the reader typed, when there is none open yet. */
+async function ensureOpen(terms) {
+  const current = load(terms);
+  if (current && current.status === "open") return;
+  setStatus("Opening a channel (confirm the deposit in your wallet) ...");
+  await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
 }
 
 export async function start() {
@@ -896,19 +1098,36 @@ export async function start() {
   if (button) {
     button.addEventListener("click", () =>
       act(terms, "Unlocking ...", async () => {
-        const current = load(terms);
-        if (!current || current.status !== "open") {
-          setStatus("Opening a channel (confirm the deposit in your wallet) ...");
-          await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
-        }
+        await ensureOpen(terms);
         return unlock(terms);
       }),
     );
   }
-  // A resource this channel already bought (once per channel) is shown again at once, for free.
+  // One button per pass the offer sells for this page: one click buys it (opening a channel first
+  // when there is none) and shows the page under it.
+  for (const passButton of document.querySelectorAll("button[data-pass]")) {
+    passButton.addEventListener("click", () =>
+      act(terms, "Buying the pass ...", async () => {
+        const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
+        if (!pass) throw new Error("the offer no longer sells this pass");
+        await ensureOpen(terms);
+        return unlock(terms, { pass });
+      }),
+    );
+  }
+  // Shown again at once, without the reader's click and never for a new price (a re-read): a
+  // resource this channel already bought (once per channel), one a held pass covers, or one in a
+  // group whose cap this channel has reached.
   const path = location.pathname + location.search;
-  if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
-    act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
+  if (record && record.status === "open" && record.voucher) {
+    const progress = capProgress(terms, record);
+    if (terms.once && record.unlocks.some((u) => u.path === path)) {
+      act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
+    } else if (heldPass(terms, record)) {
+      act(terms, "Your pass covers this page: loading ...", () => unlock(terms, { reread: true }));
+    } else if (progress && progress.reached) {
+      act(terms, "Your cap is reached: loading ...", () => unlock(terms, { reread: true }));
+    }
   }
 }
 

@@ -38,6 +38,9 @@ var ChannelWallet = (() => {
     addressOfPublicKey: () => addressOfPublicKey,
     authorizationJson: () => authorizationJson,
     bookOf: () => bookOf,
+    capOf: () => capOf,
+    capProgress: () => capProgress,
+    capText: () => capText,
     channelId: () => channelId,
     channelStructHash: () => channelStructHash,
     checksumAddress: () => checksumAddress,
@@ -49,7 +52,9 @@ var ChannelWallet = (() => {
     decodeString: () => decodeString,
     decodeUint: () => decodeUint,
     depositFunds: () => depositFunds,
+    displayOf: () => displayOf,
     domainSeparator: () => domainSeparator,
+    effectivePrice: () => effectivePrice,
     encodeAllowance: () => encodeAllowance,
     encodeApprove: () => encodeApprove,
     encodeBalanceOf: () => encodeBalanceOf,
@@ -64,8 +69,11 @@ var ChannelWallet = (() => {
     exactPaymentSignature: () => exactPaymentSignature,
     exactRecords: () => exactRecords,
     exactTermsOf: () => exactTermsOf,
+    formatDisplay: () => formatDisplay,
+    formatNumber: () => formatNumber,
     formatUnits: () => formatUnits,
     hashTypedData: () => hashTypedData,
+    heldPass: () => heldPass,
     hexToBytes: () => hexToBytes3,
     keccak: () => keccak,
     loadUnit: () => loadUnit,
@@ -75,6 +83,7 @@ var ChannelWallet = (() => {
     onStatedCharged: () => onStatedCharged,
     openChannel: () => openChannel,
     parseUnits: () => parseUnits,
+    passesOf: () => passesOf,
     payExact: () => payExact,
     payFor: () => payFor,
     paymentSignature: () => paymentSignature,
@@ -3130,9 +3139,10 @@ var ChannelWallet = (() => {
     const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
     return JSON.parse(new TextDecoder().decode(bytes));
   }
-  function paymentSignature(network, contract, channel, amount, signature, config, paymentId) {
+  function paymentSignature(network, contract, channel, amount, signature, config, paymentId, pass) {
     const payload = { channelId: channel, maxClaimableAmount: BigInt(amount).toString(), signature: toHex(signature) };
     if (paymentId) payload.paymentId = paymentId;
+    if (pass) payload.pass = pass;
     const accepted = { scheme: "channel", network };
     if (config) {
       payload.channel = {
@@ -3318,6 +3328,46 @@ var ChannelWallet = (() => {
     return new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(offset + 32, offset + 32 + length));
   }
 
+  // web/display.js
+  var CENT_SIGN = "¢";
+  var MAX_SHOWN = 18;
+  var MAX_SYMBOL = 4;
+  function formatNumber(value, decimals, group = false) {
+    const n = BigInt(value);
+    const negative = n < 0n;
+    const magnitude = negative ? -n : n;
+    const unit = 10n ** BigInt(decimals);
+    const whole = (magnitude / unit).toString();
+    const fraction = (magnitude % unit).toString().padStart(decimals, "0").replace(/0+$/, "");
+    const grouped = group ? whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",") : whole;
+    return (negative ? "-" : "") + grouped + (fraction && decimals ? "." + fraction : "");
+  }
+  function displayOf(document2, decimals) {
+    if (!document2 || typeof document2 !== "object" || document2.decimals !== decimals) return null;
+    const { symbol, centsBelow, shown = 2 } = document2;
+    if (typeof symbol !== "string" || ![...symbol].length || [...symbol].length > MAX_SYMBOL) return null;
+    if (!/^[\p{L}\p{Sc}]+$/u.test(symbol) || symbol.includes(CENT_SIGN)) return null;
+    if (!Number.isSafeInteger(shown) || shown < 0 || shown > MAX_SHOWN || shown > decimals) return null;
+    let below = null;
+    if (centsBelow !== void 0) {
+      if (typeof centsBelow !== "string" || !/^[0-9]{1,78}$/.test(centsBelow) || decimals < 2) return null;
+      below = BigInt(centsBelow);
+    }
+    return { symbol, centsBelow: below, shown };
+  }
+  function formatDisplay(value, decimals, form) {
+    const n = BigInt(value);
+    const sign = n < 0n ? "-" : "";
+    const magnitude = n < 0n ? -n : n;
+    if (form.centsBelow !== null && magnitude > 0n && magnitude < form.centsBelow) {
+      return sign + formatNumber(magnitude, decimals - 2, true) + CENT_SIGN;
+    }
+    const text = formatNumber(magnitude, decimals, true);
+    const [whole, fraction = ""] = text.split(".");
+    const shown = fraction.padEnd(form.shown, "0");
+    return sign + form.symbol + whole + (shown ? "." + shown : "");
+  }
+
   // web/ledger.js
   var big = (value) => BigInt(value ?? 0);
   function bookOf(record) {
@@ -3377,12 +3427,92 @@ var ChannelWallet = (() => {
       delayMin: delay.min ?? 0,
       delayMax: delay.max ?? 2 ** 32 - 1,
       channelState: extra.channel || null,
-      // How amounts read: ETH's 18 decimals; a token's are read from the token itself (loadUnit).
+      // How amounts read: ETH's 18 decimals; a token's are read from the token itself (loadUnit), and
+      // the site's display form ($0.02, 2¢) applies only when it is made for those decimals.
       unit: accept.asset && checksumAddress(accept.asset) !== ZERO_ADDRESS ? null : { decimals: 18, symbol: "ETH" },
+      displayDocument: extra.display || null,
+      // Caps and passes (docs/protocol.md, "Caps and passes"; docs/browser.md, "Caps and passes").
+      cap: capOf(extra.cap),
+      passes: passesOf(extra.passes),
       resource: offer.resource || {},
       error: offer.error,
       message: offer.message
     };
+  }
+  var DIGITS = /^[0-9]{1,78}$/;
+  var NAME = /^[a-z0-9-]{1,32}$/;
+  var PERIOD = /^(day|week|month|[1-9][0-9]{0,3}d)$/;
+  var seconds = (value) => Number.isSafeInteger(value) && value > 0 ? value : null;
+  var MAX_PASSES = 8;
+  function capOf(document2) {
+    if (!document2 || typeof document2 !== "object") return null;
+    const { name, cap, period } = document2;
+    if (typeof name !== "string" || !NAME.test(name) || typeof cap !== "string" || !DIGITS.test(cap)) return null;
+    if (period !== void 0 && (typeof period !== "string" || !PERIOD.test(period))) return null;
+    return {
+      name,
+      cap: BigInt(cap),
+      period: period || null,
+      periodEndsAt: seconds(document2.periodEndsAt),
+      paid: typeof document2.paid === "string" && DIGITS.test(document2.paid) ? BigInt(document2.paid) : null,
+      resetsAt: seconds(document2.resetsAt)
+    };
+  }
+  function passesOf(list) {
+    if (!Array.isArray(list)) return [];
+    const out = [];
+    for (const entry of list) {
+      if (!entry || typeof entry !== "object" || typeof entry.name !== "string" || !NAME.test(entry.name)) continue;
+      if (typeof entry.price !== "string" || !DIGITS.test(entry.price) || !seconds(entry.duration)) continue;
+      if (out.some((p) => p.name === entry.name)) continue;
+      const description = typeof entry.description === "string" ? entry.description.slice(0, 200) : "";
+      out.push({ name: entry.name, price: BigInt(entry.price), duration: entry.duration, description });
+    }
+    return out.slice(0, MAX_PASSES);
+  }
+  var nowSeconds = () => Math.floor(Date.now() / 1e3);
+  function capProgress(terms, record, now = nowSeconds()) {
+    const cap = terms.cap;
+    if (!cap) return null;
+    let paid = cap.paid;
+    let resetsAt = cap.resetsAt || cap.periodEndsAt;
+    const held = record && record.caps ? record.caps[cap.name] : null;
+    if (paid === null && held) {
+      if (held.resetsAt && held.resetsAt > now) {
+        paid = BigInt(held.paid);
+        resetsAt = held.resetsAt;
+      } else if (cap.period && !cap.period.endsWith("d")) {
+        paid = 0n;
+      }
+    } else if (paid === null && cap.period && !cap.period.endsWith("d")) {
+      paid = 0n;
+    }
+    const room = paid === null ? null : cap.cap > paid ? cap.cap - paid : 0n;
+    return { name: cap.name, cap: cap.cap, paid, room, reached: room === 0n, resetsAt, period: cap.period };
+  }
+  function heldPass(terms, record, now = nowSeconds()) {
+    if (!record || !record.passes) return null;
+    for (const pass of terms.passes) {
+      const until = record.passes[pass.name];
+      if (Number.isSafeInteger(until) && until > now) return { ...pass, until };
+    }
+    return null;
+  }
+  function effectivePrice(terms, record, now = nowSeconds()) {
+    if (heldPass(terms, record, now)) return 0n;
+    const progress = capProgress(terms, record, now);
+    if (progress && progress.room !== null && progress.room < terms.price) return progress.room;
+    return terms.price;
+  }
+  function keepSpending(record, receipt) {
+    const cap = capOf(receipt.cap);
+    if (cap && cap.paid !== null) {
+      record.caps = { ...record.caps || {}, [cap.name]: { cap: cap.cap.toString(), paid: cap.paid.toString(), resetsAt: cap.resetsAt } };
+    }
+    const pass = receipt.pass;
+    if (pass && typeof pass === "object" && typeof pass.name === "string" && NAME.test(pass.name) && seconds(pass.until)) {
+      record.passes = { ...record.passes || {}, [pass.name]: pass.until };
+    }
   }
   function storageKey(terms) {
     const key = `${STORAGE_PREFIX}${terms.chainId}:${terms.contract}:${terms.receiver}:${terms.asset}`;
@@ -3470,6 +3600,8 @@ var ChannelWallet = (() => {
   function money(terms, amount) {
     const unit = terms.unit;
     if (!unit || unit.decimals === null || unit.decimals === void 0) return `${BigInt(amount)} base units of token ${terms.asset}`;
+    const form = displayOf(terms.displayDocument, unit.decimals);
+    if (form) return formatDisplay(amount, unit.decimals, form);
     return `${formatUnits(amount, unit.decimals)} ${unit.symbol || `units of token ${terms.asset}`}`;
   }
   async function loadUnit(terms, fallback = {}) {
@@ -3701,15 +3833,23 @@ var ChannelWallet = (() => {
     save(terms, record);
     return record.voucher;
   }
-  function header(terms, record, voucher) {
+  function header(terms, record, voucher, passName = null) {
     return paymentSignature(
       terms.network,
       terms.contract,
       record.channelId,
       voucher.amount,
       hexToBytes3(voucher.signature),
-      record.config
+      record.config,
+      void 0,
+      passName
     );
+  }
+  function unlockKind(terms, receipt, pass, charged) {
+    if (pass && charged > 0n) return "pass";
+    if (charged === 0n && receipt.pass) return "pass_read";
+    if (receipt.cap && charged < terms.price) return "capped";
+    return "article";
   }
   function misbehaved() {
     return Object.assign(
@@ -3728,16 +3868,17 @@ var ChannelWallet = (() => {
     if (record) book(terms, record, trusted);
     return record;
   }
-  async function payFor(terms, record, url, { reread = false } = {}) {
+  async function payFor(terms, record, url, { reread = false, pass = null } = {}) {
     const target = new URL(url, location.href);
     const path = target.pathname + target.search;
     if (bookOf(record).blocked) throw misbehaved();
+    const price = pass ? pass.price : terms.price;
     let resynced = false;
     for (let attempt = 0; attempt < 20; attempt++) {
-      const voucher = reread ? record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n) : voucherFor(terms, record, terms.price);
+      const voucher = reread ? record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n) : voucherFor(terms, record, price);
       if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
       const response = await fetch(url, {
-        headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
+        headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher, pass && !reread ? pass.name : null), Accept: "*/*" },
         cache: "no-store",
         redirect: "manual"
       });
@@ -3750,24 +3891,33 @@ var ChannelWallet = (() => {
       if (response.ok) {
         const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
         const charged = BigInt(receipt.chargedAmount);
-        if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
+        if (charged > price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
           book(terms, record, (b) => ({ ...b, blocked: true }));
         }
         let text;
         try {
           text = await response.text();
         } catch (error) {
-          book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+          book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, price));
           throw Object.assign(new Error("the page did not arrive whole"), { code: "cut_short" });
         }
-        book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+        book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, price));
         record.deposited = larger(record.deposited, receipt.deposited);
-        record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
+        keepSpending(record, receipt);
+        record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now(), kind: unlockKind(terms, receipt, pass, charged) });
         save(terms, record);
         return { response, receipt, text };
       }
       const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
-      if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
+      if (!requiredHeader) {
+        let code = null;
+        try {
+          const body = await response.json();
+          code = typeof body.error === "string" ? body.error : typeof body.code === "string" ? body.code : null;
+        } catch (error) {
+        }
+        throw Object.assign(new Error(`the node answered ${response.status}${code ? ` (${code})` : ""}`), { code });
+      }
       const refusal = termsOf(decodeHeader(requiredHeader));
       if (refusal.asset !== terms.asset || refusal.contract !== terms.contract || refusal.receiver !== terms.receiver) {
         throw refused("the site's answer names another asset, contract or receiver than its offer: not paying", "offer_changed");
@@ -3982,8 +4132,10 @@ var ChannelWallet = (() => {
     );
     const list = element("ol", { id: "channel-unlocks" });
     for (const unlock2 of record.unlocks.slice(-20)) {
-      const cost = BigInt(unlock2.cost) === 0n ? unlock2.why || "free (already paid)" : money(terms, unlock2.cost);
-      list.append(element("li", { "data-cost": unlock2.cost }, `${unlock2.path}: ${cost}`));
+      const free = { pass_read: "free (pass)", capped: "free (cap reached)" }[unlock2.kind] || "free (already paid)";
+      const paid = unlock2.kind === "pass" ? `${money(terms, unlock2.cost)} (pass)` : unlock2.kind === "capped" ? `${money(terms, unlock2.cost)} (capped)` : money(terms, unlock2.cost);
+      const cost = BigInt(unlock2.cost) === 0n ? free : paid;
+      list.append(element("li", { "data-cost": unlock2.cost, "data-kind": unlock2.kind || "article" }, `${unlock2.path}: ${cost}`));
     }
     if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
     if (bookOf(record).blocked) {
@@ -4053,7 +4205,41 @@ var ChannelWallet = (() => {
     const response = await payFor(terms, load(terms), location.href, options);
     showContent(response.text);
     const cost = BigInt(response.receipt.chargedAmount);
-    return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${money(terms, cost)}.` };
+    const record = load(terms);
+    const kind = record && record.unlocks.length ? record.unlocks[record.unlocks.length - 1].kind : "article";
+    if (kind === "pass") {
+      const until = record.passes && record.passes[options.pass.name];
+      return { note: `Bought the ${options.pass.name} pass for ${money(terms, cost)}` + (until ? `: free reading until ${dateWords(until)}.` : ".") };
+    }
+    if (cost === 0n) {
+      if (kind === "pass_read") return { note: "Read with your pass: free." };
+      if (kind === "capped") return { note: "Free: you have reached this site's cap for the period." };
+      return { note: "Already paid: shown again for free." };
+    }
+    return { note: `Unlocked for ${money(terms, cost)}.` };
+  }
+  var PERIOD_WORDS = { day: "today", week: "this week", month: "this month" };
+  function periodWords(period) {
+    if (!period) return "";
+    return PERIOD_WORDS[period] || `in any ${period.slice(0, -1)} days`;
+  }
+  function dateWords(unix) {
+    return new Date(unix * 1e3).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
+  }
+  function durationWords(duration) {
+    if (duration % 604800 === 0) return `${duration / 604800}-week`;
+    if (duration % 86400 === 0) return `${duration / 86400}-day`;
+    if (duration % 3600 === 0) return `${duration / 3600}-hour`;
+    return `${duration}-second`;
+  }
+  function capText(terms, progress) {
+    const cap = money(terms, progress.cap);
+    const period = periodWords(progress.period);
+    if (progress.paid === null) return `Never more than ${cap} ${period} on ${progress.name}`.trim();
+    let text = `${money(terms, progress.paid)} of ${cap} ${period}`.trim();
+    if (progress.resetsAt) text += `, resets ${dateWords(progress.resetsAt)}`;
+    if (progress.reached) text += ": reading on is free until then";
+    return text;
   }
   function refreshPaywall(terms) {
     const button = $("channel-unlock");
@@ -4064,8 +4250,36 @@ var ChannelWallet = (() => {
     if (deposit) deposit.hidden = Boolean(open);
     const unit = $("channel-deposit-unit");
     if (unit) unit.textContent = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
-    const price = money(terms, terms.price);
-    button.textContent = open ? `Unlock for ${price}` : `Open a channel and unlock for ${price}`;
+    const progress = capProgress(terms, record);
+    const capLine = $("channel-cap");
+    if (capLine && progress) {
+      capLine.textContent = capText(terms, progress);
+      capLine.dataset.paid = progress.paid === null ? "" : progress.paid.toString();
+      capLine.dataset.reached = String(progress.reached);
+    }
+    const held = heldPass(terms, record);
+    const price = effectivePrice(terms, record);
+    const priceText = $("channel-price");
+    if (priceText) priceText.textContent = money(terms, price);
+    if (held) button.textContent = `Read with your ${held.name} pass (until ${dateWords(held.until)})`;
+    else if (price === 0n) button.textContent = open ? "Read free (cap reached)" : "Open a channel and read free (cap reached)";
+    else button.textContent = open ? `Unlock for ${money(terms, price)}` : `Open a channel and unlock for ${money(terms, price)}`;
+    for (const passButton of document.querySelectorAll("button[data-pass]")) {
+      const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
+      passButton.hidden = !pass || Boolean(held && held.name === pass.name);
+      if (!pass) continue;
+      const what = `the ${durationWords(pass.duration)} pass for ${money(terms, pass.price)}`;
+      passButton.textContent = open ? `Buy ${what}` : `Open a channel and buy ${what}`;
+    }
+    const passPrice = $("channel-pass-price");
+    const offered = terms.passes.find((p) => passPrice && p.name === passPrice.dataset.pass);
+    if (passPrice && offered) passPrice.textContent = money(terms, offered.price);
+  }
+  async function ensureOpen(terms) {
+    const current = load(terms);
+    if (current && current.status === "open") return;
+    setStatus("Opening a channel (confirm the deposit in your wallet) ...");
+    await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
   }
   async function start() {
     const data = $("channel-offer");
@@ -4104,18 +4318,32 @@ var ChannelWallet = (() => {
       button.addEventListener(
         "click",
         () => act(terms, "Unlocking ...", async () => {
-          const current = load(terms);
-          if (!current || current.status !== "open") {
-            setStatus("Opening a channel (confirm the deposit in your wallet) ...");
-            await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
-          }
+          await ensureOpen(terms);
           return unlock(terms);
         })
       );
     }
+    for (const passButton of document.querySelectorAll("button[data-pass]")) {
+      passButton.addEventListener(
+        "click",
+        () => act(terms, "Buying the pass ...", async () => {
+          const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
+          if (!pass) throw new Error("the offer no longer sells this pass");
+          await ensureOpen(terms);
+          return unlock(terms, { pass });
+        })
+      );
+    }
     const path = location.pathname + location.search;
-    if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
-      act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
+    if (record && record.status === "open" && record.voucher) {
+      const progress = capProgress(terms, record);
+      if (terms.once && record.unlocks.some((u) => u.path === path)) {
+        act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
+      } else if (heldPass(terms, record)) {
+        act(terms, "Your pass covers this page: loading ...", () => unlock(terms, { reread: true }));
+      } else if (progress && progress.reached) {
+        act(terms, "Your cap is reached: loading ...", () => unlock(terms, { reread: true }));
+      }
     }
   }
   if (typeof document !== "undefined") {

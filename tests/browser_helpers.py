@@ -68,6 +68,24 @@ PROVIDER = r"""
 """
 
 
+# The page's clock, moved with the node's (move_clock): Date.now runs `test:clock-offset` seconds
+# (in the origin's localStorage, so it survives navigations) ahead of the real one.
+MOVED_CLOCK = r"""
+(() => {
+  const real = Date.now.bind(Date);
+  const offset = () => { try { return Number(localStorage.getItem("test:clock-offset") || 0) * 1000; } catch (e) { return 0; } };
+  Date.now = () => real() + offset();
+})();
+"""
+
+
+def move_clock(rpc_url: str, page, seconds: int) -> None:
+    """Moves the node's clock and the dev chain's time (tests/browser_dev.py's `test_moveClock`)
+    and the page's Date.now `seconds` ahead."""
+    total = rpc_call(rpc_url, "test_moveClock", [seconds])  # the node's offset in all, in seconds
+    page.evaluate("(total) => localStorage.setItem('test:clock-offset', String(total))", total)
+
+
 def need(condition: bool, reason: str) -> None:
     if not condition:
         if os.environ.get("CI"):
@@ -177,6 +195,7 @@ def browser_page(
             context.expose_function("__devWalletCall", wallet.call)
             context.expose_function("__devSignTransaction", wallet.sign_transaction)
             context.expose_function("__devSignTypedData", wallet.sign_typed_data)
+            context.add_init_script(MOVED_CLOCK)
             context.add_init_script(PROVIDER % {"rpc": json.dumps(rpc_url), "account": json.dumps(account), "refuse": json.dumps(refuse_typed_data)})
             page = context.new_page()
             errors: list[str] = []

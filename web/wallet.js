@@ -898,6 +898,13 @@ function renderPanel(terms, record, note = "") {
       record.status === "closed" ? " (closed)" : "",
     ),
   );
+  // Where the reader stands on this page's cap and pass, as the receipts said.
+  const progress = capProgress(terms, record);
+  if (progress && progress.paid !== null) {
+    panel.append(element("p", { id: "channel-panel-cap" }, `Cap ${progress.name}: ${capText(terms, progress)}`));
+  }
+  const held = heldPass(terms, record);
+  if (held) panel.append(element("p", { id: "channel-panel-pass" }, `Your ${held.name} pass: free reading until ${dateWords(held.until)}`));
   const list = element("ol", { id: "channel-unlocks" });
   for (const unlock of record.unlocks.slice(-20)) {
     const free = { pass_read: "free (pass)", capped: "free (cap reached)" }[unlock.kind] || "free (already paid)";

@@ -4130,6 +4130,12 @@ var ChannelWallet = (() => {
         record.status === "closed" ? " (closed)" : ""
       )
     );
+    const progress = capProgress(terms, record);
+    if (progress && progress.paid !== null) {
+      panel.append(element("p", { id: "channel-panel-cap" }, `Cap ${progress.name}: ${capText(terms, progress)}`));
+    }
+    const held = heldPass(terms, record);
+    if (held) panel.append(element("p", { id: "channel-panel-pass" }, `Your ${held.name} pass: free reading until ${dateWords(held.until)}`));
     const list = element("ol", { id: "channel-unlocks" });
     for (const unlock2 of record.unlocks.slice(-20)) {
       const free = { pass_read: "free (pass)", capped: "free (cap reached)" }[unlock2.kind] || "free (already paid)";

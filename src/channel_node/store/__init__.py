@@ -18,6 +18,7 @@ from channel_node.store.base import (
     PaymentLookup,
     Pin,
     RecordOutcome,
+    SpendingQuery,
     StaleWrite,
     Store,
     StoredChannel,
@@ -29,6 +30,7 @@ from channel_node.store.base import (
     fulfilled,
     outbox_item,
     outbox_items,
+    spending_lookup,
 )
 from channel_node.store.memory import MemoryStore
 from channel_node.store.sqlite import SQLiteStore
@@ -53,6 +55,7 @@ __all__ = [
     "Pin",
     "RecordOutcome",
     "SQLiteStore",
+    "SpendingQuery",
     "StaleWrite",
     "Store",
     "StoreError",
@@ -64,4 +67,5 @@ __all__ = [
     "fulfilled",
     "outbox_item",
     "outbox_items",
+    "spending_lookup",
 ]

@@ -4,14 +4,19 @@
 - the reader opens a DUSD channel with one permit deposit (the wallet signs the Permit as typed data
   and sends one transaction), unlocks two articles, re-reads one for free and tops up the same way;
 - with a wallet that refuses typed data, the page approves exactly the deposit and deposits it (two
-  transactions each time), and leaves no allowance behind.
+  transactions each time), and leaves no allowance behind;
+- issue 16's done-when: on a site with caps and a day pass (tests/browser_dev.py's test knobs), the
+  reader buys up to the news cap and reads on free, buys the sport day pass with one click and reads
+  sport free under it, and once the clocks are moved a day on, pays for sport again.
 
-Screenshots: tests/artifacts/browser/2*.png (docs/browser.md, "Token channels").
+Screenshots: tests/artifacts/browser/2*.png (token channels) and 3*.png (caps and passes), described
+in docs/browser.md ("Token channels", "Caps and passes").
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 
 from browser_helpers import (
     ARTICLES,
@@ -145,8 +150,9 @@ SPORT = [f"/sport/{n}.html" for n in range(1, 4)]
 def _write_site(folder) -> None:
     """A site of news and sport articles: news capped at $0.05 a month, sport sold by the article
     (capped at $1.00 a month) or with a day pass for $0.30."""
-    folder.mkdir()
-    (folder / "index.html").write_text("<!doctype html><title>The Capped Channel</title><h1>The Capped Channel</h1>")
+    from channel_node.dev.stack import site_root
+
+    shutil.copytree(site_root(), folder)  # the sample site, whose article `dev` pays for as its self-check
     for section, paths in (("news", NEWS), ("sport", SPORT)):
         (folder / section).mkdir()
         for path in paths:
@@ -159,10 +165,11 @@ def _write_site(folder) -> None:
 
 
 SPENDING_SITE = {
-    "free": ["/", "/index.html"],
+    "free": ["/", "/index.html", "/static/*"],
     "prices": [
-        {"path": "/news/*", "price": "0.02", "description": "a news story"},
-        {"path": "/sport/*", "price": "0.02", "description": "a sport story"},
+        {"path": "/articles/*", "price": 20_000, "description": "an article of The Daily Channel"},
+        {"path": "/news/*", "price": 20_000, "description": "a news story"},
+        {"path": "/sport/*", "price": 20_000, "description": "a sport story"},
     ],
     "caps": [
         {"name": "news", "pattern": "/news/*", "cap": "0.05", "period": "month"},

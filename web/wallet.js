@@ -1058,12 +1058,16 @@ function refreshPaywall(terms) {
   if (passPrice && offered) passPrice.textContent = money(terms, offered.price);
 }
 
-/** Opens a channel with the deposit the reader typed, when there is none open yet. */
-async function ensureOpen(terms) {
+/** Opens a channel with the deposit the reader typed, when there is none open yet; `atLeast` is
+ * what the first payment needs (a pass's price), refused before anything is signed when the deposit
+ * is smaller. */
+async function ensureOpen(terms, atLeast = 0n) {
   const current = load(terms);
   if (current && current.status === "open") return;
+  const deposit = parseUnits($("channel-deposit").value, decimalsOf(terms));
+  if (deposit < atLeast) throw new Error(`the deposit must cover ${money(terms, atLeast)} for this`);
   setStatus("Opening a channel (confirm the deposit in your wallet) ...");
-  await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
+  await openChannel(terms, deposit);
 }
 
 export async function start() {
@@ -1076,12 +1080,17 @@ export async function start() {
   const terms = termsOf(offer);
   const depositInput = $("channel-deposit");
   if (isToken(terms)) {
-    // The deposit field reads in the token's units: its decimals come from the token itself.
-    const button = $("channel-unlock");
-    if (button) button.disabled = true;
+    // The deposit field reads in the token's units: its decimals come from the token itself. Until
+    // they are known the field and the buttons wait (nothing typed is read in the wrong unit, and
+    // the suggestion below never lands in the middle of what the reader types).
+    const waiting = [depositInput, ...document.querySelectorAll("#channel-paywall button")].filter(Boolean);
+    for (const control of waiting) control.disabled = true;
     const hint = depositInput ? { decimals: Number(depositInput.dataset.decimals), symbol: depositInput.dataset.symbol } : {};
-    await loadUnit(terms, hint);
-    if (button) button.disabled = false;
+    try {
+      await loadUnit(terms, hint);
+    } finally {
+      for (const control of waiting) control.disabled = false;
+    }
   }
   if (depositInput && !depositInput.value) {
     const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;
@@ -1117,7 +1126,7 @@ export async function start() {
       act(terms, "Buying the pass ...", async () => {
         const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
         if (!pass) throw new Error("the offer no longer sells this pass");
-        await ensureOpen(terms);
+        await ensureOpen(terms, pass.price);
         return unlock(terms, { pass });
       }),
     );

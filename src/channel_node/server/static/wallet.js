@@ -4281,11 +4281,13 @@ var ChannelWallet = (() => {
     const offered = terms.passes.find((p) => passPrice && p.name === passPrice.dataset.pass);
     if (passPrice && offered) passPrice.textContent = money(terms, offered.price);
   }
-  async function ensureOpen(terms) {
+  async function ensureOpen(terms, atLeast = 0n) {
     const current = load(terms);
     if (current && current.status === "open") return;
+    const deposit = parseUnits($("channel-deposit").value, decimalsOf(terms));
+    if (deposit < atLeast) throw new Error(`the deposit must cover ${money(terms, atLeast)} for this`);
     setStatus("Opening a channel (confirm the deposit in your wallet) ...");
-    await openChannel(terms, parseUnits($("channel-deposit").value, decimalsOf(terms)));
+    await openChannel(terms, deposit);
   }
   async function start() {
     const data = $("channel-offer");
@@ -4297,11 +4299,14 @@ var ChannelWallet = (() => {
     const terms = termsOf(offer);
     const depositInput = $("channel-deposit");
     if (isToken(terms)) {
-      const button2 = $("channel-unlock");
-      if (button2) button2.disabled = true;
+      const waiting = [depositInput, ...document.querySelectorAll("#channel-paywall button")].filter(Boolean);
+      for (const control of waiting) control.disabled = true;
       const hint = depositInput ? { decimals: Number(depositInput.dataset.decimals), symbol: depositInput.dataset.symbol } : {};
-      await loadUnit(terms, hint);
-      if (button2) button2.disabled = false;
+      try {
+        await loadUnit(terms, hint);
+      } finally {
+        for (const control of waiting) control.disabled = false;
+      }
     }
     if (depositInput && !depositInput.value) {
       const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;
@@ -4335,7 +4340,7 @@ var ChannelWallet = (() => {
         () => act(terms, "Buying the pass ...", async () => {
           const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
           if (!pass) throw new Error("the offer no longer sells this pass");
-          await ensureOpen(terms);
+          await ensureOpen(terms, pass.price);
           return unlock(terms, { pass });
         })
       );

@@ -240,6 +240,12 @@ W = vm.runInContext("ChannelWallet", context);
       } else if (step.topUp !== undefined) {
         const record = await W.topUp(terms, JSON.parse(localStorage.getItem(W.storageKey(terms))), BigInt(step.topUp));
         results.push({ ok: true, funded: record.funded, deposited: record.deposited });
+      } else if (step.tamperToken) {
+        // the record names another token than the site's asset (a record of another site, say)
+        const record = JSON.parse(localStorage.getItem(W.storageKey(terms)));
+        record.config.token = step.tamperToken;
+        localStorage.setItem(W.storageKey(terms), JSON.stringify(record));
+        results.push({ ok: true });
       } else if (step.unit) {
         const unit = await W.loadUnit(terms);
         results.push({ ok: true, unit, price: W.money(terms, terms.price) });
@@ -348,6 +354,12 @@ def test_a_top_up_beyond_the_balance_is_refused_before_anything_is_signed():
     out = flow([{"open": DEPOSIT}, {"topUp": 10 * DEPOSIT}])
     assert out["results"][1]["code"] == "insufficient_balance"
     assert len(out["typed"]) == 1 and len(out["txs"]) == 1, "only the open was signed and sent"
+
+
+def test_a_top_up_of_a_channel_in_another_token_than_the_sites_asset_is_refused():
+    out = flow([{"open": DEPOSIT}, {"tamperToken": _address(b"another token")}, {"topUp": PRICE}])
+    assert out["results"][2]["code"] == "asset_mismatch"
+    assert len(out["typed"]) == 1 and len(out["txs"]) == 1, "nothing signed or sent for the top-up"
 
 
 def test_an_offer_whose_asset_is_no_token_contract_gets_nothing():

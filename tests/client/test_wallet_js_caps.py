@@ -265,3 +265,30 @@ def test_malformed_caps_and_passes_in_an_offer_are_left_out():
     }
     out = _node(FLOW, {"steps": [], "answers": [], "extra": extra, "price": PRICE, "now": NOW})
     assert out["terms"] == {"cap": None, "passes": ["ok"]}
+
+
+HEADER = LOADER + r"""
+const out = input.cases.map((c) => W.paymentSignature(c.network, c.contract, c.channel, c.amount, W.hexToBytes(c.signature),
+                                                      undefined, undefined, c.pass));
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    name=st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True),
+    amount=st.integers(0, 2**128 - 1),
+)
+def test_the_pass_voucher_header_is_the_one_the_node_parses(name, amount):
+    """The browser's `PAYMENT-SIGNATURE` buying a pass is wire/channel.py's, and the node reads the
+    pass's name from it (Voucher.pass_name)."""
+    from channel_node.wire.channel import parse_payment_signature, payment_signature
+    from channel_node.wire.envelope import decode_header
+
+    contract, channel, signature = "0x" + "22" * 20, b"\x07" * 32, b"\x01" * 64 + b"\x1b"
+    case = {"network": "eip155:31337", "contract": contract, "channel": "0x" + channel.hex(), "amount": str(amount),
+            "signature": "0x" + signature.hex(), "pass": name}  # fmt: skip
+    [js] = _node(HEADER, {"cases": [case]})
+    expected = payment_signature("eip155:31337", contract, channel, amount, signature, pass_name=name)
+    assert decode_header(js) == decode_header(expected)
+    assert parse_payment_signature(js).pass_name == name

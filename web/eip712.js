@@ -251,10 +251,12 @@ export function decodeHeader(value) {
   return JSON.parse(new TextDecoder().decode(bytes));
 }
 
-/** A PAYMENT-SIGNATURE value, shaped like channel_node.server.protocol.payment_signature. */
-export function paymentSignature(network, contract, channel, amount, signature, config, paymentId) {
+/** A PAYMENT-SIGNATURE value, shaped like channel_node.server.protocol.payment_signature; `pass`
+ * names the pass this payment buys (docs/protocol.md, "Caps and passes"). */
+export function paymentSignature(network, contract, channel, amount, signature, config, paymentId, pass) {
   const payload = { channelId: channel, maxClaimableAmount: BigInt(amount).toString(), signature: toHex(signature) };
   if (paymentId) payload.paymentId = paymentId;
+  if (pass) payload.pass = pass;
   const accepted = { scheme: "channel", network };
   if (config) {
     payload.channel = {
@@ -364,4 +366,116 @@ export function exactPaymentSignature(accepted, auth, signature, resource) {
 
 export function encodeBalanceOf(address) {
   return toHex(concatBytes(selector("balanceOf(address)"), addressWord(address)));
+}
+
+// ------------------------------------------------------------------ ERC-20 channels (EIP-2612 permit, approve)
+// The deposit of a token channel: `depositTokenWithPermit(config, amount, deadline, r, vs)` with the
+// payer's EIP-2612 Permit for exactly the deposit, or `approve(contract, amount)` then
+// `depositToken(config, amount)` (ChannelDeposit.sol; the Python wallet: chain/erc20.py).
+
+export const PERMIT_TYPEHASH = typehash("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)");
+
+/** permit: {owner, spender, value, nonce, deadline}; domain: the token's {name, version, chainId, verifyingContract}. */
+export function permitDigest(domain, permit) {
+  const struct = keccak_256(
+    concatBytes(
+      PERMIT_TYPEHASH,
+      addressWord(permit.owner),
+      addressWord(permit.spender),
+      word(permit.value),
+      word(permit.nonce),
+      word(permit.deadline),
+    ),
+  );
+  return keccak_256(concatBytes(new Uint8Array([0x19, 0x01]), tokenDomainSeparator(domain), struct));
+}
+
+/** What the reader's wallet signs with eth_signTypedData_v4 for the permit: the same digest. */
+export function permitTypedData(domain, permit) {
+  return {
+    types: {
+      EIP712Domain: [
+        { name: "name", type: "string" },
+        { name: "version", type: "string" },
+        { name: "chainId", type: "uint256" },
+        { name: "verifyingContract", type: "address" },
+      ],
+      Permit: [
+        { name: "owner", type: "address" },
+        { name: "spender", type: "address" },
+        { name: "value", type: "uint256" },
+        { name: "nonce", type: "uint256" },
+        { name: "deadline", type: "uint256" },
+      ],
+    },
+    primaryType: "Permit",
+    domain: {
+      name: domain.name,
+      version: domain.version,
+      chainId: Number(domain.chainId),
+      verifyingContract: checksumAddress(domain.verifyingContract),
+    },
+    message: {
+      owner: checksumAddress(permit.owner),
+      spender: checksumAddress(permit.spender),
+      value: BigInt(permit.value).toString(),
+      nonce: BigInt(permit.nonce).toString(),
+      deadline: BigInt(permit.deadline).toString(),
+    },
+  };
+}
+
+/** A 65-byte r || s || v signature as EIP-2098 compact (r, vs), what ChannelDeposit takes. */
+export function toCompact(signature) {
+  const raw = typeof signature === "string" ? hexToBytes(signature) : signature;
+  if (raw.length !== 65) throw new Error("signature must be 65 bytes");
+  const v = raw[64] >= 27 ? raw[64] - 27 : raw[64];
+  if (v > 1) throw new Error("bad signature v");
+  const vs = raw.slice(32, 64);
+  if (vs[0] & 0x80) throw new Error("high-s signature");
+  if (v) vs[0] |= 0x80;
+  return { r: toHex(raw.slice(0, 32)), vs: toHex(vs) };
+}
+
+export function encodeDepositToken(config, amount) {
+  return toHex(concatBytes(selector(`depositToken(${CONFIG_TUPLE},uint256)`), configWords(config), word(amount)));
+}
+
+export function encodeDepositTokenWithPermit(config, amount, deadline, r, vs) {
+  return toHex(
+    concatBytes(
+      selector(`depositTokenWithPermit(${CONFIG_TUPLE},uint256,uint256,bytes32,bytes32)`),
+      configWords(config),
+      word(amount),
+      word(deadline),
+      bytes32(r),
+      bytes32(vs),
+    ),
+  );
+}
+
+export const encodeApprove = (spender, amount) =>
+  toHex(concatBytes(selector("approve(address,uint256)"), addressWord(spender), word(amount)));
+export const encodeAllowance = (owner, spender) =>
+  toHex(concatBytes(selector("allowance(address,address)"), addressWord(owner), addressWord(spender)));
+export const encodeNonces = (owner) => toHex(concatBytes(selector("nonces(address)"), addressWord(owner)));
+export const encodeNoArguments = (signature) => toHex(selector(signature));
+
+/** A uint256 answer of eth_call ("0x" alone: the function does not exist). */
+export function decodeUint(hex) {
+  const raw = hexToBytes(hex);
+  if (raw.length < 32) throw new Error("short uint256 answer");
+  return BigInt(toHex(raw.slice(0, 32)));
+}
+
+/** A `string` answer of eth_call (ABI-encoded dynamic string), or a bytes32 one (old tokens). */
+export function decodeString(hex) {
+  const raw = hexToBytes(hex);
+  if (raw.length === 32) return new TextDecoder().decode(raw).replace(/\0+$/, "");
+  if (raw.length < 64) throw new Error("short string answer");
+  const offset = Number(BigInt(toHex(raw.slice(0, 32))));
+  if (offset + 32 > raw.length) throw new Error("bad string offset");
+  const length = Number(BigInt(toHex(raw.slice(offset, offset + 32))));
+  if (offset + 32 + length > raw.length) throw new Error("bad string length");
+  return new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(offset + 32, offset + 32 + length));
 }

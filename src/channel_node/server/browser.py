@@ -66,6 +66,8 @@ body{font:17px/1.5 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding
 #channel-paywall button,#channel-wallet button{font:inherit;padding:.45rem 1rem;border-radius:6px;border:1px solid #335;
 background:#335;color:#fff;cursor:pointer}
 #channel-paywall button:disabled,#channel-wallet button:disabled{opacity:.5;cursor:wait}
+#channel-paywall .channel-cap{font-size:15px;color:#335;background:#e8ebf7;padding:.35rem .7rem;border-radius:6px}
+#channel-paywall #channel-pass-row button{background:#fff;color:#335}
 #channel-wallet{margin-top:2rem;border-top:1px solid #ccd;font-size:15px}
 #channel-wallet h2{font-size:1rem}
 #channel-wallet button{background:#fff;color:#335}
@@ -119,6 +121,79 @@ sends it (x402 <code>exact</code>: no deposit, no transaction from you).</p>
 </div>"""
 
 
+_PASS_NAME = re.compile(r"[a-z0-9-]{1,32}")
+_PERIOD_WORDS = {"day": "today", "week": "this week", "month": "this month"}
+
+
+def _duration_words(seconds: int) -> str:
+    """A pass's duration as its button names it: `1-day`, `12-hour`, `2-week`."""
+    for unit, name in ((604800, "week"), (86400, "day"), (3600, "hour")):
+        if seconds % unit == 0:
+            return f"{seconds // unit}-{name}"
+    return f"{seconds}-second"
+
+
+def _passes(extra: Mapping[str, Any]) -> list[tuple[str, int, int, str]]:
+    """The offer's passes covering this page (docs/protocol.md, "Caps and passes") as (name, price,
+    duration, description); entries that are not well formed are left out."""
+    out = []
+    for entry in extra.get("passes") or ():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not _PASS_NAME.fullmatch(entry["name"]):
+            continue
+        price, duration = entry.get("price"), entry.get("duration")
+        if not (isinstance(price, str) and price.isdigit() and isinstance(duration, int) and duration > 0):
+            continue
+        out.append((entry["name"], int(price), duration, str(entry.get("description") or "")))
+    return out
+
+
+def spending_html(offer_document: OfferDocument, asset: Asset | None = None) -> tuple[str, str, str]:
+    """The pass offer beside the price (", or $0.30 for a 1-day pass (All of today's news)"), one
+    button per pass, and the cap line ("Never more than $2.00 this month on news", or with the
+    channel's figures when the offer states them: "$1.40 of $2.00 this month, resets ..."); the
+    script brings the cap line up to date from its receipts (docs/browser.md, "Caps and passes").
+    Each is "" when the offer has no pass or no cap."""
+    accept = offer_document["accepts"][0]
+    extra = accept.get("extra") or {}
+    unit = accept.get("asset") or ZERO_ADDRESS
+    esc = html.escape
+    offer, buttons = "", []
+    for n, (name, price, duration, description) in enumerate(_passes(extra)):
+        shown = esc(format_amount(price, unit, asset))
+        if n == 0:
+            about = f" ({esc(description)})" if description else ""
+            offer = (f', or <strong id="channel-pass-price" data-pass="{name}">{shown}</strong> for a '
+                     f"{_duration_words(duration)} pass{about}")  # fmt: skip
+        buttons.append(f'<button id="channel-pass-{name}" data-pass="{name}" type="button">'
+                       f"Buy the {_duration_words(duration)} pass for {shown}</button>")  # fmt: skip
+    cap_line = ""
+    cap = extra.get("cap")
+    if isinstance(cap, Mapping) and isinstance(cap.get("cap"), str) and cap["cap"].isdigit():
+        limit = esc(format_amount(int(cap["cap"]), unit, asset))
+        period = _PERIOD_WORDS.get(str(cap.get("period")), f"in any {str(cap.get('period', ''))[:-1]} days")
+        name = esc(str(cap.get("name") or ""))
+        paid = cap.get("paid")
+        if isinstance(paid, str) and paid.isdigit():
+            text = f"{esc(format_amount(int(paid), unit, asset))} of {limit} {period}"
+        else:
+            text = f"Never more than {limit} {period} on {name}"
+        cap_line = f'<p id="channel-cap" class="channel-cap" data-cap="{esc(cap["cap"])}">{text}</p>'
+    row = f'<p id="channel-pass-row">{" ".join(buttons)}</p>' if buttons else ""
+    return offer, row, cap_line
+
+
+def _deposit_input(offer_asset: str, known: Asset | None) -> str:
+    """The deposit field and its unit: ETH, or the node's token (its symbol and decimals as hints;
+    the script reads the token's own decimals and symbol from the chain, docs/browser.md)."""
+    if offer_asset.lower() == ZERO_ADDRESS:
+        return '<input id="channel-deposit" inputmode="decimal" size="10"> <span id="channel-deposit-unit">ETH</span>'
+    if known is not None and (known.address or ZERO_ADDRESS).lower() == offer_asset.lower():
+        symbol = html.escape(known.symbol)
+        return (f'<input id="channel-deposit" inputmode="decimal" size="10" data-decimals="{known.decimals}" '
+                f'data-symbol="{symbol}"> <span id="channel-deposit-unit">{symbol}</span>')  # fmt: skip
+    return '<input id="channel-deposit" inputmode="decimal" size="10"> <span id="channel-deposit-unit">base units</span>'
+
+
 def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None = None) -> str:
     """The HTML body of a 402 for a browser: `offer_document` is the JSON the node sends in
     `PAYMENT-REQUIRED` (a corrective refusal's message is shown too); `teaser` is plain text, a
@@ -135,6 +210,8 @@ def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None
     if error and error != "payment_required":
         notice = f'<p class="channel-notice" data-kind="error">{html.escape(error)}: {html.escape(offer_document.get("message") or "")}</p>'
     esc = html.escape
+    pass_offer, pass_buttons, cap_line = spending_html(offer_document, asset)
+    lead, for_what = (": ", " for this article") if pass_offer else (" for ", "")
     teaser_html = (f'<h1 class="channel-headline">{esc(headline)}</h1>\n' if headline else "") + (
         f'<p class="channel-teaser">{esc(words)}</p>' if words else "")  # fmt: skip
     return f"""<!doctype html>
@@ -149,11 +226,13 @@ def paywall_page(offer_document: OfferDocument, teaser: str, asset: Asset | None
 <main id="channel-paywall">
 {teaser_html}
 <div class="channel-box">
-<p>Read the whole of {esc(description)} for <strong id="channel-price">{esc(price)}</strong>, paid from a deposit you
-lock once for this site; what you do not spend comes back when you close.</p>
+<p>Read the whole of {esc(description)}{lead}<strong id="channel-price">{esc(price)}</strong>{for_what}{pass_offer}, paid from
+a deposit you lock once for this site; what you do not spend comes back when you close.</p>
+{cap_line}
 {notice}
-<p id="channel-deposit-row"><label>Deposit <input id="channel-deposit" inputmode="decimal" size="10"> ETH</label></p>
+<p id="channel-deposit-row"><label>Deposit {_deposit_input(accept.get("asset") or ZERO_ADDRESS, asset)}</label></p>
 <p><button id="channel-unlock" type="button">Unlock for {esc(price)}</button></p>
+{pass_buttons}
 {exact_unlock_html(offer_document, asset)}
 <p id="channel-status" role="status"></p>
 {_terminal_alternative(resource)}
@@ -323,6 +402,7 @@ __all__ = [
     "format_amount",
     "html_402",
     "paywall_page",
+    "spending_html",
     "teaser_for",
     "teaser_from_html",
     "wants_html",

@@ -28,6 +28,7 @@ var ChannelWallet = (() => {
     DOMAIN_NAME: () => DOMAIN_NAME,
     DOMAIN_TYPEHASH: () => DOMAIN_TYPEHASH,
     DOMAIN_VERSION: () => DOMAIN_VERSION,
+    PERMIT_TYPEHASH: () => PERMIT_TYPEHASH,
     TRANSFER_WITH_AUTHORIZATION_TYPEHASH: () => TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
     VOUCHER_TYPEHASH: () => VOUCHER_TYPEHASH,
     ZERO_ADDRESS: () => ZERO_ADDRESS,
@@ -37,6 +38,9 @@ var ChannelWallet = (() => {
     addressOfPublicKey: () => addressOfPublicKey,
     authorizationJson: () => authorizationJson,
     bookOf: () => bookOf,
+    capOf: () => capOf,
+    capProgress: () => capProgress,
+    capText: () => capText,
     channelId: () => channelId,
     channelStructHash: () => channelStructHash,
     checksumAddress: () => checksumAddress,
@@ -45,33 +49,55 @@ var ChannelWallet = (() => {
     cooperativeCloseTypedData: () => cooperativeCloseTypedData,
     decodeGetChannel: () => decodeGetChannel,
     decodeHeader: () => decodeHeader,
+    decodeString: () => decodeString,
+    decodeUint: () => decodeUint,
+    depositFunds: () => depositFunds,
+    displayOf: () => displayOf,
     domainSeparator: () => domainSeparator,
+    effectivePrice: () => effectivePrice,
+    encodeAllowance: () => encodeAllowance,
+    encodeApprove: () => encodeApprove,
     encodeBalanceOf: () => encodeBalanceOf,
     encodeCloseCooperative: () => encodeCloseCooperative,
     encodeDepositEth: () => encodeDepositEth,
+    encodeDepositToken: () => encodeDepositToken,
+    encodeDepositTokenWithPermit: () => encodeDepositTokenWithPermit,
     encodeGetChannel: () => encodeGetChannel,
     encodeHeader: () => encodeHeader,
+    encodeNoArguments: () => encodeNoArguments,
+    encodeNonces: () => encodeNonces,
     exactPaymentSignature: () => exactPaymentSignature,
     exactRecords: () => exactRecords,
     exactTermsOf: () => exactTermsOf,
+    formatDisplay: () => formatDisplay,
+    formatNumber: () => formatNumber,
     formatUnits: () => formatUnits,
     hashTypedData: () => hashTypedData,
+    heldPass: () => heldPass,
     hexToBytes: () => hexToBytes3,
     keccak: () => keccak,
+    loadUnit: () => loadUnit,
+    money: () => money,
     onCutShort: () => onCutShort,
     onDelivered: () => onDelivered,
     onStatedCharged: () => onStatedCharged,
     openChannel: () => openChannel,
     parseUnits: () => parseUnits,
+    passesOf: () => passesOf,
     payExact: () => payExact,
     payFor: () => payFor,
     paymentSignature: () => paymentSignature,
+    permitDigest: () => permitDigest,
+    permitTerms: () => permitTerms,
+    permitTypedData: () => permitTypedData,
     randomSecretKey: () => randomSecretKey,
+    readToken: () => readToken,
     recoverAddress: () => recoverAddress,
     signDigest: () => signDigest,
     start: () => start,
     storageKey: () => storageKey,
     termsOf: () => termsOf,
+    toCompact: () => toCompact,
     toHex: () => toHex,
     tokenDomainSeparator: () => tokenDomainSeparator,
     topUp: () => topUp,
@@ -3113,9 +3139,10 @@ var ChannelWallet = (() => {
     const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
     return JSON.parse(new TextDecoder().decode(bytes));
   }
-  function paymentSignature(network, contract, channel, amount, signature, config, paymentId) {
+  function paymentSignature(network, contract, channel, amount, signature, config, paymentId, pass) {
     const payload = { channelId: channel, maxClaimableAmount: BigInt(amount).toString(), signature: toHex(signature) };
     if (paymentId) payload.paymentId = paymentId;
+    if (pass) payload.pass = pass;
     const accepted = { scheme: "channel", network };
     if (config) {
       payload.channel = {
@@ -3209,6 +3236,137 @@ var ChannelWallet = (() => {
   function encodeBalanceOf(address) {
     return toHex(concatBytes(selector("balanceOf(address)"), addressWord(address)));
   }
+  var PERMIT_TYPEHASH = typehash("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)");
+  function permitDigest(domain, permit) {
+    const struct = keccak_256(
+      concatBytes(
+        PERMIT_TYPEHASH,
+        addressWord(permit.owner),
+        addressWord(permit.spender),
+        word(permit.value),
+        word(permit.nonce),
+        word(permit.deadline)
+      )
+    );
+    return keccak_256(concatBytes(new Uint8Array([25, 1]), tokenDomainSeparator(domain), struct));
+  }
+  function permitTypedData(domain, permit) {
+    return {
+      types: {
+        EIP712Domain: [
+          { name: "name", type: "string" },
+          { name: "version", type: "string" },
+          { name: "chainId", type: "uint256" },
+          { name: "verifyingContract", type: "address" }
+        ],
+        Permit: [
+          { name: "owner", type: "address" },
+          { name: "spender", type: "address" },
+          { name: "value", type: "uint256" },
+          { name: "nonce", type: "uint256" },
+          { name: "deadline", type: "uint256" }
+        ]
+      },
+      primaryType: "Permit",
+      domain: {
+        name: domain.name,
+        version: domain.version,
+        chainId: Number(domain.chainId),
+        verifyingContract: checksumAddress(domain.verifyingContract)
+      },
+      message: {
+        owner: checksumAddress(permit.owner),
+        spender: checksumAddress(permit.spender),
+        value: BigInt(permit.value).toString(),
+        nonce: BigInt(permit.nonce).toString(),
+        deadline: BigInt(permit.deadline).toString()
+      }
+    };
+  }
+  function toCompact(signature) {
+    const raw = typeof signature === "string" ? hexToBytes3(signature) : signature;
+    if (raw.length !== 65) throw new Error("signature must be 65 bytes");
+    const v = raw[64] >= 27 ? raw[64] - 27 : raw[64];
+    if (v > 1) throw new Error("bad signature v");
+    const vs = raw.slice(32, 64);
+    if (vs[0] & 128) throw new Error("high-s signature");
+    if (v) vs[0] |= 128;
+    return { r: toHex(raw.slice(0, 32)), vs: toHex(vs) };
+  }
+  function encodeDepositToken(config, amount) {
+    return toHex(concatBytes(selector(`depositToken(${CONFIG_TUPLE},uint256)`), configWords(config), word(amount)));
+  }
+  function encodeDepositTokenWithPermit(config, amount, deadline, r, vs) {
+    return toHex(
+      concatBytes(
+        selector(`depositTokenWithPermit(${CONFIG_TUPLE},uint256,uint256,bytes32,bytes32)`),
+        configWords(config),
+        word(amount),
+        word(deadline),
+        bytes32(r),
+        bytes32(vs)
+      )
+    );
+  }
+  var encodeApprove = (spender, amount) => toHex(concatBytes(selector("approve(address,uint256)"), addressWord(spender), word(amount)));
+  var encodeAllowance = (owner, spender) => toHex(concatBytes(selector("allowance(address,address)"), addressWord(owner), addressWord(spender)));
+  var encodeNonces = (owner) => toHex(concatBytes(selector("nonces(address)"), addressWord(owner)));
+  var encodeNoArguments = (signature) => toHex(selector(signature));
+  function decodeUint(hex) {
+    const raw = hexToBytes3(hex);
+    if (raw.length < 32) throw new Error("short uint256 answer");
+    return BigInt(toHex(raw.slice(0, 32)));
+  }
+  function decodeString(hex) {
+    const raw = hexToBytes3(hex);
+    if (raw.length === 32) return new TextDecoder().decode(raw).replace(/\0+$/, "");
+    if (raw.length < 64) throw new Error("short string answer");
+    const offset = Number(BigInt(toHex(raw.slice(0, 32))));
+    if (offset + 32 > raw.length) throw new Error("bad string offset");
+    const length = Number(BigInt(toHex(raw.slice(offset, offset + 32))));
+    if (offset + 32 + length > raw.length) throw new Error("bad string length");
+    return new TextDecoder("utf-8", { fatal: true }).decode(raw.slice(offset + 32, offset + 32 + length));
+  }
+
+  // web/display.js
+  var CENT_SIGN = "¢";
+  var MAX_SHOWN = 18;
+  var MAX_SYMBOL = 4;
+  function formatNumber(value, decimals, group = false) {
+    const n = BigInt(value);
+    const negative = n < 0n;
+    const magnitude = negative ? -n : n;
+    const unit = 10n ** BigInt(decimals);
+    const whole = (magnitude / unit).toString();
+    const fraction = (magnitude % unit).toString().padStart(decimals, "0").replace(/0+$/, "");
+    const grouped = group ? whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",") : whole;
+    return (negative ? "-" : "") + grouped + (fraction && decimals ? "." + fraction : "");
+  }
+  function displayOf(document2, decimals) {
+    if (!document2 || typeof document2 !== "object" || document2.decimals !== decimals) return null;
+    const { symbol, centsBelow, shown = 2 } = document2;
+    if (typeof symbol !== "string" || ![...symbol].length || [...symbol].length > MAX_SYMBOL) return null;
+    if (!/^[\p{L}\p{Sc}]+$/u.test(symbol) || symbol.includes(CENT_SIGN)) return null;
+    if (!Number.isSafeInteger(shown) || shown < 0 || shown > MAX_SHOWN || shown > decimals) return null;
+    let below = null;
+    if (centsBelow !== void 0) {
+      if (typeof centsBelow !== "string" || !/^[0-9]{1,78}$/.test(centsBelow) || decimals < 2) return null;
+      below = BigInt(centsBelow);
+    }
+    return { symbol, centsBelow: below, shown };
+  }
+  function formatDisplay(value, decimals, form) {
+    const n = BigInt(value);
+    const sign = n < 0n ? "-" : "";
+    const magnitude = n < 0n ? -n : n;
+    if (form.centsBelow !== null && magnitude > 0n && magnitude < form.centsBelow) {
+      return sign + formatNumber(magnitude, decimals - 2, true) + CENT_SIGN;
+    }
+    const text = formatNumber(magnitude, decimals, true);
+    const [whole, fraction = ""] = text.split(".");
+    const shown = fraction.padEnd(form.shown, "0");
+    return sign + form.symbol + whole + (shown ? "." + shown : "");
+  }
 
   // web/ledger.js
   var big = (value) => BigInt(value ?? 0);
@@ -3269,10 +3427,92 @@ var ChannelWallet = (() => {
       delayMin: delay.min ?? 0,
       delayMax: delay.max ?? 2 ** 32 - 1,
       channelState: extra.channel || null,
+      // How amounts read: ETH's 18 decimals; a token's are read from the token itself (loadUnit), and
+      // the site's display form ($0.02, 2¢) applies only when it is made for those decimals.
+      unit: accept.asset && checksumAddress(accept.asset) !== ZERO_ADDRESS ? null : { decimals: 18, symbol: "ETH" },
+      displayDocument: extra.display || null,
+      // Caps and passes (docs/protocol.md, "Caps and passes"; docs/browser.md, "Caps and passes").
+      cap: capOf(extra.cap),
+      passes: passesOf(extra.passes),
       resource: offer.resource || {},
       error: offer.error,
       message: offer.message
     };
+  }
+  var DIGITS = /^[0-9]{1,78}$/;
+  var NAME = /^[a-z0-9-]{1,32}$/;
+  var PERIOD = /^(day|week|month|[1-9][0-9]{0,3}d)$/;
+  var seconds = (value) => Number.isSafeInteger(value) && value > 0 ? value : null;
+  var MAX_PASSES = 8;
+  function capOf(document2) {
+    if (!document2 || typeof document2 !== "object") return null;
+    const { name, cap, period } = document2;
+    if (typeof name !== "string" || !NAME.test(name) || typeof cap !== "string" || !DIGITS.test(cap)) return null;
+    if (period !== void 0 && (typeof period !== "string" || !PERIOD.test(period))) return null;
+    return {
+      name,
+      cap: BigInt(cap),
+      period: period || null,
+      periodEndsAt: seconds(document2.periodEndsAt),
+      paid: typeof document2.paid === "string" && DIGITS.test(document2.paid) ? BigInt(document2.paid) : null,
+      resetsAt: seconds(document2.resetsAt)
+    };
+  }
+  function passesOf(list) {
+    if (!Array.isArray(list)) return [];
+    const out = [];
+    for (const entry of list) {
+      if (!entry || typeof entry !== "object" || typeof entry.name !== "string" || !NAME.test(entry.name)) continue;
+      if (typeof entry.price !== "string" || !DIGITS.test(entry.price) || !seconds(entry.duration)) continue;
+      if (out.some((p) => p.name === entry.name)) continue;
+      const description = typeof entry.description === "string" ? entry.description.slice(0, 200) : "";
+      out.push({ name: entry.name, price: BigInt(entry.price), duration: entry.duration, description });
+    }
+    return out.slice(0, MAX_PASSES);
+  }
+  var nowSeconds = () => Math.floor(Date.now() / 1e3);
+  function capProgress(terms, record, now = nowSeconds()) {
+    const cap = terms.cap;
+    if (!cap) return null;
+    let paid = cap.paid;
+    let resetsAt = cap.resetsAt || cap.periodEndsAt;
+    const held = record && record.caps ? record.caps[cap.name] : null;
+    if (paid === null && held) {
+      if (held.resetsAt && held.resetsAt > now) {
+        paid = BigInt(held.paid);
+        resetsAt = held.resetsAt;
+      } else if (cap.period && !cap.period.endsWith("d")) {
+        paid = 0n;
+      }
+    } else if (paid === null && cap.period && !cap.period.endsWith("d")) {
+      paid = 0n;
+    }
+    const room = paid === null ? null : cap.cap > paid ? cap.cap - paid : 0n;
+    return { name: cap.name, cap: cap.cap, paid, room, reached: room === 0n, resetsAt, period: cap.period };
+  }
+  function heldPass(terms, record, now = nowSeconds()) {
+    if (!record || !record.passes) return null;
+    for (const pass of terms.passes) {
+      const until = record.passes[pass.name];
+      if (Number.isSafeInteger(until) && until > now) return { ...pass, until };
+    }
+    return null;
+  }
+  function effectivePrice(terms, record, now = nowSeconds()) {
+    if (heldPass(terms, record, now)) return 0n;
+    const progress = capProgress(terms, record, now);
+    if (progress && progress.room !== null && progress.room < terms.price) return progress.room;
+    return terms.price;
+  }
+  function keepSpending(record, receipt) {
+    const cap = capOf(receipt.cap);
+    if (cap && cap.paid !== null) {
+      record.caps = { ...record.caps || {}, [cap.name]: { cap: cap.cap.toString(), paid: cap.paid.toString(), resetsAt: cap.resetsAt } };
+    }
+    const pass = receipt.pass;
+    if (pass && typeof pass === "object" && typeof pass.name === "string" && NAME.test(pass.name) && seconds(pass.until)) {
+      record.passes = { ...record.passes || {}, [pass.name]: pass.until };
+    }
   }
   function storageKey(terms) {
     const key = `${STORAGE_PREFIX}${terms.chainId}:${terms.contract}:${terms.receiver}:${terms.asset}`;
@@ -3342,18 +3582,158 @@ var ChannelWallet = (() => {
     const raw = crypto.getRandomValues(new Uint8Array(12));
     return BigInt(toHex(raw)).toString();
   }
+  var PERMIT_LIFETIME = 3600;
+  var MAX_DECIMALS = 36;
+  var isToken = (terms) => terms.asset !== ZERO_ADDRESS;
+  var call = (to, data) => rpc("eth_call", [{ to, data }, "latest"]);
+  async function optionalCall(to, data) {
+    try {
+      const answer = await call(to, data);
+      return typeof answer === "string" && answer.length > 2 ? answer : null;
+    } catch (error) {
+      return null;
+    }
+  }
+  function refused(message, code) {
+    return Object.assign(new Error(message), { code });
+  }
+  function money(terms, amount) {
+    const unit = terms.unit;
+    if (!unit || unit.decimals === null || unit.decimals === void 0) return `${BigInt(amount)} base units of token ${terms.asset}`;
+    const form = displayOf(terms.displayDocument, unit.decimals);
+    if (form) return formatDisplay(amount, unit.decimals, form);
+    return `${formatUnits(amount, unit.decimals)} ${unit.symbol || `units of token ${terms.asset}`}`;
+  }
+  async function loadUnit(terms, fallback = {}) {
+    if (!isToken(terms) || terms.unit) return terms.unit;
+    let decimals = null;
+    let symbol = null;
+    try {
+      const answer = await optionalCall(terms.asset, encodeNoArguments("decimals()"));
+      const n = answer ? decodeUint(answer) : null;
+      if (n !== null && n <= BigInt(MAX_DECIMALS)) decimals = Number(n);
+      const text = await optionalCall(terms.asset, encodeNoArguments("symbol()"));
+      if (text) symbol = cleanSymbol(decodeString(text));
+    } catch (error) {
+    }
+    if (decimals === null && Number.isSafeInteger(fallback.decimals) && fallback.decimals >= 0 && fallback.decimals <= MAX_DECIMALS) {
+      decimals = fallback.decimals;
+    }
+    terms.unit = { decimals, symbol: symbol || cleanSymbol(fallback.symbol) };
+    return terms.unit;
+  }
+  var cleanSymbol = (text) => typeof text === "string" && /^[\p{L}\p{N}\p{Sc}]{1,12}$/u.test(text) ? text : null;
+  async function readToken(terms, owner) {
+    const code = await rpc("eth_getCode", [terms.asset, "latest"]);
+    if (typeof code !== "string" || code.length <= 2) {
+      throw refused(`the site's asset ${terms.asset} is not a token contract on chain ${terms.chainId}`, "not_a_token");
+    }
+    const balanceAnswer = await optionalCall(terms.asset, encodeBalanceOf(owner));
+    if (!balanceAnswer) throw refused(`the site's asset ${terms.asset} does not answer balanceOf: not an ERC-20 token`, "not_a_token");
+    return { balance: decodeUint(balanceAnswer) };
+  }
+  async function permitTerms(terms, owner) {
+    const [separator, nonceAnswer, nameAnswer, versionAnswer] = [
+      await optionalCall(terms.asset, encodeNoArguments("DOMAIN_SEPARATOR()")),
+      await optionalCall(terms.asset, encodeNonces(owner)),
+      await optionalCall(terms.asset, encodeNoArguments("name()")),
+      await optionalCall(terms.asset, encodeNoArguments("version()"))
+    ];
+    if (!separator || !nonceAnswer || !nameAnswer) return { reason: "no_permit" };
+    let domain;
+    try {
+      domain = {
+        name: decodeString(nameAnswer),
+        version: versionAnswer ? decodeString(versionAnswer) : "1",
+        chainId: terms.chainId,
+        verifyingContract: terms.asset
+      };
+    } catch (error) {
+      return { reason: "no_permit" };
+    }
+    if (toHex(tokenDomainSeparator(domain)) !== separator.slice(0, 66).toLowerCase()) return { reason: "domain_mismatch" };
+    return { domain, nonce: decodeUint(nonceAnswer) };
+  }
+  async function latestTimestamp() {
+    const block = await rpc("eth_getBlockByNumber", ["latest", false]);
+    return BigInt(block.timestamp);
+  }
+  var userRejected = (error) => error && (error.code === 4001 || error.code === "ACTION_REJECTED");
+  async function depositFunds(terms, payer, config, amount) {
+    if (!isToken(terms)) {
+      await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(amount), data: encodeDepositEth(config) });
+      return "eth";
+    }
+    if (checksumAddress(config.token) !== terms.asset) throw refused("the channel's token is not the site's asset", "asset_mismatch");
+    const token = await readToken(terms, payer);
+    if (token.balance < amount) {
+      throw refused(
+        `a deposit of ${money(terms, amount)} needs more than this account holds (${money(terms, token.balance)})`,
+        "insufficient_balance"
+      );
+    }
+    const permit = await permitTerms(terms, payer);
+    if (permit.domain) {
+      const message = {
+        owner: payer,
+        spender: terms.contract,
+        value: amount,
+        nonce: permit.nonce,
+        deadline: await latestTimestamp() + BigInt(PERMIT_LIFETIME)
+      };
+      let signature = null;
+      try {
+        signature = await rpc("eth_signTypedData_v4", [payer, JSON.stringify(permitTypedData(permit.domain, message))]);
+      } catch (error) {
+        signature = null;
+      }
+      if (signature) {
+        if (recoverAddress(permitDigest(permit.domain, message), signature).toLowerCase() !== payer.toLowerCase()) {
+          throw new Error("the wallet's typed-data signature does not match the permit digest");
+        }
+        const { r, vs } = toCompact(signature);
+        try {
+          await sendAndWait({
+            from: payer,
+            to: terms.contract,
+            value: "0x0",
+            data: encodeDepositTokenWithPermit(config, amount, message.deadline, r, vs)
+          });
+          return "permit";
+        } catch (error) {
+          if (userRejected(error)) throw error;
+          console.warn("the permit deposit failed; approving exactly the deposit instead", error);
+        }
+      }
+    }
+    const allowance = decodeUint(await call(terms.asset, encodeAllowance(payer, terms.contract)));
+    if (allowance < amount) {
+      if (allowance > 0n) await sendAndWait({ from: payer, to: terms.asset, value: "0x0", data: encodeApprove(terms.contract, 0n) });
+      await sendAndWait({ from: payer, to: terms.asset, value: "0x0", data: encodeApprove(terms.contract, amount) });
+    }
+    await sendAndWait({ from: payer, to: terms.contract, value: "0x0", data: encodeDepositToken(config, amount) });
+    return "approve";
+  }
   async function openChannel(terms, deposit) {
-    if (terms.asset !== ZERO_ADDRESS) throw new Error("this wallet pays in native ETH only");
     const minimum = terms.price > terms.minDeposit ? terms.price : terms.minDeposit;
-    if (deposit < minimum) throw new Error(`the deposit must be at least ${formatUnits(minimum)} ETH`);
+    if (deposit < minimum) throw new Error(`the deposit must be at least ${money(terms, minimum)}`);
     const closeDelay = closeDelayFor(terms);
     const payer = await connect(terms);
+    if (isToken(terms)) {
+      const token = await readToken(terms, payer);
+      if (token.balance < deposit) {
+        throw refused(
+          `a deposit of ${money(terms, deposit)} needs more than this account holds (${money(terms, token.balance)})`,
+          "insufficient_balance"
+        );
+      }
+    }
     const key = randomSecretKey();
     const config = {
       payer,
       signer: addressOfKey(key),
       receiver: terms.receiver,
-      token: ZERO_ADDRESS,
+      token: terms.asset,
       closeDelay,
       salt: randomSalt(),
       receiverAuthorizer: terms.receiverAuthorizer
@@ -3373,7 +3753,7 @@ var ChannelWallet = (() => {
     };
     archive(terms);
     save(terms, record);
-    await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(deposit), data: encodeDepositEth(config) });
+    record.funded = await depositFunds(terms, payer, config, deposit);
     const onChain = await readChannel(terms, id);
     record.status = "open";
     record.deposited = onChain.deposited.toString();
@@ -3383,7 +3763,7 @@ var ChannelWallet = (() => {
   async function topUp(terms, record, amount) {
     const payer = await connect(terms);
     if (payer.toLowerCase() !== record.config.payer.toLowerCase()) throw new Error(`switch your wallet to ${record.config.payer}`);
-    await sendAndWait({ from: payer, to: terms.contract, value: hexQuantity(amount), data: encodeDepositEth(record.config) });
+    record.funded = await depositFunds(terms, payer, record.config, amount);
     record.deposited = (await readChannel(terms, record.channelId)).deposited.toString();
     save(terms, record);
     return record;
@@ -3414,7 +3794,7 @@ var ChannelWallet = (() => {
         const stated = BigInt(answer.channel.charged);
         const signed = record.voucher ? BigInt(record.voucher.amount) : 0n;
         if (stated > signed) {
-          throw new Error(`the node asks ${formatUnits(stated)} ETH to close; this browser only ever signed ${formatUnits(signed)} ETH`);
+          throw new Error(`the node asks ${money(terms, stated)} to close; this browser only ever signed ${money(terms, signed)}`);
         }
         amount = stated;
       } else {
@@ -3453,15 +3833,23 @@ var ChannelWallet = (() => {
     save(terms, record);
     return record.voucher;
   }
-  function header(terms, record, voucher) {
+  function header(terms, record, voucher, passName = null) {
     return paymentSignature(
       terms.network,
       terms.contract,
       record.channelId,
       voucher.amount,
       hexToBytes3(voucher.signature),
-      record.config
+      record.config,
+      void 0,
+      passName
     );
+  }
+  function unlockKind(terms, receipt, pass, charged) {
+    if (pass && charged > 0n) return "pass";
+    if (charged === 0n && receipt.pass) return "pass_read";
+    if (receipt.cap && charged < terms.price) return "capped";
+    return "article";
   }
   function misbehaved() {
     return Object.assign(
@@ -3480,16 +3868,17 @@ var ChannelWallet = (() => {
     if (record) book(terms, record, trusted);
     return record;
   }
-  async function payFor(terms, record, url, { reread = false } = {}) {
+  async function payFor(terms, record, url, { reread = false, pass = null } = {}) {
     const target = new URL(url, location.href);
     const path = target.pathname + target.search;
     if (bookOf(record).blocked) throw misbehaved();
+    const price = pass ? pass.price : terms.price;
     let resynced = false;
     for (let attempt = 0; attempt < 20; attempt++) {
-      const voucher = reread ? record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n) : voucherFor(terms, record, terms.price);
+      const voucher = reread ? record.voucher && !resynced ? record.voucher : voucherFor(terms, record, 0n) : voucherFor(terms, record, price);
       if (!voucher) throw Object.assign(new Error("the deposit is used up: top up to keep reading"), { code: "top_up" });
       const response = await fetch(url, {
-        headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher), Accept: "*/*" },
+        headers: { "PAYMENT-SIGNATURE": header(terms, record, voucher, pass && !reread ? pass.name : null), Accept: "*/*" },
         cache: "no-store",
         redirect: "manual"
       });
@@ -3502,25 +3891,37 @@ var ChannelWallet = (() => {
       if (response.ok) {
         const receipt = decodeHeader(response.headers.get("PAYMENT-RESPONSE"));
         const charged = BigInt(receipt.chargedAmount);
-        if (charged > terms.price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
+        if (charged > price || BigInt(receipt.chargedTotal) > BigInt(voucher.amount)) {
           book(terms, record, (b) => ({ ...b, blocked: true }));
         }
         let text;
         try {
           text = await response.text();
         } catch (error) {
-          book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+          book(terms, record, (b) => onCutShort(b, receipt.chargedAmount, receipt.chargedTotal, price));
           throw Object.assign(new Error("the page did not arrive whole"), { code: "cut_short" });
         }
-        book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, terms.price));
+        book(terms, record, (b) => onDelivered(b, receipt.chargedAmount, receipt.chargedTotal, price));
         record.deposited = larger(record.deposited, receipt.deposited);
-        record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now() });
+        keepSpending(record, receipt);
+        record.unlocks.push({ path, cost: receipt.chargedAmount, at: Date.now(), kind: unlockKind(terms, receipt, pass, charged) });
         save(terms, record);
         return { response, receipt, text };
       }
       const requiredHeader = response.headers.get("PAYMENT-REQUIRED");
-      if (!requiredHeader) throw new Error(`the node answered ${response.status}`);
+      if (!requiredHeader) {
+        let code = null;
+        try {
+          const body = await response.json();
+          code = typeof body.error === "string" ? body.error : typeof body.code === "string" ? body.code : null;
+        } catch (error) {
+        }
+        throw Object.assign(new Error(`the node answered ${response.status}${code ? ` (${code})` : ""}`), { code });
+      }
       const refusal = termsOf(decodeHeader(requiredHeader));
+      if (refusal.asset !== terms.asset || refusal.contract !== terms.contract || refusal.receiver !== terms.receiver) {
+        throw refused("the site's answer names another asset, contract or receiver than its offer: not paying", "offer_changed");
+      }
       const state = refusal.channelState;
       if ((refusal.error === "insufficient_voucher" || refusal.error === "stale_voucher") && state) {
         book(terms, record, (b) => onStatedCharged(b, state.charged, terms.price));
@@ -3695,6 +4096,7 @@ var ChannelWallet = (() => {
   function eth(wei) {
     return `${formatUnits(wei)} ETH`;
   }
+  var decimalsOf = (terms) => terms.unit && terms.unit.decimals !== null ? terms.unit.decimals : 0;
   function showContent(html) {
     const parsed = new DOMParser().parseFromString(html, "text/html");
     if (parsed.title) document.title = parsed.title;
@@ -3723,15 +4125,23 @@ var ChannelWallet = (() => {
         "p",
         {},
         "Remaining deposit: ",
-        element("strong", { id: "channel-remaining" }, eth(remaining)),
-        ` of ${eth(record.deposited)}`,
+        element("strong", { id: "channel-remaining" }, money(terms, remaining)),
+        ` of ${money(terms, record.deposited)}`,
         record.status === "closed" ? " (closed)" : ""
       )
     );
+    const progress = capProgress(terms, record);
+    if (progress && progress.paid !== null) {
+      panel.append(element("p", { id: "channel-panel-cap" }, `Cap ${progress.name}: ${capText(terms, progress)}`));
+    }
+    const held = heldPass(terms, record);
+    if (held) panel.append(element("p", { id: "channel-panel-pass" }, `Your ${held.name} pass: free reading until ${dateWords(held.until)}`));
     const list = element("ol", { id: "channel-unlocks" });
     for (const unlock2 of record.unlocks.slice(-20)) {
-      const cost = BigInt(unlock2.cost) === 0n ? "free (already paid)" : eth(unlock2.cost);
-      list.append(element("li", { "data-cost": unlock2.cost }, `${unlock2.path}: ${cost}`));
+      const free = { pass_read: "free (pass)", capped: "free (cap reached)" }[unlock2.kind] || "free (already paid)";
+      const paid = unlock2.kind === "pass" ? `${money(terms, unlock2.cost)} (pass)` : unlock2.kind === "capped" ? `${money(terms, unlock2.cost)} (capped)` : money(terms, unlock2.cost);
+      const cost = BigInt(unlock2.cost) === 0n ? free : paid;
+      list.append(element("li", { "data-cost": unlock2.cost, "data-kind": unlock2.kind || "article" }, `${unlock2.path}: ${cost}`));
     }
     if (record.unlocks.length) panel.append(element("p", {}, "Unlocks:"), list);
     if (bookOf(record).blocked) {
@@ -3743,23 +4153,29 @@ var ChannelWallet = (() => {
       );
     }
     if (record.status === "open") {
-      const amount = element("input", { id: "channel-topup-amount", inputmode: "decimal", size: "10", value: formatUnits(terms.price * 10n) });
+      const amount = element("input", {
+        id: "channel-topup-amount",
+        inputmode: "decimal",
+        size: "10",
+        value: formatUnits(terms.price * 10n, decimalsOf(terms))
+      });
       const topup = element("button", { id: "channel-topup", type: "button" }, "Top up");
       const close = element("button", { id: "channel-close", type: "button" }, "Close channel and get the rest back");
       topup.addEventListener(
         "click",
-        () => act(terms, "Topping up (confirm in your wallet) ...", async () => topUp(terms, load(terms), parseUnits(amount.value)))
+        () => act(terms, "Topping up (confirm in your wallet) ...", async () => topUp(terms, load(terms), parseUnits(amount.value, decimalsOf(terms))))
       );
       close.addEventListener(
         "click",
         () => act(terms, "Closing (sign and confirm in your wallet) ...", async () => {
           const closed = await closeChannel(terms, load(terms));
-          return { record: closed, note: `Channel closed: ${eth(closed.refunded)} returned to ${closed.config.payer}.` };
+          return { record: closed, note: `Channel closed: ${money(terms, closed.refunded)} returned to ${closed.config.payer}.` };
         })
       );
-      panel.append(element("p", {}, element("label", {}, "Add ", amount, " ETH "), topup), element("p", {}, close));
+      const unit = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
+      panel.append(element("p", {}, element("label", {}, "Add ", amount, ` ${unit} `), topup), element("p", {}, close));
     } else if (record.status === "closed" && record.refunded) {
-      panel.append(element("p", { id: "channel-closed" }, `Closed: ${eth(record.closedAmount)} paid, ${eth(record.refunded)} returned.`));
+      panel.append(element("p", { id: "channel-closed" }, `Closed: ${money(terms, record.closedAmount)} paid, ${money(terms, record.refunded)} returned.`));
     }
     panel.append(element("p", { id: "channel-wallet-status", role: "status" }, note));
   }
@@ -3795,7 +4211,41 @@ var ChannelWallet = (() => {
     const response = await payFor(terms, load(terms), location.href, options);
     showContent(response.text);
     const cost = BigInt(response.receipt.chargedAmount);
-    return { note: cost === 0n ? "Already paid: shown again for free." : `Unlocked for ${eth(cost)}.` };
+    const record = load(terms);
+    const kind = record && record.unlocks.length ? record.unlocks[record.unlocks.length - 1].kind : "article";
+    if (kind === "pass") {
+      const until = record.passes && record.passes[options.pass.name];
+      return { note: `Bought the ${options.pass.name} pass for ${money(terms, cost)}` + (until ? `: free reading until ${dateWords(until)}.` : ".") };
+    }
+    if (cost === 0n) {
+      if (kind === "pass_read") return { note: "Read with your pass: free." };
+      if (kind === "capped") return { note: "Free: you have reached this site's cap for the period." };
+      return { note: "Already paid: shown again for free." };
+    }
+    return { note: `Unlocked for ${money(terms, cost)}.` };
+  }
+  var PERIOD_WORDS = { day: "today", week: "this week", month: "this month" };
+  function periodWords(period) {
+    if (!period) return "";
+    return PERIOD_WORDS[period] || `in any ${period.slice(0, -1)} days`;
+  }
+  function dateWords(unix) {
+    return new Date(unix * 1e3).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
+  }
+  function durationWords(duration) {
+    if (duration % 604800 === 0) return `${duration / 604800}-week`;
+    if (duration % 86400 === 0) return `${duration / 86400}-day`;
+    if (duration % 3600 === 0) return `${duration / 3600}-hour`;
+    return `${duration}-second`;
+  }
+  function capText(terms, progress) {
+    const cap = money(terms, progress.cap);
+    const period = periodWords(progress.period);
+    if (progress.paid === null) return `Never more than ${cap} ${period} on ${progress.name}`.trim();
+    let text = `${money(terms, progress.paid)} of ${cap} ${period}`.trim();
+    if (progress.resetsAt) text += `, resets ${dateWords(progress.resetsAt)}`;
+    if (progress.reached) text += ": reading on is free until then";
+    return text;
   }
   function refreshPaywall(terms) {
     const button = $("channel-unlock");
@@ -3803,15 +4253,43 @@ var ChannelWallet = (() => {
     const record = load(terms);
     const open = record && record.status === "open";
     const deposit = $("channel-deposit-row");
-    if (terms.asset !== ZERO_ADDRESS) {
-      button.hidden = true;
-      if (deposit) deposit.hidden = true;
-      return;
-    }
     if (deposit) deposit.hidden = Boolean(open);
-    button.textContent = open ? `Unlock for ${eth(terms.price)}` : `Open a channel and unlock for ${eth(terms.price)}`;
+    const unit = $("channel-deposit-unit");
+    if (unit) unit.textContent = terms.unit && terms.unit.decimals !== null ? terms.unit.symbol || "" : "base units";
+    const progress = capProgress(terms, record);
+    const capLine = $("channel-cap");
+    if (capLine && progress) {
+      capLine.textContent = capText(terms, progress);
+      capLine.dataset.paid = progress.paid === null ? "" : progress.paid.toString();
+      capLine.dataset.reached = String(progress.reached);
+    }
+    const held = heldPass(terms, record);
+    const price = effectivePrice(terms, record);
+    const priceText = $("channel-price");
+    if (priceText) priceText.textContent = money(terms, price);
+    if (held) button.textContent = `Read with your ${held.name} pass (until ${dateWords(held.until)})`;
+    else if (price === 0n) button.textContent = open ? "Read free (cap reached)" : "Open a channel and read free (cap reached)";
+    else button.textContent = open ? `Unlock for ${money(terms, price)}` : `Open a channel and unlock for ${money(terms, price)}`;
+    for (const passButton of document.querySelectorAll("button[data-pass]")) {
+      const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
+      passButton.hidden = !pass || Boolean(held && held.name === pass.name);
+      if (!pass) continue;
+      const what = `the ${durationWords(pass.duration)} pass for ${money(terms, pass.price)}`;
+      passButton.textContent = open ? `Buy ${what}` : `Open a channel and buy ${what}`;
+    }
+    const passPrice = $("channel-pass-price");
+    const offered = terms.passes.find((p) => passPrice && p.name === passPrice.dataset.pass);
+    if (passPrice && offered) passPrice.textContent = money(terms, offered.price);
   }
-  function start() {
+  async function ensureOpen(terms, atLeast = 0n) {
+    const current = load(terms);
+    if (current && current.status === "open") return;
+    const deposit = parseUnits($("channel-deposit").value, decimalsOf(terms));
+    if (deposit < atLeast) throw new Error(`the deposit must cover ${money(terms, atLeast)} for this`);
+    setStatus("Opening a channel (confirm the deposit in your wallet) ...");
+    await openChannel(terms, deposit);
+  }
+  async function start() {
     const data = $("channel-offer");
     if (!data) return;
     const offer = JSON.parse(data.textContent);
@@ -3820,9 +4298,19 @@ var ChannelWallet = (() => {
     if (exactButton && exact) exactButton.addEventListener("click", () => unlockExact(exact));
     const terms = termsOf(offer);
     const depositInput = $("channel-deposit");
+    if (isToken(terms)) {
+      const waiting = [depositInput, ...document.querySelectorAll("#channel-paywall button")].filter(Boolean);
+      for (const control of waiting) control.disabled = true;
+      const hint = depositInput ? { decimals: Number(depositInput.dataset.decimals), symbol: depositInput.dataset.symbol } : {};
+      try {
+        await loadUnit(terms, hint);
+      } finally {
+        for (const control of waiting) control.disabled = false;
+      }
+    }
     if (depositInput && !depositInput.value) {
       const suggested = terms.price * DEFAULT_DEPOSIT_MULTIPLE;
-      depositInput.value = formatUnits(suggested > terms.minDeposit ? suggested : terms.minDeposit);
+      depositInput.value = formatUnits(suggested > terms.minDeposit ? suggested : terms.minDeposit, decimalsOf(terms));
     }
     const record = load(terms);
     if (record && record.status === "opening") {
@@ -3841,18 +4329,32 @@ var ChannelWallet = (() => {
       button.addEventListener(
         "click",
         () => act(terms, "Unlocking ...", async () => {
-          const current = load(terms);
-          if (!current || current.status !== "open") {
-            setStatus("Opening a channel (confirm the deposit in your wallet) ...");
-            await openChannel(terms, parseUnits($("channel-deposit").value));
-          }
+          await ensureOpen(terms);
           return unlock(terms);
         })
       );
     }
+    for (const passButton of document.querySelectorAll("button[data-pass]")) {
+      passButton.addEventListener(
+        "click",
+        () => act(terms, "Buying the pass ...", async () => {
+          const pass = terms.passes.find((p) => p.name === passButton.dataset.pass);
+          if (!pass) throw new Error("the offer no longer sells this pass");
+          await ensureOpen(terms, pass.price);
+          return unlock(terms, { pass });
+        })
+      );
+    }
     const path = location.pathname + location.search;
-    if (record && record.status === "open" && terms.once && record.voucher && record.unlocks.some((u) => u.path === path)) {
-      act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
+    if (record && record.status === "open" && record.voucher) {
+      const progress = capProgress(terms, record);
+      if (terms.once && record.unlocks.some((u) => u.path === path)) {
+        act(terms, "Already paid: loading ...", () => unlock(terms, { reread: true }));
+      } else if (heldPass(terms, record)) {
+        act(terms, "Your pass covers this page: loading ...", () => unlock(terms, { reread: true }));
+      } else if (progress && progress.reached) {
+        act(terms, "Your cap is reached: loading ...", () => unlock(terms, { reread: true }));
+      }
     }
   }
   if (typeof document !== "undefined") {

@@ -7,7 +7,7 @@ set), so two writers can never both spend the same credit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -356,6 +356,14 @@ class Store(Protocol):
 
     async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
         """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note)."""
+        ...
+
+    async def mark_sent(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
+        """Records one signed transaction on every row of `rows`, all or none, compare and set: only
+        if each row's status and attempts are still those the caller read; sets `fields` (status,
+        hash, raw bytes, nonce, fees, sent_at) and adds one to each row's attempts. Returns whether
+        it did. A second sender (an old leader waking up) that read the same rows therefore never
+        records, and so never broadcasts, a transaction of its own (docs/scaling.md, "One chain side")."""
         ...
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:

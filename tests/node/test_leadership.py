@@ -10,8 +10,8 @@ import asyncio
 import pytest
 
 from channel_node.config import load_settings
-from channel_node.node import assembly
 from channel_node.core import ContractSendClaim, OperatorClaim
+from channel_node.node import assembly
 from channel_node.store import OutboxStatus
 from channel_node.store.lease import LeaderInfo
 from paywall_helpers import PRICE, Payer, start_node, write_site

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from channel_node.chain.logs import ChannelSettled, CloseRequested
 from channel_node.core import Accepted, Reject
 from channel_node.node.runtime import ChainChannel, PaymentRequest, Runtime
-from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    address_of_key,
+    channel_id,
+    keccak256,
+    sign_digest,
+    voucher_digest,
+)
 from channel_node.store import MemoryStore, OutboxKind, Pin
 
 KEY = keccak256(b"shared store key")

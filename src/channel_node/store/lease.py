@@ -19,7 +19,7 @@ from typing import Protocol
 
 def process_identity() -> str:
     """This process as `host:pid`: what `status` and `/healthz` name as the leader."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+    return f"{socket.gethostname()[:28]}:{os.getpid()}"  # short: PostgreSQL keeps 63 bytes of a name
 
 
 @dataclass(frozen=True)

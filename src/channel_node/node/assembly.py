@@ -37,7 +37,7 @@ from channel_node.server.metrics import Metrics, add_chain_gauges, add_exact_gau
 from channel_node.server.prices import PriceTable
 from channel_node.signing import Domain, address_of_key
 from channel_node.signing.eip3009 import TokenDomain
-from channel_node.store import Cursor, Pin, SQLiteStore, Store
+from channel_node.store import Cursor, Pin, Store, store_for
 
 
 class NodeConfigError(ConfigError):
@@ -215,7 +215,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
 
     receiver = settings.receiver_bytes
     if store is None:
-        store = SQLiteStore(settings.database, settings.sqlite_synchronous)
+        store = store_for(settings.database, settings.sqlite_synchronous)
     await store.open(Pin(chain_id, to_canonical_address(contract), receiver))
     runtime = Runtime(
         store=store,

@@ -109,9 +109,8 @@ class Postgres:
     """A durable throwaway server: fsync, full_page_writes and synchronous_commit stay on."""
 
     def __init__(self) -> None:
-        from postgres import _as_postgres, find_bin
-
         from anvil import free_port
+        from postgres import _as_postgres, find_bin
 
         self.bin = find_bin()
         self.folder = Path(tempfile.mkdtemp(prefix="bench-scaleout-pg-"))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
-from channel_node.store import ChannelWrite, MemoryStore, OutboxItem, OutboxStatus, Pin, SQLiteStore
+from channel_node.store import ChannelWrite, MemoryStore, OutboxItem, OutboxStatus, Pin, PostgresStore, SQLiteStore
 
 PIN = Pin(chain_id=31337, contract=b"\x0c" * 20, receiver=b"\x02" * 20)
 ROWS = 6
@@ -25,8 +25,11 @@ def channel(n: int) -> ChannelState:
                    ceiling=30, charged=30, signature=b"a" * 65)  # fmt: skip
 
 
-async def open_store(kind: str, folder) -> MemoryStore | SQLiteStore:
-    store = MemoryStore() if kind == "memory" else SQLiteStore(folder / f"node-{id(folder)}.db")
+async def open_store(kind: str, folder, request) -> MemoryStore | SQLiteStore | PostgresStore:
+    if kind == "postgres":  # another process's row locks: `mark_sent` checks under SELECT ... FOR UPDATE
+        store = PostgresStore(await request.getfixturevalue("postgres").new_schema())
+    else:
+        store = MemoryStore() if kind == "memory" else SQLiteStore(folder / f"node-{id(folder)}.db")
     await store.open(PIN)
     for n in range(1, ROWS + 1):
         await store.commit(ChannelWrite(channel(n), 0, outbox=(OutboxItem("claim", 30, b"a" * 65),)))
@@ -37,9 +40,9 @@ def sent(tx: int) -> dict:
     return {"status": OutboxStatus.SENT, "tx_hash": bytes([tx]) * 32, "raw_tx": b"raw", "nonce": tx, "max_fee": 2, "priority_fee": 1}
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_a_second_sender_that_read_the_same_rows_records_nothing(kind, tmp_path):
-    store = await open_store(kind, tmp_path)
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+async def test_a_second_sender_that_read_the_same_rows_records_nothing(kind, tmp_path, request):
+    store = await open_store(kind, tmp_path, request)
     try:
         rows = await store.outbox()
         assert await store.mark_sent(rows[:2], **sent(1))
@@ -56,10 +59,10 @@ async def test_a_second_sender_that_read_the_same_rows_records_nothing(kind, tmp
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(["memory", "sqlite"]),
+@given(kind=st.sampled_from(["memory", "sqlite", "postgres"]),
        groups=st.lists(st.sets(st.integers(0, ROWS - 1), min_size=1), min_size=2, max_size=6))  # fmt: skip
-async def test_racing_senders_record_each_row_once_and_each_group_whole_or_not_at_all(kind, groups, tmp_path_factory):
-    store = await open_store(kind, tmp_path_factory.mktemp("cas"))
+async def test_racing_senders_record_each_row_once_and_each_group_whole_or_not_at_all(kind, groups, tmp_path_factory, request):
+    store = await open_store(kind, tmp_path_factory.mktemp("cas"), request)
     try:
         rows = await store.outbox()  # every sender read the same rows
         outcomes = await asyncio.gather(*(store.mark_sent([rows[i] for i in sorted(g)], **sent(n + 1))
@@ -78,3 +81,26 @@ async def test_racing_senders_record_each_row_once_and_each_group_whole_or_not_a
         assert any(outcomes), "the first to reach the store wins"
     finally:
         await store.close()
+
+
+async def test_two_processes_racing_on_one_postgresql_database_record_a_row_once(postgres):
+    """Two PostgresStores (two node processes) read the same open rows and record at once: the row
+    lock makes the second check wait for the first's commit, so exactly one transaction is recorded."""
+    dsn = await postgres.new_schema()
+    first = PostgresStore(dsn)
+    await first.open(PIN)
+    for n in range(1, ROWS + 1):
+        await first.commit(ChannelWrite(channel(n), 0, outbox=(OutboxItem("claim", 30, b"a" * 65),)))
+    second = PostgresStore(dsn)
+    await second.open(PIN)
+    try:
+        for round_number in range(5):
+            rows_a, rows_b = await first.outbox(), await second.outbox()
+            won = await asyncio.gather(first.mark_sent(rows_a, **sent(2 * round_number + 1)),
+                                       second.mark_sent(rows_b, **sent(2 * round_number + 2)))  # fmt: skip
+            assert sorted(won) == [False, True]
+            after = await first.outbox()
+            assert len({row.tx_hash for row in after}) == 1 and {row.attempts for row in after} == {round_number + 1}
+    finally:
+        await first.close()
+        await second.close()

@@ -31,7 +31,9 @@ STOP_GRACE = 20.0  # seconds a child has to stop after SIGTERM before it is kill
 
 def is_shared_database(database: object) -> bool:
     """Whether `database` names a server several processes may share (PostgreSQL), not a file."""
-    return str(database).startswith(("postgresql://", "postgres://"))
+    from channel_node.store import is_postgres_url
+
+    return is_postgres_url(database)
 
 
 def _reserve_port(host: str) -> tuple[socket.socket, int]:

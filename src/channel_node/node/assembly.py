@@ -38,8 +38,10 @@ from channel_node.server.metrics import Metrics, add_chain_gauges, add_exact_gau
 from channel_node.server.prices import PriceTable
 from channel_node.signing import Domain, address_of_key
 from channel_node.signing.eip3009 import TokenDomain
-from channel_node.store import Cursor, Pin, SQLiteStore, Store
+from channel_node.store import Cursor, Pin, Store, store_for
 from channel_node.store.lease import Leadership, SoleLeader
+from channel_node.store.postgres import PostgresStore
+from channel_node.store.postgres_lease import PostgresLease
 
 log = structlog.get_logger("channel_node.node")
 
@@ -213,6 +215,14 @@ class Node:
         await self.store.close()
 
 
+def leadership_for(store: Store) -> Leadership:
+    """Who decides which process runs the chain side (docs/scaling.md, "One chain side"): on
+    PostgreSQL an advisory lock among the processes; a database only one process opens leads itself."""
+    if isinstance(store, PostgresStore):
+        return PostgresLease(store.dsn)
+    return SoleLeader()
+
+
 def claim_key(settings: Settings) -> bytes | None:
     """The key that sends claims: from an encrypted keystore (preferred) or a hex secret."""
     if settings.claim_keystore is not None:
@@ -298,7 +308,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
 
     receiver = settings.receiver_bytes
     if store is None:
-        store = SQLiteStore(settings.database, settings.sqlite_synchronous)
+        store = store_for(settings.database, settings.sqlite_synchronous)
     await store.open(Pin(chain_id, to_canonical_address(contract), receiver))
     runtime = Runtime(
         store=store,
@@ -363,7 +373,9 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         paywall.exact = await build_exact_sales(settings, w3, store, chain_id, sender)
         add_exact_gauges(paywall.metrics, lambda: paywall.exact.held if paywall.exact else 0,
                          paywall.exact.gas_last_hour, sender)  # fmt: skip
-    node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy, asset=asset)
+    node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy, asset=asset,
+                lease=leadership_for(store))  # fmt: skip
+    runtime.shared = not isinstance(node.lease, SoleLeader)  # other processes write too (docs/scaling.md)
     if key is not None:
         paywall.consent_key = key  # co-signs cooperative closes on channels that accept it (receiver or authorizer)
     add_chain_gauges(paywall.metrics, watcher, sender)
@@ -422,4 +434,6 @@ async def build_exact_sales(
     return ExactSales(w3, store, token, terms, limits, sender, site_wide=exact.enabled)
 
 
-__all__ = ["Node", "NodeConfigError", "build_exact_sales", "build_node", "check_contract", "check_local", "read_asset"]
+__all__ = [
+    "Node", "NodeConfigError", "build_exact_sales", "build_node", "check_contract", "check_local", "leadership_for", "read_asset",
+]  # fmt: skip

@@ -289,7 +289,9 @@ async def test_the_leader_killed_mid_load_is_replaced_and_nothing_is_lost_or_sen
             assert await until_leader(http, [first]) is first
             nodes.append(await serve(toml))
             load = asyncio.gather(*(reader.run(http, nodes, 50, pause=0.03) for reader in readers))
-            while sum(len(r.served) for r in readers) < 6 * 50 // 3:  # a third of the load served
+            for _ in range(600):  # until a third of the load is served
+                if sum(len(r.served) for r in readers) >= 6 * 50 // 3:
+                    break
                 await asyncio.sleep(0.05)
             first.process.send_signal(signal.SIGKILL)  # mid-load, with claims going out every second
             killed = time.perf_counter()

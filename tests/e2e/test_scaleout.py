@@ -369,3 +369,68 @@ async def test_a_payers_close_is_defended_by_the_process_that_took_over(world, p
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_serve_workers_refuses_a_sqlite_database_in_one_line(tmp_path):
+    (tmp_path / "site").mkdir()
+    toml = tmp_path / "node.toml"
+    toml.write_text(f'contract = "0x{"11" * 20}"\nreceiver = "0x{"22" * 20}"\ndatabase = "{tmp_path / "node.db"}"\n\n'
+                    f'[paywall]\ncontent_dir = "{tmp_path / "site"}"\n')  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "channel_node.cli.main", "serve", "--config", str(toml), "--workers", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2 and out == b""
+    [line] = err.decode().splitlines()
+    assert line.startswith("error: --workers 2 needs a PostgreSQL database") and "SQLite allows one process" in line
+
+
+@pytest.mark.slow
+async def test_serve_workers_share_one_port_restart_a_crashed_child_and_stop_together(world, postgres_dsn, tmp_path):
+    toml = write_config(tmp_path, world, postgres_dsn)
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "channel_node.cli.main", "serve", "--config", toml, "--port", "0", "--workers", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        while sum(line.startswith("channel-node serving") for line in lines) < 2:
+            line = (await asyncio.wait_for(parent.stdout.readline(), 30)).decode()
+            assert line, "".join(lines)
+            lines.append(line)
+        urls = {line.split("serving ")[1].split()[0] for line in lines if line.startswith("channel-node serving")}
+        assert len(urls) == 1, "both workers listen on the one port the parent picked"
+        [url] = urls
+        [pids] = [line for line in lines if line.startswith("channel-node: 2 workers")]
+        children = [int(p) for p in pids.split("pids ")[1].rstrip(")\n").split(", ")]
+        seen: set[str] = set()
+        for _ in range(200):  # a new connection each time: the kernel spreads them over both
+            async with aiohttp.ClientSession() as http:
+                seen.add((await health(http, Serve(parent, url)))["process"])
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2, "both workers answer on the port"
+        os.kill(children[0], signal.SIGKILL)
+        while not any("restarted as" in line for line in lines):
+            line = (await asyncio.wait_for(parent.stdout.readline(), 30)).decode()
+            assert line, "".join(lines)
+            lines.append(line)
+        async with aiohttp.ClientSession() as http:
+            leader = None
+            for _ in range(100):  # the survivor (or the new child) leads
+                reports = [await health(http, Serve(parent, url)) for _ in range(6)]
+                leaders = {r["leaderProcess"] for r in reports}
+                if len(leaders) == 1 and None not in leaders:
+                    leader = leaders.pop()
+                    break
+                await asyncio.sleep(0.1)
+            assert leader is not None and not leader.endswith(f":{children[0]}")
+    finally:
+        if parent.returncode is None:
+            parent.send_signal(signal.SIGTERM)
+        rest = (await asyncio.wait_for(parent.communicate(), 40))[0].decode()
+    assert parent.returncode == 0, "".join(lines) + rest
+    for pid in children[1:]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -193,6 +193,29 @@ def audit(database: str) -> dict[str, int]:
 # ---------------------------------------------------------------------- driver
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """A process's CPU time (user + system) from /proc; with its children's: those it waited for
+    (cutime, cstime) and those still running (PostgreSQL's backends are the postmaster's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if with_children else 0)) / TICKS
+    if with_children:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+                if int(stat[1]) == pid:
+                    total += (int(stat[11]) + int(stat[12])) / TICKS
+    return total
+
+
 def reserve_port() -> tuple[socket.socket, int]:
     holder = socket.socket()
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -292,7 +315,12 @@ def main() -> int:
                     write_vouchers(vouchers, info["chain_id"], info["contract"], info["channels"], args.vouchers)
                 if free is None:
                     free = run_wrk(url + "/index.html", args.connections, args.duration, 1, script, None)
+                server = postgres.process.pid if postgres is not None and name.startswith("postgres") else None
+                before = [cpu_seconds(c.pid) for c in children], cpu_seconds(server, True) if server else 0.0
                 paid = run_wrk(url + "/articles/micropayments.html", args.connections, args.duration, 1, script, vouchers)
+                after = [cpu_seconds(c.pid) for c in children], cpu_seconds(server, True) if server else 0.0
+                node_cpu = sum(after[0]) - sum(before[0])
+                db_cpu = after[1] - before[1]
             finally:
                 stop_nodes(children)
             found = audit(database)
@@ -301,7 +329,10 @@ def main() -> int:
             double += found["double_charged"]
             results[name] = {"per_s": round(paid["ok_per_s"]), "p50_ms": round(paid["p50_us"] / 1000, 2),
                              "p99_ms": round(paid["p99_us"] / 1000, 2), "served": served, "refused": paid["non2xx"],
-                             "charges": found["charges"]}  # fmt: skip
+                             "charges": found["charges"],
+                             # CPU per paid answer: noise from other work on the machine barely moves it
+                             "node_cpu_us": round(1e6 * node_cpu / max(served, 1)),
+                             "db_cpu_us": round(1e6 * db_cpu / max(served, 1))}  # fmt: skip
             say(f"  {results[name]}")
     finally:
         if postgres is not None:
@@ -312,6 +343,7 @@ def main() -> int:
     summary["p99_ms"] = {name: r["p99_ms"] for name, r in results.items()} | {"free": round(free["p99_us"] / 1000, 2)}
     summary["p50_ms"] = {name: r["p50_ms"] for name, r in results.items()} | {"free": round(free["p50_us"] / 1000, 2)}
     summary["refused"] = {name: r["refused"] for name, r in results.items()}
+    summary["cpu_us_per_paid"] = {name: {"node": r["node_cpu_us"], "db": r["db_cpu_us"]} for name, r in results.items()}
     summary["lost"] = lost
     summary["double_charged"] = double
     summary["channels"], summary["connections"], summary["duration_s"] = args.channels, args.connections, args.duration

@@ -184,7 +184,7 @@ class StubStore:
     async def update_outbox(self, row_id, **fields):
         self.updates.append((row_id, fields))
 
-    async def mark_sent(self, rows, **fields):
+    async def mark_outbox(self, rows, **fields):
         for row in rows:
             self.updates.append((row.id, {**fields, "attempts": row.attempts + 1}))
         return True

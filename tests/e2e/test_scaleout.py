@@ -340,10 +340,22 @@ async def no_transaction_twice(world: World, dsn: str, readers: list[Reader]) ->
         assert on_chain.claimed <= reader.charged, "never claimed above what was charged"
 
 
+async def defended(world: World, reader: Reader, seconds: float = 10.0) -> None:
+    """The payer requested a close: the leader claims what was charged before the deadline."""
+    deadline = (await world.client.get_channel(reader.config)).close_deadline
+    for _ in range(int(seconds / 0.1)):
+        if (await world.client.get_channel(reader.config)).claimed >= reader.charged:
+            break
+        await asyncio.sleep(0.1)
+    on_chain = await world.client.get_channel(reader.config)
+    assert on_chain.claimed == reader.charged, "the leader claimed what was charged"
+    assert (await world.w3.eth.get_block("latest"))["timestamp"] < deadline
+
+
 @pytest.mark.slow
-async def test_a_payers_close_is_defended_by_the_process_that_took_over(world, postgres_dsn, tmp_path):
+async def test_a_payers_close_is_defended_by_the_leader_and_by_the_process_that_took_over(world, postgres_dsn, tmp_path):
     toml = write_config(tmp_path, world, postgres_dsn)
-    reader = Reader(world, await world.open(), 7)
+    before, after = Reader(world, await world.open(), 7), Reader(world, await world.open(), 8)
     world.anvil.mine(1)
     first = await serve(toml)
     nodes = [first]
@@ -352,20 +364,19 @@ async def test_a_payers_close_is_defended_by_the_process_that_took_over(world, p
             assert await until_leader(http, [first]) is first
             follower = await serve(toml)
             nodes.append(follower)
-            await reader.run(http, [follower], 4)  # sold by the follower only
-            assert reader.charged >= 3 * PRICE
+            world.anvil.mine(2)
+            await asyncio.sleep(1.0)  # the leader has applied blocks: it knows its channels (none of these)
+            for reader in (before, after):
+                await reader.run(http, [follower], 6)  # sold by the follower only
+                assert reader.charged >= 2 * PRICE, reader.refused
+            # A payer's close on a channel the leader never served: it learns it from the store.
+            await world.client.request_close(before.config, sender=Sender.unlocked(world.payer))
+            await defended(world, before)
             first.process.send_signal(signal.SIGKILL)
-            # The payer closes while nobody leads: the log lies above the persisted cursor.
-            await world.client.request_close(reader.config, sender=Sender.unlocked(world.payer))
-            deadline = (await world.client.get_channel(reader.config)).close_deadline
+            # The next payer closes while nobody leads: its log lies above the persisted cursor.
+            await world.client.request_close(after.config, sender=Sender.unlocked(world.payer))
             assert await until_leader(http, [follower], seconds=20) is follower
-            for _ in range(100):
-                if (await world.client.get_channel(reader.config)).claimed >= reader.charged:
-                    break
-                await asyncio.sleep(0.1)
-            on_chain = await world.client.get_channel(reader.config)
-            assert on_chain.claimed == reader.charged, "the new leader claimed what was charged before the deadline"
-            assert (await world.w3.eth.get_block("latest"))["timestamp"] < deadline
+            await defended(world, after)
     finally:
         for node in nodes:
             await node.stop()

@@ -1,4 +1,4 @@
-"""`Store.mark_sent`: a signed transaction is recorded on its outbox rows all or none, and only on
+"""`Store.mark_outbox`: a signed transaction is recorded on its outbox rows all or none, and only on
 rows still as the sender read them, so two senders (an old leader waking up beside the new one)
 never both record, and so never both broadcast, a transaction for one row (docs/scaling.md)."""
 
@@ -26,7 +26,7 @@ def channel(n: int) -> ChannelState:
 
 
 async def open_store(kind: str, folder, request) -> MemoryStore | SQLiteStore | PostgresStore:
-    if kind == "postgres":  # another process's row locks: `mark_sent` checks under SELECT ... FOR UPDATE
+    if kind == "postgres":  # another process's row locks: `mark_outbox` checks under SELECT ... FOR UPDATE
         store = PostgresStore(await request.getfixturevalue("postgres").new_schema())
     else:
         store = MemoryStore() if kind == "memory" else SQLiteStore(folder / f"node-{id(folder)}.db")
@@ -45,14 +45,14 @@ async def test_a_second_sender_that_read_the_same_rows_records_nothing(kind, tmp
     store = await open_store(kind, tmp_path, request)
     try:
         rows = await store.outbox()
-        assert await store.mark_sent(rows[:2], **sent(1))
-        assert not await store.mark_sent(rows[1:3], **sent(2)), "one of its rows moved: none is recorded"
+        assert await store.mark_outbox(rows[:2], **sent(1))
+        assert not await store.mark_outbox(rows[1:3], **sent(2)), "one of its rows moved: none is recorded"
         after = {row.id: row for row in await store.outbox()}
         assert [after[r.id].tx_hash for r in rows[:3]] == [bytes([1]) * 32] * 2 + [None]
         assert [after[r.id].attempts for r in rows[:3]] == [1, 1, 0]
         # A fee bump reads the sent rows again and replaces their transaction; a stale copy cannot.
-        assert await store.mark_sent([after[rows[0].id]], **sent(3))
-        assert not await store.mark_sent([after[rows[0].id]], **sent(4))
+        assert await store.mark_outbox([after[rows[0].id]], **sent(3))
+        assert not await store.mark_outbox([after[rows[0].id]], **sent(4))
         assert (await store.outbox())[0].tx_hash == bytes([3]) * 32
     finally:
         await store.close()
@@ -65,7 +65,7 @@ async def test_racing_senders_record_each_row_once_and_each_group_whole_or_not_a
     store = await open_store(kind, tmp_path_factory.mktemp("cas"), request)
     try:
         rows = await store.outbox()  # every sender read the same rows
-        outcomes = await asyncio.gather(*(store.mark_sent([rows[i] for i in sorted(g)], **sent(n + 1))
+        outcomes = await asyncio.gather(*(store.mark_outbox([rows[i] for i in sorted(g)], **sent(n + 1))
                                           for n, g in enumerate(groups)))  # fmt: skip
         after = {row.id: row for row in await store.outbox()}
         taken: set[int] = set()
@@ -96,8 +96,8 @@ async def test_two_processes_racing_on_one_postgresql_database_record_a_row_once
     try:
         for round_number in range(5):
             rows_a, rows_b = await first.outbox(), await second.outbox()
-            won = await asyncio.gather(first.mark_sent(rows_a, **sent(2 * round_number + 1)),
-                                       second.mark_sent(rows_b, **sent(2 * round_number + 2)))  # fmt: skip
+            won = await asyncio.gather(first.mark_outbox(rows_a, **sent(2 * round_number + 1)),
+                                       second.mark_outbox(rows_b, **sent(2 * round_number + 2)))  # fmt: skip
             assert sorted(won) == [False, True]
             after = await first.outbox()
             assert len({row.tx_hash for row in after}) == 1 and {row.attempts for row in after} == {round_number + 1}

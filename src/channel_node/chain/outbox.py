@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -250,12 +250,20 @@ class OutboxSender:
 
     # ------------------------------------------------------------------ sending
 
+    async def _take_back(self, rows: list[OutboxRow]) -> None:
+        """A transaction `_record` recorded on `rows` was refused outright (no funds for gas, nonce
+        in use): the rows go back to pending to be decided again next round with a fresh nonce,
+        but only if they still hold that record (compare and set): another sender that took them
+        over meanwhile, and may have broadcast their bytes, keeps them."""
+        recorded = [replace(row, status=OutboxStatus.SENT, attempts=row.attempts + 1) for row in rows]
+        await self.store.mark_outbox(recorded, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+
     async def _record(self, rows: list[OutboxRow], tx_hash: bytes, raw: bytes, nonce: int, fees: Fees) -> bool:
         """Records a signed transaction on its rows before it leaves (a restart re-sends these exact
         bytes), only while this process leads and only if no other sender recorded one on them since
-        they were read (`Store.mark_sent`, compare and set). False: it must not be broadcast; its
+        they were read (`Store.mark_outbox`, compare and set). False: it must not be broadcast; its
         nonce is given back (docs/scaling.md, "One chain side")."""
-        recorded = self.leading() and await self.store.mark_sent(
+        recorded = self.leading() and await self.store.mark_outbox(
             rows, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=fees.max_fee,
             priority_fee=fees.priority_fee, sent_at=int(time.time()),
         )  # fmt: skip
@@ -316,8 +324,7 @@ class OutboxSender:
             # Refused outright (no funds for gas, nonce in use): decide again next round with a
             # fresh nonce rather than wait for a transaction that no node holds.
             self._signer.nonces.forget()
-            for row, _ in live:
-                await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            await self._take_back([row for row, _ in live])
             return
         self.stats.sent += 1
         log.info("outbox_sent", kind=live[0][0].kind if len(live) == 1 else "claim_batch", channels=len(live),
@@ -453,7 +460,7 @@ class OutboxSender:
             return
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             self._signer.nonces.forget()
-            await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            await self._take_back([row])
             return
         self.stats.sent += 1
         self.stats.exact_sent += 1
@@ -495,8 +502,7 @@ class OutboxSender:
             return
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             self._signer.nonces.forget()
-            for row, _ in group:
-                await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            await self._take_back([row for row, _ in group])
             return
         self.stats.sent += 1
         self.stats.exact_sent += 1

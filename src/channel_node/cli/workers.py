@@ -65,6 +65,11 @@ def run_workers(settings: Settings, count: int, config: str | None) -> int:
             f"--workers {count} needs a PostgreSQL database (database = \"postgresql://…\"): "
             "SQLite allows one process per database; run one `serve`, or move the store to PostgreSQL"
         )
+    if settings.insights_database is not None:
+        raise UsageError(
+            f"--workers {count} with insights_database: the insights file takes one writing process; unset "
+            "insights_database, or run separate `serve` processes, each with its own file (docs/scaling.md)"
+        )
     held: list[socket.socket] = []
     env = dict(os.environ)
     port = settings.port

@@ -358,12 +358,13 @@ class Store(Protocol):
         """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note)."""
         ...
 
-    async def mark_sent(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
-        """Records one signed transaction on every row of `rows`, all or none, compare and set: only
-        if each row's status and attempts are still those the caller read; sets `fields` (status,
-        hash, raw bytes, nonce, fees, sent_at) and adds one to each row's attempts. Returns whether
-        it did. A second sender (an old leader waking up) that read the same rows therefore never
-        records, and so never broadcasts, a transaction of its own (docs/scaling.md, "One chain side")."""
+    async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
+        """Sets `fields` on every row of `rows`, all or none, compare and set: only if each row's
+        status and attempts are still those of `rows` (as the caller read them), adding one to each
+        row's attempts; returns whether it did. The sender records a signed transaction this way
+        (status, hash, raw bytes, nonce, fees, sent_at), and takes one back to pending the same way,
+        so a second sender (an old leader waking up) that read the same rows never records, and so
+        never broadcasts, a transaction of its own (docs/scaling.md, "One chain side")."""
         ...
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:

@@ -129,7 +129,7 @@ class MemoryStore:
             fields["status"] = OutboxStatus(fields["status"])
         self._outbox[row_id] = dataclasses.replace(self._outbox[row_id], **fields)
 
-    async def mark_sent(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
+    async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
         fields.pop("attempts", None)
         if "status" in fields:
             fields["status"] = OutboxStatus(fields["status"])

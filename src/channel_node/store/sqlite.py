@@ -315,8 +315,8 @@ class SQLiteStore:
 
         await self._submit(apply)
 
-    async def mark_sent(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
-        fields.pop("attempts", None)  # each row's own count, plus one (store/base.py:Store.mark_sent)
+    async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
+        fields.pop("attempts", None)  # each row's own count, plus one (store/base.py:Store.mark_outbox)
         unknown = set(fields) - _OUTBOX_MUTABLE
         if unknown:
             raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")

@@ -66,6 +66,7 @@ from channel_node.store.base import (
     PaymentLookup,
     Pin,
     RecordOutcome,
+    SpendingQuery,
     StaleWrite,
     StoredChannel,
     StoreError,
@@ -221,6 +222,21 @@ def _row_to_exact(row: Any) -> ExactRecord:
     )  # fmt: skip
 
 
+_LOOKUP = (
+    "SELECT $3::boolean AND EXISTS (SELECT 1 FROM unlocks WHERE channel_id = $1 AND resource = $2), "
+    "(SELECT resource FROM charges WHERE channel_id = $1 AND payment_id = $4)"
+)
+# The cap: the group's charges in [since, until) (until NULL: no end), their sum and the earliest
+# above 0; the passes: the latest pass_until beyond now of each named pass bought at or before now.
+_LOOKUP_SPENDING = (
+    _LOOKUP + ", cap.paid, cap.oldest, held.names, held.untils FROM "
+    "(SELECT COALESCE(SUM(amount), 0) AS paid, MIN(at) FILTER (WHERE amount > 0) AS oldest FROM charges "
+    " WHERE $5::text IS NOT NULL AND channel_id = $1 AND cap_group = $5 AND at >= $6 "
+    " AND ($7::bigint IS NULL OR at < $7)) AS cap, "
+    "(SELECT array_agg(pass_name) AS names, array_agg(until) AS untils FROM "
+    " (SELECT pass_name, MAX(pass_until) AS until FROM charges WHERE channel_id = $1 AND pass_name = ANY($8::text[]) "
+    "  AND pass_until > $9 AND at <= $9 GROUP BY pass_name) AS p) AS held"
+)
 _UPDATE_CHANNEL = (
     "UPDATE channels SET deposited = $1, claimed = $2, ceiling = $3, signature = $4, charged = $5, close_deadline = $6, "
     "settled = $7, receiver_closing = $8, version = $9, updated_at = $10 WHERE channel_id = $11 AND version = $12"
@@ -231,7 +247,10 @@ _INSERT_CHANNEL = (
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
     "ON CONFLICT (channel_id) DO NOTHING"
 )
-_INSERT_CHARGE = "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES ($1, $2, $3, $4, $5, $6)"
+_INSERT_CHARGE = (
+    "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at, cap_group, pass_name, pass_until) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
 _INSERT_UNLOCK = "INSERT INTO unlocks (channel_id, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 
 
@@ -246,8 +265,9 @@ _BULK_UPDATE = (
     "WHERE c.channel_id = v.channel_id AND c.version = v.expected RETURNING c.channel_id"
 )
 _BULK_CHARGES = (
-    "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) "
-    "SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::text[], $4::numeric[], $5::text[], $6::bigint[])"
+    "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at, cap_group, pass_name, pass_until) "
+    "SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::text[], $4::numeric[], $5::text[], $6::bigint[], $7::text[], "
+    "$8::text[], $9::bigint[])"
 )
 _BULK_UNLOCKS = "INSERT INTO unlocks (channel_id, resource) SELECT * FROM unnest($1::bytea[], $2::text[]) ON CONFLICT DO NOTHING"
 
@@ -402,14 +422,22 @@ class PostgresStore:
         return _row_to_channel(row) if row else None
 
     async def lookup_payment(
-        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True,
+        spending: SpendingQuery | None = None,
     ) -> PaymentLookup:
+        if spending is None:
+            row = await self._fetchrow(_LOOKUP, channel_id, resource, once, payment_id)
+            return PaymentLookup(unlocked=bool(row[0]), prior_resource=row[1] if payment_id else None)
+        # `store/base.py:spending_lookup` in SQL, in the same statement (one snapshot) as the unlock.
         row = await self._fetchrow(
-            "SELECT $3::boolean AND EXISTS (SELECT 1 FROM unlocks WHERE channel_id = $1 AND resource = $2), "
-            "(SELECT resource FROM charges WHERE channel_id = $1 AND payment_id = $4)",
-            channel_id, resource, once, payment_id,
+            _LOOKUP_SPENDING, channel_id, resource, once, payment_id, spending.cap_group, spending.since,
+            spending.until, list(spending.passes), spending.now,
         )  # fmt: skip
-        return PaymentLookup(unlocked=bool(row[0]), prior_resource=row[1] if payment_id else None)
+        unlocked, prior, paid, oldest, names, untils = row
+        held = dict(zip(names or [], untils or [], strict=True))
+        return PaymentLookup(
+            bool(unlocked), prior if payment_id else None, _int(paid), oldest, max(held.values(), default=None), held
+        )
 
     async def list_channels(self) -> list[StoredChannel]:
         rows = await self._fetch(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY updated_at, channel_id")
@@ -418,10 +446,14 @@ class PostgresStore:
     async def charges(self, channel_id: bytes) -> list[Charge]:
         rows = await self._fetch(
             "SELECT resource, amount, payment_id, at, EXISTS (SELECT 1 FROM unlocks u WHERE u.channel_id = c.channel_id "
-            "AND u.resource = c.resource) FROM charges c WHERE channel_id = $1 ORDER BY seq",
+            "AND u.resource = c.resource), cap_group, pass_name, pass_until FROM charges c WHERE channel_id = $1 "
+            "ORDER BY seq",
             channel_id,
         )
-        return [Charge(resource, _int(amount), payment_id, once, at) for resource, amount, payment_id, at, once in rows]
+        return [
+            Charge(resource, _int(amount), payment_id, once, at, cap_group, pass_name, pass_until)
+            for resource, amount, payment_id, at, once, cap_group, pass_name, pass_until in rows
+        ]
 
     async def channel_ids(self) -> set[bytes]:
         return {row[0] for row in await self._fetch("SELECT channel_id FROM channels")}
@@ -706,6 +738,8 @@ class PostgresStore:
                         _BULK_CHARGES, [w.state.channel_id for w, _ in charges], [w.expected_version + 1 for w, _ in charges],
                         [c.resource for _, c in charges], [_num(c.amount) for _, c in charges],
                         [c.payment_id for _, c in charges], [c.at for _, c in charges],
+                        [c.cap_group for _, c in charges], [c.pass_name for _, c in charges],
+                        [c.pass_until for _, c in charges],
                     )  # fmt: skip
                     unlocks = [(w.state.channel_id, c.resource) for w, c in charges if c.once]
                     if unlocks:
@@ -773,8 +807,9 @@ async def _apply(connection: Connection, write: ChannelWrite) -> int:
     charge = write.charge
     if charge is not None:
         await connection.execute(
-            _INSERT_CHARGE, s.channel_id, version, charge.resource, _num(charge.amount), charge.payment_id, charge.at
-        )
+            _INSERT_CHARGE, s.channel_id, version, charge.resource, _num(charge.amount), charge.payment_id, charge.at,
+            charge.cap_group, charge.pass_name, charge.pass_until,
+        )  # fmt: skip
         if charge.once:
             await connection.execute(_INSERT_UNLOCK, s.channel_id, charge.resource)
     for item in write.outbox:

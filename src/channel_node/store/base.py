@@ -182,6 +182,10 @@ class OutboxRow:
     attempts: int = 0
     note: str | None = None
     voucher_amount: int | None = None  # the voucher `signature` covers; None (older rows): `amount`
+    # What the row's mined transaction cost (its share of a batch): the receipt's gasUsed and
+    # effectiveGasPrice in wei; None until the sender sees it mined (docs/economics.md).
+    gas_used: int | None = None
+    gas_price: int | None = None
 
     @property
     def voucher(self) -> int:
@@ -200,6 +204,8 @@ class OutboxUpdate(TypedDict, total=False):
     sent_at: int | None
     attempts: int
     note: str | None
+    gas_used: int | None
+    gas_price: int | None
 
 
 @dataclass(frozen=True)
@@ -404,7 +410,8 @@ class Store(Protocol):
     async def outbox(self, statuses: tuple[OutboxStatus, ...] = OUTBOX_OPEN) -> list[OutboxRow]: ...
 
     async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
-        """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note)."""
+        """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note, gas_used,
+        gas_price)."""
         ...
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:

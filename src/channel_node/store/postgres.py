@@ -192,18 +192,19 @@ def _row_to_channel(row: Any) -> StoredChannel:
 
 _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
-    "sent_at, attempts, note, voucher_amount"
+    "sent_at, attempts, note, voucher_amount, gas_used, gas_price"
 )
 _OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
-_OUTBOX_NUMERIC = frozenset({"max_fee", "priority_fee"})  # uint256 columns among them
+_OUTBOX_NUMERIC = frozenset({"max_fee", "priority_fee", "gas_price"})  # uint256 columns among them
 
 
 def _row_to_outbox(row: Any) -> OutboxRow:
     (row_id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee,
-     priority_fee, sent_at, attempts, note, voucher_amount) = row  # fmt: skip
+     priority_fee, sent_at, attempts, note, voucher_amount, gas_used, gas_price) = row  # fmt: skip
     return OutboxRow(
         row_id, channel_id, OutboxKind(kind), _int(amount), signature, deadline, OutboxStatus(status), tx_hash, raw_tx,
-        nonce, _opt_int(max_fee), _opt_int(priority_fee), sent_at, attempts, note, _opt_int(voucher_amount),
+        nonce, _opt_int(max_fee), _opt_int(priority_fee), sent_at, attempts, note, _opt_int(voucher_amount), gas_used,
+        _opt_int(gas_price),
     )  # fmt: skip
 
 

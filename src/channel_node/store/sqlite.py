@@ -338,7 +338,7 @@ class SQLiteStore:
         unknown = set(fields) - _OUTBOX_MUTABLE
         if unknown:
             raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
-        values = [str(v) if k in ("max_fee", "priority_fee") and v is not None else v for k, v in fields.items()]  # uint256 as text
+        values = [str(v) if k in ("max_fee", "priority_fee", "gas_price") and v is not None else v for k, v in fields.items()]  # uint256 as text
 
         def apply(connection: sqlite3.Connection) -> None:
             assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -595,18 +595,19 @@ _INSERT_UNLOCK = "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?
 
 _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
-    "sent_at, attempts, note, voucher_amount"
+    "sent_at, attempts, note, voucher_amount, gas_used, gas_price"
 )
 _OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
 
 
 def _row_to_outbox(row: tuple[Any, ...]) -> OutboxRow:
     (row_id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee,
-     priority_fee, sent_at, attempts, note, voucher_amount) = row  # fmt: skip
+     priority_fee, sent_at, attempts, note, voucher_amount, gas_used, gas_price) = row  # fmt: skip
     return OutboxRow(
         row_id, channel_id, OutboxKind(kind), int(amount), signature, deadline, OutboxStatus(status), tx_hash, raw_tx, nonce,
         int(max_fee) if max_fee is not None else None, int(priority_fee) if priority_fee is not None else None,
-        sent_at, attempts, note, int(voucher_amount) if voucher_amount is not None else None,
+        sent_at, attempts, note, int(voucher_amount) if voucher_amount is not None else None, gas_used,
+        int(gas_price) if gas_price is not None else None,
     )  # fmt: skip
 
 

@@ -343,3 +343,38 @@ async def test_concurrent_paid_requests_commit_in_few_transactions_of_four_state
     ))  # fmt: skip
     assert results == [2] * 100
     assert store.batches - before[0] <= 5 and store.bulk_batches > before[1], "batched, through the bulk path"
+
+
+async def test_a_commit_returns_only_once_another_process_can_read_it(two):
+    """Group commit never answers early: when a caller's commit returns, its write is in a
+    committed transaction (another connection sees it), whatever batch it went in."""
+    first, second = two
+    states = [channel(n) for n in range(300, 340)]
+
+    async def write_then_look(s) -> bool:
+        await first.commit(ChannelWrite(s, 0))
+        await first.commit(ChannelWrite(replace(s, charged=3, ceiling=3), 1, Charge("/a", 3, "p", True, 1)))
+        seen = await second.load_channel(s.channel_id)
+        lookup = await second.lookup_payment(s.channel_id, "/a", "p")
+        return seen is not None and seen.version == 2 and lookup.unlocked and lookup.prior_resource == "/a"
+
+    assert all(await asyncio.gather(*(write_then_look(s) for s in states)))
+    assert first.batches < 2 * len(states), "the writes shared transactions"
+
+
+async def test_a_lost_writer_connection_fails_its_batch_and_the_next_write_reconnects(store):
+    await store.commit(ChannelWrite(channel(1), 0))
+    killer = await asyncpg.connect(store.dsn)
+    try:
+        pid = store._writer.get_server_pid()
+        await killer.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await killer.close()
+    await asyncio.sleep(0.1)
+    try:  # the batch in flight when the connection went fails whole (or the writer saw it go first)
+        await store.commit(ChannelWrite(channel(2), 0))
+    except StoreError as exc:
+        assert "could not commit" in str(exc) and store.dsn not in str(exc)
+        assert await store.load_channel(channel(2).channel_id) is None
+    assert await store.commit(ChannelWrite(channel(3), 0)) == 1, "the next batch reconnects"
+    assert (await store.load_channel(channel(3).channel_id)).version == 1

@@ -78,7 +78,7 @@ class Payer:
         self.network = f"eip155:{channels.chain.chain_id}"
 
     def header(self, amount: int, payment_id: str | None = None, key: bytes | None = None, with_config: bool = True,
-               network: str | None = None, contract: str | None = None) -> str:  # fmt: skip
+               network: str | None = None, contract: str | None = None, pass_name: str | None = None) -> str:  # fmt: skip
         return payment_signature(
             network or self.network,
             contract or self.channels.contract.address,
@@ -87,6 +87,7 @@ class Payer:
             self.channels.signature(self.config, amount, key),
             payment_id,
             self.config if with_config else None,
+            pass_name,
         )
 
 

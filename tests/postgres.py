@@ -103,7 +103,8 @@ def _as_postgres() -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": {**os.environ, "HOME": entry.pw_dir}}
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(fsync: bool = False) -> PostgresServer:
+    """`fsync=True` keeps PostgreSQL's durability settings (scripts/bench_store.py measures with them)."""
     bin_dir = find_bin()
     # Not under pytest's tmp_path: its folders are 0700 root, which the postgres user cannot enter.
     folder = Path(tempfile.mkdtemp(prefix="channel-node-pg-"))
@@ -128,12 +129,12 @@ def start_postgres() -> PostgresServer:
     server_log = open(folder / "postgres.log", "w")  # noqa: SIM115 (the server writes it until stopped)
     if run_as:
         os.chown(folder / "postgres.log", run_as["user"], run_as["group"])
-    # Durability settings off: these databases are thrown away (the store's own tests of group
-    # commit count transactions, not disk syncs).
+    # Durability settings off for the tests: these databases are thrown away (the store's own tests
+    # of group commit count transactions, not disk syncs).
+    durability = [] if fsync else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     process = subprocess.Popen(
         [str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(folder),
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200",
-         "-c", "shared_buffers=32MB"],
+         *durability, "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
         stdout=server_log, stderr=subprocess.STDOUT, **run_as,
     )  # fmt: skip
     server_log.close()

@@ -19,6 +19,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eth_utils.address import is_address, to_canonical_address
 from pydantic import (
@@ -34,7 +35,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from pydantic_settings import SettingsError as _SourceError
 
-from channel_node.errors import ConfigError
+from channel_node.amounts import ETH, Asset, parse_amount
+from channel_node.core.spending import Cap, Pass, parse_duration, parse_period
+from channel_node.errors import ConfigError, UsageError
 from channel_node.pricing import Price
 from channel_node.types import UINT128_MAX
 
@@ -97,6 +100,99 @@ class PriceRule(BaseModel):
         return Price(self.path, self.price, self.once, self.description, dict(self.tags), self.exact)
 
 
+def _spend_amount(value: object) -> int | str:
+    """A cap's or a pass's amount: a TOML integer is base units (like a price); text is what a
+    person types (`amounts.parse_amount`: "2.00" in the asset's unit, "20000wei", "20000base"),
+    read once the asset is known (`Settings.spending`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError('must be an amount: "2.00" in the asset\'s unit, "20000base", or an integer of base units')
+    if isinstance(value, int):
+        if not 0 < value <= UINT128_MAX:
+            raise ValueError("must be positive (and below 2**128 base units)")
+        return value
+    # Syntax only here (the asset's decimals come from its contract): a 36-decimals stand-in
+    # asset named as the text's unit reads every well-formed amount.
+    unit = value.strip().lstrip("0123456789.").strip()
+    try:
+        symbol = Asset(unit, 36).symbol if unit and unit.lower() not in ("wei", "base") else "UNIT"
+    except ValueError:
+        symbol = "UNIT"
+    stand_in = Asset(symbol, 36, None if unit.lower() == "wei" else "0x" + "00" * 20)
+    try:
+        number = parse_amount(value, stand_in)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+    if number <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+SpendAmount = Annotated[int | str, BeforeValidator(_spend_amount)]
+_SPEND_NAME = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def _spend_name(value: object) -> str:
+    if not isinstance(value, str) or not _SPEND_NAME.fullmatch(value):
+        raise ValueError("must be 1 to 32 lower-case letters, digits or '-' (readers see it)")
+    return value
+
+
+SpendName = Annotated[str, BeforeValidator(_spend_name)]
+
+
+def _period(value: object) -> str:
+    parse_period(value)
+    assert isinstance(value, str)
+    return value
+
+
+def _duration(value: object) -> str:
+    parse_duration(value)
+    assert isinstance(value, str)
+    return value
+
+
+class CapRule(BaseModel):
+    """`[[paywall.caps]]`: "never more than a subscription" (docs/protocol.md, "Caps and passes")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: SpendName  # shown to readers
+    pattern: str | None = Field(None, pattern=r"^/")  # fnmatch over the canonical path; with tags: both
+    tags: dict[str, str] = {}  # price-entry tags that must all match; neither pattern nor tags: the site
+    cap: SpendAmount
+    period: Annotated[str, BeforeValidator(_period)]  # "day" | "week" | "month" | "<N>d"
+
+
+class PassRule(BaseModel):
+    """`[[paywall.passes]]`: one payment unlocks what it covers for `duration`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: SpendName
+    pattern: str | None = Field(None, pattern=r"^/")
+    tags: dict[str, str] = {}
+    price: SpendAmount
+    duration: Annotated[str, BeforeValidator(_duration)]  # "<N>h" | "<N>d" | "<N>w"
+    description: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def covers_something(self) -> PassRule:
+        if self.pattern is None and not self.tags:
+            raise ValueError(f"pass {self.name!r} covers nothing: give it a pattern or tags")
+        return self
+
+
+def _zone(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError('must be an IANA time zone name such as "UTC" or "Europe/Paris"')
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError('is not a time zone this system knows: use an IANA name such as "UTC" or "Europe/Paris"') from None
+    return value
+
+
 class Exact(BaseModel):
     """x402's `exact` scheme, the node as its own facilitator (docs/protocol.md, "The `exact`
     scheme (node)"): off by default; needs `token` (an EIP-3009 token) and a claim key (it pays the
@@ -127,11 +223,20 @@ class Paywall(BaseModel):
     upstream_timeout: float = Field(30.0, gt=0)  # seconds for the origin's whole answer; later is a 504
     free: list[str] = []
     prices: list[PriceRule] = []
+    # Caps and passes (docs/protocol.md, "Caps and passes"); calendar periods are taken in `timezone`.
+    timezone: Annotated[str, BeforeValidator(_zone)] = "UTC"
+    caps: list[CapRule] = []
+    passes: list[PassRule] = []
 
     @model_validator(mode="after")
     def one_source(self) -> Paywall:
         if (self.content_dir is None) == (self.upstream is None):
             raise ValueError("set exactly one of paywall.content_dir or paywall.upstream")
+        for kind, names in (("cap", [c.name for c in self.caps]), ("pass", [p.name for p in self.passes])):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                table = "caps" if kind == "cap" else "passes"
+                raise ValueError(f"two paywall.{table} entries are named {twice[0]!r}: names must be unique")
         return self
 
 
@@ -191,6 +296,43 @@ class Settings(BaseSettings):
         if not _PUBLIC_URL.fullmatch(value):
             raise ValueError("public_url must be http(s)://host[:port][/prefix], without query, fragment or user")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def spending_in_eth(self) -> Settings:
+        """On native ETH the asset is known now: caps and passes are read at once (a token's
+        decimals come from its contract, `Settings.spending` at start)."""
+        if self.token is None:
+            self.spending(ETH, error=ValueError)
+        return self
+
+    def spending(self, asset: Asset, error: type[Exception] | None = None) -> tuple[list[Cap], list[Pass]]:
+        """The caps and passes with their amounts in `asset`'s base units. A text amount the asset
+        cannot hold (more decimals than it has, `wei` for a token) raises `SettingsError` (or
+        `error`) with one line naming the entry."""
+        paywall = self.paywall
+
+        def amount(value: int | str, where: str) -> int:
+            if isinstance(value, int):
+                return value
+            try:
+                number = parse_amount(value, asset)
+            except UsageError as exc:
+                line = f"`{where}` = {value!r}: {exc}"
+                raise (error or SettingsError)(line) from None
+            if not 0 < number <= UINT128_MAX:
+                raise (error or SettingsError)(f"`{where}` = {value!r}: must be positive (and below 2**128 base units)")
+            return number
+
+        caps = [
+            Cap(c.name, amount(c.cap, f"paywall.caps[{i}].cap"), parse_period(c.period), c.pattern, dict(c.tags))
+            for i, c in enumerate(paywall.caps)
+        ]
+        passes = [
+            Pass(p.name, amount(p.price, f"paywall.passes[{i}].price"), parse_duration(p.duration), p.description,
+                 p.pattern, dict(p.tags))  # fmt: skip
+            for i, p in enumerate(paywall.passes)
+        ]
+        return caps, passes
 
     @property
     def receiver_bytes(self) -> bytes:

@@ -282,3 +282,101 @@ async def test_doctor_reads_a_postgres_pin_without_migrating(postgres_dsn):
     pinned = await read_database_pin(postgres_dsn)
     assert (pinned.chain_id, pinned.contract, pinned.receiver) == (str(PIN.chain_id), PIN.contract.hex(), PIN.receiver.hex())
     await store.close()
+
+
+batches = st.lists(
+    st.tuples(st.integers(1, 6), st.integers(0, 3), st.sampled_from([None, "p1", "p2", "p3"]), st.booleans()),
+    min_size=1, max_size=24,
+)  # fmt: skip
+
+
+@pytest.fixture
+async def bulk_and_not(postgres):
+    """Two stores, each on its own new schema: one with the bulk path, one without."""
+    stores = [PostgresStore(await postgres.new_schema()), PostgresStore(await postgres.new_schema())]
+    stores[1].bulk = False
+    for store in stores:
+        await store.open(PIN)
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+_batch_numbers = iter(range(1, 10**6))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=batches)
+async def test_the_bulk_path_decides_every_batch_as_the_per_write_path_does(bulk_and_not, batch):
+    """(channel, expected version, payment id, once) writes, all at once: stale versions, repeated
+    channels and repeated payment ids, over channels at version 1 and 2. The four-statement bulk
+    path and the per-write path give each write the same outcome and leave the same rows."""
+    base = next(_batch_numbers) * 10  # new channels for every example
+    answers = []
+    for store in bulk_and_not:
+        for n in range(1, 7):
+            await store.commit(ChannelWrite(channel(base + n), 0))
+        await store.commit(ChannelWrite(replace(channel(base + 1), charged=1, ceiling=1), 1, Charge("/x", 1, "p1", True, 0)))
+        results = await asyncio.gather(*(
+            store.commit(ChannelWrite(replace(channel(base + n), ceiling=50, charged=5 + v), v,
+                                      Charge(f"/r{n}", 5, pid, once, v)))  # fmt: skip
+            for n, v, pid, once in batch
+        ), return_exceptions=True)
+        outcomes = [r if isinstance(r, int) else type(r).__name__ for r in results]
+        rows = []
+        for n in range(1, 7):
+            cid = channel(base + n).channel_id
+            rows += [(n, c.resource, c.amount, c.payment_id, c.once) for c in await store.charges(cid)]
+            stored = await store.load_channel(cid)
+            rows.append((n, stored.version, stored.state.charged))
+        answers.append((outcomes, rows))
+    assert answers[0] == answers[1]
+    # Two writes to one channel in one batch chain (the second expects the first's version), so a
+    # channel at version 2 can reach 4.
+    assert all(o in (2, 3, 4, "StaleWrite") for o in answers[0][0])
+
+
+async def test_concurrent_paid_requests_commit_in_few_transactions_of_four_statements(store):
+    states = [channel(n) for n in range(1, 101)]
+    await asyncio.gather(*(store.commit(ChannelWrite(s, 0)) for s in states))
+    before = (store.batches, store.bulk_batches)
+    results = await asyncio.gather(*(
+        store.commit(ChannelWrite(replace(s, ceiling=9, charged=9), 1, Charge("/a", 9, "p", True, 1))) for s in states
+    ))  # fmt: skip
+    assert results == [2] * 100
+    assert store.batches - before[0] <= 5 and store.bulk_batches > before[1], "batched, through the bulk path"
+
+
+async def test_a_commit_returns_only_once_another_process_can_read_it(two):
+    """Group commit never answers early: when a caller's commit returns, its write is in a
+    committed transaction (another connection sees it), whatever batch it went in."""
+    first, second = two
+    states = [channel(n) for n in range(300, 340)]
+
+    async def write_then_look(s) -> bool:
+        await first.commit(ChannelWrite(s, 0))
+        await first.commit(ChannelWrite(replace(s, charged=3, ceiling=3), 1, Charge("/a", 3, "p", True, 1)))
+        seen = await second.load_channel(s.channel_id)
+        lookup = await second.lookup_payment(s.channel_id, "/a", "p")
+        return seen is not None and seen.version == 2 and lookup.unlocked and lookup.prior_resource == "/a"
+
+    assert all(await asyncio.gather(*(write_then_look(s) for s in states)))
+    assert first.batches < 2 * len(states), "the writes shared transactions"
+
+
+async def test_a_lost_writer_connection_fails_its_batch_and_the_next_write_reconnects(store):
+    await store.commit(ChannelWrite(channel(1), 0))
+    killer = await asyncpg.connect(store.dsn)
+    try:
+        pid = store._writer.get_server_pid()
+        await killer.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await killer.close()
+    await asyncio.sleep(0.1)
+    try:  # the batch in flight when the connection went fails whole (or the writer saw it go first)
+        await store.commit(ChannelWrite(channel(2), 0))
+    except StoreError as exc:
+        assert "could not commit" in str(exc) and store.dsn not in str(exc)
+        assert await store.load_channel(channel(2).channel_id) is None
+    assert await store.commit(ChannelWrite(channel(3), 0)) == 1, "the next batch reconnects"
+    assert (await store.load_channel(channel(3).channel_id)).version == 1

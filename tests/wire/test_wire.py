@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, get_type_hints
 
 from eth_utils.address import to_checksum_address
@@ -15,10 +16,12 @@ from hypothesis import strategies as st
 from channel_node.client.session import _channel_state, _same_terms, channel_offer
 from channel_node.client.wallet import _parse_offer
 from channel_node.core import ChannelState
-from channel_node.server.protocol import Offer, payment_required, payment_response
+from channel_node.core.spending import Cap, Pass, Progress, parse_period
+from channel_node.server.protocol import Offer, cap_standing, cap_terms, pass_terms, payment_required, payment_response
 from channel_node.signing import ChannelConfig
 from channel_node.types import UINT96_MAX, UINT128_MAX
 from channel_node.wire.channel import (
+    PASS_FIELD,
     SCHEME,
     ChannelAccepts,
     ChannelExtra,
@@ -135,16 +138,38 @@ def _keys(typed: type) -> set[str]:
     return set(get_type_hints(typed))
 
 
+spend_names = st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True)
+caps = st.builds(Cap, name=spend_names, amount=st.integers(1, UINT128_MAX),
+                 period=st.sampled_from(["day", "week", "month", "1d", "30d"]).map(parse_period))  # fmt: skip
+passes = st.builds(Pass, name=spend_names, price=st.integers(1, UINT128_MAX), duration=st.integers(3600, 10**8),
+                   description=st.text(max_size=40))  # fmt: skip
+
+
 @settings(max_examples=150, deadline=None)
-@given(offer=offers, price=st.integers(1, UINT128_MAX), once=st.booleans(), state=st.none() | states)
-def test_what_the_node_offers_the_wallet_reads_as_offered(offer, price, once, state):
-    document = payment_required(offer, "/a.html", price, "an article", "text/html", once, "payment_required", "pay", state)
+@given(offer=offers, price=st.integers(1, UINT128_MAX), once=st.booleans(), state=st.none() | states,
+       cap=st.none() | caps, covering=st.lists(passes, max_size=3), paid=st.none() | amounts,
+       ends=st.none() | st.integers(0, 2**40), charge=st.none() | amounts)  # fmt: skip
+def test_what_the_node_offers_the_wallet_reads_as_offered(offer, price, once, state, cap, covering, paid, ends, charge):
+    standing = Progress(cap, paid, 2**33, ends) if cap is not None and paid is not None else None
+    terms_of_cap = cap_terms(cap, ends, standing) if cap is not None else None
+    document = payment_required(offer, "/a.html", price, "an article", "text/html", once, "payment_required", "pay", state,
+                                cap=terms_of_cap, passes=pass_terms(tuple(covering)), charge=charge)  # fmt: skip
     assert document["x402Version"] == X402_VERSION
     received = decode_header(encode_header(document))  # through the header, as the wallet gets it
     entry = channel_offer(received)
     assert entry is not None and _same_terms(entry, entry)
     assert set(entry) == _keys(ChannelAccepts)
-    assert set(entry["extra"]) == _keys(ChannelExtra) - ({"channel"} if state is None else set())
+    absent = ({"channel"} if state is None else set()) | ({"cap"} if cap is None else set()) | (
+        set() if covering else {"passes"}) | ({"charge"} if charge is None else set())  # fmt: skip
+    assert set(entry["extra"]) == _keys(ChannelExtra) - absent
+    if cap is not None:
+        shown = entry["extra"]["cap"]
+        assert (shown["name"], int(shown["cap"]), shown["period"]) == (cap.name, cap.amount, cap.period.text)
+        assert shown.get("periodEndsAt") == ends
+        assert (int(shown["paid"]) if "paid" in shown else None) == paid
+    assert (int(entry["extra"]["charge"]) if charge is not None else None) == charge
+    assert [(p["name"], int(p["price"]), p["duration"], p["description"]) for p in entry["extra"].get("passes", [])] == [
+        (p.name, p.price, p.duration, p.description) for p in covering]
     terms = _parse_offer(entry, int(offer.network.split(":")[1]))
     assert (terms.network, terms.price, terms.once, terms.min_deposit) == (offer.network, price, once, offer.min_deposit)
     assert (terms.delay_min, terms.delay_max) == (offer.close_delay_min, offer.close_delay_max)
@@ -161,16 +186,43 @@ def test_what_the_node_offers_the_wallet_reads_as_offered(offer, price, once, st
 
 
 @settings(max_examples=150, deadline=None)
-@given(offer=offers, state=states, charged=amounts, payment_id=payment_ids, voucher=st.none() | amounts)
-def test_the_receipt_carries_the_fields_the_wallet_checks(offer, state, charged, payment_id, voucher):
-    receipt = decode_header(encode_header(payment_response(offer, state, charged, payment_id, voucher)))
+@given(offer=offers, state=states, charged=amounts, payment_id=payment_ids, voucher=st.none() | amounts,
+       cap=st.none() | caps, paid=amounts, held=st.none() | st.tuples(spend_names, st.integers(0, 2**40)))  # fmt: skip
+def test_the_receipt_carries_the_fields_the_wallet_checks(offer, state, charged, payment_id, voucher, cap, paid, held):
+    standing = cap_standing(Progress(cap, paid, 2**33, None)) if cap is not None else None
+    held_pass = {"name": held[0], "until": held[1]} if held is not None else None
+    receipt = decode_header(encode_header(payment_response(offer, state, charged, payment_id, voucher, standing, held_pass)))
     last = voucher is not None and voucher < state.ceiling and bool(state.signature)
-    assert set(receipt) == _keys(ChannelReceipt) - (set() if last else {"lastVoucher"})
+    absent = (set() if last else {"lastVoucher"}) | ({"cap"} if cap is None else set()) | (
+        {"pass"} if held is None else set())  # fmt: skip
+    assert set(receipt) == _keys(ChannelReceipt) - absent
+    if cap is not None:
+        assert receipt["cap"] == {"name": cap.name, "cap": str(cap.amount), "paid": str(paid), "resetsAt": 2**33}
+    if held is not None:
+        assert receipt["pass"] == {"name": held[0], "until": held[1]}
     assert (receipt["scheme"], receipt["network"], receipt["paymentId"]) == (SCHEME, offer.network, payment_id)
     assert (int(receipt["chargedAmount"]), int(receipt["chargedTotal"])) == (charged, state.charged)
     assert receipt["channelId"] == "0x" + state.channel_id.hex()
     if last:
         assert receipt["lastVoucher"] == {"maxClaimableAmount": str(state.ceiling), "signature": "0x" + state.signature.hex()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=spend_names, bad=st.text(max_size=40).filter(lambda t: not re.fullmatch(r"[a-z0-9-]{1,32}", t)))
+def test_a_pass_to_buy_travels_in_the_payload_and_a_bad_name_is_malformed(name, bad):
+    header = payment_signature("eip155:1", "0x" + "0c" * 20, b"\1" * 32, 1, b"\2" * 65, pass_name=name)
+    assert decode_header(header)["payload"][PASS_FIELD] == name
+    assert parse_payment_signature(header).pass_name == name
+    assert parse_payment_signature(payment_signature("eip155:1", "0x" + "0c" * 20, b"\1" * 32, 1, b"\2" * 65)).pass_name is None
+    document = decode_header(header)
+    for value in (bad, 5, ["a"]):
+        document["payload"][PASS_FIELD] = value
+        try:
+            parse_payment_signature(encode_header(document))
+        except ProtocolError as exc:
+            assert (exc.code, exc.status) == ("malformed_payment", 400)
+        else:
+            raise AssertionError(f"pass {value!r} was parsed")
 
 
 @settings(max_examples=100, deadline=None)

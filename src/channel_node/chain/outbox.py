@@ -13,6 +13,14 @@ for another reason is `abandoned` with the decoded error, loudly: it needs an op
 
 The sender warns (log and `/healthz`) when its account cannot pay the gas of the open rows.
 
+What collection costs (docs/economics.md, "Cost of collection"): every transaction the sender signs
+is followed until it is mined; its receipt's gasUsed and effectiveGasPrice are then recorded on its
+rows (a batch's gas shared among them, the first row taking the remainder, so the rows add up to the
+transaction) and reported once to `on_gas` (`GasSpent`: the node's insights). It meters a
+transaction even when the watcher has marked its rows done first, and the one of a fee bump's
+replacements that was mined; a restart meters again the rows still sent (the same figures: writing
+them twice changes nothing).
+
 An x402 `exact` sale's row (kind `transfer_authorization`, docs/protocol.md "The `exact` scheme
 (node)") is sent to the token, not the contract, alone and first (its deadline is validBefore), and
 the sender itself finishes it, since no channel event covers it: its own receipt with the token's
@@ -130,6 +138,48 @@ def batchable(row: OutboxRow) -> bool:
     return EXECUTORS[row.kind].batches and row.deadline is None
 
 
+GAS_KINDS = ("claim", "close", "defence", "transfer_authorization")  # what `GasSpent.kind` says
+METER_MAX_AGE = 24 * 3600.0  # seconds a signed transaction is looked for before it is given up as never mined
+
+
+def gas_kind(rows: list[OutboxRow]) -> str:
+    """What a transaction's gas was spent on: a defence is a claim or close sent against a payer's
+    close (its row carries the close's deadline); else the rows' kind."""
+    kind = rows[0].kind
+    if kind != OutboxKind.TRANSFER_AUTHORIZATION and any(row.deadline is not None for row in rows):
+        return "defence"
+    return str(kind)
+
+
+def gas_shares(gas_used: int, rows: int) -> list[int]:
+    """A transaction's gas split over its rows: equal shares, the first row taking the remainder,
+    so the shares add up to `gas_used` exactly."""
+    share, rest = divmod(gas_used, rows)
+    return [share + rest] + [share] * (rows - 1)
+
+
+@dataclass(frozen=True)
+class GasSpent:
+    """One mined transaction of the sender's (success or revert: the gas is spent either way)."""
+
+    tx_hash: bytes
+    kind: str  # one of GAS_KINDS
+    gas_used: int
+    gas_price: int  # effectiveGasPrice, wei per gas
+    rows: int  # outbox rows (channels, sales) it carried
+    at: float  # unix time the sender saw it mined
+
+    @property
+    def wei(self) -> int:
+        return self.gas_used * self.gas_price
+
+
+@dataclass
+class _Unmetered:
+    rows: list[OutboxRow]
+    since: float
+
+
 @dataclass
 class SenderStats:
     sent: int = 0
@@ -140,6 +190,7 @@ class SenderStats:
     open_rows: int = 0
     exact_sent: int = 0  # transferWithAuthorization transactions this sender signed
     exact_gas_used: int = 0  # gas our own exact transfers used (confirmed or reverted)
+    gas_spent_wei: int = 0  # what the transactions this sender saw mined cost (since it started)
 
     @property
     def gas_ok(self) -> bool:
@@ -183,6 +234,9 @@ class OutboxSender:
         # Called with an exact sale's key and the gas our transfer used (0: none) once its status is
         # final (node/exact.py wakes its waiters).
         self.on_exact_finished: Callable[[bytes, int], None] | None = None
+        # Called once per mined transaction with what it cost (the node's insights record it).
+        self.on_gas: Callable[[GasSpent], None] | None = None
+        self._unmetered: dict[bytes, _Unmetered] = {}  # signed transactions not yet seen mined
 
     def __repr__(self) -> str:  # never the key
         return f"OutboxSender({self.address})"
@@ -246,6 +300,7 @@ class OutboxSender:
                 by_tx.setdefault(row.tx_hash, []).append(row)
         for group in by_tx.values():
             await self._follow(group)
+        await self._meter()
         await self._check_balance(len(rows))
 
     # ------------------------------------------------------------------ sending
@@ -320,10 +375,12 @@ class OutboxSender:
         tx_hash, raw = self._signer.sign(full)
         if not await self._record([row for row, _ in live], tx_hash, raw, nonce, fees):
             return
+        self._track(tx_hash, [row for row, _ in live])
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             # Refused outright (no funds for gas, nonce in use): decide again next round with a
             # fresh nonce rather than wait for a transaction that no node holds.
             self._signer.nonces.forget()
+            self._unmetered.pop(tx_hash, None)
             await self._take_back([row for row, _ in live])
             return
         self.stats.sent += 1
@@ -391,9 +448,51 @@ class OutboxSender:
         log.error("outbox_abandoned", channel="0x" + row.channel_id.hex(), kind=row.kind, error=name)
 
     async def _rebroadcast(self, rows: list[OutboxRow]) -> None:
+        by_tx: dict[bytes, list[OutboxRow]] = {}
+        for row in rows:
+            if row.tx_hash:
+                by_tx.setdefault(row.tx_hash, []).append(row)
+        for tx_hash, group in by_tx.items():  # sent before a restart: metered once mined
+            self._track(tx_hash, group)
         for row in rows:
             if row.raw_tx:
                 await self._broadcast(row.raw_tx)
+
+    # ------------------------------------------------------------------ what it costs
+
+    def _track(self, tx_hash: bytes, rows: list[OutboxRow]) -> None:
+        """A transaction just signed for `rows`: meter it once it is mined."""
+        self._unmetered[tx_hash] = _Unmetered(list(rows), time.monotonic())
+
+    async def _meter(self) -> None:
+        """Records the cost of every tracked transaction now mined, on its rows and to `on_gas`.
+        A mined one ends the wait for the others that carried the same rows (fee bumps that lost)."""
+        for tx_hash in list(self._unmetered):
+            pending = self._unmetered.get(tx_hash)
+            if pending is None:  # dropped below: a replacement of one just metered
+                continue
+            try:
+                receipt = await self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+            except Exception:  # not mined (yet), or the node failed: look again next round
+                receipt = None
+            if receipt is None:
+                if time.monotonic() - pending.since > METER_MAX_AGE:
+                    del self._unmetered[tx_hash]
+                continue
+            gas_used = int(receipt["gasUsed"])
+            gas_price = int(receipt.get("effectiveGasPrice") or 0)
+            rows = pending.rows
+            for row, share in zip(rows, gas_shares(gas_used, len(rows)), strict=True):
+                await self.store.update_outbox(row.id, gas_used=share, gas_price=gas_price)
+            ids = {row.id for row in rows}
+            for other in [h for h, p in self._unmetered.items() if ids & {r.id for r in p.rows}]:
+                del self._unmetered[other]
+            spent = GasSpent(tx_hash, gas_kind(rows), gas_used, gas_price, len(rows), time.time())
+            self.stats.gas_spent_wei += spent.wei
+            log.info("outbox_gas", kind=spent.kind, tx="0x" + tx_hash.hex(), gas_used=gas_used,
+                     gas_price=str(gas_price), rows=len(rows))  # fmt: skip
+            if self.on_gas is not None:
+                self.on_gas(spent)
 
     async def _broadcast(self, raw: bytes) -> bool:
         try:
@@ -458,8 +557,10 @@ class OutboxSender:
         tx_hash, raw = self._signer.sign(full)
         if not await self._record([row], tx_hash, raw, full["nonce"], fees):
             return
+        self._track(tx_hash, [row])
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             self._signer.nonces.forget()
+            self._unmetered.pop(tx_hash, None)
             await self._take_back([row])
             return
         self.stats.sent += 1
@@ -500,8 +601,10 @@ class OutboxSender:
         tx_hash, raw = self._signer.sign(full)
         if not await self._record([row for row, _ in group], tx_hash, raw, full["nonce"], fees):
             return
+        self._track(tx_hash, [row for row, _ in group])
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             self._signer.nonces.forget()
+            self._unmetered.pop(tx_hash, None)
             await self._take_back([row for row, _ in group])
             return
         self.stats.sent += 1

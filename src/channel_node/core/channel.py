@@ -29,6 +29,7 @@ from typing import assert_never
 
 from channel_node.core.clocks import ChainTime, WallTime, stops_sales
 from channel_node.core.figures import ChainFigures
+from channel_node.core.spending import Sale, Spending, decide
 from channel_node.signing import ChannelConfig
 
 
@@ -55,6 +56,10 @@ class Reject(StrEnum):
     # node's defence is sure to land (docs/protocol.md). Open a channel inside extra.closeDelay.
     CLOSE_DELAY_TOO_SHORT = "close_delay_too_short"
     CANNOT_CONSENT = "cannot_consent"  # the node holds no key the contract accepts for this channel's consent
+    # Caps and passes (docs/protocol.md, "Caps and passes"): the voucher's `pass` names no pass this
+    # node sells, or one that does not cover the requested resource. Nothing is charged or recorded.
+    UNKNOWN_PASS = "unknown_pass"
+    PASS_NOT_COVERING = "pass_not_covering"
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,8 @@ class PaywallPayment:
     paid for `resource` (articles are bought once); `prior_resource` is the resource an earlier
     request with the same `payment_id` paid for, if any (retries must not be charged twice). `now`
     is wall time, compared with the chain-time close deadline only through `clocks.stops_sales`.
+    `spending`: the read's cap group, covering passes and what the store counted for them (None:
+    neither capped nor covered); `core/spending.py:decide` turns `price` into what it costs.
     """
 
     amount: int  # the voucher's maxClaimableAmount
@@ -181,6 +188,7 @@ class PaywallPayment:
     payment_id: str | None = None
     unlocked: bool = False
     prior_resource: str | None = None
+    spending: Spending | None = None
 
 
 @dataclass(frozen=True)
@@ -222,10 +230,13 @@ ChannelInput = StateChange
 @dataclass(frozen=True)
 class Accepted:
     """Serve the content. `charged` is what this request added: 0 for a re-fetch or a retry, which
-    the edge must not record again (`record` is False)."""
+    the edge must not record again (`record` is False). `sale`: why a recorded read cost what it
+    did (its cap group, the pass bought or covering it); None when nothing is recorded or the read
+    had no spending terms (the list price)."""
 
     charged: int
     record: bool = True
+    sale: Sale | None = None
 
 
 @dataclass(frozen=True)
@@ -396,15 +407,24 @@ def _charge(state: ChannelState, p: PaywallPayment) -> tuple[ChannelState, list[
     # sold on it). A sale goes on top, so credit already collected never pays a second time
     # (docs/security.md, "One receiver, one ledger").
     spent = max(state.charged, state.claimed)
-    if p.unlocked:
+    spending = p.spending
+    if spending is not None and spending.buys_uncovered:
+        return reject(Reject.PASS_NOT_COVERING, "the pass does not cover this resource")
+    buying = spending is not None and spending.buying is not None
+    if p.unlocked and not buying:
         # Already bought on this channel: free again, but only for a current voucher, so an old or
-        # leaked one opens nothing. A higher voucher is still kept.
+        # leaked one opens nothing. A higher voucher is still kept. (A request that buys a pass
+        # buys it even for a resource already bought.)
         if p.amount < spent:
             return reject(Reject.STALE_VOUCHER, f"a voucher of at least {spent} is needed to read again")
         return replace(state, ceiling=ceiling, signature=signature), [Accepted(charged=0, record=False)]
-    needed = spent + p.price
+    # The price after caps and passes (docs/protocol.md, "Caps and passes"): 0 still needs a
+    # current voucher, which identifies the channel.
+    sale = decide(p.price, spending, p.now)
+    cost = sale.charge
+    needed = spent + cost
     if p.amount < needed:  # the request's own voucher must pay: a higher one seen before does not
-        code = Reject.STALE_VOUCHER if p.amount <= spent and p.price else Reject.INSUFFICIENT_VOUCHER
-        return reject(code, f"a voucher of at least {needed} is needed (charged {spent}, price {p.price})")
-    new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed if p.price else state.charged)
-    return new_state, [Accepted(charged=p.price)]
+        code = Reject.STALE_VOUCHER if p.amount < spent or (p.amount == spent and cost) else Reject.INSUFFICIENT_VOUCHER
+        return reject(code, f"a voucher of at least {needed} is needed (charged {spent}, price {cost})")
+    new_state = replace(state, ceiling=ceiling, signature=signature, charged=needed if cost else state.charged)
+    return new_state, [Accepted(charged=cost, sale=sale if spending is not None else None)]

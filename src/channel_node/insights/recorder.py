@@ -62,7 +62,12 @@ class Recorder:
                 return
         buffer.append((OFFER, resource, price, tags, None, at))
 
-    def unlock(self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float) -> None:
+    def unlock(
+        self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float, *,
+        kind: str = "article", list_price: int | None = None, cap: str | None = None, pass_name: str | None = None,
+    ) -> None:
+        # `kind`, `list_price`, `cap` and `pass_name` (caps and passes, docs/protocol.md) are the
+        # paywall's to give; storing them is the insights schema's (not yet: recorded as a sale).
         buffer = self._buffer
         if len(buffer) >= self.flush_at:
             self._overfull()

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
@@ -35,7 +36,7 @@ from channel_node.server.admin import add_dashboard_routes, create_admin_app
 from channel_node.server.app import Paywall, create_app, make_offer
 from channel_node.server.content import ProxySource, StaticSource
 from channel_node.server.metrics import Metrics, add_chain_gauges, add_exact_gauges
-from channel_node.server.prices import PriceTable
+from channel_node.server.prices import PriceTable, SpendingTable
 from channel_node.signing import Domain, address_of_key
 from channel_node.signing.eip3009 import TokenDomain
 from channel_node.store import Cursor, Pin, Store, store_for
@@ -305,6 +306,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
     domain = Domain(chain_id, contract)
     await check_contract(w3, contract, domain)
     asset = await read_asset(w3, settings.token)
+    caps, passes = settings.spending(asset)  # text amounts read in the asset's unit (a SettingsError)
 
     receiver = settings.receiver_bytes
     if store is None:
@@ -318,6 +320,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         chain=Web3ChainView(w3, contract, settings.confirmations),
         close_margin=settings.close_margin,
         recovery=SignerRecovery() if settings.recovery_thread else None,
+        zone=ZoneInfo(settings.paywall.timezone),
     )
     wall = settings.paywall
     source: StaticSource | ProxySource
@@ -348,6 +351,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         token=settings.token_bytes,
         public_url=settings.public_url,
         asset=asset,
+        spending=SpendingTable(caps, passes),
     )
     client = ChannelDepositClient(w3, contract)
     watcher = Watcher(

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from channel_node.chain.logs import ChannelClaimed, ChannelEventLog, ChannelOpened, ChannelSettled
 
@@ -39,6 +40,7 @@ from channel_node.core import (
     WallTime,
     transition,
 )
+from channel_node.core.spending import Cap, Pass, Progress, Sale, Spending, Window, decide, progress, window
 from channel_node.node import chain_events
 from channel_node.node.recovery import SignerRecovery
 from channel_node.signing import (
@@ -51,7 +53,17 @@ from channel_node.signing import (
     voucher_digest,
 )
 from channel_node.signing.eip712 import ZERO_ADDRESS
-from channel_node.store import BlockRef, ChannelWrite, Charge, StaleWrite, Store, StoredChannel, outbox_items
+from channel_node.store import (
+    BlockRef,
+    ChannelWrite,
+    Charge,
+    PaymentLookup,
+    SpendingQuery,
+    StaleWrite,
+    Store,
+    StoredChannel,
+    outbox_items,
+)
 
 DEPOSIT_REFRESH_INTERVAL = 1.0  # seconds between chain reads for one channel whose voucher exceeds its deposit
 UNKNOWN_CHANNEL_TTL = 5.0  # seconds an id the chain does not know is answered from memory
@@ -68,6 +80,28 @@ class PaymentRequest:
     once: bool
     payment_id: str | None = None
     config: ChannelConfig | None = None  # sent with the first voucher of a channel so the node can check it
+    # Caps and passes (docs/protocol.md, "Caps and passes"), as the price table matched them: the
+    # read's cap group, the passes that cover it, and the pass the voucher buys.
+    cap: Cap | None = None
+    passes: tuple[Pass, ...] = ()
+    buying: Pass | None = None
+
+    @property
+    def spends(self) -> bool:
+        """Whether caps or passes bear on this request (the store is asked for its standing)."""
+        return self.cap is not None or bool(self.passes) or self.buying is not None
+
+
+@dataclass(frozen=True)
+class SpendingOutcome:
+    """A capped or pass-covered request's standing, for its receipt or its refusal's offer. `sale`:
+    what the read cost (None for a re-read or a retry, which cost nothing and record nothing), or
+    for a refusal what it would cost now; `progress`: the channel against the request's cap after
+    the request (before it, for a refusal); `pass_until`: when `sale.pass_name` ends."""
+
+    sale: Sale | None
+    progress: Progress | None
+    pass_until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +120,7 @@ class _Step:
 class PaymentOutcome:
     effect: Accepted | Rejected
     state: ChannelState | None  # the channel after the request (None when unknown)
+    spending: SpendingOutcome | None = None  # caps and passes: the channel's standing, when they apply
 
     @property
     def accepted(self) -> bool:
@@ -104,6 +139,7 @@ class Runtime:
         clock: Callable[[], float] = time.time,
         recovery: SignerRecovery | None = None,
         settler: bytes | None = None,
+        zone: ZoneInfo | None = None,
     ) -> None:
         self.store = store
         self.domain = domain
@@ -113,6 +149,7 @@ class Runtime:
         self.close_margin = close_margin
         self.clock = clock
         self.recovery = recovery  # None: recover inline on the loop's thread
+        self.zone = zone or ZoneInfo("UTC")  # calendar periods of caps (`[paywall] timezone`)
         # The claim key's address: the node sells only on channels whose configuration lets it claim
         # and close (receiver or receiver authorizer, docs/contract.md). None: no key, not checked.
         self.settler = settler
@@ -212,32 +249,57 @@ class Runtime:
                     self._last_refresh.pop(state.channel_id, None)
                 else:
                     self._last_refresh[state.channel_id] = last
-        lookup = await self.store.lookup_payment(request.channel_id, request.resource, request.payment_id, request.once)
+        wall = WallTime(int(now))
+        win = window(request.cap.period, wall, self.zone) if request.cap is not None else None
+        query = self._spending_query(request, win, wall)
+        lookup = await self.store.lookup_payment(
+            request.channel_id, request.resource, request.payment_id, request.once, spending=query
+        )
+        spending = None
+        if query is not None:
+            spending = Spending(request.cap, lookup.cap_paid, request.passes, dict(lookup.held_passes), request.buying)
         event = PaywallPayment(
             amount=request.amount,
             signature=request.signature,
             signer=signer,
             price=request.price,
-            now=WallTime(int(now)),
+            now=wall,
             close_margin=self.close_margin,
             resource=request.resource,
             payment_id=request.payment_id,
             unlocked=lookup.unlocked,
             prior_resource=lookup.prior_resource,
+            spending=spending,
         )
         new_state, effects = transition(state, event)
         effect = effects[0]  # a payment's first effect is always its answer (core.channel._charge)
         assert isinstance(effect, (Accepted, Rejected))
+        standing = _standing(request, spending, effect, lookup, win, wall)
         if not commit:
-            return PaymentOutcome(effect, new_state)
+            return PaymentOutcome(effect, new_state, standing)
         charge = None
         if isinstance(effect, Accepted) and effect.record:
-            charge = Charge(request.resource, effect.charged, request.payment_id, request.once, int(now))
+            sale = effect.sale
+            charge = Charge(
+                request.resource, effect.charged, request.payment_id, request.once, int(now),
+                *((sale.cap_group, sale.pass_name, sale.pass_until) if sale is not None else ()),
+            )  # fmt: skip
         if recheck and not self._writes(stored, new_state, effects[1:], charge, anchor):
             raise StaleWrite("decided on a cached state")
         # The rest of the effects: a defence refreshed by a better voucher, if any.
         await self._write(stored, new_state, effects[1:], charge=charge, anchor=anchor)
-        return PaymentOutcome(effect, new_state)
+        return PaymentOutcome(effect, new_state, standing)
+
+    @staticmethod
+    def _spending_query(request: PaymentRequest, win: Window | None, now: int) -> SpendingQuery | None:
+        """What the store counts for a capped or pass-covered read, in the payment's own lookup:
+        the group's charges in the cap's current window, and which of the passes the channel holds."""
+        if not request.spends:
+            return None
+        names = [p.name for p in request.passes] + ([request.buying.name] if request.buying is not None else [])
+        group = request.cap.name if request.cap is not None else None
+        since, until = (win.since, win.ends_at) if win is not None else (now, None)
+        return SpendingQuery(group, since, tuple(dict.fromkeys(names)), now, until)
 
     async def _load(self, request: PaymentRequest, signer: bytes) -> StoredChannel | Rejected:
         cached = self._cache.get(request.channel_id)
@@ -514,6 +576,31 @@ class Runtime:
             return cached.state
         stored = await self.store.load_channel(channel)
         return stored.state if stored else None
+
+
+def _standing(
+    request: PaymentRequest, spending: Spending | None, effect: Accepted | Rejected, lookup: PaymentLookup,
+    win: Window | None, now: WallTime,
+) -> SpendingOutcome | None:
+    """The channel's standing after an accepted request (before a refused one): its cap progress
+    and the pass that bought or covered the read, for the receipt or the corrective offer."""
+    if spending is None:
+        return None
+    paid, oldest = lookup.cap_paid, lookup.cap_oldest
+    sale: Sale | None
+    if isinstance(effect, Accepted):
+        sale = effect.sale
+        if sale is not None and sale.cap_group is not None and sale.charge > 0:
+            paid += sale.charge
+            oldest = now if oldest is None else oldest
+    else:
+        sale = None if spending.buys_uncovered else decide(request.price, spending, now)
+    cap = request.cap
+    standing = progress(cap, win, paid, oldest, now) if cap is not None and win is not None else None
+    until = None
+    if sale is not None and sale.pass_name is not None:
+        until = sale.pass_until if sale.pass_until is not None else lookup.held_passes.get(sale.pass_name)
+    return SpendingOutcome(sale, standing, until)
 
 
 def apply_chain(state: ChannelState, on_chain: ChainFigures) -> ChannelState:

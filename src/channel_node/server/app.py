@@ -26,20 +26,29 @@ from eth_utils.address import to_checksum_address
 from channel_node.amounts import Asset
 from channel_node.chain.ports import ChainUnavailable
 from channel_node.core import Accepted, ChannelState, ConsentToClose, Reject, Rejected
+from channel_node.core.spending import SaleKind, window
 from channel_node.errors import ChannelNodeError, Refusal, RemoteError, StateError
 from channel_node.logs import bound_aiohttp_logs
 from channel_node.node.exact import ExactChecked, ExactPending, ExactRefusedSale, ExactSales, ExactSold
-from channel_node.node.runtime import PaymentRequest, Runtime
+from channel_node.node.runtime import PaymentOutcome, PaymentRequest, Runtime, SpendingOutcome
 from channel_node.server.browser import WALLET_JS_PATH, html_402, teaser_for, wallet_js_handler, wants_html
 from channel_node.server.content import Content, ProxySource, StaticSource, not_found, withheld
 from channel_node.server.metrics import Metrics
-from channel_node.server.prices import Price, PriceTable
-from channel_node.server.protocol import Offer, channel_summary, payment_required, payment_response
+from channel_node.server.prices import Price, PriceTable, SpendingTable
+from channel_node.server.protocol import (
+    Offer,
+    cap_standing,
+    cap_terms,
+    channel_summary,
+    pass_terms,
+    payment_required,
+    payment_response,
+)
 from channel_node.server.resource import RefusedPath, Resource, canonical_resource
 from channel_node.signing import address_of_key, cooperative_close_digest, sign_digest
 from channel_node.store import StoreError
 from channel_node.wire import exact as exact_wire
-from channel_node.wire.channel import SCHEME, Voucher
+from channel_node.wire.channel import SCHEME, CapStanding, PassStanding, Voucher
 from channel_node.wire.envelope import (
     REQUIRED_HEADER,
     RESPONSE_HEADER,
@@ -64,6 +73,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Refusals a client fixes by signing again: they carry the channel's state (a corrective 402).
 CORRECTIVE = {Reject.INSUFFICIENT_VOUCHER, Reject.STALE_VOUCHER, Reject.EXCEEDS_DEPOSIT}
+# Refusals of the request itself rather than its payment: a 400 (docs/protocol.md, "Caps and passes").
+BAD_REQUEST = {Reject.UNKNOWN_PASS, Reject.PASS_NOT_COVERING}
 EXPOSED_HEADERS = f"{REQUIRED_HEADER}, {RESPONSE_HEADER}"
 COOPERATIVE_CLOSE_PATH = "/_channel/cooperative-close"
 # A sold answer is the reader's own: never stored by a shared cache (a CDN in front of the node
@@ -91,7 +102,12 @@ class InsightsRecorder(Protocol):
     # `resource` is the canonical resource key (docs/protocol.md, "Canonical resource").
     def offer(self, resource: str, price: int, tags: dict[str, str], at: float) -> None: ...
 
-    def unlock(self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float) -> None: ...
+    # `kind`: a `core/spending.py:SaleKind` value; `list_price`: what a capped or pass-covered read
+    # would have cost; `cap`/`pass_name`: its cap group and the pass bought or covering it.
+    def unlock(
+        self, resource: str, price: int, tags: dict[str, str], channel_id: bytes, at: float, *,
+        kind: str = "article", list_price: int | None = None, cap: str | None = None, pass_name: str | None = None,
+    ) -> None: ...
 
 
 @dataclass
@@ -112,6 +128,8 @@ class Paywall:
     asset: Asset | None = None  # the channels' asset as people read it (the page's price); None: from the offer
     # x402 `exact` sales, the node as its own facilitator (None: only `channel` is offered).
     exact: ExactSales | None = None
+    # Caps and passes of the `channel` scheme (docs/protocol.md, "Caps and passes").
+    spending: SpendingTable = field(default_factory=SpendingTable)
     # canonical path -> (methods, handler), set by create_app
     routes: dict[str, tuple[tuple[str, ...], Handler]] = field(default_factory=dict)
 
@@ -242,6 +260,17 @@ class Paywall:
         except ProtocolError as exc:
             return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)
 
+        names = (resource.path, self.source.served_path(resource.path))
+        covering = self.spending.passes_of(names, price)
+        buying = None
+        if voucher.pass_name is not None:
+            buying = self.spending.named(voucher.pass_name)
+            if buying is None:
+                return self._refuse(resource, request, price, 400, Reject.UNKNOWN_PASS.value,
+                                    f"this node sells no pass named {voucher.pass_name!r}", started)  # fmt: skip
+            if buying not in covering:
+                return self._refuse(resource, request, price, 400, Reject.PASS_NOT_COVERING.value,
+                                    f"the pass {buying.name!r} does not cover this resource", started)  # fmt: skip
         payment = PaymentRequest(
             channel_id=voucher.channel_id,
             amount=voucher.amount,
@@ -251,6 +280,9 @@ class Paywall:
             once=price.once,
             payment_id=voucher.payment_id,
             config=voucher.config,
+            cap=self.spending.cap_of(names, price),
+            passes=covering,
+            buying=buying,
         )
         if isinstance(self.source, ProxySource):
             # An origin does work (and may change state) for every request it gets: one whose voucher
@@ -268,19 +300,28 @@ class Paywall:
                 content.opened.close()
             return outcome
 
-        effect, state = outcome
+        effect, state, standing = outcome.effect, outcome.state, outcome.spending
+        assert isinstance(effect, Accepted) and state is not None  # _pay_or_refuse answers refusals itself
         channel = "0x" + voucher.channel_id.hex()
         charged = effect.charged
         (self.metrics.paid_unlocks if charged else self.metrics.free_refetches).inc()
         if charged:
             self.metrics.revenue.inc(charged)
-            if self.insights is not None:
+        sale = effect.sale
+        if self.insights is not None and effect.record and (charged or sale is not None):
+            if sale is None or sale.kind == SaleKind.ARTICLE:
                 self.insights.unlock(key, charged, price.tags, voucher.channel_id, time.time())
+            else:
+                self.insights.unlock(key, charged, price.tags, voucher.channel_id, time.time(), kind=sale.kind.value,
+                                     list_price=sale.list_price, cap=sale.cap_group, pass_name=sale.pass_name)  # fmt: skip
         self.metrics.accepted_latency.observe(time.perf_counter() - started)
         self.log.info("payment", channel=channel, resource=key, charged=str(charged), outcome="accepted",
-                      charged_total=str(state.charged))  # fmt: skip
+                      charged_total=str(state.charged), sale=sale.kind.value if sale is not None else None)  # fmt: skip
+        receipt = payment_response(
+            self.offer, state, charged, voucher.payment_id, voucher.amount, *_standing_fields(standing)
+        )
         extra = {
-            RESPONSE_HEADER: encode_header(payment_response(self.offer, state, charged, voucher.payment_id, voucher.amount)),
+            RESPONSE_HEADER: encode_header(receipt),
             "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             "Cache-Control": SOLD_CACHE_CONTROL,
         }
@@ -361,9 +402,10 @@ class Paywall:
     async def _pay_or_refuse(
         self, payment: PaymentRequest, resource: Resource, request: web.Request, price: Price, voucher: Voucher,
         started: float, check: bool = False,
-    ) -> tuple[Accepted, ChannelState] | web.Response:
+    ) -> PaymentOutcome | web.Response:
         """`Runtime.pay` (or, with `check`, what it would decide, committing nothing): the accepted
-        effect and the channel after it, or the refusal to answer with."""
+        outcome (its effect, the channel after it, its caps-and-passes standing), or the refusal
+        to answer with."""
         try:
             outcome = await (self.runtime.check(payment) if check else self.runtime.pay(payment))
         except ChainUnavailable as exc:
@@ -374,11 +416,14 @@ class Paywall:
         effect = outcome.effect
         if isinstance(effect, Rejected):
             code = effect.code
-            state = outcome.state if code in CORRECTIVE else None
+            corrective = code in CORRECTIVE
+            state = outcome.state if corrective else None
             channel = "0x" + voucher.channel_id.hex()
-            return self._refuse(resource, request, price, 402, code.value, effect.detail, started, state, channel)
+            status = 400 if code in BAD_REQUEST else 402
+            return self._refuse(resource, request, price, status, code.value, effect.detail, started, state, channel,
+                                outcome.spending if corrective else None)  # fmt: skip
         assert outcome.state is not None, "an accepted payment knows its channel"
-        return effect, outcome.state
+        return outcome
 
     @staticmethod
     def _call(key: str, method: str, body: bytes) -> str:
@@ -425,13 +470,30 @@ class Paywall:
 
     def _required(
         self, resource: Resource, request: web.Request, price: Price, status: int, code: str, message: str,
-        state: ChannelState | None = None,
+        state: ChannelState | None = None, standing: SpendingOutcome | None = None,
     ) -> web.Response:
+        """The offer. With a cap or passes on the resource, their terms; with `standing` (a voucher
+        the node could check), the channel's progress and what the read costs it now."""
         served = self.source.served_path(resource.path)
+        names = (resource.path, served)
+        cap = self.spending.cap_of(names, price) if self.spending else None
+        passes = self.spending.passes_of(names, price) if self.spending else ()
+        amount, charge = price.amount, None
+        cap_offer = None
+        if standing is not None and standing.sale is not None:
+            # What the read costs this channel now; x402 amounts are positive (wallets refuse 0), so
+            # a read a cap or a pass makes free keeps the list price as `amount`, and `extra.charge`
+            # says 0 (docs/protocol.md, "Caps and passes").
+            charge = standing.sale.charge
+            amount = charge or price.amount
+        if cap is not None:
+            ends_at = window(cap.period, int(self.runtime.clock()), self.runtime.zone).ends_at
+            progress = standing.progress if standing is not None else None
+            cap_offer = cap_terms(cap, ends_at, progress)
         document = payment_required(
             self.offer,
             url=self._url(resource),
-            price=price.amount,
+            price=amount,
             description=price.description,
             mime_type=self.source.mime_type(served),
             once=price.once,
@@ -439,6 +501,9 @@ class Paywall:
             message=message,
             state=state,
             exact=self.exact.accepts(price.amount) if self.exact is not None and self._offers_exact(price) else None,
+            cap=cap_offer,
+            passes=pass_terms(passes),
+            charge=charge,
         )
         if wants_html(request.headers.get("Accept")):  # a browser: the paywall page, same headers
             response = html_402(document, teaser_for(self.source, served, price.description), status, self.asset)
@@ -452,11 +517,12 @@ class Paywall:
     def _refuse(
         self, resource: Resource, request: web.Request, price: Price, status: int, code: str, message: str,
         started: float, state: ChannelState | None = None, channel: str | None = None,
+        standing: SpendingOutcome | None = None,
     ) -> web.Response:
         self.metrics.rejections.labels(code).inc()
         self.metrics.rejected_latency.observe(time.perf_counter() - started)
         self.log.info("payment", channel=channel, resource=self._key(resource), charged="0", outcome=code)
-        return self._required(resource, request, price, status, code, message, state)
+        return self._required(resource, request, price, status, code, message, state, standing)
 
     def _unsold(self, content: Content) -> web.StreamResponse:
         """Content that cannot be sold, relayed without a charge: an error page may hold the
@@ -498,6 +564,18 @@ class Paywall:
         finally:
             opened.close()
         return response
+
+
+def _standing_fields(standing: SpendingOutcome | None) -> tuple[CapStanding | None, PassStanding | None]:
+    """The receipt's `cap` and `pass` from a request's caps-and-passes standing."""
+    if standing is None:
+        return None, None
+    cap = cap_standing(standing.progress) if standing.progress is not None else None
+    sale = standing.sale
+    held: PassStanding | None = None
+    if sale is not None and sale.pass_name is not None and standing.pass_until is not None:
+        held = {"name": sale.pass_name, "until": standing.pass_until}
+    return cap, held
 
 
 #: The 5xx answer of each category that is not a `Refusal`: (status, code, message). The message is

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import KeysView
+from collections.abc import KeysView, Mapping
 
+from channel_node.core.spending import Cap, Pass
 from channel_node.pricing import Price
 
-__all__ = ["COMPRESSED", "INDEX_FILES", "Price", "PriceTable", "fold_case"]
+__all__ = ["COMPRESSED", "INDEX_FILES", "Price", "PriceTable", "SpendingTable", "fold_case"]
 
 
 class PriceTable:
@@ -105,6 +106,47 @@ class PriceTable:
         """Whether `path` is listed as an exact free path (as spelled or case-folded)."""
         return any(rules.exact_free(path if rules is self._as_spelled else fold_case(path))
                    for rules in (self._as_spelled, self._folded))  # fmt: skip
+
+
+class SpendingTable:
+    """Which cap group a priced read belongs to and which passes cover it (docs/protocol.md, "Caps
+    and passes"). An entry matches a read when its tags all equal the matched price entry's and
+    its pattern (if any) matches one of the read's names (its canonical path, the file it serves)
+    both as spelled and case-folded: a discount never opens to another spelling of a path, while
+    the price table charges every spelling (the module's docstring). A read belongs to the first
+    cap that matches, and is covered by every pass that does."""
+
+    def __init__(self, caps: list[Cap] | None = None, passes: list[Pass] | None = None) -> None:
+        self.caps = list(caps or [])
+        self.passes = list(passes or [])
+        self._by_name = {p.name: p for p in self.passes}
+        self._patterns: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}
+        patterns = [cap.pattern for cap in self.caps] + [p.pattern for p in self.passes]
+        for pattern in patterns:
+            if pattern is not None and pattern not in self._patterns:
+                spelled = re.compile(fnmatch.translate(pattern), re.S)
+                folded = re.compile(fnmatch.translate(fold_case(pattern)), re.S)
+                self._patterns[pattern] = (spelled, folded)
+
+    def __bool__(self) -> bool:
+        return bool(self.caps or self.passes)
+
+    def cap_of(self, names: tuple[str, ...], price: Price) -> Cap | None:
+        return next((cap for cap in self.caps if self._matches(cap.pattern, cap.tags, names, price)), None)
+
+    def passes_of(self, names: tuple[str, ...], price: Price) -> tuple[Pass, ...]:
+        return tuple(p for p in self.passes if self._matches(p.pattern, p.tags, names, price))
+
+    def named(self, name: str) -> Pass | None:
+        return self._by_name.get(name)
+
+    def _matches(self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price) -> bool:
+        if any(price.tags.get(key) != value for key, value in tags.items()):
+            return False
+        if pattern is None:
+            return True
+        spelled, folded = self._patterns[pattern]
+        return any(spelled.match(name) and folded.match(fold_case(name)) for name in names)
 
 
 def fold_case(text: str) -> str:

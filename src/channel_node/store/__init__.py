@@ -21,6 +21,7 @@ from channel_node.store.base import (
     PaymentLookup,
     Pin,
     RecordOutcome,
+    SpendingQuery,
     StaleWrite,
     Store,
     StoredChannel,
@@ -32,6 +33,7 @@ from channel_node.store.base import (
     fulfilled,
     outbox_item,
     outbox_items,
+    spending_lookup,
 )
 from channel_node.store.memory import MemoryStore
 from channel_node.store.postgres import PostgresStore, is_postgres_url, public_dsn
@@ -50,6 +52,7 @@ def describe_database(database: Path | str) -> str:
     """A `database` setting as it may be shown (logs, errors, doctor, status): a path as is, a URL
     without its user, password or query (store/postgres.py:public_dsn)."""
     return public_dsn(str(database)) if is_postgres_url(database) else str(database)
+
 
 __all__ = [
     "OUTBOX_OPEN",
@@ -72,6 +75,7 @@ __all__ = [
     "Pin",
     "RecordOutcome",
     "SQLiteStore",
+    "SpendingQuery",
     "StaleWrite",
     "Store",
     "StoreError",
@@ -86,5 +90,6 @@ __all__ = [
     "outbox_item",
     "outbox_items",
     "public_dsn",
+    "spending_lookup",
     "store_for",
 ]

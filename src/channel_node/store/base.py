@@ -8,7 +8,7 @@ set), so two writers can never both spend the same credit.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol, TypedDict, Unpack, get_args
@@ -69,6 +69,12 @@ class Charge:
     payment_id: str | None
     once: bool  # bought once per channel (an article): recorded as an unlock
     at: int
+    # Caps and passes (docs/protocol.md, "Caps and passes"): the cap the charge counts toward; the
+    # pass it bought (`pass_until` set: the pass is valid in [at, pass_until)) or that covered the
+    # read (`pass_until` None).
+    cap_group: str | None = None
+    pass_name: str | None = None
+    pass_until: int | None = None
 
 
 class OutboxKind(StrEnum):
@@ -176,6 +182,10 @@ class OutboxRow:
     attempts: int = 0
     note: str | None = None
     voucher_amount: int | None = None  # the voucher `signature` covers; None (older rows): `amount`
+    # What the row's mined transaction cost (its share of a batch): the receipt's gasUsed and
+    # effectiveGasPrice in wei; None until the sender sees it mined (docs/economics.md).
+    gas_used: int | None = None
+    gas_price: int | None = None
 
     @property
     def voucher(self) -> int:
@@ -194,6 +204,8 @@ class OutboxUpdate(TypedDict, total=False):
     sent_at: int | None
     attempts: int
     note: str | None
+    gas_used: int | None
+    gas_price: int | None
 
 
 @dataclass(frozen=True)
@@ -214,11 +226,52 @@ class Cursor:
 
 
 @dataclass(frozen=True)
+class SpendingQuery:
+    """What a capped or pass-covered read asks the store, in the same lookup as its unlock: the
+    channel's charges in `cap_group` at or after `since` and before `until` (None: no cap; `until`
+    None: no end), and which of `passes` it holds at `now` (bought at or before `now`, valid after
+    it). A calendar period's `until` is its end, so a charge another process made in the next
+    period (a clock a little ahead) is never counted in this one; a rolling window has none, so
+    such a charge is counted (the sum over any N days stays under the cap: docs/protocol.md)."""
+
+    cap_group: str | None
+    since: int
+    passes: tuple[str, ...]
+    now: int
+    until: int | None = None
+
+
+@dataclass(frozen=True)
 class PaymentLookup:
-    """What the core needs to know about a request's resource and payment identifier."""
+    """What the core needs to know about a request's resource and payment identifier, and, for a
+    `SpendingQuery`, the channel's standing: `cap_paid` (the sum of the group's charges since the
+    query's `since`), `cap_oldest` (the earliest of those above 0, for a rolling period's reset),
+    `held_passes` (name -> the latest `pass_until` beyond `now`) and `pass_until` (the latest of them)."""
 
     unlocked: bool
     prior_resource: str | None
+    cap_paid: int = 0
+    cap_oldest: int | None = None
+    pass_until: int | None = None
+    held_passes: Mapping[str, int] = field(default_factory=dict)
+
+
+def spending_lookup(charges: Iterable[Charge], query: SpendingQuery) -> tuple[int, int | None, dict[str, int]]:
+    """(cap_paid, cap_oldest, held_passes) of `query` over a channel's charges: the one definition,
+    which the memory store applies as it is and the SQL stores spell as queries."""
+    paid, oldest, held = 0, None, dict[str, int]()
+    wanted = set(query.passes)
+    for charge in charges:
+        in_window = charge.at >= query.since and (query.until is None or charge.at < query.until)
+        if query.cap_group is not None and charge.cap_group == query.cap_group and in_window:
+            paid += charge.amount
+            if charge.amount > 0 and (oldest is None or charge.at < oldest):
+                oldest = charge.at
+        until = charge.pass_until
+        if charge.pass_name in wanted and until is not None and until > query.now and charge.at <= query.now:
+            assert charge.pass_name is not None
+            held[charge.pass_name] = max(held.get(charge.pass_name, 0), until)
+    return paid, oldest, held
 
 
 # ------------------------------------------------------------------ x402 `exact` sales
@@ -318,9 +371,11 @@ class Store(Protocol):
     async def load_channel(self, channel_id: bytes) -> StoredChannel | None: ...
 
     async def lookup_payment(
-        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True,
+        spending: SpendingQuery | None = None,
     ) -> PaymentLookup:
-        """`once=False` (a per-request resource) skips the unlock lookup: such resources never unlock."""
+        """`once=False` (a per-request resource) skips the unlock lookup: such resources never unlock.
+        `spending`: also the channel's cap and pass standing (`spending_lookup` defines it)."""
         ...
 
     async def commit(self, write: ChannelWrite) -> int:
@@ -355,7 +410,8 @@ class Store(Protocol):
     async def outbox(self, statuses: tuple[OutboxStatus, ...] = OUTBOX_OPEN) -> list[OutboxRow]: ...
 
     async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
-        """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note)."""
+        """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note, gas_used,
+        gas_price)."""
         ...
 
     async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:

@@ -24,12 +24,14 @@ from channel_node.store.base import (
     PaymentLookup,
     Pin,
     RecordOutcome,
+    SpendingQuery,
     StaleWrite,
     StoredChannel,
     StoreMismatch,
     exact_outbox_item,
     fulfilled,
     record_outcome,
+    spending_lookup,
 )
 
 
@@ -57,10 +59,16 @@ class MemoryStore:
         return self._channels.get(channel_id)
 
     async def lookup_payment(
-        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True,
+        spending: SpendingQuery | None = None,
     ) -> PaymentLookup:
         prior = self._payments.get((channel_id, payment_id)) if payment_id else None
-        return PaymentLookup(unlocked=once and (channel_id, resource) in self._unlocks, prior_resource=prior)
+        unlocked = once and (channel_id, resource) in self._unlocks
+        if spending is None:
+            return PaymentLookup(unlocked=unlocked, prior_resource=prior)
+        paid, oldest, held = spending_lookup(self._charges.get(channel_id, []), spending)
+        until = max(held.values(), default=None)
+        return PaymentLookup(unlocked, prior, paid, oldest, until, held)
 
     async def commit(self, write: ChannelWrite) -> int:
         channel_id = write.state.channel_id

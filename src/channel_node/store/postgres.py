@@ -66,6 +66,7 @@ from channel_node.store.base import (
     PaymentLookup,
     Pin,
     RecordOutcome,
+    SpendingQuery,
     StaleWrite,
     StoredChannel,
     StoreError,
@@ -191,18 +192,19 @@ def _row_to_channel(row: Any) -> StoredChannel:
 
 _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
-    "sent_at, attempts, note, voucher_amount"
+    "sent_at, attempts, note, voucher_amount, gas_used, gas_price"
 )
 _OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
-_OUTBOX_NUMERIC = frozenset({"max_fee", "priority_fee"})  # uint256 columns among them
+_OUTBOX_NUMERIC = frozenset({"max_fee", "priority_fee", "gas_price"})  # uint256 columns among them
 
 
 def _row_to_outbox(row: Any) -> OutboxRow:
     (row_id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee,
-     priority_fee, sent_at, attempts, note, voucher_amount) = row  # fmt: skip
+     priority_fee, sent_at, attempts, note, voucher_amount, gas_used, gas_price) = row  # fmt: skip
     return OutboxRow(
         row_id, channel_id, OutboxKind(kind), _int(amount), signature, deadline, OutboxStatus(status), tx_hash, raw_tx,
-        nonce, _opt_int(max_fee), _opt_int(priority_fee), sent_at, attempts, note, _opt_int(voucher_amount),
+        nonce, _opt_int(max_fee), _opt_int(priority_fee), sent_at, attempts, note, _opt_int(voucher_amount), gas_used,
+        _opt_int(gas_price),
     )  # fmt: skip
 
 
@@ -221,6 +223,21 @@ def _row_to_exact(row: Any) -> ExactRecord:
     )  # fmt: skip
 
 
+_LOOKUP = (
+    "SELECT $3::boolean AND EXISTS (SELECT 1 FROM unlocks WHERE channel_id = $1 AND resource = $2), "
+    "(SELECT resource FROM charges WHERE channel_id = $1 AND payment_id = $4)"
+)
+# The cap: the group's charges in [since, until) (until NULL: no end), their sum and the earliest
+# above 0; the passes: the latest pass_until beyond now of each named pass bought at or before now.
+_LOOKUP_SPENDING = (
+    _LOOKUP + ", cap.paid, cap.oldest, held.names, held.untils FROM "
+    "(SELECT COALESCE(SUM(amount), 0) AS paid, MIN(at) FILTER (WHERE amount > 0) AS oldest FROM charges "
+    " WHERE $5::text IS NOT NULL AND channel_id = $1 AND cap_group = $5 AND at >= $6 "
+    " AND ($7::bigint IS NULL OR at < $7)) AS cap, "
+    "(SELECT array_agg(pass_name) AS names, array_agg(until) AS untils FROM "
+    " (SELECT pass_name, MAX(pass_until) AS until FROM charges WHERE channel_id = $1 AND pass_name = ANY($8::text[]) "
+    "  AND pass_until > $9 AND at <= $9 GROUP BY pass_name) AS p) AS held"
+)
 _UPDATE_CHANNEL = (
     "UPDATE channels SET deposited = $1, claimed = $2, ceiling = $3, signature = $4, charged = $5, close_deadline = $6, "
     "settled = $7, receiver_closing = $8, version = $9, updated_at = $10 WHERE channel_id = $11 AND version = $12"
@@ -231,8 +248,29 @@ _INSERT_CHANNEL = (
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
     "ON CONFLICT (channel_id) DO NOTHING"
 )
-_INSERT_CHARGE = "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES ($1, $2, $3, $4, $5, $6)"
+_INSERT_CHARGE = (
+    "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at, cap_group, pass_name, pass_until) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
 _INSERT_UNLOCK = "INSERT INTO unlocks (channel_id, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+
+
+# The bulk path's statements (PostgresStore._apply_bulk): one array per column, unnest()ed.
+_BULK_UPDATE = (
+    "UPDATE channels c SET deposited = v.deposited, claimed = v.claimed, ceiling = v.ceiling, signature = v.signature, "
+    "charged = v.charged, close_deadline = v.close_deadline, settled = v.settled, receiver_closing = v.receiver_closing, "
+    "version = v.expected + 1, updated_at = $11 "
+    "FROM unnest($1::bytea[], $2::numeric[], $3::numeric[], $4::numeric[], $5::bytea[], $6::numeric[], $7::bigint[], "
+    "$8::boolean[], $9::boolean[], $10::bigint[]) AS v(channel_id, deposited, claimed, ceiling, signature, charged, "
+    "close_deadline, settled, receiver_closing, expected) "
+    "WHERE c.channel_id = v.channel_id AND c.version = v.expected RETURNING c.channel_id"
+)
+_BULK_CHARGES = (
+    "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at, cap_group, pass_name, pass_until) "
+    "SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::text[], $4::numeric[], $5::text[], $6::bigint[], $7::text[], "
+    "$8::text[], $9::bigint[])"
+)
+_BULK_UNLOCKS = "INSERT INTO unlocks (channel_id, resource) SELECT * FROM unnest($1::bytea[], $2::text[]) ON CONFLICT DO NOTHING"
 
 
 def _update_values(write: ChannelWrite, now: int) -> tuple[object, ...]:
@@ -278,6 +316,8 @@ class PostgresStore:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # transactions committed (for tests and benchmarks of group commit)
         self.writes = 0
+        self.bulk = True  # the bulk path for batches of paid requests (tests turn it off to compare)
+        self.bulk_batches = 0  # transactions that took it
 
     @property
     def where(self) -> str:
@@ -383,14 +423,22 @@ class PostgresStore:
         return _row_to_channel(row) if row else None
 
     async def lookup_payment(
-        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True,
+        spending: SpendingQuery | None = None,
     ) -> PaymentLookup:
+        if spending is None:
+            row = await self._fetchrow(_LOOKUP, channel_id, resource, once, payment_id)
+            return PaymentLookup(unlocked=bool(row[0]), prior_resource=row[1] if payment_id else None)
+        # `store/base.py:spending_lookup` in SQL, in the same statement (one snapshot) as the unlock.
         row = await self._fetchrow(
-            "SELECT $3::boolean AND EXISTS (SELECT 1 FROM unlocks WHERE channel_id = $1 AND resource = $2), "
-            "(SELECT resource FROM charges WHERE channel_id = $1 AND payment_id = $4)",
-            channel_id, resource, once, payment_id,
+            _LOOKUP_SPENDING, channel_id, resource, once, payment_id, spending.cap_group, spending.since,
+            spending.until, list(spending.passes), spending.now,
         )  # fmt: skip
-        return PaymentLookup(unlocked=bool(row[0]), prior_resource=row[1] if payment_id else None)
+        unlocked, prior, paid, oldest, names, untils = row
+        held = dict(zip(names or [], untils or [], strict=True))
+        return PaymentLookup(
+            bool(unlocked), prior if payment_id else None, _int(paid), oldest, max(held.values(), default=None), held
+        )
 
     async def list_channels(self) -> list[StoredChannel]:
         rows = await self._fetch(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY updated_at, channel_id")
@@ -399,10 +447,14 @@ class PostgresStore:
     async def charges(self, channel_id: bytes) -> list[Charge]:
         rows = await self._fetch(
             "SELECT resource, amount, payment_id, at, EXISTS (SELECT 1 FROM unlocks u WHERE u.channel_id = c.channel_id "
-            "AND u.resource = c.resource) FROM charges c WHERE channel_id = $1 ORDER BY seq",
+            "AND u.resource = c.resource), cap_group, pass_name, pass_until FROM charges c WHERE channel_id = $1 "
+            "ORDER BY seq",
             channel_id,
         )
-        return [Charge(resource, _int(amount), payment_id, once, at) for resource, amount, payment_id, at, once in rows]
+        return [
+            Charge(resource, _int(amount), payment_id, once, at, cap_group, pass_name, pass_until)
+            for resource, amount, payment_id, at, once, cap_group, pass_name, pass_until in rows
+        ]
 
     async def channel_ids(self) -> set[bytes]:
         return {row[0] for row in await self._fetch("SELECT channel_id FROM channels")}
@@ -661,10 +713,17 @@ class PostgresStore:
         ordered = [batch[i] for i in order]
         for attempt in range(RETRIES):
             try:
-                try:
-                    outcomes = await self._apply_all(connection, ordered, savepoints=False)
-                except _Refused:
-                    outcomes = await self._apply_all(connection, ordered, savepoints=True)
+                outcomes = None
+                if self.bulk:
+                    try:
+                        outcomes = await self._apply_bulk(connection, ordered)
+                    except _Refused:
+                        outcomes = None
+                if outcomes is None:
+                    try:
+                        outcomes = await self._apply_all(connection, ordered, savepoints=False)
+                    except _Refused:
+                        outcomes = await self._apply_all(connection, ordered, savepoints=True)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 await asyncio.sleep(0.005 * (attempt + 1))  # lost a race with another process: nothing committed
                 continue
@@ -679,6 +738,54 @@ class PostgresStore:
             return result
         failure = StoreError(f"could not commit to {self.where}: kept losing lock races with other processes")
         return [failure] * len(batch)
+
+    async def _apply_bulk(self, connection: Connection, batch: list[_Request]) -> list[object] | None:
+        """The common case in four statements for the whole batch, whatever its size: every write
+        updates a known channel (once in the batch), with no outbox row or anchor. The channels'
+        rows are locked in channel order first; a write whose compare-and-set fails is a
+        StaleWrite and wrote nothing. None (nothing done) when the batch needs the per-write path;
+        `_Refused` (rolled back) when the database refuses a charge."""
+        writes = [request.work for request in batch if isinstance(request.work, ChannelWrite)]
+        if (len(writes) != len(batch) or len(writes) < 2
+                or any(w.expected_version == 0 or w.outbox or w.anchor is not None for w in writes)
+                or len({w.state.channel_id for w in writes}) != len(writes)):  # fmt: skip
+            return None
+        now = int(time.time())
+        ids = [w.state.channel_id for w in writes]
+        try:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT 1 FROM channels WHERE channel_id = ANY($1::bytea[]) ORDER BY channel_id FOR UPDATE", ids
+                )
+                states = [w.state for w in writes]
+                rows = await connection.fetch(
+                    _BULK_UPDATE, ids, [_num(s.deposited) for s in states], [_num(s.claimed) for s in states],
+                    [_num(s.ceiling) for s in states], [s.signature for s in states], [_num(s.charged) for s in states],
+                    [s.close_deadline for s in states], [s.settled for s in states], [s.receiver_closing for s in states],
+                    [w.expected_version for w in writes], now,
+                )  # fmt: skip
+                updated = {row[0] for row in rows}
+                charged = [w for w in writes if w.charge is not None and w.state.channel_id in updated]
+                if charged:
+                    charges = [(w, w.charge) for w in charged if w.charge is not None]
+                    await connection.execute(
+                        _BULK_CHARGES, [w.state.channel_id for w, _ in charges], [w.expected_version + 1 for w, _ in charges],
+                        [c.resource for _, c in charges], [_num(c.amount) for _, c in charges],
+                        [c.payment_id for _, c in charges], [c.at for _, c in charges],
+                        [c.cap_group for _, c in charges], [c.pass_name for _, c in charges],
+                        [c.pass_until for _, c in charges],
+                    )  # fmt: skip
+                    unlocks = [(w.state.channel_id, c.resource) for w, c in charges if c.once]
+                    if unlocks:
+                        await connection.execute(_BULK_UNLOCKS, [u[0] for u in unlocks], [u[1] for u in unlocks])
+        except _REFUSED:
+            raise _Refused from None
+        self.bulk_batches += 1
+        return [
+            w.expected_version + 1 if w.state.channel_id in updated
+            else StaleWrite(f"channel 0x{w.state.channel_id.hex()} changed since it was read")
+            for w in writes
+        ]  # fmt: skip
 
     async def _apply_all(self, connection: Connection, batch: list[_Request], savepoints: bool) -> list[object]:
         """Applies every write in one transaction and commits it. Without savepoints a stale write
@@ -734,8 +841,9 @@ async def _apply(connection: Connection, write: ChannelWrite) -> int:
     charge = write.charge
     if charge is not None:
         await connection.execute(
-            _INSERT_CHARGE, s.channel_id, version, charge.resource, _num(charge.amount), charge.payment_id, charge.at
-        )
+            _INSERT_CHARGE, s.channel_id, version, charge.resource, _num(charge.amount), charge.payment_id, charge.at,
+            charge.cap_group, charge.pass_name, charge.pass_until,
+        )  # fmt: skip
         if charge.once:
             await connection.execute(_INSERT_UNLOCK, s.channel_id, charge.resource)
     for item in write.outbox:

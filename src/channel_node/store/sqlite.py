@@ -42,6 +42,7 @@ from channel_node.store.base import (
     PaymentLookup,
     Pin,
     RecordOutcome,
+    SpendingQuery,
     StaleWrite,
     StoredChannel,
     StoreError,
@@ -218,7 +219,8 @@ class SQLiteStore:
         return _row_to_channel(row) if row else None
 
     async def lookup_payment(
-        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True
+        self, channel_id: bytes, resource: str, payment_id: str | None, once: bool = True,
+        spending: SpendingQuery | None = None,
     ) -> PaymentLookup:
         unlocked = once and (
             self._read.execute(
@@ -232,7 +234,35 @@ class SQLiteStore:
                 "SELECT resource FROM charges WHERE channel_id = ? AND payment_id = ?", (channel_id, payment_id)
             ).fetchone()
             prior = row[0] if row else None
-        return PaymentLookup(unlocked=unlocked, prior_resource=prior)
+        if spending is None:
+            return PaymentLookup(unlocked=unlocked, prior_resource=prior)
+        paid, oldest, held = self._spending(channel_id, spending)
+        return PaymentLookup(unlocked, prior, paid, oldest, max(held.values(), default=None), held)
+
+    def _spending(self, channel_id: bytes, query: SpendingQuery) -> tuple[int, int | None, dict[str, int]]:
+        """`store/base.py:spending_lookup` in SQL (amounts are decimal text: summed here)."""
+        paid, oldest = 0, None
+        if query.cap_group is not None:
+            until = query.until if query.until is not None else 1 << 62
+            rows = self._read.execute(
+                "SELECT amount, at FROM charges WHERE channel_id = ? AND cap_group = ? AND at >= ? AND at < ?",
+                (channel_id, query.cap_group, query.since, until),
+            ).fetchall()
+            for amount, at in rows:
+                value = int(amount)
+                paid += value
+                if value > 0 and (oldest is None or at < oldest):
+                    oldest = at
+        held: dict[str, int] = {}
+        if query.passes:
+            marks = ", ".join("?" * len(query.passes))
+            rows = self._read.execute(
+                f"SELECT pass_name, MAX(pass_until) FROM charges WHERE channel_id = ? AND pass_name IN ({marks}) "
+                "AND pass_until > ? AND at <= ? GROUP BY pass_name",
+                (channel_id, *query.passes, query.now, query.now),
+            ).fetchall()
+            held = {name: until for name, until in rows}
+        return paid, oldest, held
 
     async def list_channels(self) -> list[StoredChannel]:
         rows = self._read.execute(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY updated_at").fetchall()
@@ -241,10 +271,13 @@ class SQLiteStore:
     async def charges(self, channel_id: bytes) -> list[Charge]:
         rows = self._read.execute(
             "SELECT resource, amount, payment_id, at, EXISTS(SELECT 1 FROM unlocks u WHERE u.channel_id = c.channel_id "
-            "AND u.resource = c.resource) FROM charges c WHERE channel_id = ? ORDER BY seq",
+            "AND u.resource = c.resource), cap_group, pass_name, pass_until FROM charges c WHERE channel_id = ? ORDER BY seq",
             (channel_id,),
         ).fetchall()
-        return [Charge(resource, int(amount), payment_id, bool(once), at) for resource, amount, payment_id, at, once in rows]
+        return [
+            Charge(resource, int(amount), payment_id, bool(once), at, cap_group, pass_name, pass_until)
+            for resource, amount, payment_id, at, once, cap_group, pass_name, pass_until in rows
+        ]
 
     async def channel_ids(self) -> set[bytes]:
         return {row[0] for row in self._read.execute("SELECT channel_id FROM channels")}
@@ -305,7 +338,7 @@ class SQLiteStore:
         unknown = set(fields) - _OUTBOX_MUTABLE
         if unknown:
             raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
-        values = [str(v) if k in ("max_fee", "priority_fee") and v is not None else v for k, v in fields.items()]  # uint256 as text
+        values = [str(v) if k in ("max_fee", "priority_fee", "gas_price") and v is not None else v for k, v in fields.items()]  # uint256 as text
 
         def apply(connection: sqlite3.Connection) -> None:
             assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -577,24 +610,28 @@ _UPDATE_CHANNEL = (
     "UPDATE channels SET deposited = ?, claimed = ?, ceiling = ?, signature = ?, charged = ?, close_deadline = ?, "
     "settled = ?, receiver_closing = ?, version = ?, updated_at = ? WHERE channel_id = ? AND version = ?"
 )
-_INSERT_CHARGE = "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_CHARGE = (
+    "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at, cap_group, pass_name, pass_until) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_UNLOCK = "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?, ?)"
 
 
 _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
-    "sent_at, attempts, note, voucher_amount"
+    "sent_at, attempts, note, voucher_amount, gas_used, gas_price"
 )
 _OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
 
 
 def _row_to_outbox(row: tuple[Any, ...]) -> OutboxRow:
     (row_id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee,
-     priority_fee, sent_at, attempts, note, voucher_amount) = row  # fmt: skip
+     priority_fee, sent_at, attempts, note, voucher_amount, gas_used, gas_price) = row  # fmt: skip
     return OutboxRow(
         row_id, channel_id, OutboxKind(kind), int(amount), signature, deadline, OutboxStatus(status), tx_hash, raw_tx, nonce,
         int(max_fee) if max_fee is not None else None, int(priority_fee) if priority_fee is not None else None,
-        sent_at, attempts, note, int(voucher_amount) if voucher_amount is not None else None,
+        sent_at, attempts, note, int(voucher_amount) if voucher_amount is not None else None, gas_used,
+        int(gas_price) if gas_price is not None else None,
     )  # fmt: skip
 
 
@@ -644,7 +681,8 @@ def _update_values(write: ChannelWrite, now: int) -> tuple[object, ...]:
 
 
 def _charge_values(write: ChannelWrite, c: Charge) -> tuple[object, ...]:
-    return (write.state.channel_id, write.expected_version + 1, c.resource, str(c.amount), c.payment_id, c.at)
+    return (write.state.channel_id, write.expected_version + 1, c.resource, str(c.amount), c.payment_id, c.at,
+            c.cap_group, c.pass_name, c.pass_until)  # fmt: skip
 
 
 def _resolve_all(results: list[tuple[asyncio.Future[object], object]]) -> None:

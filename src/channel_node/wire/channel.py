@@ -6,9 +6,10 @@ receipt: both take the field names and encodings from here. Pure: no I/O."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Final, Literal, NotRequired, Required, TypedDict
 
 from eth_utils.address import to_checksum_address
 from pydantic import Field
@@ -28,6 +29,7 @@ from channel_node.wire.envelope import (
     decimal_uint,
     encode_header,
     read_payment_header,
+    string_then,
     validate_payment,
 )
 
@@ -35,6 +37,23 @@ SCHEME: Final = "channel"
 
 Amount = Annotated[int, decimal_uint(UINT128_MAX)]
 Salt = Annotated[int, decimal_uint(UINT96_MAX)]
+
+# Caps and passes (docs/protocol.md, "Caps and passes"): the field names the node writes and the
+# wallet and the browser script read, in one place.
+PASS_FIELD: Final = "pass"  # the voucher payload's pass to buy; the receipt's pass bought or covering
+CAP_FIELD: Final = "cap"  # the offer's extra.cap and the receipt's cap
+PASSES_FIELD: Final = "passes"  # the offer's extra.passes
+CHARGE_FIELD: Final = "charge"  # the offer's extra.charge: what the read costs the channel now (may be "0")
+_SPEND_NAME = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def _spend_name(value: str) -> str:
+    if not _SPEND_NAME.fullmatch(value):
+        raise ValueError("must be 1-32 characters of a-z 0-9 -")
+    return value
+
+
+SpendName = Annotated[str, string_then(_spend_name)]
 
 
 # -- PAYMENT-SIGNATURE: the voucher --------------------------------------------------------------
@@ -56,6 +75,7 @@ class VoucherPayload(WireModel):
     signature: Signature
     paymentId: PaymentId | None = None
     channel: ChannelConfigModel | None = None
+    pass_: SpendName | None = Field(None, alias=PASS_FIELD)  # buy this pass with the voucher
 
 
 class PaymentSignature(WireModel):
@@ -78,6 +98,7 @@ class Voucher:
     asset: bytes | None
     pay_to: bytes | None
     contract: str | None
+    pass_name: str | None = None  # the pass the voucher buys (docs/protocol.md, "Caps and passes")
 
 
 def parse_payment_signature(header: str) -> Voucher:
@@ -110,6 +131,7 @@ def parse_voucher_document(document: Any) -> Voucher:
         asset=model.accepted.asset,
         pay_to=model.accepted.payTo,
         contract=contract if isinstance(contract, str) else None,
+        pass_name=p.pass_,
     )
 
 
@@ -151,8 +173,10 @@ def payment_signature(
     signature: bytes,
     payment_id: str | None = None,
     config: ChannelConfig | None = None,
+    pass_name: str | None = None,
 ) -> str:
-    """Builds a `PAYMENT-SIGNATURE` header value (the reader's side of the protocol)."""
+    """Builds a `PAYMENT-SIGNATURE` header value (the reader's side of the protocol); `pass_name`
+    buys that pass with the voucher."""
     payload: dict[str, Any] = {
         "channelId": "0x" + channel.hex(),
         "maxClaimableAmount": str(amount),
@@ -162,6 +186,8 @@ def payment_signature(
         payload["paymentId"] = payment_id
     if config is not None:
         payload["channel"] = config_json(config)
+    if pass_name is not None:
+        payload[PASS_FIELD] = pass_name
     accepted = {
         "scheme": SCHEME,
         "network": network,
@@ -197,15 +223,42 @@ class CloseDelayBounds(TypedDict):
     max: int
 
 
-class ChannelExtra(TypedDict):
-    """An offer's `extra`: the node's channel terms, and whether the price buys the resource once."""
+class CapTerms(TypedDict):
+    """`extra.cap`: the cap of the resource's group. `periodEndsAt` for calendar periods only;
+    `paid` and `resetsAt` when the request carried a voucher the node could check (the channel's
+    standing). Amounts are decimal strings of base units."""
 
-    contract: str
-    minDeposit: str
-    closeDelay: CloseDelayBounds
-    receiverAuthorizer: str
-    once: bool
-    channel: NotRequired[ChannelSummary]
+    name: str
+    cap: str
+    period: str  # "day" | "week" | "month" | "<N>d"
+    periodEndsAt: NotRequired[int]
+    paid: NotRequired[str]
+    resetsAt: NotRequired[int]
+
+
+class PassTerms(TypedDict):
+    """One of `extra.passes`: a pass that covers the resource, for sale."""
+
+    name: str
+    price: str
+    duration: int  # seconds
+    description: str
+
+
+class ChannelExtra(TypedDict, total=False):
+    """An offer's `extra`: the node's channel terms, and whether the price buys the resource once;
+    `cap` and `passes` when caps or passes bear on the resource; `charge` when the node checked the
+    request's voucher and knows what the read costs that channel."""
+
+    contract: Required[str]
+    minDeposit: Required[str]
+    closeDelay: Required[CloseDelayBounds]
+    receiverAuthorizer: Required[str]
+    once: Required[bool]
+    channel: ChannelSummary
+    cap: CapTerms
+    passes: list[PassTerms]
+    charge: str  # what the read costs the channel whose voucher was checked (amount is then that, or the list price for 0)
 
 
 class ChannelAccepts(TypedDict):
@@ -228,28 +281,58 @@ class LastVoucher(TypedDict):
     signature: str
 
 
-class ChannelReceipt(TypedDict):
-    """The receipt of a paid answer. `lastVoucher`: the node's best voucher, when the request's was
-    below it, so the wallet can check it is its own and catch up."""
+class CapStanding(TypedDict):
+    """The receipt's `cap`: the channel against its cap after this request."""
 
-    x402Version: Literal[2]
-    success: bool
-    scheme: Literal["channel"]
-    network: str
-    payer: str
-    channelId: str
-    chargedAmount: str
-    chargedTotal: str
-    maxClaimableAmount: str
-    deposited: str
-    remaining: str
-    paymentId: str | None
-    lastVoucher: NotRequired[LastVoucher]
+    name: str
+    cap: str
+    paid: str
+    resetsAt: int
+
+
+class PassStanding(TypedDict):
+    """The receipt's `pass`: the pass this request bought or that covered it, valid until `until`."""
+
+    name: str
+    until: int
+
+
+ChannelReceipt = TypedDict(
+    "ChannelReceipt",
+    {
+        "x402Version": Literal[2],
+        "success": bool,
+        "scheme": Literal["channel"],
+        "network": str,
+        "payer": str,
+        "channelId": str,
+        "chargedAmount": str,
+        "chargedTotal": str,
+        "maxClaimableAmount": str,
+        "deposited": str,
+        "remaining": str,
+        "paymentId": str | None,
+        "lastVoucher": NotRequired[LastVoucher],
+        "cap": NotRequired[CapStanding],
+        "pass": NotRequired[PassStanding],
+    },
+)
+"""The receipt of a paid answer. `chargedAmount`: what this request cost (under a cap or a pass,
+less than the price the voucher was signed for). `lastVoucher`: the node's best voucher, when the
+request's was below it, so the wallet can check it is its own and catch up. `cap`, `pass`: the
+channel's standing (docs/protocol.md, "Caps and passes"); `pass` is a keyword in Python, hence the
+functional form."""
 
 
 __all__ = [
+    "CAP_FIELD",
+    "CHARGE_FIELD",
+    "PASSES_FIELD",
+    "PASS_FIELD",
     "SCHEME",
     "Amount",
+    "CapStanding",
+    "CapTerms",
     "ChannelAccepts",
     "ChannelConfigJson",
     "ChannelConfigModel",
@@ -258,6 +341,9 @@ __all__ = [
     "ChannelSummary",
     "CloseDelayBounds",
     "LastVoucher",
+    "PassStanding",
+    "PassTerms",
+    "SpendName",
     "PaymentSignature",
     "Salt",
     "Voucher",

@@ -12,6 +12,7 @@ import pytest
 from channel_node.config import load_settings
 from channel_node.core import ContractSendClaim, OperatorClaim
 from channel_node.node import assembly
+from channel_node.server.admin import status_document
 from channel_node.store import OutboxStatus
 from channel_node.store.lease import LeaderInfo
 from paywall_helpers import PRICE, Payer, start_node, write_site
@@ -77,6 +78,8 @@ async def test_the_chain_side_runs_only_while_leading_and_payments_are_served_ei
         assert await node.store.cursor() is not None, "the new leader places the cursor and follows the chain"
         health = await (await running.client.get("/healthz")).json()
         assert (health["leader"], health["leaderProcess"]) == (True, "this-host:1")
+        status = await status_document(node)  # what `channel-node status` prints
+        assert (status["leader"], status["process"], status["leaderProcess"]) == (True, "this-host:1", "this-host:1")
 
         lease.leading = False  # lost (its connection dropped): everything of the chain side stops
         await until(lambda: node.chain_tasks == [])

@@ -74,7 +74,10 @@ async def world(anvil):
     await w3.provider.disconnect()
 
 
-def write_config(tmp_path, world: World, dsn: str, claim_interval: float = 3600.0) -> str:
+ADMIN_TOKEN = "scaleout-admin-token-0123456789abcdef"
+
+
+def write_config(tmp_path, world: World, dsn: str, claim_interval: float = 3600.0, admin: bool = False) -> str:
     site = tmp_path / "site"
     (site / "articles").mkdir(parents=True, exist_ok=True)
     (site / "api").mkdir(exist_ok=True)
@@ -86,7 +89,8 @@ def write_config(tmp_path, world: World, dsn: str, claim_interval: float = 3600.
         f'rpc_url = "{world.anvil.http_url}"\ncontract = "{world.client.address}"\nreceiver = "{world.receiver}"\n'
         f'database = "{dsn}"\nconfirmations = 1\npoll_interval = 0.2\nclose_margin = 60\n'
         f'claim_key = "0x{RECEIVER_KEY.hex()}"\nclaim_interval = {claim_interval}\nfee_bump_after = 600\n'
-        f'log_format = "json"\n\n'
+        f'log_format = "json"\n'
+        + (f'admin_token = "{ADMIN_TOKEN}"\nadmin_port = 0\n' if admin else "") + "\n"
         f'[paywall]\ncontent_dir = "{site}"\nfree = ["/"]\n\n'
         f'[[paywall.prices]]\npath = "/articles/*"\nprice = {PRICE}\n\n'
         f'[[paywall.prices]]\npath = "/api/*"\nprice = {PRICE}\nonce = false\n'
@@ -399,7 +403,7 @@ async def test_serve_workers_refuses_a_sqlite_database_in_one_line(tmp_path):
 
 @pytest.mark.slow
 async def test_serve_workers_share_one_port_restart_a_crashed_child_and_stop_together(world, postgres_dsn, tmp_path):
-    toml = write_config(tmp_path, world, postgres_dsn)
+    toml = write_config(tmp_path, world, postgres_dsn, admin=True)
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "channel_node.cli.main", "serve", "--config", toml, "--port", "0", "--workers", "2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -422,6 +426,12 @@ async def test_serve_workers_share_one_port_restart_a_crashed_child_and_stop_tog
             if len(seen) == 2:
                 break
         assert len(seen) == 2, "both workers answer on the port"
+        admins = {line.split("admin API on ")[1].split("/admin")[0] for line in lines if line.startswith("admin API on")}
+        assert len(admins) == 1, "the admin API too is one port for both"
+        bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with aiohttp.ClientSession(headers=bearer) as http, http.get(admins.pop() + "/admin/status") as answer:
+            status = await answer.json()
+        assert status["leaderProcess"] in seen and status["process"] in seen  # `channel-node status` says who leads
         os.kill(children[0], signal.SIGKILL)
         while not any("restarted as" in line for line in lines):
             line = (await asyncio.wait_for(parent.stdout.readline(), 30)).decode()

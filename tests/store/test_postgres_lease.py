@@ -74,3 +74,21 @@ async def test_a_stuck_leader_is_cut_off_and_gives_up_before_another_can_lead(po
     finally:
         await a.release()
         await b.release()
+
+
+async def test_a_leader_whose_session_the_server_ends_stops_leading_at_once(postgres):
+    dsn = await postgres.new_schema()
+    a, admin = PostgresLease(dsn, "a:1"), PostgresLease(dsn, "admin:0")
+    try:
+        assert await a.try_lead()
+        pid = a._connection.get_server_pid()
+        connection = await admin._connect()
+        await connection.execute("SELECT pg_terminate_backend($1)", pid)  # a failover, a network reset
+        for _ in range(100):
+            if not a.still_leading():
+                break
+            await asyncio.sleep(0.01)
+        assert not a.still_leading(), "no waiting for the next renewal or the lease's expiry"
+    finally:
+        await a.release()
+        await admin.release()

@@ -92,7 +92,14 @@ class PostgresLease:
                     "tcp_keepalives_count": "3",
                 },
             )  # fmt: skip
+            self._connection.add_termination_listener(self._terminated)
         return self._connection
+
+    def _terminated(self, connection: Any) -> None:
+        """The lease's session ended (the server cut it off, the network reset it): the lock went with
+        it, so this process stops calling itself the leader now, not at the next renewal."""
+        if connection is self._connection:
+            self._holding, self._since, self._valid_until = False, None, 0.0
 
     async def _drop(self) -> None:
         self._holding, self._since, self._valid_until = False, None, 0.0

@@ -455,3 +455,18 @@ async def test_serve_workers_share_one_port_restart_a_crashed_child_and_stop_tog
     for pid in children[1:]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_serve_workers_stop_at_once_when_the_settings_are_wrong(postgres_dsn, tmp_path):
+    """A worker that refuses its settings (exit 2, one line) is not restarted: the parent exits 2."""
+    (tmp_path / "site").mkdir()
+    toml = tmp_path / "node.toml"
+    toml.write_text(f'rpc_url = "http://127.0.0.1:9"\ncontract = "0x{"11" * 20}"\nreceiver = "0x{"22" * 20}"\n'
+                    f'database = "{postgres_dsn}"\n\n[paywall]\ncontent_dir = "{tmp_path / "site"}"\n')  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "channel_node.cli.main", "serve", "--config", str(toml), "--port", "0", "--workers", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    assert process.returncode == 2, output
+    assert "cannot reach the chain" in output and "restarted as" not in output and "Traceback" not in output

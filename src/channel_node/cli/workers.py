@@ -5,7 +5,8 @@ connections among them (docs/scaling.md, "Serving with `--workers` and behind a 
 The parent picks a free port first when it is 0 (holding a bound, never listening, socket so no
 other program takes it), reads a keystore password once for all of them, forwards SIGTERM and
 SIGINT, restarts a child that died (at most RESTARTS_PER_MINUTE a minute, then it stops the others
-and exits 1) and exits when every child has. SQLite allows one process per database: refused.
+and exits 1; a child that exits 2, the settings' fault, stops them all with exit 2) and exits when
+every child has. SQLite allows one process per database: refused.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def _supervise(command: Sequence[str], count: int, env: dict[str, str]) -> int:
                 status = child.poll()
                 if status is None or stopping:
                     continue
+                if status == 2:  # the settings are wrong (the child said so in one line): restarting cannot help
+                    code = 2
+                    stopping.append(signal.SIGTERM)
+                    break
                 now = time.monotonic()
                 while restarts and now - restarts[0] > 60:
                     restarts.popleft()

@@ -119,3 +119,82 @@ class Channels:
 def channels(chain: DevChain, deployed, parties: Parties) -> Channels:
     return Channels(chain, deployed, parties)
 
+
+
+# ---------------------------------------------------------------------- stores: SQLite and PostgreSQL
+#
+# The store suites (tests/store/) run once per kind through `stores` (memory, sqlite, postgres) or
+# `durable_stores` (sqlite, postgres).
+# PostgreSQL is started once per session only when a test asks for it (tests/postgres.py).
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session. Missing PostgreSQL skips locally, but fails under CI=true:
+    CI installs it (.ci/run), so a skip there would hide the PostgreSQL store's tests."""
+    from postgres import PostgresMissing, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresMissing as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the PostgreSQL store's tests: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def postgres_dsn(postgres) -> str:
+    """A new empty schema of the session's server, as a DSN (new_schema: faster than a database)."""
+    return await postgres.new_schema()
+
+
+class StoreMaker:
+    """Makes unopened stores of one kind, each on a new database (`new`), or another store on the
+    database of one made before (`again`: a restart, or a second process)."""
+
+    def __init__(self, kind: str, tmp_path_factory, postgres=None) -> None:
+        self.kind = kind
+        self._tmp = tmp_path_factory
+        self._postgres = postgres
+
+    async def new(self):
+        from channel_node.store import MemoryStore, PostgresStore, SQLiteStore
+
+        if self.kind == "memory":
+            return MemoryStore()
+        if self.kind == "sqlite":
+            return SQLiteStore(self._tmp.mktemp("db") / "node.db")
+        return PostgresStore(await self._postgres.new_schema())
+
+    def again(self, store):
+        from channel_node.store import PostgresStore, SQLiteStore
+
+        if isinstance(store, SQLiteStore):
+            return SQLiteStore(store.path)
+        if isinstance(store, PostgresStore):
+            return PostgresStore(store.dsn)
+        return store  # a MemoryStore is its own database
+
+    async def opened(self, pin):
+        store = await self.new()
+        await store.open(pin)
+        return store
+
+
+def _maker(kind: str, request, tmp_path_factory) -> StoreMaker:
+    server = request.getfixturevalue("postgres") if kind == "postgres" else None
+    return StoreMaker(kind, tmp_path_factory, server)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def stores(request, tmp_path_factory) -> StoreMaker:
+    """Every store: the contract all of them honour."""
+    return _maker(request.param, request, tmp_path_factory)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_stores(request, tmp_path_factory) -> StoreMaker:
+    """The stores that keep their data across a restart and commit in groups."""
+    return _maker(request.param, request, tmp_path_factory)

@@ -58,6 +58,24 @@ def _amount(value: object) -> int:
 
 Amount = Annotated[int, BeforeValidator(_amount)]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _database(value: object) -> object:
+    """An SQLite file path (a Path), or a PostgreSQL URL kept as its text (store/__init__.py:store_for)."""
+    if isinstance(value, str):
+        if value.startswith(POSTGRES_SCHEMES):
+            return value
+        if "://" in value:
+            raise ValueError("must be an SQLite file path or a postgresql:// URL")
+        return Path(value)
+    return value
+
+
+# `database`: a path is an SQLite file; `postgresql://user@host/dbname` is a PostgreSQL database
+# several node processes may share (docs/operations.md, "Running on PostgreSQL").
+Database = Annotated[Path | str, BeforeValidator(_database)]
+
 
 def _address(value: object) -> str:
     if not isinstance(value, str) or not is_address(value):
@@ -297,7 +315,7 @@ class Settings(BaseSettings):
     contract: Address | None = None  # the deployed ChannelDeposit
     receiver: Address | None = None  # the address vouchers pay
     token: Address | None = None  # ERC-20 the channels hold; unset for native ETH
-    database: Path = Path("channel-node.db")
+    database: Database = Path("channel-node.db")
     sqlite_synchronous: Literal["full", "normal"] = "full"
     host: str = "127.0.0.1"
     port: int = Field(8402, ge=0, le=65535)
@@ -547,6 +565,8 @@ def _env_name(loc: tuple[int | str, ...]) -> str | None:
 def _shown(value: object, loc: tuple[int | str, ...]) -> str:
     if any(part in _SECRET_FIELDS for part in loc):
         return "(hidden)"
+    if isinstance(value, str) and "://" in value:  # a URL (database, rpc_url) may carry a password or key
+        return repr(public_endpoint(value))
     text = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -184,6 +184,11 @@ class StubStore:
     async def update_outbox(self, row_id, **fields):
         self.updates.append((row_id, fields))
 
+    async def mark_outbox(self, rows, **fields):
+        for row in rows:
+            self.updates.append((row.id, {**fields, "attempts": row.attempts + 1}))
+        return True
+
 
 def stub_client(address: str) -> SimpleNamespace:
     async def get_channel(channel_id, block="latest"):

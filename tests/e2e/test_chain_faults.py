@@ -117,7 +117,7 @@ async def test_the_node_rides_out_a_misbehaving_endpoint(anvil, tmp_path):
         await until(http, lambda h: h["status"] == "ok")
         recovered = await http.get("/api/item-1", headers=header(new, PRICE))
         assert recovered.status == 200, "a new channel works again once the endpoint recovers"
-        assert not [t for t in node.tasks if t.done()], "no background task died"
+        assert not [t for t in node.tasks + node.chain_tasks if t.done()], "no background task died"
     finally:
         await http.close()
         await node.close()

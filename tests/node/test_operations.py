@@ -30,6 +30,7 @@ from channel_node.node.settlement import SettlementPolicy
 from channel_node.server.admin import create_admin_app
 from channel_node.signing import ChannelConfig, Domain, keccak256
 from channel_node.store import OUTBOX_OPEN, ChannelWrite, MemoryStore, Pin, StoredChannel
+from channel_node.store.lease import SoleLeader
 
 TOKEN = "operations-test-token"
 DOMAIN = Domain(31337, b"\xc0" * 20)
@@ -108,6 +109,7 @@ class FakeNode:
         self.runtime = Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain=None, close_margin=60)
         self.sender = FakeSender(store)
         self.watcher = FakeWatcher()
+        self.lease = SoleLeader()  # alone on its database: Direct's work leads the chain side
 
     async def health(self) -> dict:
         return {"chainId": DOMAIN.chain_id, "problems": []}

@@ -13,9 +13,11 @@ from paywall_helpers import PRICE, Payer, node_settings, receipt, refusal, start
 BOUND = 30  # seconds: a deadlock fails the test instead of hanging CI
 
 
-@pytest.fixture
-async def running(chain, deployed, parties, tmp_path):
-    settings = node_settings(deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=write_site(tmp_path / "site"))
+@pytest.fixture(params=["sqlite", "postgres"])
+async def running(request, chain, deployed, parties, tmp_path):
+    """The node on each durable store: SQLite, and PostgreSQL (database = a postgresql:// URL)."""
+    database = tmp_path / "node.db" if request.param == "sqlite" else await request.getfixturevalue("postgres").new_schema()
+    settings = node_settings(deployed.address, parties.receiver.address, database, content_dir=write_site(tmp_path / "site"))
     node = await start_node(chain.tester, settings)
     yield node
     await node.stop()

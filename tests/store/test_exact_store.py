@@ -1,7 +1,8 @@
-"""Both stores keep x402 `exact` sales alike (migration 0006_exact, MemoryStore): a nonce held from
+"""Every store (memory, SQLite, PostgreSQL: `stores` in tests/conftest.py) keeps x402 `exact` sales
+alike (migration 0006_exact, MemoryStore): a nonce held from
 its record and never released, the record and its outbox row in one write, a retry of the same
 payment joining, anything else under that nonce `used`, one delivery per sale, final statuses that
-never go back, uint256 values intact, and (SQLite) all of it across a restart."""
+never go back, uint256 values intact, and (the durable ones) all of it across a restart."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from channel_node.store import (
     OutboxStatus,
     Pin,
     RecordOutcome,
-    SQLiteStore,
     authorization_key,
 )
 
@@ -31,15 +31,9 @@ def write(payer: bytes = b"\x01" * 20, nonce: bytes = b"\x03" * 32, resource: st
     return ExactWrite(TOKEN, payer, nonce, PIN.receiver, value, 0, valid_before, signature, resource, 1000, 1)
 
 
-async def opened(kind: str, folder):
-    store = MemoryStore() if kind == "memory" else SQLiteStore(folder / "node.db")
-    await store.open(PIN)
-    return store
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    store = await opened(request.param, tmp_path)
+@pytest.fixture
+async def store(stores):
+    store = await stores.opened(PIN)
     yield store
     await store.close()
 
@@ -88,11 +82,12 @@ async def test_final_statuses_close_the_row_and_never_go_back(store):
     assert outcome is RecordOutcome.USED, "an answered sale's header buys nothing more"
 
 
-async def test_sqlite_keeps_the_held_nonce_across_a_restart(tmp_path):
-    store = await opened("sqlite", tmp_path)
+async def test_a_durable_store_keeps_the_held_nonce_across_a_restart(durable_stores):
+    store = await durable_stores.opened(PIN)
     await store.record_exact(write())
     await store.close()
-    store = await opened("sqlite", tmp_path)
+    store = durable_stores.again(store)
+    await store.open(PIN)
     try:
         assert (await store.exact_payment(write().key)).status is ExactStatus.HELD
         assert (await store.record_exact(write(resource="/other")))[1] is RecordOutcome.USED
@@ -109,11 +104,13 @@ steps = st.lists(st.tuples(st.sampled_from(["record", "confirm", "fail", "serve"
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=steps)
-async def test_both_stores_answer_every_sequence_alike(tmp_path_factory, steps):
-    stores = [await opened("memory", None), await opened("sqlite", tmp_path_factory.mktemp("db"))]
+async def test_a_durable_store_answers_every_sequence_as_memory_does(durable_stores, steps):
+    memory = MemoryStore()
+    await memory.open(PIN)
+    both = [memory, await durable_stores.opened(PIN)]
     try:
         answers: list[list[object]] = [[], []]
-        for i, store in enumerate(stores):
+        for i, store in enumerate(both):
             for action, payer, nonce, resource in steps:
                 w = write(payer=payer, nonce=nonce, resource=resource)
                 if action == "record":
@@ -129,5 +126,5 @@ async def test_both_stores_answer_every_sequence_alike(tmp_path_factory, steps):
         recorded = {(p, n) for a, p, n, _ in steps if a == "record"}
         assert len(answers[0][-1]) == len(recorded), "one transfer row per authorization, ever"
     finally:
-        for store in stores:
+        for store in both:
             await store.close()

@@ -1,5 +1,5 @@
-"""The outbox keeps what each mined transaction cost (migration 0008: gas_used, gas_price), in both
-stores, exactly (a gas price is wei as text, like the other fee columns), and an older database's
+"""The outbox keeps what each mined transaction cost (migration 0008: gas_used, gas_price), in every
+store (memory, SQLite, PostgreSQL: `stores` in tests/conftest.py), exactly (a gas price is wei as text, like the other fee columns), and an older database's
 rows read back with none (docs/economics.md, "Cost of collection")."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import sqlite3
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
-from channel_node.store import ChannelWrite, MemoryStore, OutboxItem, OutboxStatus, Pin, SQLiteStore
+from channel_node.store import ChannelWrite, OutboxItem, OutboxStatus, Pin, SQLiteStore
 from channel_node.store.sqlite import migrations
 
 PIN = Pin(chain_id=31337, contract=b"\x0c" * 20, receiver=b"\x02" * 20)
@@ -25,10 +25,16 @@ def channel(n: int = 1) -> ChannelState:
                    ceiling=30, charged=30, signature=b"a" * 65)  # fmt: skip
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "node.db")
-    await store.open(PIN)
+@pytest.fixture
+async def store(stores):
+    store = await stores.opened(PIN)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def durable(durable_stores):
+    store = await durable_stores.opened(PIN)
     yield store
     await store.close()
 
@@ -48,26 +54,21 @@ async def test_a_row_reads_back_the_gas_its_transaction_used_and_keeps_it_once_d
     assert (again.gas_used, again.gas_price) == (None, None)
 
 
-@settings(max_examples=60, deadline=None)
+_examples = iter(range(1000, 10**9))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(gas=st.integers(0, 2**63 - 1), price=st.integers(0, 2**256 - 1))
-def test_any_gas_and_uint256_price_round_trip_through_sqlite(tmp_path_factory, gas, price):
-    import asyncio
-
-    async def run() -> tuple[int | None, int | None]:
-        store = SQLiteStore(tmp_path_factory.mktemp("gas") / "node.db")
-        await store.open(PIN)
-        try:
-            await store.commit(ChannelWrite(channel(), 0, outbox=(OutboxItem("close", 30, b"a" * 65),)))
-            [row] = await store.outbox()
-            await store.update_outbox(row.id, gas_used=gas, gas_price=price)
-            [row] = await store.outbox()
-            return row.gas_used, row.gas_price
-        finally:
-            await store.close()
-
-    assert asyncio.run(run()) == (gas, price)
+async def test_any_gas_and_uint256_price_round_trip_through_a_durable_store(durable, gas, price):
+    state = channel(next(_examples))  # a new channel in the one store for every example
+    await durable.commit(ChannelWrite(state, 0, outbox=(OutboxItem("close", 30, b"a" * 65),)))
+    [row] = [r for r in await durable.outbox() if r.channel_id == state.channel_id]
+    await durable.update_outbox(row.id, gas_used=gas, gas_price=price)
+    [row] = [r for r in await durable.outbox() if r.channel_id == state.channel_id]
+    assert (row.gas_used, row.gas_price) == (gas, price)
 
 
+# SQLite-only: it writes an SQLite file of the seventh schema by hand.
 async def test_a_database_from_before_the_gas_columns_upgrades_with_rows_that_have_no_cost(tmp_path):
     path = tmp_path / "v7.db"
     before = [(n, sql) for n, sql in migrations() if n < 8]

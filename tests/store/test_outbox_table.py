@@ -1,6 +1,6 @@
 """One table from each core ContractSend to its outbox row, one from each outbox kind to how the
 sender executes it, one rule for when a row is fulfilled and one definition of an open row; both
-stores follow them."""
+stores (memory, SQLite, PostgreSQL) follow them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 from dataclasses import replace
 from typing import get_args
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,17 +29,16 @@ from channel_node.store import (
     TO_OUTBOX,
     ChannelWrite,
     ExactWrite,
-    MemoryStore,
     OutboxKind,
     OutboxRow,
     OutboxStatus,
     Pin,
-    SQLiteStore,
     exact_outbox_item,
     fulfilled,
     outbox_item,
     outbox_items,
 )
+from channel_node.store.postgres import migrations as postgres_migrations
 from channel_node.store.sqlite import migrations
 
 PIN = Pin(chain_id=31337, contract=b"\x0c" * 20, receiver=b"\x02" * 20)
@@ -104,8 +102,9 @@ def test_the_core_decisions_reach_the_executors():
 
 
 def test_open_statuses_agree_with_the_migrations_partial_index():
-    index = next(m.group(1) for _, sql in migrations() if (m := re.search(r"outbox_open ON outbox.*IN \(([^)]*)\)", sql)))
-    assert {s.strip().strip("'") for s in index.split(",")} == {s.value for s in OUTBOX_OPEN}
+    for sqls in ([sql for _, sql in migrations()], [sql for _, _, sql in postgres_migrations()]):
+        index = next(m.group(1) for sql in sqls if (m := re.search(r"outbox_open ON outbox.*IN \(([^)]*)\)", sql)))
+        assert {s.strip().strip("'") for s in index.split(",")} == {s.value for s in OUTBOX_OPEN}
     assert [s for s in OutboxStatus if s.is_open] == list(OUTBOX_OPEN)
     assert {s.value for s in OutboxStatus} == {"pending", "sent", "done", "abandoned"}, "stored text never changes"
 
@@ -119,12 +118,10 @@ def test_fulfilled_is_the_rule(kind, amount, claimed, settled):
     assert fulfilled(kind.value, amount, claimed, settled) is expected, "the stored text decides the same"  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(amounts=st.lists(st.integers(1, 1000), min_size=1, max_size=2), claimed=st.integers(0, 1000), settled=st.booleans())
-async def test_both_stores_complete_exactly_the_fulfilled_rows(kind, tmp_path_factory, amounts, claimed, settled):
-    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path_factory.mktemp("db") / "node.db")
-    await store.open(PIN)
+async def test_every_store_completes_exactly_the_fulfilled_rows(stores, amounts, claimed, settled):
+    store = await stores.opened(PIN)
     try:
         state = ChannelState(channel_id=b"\x09" * 32, config=CONFIG, deposited=1000)
         sends_ = [ContractSendClaim(amounts[0], amounts[0], b"s" * 65, None)]

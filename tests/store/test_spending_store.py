@@ -1,26 +1,23 @@
 """Caps and passes in the store (migration 0007_spending): a charge keeps its cap group and pass,
 and `lookup_payment` with a `SpendingQuery` answers what `store/base.py:spending_lookup` defines,
-in every store (the `store` fixture is the one a PostgreSQL store joins)."""
+in every store (memory, SQLite, PostgreSQL: `stores` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel_node.core import ChannelState
 from channel_node.signing import ChannelConfig
-from channel_node.store import ChannelWrite, Charge, MemoryStore, Pin, SpendingQuery, SQLiteStore, spending_lookup
+from channel_node.store import ChannelWrite, Charge, Pin, SpendingQuery, SQLiteStore, spending_lookup
 from channel_node.store.sqlite import migrations
 
 PIN = Pin(chain_id=1337, contract=b"\x0c" * 20, receiver=b"\x02" * 20)
-STORES = ["memory", "sqlite"]
 
 
 def channel(n: int = 1) -> ChannelState:
@@ -28,15 +25,9 @@ def channel(n: int = 1) -> ChannelState:
     return ChannelState(channel_id=n.to_bytes(32, "big"), config=config, deposited=10**30)
 
 
-async def open_store(kind: str, folder: Path):
-    store = MemoryStore() if kind == "memory" else SQLiteStore(folder / "node.db")
-    await store.open(PIN)
-    return store
-
-
-@pytest.fixture(params=STORES)
-async def store(request, tmp_path):
-    store = await open_store(request.param, tmp_path)
+@pytest.fixture
+async def store(stores):
+    store = await stores.opened(PIN)
     yield store
     await store.close()
 
@@ -101,7 +92,10 @@ charge_strategy = st.builds(
 )
 
 
-@settings(max_examples=40, deadline=None)
+_examples = iter(range(1000, 10**9))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     charges=st.lists(charge_strategy, max_size=12),
     group=st.sampled_from([None, "news", "sport"]),
@@ -110,28 +104,18 @@ charge_strategy = st.builds(
     passes=st.lists(st.sampled_from(["day", "week", "month"]), unique=True, max_size=3),
     until=st.none() | st.integers(0, 1_200),
 )
-def test_every_store_answers_what_spending_lookup_defines(charges, group, since, now, passes, until):
+async def test_every_store_answers_what_spending_lookup_defines(store, charges, group, since, now, passes, until):
     query = SpendingQuery(group, since, tuple(passes), now, until)
     paid, oldest, held = spending_lookup(charges, query)
-
-    async def run(kind: str) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            store = await open_store(kind, Path(folder))
-            try:
-                await write_charges(store, channel(), charges)
-                lookup = await store.lookup_payment(channel().channel_id, "/news/a", None, True, query)
-            finally:
-                await store.close()
-        assert (lookup.cap_paid, lookup.cap_oldest, dict(lookup.held_passes)) == (paid, oldest, held), kind
-        assert lookup.pass_until == max(held.values(), default=None)
-
-    for kind in STORES:
-        asyncio.run(run(kind))
+    state = channel(next(_examples))  # a new channel in the one store for every example
+    await write_charges(store, state, charges)
+    lookup = await store.lookup_payment(state.channel_id, "/news/a", None, True, query)
+    assert (lookup.cap_paid, lookup.cap_oldest, dict(lookup.held_passes)) == (paid, oldest, held)
+    assert lookup.pass_until == max(held.values(), default=None)
 
 
-async def test_concurrent_writes_keep_their_spending_fields_through_group_commit(tmp_path):
-    store = SQLiteStore(tmp_path / "node.db")
-    await store.open(PIN)
+async def test_concurrent_writes_keep_their_spending_fields_through_group_commit(durable_stores):
+    store = await durable_stores.opened(PIN)
     states = [channel(n) for n in range(1, 41)]
     await asyncio.gather(*(store.commit(ChannelWrite(s, 0)) for s in states))
     await asyncio.gather(*(  # one batch, the bulk path
@@ -140,6 +124,7 @@ async def test_concurrent_writes_keep_their_spending_fields_through_group_commit
     ))  # fmt: skip
     for s in states:
         assert await store.charges(s.channel_id) == [Charge("/n", 5, None, True, 7, "news", "d", 99)]
+    assert store.batches <= 4, "one batch, or a few"
     await store.close()
 
 

@@ -1,5 +1,6 @@
-"""Both stores honour one contract: compare-and-set, charges and unlocks, uint256 amounts; SQLite
-adds durability, group commit, the pinned chain/contract/receiver and a single-process lock."""
+"""Every store honours one contract: compare-and-set, charges and unlocks, uint256 amounts; the
+durable ones (SQLite, PostgreSQL: `durable_stores` in tests/conftest.py) add durability, group
+commit and the pinned chain/contract/receiver; SQLite a single-process lock beside its file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from channel_node.signing import ChannelConfig
 from channel_node.store import (
     ChannelWrite,
     Charge,
-    MemoryStore,
     OutboxItem,
     Pin,
     SQLiteStore,
@@ -22,6 +22,7 @@ from channel_node.store import (
     StoreLocked,
     StoreMismatch,
 )
+from channel_node.store.postgres import migrations as postgres_migrations
 from channel_node.store.sqlite import migrations
 
 PIN = Pin(chain_id=131277322940537, contract=b"\x0c" * 20, receiver=b"\x02" * 20)
@@ -33,12 +34,24 @@ def channel(n: int = 1, **changes) -> ChannelState:
     return replace(ChannelState(channel_id=n.to_bytes(32, "big"), config=config, deposited=1000), **changes)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "node.db")
-    await store.open(PIN)
+@pytest.fixture
+async def store(stores):
+    store = await stores.opened(PIN)
     yield store
     await store.close()
+
+
+async def schema_version(store) -> int:
+    """The highest migration a durable store's database records."""
+    if isinstance(store, SQLiteStore):
+        return sqlite3.connect(store.path).execute("PRAGMA user_version").fetchone()[0]
+    import asyncpg
+
+    connection = await asyncpg.connect(store.dsn)
+    try:
+        return await connection.fetchval("SELECT max(version) FROM schema_migrations")
+    finally:
+        await connection.close()
 
 
 async def test_round_trip_keeps_uint256_amounts_exact(store):
@@ -79,20 +92,23 @@ async def test_charges_record_unlocks_and_payment_ids(store):
     assert (await store.load_channel(state.channel_id)).version == 3
 
 
-async def test_sqlite_is_durable_across_reopen_and_checks_its_pin(tmp_path):
-    path = tmp_path / "node.db"
-    store = SQLiteStore(path)
-    await store.open(PIN)
+async def test_durable_across_reopen_and_checks_its_pin(durable_stores):
+    store = await durable_stores.opened(PIN)
     await store.commit(ChannelWrite(channel(ceiling=7, charged=7, signature=b"v" * 65), 0))
     await store.close()
-    reopened = SQLiteStore(path)
+    reopened = durable_stores.again(store)
     await reopened.open(PIN)
     assert (await reopened.load_channel(channel().channel_id)).state.charged == 7
     await reopened.close()
     for wrong in (replace(PIN, chain_id=1), replace(PIN, contract=b"\x0d" * 20), replace(PIN, receiver=b"\x03" * 20)):
         with pytest.raises(StoreMismatch):
-            await SQLiteStore(path).open(wrong)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == migrations()[-1][0]
+            await durable_stores.again(store).open(wrong)
+    known = migrations() if isinstance(store, SQLiteStore) else postgres_migrations()
+    assert await schema_version(store) == len(known) == known[-1][0]
+
+
+# SQLite-only: these write SQLite files of older schemas by hand (the PostgreSQL upgrade is in
+# tests/store/test_postgres_store.py), or test the lock file beside the database.
 
 
 async def test_sqlite_upgrades_a_database_from_the_first_schema(tmp_path):
@@ -123,9 +139,8 @@ async def test_sqlite_refuses_a_second_process_on_the_same_file(tmp_path):
     await second.close()
 
 
-async def test_sqlite_group_commit_batches_concurrent_writes_and_keeps_each_outcome(tmp_path):
-    store = SQLiteStore(tmp_path / "node.db")
-    await store.open(PIN)
+async def test_group_commit_batches_concurrent_writes_and_keeps_each_outcome(durable_stores):
+    store = await durable_stores.opened(PIN)
     states = [channel(n) for n in range(1, 301)]
     results = await asyncio.gather(
         *(store.commit(ChannelWrite(s, 0)) for s in states),
@@ -135,15 +150,15 @@ async def test_sqlite_group_commit_batches_concurrent_writes_and_keeps_each_outc
     assert results[:-1] == [1] * 300 and isinstance(results[-1], StaleWrite)
     assert store.batches < 100, f"{store.batches} transactions for 301 concurrent writes"
     await store.close()
-    reopened = SQLiteStore(tmp_path / "node.db")
+    reopened = durable_stores.again(store)
     await reopened.open(PIN)
     assert len(await reopened.list_channels()) == 300
     await reopened.close()
 
 
-async def test_sqlite_bulk_updates_fall_back_per_write_when_one_is_stale_or_refused(tmp_path):
-    store = SQLiteStore(tmp_path / "node.db")
-    await store.open(PIN)
+async def test_batched_writes_fail_alone_when_one_is_stale_or_refused(durable_stores):
+    """SQLite's bulk path falls back per write; PostgreSQL's batch redoes with savepoints."""
+    store = await durable_stores.opened(PIN)
     states = [channel(n) for n in range(1, 101)]
     await asyncio.gather(*(store.commit(ChannelWrite(s, 0)) for s in states))
     await store.commit(ChannelWrite(replace(states[0], charged=1, ceiling=1), 1, Charge("/x", 1, "dup", True, 1)))

@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -228,6 +228,9 @@ class OutboxSender:
         self.stats = SenderStats()
         self._rebroadcast_done = False
         self._wake = asyncio.Event()
+        # Whether this process may send now (it leads the chain side: docs/scaling.md); asked before
+        # every transaction is recorded. Always, for a node alone on its database.
+        self.leading: Callable[[], bool] = lambda: True
         # Called with an exact sale's key and the gas our transfer used (0: none) once its status is
         # final (node/exact.py wakes its waiters).
         self.on_exact_finished: Callable[[bytes, int], None] | None = None
@@ -251,6 +254,12 @@ class OutboxSender:
             except TimeoutError:
                 pass
             self._wake.clear()
+
+    def restarted(self) -> None:
+        """This process (again) leads the chain side: its first round re-broadcasts every row left
+        sent, by this process or an earlier leader (docs/scaling.md, "One chain side")."""
+        self._rebroadcast_done = False
+        self._signer.nonces.forget()
 
     def wake(self) -> None:
         """Runs the next round now (a new `exact` sale waits for its transfer)."""
@@ -296,6 +305,29 @@ class OutboxSender:
 
     # ------------------------------------------------------------------ sending
 
+    async def _take_back(self, rows: list[OutboxRow]) -> None:
+        """A transaction `_record` recorded on `rows` was refused outright (no funds for gas, nonce
+        in use): the rows go back to pending to be decided again next round with a fresh nonce,
+        but only if they still hold that record (compare and set): another sender that took them
+        over meanwhile, and may have broadcast their bytes, keeps them."""
+        recorded = [replace(row, status=OutboxStatus.SENT, attempts=row.attempts + 1) for row in rows]
+        await self.store.mark_outbox(recorded, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+
+    async def _record(self, rows: list[OutboxRow], tx_hash: bytes, raw: bytes, nonce: int, fees: Fees) -> bool:
+        """Records a signed transaction on its rows before it leaves (a restart re-sends these exact
+        bytes), only while this process leads and only if no other sender recorded one on them since
+        they were read (`Store.mark_outbox`, compare and set). False: it must not be broadcast; its
+        nonce is given back (docs/scaling.md, "One chain side")."""
+        recorded = self.leading() and await self.store.mark_outbox(
+            rows, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=fees.max_fee,
+            priority_fee=fees.priority_fee, sent_at=int(time.time()),
+        )  # fmt: skip
+        if not recorded:
+            self._signer.nonces.forget()
+            log.warning("outbox_not_recorded", rows=[row.id for row in rows], nonce=nonce,
+                        reason="not leading" if not self.leading() else "another sender recorded first")  # fmt: skip
+        return recorded
+
     async def _send(self, rows: list[OutboxRow], nonce: int | None = None, fees: Fees | None = None) -> None:
         """Signs one transaction for `rows` (one claim or close, or a batch of claims), records it
         on every row, then broadcasts it."""
@@ -339,21 +371,17 @@ class OutboxSender:
             return
         fees = fees or await suggest_fees(self.w3)
         full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
-        nonce, (max_fee, priority_fee) = full["nonce"], (fees.max_fee, fees.priority_fee)
+        nonce = full["nonce"]
         tx_hash, raw = self._signer.sign(full)
-        for row, _ in live:  # durable before it leaves: a restart re-sends these exact bytes
-            await self.store.update_outbox(
-                row.id, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=nonce, max_fee=max_fee,
-                priority_fee=priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
-            )  # fmt: skip
+        if not await self._record([row for row, _ in live], tx_hash, raw, nonce, fees):
+            return
         self._track(tx_hash, [row for row, _ in live])
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             # Refused outright (no funds for gas, nonce in use): decide again next round with a
             # fresh nonce rather than wait for a transaction that no node holds.
             self._signer.nonces.forget()
             self._unmetered.pop(tx_hash, None)
-            for row, _ in live:
-                await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            await self._take_back([row for row, _ in live])
             return
         self.stats.sent += 1
         log.info("outbox_sent", kind=live[0][0].kind if len(live) == 1 else "claim_batch", channels=len(live),
@@ -527,15 +555,13 @@ class OutboxSender:
         fees = fees or await suggest_fees(self.w3)
         full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
         tx_hash, raw = self._signer.sign(full)
-        await self.store.update_outbox(  # durable before it leaves: a restart re-sends these exact bytes
-            row.id, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=full["nonce"], max_fee=fees.max_fee,
-            priority_fee=fees.priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
-        )  # fmt: skip
+        if not await self._record([row], tx_hash, raw, full["nonce"], fees):
+            return
         self._track(tx_hash, [row])
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             self._signer.nonces.forget()
             self._unmetered.pop(tx_hash, None)
-            await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            await self._take_back([row])
             return
         self.stats.sent += 1
         self.stats.exact_sent += 1
@@ -573,17 +599,13 @@ class OutboxSender:
         fees = fees or await suggest_fees(self.w3)
         full = await self._signer.prepare(self.w3, {**tx, "gas": gas}, nonce=nonce, fees=fees)
         tx_hash, raw = self._signer.sign(full)
-        for row, _ in group:  # durable before it leaves: a restart re-sends these exact bytes
-            await self.store.update_outbox(
-                row.id, status=OutboxStatus.SENT, tx_hash=tx_hash, raw_tx=raw, nonce=full["nonce"], max_fee=fees.max_fee,
-                priority_fee=fees.priority_fee, sent_at=int(time.time()), attempts=row.attempts + 1,
-            )  # fmt: skip
+        if not await self._record([row for row, _ in group], tx_hash, raw, full["nonce"], fees):
+            return
         self._track(tx_hash, [row for row, _ in group])
         if not await self._broadcast(raw) and not await self._known(tx_hash):
             self._signer.nonces.forget()
             self._unmetered.pop(tx_hash, None)
-            for row, _ in group:
-                await self.store.update_outbox(row.id, status=OutboxStatus.PENDING, note="broadcast refused; retrying")
+            await self._take_back([row for row, _ in group])
             return
         self.stats.sent += 1
         self.stats.exact_sent += 1

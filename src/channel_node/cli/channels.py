@@ -267,7 +267,16 @@ class Direct:
         return self.node.asset
 
     async def work(self) -> None:
-        """Nobody else is sending: do the node's work here (follow the chain, send the outbox)."""
+        """Nobody else is sending: do the node's work here (follow the chain, send the outbox), once
+        this process holds the chain side's lease (on PostgreSQL a running node may hold it:
+        docs/scaling.md, "One chain side")."""
+        if not await self.node.lease.try_lead():
+            leader = await self.node.lease.leader()
+            who = f" ({leader.identity})" if leader is not None else ""
+            raise OperatorError(f"another node process leads the chain side{who}: it sends the outbox; "
+                                "give its admin API with --admin-url instead of --config")  # fmt: skip
+        if self.node.sender is not None:
+            self.node.sender.leading = self.node.lease.still_leading
         await self.node.watcher.poll()
         if self.node.sender is None:
             raise OperatorError("no claim_key or claim_keystore in the configuration: cannot send")

@@ -43,6 +43,24 @@ def _load(path: str) -> Settings:
         raise ConfigError(f"{exc}: give the node's TOML file (README, \"Running against a real chain\")") from None
 
 
+async def read_database_pin(database: Path | str) -> Pinned:
+    """The pin of the `database` setting: an SQLite file (`read_pin`) or a PostgreSQL database
+    (store/postgres.py:stored_pin), read only either way."""
+    from channel_node.node.doctor import Pinned
+    from channel_node.store import StoreError, is_postgres_url
+    from channel_node.store.postgres import stored_pin
+
+    if not is_postgres_url(database):
+        return read_pin(Path(database))
+    try:
+        stored = await stored_pin(str(database))
+    except StoreError as exc:
+        return Pinned(error=str(exc))
+    if not stored:
+        return Pinned()
+    return Pinned(stored.get("chain_id"), stored.get("contract"), stored.get("receiver"))
+
+
 def read_pin(database: Path) -> Pinned:
     """The pin a node database holds (store/sqlite.py's `meta` table), read only; an empty Pinned
     when the file does not exist yet."""
@@ -106,10 +124,12 @@ async def observe(settings: Settings, expected_chain_id: int | None = None, bloc
     from channel_node.node.assembly import claim_key
     from channel_node.node.doctor import ClaimKey, Observations, same_code
     from channel_node.signing import Domain, address_of_key
+    from channel_node.store import describe_database
 
     o = Observations(rpc_url=public_endpoint(settings.rpc_url), expected_chain_id=expected_chain_id,
                      confirmations=settings.confirmations, admin_token=settings.admin_token is not None,
-                     database=str(settings.database), pinned=read_pin(settings.database), program=program())  # fmt: skip
+                     database=describe_database(settings.database), pinned=await read_database_pin(settings.database),
+                     program=program())  # fmt: skip
     o.contract = to_checksum_address(settings.contract) if settings.contract else None
     o.receiver = to_checksum_address(settings.receiver) if settings.receiver else None
     o.token = to_checksum_address(settings.token) if settings.token else None
@@ -211,4 +231,4 @@ def add_doctor_command(subparsers: Subparsers[argparse.ArgumentParser]) -> argpa
     return doctor
 
 
-__all__ = ["BLOCK_WAIT", "add_doctor_command", "observe", "read_pin"]
+__all__ = ["BLOCK_WAIT", "add_doctor_command", "observe", "read_database_pin", "read_pin"]

@@ -38,14 +38,17 @@ def _print(lines: list[str]) -> None:
         print(line, flush=True)
 
 
-async def _serve_app(app: web.Application, host: str, port: int, option: str = "--port") -> tuple[web.AppRunner, str]:
+async def _serve_app(
+    app: web.Application, host: str, port: int, option: str = "--port", reuse_port: bool = False
+) -> tuple[web.AppRunner, str]:
     """Listens on host:port; a port in use or an address not of this machine is the user's to
-    change (a UsageError naming `option`, exit 2), not a traceback."""
+    change (a UsageError naming `option`, exit 2), not a traceback. `reuse_port`: a worker of
+    `serve --workers`, sharing the port with its siblings (cli/workers.py)."""
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as exc:
@@ -192,7 +195,7 @@ def _dev(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- serve
 
 
-async def _serve_main(settings: Settings) -> int:
+async def _serve_main(settings: Settings, worker: bool = False) -> int:
     from channel_node.chain.connect import web3_for
     from channel_node.config import public_endpoint
     from channel_node.node.assembly import NodeConfigError, build_node
@@ -216,11 +219,12 @@ async def _serve_main(settings: Settings) -> int:
     await node.start()
     admin_runner = runner = None
     try:
-        runner, base_url = await _serve_app(node.app, settings.host, settings.port, "--port (or port in the configuration)")
+        runner, base_url = await _serve_app(node.app, settings.host, settings.port, "--port (or port in the configuration)",
+                                            reuse_port=worker)  # fmt: skip
         if settings.admin_token is not None:
             assert node.admin_app is not None  # build_node always makes one
             admin_runner, admin_url = await _serve_app(node.admin_app, settings.admin_host, settings.admin_port,
-                                                       "admin_port in the configuration")  # fmt: skip
+                                                       "admin_port in the configuration", reuse_port=worker)  # fmt: skip
             print(f"admin API on {admin_url}/admin (bearer token; OpenAPI at /admin/openapi.json)", flush=True)
     except UsageError:
         if runner is not None:
@@ -248,8 +252,12 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     # A SettingsError (a ConfigError) names the field, the value and the fix: main's one line, exit 2.
     settings = load_settings(Path(args.config) if args.config else None, **overrides)
+    if args.workers is not None and args.workers != 1:
+        from channel_node.cli.workers import run_workers
+
+        return run_workers(settings, args.workers, args.config)  # docs/scaling.md
     configure(settings.log_format)
-    return run_async(_serve_main(settings))
+    return run_async(_serve_main(settings, worker=args.worker))
 
 
 # ---------------------------------------------------------------------- contract demo
@@ -294,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML configuration file (CHANNEL_NODE_* environment variables override it)")
     serve.add_argument("--host", help="listen address (overrides the configuration)")
     serve.add_argument("--port", type=int, help="listen port (overrides the configuration)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="run N processes on the port (SO_REUSEPORT); needs a PostgreSQL database")  # fmt: skip
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
     serve.set_defaults(handler=_serve)
 
     from channel_node.cli.channels import add_operator_commands

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import structlog
 from aiohttp import web
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_canonical_address, to_checksum_address
@@ -38,8 +39,15 @@ from channel_node.server.metrics import Metrics, add_chain_gauges, add_exact_gau
 from channel_node.server.prices import PriceTable, SpendingTable
 from channel_node.signing import Domain, address_of_key
 from channel_node.signing.eip3009 import TokenDomain
-from channel_node.store import Cursor, Pin, SQLiteStore, Store
+from channel_node.store import Cursor, Pin, Store, store_for
+from channel_node.store.lease import Leadership, SoleLeader
+from channel_node.store.postgres import PostgresStore
+from channel_node.store.postgres_lease import PostgresLease
 from channel_node.wire.channel import display_extra
+
+log = structlog.get_logger("channel_node.node")
+
+LEAD_INTERVAL = 1.0  # seconds between renewals of the lease (or attempts to take it)
 
 
 class NodeConfigError(ConfigError):
@@ -61,22 +69,79 @@ class Node:
     insights: Recorder | None = None
     asset: Asset = ETH  # what the channels hold, as people read it (docs/amounts.md)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Who runs the chain side among the processes on this database (store/lease.py); alone on its
+    # database (SQLite), this process always does.
+    lease: Leadership = field(default_factory=SoleLeader)
+    chain_tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the chain side, while leading
+    leadership_changes: int = 0  # times this process started or stopped its chain side
     # The paywall's application serves `health` below, so it is made after the node (build_node).
     app: web.Application = field(init=False)
 
     async def start(self) -> None:
-        """Starts following the chain and sending the outbox (the paywall serves regardless)."""
+        """Serves payments in every process; follows the chain, sends the outbox and settles only
+        while this process leads (docs/scaling.md, "One chain side"). A process that cannot lead at
+        start tries again every LEAD_INTERVAL seconds, and stops its chain side at once when it
+        loses the lease."""
         if self.insights is not None:
             await self.insights.start()
+        if self.sender is not None:
+            self.sender.leading = self.lease.still_leading
+        if await self.lease.try_lead():
+            await self._start_chain_side()
+        self.tasks.append(asyncio.create_task(self._keep_leading(), name="leadership"))
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process leads the chain side now (its tasks run from `start` on)."""
+        return self.lease.still_leading()
+
+    async def _start_chain_side(self) -> None:
         if await self.store.cursor() is None:
             await self._place_first_cursor()
-        self.tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
+        tasks = [asyncio.create_task(self.watcher.run(), name="watcher")]
         if isinstance(self.watcher.w3.provider, PersistentConnectionProvider):
-            self.tasks.append(asyncio.create_task(self.watcher.follow_new_heads(), name="new-heads"))
+            tasks.append(asyncio.create_task(self.watcher.follow_new_heads(), name="new-heads"))
         if self.sender is not None:
-            self.tasks.append(asyncio.create_task(self.sender.run(), name="outbox-sender"))
+            self.sender.restarted()  # re-broadcasts what an earlier leader left sent
+            tasks.append(asyncio.create_task(self.sender.run(), name="outbox-sender"))
         if self.policy is not None:
-            self.tasks.append(asyncio.create_task(self.policy.run(), name="settlement"))
+            tasks.append(asyncio.create_task(self.policy.run(), name="settlement"))
+        self.chain_tasks = tasks
+        self.leadership_changes += 1
+        log.info("chain_side_started", process=self.lease.identity)
+
+    async def _stop_chain_side(self) -> None:
+        tasks, self.chain_tasks = self.chain_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            self.leadership_changes += 1
+
+    async def _keep_leading(self) -> None:
+        """Renews the lease every LEAD_INTERVAL seconds (or takes it when it is free) and starts or
+        stops the chain side to match."""
+        while True:
+            await asyncio.sleep(LEAD_INTERVAL)
+            try:
+                leading = await self.lease.try_lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lease that cannot be renewed is lost: never lead on a guess
+                log.warning("leadership_check_failed", error=type(exc).__name__)
+                leading = False
+            if leading and not self.chain_tasks:
+                try:
+                    await self._start_chain_side()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the chain is unreachable: let another process try, and try again
+                    log.warning("chain_side_start_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+                    await self._stop_chain_side()
+                    await self.lease.release()
+            elif not leading and self.chain_tasks:
+                log.warning("leadership_lost", process=self.lease.identity, action="chain side stopped")
+                await self._stop_chain_side()
 
     async def _place_first_cursor(self) -> None:
         start = self.settings.watch_from_block
@@ -90,28 +155,43 @@ class Node:
     async def health(self) -> dict[str, object]:
         problems: list[str] = []
         stats = self.watcher.stats
-        if stats.last_poll and time.time() - stats.last_poll > 3 * self.settings.poll_interval + 30:
-            problems.append("chain_stale")
-        if stats.last_error is not None:
-            problems.append("chain_unreachable")
-        if stats.lag > 2 * self.settings.log_range:
-            problems.append("catching_up")
+        leading = self.leading
+        if leading:  # a follower's watcher does not run: the leader's health says how the chain side fares
+            if stats.last_poll and time.time() - stats.last_poll > 3 * self.settings.poll_interval + 30:
+                problems.append("chain_stale")
+            if stats.last_error is not None:
+                problems.append("chain_unreachable")
+            if stats.lag > 2 * self.settings.log_range:
+                problems.append("catching_up")
         open_rows = len(await self.store.outbox())
         if self.sender is None and open_rows:
             problems.append("no_claim_key")
-        if self.sender is not None and not self.sender.stats.gas_ok:
+        if leading and self.sender is not None and not self.sender.stats.gas_ok:
             problems.append("gas_balance_low")
+        leader = await self.lease.leader()
+        if leader is None:
+            problems.append("no_leader")
+        cursor = stats.cursor
+        if not leading:
+            stored = await self.store.cursor()
+            cursor = stored.block if stored is not None else -1
         report: dict[str, object] = {
             "chainId": self.chain_id,
             "contract": self.paywall.offer.contract,
             "receiver": self.paywall.offer.pay_to,
             "head": stats.head,
-            "cursor": stats.cursor,
+            "cursor": cursor,
             "lag": stats.lag,
             "outbox": open_rows,
             "problems": problems,
+            # docs/scaling.md, "One chain side": whether this process leads, and who does.
+            "leader": leading,
+            "process": self.lease.identity,
+            "leaderProcess": leader.identity if leader is not None else None,
+            "leaderSince": int(leader.since) if leader is not None else None,
+            "leaderHeartbeat": int(leader.heartbeat) if leader is not None else None,
         }
-        if self.sender is not None:
+        if self.sender is not None and leading:
             report["gas"] = {"address": self.sender.address, "balance": str(self.sender.stats.balance),
                              "needed": str(self.sender.stats.needed)}  # fmt: skip
         sales = self.paywall.exact
@@ -125,11 +205,24 @@ class Node:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        await self._stop_chain_side()
+        try:  # another process takes the chain side over at once
+            await self.lease.release()
+        except Exception as exc:
+            log.warning("lease_release_failed", error=type(exc).__name__)
         if self.runtime.recovery is not None:
             self.runtime.recovery.close()
         if self.insights is not None:
             await self.insights.close()
         await self.store.close()
+
+
+def leadership_for(store: Store) -> Leadership:
+    """Who decides which process runs the chain side (docs/scaling.md, "One chain side"): on
+    PostgreSQL an advisory lock among the processes; a database only one process opens leads itself."""
+    if isinstance(store, PostgresStore):
+        return PostgresLease(store.dsn)
+    return SoleLeader()
 
 
 def claim_key(settings: Settings) -> bytes | None:
@@ -220,7 +313,7 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
 
     receiver = settings.receiver_bytes
     if store is None:
-        store = SQLiteStore(settings.database, settings.sqlite_synchronous)
+        store = store_for(settings.database, settings.sqlite_synchronous)
     await store.open(Pin(chain_id, to_canonical_address(contract), receiver))
     runtime = Runtime(
         store=store,
@@ -288,7 +381,9 @@ async def build_node(settings: Settings, w3: AsyncWeb3[Any], store: Store | None
         paywall.exact = await build_exact_sales(settings, w3, store, chain_id, sender)
         add_exact_gauges(paywall.metrics, lambda: paywall.exact.held if paywall.exact else 0,
                          paywall.exact.gas_last_hour, sender)  # fmt: skip
-    node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy, asset=asset)
+    node = Node(settings, chain_id, domain, store, runtime, paywall, watcher, sender, policy, asset=asset,
+                lease=leadership_for(store))  # fmt: skip
+    runtime.shared = not isinstance(node.lease, SoleLeader)  # other processes write too (docs/scaling.md)
     if key is not None:
         paywall.consent_key = key  # co-signs cooperative closes on channels that accept it (receiver or authorizer)
     add_chain_gauges(paywall.metrics, watcher, sender)
@@ -352,4 +447,6 @@ async def build_exact_sales(
     return ExactSales(w3, store, token, terms, limits, sender, site_wide=exact.enabled)
 
 
-__all__ = ["Node", "NodeConfigError", "build_exact_sales", "build_node", "check_contract", "check_local", "read_asset"]
+__all__ = [
+    "Node", "NodeConfigError", "build_exact_sales", "build_node", "check_contract", "check_local", "leadership_for", "read_asset",
+]  # fmt: skip

@@ -37,6 +37,9 @@ from channel_node.wire.exact import ExactAccepts, ExactPayment, exact_accepts
 #: what the gas-per-hour guard counts for a transfer in flight.
 TRANSFER_GAS = 65_141 * 125 // 100
 BALANCE_CACHE_SECONDS = 2.0
+# Seconds between reads of a held sale's record while its request waits: the sender that finishes it
+# may run in another process (the leader, docs/scaling.md), which cannot wake this one.
+STORE_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -217,8 +220,8 @@ class ExactSales:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return ExactPending(record_now)
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
+            try:  # woken by this process's sender, or reading the store again (another process leads)
+                await asyncio.wait_for(event.wait(), min(remaining, STORE_POLL))
             except TimeoutError:
                 pass
 

@@ -156,6 +156,10 @@ class Runtime:
         # The offer's shortest close delay: a payer's close of a channel with a shorter one could be
         # final before the node's defence lands, so nothing is sold on it. 0: not checked.
         self.close_delay_min = 0
+        # Other node processes write to the same store (PostgreSQL, docs/scaling.md): the cached
+        # states may be stale. A write's compare-and-set catches that (StaleWrite: reload, decide
+        # again); a decision that writes nothing is made again on a fresh read before it is answered.
+        self.shared = False
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._cache: dict[bytes, StoredChannel] = {}
         self._last_refresh: dict[bytes, float] = {}
@@ -196,14 +200,15 @@ class Runtime:
             if request.channel_id in self._suspended:
                 raise ChainUnavailable("the chain reorganised under this channel's deposit; it is being read again")
             for _ in range(COMMIT_ATTEMPTS):
+                cached = request.channel_id in self._cache
                 loaded = await self._load(request, signer)
                 if isinstance(loaded, Rejected):
                     return PaymentOutcome(loaded, None)
-                refusal = self._config_refusal(loaded.state.config)
+                refusal = self._config_refusal(loaded.state.config)  # a channel's configuration never changes
                 if refusal is not None:
                     return PaymentOutcome(refusal, None)
                 try:
-                    return await self._pay_locked(request, signer, loaded, commit)
+                    return await self._pay_locked(request, signer, loaded, commit, recheck=self.shared and cached)
                 except StaleWrite:
                     self._cache.pop(request.channel_id, None)  # someone else wrote: reload and decide again
             raise StaleWrite(f"channel 0x{request.channel_id.hex()} keeps changing under this node")
@@ -224,7 +229,12 @@ class Runtime:
             return Rejected(Reject.CLOSE_DELAY_TOO_SHORT, f"the channel's close delay is below this node's minimum of {self.close_delay_min} s")
         return None
 
-    async def _pay_locked(self, request: PaymentRequest, signer: bytes, stored: StoredChannel, commit: bool = True) -> PaymentOutcome:
+    async def _pay_locked(
+        self, request: PaymentRequest, signer: bytes, stored: StoredChannel, commit: bool = True, recheck: bool = False
+    ) -> PaymentOutcome:
+        """`recheck`: `stored` came from this process's cache and other processes share the store: an
+        answer that would write nothing (a refusal, an article served again) raises StaleWrite so
+        that `pay` decides again on a fresh read (docs/scaling.md, "What a process caches")."""
         state = stored.state
         now = self.clock()
         anchor = stored.anchor if stored.version == 0 else None  # a channel just read from the chain
@@ -276,6 +286,8 @@ class Runtime:
                 request.resource, effect.charged, request.payment_id, request.once, int(now),
                 *((sale.cap_group, sale.pass_name, sale.pass_until) if sale is not None else ()),
             )  # fmt: skip
+        if recheck and not self._writes(stored, new_state, effects[1:], charge, anchor):
+            raise StaleWrite("decided on a cached state")
         # The rest of the effects: a defence refreshed by a better voucher, if any.
         await self._write(stored, new_state, effects[1:], charge=charge, anchor=anchor)
         return PaymentOutcome(effect, new_state, standing)
@@ -373,8 +385,7 @@ class Runtime:
         transition that changed nothing, queued nothing and charged nothing on a stored channel
         writes nothing (unless `force`). Raises StaleWrite when another writer got there first."""
         outbox = outbox_items(effects)
-        wrote_something = charge is not None or bool(outbox) or state != stored.state or anchor is not None
-        if not (force or wrote_something or stored.version == 0):
+        if not (force or self._writes(stored, state, effects, charge, anchor)):
             return stored
         version = await self.store.commit(ChannelWrite(state, stored.version, charge, outbox, anchor))
         written = StoredChannel(state, version, anchor=anchor if anchor is not None else stored.anchor)
@@ -382,6 +393,14 @@ class Runtime:
         if self._known is not None:
             self._known.add(state.channel_id)
         return written
+
+    @staticmethod
+    def _writes(
+        stored: StoredChannel, state: ChannelState, effects: Sequence[Effect], charge: Charge | None, anchor: BlockRef | None
+    ) -> bool:
+        """Whether `_write` commits this outcome (without `force`)."""
+        changed = charge is not None or bool(outbox_items(effects)) or state != stored.state or anchor is not None
+        return changed or stored.version == 0
 
     async def _step(
         self,
@@ -406,7 +425,10 @@ class Runtime:
         nothing; it shares `_write`."""
         async with self._lock(channel):
             for _ in range(COMMIT_ATTEMPTS):
-                stored = self._cache.get(channel) or await self.store.load_channel(channel) or missing()
+                # With other processes on the store, these rarer inputs always read it (a refusal
+                # or a no-op must not rest on a stale state: docs/scaling.md).
+                cached = None if self.shared else self._cache.get(channel)
+                stored = cached or await self.store.load_channel(channel) or missing()
                 if stored is None:
                     if then is not None:
                         then()
@@ -437,6 +459,11 @@ class Runtime:
         if self._known is None:
             self._known = await self.store.channel_ids()
         known = self._known
+        if self.shared:  # a channel another process learnt (its first voucher) is in the store, not in `known`
+            for log in logs:
+                channel = getattr(log, "channel_id", None)
+                if isinstance(channel, bytes) and channel not in known and await self.store.load_channel(channel) is not None:
+                    known.add(channel)
         by_channel: dict[bytes, list[ChannelEventLog]] = {}
         for log in logs:
             channel = getattr(log, "channel_id", None)
@@ -546,7 +573,7 @@ class Runtime:
         return answer
 
     async def channel(self, channel: bytes) -> ChannelState | None:
-        cached = self._cache.get(channel)
+        cached = None if self.shared else self._cache.get(channel)
         if cached is not None:
             return cached.state
         stored = await self.store.load_channel(channel)

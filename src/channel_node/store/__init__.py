@@ -1,4 +1,7 @@
-"""Durable state: a Store protocol, SQLite (default) and in-memory implementations."""
+"""Durable state: a Store protocol, SQLite (default), PostgreSQL (several processes) and in-memory
+implementations; `open_store` picks one from the `database` setting."""
+
+from pathlib import Path
 
 from channel_node.store.base import (
     OUTBOX_OPEN,
@@ -33,7 +36,23 @@ from channel_node.store.base import (
     spending_lookup,
 )
 from channel_node.store.memory import MemoryStore
+from channel_node.store.postgres import PostgresStore, is_postgres_url, public_dsn
 from channel_node.store.sqlite import SQLiteStore
+
+
+def store_for(database: Path | str, sqlite_synchronous: str = "full") -> Store:
+    """The one place a `database` setting becomes a store (not yet opened): a `postgresql://` or
+    `postgres://` URL is a PostgresStore, anything else an SQLite file."""
+    if is_postgres_url(database):
+        return PostgresStore(str(database))
+    return SQLiteStore(Path(database), sqlite_synchronous)
+
+
+def describe_database(database: Path | str) -> str:
+    """A `database` setting as it may be shown (logs, errors, doctor, status): a path as is, a URL
+    without its user, password or query (store/postgres.py:public_dsn)."""
+    return public_dsn(str(database)) if is_postgres_url(database) else str(database)
+
 
 __all__ = [
     "OUTBOX_OPEN",
@@ -52,6 +71,7 @@ __all__ = [
     "OutboxUpdate",
     "MemoryStore",
     "PaymentLookup",
+    "PostgresStore",
     "Pin",
     "RecordOutcome",
     "SQLiteStore",
@@ -63,9 +83,13 @@ __all__ = [
     "StoreMismatch",
     "StoredChannel",
     "authorization_key",
+    "describe_database",
     "exact_outbox_item",
     "fulfilled",
+    "is_postgres_url",
     "outbox_item",
     "outbox_items",
+    "public_dsn",
     "spending_lookup",
+    "store_for",
 ]

@@ -7,7 +7,7 @@ set), so two writers can never both spend the same credit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -412,6 +412,15 @@ class Store(Protocol):
     async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
         """Sets columns of one row (status, tx_hash, raw_tx, nonce, fees, sent_at, attempts, note, gas_used,
         gas_price)."""
+        ...
+
+    async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
+        """Sets `fields` on every row of `rows`, all or none, compare and set: only if each row's
+        status and attempts are still those of `rows` (as the caller read them), adding one to each
+        row's attempts; returns whether it did. The sender records a signed transaction this way
+        (status, hash, raw bytes, nonce, fees, sent_at), and takes one back to pending the same way,
+        so a second sender (an old leader waking up) that read the same rows never records, and so
+        never broadcasts, a transaction of its own (docs/scaling.md, "One chain side")."""
         ...
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:

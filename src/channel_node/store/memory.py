@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Unpack
 
 from channel_node.store.base import (
@@ -135,6 +136,19 @@ class MemoryStore:
         if "status" in fields:  # held as the enum, as SQLite's rows read back
             fields["status"] = OutboxStatus(fields["status"])
         self._outbox[row_id] = dataclasses.replace(self._outbox[row_id], **fields)
+
+    async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
+        fields.pop("attempts", None)
+        if "status" in fields:
+            fields["status"] = OutboxStatus(fields["status"])
+        current = [self._outbox.get(row.id) for row in rows]
+        if any(now is None or (now.status, now.attempts) != (OutboxStatus(row.status), row.attempts)
+               for now, row in zip(current, rows, strict=True)):  # fmt: skip
+            return False
+        for now in current:
+            assert now is not None
+            self._outbox[now.id] = dataclasses.replace(dataclasses.replace(now, **fields), attempts=now.attempts + 1)
+        return True
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
         done = 0

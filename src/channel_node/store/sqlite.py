@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Unpack
@@ -361,6 +361,30 @@ class SQLiteStore:
             )
 
         await self._submit(apply)
+
+    async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
+        fields.pop("attempts", None)  # each row's own count, plus one (store/base.py:Store.mark_outbox)
+        unknown = set(fields) - _OUTBOX_MUTABLE
+        if unknown:
+            raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
+        values = [str(v) if k in ("max_fee", "priority_fee") and v is not None else v for k, v in fields.items()]  # uint256 as text
+        expected = [(row.id, OutboxStatus(row.status).value, row.attempts) for row in rows]
+
+        def apply(connection: sqlite3.Connection) -> bool:
+            # One writer thread inside one write transaction: nothing changes the rows between the
+            # check and the update.
+            for row_id, status, attempts in expected:
+                found = connection.execute("SELECT status, attempts FROM outbox WHERE id = ?", (row_id,)).fetchone()
+                if found is None or (found[0], found[1]) != (status, attempts):
+                    return False
+            assignments = "".join(f"{name} = ?, " for name in fields)
+            connection.executemany(
+                f"UPDATE outbox SET {assignments}attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                [(*values, int(time.time()), row_id) for row_id, _, _ in expected],
+            )
+            return True
+
+        return bool(await self._submit(apply))
 
     async def complete_outbox(self, channel_id: bytes, claimed: int, settled: bool) -> int:
         def apply(connection: sqlite3.Connection) -> int:

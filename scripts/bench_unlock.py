@@ -178,6 +178,22 @@ def run_wrk(url: str, connections: int, duration: int, threads: int, script: Pat
     return result
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of `pid`, summed by thread name (/proc/PID/task)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = "loop" if task.name == str(pid) else name.rstrip("0123456789_")
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, default=1000)
@@ -232,7 +248,9 @@ def main() -> int:
         say(f"free path: wrk -c{args.connections} -d{args.duration}s {url}/index.html")
         free = run_wrk(url + "/index.html", args.connections, args.duration, args.threads, script, None)
         say(f"paid path: fresh vouchers over {args.channels} channels")
+        before = thread_cpu(node.pid)
         paid = run_wrk(url + "/articles/micropayments.html", args.connections, args.duration, args.threads, script, vouchers)
+        after = thread_cpu(node.pid)
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=30)
@@ -251,6 +269,11 @@ def main() -> int:
         "paid_refused": paid["non2xx"],
         "durable_charges": charges,
         "every_voucher_durable": charges >= served and charged == charges * PRICE,
+        # The node's CPU per paid request during the paid phase, by thread (noise-resistant, unlike rates).
+        "cpu_us_per_paid": {
+            name: round((after[name] - before.get(name, 0.0)) / max(paid["requests"], 1) * 1e6, 1)
+            for name in sorted(after) if after[name] - before.get(name, 0.0) > 0
+        },
         "log_lines": log_lines,
         "channels": args.channels,
         "connections": args.connections,

@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Unpack
@@ -569,7 +569,7 @@ _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 
 def _execute_rows(
-    connection: sqlite3.Connection, one: str, many: Callable[[str, int], str], rows: Sequence[tuple[object, ...]]
+    connection: sqlite3.Connection, one: str, many: Callable[[str, int], str], rows: list[tuple[object, ...]]
 ) -> int:
     """`one` (a statement of one row's parameters) for every row, in as few statements as
     `many(one, n)` (its n-row form) allows; returns the rows changed in all."""

@@ -13,7 +13,6 @@ lets them run beside the writer. A file lock keeps a second node process off the
 from __future__ import annotations
 
 import asyncio
-import functools
 import queue
 import sqlite3
 import threading
@@ -87,8 +86,7 @@ def _statements(sql: str) -> list[str]:
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    # The statement cache holds a batch statement per row count and table (`_execute_rows`).
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10, cached_statements=1024)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
     connection.execute("PRAGMA foreign_keys=ON")
@@ -480,19 +478,16 @@ class SQLiteStore:
             return None
         now = int(time.time())
         connection.execute("BEGIN IMMEDIATE")
-        # One statement per table for the whole batch, not one per write: the sqlite3 module lets go
-        # of the GIL around every statement step, and each time the writer then waits for the event
-        # loop to hand it back (docs/design.md, "The paid path's costs").
-        changed = _execute_rows(connection, _UPDATE_CHANNEL, _update_channels_sql, [_update_values(w, now) for w in writes])
-        if changed != len(writes):
+        cursor = connection.executemany(_UPDATE_CHANNEL, [_update_values(write, now) for write in writes])
+        if cursor.rowcount != len(writes):
             connection.execute("ROLLBACK")
             return None
         charges = [(write, write.charge) for write in writes if write.charge is not None]
         if charges:
-            _execute_rows(connection, _INSERT_CHARGE, _insert_rows_sql, [_charge_values(write, charge) for write, charge in charges])
+            connection.executemany(_INSERT_CHARGE, [_charge_values(write, charge) for write, charge in charges])
             unlocks = [(w.state.channel_id, charge.resource) for w, charge in charges if charge.once]
             if unlocks:
-                _execute_rows(connection, _INSERT_UNLOCK, _insert_rows_sql, unlocks)
+                connection.executemany(_INSERT_UNLOCK, unlocks)
         return [write.expected_version + 1 for write in writes]
 
     def _apply_all(self, connection: sqlite3.Connection, batch: list[_Request], savepoints: bool) -> list[object]:
@@ -560,49 +555,6 @@ _UPDATE_CHANNEL = (
 )
 _INSERT_CHARGE = "INSERT INTO charges (channel_id, seq, resource, amount, payment_id, at) VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_UNLOCK = "INSERT OR IGNORE INTO unlocks (channel_id, resource) VALUES (?, ?)"
-
-# Rows per multi-row statement: bounds the statement's parameters (12 a row here; SQLite allows
-# 32766 since 3.32) and the distinct statements the connection's cache holds (one per row count).
-ROWS_PER_STATEMENT = 256
-# UPDATE ... FROM arrived in SQLite 3.33; an older library takes the rows one statement each.
-_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
-
-
-def _execute_rows(
-    connection: sqlite3.Connection, one: str, many: Callable[[str, int], str], rows: list[tuple[object, ...]]
-) -> int:
-    """`one` (a statement of one row's parameters) for every row, in as few statements as
-    `many(one, n)` (its n-row form) allows; returns the rows changed in all."""
-    if not _UPDATE_FROM and many is _update_channels_sql:
-        return connection.executemany(one, rows).rowcount
-    changed = 0
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        changed += connection.execute(many(one, len(chunk)), [value for row in chunk for value in row]).rowcount
-    return changed
-
-
-@functools.lru_cache(maxsize=2 * ROWS_PER_STATEMENT)
-def _insert_rows_sql(one: str, rows: int) -> str:
-    """An `INSERT ... VALUES (?, ...)` statement as the same insert of `rows` rows."""
-    head, marker, group = one.rpartition("VALUES ")
-    assert marker and group.startswith("(") and group.endswith(")"), one
-    return head + marker + ", ".join([group] * rows)
-
-
-@functools.lru_cache(maxsize=2 * ROWS_PER_STATEMENT)
-def _update_channels_sql(one: str, rows: int) -> str:
-    """`_UPDATE_CHANNEL` for `rows` channels at once: each channel's compare-and-set on its own
-    version, its values from a VALUES row (column1... in `_UPDATE_CHANNEL`'s parameter order)."""
-    assignments, _, where = one.removeprefix("UPDATE channels SET ").partition(" WHERE ")
-    names = [assignment.split(" = ")[0] for assignment in assignments.split(", ")]
-    keys = [condition.split(" = ")[0] for condition in where.split(" AND ")]
-    assert assignments.count("?") == len(names) and where.count("?") == len(keys), one
-    width = len(names) + len(keys)
-    sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(names, 1))
-    matches = " AND ".join(f"channels.{key} = v.column{i}" for i, key in enumerate(keys, len(names) + 1))
-    values = ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
-    return f"UPDATE channels SET {sets} FROM (VALUES {values}) AS v WHERE {matches}"
 
 
 _OUTBOX_COLUMNS = (

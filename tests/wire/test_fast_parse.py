@@ -1,5 +1,5 @@
-"""The hand-written fast path of `PAYMENT-SIGNATURE` parsing (docs/design.md, "The paid path's
-costs") decides exactly as the pydantic models do: for every document in a class built around the
+"""The hand-written fast path of `PAYMENT-SIGNATURE` parsing (docs/performance.md, "The hand-read
+voucher") decides exactly as the pydantic models do: for every document in a class built around the
 real voucher (each field valid, missing, null, of another type, or a near-miss string; fields
 added), the fast path either steps aside (None) or returns the very voucher the models parse; the
 whole parse answers the same voucher or the same refusal (code, status and message); and the

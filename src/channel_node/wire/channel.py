@@ -131,7 +131,7 @@ def fast_voucher(document: Any) -> Voucher | None:
     """The voucher `PaymentSignature` would parse `document` to, read by hand for the usual shape (a
     voucher on a known channel: no `channel` configuration, no field beyond the known ones), or
     None for anything else, which pydantic then decides and words. It accepts only what the models
-    accept and reads it to the same values (docs/design.md, "The paid path's costs")."""
+    accept and reads it to the same values (docs/performance.md, "The hand-read voucher")."""
     if type(document) is not dict or not FAST_TOP_FIELDS.issuperset(document):
         return None
     version, accepted, payload = document.get("x402Version"), document.get("accepted"), document.get("payload")

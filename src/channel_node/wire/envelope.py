@@ -71,7 +71,7 @@ def string_then(check: Callable[[str], object]) -> GetPydanticSchema:
 
 def hex_or_none(value: object, lengths: tuple[int, ...]) -> bytes | None:
     """The bytes `hex_bytes(*lengths)` parses `value` to, or None wherever it would refuse it (the
-    fast path of docs/design.md, "The paid path's costs": None sends the document to pydantic)."""
+    fast path of docs/performance.md, "The hand-read voucher": None sends the document to pydantic)."""
     # ASCII letters and digits only, so `fromhex` (which skips whitespace) sees no whitespace.
     if type(value) is not str or not (value.startswith("0x") and value.isascii() and value[2:].isalnum()):
         return None

@@ -129,9 +129,26 @@ async def serve(args: argparse.Namespace) -> None:
     ready.with_suffix(".tmp").rename(ready)  # appears whole
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    names = asyncio.create_task(_name_threads(Path(args.data_dir) / "threads.json", stop))
     await stop.wait()
+    await names
     await runner.cleanup()
     await node.close()
+
+
+async def _name_threads(path: Path, stop: asyncio.Event) -> None:
+    """Writes {native thread id: name} for the driver's per-thread CPU figures (Python 3.11 names no
+    OS thread); every second, since the recovery thread starts with the first paid request."""
+    import threading
+
+    while not stop.is_set():
+        names = {str(t.native_id): "loop" if t is threading.main_thread() else t.name for t in threading.enumerate()}
+        path.with_suffix(".tmp").write_text(json.dumps(names))
+        path.with_suffix(".tmp").rename(path)
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass
 
 
 # ---------------------------------------------------------------------- vouchers
@@ -176,6 +193,23 @@ def run_wrk(url: str, connections: int, duration: int, threads: int, script: Pat
     result = json.loads(line.removeprefix("WRKJSON "))
     result["ok_per_s"] = (result["requests"] - result["non2xx"]) / (result["duration_us"] / 1e6)
     return result
+
+
+def thread_cpu(pid: int, names_file: Path) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of `pid` (/proc/PID/task), summed by the Python
+    thread name the node wrote to `names_file` (digits dropped: recover_0 is "recover")."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    names = json.loads(names_file.read_text()) if names_file.exists() else {}
+    totals: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = "loop" if task.name == str(pid) else names.get(task.name, "other").rstrip("0123456789_")
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
 
 
 def main() -> int:
@@ -232,7 +266,9 @@ def main() -> int:
         say(f"free path: wrk -c{args.connections} -d{args.duration}s {url}/index.html")
         free = run_wrk(url + "/index.html", args.connections, args.duration, args.threads, script, None)
         say(f"paid path: fresh vouchers over {args.channels} channels")
+        before = thread_cpu(node.pid, work / "threads.json")
         paid = run_wrk(url + "/articles/micropayments.html", args.connections, args.duration, args.threads, script, vouchers)
+        after = thread_cpu(node.pid, work / "threads.json")
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=30)
@@ -251,6 +287,11 @@ def main() -> int:
         "paid_refused": paid["non2xx"],
         "durable_charges": charges,
         "every_voucher_durable": charges >= served and charged == charges * PRICE,
+        # The node's CPU per paid request during the paid phase, by thread (noise-resistant, unlike rates).
+        "cpu_us_per_paid": {
+            name: round((after[name] - before.get(name, 0.0)) / max(paid["requests"], 1) * 1e6, 1)
+            for name in sorted(after) if after[name] - before.get(name, 0.0) > 0
+        },
         "log_lines": log_lines,
         "channels": args.channels,
         "connections": args.connections,

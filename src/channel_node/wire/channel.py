@@ -28,8 +28,11 @@ from channel_node.wire.envelope import (
     PaymentId,
     Signature,
     WireModel,
+    decimal_or_none,
     decimal_uint,
     encode_header,
+    hex_or_none,
+    payment_id_or_none,
     read_payment_header,
     string_then,
     validate_payment,
@@ -111,6 +114,9 @@ def parse_payment_signature(header: str) -> Voucher:
 
 def parse_voucher_document(document: Any) -> Voucher:
     """A decoded `PAYMENT-SIGNATURE` document as a voucher, or ProtocolError("malformed_payment")."""
+    fast = fast_voucher(document)
+    if fast is not None:
+        return fast
     model = validate_payment(PaymentSignature, document)
     p = model.payload
     config = None
@@ -135,6 +141,50 @@ def parse_voucher_document(document: Any) -> Voucher:
         contract=contract if isinstance(contract, str) else None,
         pass_name=p.pass_,
     )
+
+
+# The fields `fast_voucher` knows, per object; a document with any other field goes to pydantic, so
+# a field added to the models above is never silently dropped (tests/wire/test_fast_parse.py checks
+# these against the models).
+FAST_TOP_FIELDS = frozenset({"x402Version", "accepted", "payload"})
+FAST_ACCEPTED_FIELDS = frozenset({"scheme", "network", "asset", "payTo", "extra"})
+FAST_PAYLOAD_FIELDS = frozenset({"channelId", "maxClaimableAmount", "signature", "paymentId"})
+
+
+def fast_voucher(document: Any) -> Voucher | None:
+    """The voucher `PaymentSignature` would parse `document` to, read by hand for the usual shape (a
+    voucher on a known channel: no `channel` configuration, no field beyond the known ones), or
+    None for anything else, which pydantic then decides and words. It accepts only what the models
+    accept and reads it to the same values (docs/performance.md, "The hand-read voucher")."""
+    if type(document) is not dict or not FAST_TOP_FIELDS.issuperset(document):
+        return None
+    version, accepted, payload = document.get("x402Version"), document.get("accepted"), document.get("payload")
+    if type(version) is not int or version != X402_VERSION or type(accepted) is not dict or type(payload) is not dict:
+        return None
+    if not FAST_ACCEPTED_FIELDS.issuperset(accepted) or not FAST_PAYLOAD_FIELDS.issuperset(payload):
+        return None
+    scheme, network, extra = accepted.get("scheme"), accepted.get("network"), accepted.get("extra")
+    if type(scheme) is not str or type(network) is not str or (extra is not None and type(extra) is not dict):
+        return None
+    asset = accepted.get("asset")
+    if asset is not None and (asset := hex_or_none(asset, (20,))) is None:
+        return None
+    pay_to = accepted.get("payTo")
+    if pay_to is not None and (pay_to := hex_or_none(pay_to, (20,))) is None:
+        return None
+    channel = hex_or_none(payload.get("channelId"), (32,))
+    amount = decimal_or_none(payload.get("maxClaimableAmount"), UINT128_MAX)
+    signature = hex_or_none(payload.get("signature"), (64, 65))
+    if channel is None or amount is None or signature is None:
+        return None
+    payment_id = payload.get("paymentId")
+    if payment_id is not None and payment_id_or_none(payment_id) is None:
+        return None
+    contract = extra.get("contract") if extra else None
+    return Voucher(
+        channel_id=channel, amount=amount, signature=signature, payment_id=payment_id, config=None, scheme=scheme,
+        network=network, asset=asset, pay_to=pay_to, contract=contract if isinstance(contract, str) else None,
+    )  # fmt: skip
 
 
 class ChannelConfigJson(TypedDict):
@@ -503,6 +553,7 @@ __all__ = [
     "checksum",
     "config_json",
     "display_extra",
+    "fast_voucher",
     "parse_payment_signature",
     "parse_voucher_document",
     "payment_signature",

@@ -35,6 +35,19 @@ UNSUPPORTED_SCHEME = "unsupported_scheme"
 _HEX = re.compile(r"0x[0-9a-fA-F]*")
 _DECIMAL = re.compile(r"[0-9]{1,39}")
 _PAYMENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# To find where a JSON number of 19 or more digits may start (json reads it as an exact int, orjson
+# maybe not): digits become "d", what may precede a number (`:`, `[`, `,`, whitespace) "p", the rest
+# "x" but "-"; then two substring searches (a regex scan costs several times more).
+_NUMBER_SHAPE = bytes(
+    ord("d") if chr(b).isdigit() and b < 128 else ord("p") if chr(b) in ":[, \t\n\r" else b if b == ord("-") else ord("x")
+    for b in range(256)
+)
+_LONG_DIGITS = b"d" * 19
+
+
+def _long_number(raw: bytes) -> bool:
+    shape = b"p" + raw.translate(_NUMBER_SHAPE)  # "p" first: a document may start with its number
+    return b"p" + _LONG_DIGITS in shape or b"p-" + _LONG_DIGITS in shape
 
 
 class ProtocolError(Refusal):
@@ -54,6 +67,32 @@ def string_then(check: Callable[[str], object]) -> GetPydanticSchema:
     """A JSON string checked and converted by `check`: the field's type is what `check` returns,
     the input must be a string (pydantic's own "Input should be a valid string" otherwise)."""
     return GetPydanticSchema(lambda _type, _handler: core_schema.no_info_after_validator_function(check, core_schema.str_schema()))
+
+
+def hex_or_none(value: object, lengths: tuple[int, ...]) -> bytes | None:
+    """The bytes `hex_bytes(*lengths)` parses `value` to, or None wherever it would refuse it (the
+    fast path of docs/performance.md, "The hand-read voucher": None sends the document to pydantic)."""
+    # ASCII letters and digits only, so `fromhex` (which skips whitespace) sees no whitespace.
+    if type(value) is not str or not (value.startswith("0x") and value.isascii() and value[2:].isalnum()):
+        return None
+    try:
+        raw = bytes.fromhex(value[2:])
+    except ValueError:  # a letter beyond f, or an odd length
+        return None
+    return raw if len(raw) in lengths else None
+
+
+def decimal_or_none(value: object, maximum: int) -> int | None:
+    """The integer `decimal_uint(maximum)` parses `value` to, or None wherever it would refuse it."""
+    if type(value) is not str or not (len(value) <= 39 and value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if number <= maximum else None
+
+
+def payment_id_or_none(value: object) -> str | None:
+    """`value` when it is a payment id `PaymentId` accepts, else None."""
+    return value if type(value) is str and _PAYMENT_ID.fullmatch(value) else None
 
 
 def hex_bytes(*lengths: int) -> GetPydanticSchema:
@@ -178,6 +217,14 @@ def read_payment_header(header: str, name: str = SIGNATURE_HEADER) -> Any:
         raw = base64.b64decode(header.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(MALFORMED_PAYMENT, f"{name} is not base64", 400) from None
+    if not _long_number(raw):
+        # orjson reads what it reads as json does, several times faster; what it refuses (UTF-16,
+        # NaN, lone surrogates...) gets json's own verdict, as does any number that might be an
+        # integer beyond 64 bits (orjson would read it as a float).
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -198,7 +245,17 @@ def payment_scheme(document: Any) -> str:
     """The scheme of a decoded `PAYMENT-SIGNATURE` document, read before anything scheme-specific
     (so a payment in another scheme is never judged by the wrong scheme's fields); a document that
     is not even an envelope is ProtocolError(MALFORMED_PAYMENT, 400)."""
+    # The usual envelope, checked by hand: exactly what PaymentEnvelope accepts (anything else,
+    # pydantic decides and words the refusal).
+    if type(document) is dict and type(document.get("payload")) is dict and _is_version(document.get("x402Version")):
+        accepted = document.get("accepted")
+        if type(accepted) is dict and type(scheme := accepted.get("scheme")) is str:
+            return scheme
     return validate_payment(PaymentEnvelope, document).accepted.scheme
+
+
+def _is_version(value: object) -> bool:
+    return type(value) is int and value == X402_VERSION
 
 
 __all__ = [
@@ -219,10 +276,13 @@ __all__ = [
     "ResourceInfo",
     "Signature",
     "WireModel",
+    "decimal_or_none",
     "decimal_uint",
     "decode_header",
     "encode_header",
     "hex_bytes",
+    "hex_or_none",
+    "payment_id_or_none",
     "payment_required",
     "payment_scheme",
     "read_payment_header",

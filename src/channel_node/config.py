@@ -357,7 +357,7 @@ class Settings(BaseSettings):
         """An environment variable is text, and pydantic would read "8080.0" as 8080: a whole number
         setting written as text must be digits, so a mistyped value is refused rather than rounded."""
         if isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value.strip()):
-            raise ValueError(f"must be a whole number, not {value!r}")
+            raise ValueError(f"must be a valid integer (digits only), not {value!r}")
         return value
 
     @field_validator("rpc_url")

@@ -38,11 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/postgres.py: where PostgreSQL's programs are, and its user
 
-from bench_unlock import PRICE, WRK_SCRIPT, run_wrk, write_vouchers  # noqa: E402
-
-DEPOSIT = 10**18
-VOUCHER_KEY = bytes.fromhex("aa" * 32)
-
+from bench_support import FREE_PATH, PAID_PATH, PRICE, WRK_SCRIPT, run_wrk, serve_node, wait_ready, write_vouchers  # noqa: E402
 
 # ---------------------------------------------------------------------- a node process (child)
 
@@ -50,56 +46,11 @@ VOUCHER_KEY = bytes.fromhex("aa" * 32)
 async def serve(args: argparse.Namespace) -> None:
     import logging
 
-    from aiohttp import web
-    from web3 import AsyncWeb3
-    from web3.providers.eth_tester import AsyncEthereumTesterProvider
-
-    from channel_node.cli.main import freeze_startup_objects
-    from channel_node.config import load_settings
-    from channel_node.core import ChannelState
-    from channel_node.dev.devchain import DevChain
-    from channel_node.dev.stack import site_root
     from channel_node.logs import configure
-    from channel_node.node.assembly import build_node
-    from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id
-    from channel_node.store import ChannelWrite
 
     configure("json", level=logging.WARNING)
-    chain = DevChain()
-    contract = chain.deploy_channel_deposit()
-    payer, receiver = chain.accounts[2], chain.accounts[1]
-    domain = Domain(chain.chain_id, contract.address)
-    configs = [
-        ChannelConfig.create(payer.address, address_of_key(VOUCHER_KEY), receiver.address, None, 3600, salt)
-        for salt in range(1, args.channels + 1)
-    ]
-    provider = AsyncEthereumTesterProvider()
-    provider.ethereum_tester = chain.tester
-    settings = load_settings(
-        contract=contract.address, receiver=receiver.address, database=args.database, confirmations=1,
-        paywall={"content_dir": site_root(), "free": ["/", "/index.html"],
-                 "prices": [{"path": "/articles/*", "price": PRICE, "once": False}]},
-    )  # fmt: skip
-    node = await build_node(settings, AsyncWeb3(provider))
-    if args.seed:  # the deposits, confirmed: recorded as the node would on first sight (once per database)
-        await asyncio.gather(*(node.store.commit(ChannelWrite(ChannelState(
-            channel_id=channel_id(domain, c), config=c, deposited=DEPOSIT), 0)) for c in configs))  # fmt: skip
-    await node.start()
-    runner = web.AppRunner(node.app, access_log=None)
-    await runner.setup()
-    freeze_startup_objects()
-    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024, reuse_port=True)
-    await site.start()
-    ids = [channel_id(domain, c).hex() for c in configs]
-    info = {"chain_id": chain.chain_id, "contract": contract.address, "channels": ids}
-    ready = Path(args.ready)
-    ready.with_suffix(".tmp").write_text(json.dumps(info))
-    ready.with_suffix(".tmp").rename(ready)  # appears whole
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await runner.cleanup()
-    await node.close()
+    await serve_node(args.channels, args.database, Path(args.ready), port=args.port, reuse_port=True, seed=args.seed,
+                     start=True)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- PostgreSQL (throwaway)
@@ -233,12 +184,11 @@ def start_nodes(work: Path, name: str, database: str, processes: int, channels: 
             command = [sys.executable, __file__, "--serve", "--channels", str(channels), "--database", database,
                        "--port", str(port), "--ready", str(ready)] + (["--seed"] if index == 0 else [])  # fmt: skip
             children.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-            while not ready.exists():
-                if children[-1].poll() is not None:
-                    stop_nodes(children)
-                    raise SystemExit(f"a node exited during start-up:\n{(work / f'{name}-{index}.log').read_text()[-2000:]}")
-                time.sleep(0.1)
-            info = json.loads(ready.read_text())
+            try:
+                info = wait_ready(children[-1], ready, work / f"{name}-{index}.log")
+            except SystemExit:
+                stop_nodes(children)
+                raise
     finally:
         holder.close()
     return children, port, info
@@ -314,10 +264,10 @@ def main() -> int:
                     say(f"signing {args.vouchers:,} fresh vouchers ...")
                     write_vouchers(vouchers, info["chain_id"], info["contract"], info["channels"], args.vouchers)
                 if free is None:
-                    free = run_wrk(url + "/index.html", args.connections, args.duration, 1, script, None)
+                    free = run_wrk(url + FREE_PATH, args.connections, args.duration, 1, script, None)
                 server = postgres.process.pid if postgres is not None and name.startswith("postgres") else None
                 before = [cpu_seconds(c.pid) for c in children], cpu_seconds(server, True) if server else 0.0
-                paid = run_wrk(url + "/articles/micropayments.html", args.connections, args.duration, 1, script, vouchers)
+                paid = run_wrk(url + PAID_PATH, args.connections, args.duration, 1, script, vouchers)
                 after = [cpu_seconds(c.pid) for c in children], cpu_seconds(server, True) if server else 0.0
                 node_cpu = sum(after[0]) - sum(before[0])
                 db_cpu = after[1] - before[1]

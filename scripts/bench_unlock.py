@@ -23,51 +23,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
-
-PRICE = 1_000
-DEPOSIT = 10**18
-VOUCHER_KEY = bytes.fromhex("aa" * 32)
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 
-WRK_SCRIPT = r"""
-local requests_list = {}
-local counter = 0
-local thread_count = 0
-function setup(thread)
-  thread:set("tid", thread_count)
-  thread_count = thread_count + 1
-end
-function init(args)
-  local path, nthreads = args[1], tonumber(args[2])
-  if path == nil then return end
-  local i = 0
-  for line in io.lines(path) do
-    if i % nthreads == tid then
-      local p, h = line:match("([^\t]+)\t(.+)")
-      table.insert(requests_list, wrk.format("GET", p, {["PAYMENT-SIGNATURE"] = h}))
-    end
-    i = i + 1
-  end
-end
-function request()
-  if #requests_list == 0 then return wrk.format("GET", wrk.path) end
-  counter = counter + 1
-  if counter > #requests_list then counter = 1 end
-  return requests_list[counter]
-end
-function done(summary, latency, requests)
-  io.write(string.format(
-    "WRKJSON {\"requests\":%d,\"duration_us\":%d,\"non2xx\":%d,\"socket_errors\":%d,\"p50_us\":%d,\"p99_us\":%d}\n",
-    summary.requests, summary.duration, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
+# The node, wrk and the vouchers, as bench_scaleout.py has them (bench_insights.py uses them from here).
+from bench_support import (  # noqa: E402
+    FREE_PATH,
+    PAID_PATH,
+    PRICE,
+    WRK_SCRIPT,
+    run_wrk,
+    serve_node,
+    wait_ready,
+    write_vouchers,
+    write_whole,
+)
 
 # ---------------------------------------------------------------------- the node (child process)
 
@@ -75,65 +48,15 @@ end
 async def serve(args: argparse.Namespace) -> None:
     import logging
 
-    from aiohttp import web
-    from web3 import AsyncWeb3
-    from web3.providers.eth_tester import AsyncEthereumTesterProvider
-
-    from channel_node.cli.main import freeze_startup_objects
-    from channel_node.config import load_settings
-    from channel_node.core import ChannelState
-    from channel_node.dev.devchain import DevChain
-    from channel_node.dev.stack import site_root
     from channel_node.logs import configure
-    from channel_node.node.assembly import build_node
-    from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id
-    from channel_node.store import ChannelWrite
 
     configure("json", level=getattr(logging, args.log_level.upper()))  # stdout goes to a file: as in production
-    chain = DevChain()
-    contract = chain.deploy_channel_deposit()
-    payer, receiver = chain.accounts[2], chain.accounts[1]
-    domain = Domain(chain.chain_id, contract.address)
-    configs = [
-        ChannelConfig.create(payer.address, address_of_key(VOUCHER_KEY), receiver.address, None, 3600, salt)
-        for salt in range(1, args.channels + 1)
-    ]
-    for config in configs:
-        chain.transact(contract.functions.depositEth(config.as_abi_tuple()), payer.address, value=DEPOSIT, gas=200_000)
-    provider = AsyncEthereumTesterProvider()
-    provider.ethereum_tester = chain.tester
-    settings = load_settings(
-        contract=contract.address,
-        receiver=receiver.address,
-        database=Path(args.data_dir) / "node.db",
-        confirmations=1,
-        sqlite_synchronous=args.synchronous,
-        paywall={"content_dir": site_root(), "free": ["/", "/index.html"],
-                 "prices": [{"path": "/articles/*", "price": PRICE, "once": False}]},
+    data = Path(args.data_dir)
+    await serve_node(
+        args.channels, data / "node.db", data / "node.json", deposit_on_chain=True,
+        settings={"sqlite_synchronous": args.synchronous},
+        while_serving=lambda stop: _name_threads(data / "threads.json", stop),
     )  # fmt: skip
-    node = await build_node(settings, AsyncWeb3(provider))
-    # The channels' deposits are already confirmed: record them as the node would on first sight.
-    for config in configs:
-        state = ChannelState(channel_id=channel_id(domain, config), config=config, deposited=DEPOSIT)
-        await node.store.commit(ChannelWrite(state, 0))
-    runner = web.AppRunner(node.app, access_log=None)
-    await runner.setup()
-    freeze_startup_objects()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    ids = [channel_id(domain, c).hex() for c in configs]
-    info = {"url": f"http://{host}:{port}", "chain_id": chain.chain_id, "contract": contract.address, "channels": ids}
-    ready = Path(args.data_dir) / "node.json"
-    ready.with_suffix(".tmp").write_text(json.dumps(info))
-    ready.with_suffix(".tmp").rename(ready)  # appears whole
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    names = asyncio.create_task(_name_threads(Path(args.data_dir) / "threads.json", stop))
-    await stop.wait()
-    await names
-    await runner.cleanup()
-    await node.close()
 
 
 async def _name_threads(path: Path, stop: asyncio.Event) -> None:
@@ -143,56 +66,14 @@ async def _name_threads(path: Path, stop: asyncio.Event) -> None:
 
     while not stop.is_set():
         names = {str(t.native_id): "loop" if t is threading.main_thread() else t.name for t in threading.enumerate()}
-        path.with_suffix(".tmp").write_text(json.dumps(names))
-        path.with_suffix(".tmp").rename(path)
+        write_whole(path, names)
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             pass
 
 
-# ---------------------------------------------------------------------- vouchers
-
-
-def _sign_round(job: tuple[int, str, int, list[str], int]) -> list[str]:
-    from channel_node.signing import Domain, sign_digest, voucher_digest
-    from channel_node.wire.channel import payment_signature
-
-    chain_id, contract, round_number, ids, offset = job
-    domain = Domain(chain_id, contract)
-    network = f"eip155:{chain_id}"
-    lines = []
-    for hex_id in ids:
-        channel = bytes.fromhex(hex_id)
-        amount = round_number * PRICE
-        signature = sign_digest(VOUCHER_KEY, voucher_digest(domain, channel, amount))
-        header = payment_signature(network, contract, channel, amount, signature)
-        lines.append(f"/articles/micropayments.html\t{header}")
-    return lines
-
-
-def write_vouchers(path: Path, chain_id: int, contract: str, ids: list[str], total: int) -> int:
-    """Round r holds each channel's r-th running total; rounds in order, so every voucher is fresh."""
-    rounds = max(1, -(-total // len(ids)))
-    jobs = [(chain_id, contract, r, ids, 0) for r in range(1, rounds + 1)]
-    with Pool(os.cpu_count() or 2) as pool, path.open("w") as out:
-        for lines in pool.imap(_sign_round, jobs):
-            out.write("\n".join(lines) + "\n")
-    return rounds * len(ids)
-
-
 # ---------------------------------------------------------------------- driver
-
-
-def run_wrk(url: str, connections: int, duration: int, threads: int, script: Path, vouchers: Path | None) -> dict:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url]
-    if vouchers is not None:
-        command += ["--", str(vouchers), str(threads)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    line = next(line for line in output.splitlines() if line.startswith("WRKJSON "))
-    result = json.loads(line.removeprefix("WRKJSON "))
-    result["ok_per_s"] = (result["requests"] - result["non2xx"]) / (result["duration_us"] / 1e6)
-    return result
 
 
 def thread_cpu(pid: int, names_file: Path) -> dict[str, float]:
@@ -248,13 +129,7 @@ def main() -> int:
         stdout=node_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        ready = work / "node.json"
-        while not ready.exists():
-            if node.poll() is not None:
-                print((work / "node.log").read_text()[-2000:], file=sys.stderr)
-                raise SystemExit("the node exited during start-up")
-            time.sleep(0.1)
-        info = json.loads(ready.read_text())
+        info = wait_ready(node, work / "node.json", work / "node.log")
         say(f"signing {args.vouchers:,} fresh vouchers ...")
         started = time.perf_counter()
         vouchers = work / "vouchers.tsv"
@@ -263,11 +138,11 @@ def main() -> int:
         script = work / "bench.lua"
         script.write_text(WRK_SCRIPT)
         url = info["url"]
-        say(f"free path: wrk -c{args.connections} -d{args.duration}s {url}/index.html")
-        free = run_wrk(url + "/index.html", args.connections, args.duration, args.threads, script, None)
+        say(f"free path: wrk -c{args.connections} -d{args.duration}s {url}{FREE_PATH}")
+        free = run_wrk(url + FREE_PATH, args.connections, args.duration, args.threads, script, None)
         say(f"paid path: fresh vouchers over {args.channels} channels")
         before = thread_cpu(node.pid, work / "threads.json")
-        paid = run_wrk(url + "/articles/micropayments.html", args.connections, args.duration, args.threads, script, vouchers)
+        paid = run_wrk(url + PAID_PATH, args.connections, args.duration, args.threads, script, vouchers)
         after = thread_cpu(node.pid, work / "threads.json")
     finally:
         node.send_signal(signal.SIGTERM)

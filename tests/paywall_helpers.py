@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -51,10 +52,27 @@ def node_settings(
     )  # fmt: skip
 
 
+DAY = 86_400
+# Mid-December, UTC: the month ends at 2027-01-01T00:00Z (caps and passes, docs/protocol.md).
+NOW = int(datetime(2026, 12, 10, 12, tzinfo=UTC).timestamp())
+NEXT_MONTH = int(datetime(2027, 1, 1, tzinfo=UTC).timestamp())
+
+
+class Clock:
+    """One wall clock for the node's rules (and a wallet's budgets and passes), moved by the test."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return float(self.now)
+
+
 @dataclass
 class RunningNode:
     node: Node
     client: TestClient
+    clock: Clock | None = None
 
     async def stop(self) -> None:
         await self.client.close()
@@ -66,6 +84,18 @@ async def start_node(tester, settings) -> RunningNode:
     client = TestClient(TestServer(node.app))
     await client.start_server()
     return RunningNode(node, client)
+
+
+async def start_clocked_node(tester, contract: str, receiver: str, folder: Path, articles: int, **paywall) -> RunningNode:
+    """A node on write_site's site with articles 6 to `articles` added, its runtime on a Clock at NOW
+    (`running.clock.now = ...` moves it); `paywall` as node_settings."""
+    site = write_site(folder / "site")
+    for n in range(6, articles + 1):
+        (site / "articles" / f"{n}.html").write_text(f"<h1>Article {n}</h1>")
+    node = await start_node(tester, node_settings(contract, receiver, folder / "node.db", content_dir=site, **paywall))
+    node.clock = Clock(NOW)
+    node.node.runtime.clock = node.clock
+    return node
 
 
 class Payer:

@@ -8,46 +8,27 @@ priced read before anything is signed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 import pytest
 
 from channel_node.cli.wallet import cap_line
 from channel_node.client import PayingSession, Policy, SpendingLimitExceeded, Wallet, WalletStore, site_of
-from paywall_helpers import PRICE, async_web3, node_settings, start_node, write_site
+from paywall_helpers import DAY, NEXT_MONTH, NOW, PRICE, async_web3, start_clocked_node
 
 GAS = 300_000
 CAP = 3 * PRICE
 PASS_PRICE = 2 * PRICE
-DAY = 86_400
-NOW = int(datetime(2026, 12, 10, 12, tzinfo=UTC).timestamp())
-NEXT_MONTH = int(datetime(2027, 1, 1, tzinfo=UTC).timestamp())
-
-
-class Clock:
-    """One wall clock for the node's rules and the wallet's budgets and passes, moved by the test."""
-
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return float(self.now)
 
 
 @pytest.fixture
 async def running(chain, deployed, parties, tmp_path):
-    site = write_site(tmp_path / "site")
-    for n in range(6, 12):
-        (site / "articles" / f"{n}.html").write_text(f"<h1>Article {n}</h1>")
-    settings = node_settings(
-        deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=site,
+    node = await start_clocked_node(
+        chain.tester, deployed.address, parties.receiver.address, tmp_path, 11,
         caps=[{"name": "news", "tags": {"section": "news"}, "cap": f"{CAP}wei", "period": "month"}],
         passes=[{"name": "api-day", "pattern": "/api/*", "price": f"{PASS_PRICE}wei", "duration": "1d",
                  "description": "The API for a day"}],
     )  # fmt: skip
-    node = await start_node(chain.tester, settings)
-    node.clock = Clock(NOW)
-    node.node.runtime.clock = node.clock
     yield node
     await node.stop()
 

@@ -12,42 +12,35 @@ from datetime import UTC, datetime
 import pytest
 
 from channel_node.wire.envelope import decode_header
-from paywall_helpers import PRICE, Payer, node_settings, receipt, refusal, start_node, write_site
+from paywall_helpers import (
+    DAY,
+    NEXT_MONTH,
+    NOW,
+    PRICE,
+    Clock,
+    Payer,
+    node_settings,
+    receipt,
+    refusal,
+    start_clocked_node,
+    start_node,
+)
 
 CAP = 2 * PRICE + PRICE // 2  # two articles and a half
 PASS_PRICE = 3 * PRICE
 API_CAP = PRICE + PRICE // 2
-DAY = 86_400
-# Mid-December, UTC: the month ends at 2027-01-01T00:00Z.
-NOW = int(datetime(2026, 12, 10, 12, tzinfo=UTC).timestamp())
-NEXT_MONTH = int(datetime(2027, 1, 1, tzinfo=UTC).timestamp())
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return float(self.now)
 
 
 @pytest.fixture
 async def running(chain, deployed, parties, tmp_path):
-    site = write_site(tmp_path / "site")
-    for n in range(6, 13):
-        (site / "articles" / f"{n}.html").write_text(f"<h1>Article {n}</h1>")
-    settings = node_settings(
-        deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=site,
+    node = await start_clocked_node(
+        chain.tester, deployed.address, parties.receiver.address, tmp_path, 12,
         caps=[{"name": "news", "tags": {"section": "news"}, "cap": f"{CAP}wei", "period": "month"},
               {"name": "api", "pattern": "/api/*", "cap": API_CAP, "period": "2d"}],
         passes=[{"name": "news-day", "pattern": "/articles/*", "price": f"{PASS_PRICE}wei", "duration": "1d",
                  "description": "All of today's news"},
                 {"name": "quotes", "pattern": "/api/quote", "price": PRICE, "duration": "2h"}],
     )  # fmt: skip
-    node = await start_node(chain.tester, settings)
-    clock = Clock(NOW)
-    node.node.runtime.clock = clock
-    node.clock = clock
     yield node
     await node.stop()
 

@@ -39,16 +39,9 @@ from channel_node.core.spending import (
     window,
 )
 from channel_node.node.runtime import PaymentRequest, Runtime
-from channel_node.signing import (
-    ChannelConfig,
-    Domain,
-    address_of_key,
-    channel_id,
-    keccak256,
-    sign_digest,
-    voucher_digest,
-)
-from channel_node.store import ChannelWrite, Charge, MemoryStore, Pin, SpendingQuery, spending_lookup
+from channel_node.signing import ChannelConfig
+from channel_node.store import ChannelWrite, Charge, MemoryStore, SpendingQuery, spending_lookup
+from runtime_helpers import DOMAIN, RECEIVER, make_channel, opened
 
 SIGNER = b"\x05" * 20
 CONFIG = ChannelConfig.create(b"\x01" * 20, SIGNER, b"\x02" * 20, None, 3600, 1)
@@ -268,11 +261,8 @@ def test_the_rule_on_examples():
 
 # ---------------------------------------------------------------------- concurrency, real Runtime
 
-KEY = keccak256(b"spending concurrency key")
-DOMAIN = Domain(1337, b"\x0c" * 20)
-RECEIVER = b"\x02" * 20
-CHANNEL_CONFIG = ChannelConfig.create(b"\x01" * 20, address_of_key(KEY), RECEIVER, None, 3600, 7)
-CHANNEL = channel_id(DOMAIN, CHANNEL_CONFIG)
+CHANNEL_UNDER_TEST = make_channel(b"spending concurrency key", 7)
+CHANNEL_CONFIG, CHANNEL = CHANNEL_UNDER_TEST.config, CHANNEL_UNDER_TEST.id
 DEPOSIT = 10**9
 
 
@@ -288,8 +278,7 @@ class YieldingStore(MemoryStore):
 
 
 async def _boundary(cap: Cap, zone: ZoneInfo, pre: int, prices: list[int], at: list[int], seed: int) -> tuple[list[Charge], int]:
-    store = YieldingStore()
-    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    store = await opened(YieldingStore())
     state = ChannelState(channel_id=CHANNEL, config=CHANNEL_CONFIG, deposited=DEPOSIT)
     version = await store.commit(ChannelWrite(state, 0))
     if pre:  # already paid `pre` toward the cap in the period of the first clock
@@ -299,7 +288,7 @@ async def _boundary(cap: Cap, zone: ZoneInfo, pre: int, prices: list[int], at: l
     # before the period ends, one at its end.
     runtimes = [Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, None, close_margin=0, clock=lambda t=t: float(t), zone=zone)
                 for t in at]  # fmt: skip
-    signature = sign_digest(KEY, voucher_digest(DOMAIN, CHANNEL, DEPOSIT))
+    signature = CHANNEL_UNDER_TEST.sign(DEPOSIT)
     requests = [
         PaymentRequest(CHANNEL, DEPOSIT, signature, f"/news/{n}", price, True, cap=cap)
         for n, price in enumerate(prices)
@@ -351,12 +340,11 @@ def test_concurrent_purchases_of_one_pass_charge_it_once(buyers, seed):
     day = Pass("day", 30, DAY, pattern="/news/*")
 
     async def run() -> list[Charge]:
-        store = YieldingStore()
-        await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+        store = await opened(YieldingStore())
         await store.commit(ChannelWrite(ChannelState(channel_id=CHANNEL, config=CHANNEL_CONFIG, deposited=DEPOSIT), 0))
         runtimes = [Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, None, close_margin=0, clock=lambda: 1000.0)
                     for _ in range(2)]  # fmt: skip
-        signature = sign_digest(KEY, voucher_digest(DOMAIN, CHANNEL, DEPOSIT))
+        signature = CHANNEL_UNDER_TEST.sign(DEPOSIT)
         order = random.Random(seed)
         outcomes = await asyncio.gather(*(
             runtimes[order.randrange(2)].pay(PaymentRequest(CHANNEL, DEPOSIT, signature, f"/news/{n}", 5, True,

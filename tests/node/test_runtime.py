@@ -14,22 +14,19 @@ from channel_node.core import Accepted, ConsentToClose, Reject
 from channel_node.node.runtime import ChainChannel, ChainUnavailable, PaymentRequest, Runtime
 from channel_node.signing import (
     ChannelConfig,
-    Domain,
     address_of_key,
     channel_id,
     keccak256,
     sign_digest,
     voucher_digest,
 )
-from channel_node.store import ChannelWrite, MemoryStore, Pin
+from channel_node.store import ChannelWrite, MemoryStore
 from channel_node.wire.channel import Voucher, parse_payment_signature, payment_signature
 from channel_node.wire.envelope import ProtocolError, decode_header
+from runtime_helpers import DOMAIN, RECEIVER, make_channel, opened
 
-KEY = keccak256(b"runtime test key")
-RECEIVER = b"\x02" * 20
-DOMAIN = Domain(1337, b"\x0c" * 20)
-CONFIG = ChannelConfig.create(b"\x01" * 20, address_of_key(KEY), RECEIVER, None, 3600, 1)
-CHANNEL = channel_id(DOMAIN, CONFIG)
+CHANNEL_UNDER_TEST = make_channel(b"runtime test key", 1)
+KEY, CONFIG, CHANNEL = CHANNEL_UNDER_TEST.key, CHANNEL_UNDER_TEST.config, CHANNEL_UNDER_TEST.id
 
 
 class ScriptedChain:
@@ -44,13 +41,11 @@ class ScriptedChain:
 
 
 def request(amount: int, resource: str = "/a", key: bytes = KEY, config: ChannelConfig | None = CONFIG) -> PaymentRequest:
-    signature = sign_digest(key, voucher_digest(DOMAIN, CHANNEL, amount))
-    return PaymentRequest(CHANNEL, amount, signature, resource, price=10, once=True, config=config)
+    return PaymentRequest(CHANNEL, amount, CHANNEL_UNDER_TEST.sign(amount, key), resource, price=10, once=True, config=config)
 
 
 async def runtime_with(chain: ScriptedChain) -> Runtime:
-    store = MemoryStore()
-    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    store = await opened(MemoryStore())
     return Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain, close_margin=60, clock=lambda: 1000.0)
 
 
@@ -71,7 +66,7 @@ async def test_unknown_and_forged_channels_cost_at_most_one_chain_call():
     assert chain.calls == 1, "unknown ids are remembered for a while"
     forged = await runtime.pay(request(10, key=keccak256(b"someone else")))
     assert forged.effect.code is Reject.INVALID_SIGNATURE and chain.calls == 1
-    wrong_id = await runtime.pay(request(10, config=ChannelConfig.create(b"\x01" * 20, address_of_key(KEY), RECEIVER, None, 3600, 2)))
+    wrong_id = await runtime.pay(request(10, config=make_channel(b"runtime test key", 2).config))
     assert wrong_id.effect.code is Reject.CHANNEL_UNKNOWN and chain.calls == 1
 
 
@@ -103,7 +98,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=20,
 )
-VALID = decode_header(payment_signature("eip155:1337", "0x" + "0c" * 20, CHANNEL, 10, sign_digest(KEY, voucher_digest(DOMAIN, CHANNEL, 10)), "p-1", CONFIG))
+VALID = decode_header(payment_signature("eip155:1337", "0x" + "0c" * 20, CHANNEL, 10, CHANNEL_UNDER_TEST.sign(10), "p-1", CONFIG))
 PATHS = [("x402Version",), ("accepted",), ("accepted", "scheme"), ("accepted", "network"), ("accepted", "extra"),
          ("payload",), ("payload", "channelId"), ("payload", "maxClaimableAmount"), ("payload", "signature"),
          ("payload", "paymentId"), ("payload", "channel"), ("payload", "channel", "closeDelay"),
@@ -211,8 +206,7 @@ async def test_every_write_path_decides_again_after_another_writer(action):
     from channel_node.core import ContractSendClaim, ContractSendClose, OperatorClaim, OperatorClose
     from channel_node.store import OutboxKind
 
-    store = OvertakenStore()
-    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    store = await opened(OvertakenStore())
     chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))
     runtime = Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain, close_margin=60, clock=lambda: 1000.0)
     assert (await runtime.pay(request(30))).accepted  # charged 10 under a voucher of 30
@@ -239,8 +233,7 @@ async def test_every_write_path_decides_again_after_another_writer(action):
 async def test_a_reset_that_cannot_commit_leaves_the_channel_suspended():
     from channel_node.store import StaleWrite
 
-    store = OvertakenStore()
-    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    store = await opened(OvertakenStore())
     chain = ScriptedChain(ChainChannel(deposited=100, claimed=0, close_deadline=None, settled=False))
     runtime = Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, chain, close_margin=60, clock=lambda: 1000.0)
     assert (await runtime.pay(request(30))).accepted

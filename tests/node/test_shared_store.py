@@ -11,22 +11,11 @@ from hypothesis import strategies as st
 from channel_node.chain.logs import ChannelSettled, CloseRequested
 from channel_node.core import Accepted, Reject
 from channel_node.node.runtime import ChainChannel, PaymentRequest, Runtime
-from channel_node.signing import (
-    ChannelConfig,
-    Domain,
-    address_of_key,
-    channel_id,
-    keccak256,
-    sign_digest,
-    voucher_digest,
-)
-from channel_node.store import MemoryStore, OutboxKind, Pin
+from channel_node.store import MemoryStore, OutboxKind
+from runtime_helpers import DOMAIN, RECEIVER, make_channel, opened
 
-KEY = keccak256(b"shared store key")
-RECEIVER = b"\x02" * 20
-DOMAIN = Domain(1337, b"\x0c" * 20)
-CONFIG = ChannelConfig.create(b"\x01" * 20, address_of_key(KEY), RECEIVER, None, 3600, 7)
-CHANNEL = channel_id(DOMAIN, CONFIG)
+CHANNEL_UNDER_TEST = make_channel(b"shared store key", 7)
+CONFIG, CHANNEL = CHANNEL_UNDER_TEST.config, CHANNEL_UNDER_TEST.id
 PRICE = 10
 DEPOSIT = 10_000
 
@@ -40,8 +29,7 @@ class Chain:
 
 
 async def processes(count: int = 2) -> tuple[MemoryStore, list[Runtime]]:
-    store = MemoryStore()
-    await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+    store = await opened(MemoryStore())
     runtimes = []
     for _ in range(count):
         runtime = Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, Chain(), close_margin=60, clock=lambda: 1000.0)
@@ -51,8 +39,7 @@ async def processes(count: int = 2) -> tuple[MemoryStore, list[Runtime]]:
 
 
 def pay(amount: int, resource: str, payment_id: str | None = None, once: bool = True) -> PaymentRequest:
-    signature = sign_digest(KEY, voucher_digest(DOMAIN, CHANNEL, amount))
-    return PaymentRequest(CHANNEL, amount, signature, resource, PRICE, once, payment_id, CONFIG)
+    return PaymentRequest(CHANNEL, amount, CHANNEL_UNDER_TEST.sign(amount), resource, PRICE, once, payment_id, CONFIG)
 
 
 def log_fields(index: int) -> dict[str, object]:

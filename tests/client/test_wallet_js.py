@@ -3,9 +3,7 @@ bytes the Python side does (channel id, voucher and close digests, signatures, c
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,24 +26,14 @@ from channel_node.signing import (
 )
 from channel_node.wire.channel import payment_signature
 from channel_node.wire.envelope import decode_header
+from wallet_js_helpers import LOADER, NODE, run_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_wallet_js  # noqa: E402
 
-NODE = shutil.which("node")
-
-BUNDLE_LOADER = r"""
-const fs = require("fs"), vm = require("vm");
-const input = JSON.parse(fs.readFileSync(0, "utf8"));
-const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto };
-vm.createContext(context);
-vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
-const W = vm.runInContext("ChannelWallet", context);
-"""
-
-RUNNER = BUNDLE_LOADER + r"""
+RUNNER = LOADER + r"""
 const hex = (b) => W.toHex(b);
 const out = [];
 for (const c of input.cases) {
@@ -109,12 +97,7 @@ def _cases() -> list[dict]:
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
 def test_bundle_computes_the_same_bytes_as_python():
     cases = _cases()
-    bundle = build_wallet_js.OUTPUT
-    result = subprocess.run(
-        [NODE, "-e", RUNNER], input=json.dumps({"bundle": str(bundle), "cases": cases}), capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    answers = json.loads(result.stdout)
+    answers = run_bundle(RUNNER, {"cases": cases})
     contract_abi = channel_deposit_artifact().abi
     from web3 import Web3
 
@@ -149,7 +132,7 @@ def test_bundle_computes_the_same_bytes_as_python():
         assert js["parse"] == case["amount"]
 
 
-LEDGER_RUNNER = BUNDLE_LOADER + r"""
+LEDGER_RUNNER = LOADER + r"""
 const out = [];
 for (const run of input.runs) {
   let book = W.bookOf({});
@@ -214,13 +197,8 @@ def test_the_browser_ledger_never_signs_beyond_received_plus_one_price_of_lies(p
 
 
 def _ledger_run(price: int, events: list) -> list[dict]:
-    result = subprocess.run(
-        [NODE, "-e", LEDGER_RUNNER],
-        input=json.dumps({"bundle": str(build_wallet_js.OUTPUT), "runs": [{"price": str(price), "events": events}]}),
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
+    runs: list[list[dict]] = run_bundle(LEDGER_RUNNER, {"runs": [{"price": str(price), "events": events}]})
+    return runs[0]
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")

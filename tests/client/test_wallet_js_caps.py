@@ -7,38 +7,19 @@ without a click, and a re-read never signs a new price whatever a site claims
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channel_node.amounts import Asset, Display, format_display
+from wallet_js_helpers import LOADER, needs_node, run_bundle
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import build_wallet_js  # noqa: E402
-
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+pytestmark = needs_node
 PRICE = 20_000
 PASS_PRICE = 300_000
 CAP = 50_000
 NOW = 1_800_000_000
 
-LOADER = r"""
-const fs = require("fs"), vm = require("vm");
-const input = JSON.parse(fs.readFileSync(0, "utf8"));
-const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto };
-vm.createContext(context);
-vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
-const W = vm.runInContext("ChannelWallet", context);
-"""
 
 DISPLAY = LOADER + r"""
 const out = input.cases.map((c) => {
@@ -47,13 +28,6 @@ const out = input.cases.map((c) => {
 });
 process.stdout.write(JSON.stringify(out));
 """
-
-
-def _node(script: str, payload: dict) -> object:
-    payload = {"bundle": str(build_wallet_js.OUTPUT), **payload}
-    result = subprocess.run([NODE, "-e", script], input=json.dumps(payload), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 @settings(max_examples=20, deadline=None)
@@ -70,7 +44,7 @@ def test_the_page_shows_exactly_what_format_display_shows(data, decimals, symbol
     below = data.draw(st.integers(1, 10 ** (decimals + 1))) if cents else None
     asset = Asset("DUSD", decimals, "0x" + "33" * 20, Display(symbol, below, shown))
     document = {"symbol": symbol, "decimals": decimals, "shown": shown, **({"centsBelow": str(below)} if cents else {})}
-    out = _node(DISPLAY, {"cases": [{"document": document, "decimals": decimals, "value": str(v)} for v in values]})
+    out = run_bundle(DISPLAY, {"cases": [{"document": document, "decimals": decimals, "value": str(v)} for v in values]})
     assert out == [format_display(v, asset) for v in values]
 
 
@@ -86,7 +60,7 @@ def test_a_display_form_for_other_decimals_or_malformed_is_not_used():
         {"document": {**good, "shown": 7}, "decimals": 6, "value": "1"},  # more than the asset has
         {"document": "$", "decimals": 6, "value": "1"},
     ]
-    assert _node(DISPLAY, {"cases": cases}) == ["$0.02", None, None, None, None, None, None, None]
+    assert run_bundle(DISPLAY, {"cases": cases}) == ["$0.02", None, None, None, None, None, None, None]
 
 
 # ---------------------------------------------------------------- buying and reading against a scripted node
@@ -154,7 +128,7 @@ PASS_EXTRA = {"passes": [{"name": "news-day", "price": str(PASS_PRICE), "duratio
 
 
 def flow(steps, answers, extra, now=NOW) -> dict:
-    out = _node(FLOW, {"steps": steps, "answers": answers, "extra": extra, "price": PRICE, "now": now})
+    out = run_bundle(FLOW, {"steps": steps, "answers": answers, "extra": extra, "price": PRICE, "now": now})
     assert isinstance(out, dict)
     return out
 
@@ -263,7 +237,7 @@ def test_malformed_caps_and_passes_in_an_offer_are_left_out():
             {"name": "<script>", "price": "5", "duration": 60},
         ],
     }
-    out = _node(FLOW, {"steps": [], "answers": [], "extra": extra, "price": PRICE, "now": NOW})
+    out = run_bundle(FLOW, {"steps": [], "answers": [], "extra": extra, "price": PRICE, "now": NOW})
     assert out["terms"] == {"cap": None, "passes": ["ok"]}
 
 
@@ -288,7 +262,7 @@ def test_the_pass_voucher_header_is_the_one_the_node_parses(name, amount):
     contract, channel, signature = "0x" + "22" * 20, b"\x07" * 32, b"\x01" * 64 + b"\x1b"
     case = {"network": "eip155:31337", "contract": contract, "channel": "0x" + channel.hex(), "amount": str(amount),
             "signature": "0x" + signature.hex(), "pass": name}  # fmt: skip
-    [js] = _node(HEADER, {"cases": [case]})
+    [js] = run_bundle(HEADER, {"cases": [case]})
     expected = payment_signature("eip155:31337", contract, channel, amount, signature, pass_name=name)
     assert decode_header(js) == decode_header(expected)
     assert parse_payment_signature(js).pass_name == name

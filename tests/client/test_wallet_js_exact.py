@@ -6,13 +6,6 @@ implementation (eth_account's), and the PAYMENT-SIGNATURE it builds parses on th
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
@@ -27,23 +20,10 @@ from channel_node.signing.eip3009 import (
 )
 from channel_node.wire.envelope import decode_header
 from channel_node.wire.exact import exact_accepts, parse_exact
+from wallet_js_helpers import LOADER, needs_node, run_bundle
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
+pytestmark = needs_node
 
-import build_wallet_js  # noqa: E402
-
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
-
-LOADER = r"""
-const fs = require("fs"), vm = require("vm");
-const input = JSON.parse(fs.readFileSync(0, "utf8"));
-const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto };
-vm.createContext(context);
-vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
-const W = vm.runInContext("ChannelWallet", context);
-"""
 
 DIGESTS = LOADER + r"""
 const out = input.cases.map((c) => {
@@ -67,13 +47,6 @@ const out = input.offers.map((offer) => {
 });
 process.stdout.write(JSON.stringify(out));
 """
-
-
-def run(script: str, payload: dict) -> list:
-    payload = {"bundle": str(build_wallet_js.OUTPUT), **payload}
-    result = subprocess.run([NODE, "-e", script], input=json.dumps(payload), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 address = st.binary(min_size=20, max_size=20).map(to_checksum_address)
@@ -107,7 +80,7 @@ def test_browser_authorization_matches_python_and_eth_account_and_parses_on_the_
         resource = {"url": "http://127.0.0.1:1/a", "description": "a", "mimeType": "text/html"}
         inputs.append((python_auth, digest, signature, accepted, resource, c["key"]))
         c["js"] = {"domain": domain, "auth": auth, "accepted": accepted, "signature": "0x" + bytes(signature).hex(), "resource": resource}
-    answers = run(DIGESTS, {"cases": [c["js"] for c in cases]})
+    answers = run_bundle(DIGESTS, {"cases": [c["js"] for c in cases]})
     for (python_auth, digest, signature, accepted, resource, key), js in zip(inputs, answers, strict=True):
         assert js["digest"] == "0x" + digest.hex()
         # what the reader's wallet signs: another EIP-712 implementation hashes it to the same digest
@@ -140,7 +113,7 @@ def test_exact_terms_pick_the_exact_entry_and_refuse_what_cannot_be_signed():
         {"accepts": [exact_entry(network="solana:mainnet")]},
         {"accepts": [exact_entry(payTo="0x1234")]},
     ]
-    none, both, long, no_version, no_timeout, fraction, other_network, bad_pay_to = run(TERMS, {"offers": offers})
+    none, both, long, no_version, no_timeout, fraction, other_network, bad_pay_to = run_bundle(TERMS, {"offers": offers})
     assert none is None
     assert both["price"] == "20000" and both["chainId"] == "31337" and both["name"] == "DemoDollar"
     assert both["accepted"] == offers[1]["accepts"][1] and both["window"] == 120

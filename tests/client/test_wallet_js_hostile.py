@@ -6,23 +6,13 @@ bound")."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
+from channel_node.signing import keccak256
+from wallet_js_helpers import needs_node, run_bundle
 
-import build_wallet_js  # noqa: E402
-from channel_node.signing import keccak256  # noqa: E402
-
-NODE = shutil.which("node")
 PRICE = 1000
 PAGE = "http://news.example/articles/a.html"
 
@@ -152,15 +142,14 @@ if (input.seedVoucher) {
 })();
 """
 
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+pytestmark = needs_node
 
 
 def run(steps, answers, **chain) -> dict:
-    payload = {"bundle": str(build_wallet_js.OUTPUT), "page": PAGE, "price": PRICE, "steps": steps, "answers": answers,
+    payload = {"page": PAGE, "price": PRICE, "steps": steps, "answers": answers,
                "payerKey": keccak256(b"js payer").hex(), "receiverKey": keccak256(b"js receiver").hex(), **chain}  # fmt: skip
-    result = subprocess.run([NODE, "-e", RUNNER], input=json.dumps(payload), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    out: dict = run_bundle(RUNNER, payload)
+    return out
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,6 @@ signing anything when the balance is short or the offer's asset is no token (doc
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_account.messages import encode_typed_data
@@ -26,14 +20,9 @@ from web3 import Web3
 from channel_node.chain.artifacts import channel_deposit_artifact, demo_dollar_artifact
 from channel_node.signing import ChannelConfig, keccak256
 from channel_node.signing.eip3009 import TokenDomain
+from wallet_js_helpers import LOADER, needs_node, run_bundle
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import build_wallet_js  # noqa: E402
-
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+pytestmark = needs_node
 PERMIT_TYPEHASH = keccak256(b"Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)")
 CHAIN_ID = 31337
 CONTRACT = to_checksum_address("0x" + "22" * 20)
@@ -41,14 +30,6 @@ TOKEN = to_checksum_address("0x" + "33" * 20)
 PRICE = 20_000
 DEPOSIT = 50 * PRICE
 
-LOADER = r"""
-const fs = require("fs"), vm = require("vm");
-const input = JSON.parse(fs.readFileSync(0, "utf8"));
-const context = { atob, btoa, TextDecoder, TextEncoder, crypto: globalThis.crypto };
-vm.createContext(context);
-vm.runInContext(fs.readFileSync(input.bundle, "utf8"), context);
-const W = vm.runInContext("ChannelWallet", context);
-"""
 
 ENCODINGS = LOADER + r"""
 const out = input.cases.map((c) => ({
@@ -64,13 +45,6 @@ const out = input.cases.map((c) => ({
 }));
 process.stdout.write(JSON.stringify(out));
 """
-
-
-def _node(script: str, payload: dict) -> object:
-    payload = {"bundle": str(build_wallet_js.OUTPUT), **payload}
-    result = subprocess.run([NODE, "-e", script], input=json.dumps(payload), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def _address(seed: bytes) -> str:
@@ -100,7 +74,7 @@ def test_permit_digest_typed_data_and_call_data_match_python_and_the_abi(value, 
     name_answer = "0x" + abi_encode(["string"], [name]).hex()
     case = {"domain": domain, "permit": permit, "config": config, "r": "0x" + "ab" * 32, "vs": "0x" + "7c" * 32,
             "signature": "0x" + bytes(signature).hex(), "nameAnswer": name_answer}  # fmt: skip
-    [js] = _node(ENCODINGS, {"cases": [case]})
+    [js] = run_bundle(ENCODINGS, {"cases": [case]})
 
     # The Python wallet's permit digest (chain/erc20.py): the token's separator and Permit struct.
     separator = TokenDomain(name, version, chain_id, token).separator
@@ -265,7 +239,7 @@ PAYER_KEY = keccak256(b"js token payer")
 
 def flow(steps: list[dict], token: dict | None = None, **options) -> dict:
     token = {"name": "Demo Dollar", "version": "1", "permit": True, "balance": 10 * DEPOSIT, **(token or {})}
-    out = _node(FLOW, {"payerKey": PAYER_KEY.hex(), "asset": TOKEN, "contract": CONTRACT, "price": PRICE,
+    out = run_bundle(FLOW, {"payerKey": PAYER_KEY.hex(), "asset": TOKEN, "contract": CONTRACT, "price": PRICE,
                        "token": token, "steps": steps, **options})  # fmt: skip
     assert isinstance(out, dict)
     return out
@@ -418,7 +392,7 @@ W.payFor(terms, record, "http://news.example/a").then(
     [(_address(b"another token"), CONTRACT), ("0x" + "00" * 20, CONTRACT), (TOKEN, _address(b"another contract"))],
 )
 def test_a_corrective_402_naming_another_asset_or_contract_is_not_believed(answer_asset, answer_contract):
-    out = _node(REFUSAL, {"asset": TOKEN, "contract": CONTRACT, "answerAsset": answer_asset, "answerContract": answer_contract})
+    out = run_bundle(REFUSAL, {"asset": TOKEN, "contract": CONTRACT, "answerAsset": answer_asset, "answerContract": answer_contract})
     assert isinstance(out, dict)
     assert out["ok"] is False and out["code"] == "offer_changed"
     assert out["sent"] == ["1000"], "one voucher for the price, no resync to the figures of another channel"

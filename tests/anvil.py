@@ -10,8 +10,10 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 ANVIL = Path(__file__).resolve().parent.parent / "tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 
@@ -81,3 +83,17 @@ def start_anvil() -> Anvil:
                 anvil.stop()
                 raise RuntimeError("anvil did not start") from None
             time.sleep(0.05)
+
+
+def anvil_fixture(scope: Literal["function", "module"] = "function") -> Any:
+    """A test module's `anvil` fixture, `anvil = anvil_fixture()`: a fresh chain for each test, or
+    with "module" one for the module's tests; stopped after."""
+    import pytest
+
+    @pytest.fixture(scope=scope, name="anvil")
+    def running() -> Iterator[Anvil]:
+        chain = start_anvil()
+        yield chain
+        chain.stop()
+
+    return running

@@ -14,7 +14,7 @@ from eth_account import Account
 from web3 import AsyncWeb3
 from web3.providers import AsyncHTTPProvider
 
-from anvil import start_anvil
+from anvil import anvil_fixture
 from channel_node.chain import ChannelDepositClient, Sender
 from channel_node.chain.outbox import OutboxSender
 from channel_node.chain.view import Web3ChainView
@@ -31,11 +31,7 @@ CONFIRMATIONS = 2
 DEFENCE_RUNS = int(os.environ.get("ANVIL_DEFENCE_RUNS", "3"))
 
 
-@pytest.fixture
-def anvil():
-    chain = start_anvil()
-    yield chain
-    chain.stop()
+anvil = anvil_fixture()
 
 
 @dataclass

@@ -14,11 +14,10 @@ import sys
 import time
 
 import aiohttp
-import pytest
 from eth_account import Account
 from web3 import Web3
 
-from anvil import start_anvil
+from anvil import anvil_fixture
 from channel_node.chain.artifacts import channel_deposit_artifact, demo_dollar_artifact
 from channel_node.signing import keccak256
 from channel_node.signing.eip3009 import TokenDomain, TransferAuthorization, sign_authorization
@@ -30,11 +29,7 @@ PAYER_KEY = keccak256(b"exact crash payer")
 CLAIM_KEY = keccak256(b"exact crash claim key")
 
 
-@pytest.fixture
-def anvil():
-    chain = start_anvil()
-    yield chain
-    chain.stop()
+anvil = anvil_fixture()
 
 
 def deploy(w3: Web3, deployer: str, artifact, *args) -> str:

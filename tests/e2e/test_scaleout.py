@@ -16,6 +16,8 @@ import random
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,7 +26,7 @@ from eth_account import Account
 from web3 import AsyncWeb3
 from web3.providers import AsyncHTTPProvider
 
-from anvil import start_anvil
+from anvil import anvil_fixture
 from channel_node.chain import ChannelDepositClient, Sender
 from channel_node.signing import ChannelConfig, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
 from channel_node.wire.channel import payment_signature
@@ -37,11 +39,7 @@ VOUCHER_KEY = keccak256(b"scaleout voucher key")
 ARTICLES = 6
 
 
-@pytest.fixture(scope="module")
-def anvil():
-    chain = start_anvil()
-    yield chain
-    chain.stop()
+anvil = anvil_fixture("module")
 
 
 @dataclass
@@ -155,6 +153,20 @@ async def until_leader(http, nodes: list[Serve], seconds: float = 15.0) -> Serve
                 pass
         await asyncio.sleep(0.1)
     raise AssertionError("no process took the lead")
+
+
+@asynccontextmanager
+async def first_leads(toml: str) -> AsyncIterator[tuple[aiohttp.ClientSession, list[Serve]]]:
+    """One process started alone takes the lead: (a session, [that process]); the caller appends the
+    processes it starts after, and every one is stopped when the block ends."""
+    nodes = [await serve(toml)]
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert await until_leader(http, nodes) is nodes[0]
+            yield http, nodes
+    finally:
+        for node in nodes:
+            await node.stop()
 
 
 @dataclass
@@ -286,37 +298,31 @@ async def test_the_leader_killed_mid_load_is_replaced_and_nothing_is_lost_or_sen
     toml = write_config(tmp_path, world, postgres_dsn, claim_interval=1.0)  # claims keep flowing
     readers = [Reader(world, await world.open(), 100 + seed) for seed in range(6)]
     world.anvil.mine(1)
-    first = await serve(toml)
-    nodes = [first]
-    try:
-        async with aiohttp.ClientSession() as http:
-            assert await until_leader(http, [first]) is first
-            nodes.append(await serve(toml))
-            load = asyncio.gather(*(reader.run(http, nodes, 50, pause=0.03) for reader in readers))
-            for _ in range(600):  # until a third of the load is served
-                if sum(len(r.served) for r in readers) >= 6 * 50 // 3:
-                    break
-                await asyncio.sleep(0.05)
-            first.process.send_signal(signal.SIGKILL)  # mid-load, with claims going out every second
-            killed = time.perf_counter()
-            successor = await until_leader(http, nodes[1:], seconds=20)
-            takeover = time.perf_counter() - killed
-            served_at_takeover = sum(len(r.served) for r in readers)
-            await load
-            assert served_at_takeover < 6 * 50, "the new leader took over while the load ran"
-            assert takeover < 8.0, f"the other process led {takeover:.1f} s after the leader died"
-            print(f"takeover after SIGKILL: {takeover:.2f} s; requests resent to the other process: "
-                  f"{sum(r.retried for r in readers)}")
-            # Let the new leader claim what is left, then compare the chain with the outbox.
-            await asyncio.sleep(3.0)
-            report = await health(http, successor)
-            assert report["leaderProcess"] == report["process"]
+    async with first_leads(toml) as (http, nodes):
+        first = nodes[0]
+        nodes.append(await serve(toml))
+        load = asyncio.gather(*(reader.run(http, nodes, 50, pause=0.03) for reader in readers))
+        for _ in range(600):  # until a third of the load is served
+            if sum(len(r.served) for r in readers) >= 6 * 50 // 3:
+                break
+            await asyncio.sleep(0.05)
+        first.process.send_signal(signal.SIGKILL)  # mid-load, with claims going out every second
+        killed = time.perf_counter()
+        successor = await until_leader(http, nodes[1:], seconds=20)
+        takeover = time.perf_counter() - killed
+        served_at_takeover = sum(len(r.served) for r in readers)
+        await load
+        assert served_at_takeover < 6 * 50, "the new leader took over while the load ran"
+        assert takeover < 8.0, f"the other process led {takeover:.1f} s after the leader died"
+        print(f"takeover after SIGKILL: {takeover:.2f} s; requests resent to the other process: "
+              f"{sum(r.retried for r in readers)}")
+        # Let the new leader claim what is left, then compare the chain with the outbox.
+        await asyncio.sleep(3.0)
+        report = await health(http, successor)
+        assert report["leaderProcess"] == report["process"]
         await audit(postgres_dsn, readers)
         assert sum(r.retried for r in readers) >= 1, "requests sent to the dead process were resent to the other"
         await no_transaction_twice(world, postgres_dsn, readers)
-    finally:
-        for node in nodes:
-            await node.stop()
 
 
 async def no_transaction_twice(world: World, dsn: str, readers: list[Reader]) -> None:
@@ -361,29 +367,23 @@ async def test_a_payers_close_is_defended_by_the_leader_and_by_the_process_that_
     toml = write_config(tmp_path, world, postgres_dsn)
     before, after = Reader(world, await world.open(), 7), Reader(world, await world.open(), 8)
     world.anvil.mine(1)
-    first = await serve(toml)
-    nodes = [first]
-    try:
-        async with aiohttp.ClientSession() as http:
-            assert await until_leader(http, [first]) is first
-            follower = await serve(toml)
-            nodes.append(follower)
-            world.anvil.mine(2)
-            await asyncio.sleep(1.0)  # the leader has applied blocks: it knows its channels (none of these)
-            for reader in (before, after):
-                await reader.run(http, [follower], 6)  # sold by the follower only
-                assert reader.charged >= 2 * PRICE, reader.refused
-            # A payer's close on a channel the leader never served: it learns it from the store.
-            await world.client.request_close(before.config, sender=Sender.unlocked(world.payer))
-            await defended(world, before)
-            first.process.send_signal(signal.SIGKILL)
-            # The next payer closes while nobody leads: its log lies above the persisted cursor.
-            await world.client.request_close(after.config, sender=Sender.unlocked(world.payer))
-            assert await until_leader(http, [follower], seconds=20) is follower
-            await defended(world, after)
-    finally:
-        for node in nodes:
-            await node.stop()
+    async with first_leads(toml) as (http, nodes):
+        first = nodes[0]
+        follower = await serve(toml)
+        nodes.append(follower)
+        world.anvil.mine(2)
+        await asyncio.sleep(1.0)  # the leader has applied blocks: it knows its channels (none of these)
+        for reader in (before, after):
+            await reader.run(http, [follower], 6)  # sold by the follower only
+            assert reader.charged >= 2 * PRICE, reader.refused
+        # A payer's close on a channel the leader never served: it learns it from the store.
+        await world.client.request_close(before.config, sender=Sender.unlocked(world.payer))
+        await defended(world, before)
+        first.process.send_signal(signal.SIGKILL)
+        # The next payer closes while nobody leads: its log lies above the persisted cursor.
+        await world.client.request_close(after.config, sender=Sender.unlocked(world.payer))
+        assert await until_leader(http, [follower], seconds=20) is follower
+        await defended(world, after)
 
 
 async def test_serve_workers_refuses_a_sqlite_database_in_one_line(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from web3 import AsyncWeb3
 from web3.providers import AsyncHTTPProvider
 
-from anvil import start_anvil
+from anvil import anvil_fixture
 from channel_node.chain import ChannelDepositClient, Sender
 from channel_node.config import load_settings
 from channel_node.node.assembly import build_node
@@ -25,11 +25,7 @@ VOUCHER_KEY = keccak256(b"serve test voucher key")
 PRICE = 5_000
 
 
-@pytest.fixture(scope="module")
-def anvil():
-    chain = start_anvil()
-    yield chain
-    chain.stop()
+anvil = anvil_fixture("module")
 
 
 @pytest.fixture

@@ -703,35 +703,28 @@ class Wallet:
                 f"price {self._shown(price)} is above the per-request limit {self._shown(p.per_request_limit)}"
             )
         month = self._month()
-        if p.per_site_monthly_limit is not None and site is not None:
-            spent = self.store.spent(month, site)
-            if spent + spend > p.per_site_monthly_limit:
-                raise SpendingLimitExceeded(
-                    f"paying {self._shown(spend)} would bring this month's spending on {site} to {self._shown(spent + spend)}, "
-                    f"above the per-site monthly budget {self._shown(p.per_site_monthly_limit)}"
-                )
-        if p.monthly_limit is not None:
-            spent = self.store.spent(month)
-            if spent + spend > p.monthly_limit:
-                raise SpendingLimitExceeded(
-                    f"paying {self._shown(spend)} would bring this month's spending ({month}) to {self._shown(spent + spend)}, "
-                    f"above the monthly budget {self._shown(p.monthly_limit)}"
-                )
+        if site is not None:
+            self._check_budget(p.per_site_monthly_limit, month, site, spend,
+                               f"this month's spending on {site}", "the per-site monthly budget")  # fmt: skip
+        self._check_budget(p.monthly_limit, month, None, spend, f"this month's spending ({month})", "the monthly budget")
         day = self._day()
-        if p.per_site_daily_limit is not None and site is not None:
-            spent = self.store.spent(day, site)
-            if spent + spend > p.per_site_daily_limit:
-                raise SpendingLimitExceeded(
-                    f"paying {self._shown(spend)} would bring today's spending on {site} to {self._shown(spent + spend)}, "
-                    f"above the per-site daily limit {self._shown(p.per_site_daily_limit)}"
-                )
-        if p.daily_limit is not None:
-            spent = self.store.spent(day)
-            if spent + spend > p.daily_limit:
-                raise SpendingLimitExceeded(
-                    f"paying {self._shown(spend)} would bring today's spending to {self._shown(spent + spend)}, "
-                    f"above the daily limit {self._shown(p.daily_limit)}"
-                )
+        if site is not None:
+            self._check_budget(p.per_site_daily_limit, day, site, spend,
+                               f"today's spending on {site}", "the per-site daily limit")  # fmt: skip
+        self._check_budget(p.daily_limit, day, None, spend, "today's spending", "the daily limit")
+
+    def _check_budget(self, limit: int | None, period: str, site: str | None, spend: int, spending: str, budget: str) -> None:
+        """Refuses `spend` if what the ledger holds for `period` (a day or a month; one site's, or all
+        with site None) plus it would exceed `limit` (None: no limit); docs/security.md, "The reader's
+        budgets"."""
+        if limit is None:
+            return
+        spent = self.store.spent(period, site)
+        if spent + spend > limit:
+            raise SpendingLimitExceeded(
+                f"paying {self._shown(spend)} would bring {spending} to {self._shown(spent + spend)}, "
+                f"above {budget} {self._shown(limit)}"
+            )
 
     def _close_delay(self, terms: _Terms) -> int:
         delay = self.policy.close_delay

@@ -38,7 +38,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/postgres.py: where PostgreSQL's programs are, and its user
 
-from bench_support import FREE_PATH, PAID_PATH, PRICE, WRK_SCRIPT, run_wrk, serve_node, wait_ready, write_vouchers  # noqa: E402
+from bench_support import (  # noqa: E402
+    FREE_PATH,
+    PAID_PATH,
+    PRICE,
+    WRK_SCRIPT,
+    bench_arguments,
+    child_or_missing_wrk,
+    run_wrk,
+    sayer,
+    serve_node,
+    wait_ready,
+    write_vouchers,
+)
 
 # ---------------------------------------------------------------------- a node process (child)
 
@@ -208,32 +220,17 @@ def stop_nodes(children: list) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--channels", type=int, default=1000)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per measured phase")
+    bench_arguments(parser, duration=5, vouchers=80_000, vouchers_help="fresh vouchers to pre-sign (used again by each phase)")
     parser.add_argument("--processes", type=int, default=2, help="the largest PostgreSQL phase (2, or N where the machine allows)")
-    parser.add_argument("--vouchers", type=int, default=80_000, help="fresh vouchers to pre-sign (used again by each phase)")
     parser.add_argument("--dsn", help="a PostgreSQL server to create the databases on (default: a throwaway one)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ready", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        from channel_node.cli.main import run_async
-
-        run_async(serve(args))
-        return 0
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
-        return 2
-
-    def say(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr, flush=True)
-
+    if (code := child_or_missing_wrk(args, serve)) is not None:
+        return code
+    say = sayer(args)
     work = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
     script = work / "bench.lua"
     script.write_text(WRK_SCRIPT)

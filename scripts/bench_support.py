@@ -8,12 +8,16 @@ every process); each benchmark adds its own settings, port and audit.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Coroutine
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -200,3 +204,40 @@ def run_wrk(url: str, connections: int, duration: int, threads: int, script: Pat
     result: dict = json.loads(line.removeprefix("WRKJSON "))
     result["ok_per_s"] = (result["requests"] - result["non2xx"]) / (result["duration_us"] / 1e6)
     return result
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def bench_arguments(parser: argparse.ArgumentParser, *, duration: int, vouchers: int, vouchers_help: str) -> None:
+    """The options both benchmarks take (and the hidden --serve of their node child)."""
+    parser.add_argument("--channels", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=duration, help="seconds per measured phase")
+    parser.add_argument("--vouchers", type=int, default=vouchers, help=vouchers_help)
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+
+
+def child_or_missing_wrk(args: argparse.Namespace, serve: Callable[[argparse.Namespace], Coroutine[Any, Any, None]]) -> int | None:
+    """With --serve this process is the node child: it serves until SIGTERM (0); 2 when wrk is not
+    installed; None: go on driving."""
+    if args.serve:
+        from channel_node.cli.main import run_async
+
+        run_async(serve(args))
+        return 0
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    return None
+
+
+def sayer(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress on stderr, unless --json (then only the one line on stdout)."""
+
+    def say(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr, flush=True)
+
+    return say

@@ -35,7 +35,10 @@ from bench_support import (  # noqa: E402
     PAID_PATH,
     PRICE,
     WRK_SCRIPT,
+    bench_arguments,
+    child_or_missing_wrk,
     run_wrk,
+    sayer,
     serve_node,
     wait_ready,
     write_vouchers,
@@ -95,31 +98,16 @@ def thread_cpu(pid: int, names_file: Path) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--channels", type=int, default=1000)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured phase")
+    bench_arguments(parser, duration=10, vouchers=150_000, vouchers_help="fresh vouchers to pre-sign")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the node gets the other core)")
-    parser.add_argument("--vouchers", type=int, default=150_000, help="fresh vouchers to pre-sign")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
     parser.add_argument("--log-level", choices=["info", "warning"], default="info",
                         help="node log level (info: one JSON line per paid request, the default of a real node)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        from channel_node.cli.main import run_async
-
-        run_async(serve(args))
-        return 0
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
-        return 2
-
-    def say(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr, flush=True)
-
+    if (code := child_or_missing_wrk(args, serve)) is not None:
+        return code
+    say = sayer(args)
     work = Path(tempfile.mkdtemp(prefix="bench-unlock-"))
     say(f"starting the node with {args.channels} open channels ...")
     node_log = (work / "node.log").open("w")

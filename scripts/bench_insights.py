@@ -215,9 +215,11 @@ def bench_queries(args: argparse.Namespace) -> dict:
 def _serve_with_recorder(args: argparse.Namespace) -> None:
     """bench_unlock's node, with a Recorder on its paywall (the price tagged like a real site's)."""
     import bench_unlock
-    from channel_node import node as node_module
     from channel_node.cli.main import run_async
     from channel_node.insights import Recorder
+    from channel_node.node import (
+        assembly as node_module,  # bench_support.serve_node imports build_node from here at call time
+    )
 
     original = node_module.build_node
 

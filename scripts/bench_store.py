@@ -10,6 +10,7 @@ SQLite writes a file in a temporary folder (synchronous=FULL unless --synchronou
 PostgreSQL uses --dsn, or else starts a throwaway server like the tests do (tests/postgres.py), with
 fsync on unless --no-fsync. `--processes N` (PostgreSQL) opens N stores on one database, each with its
 own connections, as N node processes would have; the writers are shared out among them.
+`--no-bulk` (PostgreSQL) sends every write through the per-write path, for comparison.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             server = start_postgres(fsync=not args.no_fsync)
             dsn = await server.new_database()
         stores = [PostgresStore(dsn) for _ in range(args.processes)]
+        for store in stores:
+            store.bulk = not args.no_bulk
     try:
         for store in stores:
             await store.open(pin)
@@ -80,7 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         commits = sum(done)
         latencies.sort()
         return {
-            "store": args.store,
+            "store": args.store + ("" if args.store == "sqlite" or not args.no_bulk else " (no bulk path)"),
             "writers": args.writers,
             "processes": len(stores),
             "seconds": round(elapsed, 2),
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="PostgreSQL: stores on one database")
     parser.add_argument("--dsn", help="PostgreSQL: an existing database (default: a throwaway server)")
     parser.add_argument("--no-fsync", action="store_true", help="throwaway PostgreSQL: fsync off")
+    parser.add_argument("--no-bulk", action="store_true", help="PostgreSQL: every write through the per-write path")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="SQLite")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -653,7 +653,11 @@ class PostgresStore:
                     stop = True
                     break
                 batch.append(more)
-            outcomes = await self._apply_batch(batch)
+            try:
+                outcomes = await self._apply_batch(batch)
+            except Exception as exc:  # a bug in one write's work: the batch fails, the writer lives on
+                failure = StoreError(f"could not commit to {self.where}: {type(exc).__name__}")
+                outcomes = [failure] * len(batch)
             for request, outcome in zip(batch, outcomes, strict=True):
                 if request.future.done():  # the caller was cancelled; the write stands regardless
                     continue

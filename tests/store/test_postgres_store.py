@@ -380,7 +380,7 @@ async def test_a_lost_writer_connection_fails_its_batch_and_the_next_write_recon
     assert (await store.load_channel(channel(3).channel_id)).version == 1
 
 
-async def test_a_failing_piece_of_work_fails_alone_in_its_transaction_and_the_writer_lives_on(store):
+async def test_a_failing_piece_of_work_fails_its_batch_never_the_writer(store):
     async def broken(connection):
         raise TypeError("a bug")
 

@@ -10,7 +10,8 @@ SQLite writes a file in a temporary folder (synchronous=FULL unless --synchronou
 PostgreSQL uses --dsn, or else starts a throwaway server like the tests do (tests/postgres.py), with
 fsync on unless --no-fsync. `--processes N` (PostgreSQL) opens N stores on one database, each with its
 own connections, as N node processes would have; the writers are shared out among them.
-`--no-bulk` (PostgreSQL) sends every write through the per-write path, for comparison.
+`--lookups` adds the lookup_payment a paid request makes before its commit; `--pool N` sets
+PostgreSQL's read connections per store. `--no-bulk` (PostgreSQL) sends every write through the per-write path, for comparison.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
             server = start_postgres(fsync=not args.no_fsync)
             dsn = await server.new_database()
-        stores = [PostgresStore(dsn) for _ in range(args.processes)]
+        stores = [PostgresStore(dsn, pool_size=args.pool) for _ in range(args.processes)]
         for store in stores:
             store.bulk = not args.no_bulk
     try:
@@ -69,6 +70,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 charged = version * 1000
                 paid = replace(state, ceiling=charged, charged=charged, signature=b"s" * 65)
                 started = time.perf_counter()
+                if args.lookups:  # what a paid request reads first
+                    await store.lookup_payment(state.channel_id, f"/articles/{version}", f"p{i}-{version}")
                 version = await store.commit(
                     ChannelWrite(paid, version, Charge(f"/articles/{version}", 1000, f"p{i}-{version}", True, version))
                 )
@@ -85,6 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         return {
             "store": args.store + ("" if args.store == "sqlite" or not args.no_bulk else " (no bulk path)"),
             "writers": args.writers,
+            "lookups": args.lookups,
             "processes": len(stores),
             "seconds": round(elapsed, 2),
             "commits": commits,
@@ -112,6 +116,8 @@ def main() -> None:
     parser.add_argument("--no-fsync", action="store_true", help="throwaway PostgreSQL: fsync off")
     parser.add_argument("--no-bulk", action="store_true", help="PostgreSQL: every write through the per-write path")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="SQLite")
+    parser.add_argument("--lookups", action="store_true", help="a lookup_payment before each commit, as a paid request")
+    parser.add_argument("--pool", type=int, default=4, help="PostgreSQL: read connections per store")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))

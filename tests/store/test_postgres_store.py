@@ -387,3 +387,15 @@ async def test_a_failing_piece_of_work_fails_its_batch_never_the_writer(store):
     with pytest.raises(StoreError):
         await store._submit(broken)
     assert await store.commit(ChannelWrite(channel(1), 0)) == 1
+
+
+def test_missing_postgresql_skips_locally_and_fails_under_ci():
+    from postgres import PostgresMissing, unavailable
+
+    missing = PostgresMissing("PostgreSQL is not installed")
+    with pytest.raises(pytest.skip.Exception):
+        unavailable(missing, {})
+    with pytest.raises(pytest.skip.Exception):
+        unavailable(missing, {"CI": "false"})
+    with pytest.raises(pytest.fail.Exception, match="CI must run"):
+        unavailable(missing, {"CI": "true"})

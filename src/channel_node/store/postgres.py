@@ -336,7 +336,7 @@ class PostgresStore:
         except (StoreError, asyncio.CancelledError):
             await self._close_connections()
             raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except Exception as exc:  # unreachable, refused, or a URL asyncpg cannot use (its text is not shown)
             await self._close_connections()
             raise StoreError(f"cannot open the PostgreSQL database {self.where}: {_reason(exc)}") from None
         self._queue = asyncio.Queue()

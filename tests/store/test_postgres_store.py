@@ -260,6 +260,7 @@ def test_the_database_setting_picks_the_store_and_hides_a_urls_password(tmp_path
         store = store_for(settings.database)
         assert type(store) is kind
         assert "s3cret" not in describe_database(settings.database)
+        assert "s3cret" not in repr(settings), "a Settings repr (a log line, a traceback) hides it too"
     assert describe_database(url) == "postgresql://db.example:5433/channels"
     assert store_for(tmp_path / "node.db", "normal").synchronous == "normal"
     from channel_node.config import SettingsError

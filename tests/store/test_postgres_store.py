@@ -401,3 +401,27 @@ def test_missing_postgresql_skips_locally_and_fails_under_ci():
         unavailable(missing, {"CI": "false"})
     with pytest.raises(pytest.fail.Exception, match="CI must run"):
         unavailable(missing, {"CI": "true"})
+
+
+async def test_a_write_stuck_behind_another_process_lock_fails_in_bounded_time(postgres_dsn):
+    """A process that holds a channel's row too long (stuck mid-transaction) makes the other's write
+    a StoreError after `command_timeout`, not a request that hangs; the writer then goes on."""
+    store = PostgresStore(postgres_dsn, command_timeout=1.0)
+    await store.open(PIN)
+    try:
+        await store.commit(ChannelWrite(channel(1), 0))
+        stuck = await asyncpg.connect(postgres_dsn)
+        try:
+            transaction = stuck.transaction()
+            await transaction.start()
+            await stuck.execute("SELECT 1 FROM channels FOR UPDATE")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(StoreError):
+                await store.commit(ChannelWrite(replace(channel(1), charged=1, ceiling=1), 1))
+            assert asyncio.get_running_loop().time() - started < 10
+            await transaction.rollback()
+        finally:
+            await stuck.close()
+        assert await store.commit(ChannelWrite(replace(channel(1), charged=1, ceiling=1), 1)) == 2
+    finally:
+        await store.close()

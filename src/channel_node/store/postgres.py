@@ -244,8 +244,9 @@ _UPDATE_CHANNEL = (
 )
 _INSERT_CHANNEL = (
     "INSERT INTO channels (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling, "
-    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, receiver_authorizer) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, receiver_authorizer, "
+    "chain_block, chain_hash) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) "
     "ON CONFLICT (channel_id) DO NOTHING"
 )
 _INSERT_CHARGE = (
@@ -304,12 +305,17 @@ class _Refused(StoreError):
 
 
 class PostgresStore:
-    def __init__(self, dsn: str, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, dsn: str, pool_size: int = 4, connect_timeout: float = 10.0, command_timeout: float = 30.0
+    ) -> None:
         if not is_postgres_url(dsn):
             raise ValueError("a PostgreSQL URL starts with postgresql:// or postgres://")
         self.dsn = dsn
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        # A statement that takes longer (a server that stopped answering, a lock another process
+        # holds too long) fails as a StoreError rather than holding its requests forever.
+        self.command_timeout = command_timeout
         self._pool: Any = None  # asyncpg.Pool for reads
         self._writer: Any = None  # the writer task's own connection
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
@@ -327,12 +333,19 @@ class PostgresStore:
 
     async def open(self, pin: Pin) -> None:
         try:
-            self._writer = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-            await self._migrate(self._writer)
-            await self._check_pin(self._writer, pin)
+            # Migrating has no statement timeout (a large migration, or waiting for another
+            # process's), so on a connection of its own; the writer's and the pool's have one.
+            migrator = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+            try:
+                await self._migrate(migrator)
+                await self._check_pin(migrator, pin)
+            finally:
+                await migrator.close()
+            self._writer = await self._connect()
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout
-            )
+                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+            )  # fmt: skip
         except (StoreError, asyncio.CancelledError):
             await self._close_connections()
             raise
@@ -341,6 +354,9 @@ class PostgresStore:
             raise StoreError(f"cannot open the PostgreSQL database {self.where}: {_reason(exc)}") from None
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="store-writer")
+
+    async def _connect(self) -> Connection:
+        return await asyncpg.connect(self.dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -671,7 +687,7 @@ class PostgresStore:
     async def _apply_batch(self, batch: list[_Request]) -> list[object]:
         try:
             if self._writer is None or self._writer.is_closed():  # the server restarted: connect again
-                self._writer = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+                self._writer = await self._connect()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             return [StoreError(f"could not commit to {self.where}: {_reason(exc)}")] * len(batch)
         connection = self._writer
@@ -792,19 +808,21 @@ async def _apply(connection: Connection, write: ChannelWrite) -> int:
     s = write.state
     now = int(time.time())
     version = write.expected_version + 1
-    if write.expected_version == 0:
+    anchor = write.anchor
+    if write.expected_version == 0:  # a new channel: its anchor goes in with it
         c = s.config
         status = await connection.execute(
             _INSERT_CHANNEL,
             s.channel_id, c.payer, c.signer, c.receiver, c.token, c.close_delay, _num(c.salt), _num(s.deposited),
             _num(s.claimed), _num(s.ceiling), s.signature, _num(s.charged), s.close_deadline, s.settled,
-            s.receiver_closing, version, now, c.receiver_authorizer,
+            s.receiver_closing, version, now, c.receiver_authorizer, anchor.block if anchor else None,
+            anchor.block_hash if anchor else None,
         )  # fmt: skip
     else:
         status = await connection.execute(_UPDATE_CHANNEL, *_update_values(write, now))
     if _affected(status) != 1:
         raise StaleWrite(f"channel 0x{s.channel_id.hex()} changed since it was read")
-    if write.anchor is not None:
+    if write.anchor is not None and write.expected_version != 0:
         await connection.execute(
             "UPDATE channels SET chain_block = $1, chain_hash = $2 WHERE channel_id = $3",
             write.anchor.block, write.anchor.block_hash, s.channel_id,

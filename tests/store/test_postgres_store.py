@@ -425,3 +425,16 @@ async def test_a_write_stuck_behind_another_process_lock_fails_in_bounded_time(p
         assert await store.commit(ChannelWrite(replace(channel(1), charged=1, ceiling=1), 1)) == 2
     finally:
         await store.close()
+
+
+async def test_doctor_says_what_to_fix_for_an_unreachable_postgres_database():
+    from anvil import free_port
+
+    from channel_node.cli.doctor import read_database_pin
+    from channel_node.node.doctor import Observations, Verdict, diagnose
+    from channel_node.store import describe_database
+
+    url = f"postgresql://node:s3cret@127.0.0.1:{free_port()}/channels"
+    observed = Observations(rpc_url="http://127.0.0.1:8545", database=describe_database(url), pinned=await read_database_pin(url))
+    [check] = [c for c in diagnose(observed) if c.name == "database"]
+    assert check.verdict is Verdict.FIX and "the server runs" in check.text and "s3cret" not in check.text

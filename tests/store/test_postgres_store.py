@@ -429,7 +429,6 @@ async def test_a_write_stuck_behind_another_process_lock_fails_in_bounded_time(p
 
 async def test_doctor_says_what_to_fix_for_an_unreachable_postgres_database():
     from anvil import free_port
-
     from channel_node.cli.doctor import read_database_pin
     from channel_node.node.doctor import Observations, Verdict, diagnose
     from channel_node.store import describe_database

@@ -343,3 +343,29 @@ def test_concurrent_requests_at_the_cap_boundary_never_overshoot_it(cap_amount, 
         assert paid[at[1]] == min(wanted[at[1]], cap_amount)
     else:
         assert sum(paid.values()) == min(pre + sum(wanted.values()), cap_amount)
+
+
+@settings(max_examples=30, deadline=None)
+@given(buyers=st.integers(2, 20), seed=st.integers(0, 2**32))
+def test_concurrent_purchases_of_one_pass_charge_it_once(buyers, seed):
+    day = Pass("day", 30, DAY, pattern="/news/*")
+
+    async def run() -> list[Charge]:
+        store = YieldingStore()
+        await store.open(Pin(DOMAIN.chain_id, DOMAIN.verifying_contract, RECEIVER))
+        await store.commit(ChannelWrite(ChannelState(channel_id=CHANNEL, config=CHANNEL_CONFIG, deposited=DEPOSIT), 0))
+        runtimes = [Runtime(store, DOMAIN, RECEIVER, b"\0" * 20, None, close_margin=0, clock=lambda: 1000.0)
+                    for _ in range(2)]  # fmt: skip
+        signature = sign_digest(KEY, voucher_digest(DOMAIN, CHANNEL, DEPOSIT))
+        order = random.Random(seed)
+        outcomes = await asyncio.gather(*(
+            runtimes[order.randrange(2)].pay(PaymentRequest(CHANNEL, DEPOSIT, signature, f"/news/{n}", 5, True,
+                                                            passes=(day,), buying=day))
+            for n in range(buyers)
+        ))  # fmt: skip
+        assert all(o.accepted for o in outcomes)
+        return await store.charges(CHANNEL)
+
+    charges = asyncio.run(run())
+    assert [c.amount for c in charges if c.amount] == [30] and sum(1 for c in charges if c.pass_until is not None) == 1
+    assert len(charges) == buyers, "every buyer was served (the later ones under the pass)"

@@ -139,6 +139,8 @@ async def test_a_rolling_cap_frees_room_as_its_oldest_charge_leaves_the_window(r
         running.clock.now = NOW + n * 3600
         costs.append(int(receipt(await reader.get(f"/api/item-{n}"))["chargedAmount"]))
     assert costs == [PRICE, PRICE // 2, 0, 0]
+    assert [amount for _, amount, _, _ in await charged_by(reader, running)] == [PRICE, PRICE // 2], (
+        "a free per-request call is not recorded: nothing to unlock, no room spent")
     r = receipt(await reader.get("/api/item-9"))
     assert r["cap"] == {"name": "api", "cap": str(API_CAP), "paid": str(API_CAP), "resetsAt": NOW + 2 * DAY}
     running.clock.now = NOW + 2 * DAY - 1  # the first charge is still in the window
@@ -211,3 +213,71 @@ async def test_a_bad_pass_is_a_400_that_changes_nothing(running, channels, path,
     status, error, _ = await refusal(await running.client.get(path, headers={"PAYMENT-SIGNATURE": header}))
     assert (status, error) == (400, code)
     assert (await running.node.runtime.channel(reader.payer.id), await charged_by(reader, running)) == before
+
+
+class Sales:
+    """An insights recorder that keeps what the paywall reports."""
+
+    def __init__(self) -> None:
+        self.unlocks: list[tuple[str, int, str, int | None, str | None, str | None]] = []
+
+    def offer(self, resource, price, tags, at) -> None:
+        pass
+
+    def unlock(self, resource, price, tags, channel_id, at, *, kind="article", list_price=None, cap=None, pass_name=None):
+        self.unlocks.append((resource, price, kind, list_price, cap, pass_name))
+
+
+async def test_insights_hear_each_sales_kind_and_list_price(running, channels):
+    sales = running.node.paywall.insights = Sales()
+    reader = Reader(running, channels)
+    for n in range(1, 5):
+        await reader.get(f"/articles/{n}.html")
+    await reader.get("/articles/1.html")  # a re-read records nothing
+    await reader.get("/articles/5.html", price=PASS_PRICE, pass_name="news-day")
+    await reader.get("/articles/6.html")
+    assert sales.unlocks == [
+        ("/articles/1.html", PRICE, "article", None, None, None),
+        ("/articles/2.html", PRICE, "article", None, None, None),
+        ("/articles/3.html", PRICE // 2, "capped", PRICE, "news", None),
+        ("/articles/4.html", 0, "capped", PRICE, "news", None),
+        ("/articles/5.html", PASS_PRICE, "pass", PASS_PRICE, None, "news-day"),
+        ("/articles/6.html", 0, "pass_read", PRICE, "news", "news-day"),
+    ]
+
+
+async def test_a_proxy_checks_before_the_origin_as_it_pays_after(chain, deployed, parties, channels, tmp_path):
+    """Reverse-proxy mode asks `Runtime.check` before the origin works and `Runtime.pay` after:
+    both decide alike under a cap and a pass (a free read goes through, an old voucher never does)."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    seen: list[str] = []
+
+    async def article(request):
+        seen.append(request.path)
+        return web.Response(text=f"origin {request.path}")
+
+    origin_app = web.Application()
+    origin_app.router.add_get("/articles/{name}", article)
+    origin = TestServer(origin_app)
+    await origin.start_server()
+    settings = node_settings(
+        deployed.address, parties.receiver.address, tmp_path / "node.db", upstream=str(origin.make_url("/")),
+        caps=[{"name": "news", "pattern": "/articles/*", "cap": PRICE + PRICE // 2, "period": "week"}],
+        passes=[{"name": "news-day", "tags": {"section": "news"}, "price": PASS_PRICE, "duration": "1d"}],
+    )  # fmt: skip
+    node = await start_node(chain.tester, settings)
+    node.node.runtime.clock = Clock(NOW)
+    try:
+        reader = Reader(node, channels)
+        costs = [int(receipt(await reader.get(f"/articles/{n}"))["chargedAmount"]) for n in range(1, 4)]
+        assert costs == [PRICE, PRICE // 2, 0] and seen == ["/articles/1", "/articles/2", "/articles/3"]
+        old = reader.payer.header(PRICE, with_config=False)  # below the charged total: stale, even for 0
+        status, code, _ = await refusal(await node.client.get("/articles/4", headers={"PAYMENT-SIGNATURE": old}))
+        assert (status, code) == (402, "stale_voucher") and len(seen) == 3, "refused before the origin was asked"
+        r = receipt(await reader.get("/articles/5", price=PASS_PRICE, pass_name="news-day"))
+        assert r["chargedAmount"] == str(PASS_PRICE) and r["pass"]["until"] == NOW + DAY and len(seen) == 4
+    finally:
+        await node.stop()
+        await origin.close()

@@ -148,3 +148,18 @@ async def test_sqlite_upgrade_from_the_sixth_schema_keeps_old_charges_without_ca
     lookup = await store.lookup_payment(b"\x01" * 32, "/a", None, True, SpendingQuery("news", 0, ("day",), 10))
     assert (lookup.cap_paid, lookup.pass_until) == (0, None)
     await store.close()
+
+
+async def test_sums_beyond_a_64_bit_integer_stay_exact(store):
+    """SQLite sums in 64 bits while it can (an overflow raises) and the store in Python beyond:
+    18-digit amounts whose sum overflows, and uint256-sized ones, are summed exactly."""
+    big, huge = 10**18 - 1, 2**255
+    state = channel(3)
+    charges = [Charge(f"/n/{n}", big, None, True, 10 + n, cap_group="news") for n in range(12)]
+    await write_charges(store, state, charges)
+    lookup = await store.lookup_payment(state.channel_id, "/x", None, True, SpendingQuery("news", 0, (), 100))
+    assert (lookup.cap_paid, lookup.cap_oldest) == (12 * big, 10)
+    other = channel(4)
+    await write_charges(store, other, [Charge("/a", huge, None, True, 5, "news"), Charge("/b", 7, None, True, 6, "news")])
+    lookup = await store.lookup_payment(other.channel_id, "/x", None, True, SpendingQuery("news", 0, (), 100))
+    assert lookup.cap_paid == huge + 7

@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any, get_type_hints
 
+import pytest
 from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,13 +24,17 @@ from channel_node.types import UINT96_MAX, UINT128_MAX
 from channel_node.wire.channel import (
     PASS_FIELD,
     SCHEME,
+    CapView,
     ChannelAccepts,
     ChannelExtra,
     ChannelReceipt,
     ChannelSummary,
+    PassView,
     config_json,
     parse_payment_signature,
     payment_signature,
+    read_offer_spending,
+    read_receipt_spending,
 )
 from channel_node.wire.envelope import MAX_HEADER_BYTES, X402_VERSION, ProtocolError, decode_header, encode_header
 
@@ -233,3 +238,55 @@ def test_a_configuration_spelled_for_the_wire_parses_back(config):
     header = payment_signature("eip155:1", "0x" + "0c" * 20, b"\1" * 32, 1, b"\2" * 65, None, config)
     assert decode_header(header)["payload"]["channel"] == spelled
     assert parse_payment_signature(header).config == config
+
+
+@settings(max_examples=150, deadline=None)
+@given(cap=caps, covering=st.lists(passes, max_size=3), paid=st.none() | amounts, ends=st.none() | st.integers(0, 2**39),
+       charge=st.none() | amounts, held=st.none() | st.tuples(spend_names, st.integers(0, 2**39)))  # fmt: skip
+def test_the_wallet_reads_caps_and_passes_as_the_node_wrote_them(cap, covering, paid, ends, charge, held):
+    standing = Progress(cap, paid, 2**33, ends) if paid is not None else None
+    document = payment_required(
+        Offer("eip155:1", "0x" + "00" * 20, "0x" + "00" * 20, "0x" + "00" * 20, 0, 0, 0), "/a", 5, "", "text/html", True,
+        "payment_required", "pay", cap=cap_terms(cap, ends, standing), passes=pass_terms(tuple(covering)), charge=charge,
+    )  # fmt: skip
+    extra = decode_header(encode_header(document))["accepts"][0]["extra"]
+    view, on_sale, cost = read_offer_spending(extra)
+    assert view == CapView(cap.name, cap.amount, cap.period.text, ends, paid, 2**33 if paid is not None else None)
+    assert on_sale == tuple(PassView(p.name, p.price, p.duration, p.description) for p in covering) and cost == charge
+    held_pass = {"name": held[0], "until": held[1]} if held is not None else None
+    state = ChannelState(channel_id=b"\1" * 32, config=ChannelConfig.create(b"\1" * 20, b"\2" * 20, b"\3" * 20, None, 3600, 1))
+    receipt = payment_response(Offer("eip155:1", "", "", "", 0, 0, 0), state, 1, None, None,
+                               cap_standing(Progress(cap, paid or 0, 7, None)), held_pass)  # fmt: skip
+    got_cap, got_pass = read_receipt_spending(decode_header(encode_header(receipt)))
+    assert got_cap == CapView(cap.name, cap.amount, None, None, paid or 0, 7)
+    assert got_pass == (PassView(held[0], until=held[1]) if held is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("cap", {"name": "News", "cap": "1"}),
+        ("cap", {"name": "news", "cap": 1}),
+        ("cap", {"name": "news", "cap": "-1"}),
+        ("cap", {"name": "news", "cap": "1", "period": "year"}),
+        ("cap", {"name": "news", "cap": "1", "resetsAt": "soon"}),
+        ("cap", "news"),
+        ("passes", [{"name": "day", "price": "1", "duration": 0}]),
+        ("passes", [{"name": "day", "price": "1", "duration": 1, "description": "x" * 201}]),
+        ("passes", {"name": "day"}),
+        ("passes", [{"name": "day", "price": "1", "duration": 1}] * 33),
+        ("charge", "0x10"),
+        ("charge", -1),
+    ],
+)
+def test_a_hostile_offers_caps_and_passes_are_refused_by_name(where, value):
+    with pytest.raises(ValueError, match=rf"extra\.{where}"):
+        read_offer_spending({where: value})
+
+
+def test_a_hostile_receipts_cap_and_pass_are_refused_by_name():
+    for field, value in (("cap", {"name": "n", "cap": "1", "paid": "x", "resetsAt": 1}), ("pass", {"name": "d", "until": -1}),
+                         ("pass", {"name": "d"})):  # fmt: skip
+        with pytest.raises(ValueError, match=field):
+            read_receipt_spending({field: value})
+    assert read_receipt_spending({}) == (None, None)

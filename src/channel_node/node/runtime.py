@@ -268,7 +268,9 @@ class Runtime:
         if not commit:
             return PaymentOutcome(effect, new_state, standing)
         charge = None
-        if isinstance(effect, Accepted) and effect.record:
+        # A per-request call a cap or a pass made free has nothing to unlock and spends no room:
+        # it is not recorded, so free calls cost the node no write (docs/protocol.md, "Caps and passes").
+        if isinstance(effect, Accepted) and effect.record and (effect.charged or request.once or effect.sale is None):
             sale = effect.sale
             charge = Charge(
                 request.resource, effect.charged, request.payment_id, request.once, int(now),

@@ -317,9 +317,11 @@ class Paywall:
         self.metrics.accepted_latency.observe(time.perf_counter() - started)
         self.log.info("payment", channel=channel, resource=key, charged=str(charged), outcome="accepted",
                       charged_total=str(state.charged), sale=sale.kind.value if sale is not None else None)  # fmt: skip
-        receipt = payment_response(
-            self.offer, state, charged, voucher.payment_id, voucher.amount, *_standing_fields(standing)
-        )
+        cap, held = _standing_fields(standing)
+        if cap is None and held is None:
+            receipt = payment_response(self.offer, state, charged, voucher.payment_id, voucher.amount)
+        else:
+            receipt = payment_response(self.offer, state, charged, voucher.payment_id, voucher.amount, cap=cap, held=held)
         extra = {
             RESPONSE_HEADER: encode_header(receipt),
             "Access-Control-Expose-Headers": EXPOSED_HEADERS,

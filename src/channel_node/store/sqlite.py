@@ -243,16 +243,30 @@ class SQLiteStore:
         """`store/base.py:spending_lookup` in SQL (amounts are decimal text: summed here)."""
         paid, oldest = 0, None
         if query.cap_group is not None:
-            until = query.until if query.until is not None else 1 << 62
-            rows = self._read.execute(
-                "SELECT amount, at FROM charges WHERE channel_id = ? AND cap_group = ? AND at >= ? AND at < ?",
-                (channel_id, query.cap_group, query.since, until),
-            ).fetchall()
-            for amount, at in rows:
-                value = int(amount)
-                paid += value
-                if value > 0 and (oldest is None or at < oldest):
-                    oldest = at
+            window = (channel_id, query.cap_group, query.since, query.until if query.until is not None else 1 << 62)
+            # Only charges above 0 (the partial index holds only those): reads made free once the
+            # cap is reached add nothing to scan.
+            where = "WHERE channel_id = ? AND cap_group = ? AND at >= ? AND at < ? AND amount <> '0'"
+            try:
+                # Summed by SQLite while every amount has at most 18 digits (below 2**63): its integer
+                # SUM is exact or raises on overflow; a longer amount is summed here instead.
+                total, first, longest = self._read.execute(
+                    f"SELECT SUM(CAST(amount AS INTEGER)), MIN(at), MAX(LENGTH(amount)) FROM charges {where}", window,
+                ).fetchone()
+            except sqlite3.OperationalError:  # integer overflow
+                longest = None
+                total = first = None
+                exact = False
+            else:
+                exact = longest is None or longest <= 18
+            if exact:
+                paid, oldest = int(total or 0), first
+            else:
+                for amount, at in self._read.execute(f"SELECT amount, at FROM charges {where}", window).fetchall():
+                    value = int(amount)
+                    paid += value
+                    if value > 0 and (oldest is None or at < oldest):
+                        oldest = at
         held: dict[str, int] = {}
         if query.passes:
             marks = ", ".join("?" * len(query.passes))

@@ -7,12 +7,13 @@ receipt: both take the field names and encodings from here. Pure: no I/O."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Final, Literal, NotRequired, Required, TypedDict
 
 from eth_utils.address import to_checksum_address
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from channel_node.signing import ChannelConfig
 from channel_node.signing.eip712 import ZERO_ADDRESS
@@ -324,6 +325,110 @@ channel's standing (docs/protocol.md, "Caps and passes"); `pass` is a keyword in
 functional form."""
 
 
+# -- Reading caps and passes (the wallet's side) ---------------------------------------------------
+# What a wallet reads from an untrusted node, checked field by field (docs/protocol.md, "Caps and
+# passes"); a malformed field is a ValueError naming it, never a figure taken on trust.
+
+_PERIOD = re.compile(r"day|week|month|[1-9][0-9]{0,3}d")
+_Time = Annotated[int, Field(ge=0, lt=1 << 40, strict=True)]
+
+
+def _period_text(value: str) -> str:
+    if not _PERIOD.fullmatch(value):
+        raise ValueError('must be "day", "week", "month" or "<N>d"')
+    return value
+
+
+class _CapModel(WireModel):
+    name: SpendName
+    cap: Amount
+    period: Annotated[str, string_then(_period_text)] | None = None  # the receipt's cap has none
+    periodEndsAt: _Time | None = None
+    paid: Amount | None = None
+    resetsAt: _Time | None = None
+
+
+class _PassModel(WireModel):
+    name: SpendName
+    price: Amount
+    duration: int = Field(gt=0, lt=1 << 40, strict=True)
+    description: str = Field("", max_length=200)
+
+
+class _ChargeModel(WireModel):
+    charge: Amount
+
+
+class _HeldModel(WireModel):
+    name: SpendName
+    until: _Time
+
+
+@dataclass(frozen=True)
+class CapView:
+    """A cap as an offer or a receipt states it: `paid` and `resets_at` when the node gave the
+    channel's standing (a receipt; a corrective 402), `period` and `period_ends_at` in an offer."""
+
+    name: str
+    cap: int
+    period: str | None
+    period_ends_at: int | None
+    paid: int | None
+    resets_at: int | None
+
+
+@dataclass(frozen=True)
+class PassView:
+    """A pass on sale (an offer's `passes`), or held (a receipt's `pass`: `until`, no price)."""
+
+    name: str
+    price: int | None = None
+    duration: int | None = None
+    description: str = ""
+    until: int | None = None
+
+
+def _model(model: type[Any], value: object, where: str) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{where}.{field}: {first['msg']}" if field else f"{where}: {first['msg']}") from None
+
+
+def _cap_view(value: object, where: str) -> CapView:
+    c = _model(_CapModel, value, where)
+    return CapView(c.name, c.cap, c.period, c.periodEndsAt, c.paid, c.resetsAt)
+
+
+def read_offer_spending(extra: Mapping[str, Any]) -> tuple[CapView | None, tuple[PassView, ...], int | None]:
+    """An offer's `extra.cap`, `extra.passes` and `extra.charge` (what the read costs the channel,
+    when the node checked its voucher), checked; absent fields are None or empty."""
+    cap = _cap_view(extra[CAP_FIELD], f"extra.{CAP_FIELD}") if extra.get(CAP_FIELD) is not None else None
+    raw = extra.get(PASSES_FIELD) or []
+    if not isinstance(raw, list) or len(raw) > 32:
+        raise ValueError(f"extra.{PASSES_FIELD}: must be a list of at most 32 passes")
+    passes = []
+    for n, item in enumerate(raw):
+        p = _model(_PassModel, item, f"extra.{PASSES_FIELD}[{n}]")
+        passes.append(PassView(p.name, p.price, p.duration, p.description))
+    charge = None
+    if extra.get(CHARGE_FIELD) is not None:
+        charge = _model(_ChargeModel, {"charge": extra[CHARGE_FIELD]}, "extra").charge
+    return cap, tuple(passes), charge
+
+
+def read_receipt_spending(receipt: Mapping[str, Any]) -> tuple[CapView | None, PassView | None]:
+    """A receipt's `cap` (the channel's standing after the request) and `pass` (bought or covering), checked."""
+    cap = _cap_view(receipt[CAP_FIELD], CAP_FIELD) if receipt.get(CAP_FIELD) is not None else None
+    held = None
+    if receipt.get(PASS_FIELD) is not None:
+        h = _model(_HeldModel, receipt[PASS_FIELD], PASS_FIELD)
+        held = PassView(h.name, until=h.until)
+    return cap, held
+
+
 __all__ = [
     "CAP_FIELD",
     "CHARGE_FIELD",
@@ -332,6 +437,7 @@ __all__ = [
     "SCHEME",
     "Amount",
     "CapStanding",
+    "CapView",
     "CapTerms",
     "ChannelAccepts",
     "ChannelConfigJson",
@@ -343,6 +449,7 @@ __all__ = [
     "LastVoucher",
     "PassStanding",
     "PassTerms",
+    "PassView",
     "SpendName",
     "PaymentSignature",
     "Salt",
@@ -353,4 +460,6 @@ __all__ = [
     "parse_payment_signature",
     "parse_voucher_document",
     "payment_signature",
+    "read_offer_spending",
+    "read_receipt_spending",
 ]

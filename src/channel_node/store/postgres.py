@@ -227,13 +227,14 @@ _LOOKUP = (
     "SELECT $3::boolean AND EXISTS (SELECT 1 FROM unlocks WHERE channel_id = $1 AND resource = $2), "
     "(SELECT resource FROM charges WHERE channel_id = $1 AND payment_id = $4)"
 )
-# The cap: the group's charges in [since, until) (until NULL: no end), their sum and the earliest
-# above 0; the passes: the latest pass_until beyond now of each named pass bought at or before now.
+# The cap: the group's charges above 0 in [since, until) (until NULL: no end; zeros add nothing and
+# the partial index charges_cap_group holds only the others), their exact NUMERIC sum and the
+# earliest; the passes: the latest pass_until beyond now of each named pass bought at or before now.
 _LOOKUP_SPENDING = (
     _LOOKUP + ", cap.paid, cap.oldest, held.names, held.untils FROM "
-    "(SELECT COALESCE(SUM(amount), 0) AS paid, MIN(at) FILTER (WHERE amount > 0) AS oldest FROM charges "
+    "(SELECT COALESCE(SUM(amount), 0) AS paid, MIN(at) AS oldest FROM charges "
     " WHERE $5::text IS NOT NULL AND channel_id = $1 AND cap_group = $5 AND at >= $6 "
-    " AND ($7::bigint IS NULL OR at < $7)) AS cap, "
+    " AND ($7::bigint IS NULL OR at < $7) AND amount <> 0) AS cap, "
     "(SELECT array_agg(pass_name) AS names, array_agg(until) AS untils FROM "
     " (SELECT pass_name, MAX(pass_until) AS until FROM charges WHERE channel_id = $1 AND pass_name = ANY($8::text[]) "
     "  AND pass_until > $9 AND at <= $9 GROUP BY pass_name) AS p) AS held"

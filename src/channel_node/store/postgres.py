@@ -1,6 +1,6 @@
 """The PostgreSQL store: several node processes on one database (docs/operations.md, "Running on PostgreSQL").
 
-Selected by `database = "postgresql://user@host/dbname"` (store/__init__.py:open_store). Same
+Selected by `database = "postgresql://user@host/dbname"` (store/__init__.py:store_for). Same
 contract as store/sqlite.py, with what several processes on one database need:
 
 - No file lock: the per-channel single-writer rule holds across processes through the channel
@@ -19,19 +19,23 @@ contract as store/sqlite.py, with what several processes on one database need:
 Group commit, as SQLite's writer: every write goes to one writer task with its own connection;
 the writes waiting in its queue are applied in one transaction (ordered by channel, so two
 processes' batches lock rows in the same order), committed once, and only then is each caller's
-future resolved. A stale write fails alone: its compare-and-set UPDATE is its first statement, so
-it wrote nothing; a write the database refuses (a payment identifier recorded before) makes the
-batch run again with a savepoint per write, so only that write fails. A deadlock or serialization
-failure against another process retries the whole batch (nothing of it was committed).
+future resolved. A batch of paid requests on known channels (the common case) takes four
+statements whatever its size (`PostgresStore._apply_bulk`: lock the rows in order, one UPDATE from
+arrays, one INSERT of charges, one of unlocks); any other batch goes write by write. A stale write
+fails alone: its compare-and-set is its first statement, so it wrote nothing; a write the database
+refuses (a payment identifier recorded before, an amount of 2^256) makes the batch run again with a
+savepoint per write, so only that write fails. A deadlock or serialization failure against another
+process retries the whole batch (nothing of it was committed). A lost connection or a statement
+over `command_timeout` fails the batch in flight (a StoreError for each of its callers).
 
 Why asyncpg (0.32) rather than psycopg 3 + psycopg-pool: it is one self-contained wheel (no system
 libpq, no further packages: a node that never uses PostgreSQL installs nothing more than it needs
 to import it); it is asyncio-native with a built-in pool, which is what the node's one event loop
 wants; and it speaks the binary protocol with pipelined `executemany`, so a batch of writes costs
 few round trips. Its price: it ships no type information (the module edge here is typed by hand,
-mypy ignores its imports), and its prepared-statement cache needs `statement_cache_size=0` behind
-a transaction-pooling PgBouncer (docs/operations.md says how). A store is bound to the event loop
-that opened it (asyncpg connections are).
+mypy ignores its imports), and its prepared statements do not survive a transaction-pooling
+PgBouncer (use session pooling: docs/operations.md). A store is bound to the event loop that opened
+it (asyncpg connections are).
 """
 
 from __future__ import annotations

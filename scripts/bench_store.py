@@ -9,7 +9,8 @@ as many writes are in flight as there are writers, which is what lets the store 
 SQLite writes a file in a temporary folder (synchronous=FULL unless --synchronous normal).
 PostgreSQL uses --dsn, or else starts a throwaway server like the tests do (tests/postgres.py), with
 fsync on unless --no-fsync. `--processes N` (PostgreSQL) opens N stores on one database, each with its
-own connections, as N node processes would have; the writers are shared out among them.
+own connections as N node processes would have (but all in this one event loop); the writers are
+shared out among them.
 `--lookups` adds the lookup_payment a paid request makes before its commit; `--pool N` sets
 PostgreSQL's read connections per store. `--no-bulk` (PostgreSQL) sends every write through the per-write path, for comparison.
 """

@@ -9,7 +9,10 @@ as many writes are in flight as there are writers, which is what lets the store 
 SQLite writes a file in a temporary folder (synchronous=FULL unless --synchronous normal).
 PostgreSQL uses --dsn, or else starts a throwaway server like the tests do (tests/postgres.py), with
 fsync on unless --no-fsync. `--processes N` (PostgreSQL) opens N stores on one database, each with its
-own connections, as N node processes would have; the writers are shared out among them.
+own connections as N node processes would have (but all in this one event loop); the writers are
+shared out among them.
+`--lookups` adds the lookup_payment a paid request makes before its commit; `--pool N` sets
+PostgreSQL's read connections per store. `--no-bulk` (PostgreSQL) sends every write through the per-write path, for comparison.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
             server = start_postgres(fsync=not args.no_fsync)
             dsn = await server.new_database()
-        stores = [PostgresStore(dsn) for _ in range(args.processes)]
+        stores = [PostgresStore(dsn, pool_size=args.pool) for _ in range(args.processes)]
+        for store in stores:
+            store.bulk = not args.no_bulk
     try:
         for store in stores:
             await store.open(pin)
@@ -66,6 +71,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 charged = version * 1000
                 paid = replace(state, ceiling=charged, charged=charged, signature=b"s" * 65)
                 started = time.perf_counter()
+                if args.lookups:  # what a paid request reads first
+                    await store.lookup_payment(state.channel_id, f"/articles/{version}", f"p{i}-{version}")
                 version = await store.commit(
                     ChannelWrite(paid, version, Charge(f"/articles/{version}", 1000, f"p{i}-{version}", True, version))
                 )
@@ -80,8 +87,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         commits = sum(done)
         latencies.sort()
         return {
-            "store": args.store,
+            "store": args.store + ("" if args.store == "sqlite" or not args.no_bulk else " (no bulk path)"),
             "writers": args.writers,
+            "lookups": args.lookups,
             "processes": len(stores),
             "seconds": round(elapsed, 2),
             "commits": commits,
@@ -107,7 +115,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="PostgreSQL: stores on one database")
     parser.add_argument("--dsn", help="PostgreSQL: an existing database (default: a throwaway server)")
     parser.add_argument("--no-fsync", action="store_true", help="throwaway PostgreSQL: fsync off")
+    parser.add_argument("--no-bulk", action="store_true", help="PostgreSQL: every write through the per-write path")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="SQLite")
+    parser.add_argument("--lookups", action="store_true", help="a lookup_payment before each commit, as a paid request")
+    parser.add_argument("--pool", type=int, default=4, help="PostgreSQL: read connections per store")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eth_utils.address import is_address, to_canonical_address
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -72,9 +73,21 @@ def _database(value: object) -> object:
     return value
 
 
+class DatabaseUrl(str):
+    """A PostgreSQL `database` URL: the text itself for the driver, but its repr (a Settings repr in
+    a log line or a traceback) shows it without the user and password."""
+
+    def __repr__(self) -> str:
+        return f"DatabaseUrl({public_endpoint(self)!r})"
+
+
+def _database_url(value: Path | str) -> Path | str:
+    return DatabaseUrl(value) if isinstance(value, str) else value
+
+
 # `database`: a path is an SQLite file; `postgresql://user@host/dbname` is a PostgreSQL database
 # several node processes may share (docs/operations.md, "Running on PostgreSQL").
-Database = Annotated[Path | str, BeforeValidator(_database)]
+Database = Annotated[Path | str, BeforeValidator(_database), AfterValidator(_database_url)]
 
 
 def _address(value: object) -> str:

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.asyncio
 
 
 def write(payer: bytes = b"\x01" * 20, nonce: bytes = b"\x03" * 32, resource: str = "/a", signature: bytes = b"s" * 65,
-          value: int = 1000, valid_before: int = 2_000_000_000) -> ExactWrite:  # fmt: skip
-    return ExactWrite(TOKEN, payer, nonce, PIN.receiver, value, 0, valid_before, signature, resource, 1000, 1)
+          value: int = 1000, valid_before: int = 2_000_000_000, token: bytes = TOKEN) -> ExactWrite:  # fmt: skip
+    return ExactWrite(token, payer, nonce, PIN.receiver, value, 0, valid_before, signature, resource, 1000, 1)
 
 
 @pytest.fixture
@@ -102,29 +102,41 @@ resources = st.sampled_from(["/a", "/b"])
 steps = st.lists(st.tuples(st.sampled_from(["record", "confirm", "fail", "serve"]), payers, nonces, resources), max_size=12)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=steps)
-async def test_a_durable_store_answers_every_sequence_as_memory_does(durable_stores, steps):
+@pytest.fixture
+async def memory_and_durable(durable_stores):
     memory = MemoryStore()
     await memory.open(PIN)
     both = [memory, await durable_stores.opened(PIN)]
-    try:
-        answers: list[list[object]] = [[], []]
-        for i, store in enumerate(both):
-            for action, payer, nonce, resource in steps:
-                w = write(payer=payer, nonce=nonce, resource=resource)
-                if action == "record":
-                    answers[i].append((await store.record_exact(w))[1])
-                elif action == "serve":
-                    answers[i].append(await store.serve_exact(w.key))
-                else:
-                    status = ExactStatus.CONFIRMED if action == "confirm" else ExactStatus.FAILED
-                    answers[i].append(await store.finish_exact(w.key, status))
-            answers[i].append(await store.exact_held())
-            answers[i].append(sorted((r.channel_id, r.status.value) for r in await store.outbox(tuple(OutboxStatus))))
-        assert answers[0] == answers[1]
-        recorded = {(p, n) for a, p, n, _ in steps if a == "record"}
-        assert len(answers[0][-1]) == len(recorded), "one transfer row per authorization, ever"
-    finally:
-        for store in both:
-            await store.close()
+    yield both
+    for store in both:
+        await store.close()
+
+
+_tokens = iter(range(1, 10**9))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=steps)
+async def test_a_durable_store_answers_every_sequence_as_memory_does(memory_and_durable, steps):
+    # Both stores live for the whole test; every example pays in a token of its own, so its
+    # authorizations (and their rows) are new: only they are compared.
+    token = next(_tokens).to_bytes(20, "big")
+    keys = {write(payer=p, nonce=n, token=token).key for _, p, n, _ in steps}
+    answers: list[list[object]] = [[], []]
+    for i, store in enumerate(memory_and_durable):
+        held_before = await store.exact_held()
+        for action, payer, nonce, resource in steps:
+            w = write(payer=payer, nonce=nonce, resource=resource, token=token)
+            if action == "record":
+                answers[i].append((await store.record_exact(w))[1])
+            elif action == "serve":
+                answers[i].append(await store.serve_exact(w.key))
+            else:
+                status = ExactStatus.CONFIRMED if action == "confirm" else ExactStatus.FAILED
+                answers[i].append(await store.finish_exact(w.key, status))
+        answers[i].append(await store.exact_held() - held_before)
+        rows = await store.outbox(tuple(OutboxStatus))
+        answers[i].append(sorted((r.channel_id, r.status.value) for r in rows if r.channel_id in keys))
+    assert answers[0] == answers[1]
+    recorded = {(p, n) for a, p, n, _ in steps if a == "record"}
+    assert len(answers[0][-1]) == len(recorded), "one transfer row per authorization, ever"

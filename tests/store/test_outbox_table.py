@@ -8,6 +8,7 @@ import re
 from dataclasses import replace
 from typing import get_args
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -118,23 +119,35 @@ def test_fulfilled_is_the_rule(kind, amount, claimed, settled):
     assert fulfilled(kind.value, amount, claimed, settled) is expected, "the stored text decides the same"  # type: ignore[arg-type]
 
 
+@pytest.fixture
+async def store(stores):
+    store = await stores.opened(PIN)
+    yield store
+    await store.close()
+
+
+_examples = iter(range(1, 10**9))
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(amounts=st.lists(st.integers(1, 1000), min_size=1, max_size=2), claimed=st.integers(0, 1000), settled=st.booleans())
-async def test_every_store_completes_exactly_the_fulfilled_rows(stores, amounts, claimed, settled):
-    store = await stores.opened(PIN)
-    try:
-        state = ChannelState(channel_id=b"\x09" * 32, config=CONFIG, deposited=1000)
-        sends_ = [ContractSendClaim(amounts[0], amounts[0], b"s" * 65, None)]
-        if len(amounts) > 1:
-            sends_.append(ContractSendClose(amounts[1], amounts[1], b"s" * 65))
-        await store.commit(ChannelWrite(state, 0, outbox=outbox_items(sends_)))
-        rows = await store.outbox()
-        assert all(row.status is OutboxStatus.PENDING and isinstance(row.kind, OutboxKind) for row in rows)
-        done = await store.complete_outbox(state.channel_id, claimed, settled)
-        assert done == sum(fulfilled(r.kind, r.amount, claimed, settled) for r in rows)
-        left = {row.id for row in await store.outbox()}
-        assert left == {r.id for r in rows if not fulfilled(r.kind, r.amount, claimed, settled)}
-        finished = await store.outbox((OutboxStatus.DONE,))
-        assert all(row.status is OutboxStatus.DONE for row in finished) and len(finished) == done
-    finally:
-        await store.close()
+async def test_every_store_completes_exactly_the_fulfilled_rows(store, amounts, claimed, settled):
+    # One store for the test, a new channel for every example: only its rows are looked at.
+    state = ChannelState(channel_id=next(_examples).to_bytes(32, "big"), config=CONFIG, deposited=1000)
+
+    async def rows_of(statuses=OUTBOX_OPEN):
+        return [row for row in await store.outbox(statuses) if row.channel_id == state.channel_id]
+
+    sends_ = [ContractSendClaim(amounts[0], amounts[0], b"s" * 65, None)]
+    if len(amounts) > 1:
+        sends_.append(ContractSendClose(amounts[1], amounts[1], b"s" * 65))
+    await store.commit(ChannelWrite(state, 0, outbox=outbox_items(sends_)))
+    rows = await rows_of()
+    assert len(rows) == len(amounts)
+    assert all(row.status is OutboxStatus.PENDING and isinstance(row.kind, OutboxKind) for row in rows)
+    done = await store.complete_outbox(state.channel_id, claimed, settled)
+    assert done == sum(fulfilled(r.kind, r.amount, claimed, settled) for r in rows)
+    left = {row.id for row in await rows_of()}
+    assert left == {r.id for r in rows if not fulfilled(r.kind, r.amount, claimed, settled)}
+    finished = await rows_of((OutboxStatus.DONE,))
+    assert all(row.status is OutboxStatus.DONE for row in finished) and len(finished) == done

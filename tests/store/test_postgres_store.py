@@ -233,9 +233,10 @@ async def test_an_unreachable_server_is_a_store_error_without_the_password(postg
     assert "s3cret-pw" not in str(caught.value) and "node:" not in str(caught.value)
     assert f"127.0.0.1:{dsn.split(':')[3].split('/')[0]}/channels" in str(caught.value)
     wrong_db = postgres.dsn("no_such_database").replace("postgres@", "postgres:s3cret-pw@")
-    with pytest.raises(StoreError) as caught:
-        await PostgresStore(wrong_db).open(PIN)
-    assert "s3cret-pw" not in str(caught.value)
+    for wrong in (wrong_db, "postgresql://node:s3cret-pw@127.0.0.1:99999/x", wrong_db + "?sslmode=s3cret-pw"):
+        with pytest.raises(StoreError) as caught:
+            await PostgresStore(wrong, connect_timeout=2).open(PIN)
+        assert "s3cret-pw" not in str(caught.value)
 
 
 @given(user=st.text(max_size=8), password=st.text(min_size=1, max_size=12), name=st.sampled_from(["node", "a/b", ""]))
@@ -259,6 +260,7 @@ def test_the_database_setting_picks_the_store_and_hides_a_urls_password(tmp_path
         store = store_for(settings.database)
         assert type(store) is kind
         assert "s3cret" not in describe_database(settings.database)
+        assert "s3cret" not in repr(settings), "a Settings repr (a log line, a traceback) hides it too"
     assert describe_database(url) == "postgresql://db.example:5433/channels"
     assert store_for(tmp_path / "node.db", "normal").synchronous == "normal"
     from channel_node.config import SettingsError
@@ -380,3 +382,96 @@ async def test_a_lost_writer_connection_fails_its_batch_and_the_next_write_recon
         assert await store.load_channel(channel(2).channel_id) is None
     assert await store.commit(ChannelWrite(channel(3), 0)) == 1, "the next batch reconnects"
     assert (await store.load_channel(channel(3).channel_id)).version == 1
+
+
+async def test_a_failing_piece_of_work_fails_its_batch_never_the_writer(store):
+    async def broken(connection):
+        raise TypeError("a bug")
+
+    with pytest.raises(StoreError):
+        await store._submit(broken)
+    assert await store.commit(ChannelWrite(channel(1), 0)) == 1
+
+
+def test_missing_postgresql_skips_locally_and_fails_under_ci():
+    from postgres import PostgresMissing, unavailable
+
+    missing = PostgresMissing("PostgreSQL is not installed")
+    with pytest.raises(pytest.skip.Exception):
+        unavailable(missing, {})
+    with pytest.raises(pytest.skip.Exception):
+        unavailable(missing, {"CI": "false"})
+    with pytest.raises(pytest.fail.Exception, match="CI must run"):
+        unavailable(missing, {"CI": "true"})
+
+
+async def test_a_write_stuck_behind_another_process_lock_fails_in_bounded_time(postgres_dsn):
+    """A process that holds a channel's row too long (stuck mid-transaction) makes the other's write
+    a StoreError after `command_timeout`, not a request that hangs; the writer then goes on."""
+    store = PostgresStore(postgres_dsn, command_timeout=1.0)
+    await store.open(PIN)
+    try:
+        await store.commit(ChannelWrite(channel(1), 0))
+        stuck = await asyncpg.connect(postgres_dsn)
+        try:
+            transaction = stuck.transaction()
+            await transaction.start()
+            await stuck.execute("SELECT 1 FROM channels FOR UPDATE")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(StoreError):
+                await store.commit(ChannelWrite(replace(channel(1), charged=1, ceiling=1), 1))
+            assert asyncio.get_running_loop().time() - started < 10
+            await transaction.rollback()
+        finally:
+            await stuck.close()
+        assert await store.commit(ChannelWrite(replace(channel(1), charged=1, ceiling=1), 1)) == 2
+    finally:
+        await store.close()
+
+
+async def test_doctor_says_what_to_fix_for_an_unreachable_postgres_database():
+    from anvil import free_port
+    from channel_node.cli.doctor import read_database_pin
+    from channel_node.node.doctor import Observations, Verdict, diagnose
+    from channel_node.store import describe_database
+
+    url = f"postgresql://node:s3cret@127.0.0.1:{free_port()}/channels"
+    observed = Observations(rpc_url="http://127.0.0.1:8545", database=describe_database(url), pinned=await read_database_pin(url))
+    [check] = [c for c in diagnose(observed) if c.name == "database"]
+    assert check.verdict is Verdict.FIX and "the server runs" in check.text and "s3cret" not in check.text
+
+
+async def test_two_os_processes_charging_the_same_channels_lose_and_double_nothing(postgres_dsn):
+    """Two real processes (tests/store/postgres_hammer.py), 8 concurrent writers each, charging 3
+    channels one unit at a time with a reload on every stale write: every commit that returned is
+    in the database exactly once, each channel's charged total is its number of charges, and its
+    version counts them (nothing lost, nothing applied twice, no two writers on one version)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    store = PostgresStore(postgres_dsn)
+    await store.open(PIN)
+    try:
+        for n in (1, 2, 3):
+            await store.commit(ChannelWrite(channel(n, deposited=10**6), 0))
+        hammer = str(Path(__file__).with_name("postgres_hammer.py"))
+        processes = [
+            await asyncio.create_subprocess_exec(sys.executable, hammer, postgres_dsn, name, "3", "15",
+                                                 stdout=asyncio.subprocess.PIPE)  # fmt: skip
+            for name in ("a", "b")
+        ]
+        outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in processes)), 60)
+        assert [p.returncode for p in processes] == [0, 0]
+        reports = [json.loads(out) for out, _ in outputs]
+        won = [tuple(w) for report in reports for w in report["won"]]
+        assert len(won) == 2 * 8 * 15
+        assert sum(report["stale"] for report in reports) > 0, "the processes did contend"
+        for n in (1, 2, 3):
+            stored = await store.load_channel(channel(n).channel_id)
+            charges = await store.charges(channel(n).channel_id)
+            mine = sorted(payment for m, payment in won if m == n)
+            assert sorted(c.payment_id for c in charges) == mine, "every returned commit, once"
+            assert stored.state.charged == len(charges) and stored.version == len(charges) + 1
+    finally:
+        await store.close()

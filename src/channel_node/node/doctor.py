@@ -251,6 +251,9 @@ def _content(o: Observations) -> Check:
 def _database(o: Observations) -> Check:
     p = o.pinned
     if p.error is not None:
+        if o.database.startswith(("postgresql://", "postgres://")):  # shown without its password (describe_database)
+            return Check("database", Verdict.FIX, f"{o.database} cannot be read ({p.error}): check that the server "
+                         "runs and the URL's user, password and database name")  # fmt: skip
         return Check("database", Verdict.FIX, f"{o.database} cannot be read as a channel-node database ({p.error}): "
                      "point `database` at a new file")  # fmt: skip
     if p.chain_id is None and p.contract is None and p.receiver is None:

@@ -1,6 +1,6 @@
 """The PostgreSQL store: several node processes on one database (docs/operations.md, "Running on PostgreSQL").
 
-Selected by `database = "postgresql://user@host/dbname"` (store/__init__.py:open_store). Same
+Selected by `database = "postgresql://user@host/dbname"` (store/__init__.py:store_for). Same
 contract as store/sqlite.py, with what several processes on one database need:
 
 - No file lock: the per-channel single-writer rule holds across processes through the channel
@@ -19,19 +19,23 @@ contract as store/sqlite.py, with what several processes on one database need:
 Group commit, as SQLite's writer: every write goes to one writer task with its own connection;
 the writes waiting in its queue are applied in one transaction (ordered by channel, so two
 processes' batches lock rows in the same order), committed once, and only then is each caller's
-future resolved. A stale write fails alone: its compare-and-set UPDATE is its first statement, so
-it wrote nothing; a write the database refuses (a payment identifier recorded before) makes the
-batch run again with a savepoint per write, so only that write fails. A deadlock or serialization
-failure against another process retries the whole batch (nothing of it was committed).
+future resolved. A batch of paid requests on known channels (the common case) takes four
+statements whatever its size (`PostgresStore._apply_bulk`: lock the rows in order, one UPDATE from
+arrays, one INSERT of charges, one of unlocks); any other batch goes write by write. A stale write
+fails alone: its compare-and-set is its first statement, so it wrote nothing; a write the database
+refuses (a payment identifier recorded before, an amount of 2^256) makes the batch run again with a
+savepoint per write, so only that write fails. A deadlock or serialization failure against another
+process retries the whole batch (nothing of it was committed). A lost connection or a statement
+over `command_timeout` fails the batch in flight (a StoreError for each of its callers).
 
 Why asyncpg (0.32) rather than psycopg 3 + psycopg-pool: it is one self-contained wheel (no system
 libpq, no further packages: a node that never uses PostgreSQL installs nothing more than it needs
 to import it); it is asyncio-native with a built-in pool, which is what the node's one event loop
 wants; and it speaks the binary protocol with pipelined `executemany`, so a batch of writes costs
 few round trips. Its price: it ships no type information (the module edge here is typed by hand,
-mypy ignores its imports), and its prepared-statement cache needs `statement_cache_size=0` behind
-a transaction-pooling PgBouncer (docs/operations.md says how). A store is bound to the event loop
-that opened it (asyncpg connections are).
+mypy ignores its imports), and its prepared statements do not survive a transaction-pooling
+PgBouncer (use session pooling: docs/operations.md). A store is bound to the event loop that opened
+it (asyncpg connections are).
 """
 
 from __future__ import annotations
@@ -227,13 +231,14 @@ _LOOKUP = (
     "SELECT $3::boolean AND EXISTS (SELECT 1 FROM unlocks WHERE channel_id = $1 AND resource = $2), "
     "(SELECT resource FROM charges WHERE channel_id = $1 AND payment_id = $4)"
 )
-# The cap: the group's charges in [since, until) (until NULL: no end), their sum and the earliest
-# above 0; the passes: the latest pass_until beyond now of each named pass bought at or before now.
+# The cap: the group's charges above 0 in [since, until) (until NULL: no end; zeros add nothing and
+# the partial index charges_cap_group holds only the others), their exact NUMERIC sum and the
+# earliest; the passes: the latest pass_until beyond now of each named pass bought at or before now.
 _LOOKUP_SPENDING = (
     _LOOKUP + ", cap.paid, cap.oldest, held.names, held.untils FROM "
-    "(SELECT COALESCE(SUM(amount), 0) AS paid, MIN(at) FILTER (WHERE amount > 0) AS oldest FROM charges "
+    "(SELECT COALESCE(SUM(amount), 0) AS paid, MIN(at) AS oldest FROM charges "
     " WHERE $5::text IS NOT NULL AND channel_id = $1 AND cap_group = $5 AND at >= $6 "
-    " AND ($7::bigint IS NULL OR at < $7)) AS cap, "
+    " AND ($7::bigint IS NULL OR at < $7) AND amount <> 0) AS cap, "
     "(SELECT array_agg(pass_name) AS names, array_agg(until) AS untils FROM "
     " (SELECT pass_name, MAX(pass_until) AS until FROM charges WHERE channel_id = $1 AND pass_name = ANY($8::text[]) "
     "  AND pass_until > $9 AND at <= $9 GROUP BY pass_name) AS p) AS held"
@@ -244,8 +249,9 @@ _UPDATE_CHANNEL = (
 )
 _INSERT_CHANNEL = (
     "INSERT INTO channels (channel_id, payer, signer, receiver, token, close_delay, salt, deposited, claimed, ceiling, "
-    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, receiver_authorizer) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+    "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, receiver_authorizer, "
+    "chain_block, chain_hash) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) "
     "ON CONFLICT (channel_id) DO NOTHING"
 )
 _INSERT_CHARGE = (
@@ -304,12 +310,17 @@ class _Refused(StoreError):
 
 
 class PostgresStore:
-    def __init__(self, dsn: str, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, dsn: str, pool_size: int = 4, connect_timeout: float = 10.0, command_timeout: float = 30.0
+    ) -> None:
         if not is_postgres_url(dsn):
             raise ValueError("a PostgreSQL URL starts with postgresql:// or postgres://")
         self.dsn = dsn
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        # A statement that takes longer (a server that stopped answering, a lock another process
+        # holds too long) fails as a StoreError rather than holding its requests forever.
+        self.command_timeout = command_timeout
         self._pool: Any = None  # asyncpg.Pool for reads
         self._writer: Any = None  # the writer task's own connection
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
@@ -327,20 +338,30 @@ class PostgresStore:
 
     async def open(self, pin: Pin) -> None:
         try:
-            self._writer = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-            await self._migrate(self._writer)
-            await self._check_pin(self._writer, pin)
+            # Migrating has no statement timeout (a large migration, or waiting for another
+            # process's), so on a connection of its own; the writer's and the pool's have one.
+            migrator = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+            try:
+                await self._migrate(migrator)
+                await self._check_pin(migrator, pin)
+            finally:
+                await migrator.close()
+            self._writer = await self._connect()
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout
-            )
+                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+            )  # fmt: skip
         except (StoreError, asyncio.CancelledError):
             await self._close_connections()
             raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except Exception as exc:  # unreachable, refused, or a URL asyncpg cannot use (its text is not shown)
             await self._close_connections()
             raise StoreError(f"cannot open the PostgreSQL database {self.where}: {_reason(exc)}") from None
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="store-writer")
+
+    async def _connect(self) -> Connection:
+        return await asyncpg.connect(self.dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -686,7 +707,11 @@ class PostgresStore:
                     stop = True
                     break
                 batch.append(more)
-            outcomes = await self._apply_batch(batch)
+            try:
+                outcomes = await self._apply_batch(batch)
+            except Exception as exc:  # a bug in one write's work: the batch fails, the writer lives on
+                failure = StoreError(f"could not commit to {self.where}: {type(exc).__name__}")
+                outcomes = [failure] * len(batch)
             for request, outcome in zip(batch, outcomes, strict=True):
                 if request.future.done():  # the caller was cancelled; the write stands regardless
                     continue
@@ -700,7 +725,7 @@ class PostgresStore:
     async def _apply_batch(self, batch: list[_Request]) -> list[object]:
         try:
             if self._writer is None or self._writer.is_closed():  # the server restarted: connect again
-                self._writer = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+                self._writer = await self._connect()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             return [StoreError(f"could not commit to {self.where}: {_reason(exc)}")] * len(batch)
         connection = self._writer
@@ -821,19 +846,21 @@ async def _apply(connection: Connection, write: ChannelWrite) -> int:
     s = write.state
     now = int(time.time())
     version = write.expected_version + 1
-    if write.expected_version == 0:
+    anchor = write.anchor
+    if write.expected_version == 0:  # a new channel: its anchor goes in with it
         c = s.config
         status = await connection.execute(
             _INSERT_CHANNEL,
             s.channel_id, c.payer, c.signer, c.receiver, c.token, c.close_delay, _num(c.salt), _num(s.deposited),
             _num(s.claimed), _num(s.ceiling), s.signature, _num(s.charged), s.close_deadline, s.settled,
-            s.receiver_closing, version, now, c.receiver_authorizer,
+            s.receiver_closing, version, now, c.receiver_authorizer, anchor.block if anchor else None,
+            anchor.block_hash if anchor else None,
         )  # fmt: skip
     else:
         status = await connection.execute(_UPDATE_CHANNEL, *_update_values(write, now))
     if _affected(status) != 1:
         raise StaleWrite(f"channel 0x{s.channel_id.hex()} changed since it was read")
-    if write.anchor is not None:
+    if write.anchor is not None and write.expected_version != 0:
         await connection.execute(
             "UPDATE channels SET chain_block = $1, chain_hash = $2 WHERE channel_id = $3",
             write.anchor.block, write.anchor.block_hash, s.channel_id,

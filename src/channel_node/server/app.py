@@ -218,6 +218,14 @@ class Paywall:
         body = await request.read() if request.method != "GET" else b""
         return await self._priced(request, resource, price, body)
 
+    def _names(self, resource: Resource) -> tuple[str, ...]:
+        """Every name the price table priced the read by, for the caps and passes to match
+        (`PriceTable.names_of`)."""
+        if not self.spending:
+            return ()
+        served = self.source.served_path(resource.path)
+        return self.prices.names_of(resource.path, served, folders_known=isinstance(self.source, StaticSource))
+
     def _priced_methods(self, price: Price) -> tuple[str, ...]:
         """GET is sold; HEAD and OPTIONS are answered and never charged; in reverse-proxy mode a
         per-request price (`once = false`, an API) also sells POST, PUT, PATCH and DELETE."""
@@ -260,7 +268,7 @@ class Paywall:
         except ProtocolError as exc:
             return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)
 
-        names = (resource.path, self.source.served_path(resource.path))
+        names = self._names(resource)
         covering = self.spending.passes_of(names, price)
         buying = None
         if voucher.pass_name is not None:
@@ -477,7 +485,7 @@ class Paywall:
         """The offer. With a cap or passes on the resource, their terms; with `standing` (a voucher
         the node could check), the channel's progress and what the read costs it now."""
         served = self.source.served_path(resource.path)
-        names = (resource.path, served)
+        names = self._names(resource)
         cap = self.spending.cap_of(names, price) if self.spending else None
         passes = self.spending.passes_of(names, price) if self.spending else ()
         amount, charge = price.amount, None

@@ -102,6 +102,38 @@ class PriceTable:
                     return price
         return None
 
+    def names_of(self, path: str, served: str, folders_known: bool = True) -> tuple[str, ...]:
+        """Every name `price_of` prices a request for `path` (reading `served`) by: the path, the
+        file served, the path without its trailing slash, the folder an index file stands for, the
+        file a compressed copy compresses, the priced name a PATH_INFO path runs, and in
+        reverse-proxy mode the folder `path/`. The caps and passes match a read over these
+        (`SpendingTable`), so no alias of a file reaches a group other than the file's own
+        (docs/security.md, "Caps and passes: the cap boundary and pass replay")."""
+        names: dict[str, None] = {}
+        pending = [path, served]
+        if not folders_known and not path.endswith("/"):
+            pending.append(path + "/")
+        while pending:
+            name = pending.pop()
+            if name in names or len(names) > 64:
+                continue
+            names[name] = None
+            if len(name) > 1 and name.endswith("/"):
+                pending.append(name.rstrip("/") or "/")
+            head, _, last = name.rpartition("/")
+            folded = last.casefold()
+            if folded in INDEX_FILES:
+                pending.append(head + "/")
+            elif folded.endswith(COMPRESSED) and "." in folded:
+                base = name[: name.rindex(".")]
+                if base.rpartition("/")[2]:
+                    pending.append(base)
+            segments = name.split("/")
+            for end in range(len(segments) - 1, 1, -1):
+                if "." in segments[end - 1].strip("."):
+                    pending.append("/".join(segments[:end]))
+        return tuple(names)
+
     def listed_free(self, path: str) -> bool:
         """Whether `path` is listed as an exact free path (as spelled or case-folded)."""
         return any(rules.exact_free(path if rules is self._as_spelled else fold_case(path))
@@ -132,7 +164,16 @@ class SpendingTable:
         return bool(self.caps or self.passes)
 
     def cap_of(self, names: tuple[str, ...], price: Price) -> Cap | None:
-        return next((cap for cap in self.caps if self._matches(cap.pattern, cap.tags, names, price)), None)
+        """The read's cap: the first cap it belongs to in any spelling (as spelled or case-folded)
+        decides its group, and the read is capped only when it matches that cap in both. A spelling
+        that only the folded pattern matches is uncapped (the list price), never passed on to a
+        later cap it would not belong to as the file it reads (`/NEWS/a.html` of `/news/*` is not in
+        a whole-site cap that is reached: docs/security.md, "Caps and passes: the cap boundary and
+        pass replay")."""
+        for cap in self.caps:
+            if self._matches(cap.pattern, cap.tags, names, price, loose=True):
+                return cap if self._matches(cap.pattern, cap.tags, names, price) else None
+        return None
 
     def passes_of(self, names: tuple[str, ...], price: Price) -> tuple[Pass, ...]:
         return tuple(p for p in self.passes if self._matches(p.pattern, p.tags, names, price))
@@ -140,12 +181,18 @@ class SpendingTable:
     def named(self, name: str) -> Pass | None:
         return self._by_name.get(name)
 
-    def _matches(self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price) -> bool:
+    def _matches(
+        self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price, loose: bool = False
+    ) -> bool:
+        """Whether the entry matches a read: its tags all equal the price's, and its pattern matches
+        a name both as spelled and case-folded (`loose`: either way)."""
         if any(price.tags.get(key) != value for key, value in tags.items()):
             return False
         if pattern is None:
             return True
         spelled, folded = self._patterns[pattern]
+        if loose:
+            return any(spelled.match(name) or folded.match(fold_case(name)) for name in names)
         return any(spelled.match(name) and folded.match(fold_case(name)) for name in names)
 
 

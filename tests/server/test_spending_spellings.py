@@ -1,0 +1,70 @@
+"""Caps and passes over the spellings and aliases of one file (docs/security.md, "Caps and passes:
+the cap boundary and pass replay"): whatever spelling a request uses (case, a trailing slash, a
+compressed copy, an index file), the price table charges it as the file, so its cap group and
+passes must be the file's own or none. Before, a spelling the first matching cap refused as
+spelled fell through to a later cap (`/NEWS/a.html` of a `/news/*` cap read at a reached whole-site
+cap's 0), and a compressed copy or a folder form was matched by its own name only."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from channel_node.core.spending import Cap, Pass, parse_period
+from channel_node.server.prices import Price, PriceTable, SpendingTable
+
+PATTERNS = ["/news/*", "/news/*.html", "/NEWS/*", "*.html", "/news/a.html", "/opinion/*", "/*/a.*", "*/b*", None]
+SEGMENT = st.text(alphabet="abnews", min_size=1, max_size=5)
+FILE = st.builds(lambda folders, name, ext: "/" + "/".join([*folders, name + ext]),
+                 st.lists(st.sampled_from(["news", "opinion", "a", "b"]), min_size=1, max_size=2),
+                 SEGMENT, st.sampled_from([".html", ".htm", ".txt", ""]))  # fmt: skip
+
+
+def _table(pattern_ids: list[int]) -> SpendingTable:
+    caps = [Cap(f"c{i}", 10 + i, parse_period("month"), PATTERNS[p]) for i, p in enumerate(pattern_ids)]
+    passes = [Pass(f"p{i}", 5, 3600, pattern=PATTERNS[p]) for i, p in enumerate(pattern_ids) if PATTERNS[p]]
+    return SpendingTable(caps, passes)
+
+
+def _flip_case(text: str, flips: list[bool]) -> str:
+    return "".join(ch.upper() if flip else ch for ch, flip in zip(text, flips + [False] * len(text), strict=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    path=FILE,
+    pattern_ids=st.lists(st.integers(0, len(PATTERNS) - 1), min_size=1, max_size=4),
+    flips=st.lists(st.booleans(), max_size=40),
+    slash=st.booleans(),
+    compressed=st.sampled_from(["", ".gz", ".BR", ".zst"]),
+    static=st.booleans(),
+)
+def test_no_spelling_of_a_file_reaches_another_cap_or_pass(path, pattern_ids, flips, slash, compressed, static):
+    prices = PriceTable([Price(path="/*", amount=100)], [])
+    table = _table(pattern_ids)
+    price = prices.price_of(path, path, folders_known=static)
+    assert price is not None
+    own = prices.names_of(path, path, folders_known=static)
+    own_cap, own_passes = table.cap_of(own, price), set(table.passes_of(own, price))
+
+    spelled = _flip_case(path, flips) + compressed + ("/" if slash else "")
+    assert prices.price_of(spelled, spelled, folders_known=static) == price  # charged as the file
+    names = prices.names_of(spelled, spelled, folders_known=static)
+    cap = table.cap_of(names, price)
+    assert cap is None or cap == own_cap, (spelled, cap, own_cap)
+    assert set(table.passes_of(names, price)) <= own_passes
+
+
+def test_a_case_spelling_outside_its_cap_is_not_read_at_a_later_reached_cap():
+    """The reported shape: a `/news/*` cap before a whole-site cap; `/NEWS/a.html` is the news
+    article on a case-insensitive source, so it is uncapped (list price), not in the site's cap."""
+    prices = PriceTable([Price(path="/news/*", amount=100)], [])
+    news, site = Cap("news", 1000, parse_period("month"), "/news/*"), Cap("site", 10, parse_period("month"))
+    table = SpendingTable([news, site])
+    price = prices.price_of("/NEWS/a.html", "/NEWS/a.html")
+    assert table.cap_of(prices.names_of("/NEWS/a.html", "/NEWS/a.html"), price) is None
+    assert table.cap_of(prices.names_of("/news/a.html", "/news/a.html"), price) == news
+    # A compressed copy and a trailing slash of the article are the article: its cap, not the site's.
+    table = SpendingTable([Cap("news", 1000, parse_period("month"), "/news/*.html"), site])
+    for alias in ("/news/a.html.gz", "/news/a.html/"):
+        assert table.cap_of(prices.names_of(alias, alias), price).name == "news"

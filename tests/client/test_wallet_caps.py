@@ -302,3 +302,40 @@ def test_a_wallet_from_before_caps_counts_what_it_signed(tmp_path):
         record = store.channel(b"\x01" * 32)
         assert record is not None and (record.signed, record.counted) == (5 * PRICE, 5 * PRICE)
         assert store.spent("2026-12-01", SITE) == 5 * PRICE
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lies=st.lists(st.tuples(st.booleans(), st.sampled_from(["same", "new", "none"])), min_size=4, max_size=10))
+def test_a_hostile_sites_receipts_never_buy_more_than_one_price_past_a_budget(chain, deployed, parties, tmp_path_factory,
+                                                                               lies):  # fmt: skip
+    """A site whose receipts name a pass the wallet never bought (valid far ahead) and/or say its
+    cap is reached (in the same period, or each time a "new" one), and charge the full price each
+    time: whatever it says, the reader's daily budget is overshot by at most one price (nothing
+    bought here). Before, a receipt's `pass` was believed as bought, and again after the belief
+    ended, and a cap claimed reached in a new period each time was believed each time: every read
+    skipped the budget."""
+    limit = 3 * PRICE
+
+    async def run() -> None:
+        wallet = make(chain, parties, tmp_path_factory.mktemp("lies") / "w.db",
+                      Policy(per_site_daily_limit=limit, timezone="UTC"))  # fmt: skip
+        site = Site(cap=PRICE)
+        sold = offer(chain, deployed, parties, cap=NEWS_CAP, passes=[DAY_PASS])
+        try:
+            for n, (claim_pass, claim_cap) in enumerate(lies * 2):
+                try:
+                    header = await wallet.pay_for(sold, f"https://{SITE}/news/{n}.html")
+                except SpendingLimitExceeded:
+                    continue
+                receipt = site.receipt(wallet, header, PRICE, with_cap=claim_cap != "none")
+                if claim_cap != "none":
+                    resets = T0 + 31 * 86400 + (n if claim_cap == "new" else 0)
+                    receipt["cap"].update(paid=str(PRICE), resetsAt=resets)
+                if claim_pass:
+                    receipt["pass"] = {"name": "news-day", "until": T0 + 30 * 86400}
+                await wallet.settle_receipt(header.channel_id, receipt, header.price, header.payment_id)
+                assert wallet.store.spent(wallet._day(), SITE) <= limit + PRICE, "at most one price past the budget"
+        finally:
+            wallet.store.close()
+
+    asyncio.run(run())

@@ -68,3 +68,36 @@ def test_a_case_spelling_outside_its_cap_is_not_read_at_a_later_reached_cap():
     table = SpendingTable([Cap("news", 1000, parse_period("month"), "/news/*.html"), site])
     for alias in ("/news/a.html.gz", "/news/a.html/"):
         assert table.cap_of(prices.names_of(alias, alias), price).name == "news"
+
+
+async def test_a_compressed_copy_is_read_in_its_articles_cap_not_a_reached_site_cap(chain, deployed, parties, channels, tmp_path):
+    """End to end: a `news` cap over `/articles/*.html` before a whole-site cap of one price, which
+    an API call reaches. The article's gzip copy (the same content, priced as the article) used to
+    match only the site's cap and read for 0; it is in the article's cap and charged there."""
+    from paywall_helpers import PRICE, Payer, node_settings, receipt, start_node, write_site
+
+    site = write_site(tmp_path / "site")
+    (site / "articles" / "1.html.gz").write_bytes(b"\x1f\x8b compressed article")
+    settings = node_settings(
+        deployed.address, parties.receiver.address, tmp_path / "node.db", content_dir=site,
+        caps=[{"name": "news", "pattern": "/articles/*.html", "cap": f"{10 * PRICE}wei", "period": "month"},
+              {"name": "site", "cap": f"{PRICE}wei", "period": "month"}],
+    )  # fmt: skip
+    node = await start_node(chain.tester, settings)
+    try:
+        payer = Payer(channels, channels.open_eth(100 * PRICE, channels.config()))
+        total = 0
+
+        async def get(path: str):
+            nonlocal total
+            response = await node.client.get(path, headers={"PAYMENT-SIGNATURE": payer.header(total + PRICE, with_config=total == 0)})
+            assert response.status == 200, await response.text()
+            got = receipt(response)
+            total = int(got["chargedTotal"])
+            return got
+
+        assert (await get("/api/quote"))["cap"]["name"] == "site"  # the site's cap, now reached
+        got = await get("/articles/1.html.gz")
+        assert got["chargedAmount"] == str(PRICE) and got["cap"]["name"] == "news"
+    finally:
+        await node.stop()

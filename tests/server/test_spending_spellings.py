@@ -101,3 +101,32 @@ async def test_a_compressed_copy_is_read_in_its_articles_cap_not_a_reached_site_
         assert got["chargedAmount"] == str(PRICE) and got["cap"]["name"] == "news"
     finally:
         await node.stop()
+
+
+SCRIPT_PATTERNS = ["*.html", "*", "/blog/*", "*/a.html", "/premium.php*", "/premium.php", None]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pattern_ids=st.lists(st.integers(0, len(SCRIPT_PATTERNS) - 1), min_size=1, max_size=3),
+    below=st.lists(st.sampled_from(["blog", "a.html", "x", "b.php"]), min_size=1, max_size=3),
+)
+def test_a_path_info_path_gets_no_discount_its_script_does_not_get(pattern_ids, below):
+    """Reverse-proxy mode: `/premium.php/<rest>` runs the priced script `/premium.php` on a
+    PATH_INFO origin. Whatever the rest says (`/premium.php/a.html` under an `*.html` pass), a cap or
+    pass covers the read only when it covers the script itself."""
+    prices = PriceTable([Price(path="/premium.php", amount=1000), Price(path="/*", amount=10)], [])
+    caps = [Cap(f"c{i}", 5, parse_period("month"), SCRIPT_PATTERNS[p]) for i, p in enumerate(pattern_ids)]
+    passes = [Pass(f"p{i}", 5, 3600, pattern=SCRIPT_PATTERNS[p]) for i, p in enumerate(pattern_ids) if SCRIPT_PATTERNS[p]]
+    table = SpendingTable(caps, passes)
+    path = "/premium.php/" + "/".join(below)
+    price = prices.price_of(path, path, folders_known=False)
+    names, scripts = prices.names_of(path, path, False), prices.scripts_of(path, False)
+    assert "/premium.php" in scripts
+    script_price = prices.price_of("/premium.php", "/premium.php", folders_known=False)
+    for p in table.passes_of(names, price, scripts):
+        assert p in table.passes_of(("/premium.php",), script_price), (path, p)
+    cap = table.cap_of(names, price, scripts)
+    assert cap is None or table._covers(cap.pattern, cap.tags, ("/premium.php",), price, ())
+    # A static source reads the file at the path: no script, as before.
+    assert prices.scripts_of(path, True) == ()

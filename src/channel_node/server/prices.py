@@ -134,6 +134,21 @@ class PriceTable:
                     pending.append("/".join(segments[:end]))
         return tuple(names)
 
+    def scripts_of(self, path: str, folders_known: bool = True) -> tuple[str, ...]:
+        """In reverse-proxy mode (`folders_known` False), the priced names with an extension above
+        `path` (`/premium.php` of `/premium.php/a.html`): a PATH_INFO origin runs that script for
+        the path, so a cap or a pass gives its discount only when it covers the script too
+        (`SpendingTable`). A static source reads the file itself, so there are none."""
+        if folders_known:
+            return ()
+        segments = path.split("/")
+        found = []
+        for end in range(len(segments) - 1, 1, -1):
+            ancestor = "/".join(segments[:end])
+            if "." in segments[end - 1].strip(".") and self.match(ancestor) is not None:
+                found.append(ancestor)
+        return tuple(found)
+
     def listed_free(self, path: str) -> bool:
         """Whether `path` is listed as an exact free path (as spelled or case-folded)."""
         return any(rules.exact_free(path if rules is self._as_spelled else fold_case(path))
@@ -163,23 +178,32 @@ class SpendingTable:
     def __bool__(self) -> bool:
         return bool(self.caps or self.passes)
 
-    def cap_of(self, names: tuple[str, ...], price: Price) -> Cap | None:
+    def cap_of(self, names: tuple[str, ...], price: Price, scripts: tuple[str, ...] = ()) -> Cap | None:
         """The read's cap: the first cap it belongs to in any spelling (as spelled or case-folded)
         decides its group, and the read is capped only when it matches that cap in both. A spelling
         that only the folded pattern matches is uncapped (the list price), never passed on to a
         later cap it would not belong to as the file it reads (`/NEWS/a.html` of `/news/*` is not in
         a whole-site cap that is reached: docs/security.md, "Caps and passes: the cap boundary and
-        pass replay")."""
+        pass replay"). `scripts`: the PATH_INFO scripts the read runs (`PriceTable.scripts_of`),
+        which the cap must match as well."""
         for cap in self.caps:
             if self._matches(cap.pattern, cap.tags, names, price, loose=True):
-                return cap if self._matches(cap.pattern, cap.tags, names, price) else None
+                return cap if self._covers(cap.pattern, cap.tags, names, price, scripts) else None
         return None
 
-    def passes_of(self, names: tuple[str, ...], price: Price) -> tuple[Pass, ...]:
-        return tuple(p for p in self.passes if self._matches(p.pattern, p.tags, names, price))
+    def passes_of(self, names: tuple[str, ...], price: Price, scripts: tuple[str, ...] = ()) -> tuple[Pass, ...]:
+        """Every pass that covers the read: its names, and every script it runs (`cap_of`)."""
+        return tuple(p for p in self.passes if self._covers(p.pattern, p.tags, names, price, scripts))
 
     def named(self, name: str) -> Pass | None:
         return self._by_name.get(name)
+
+    def _covers(
+        self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price, scripts: tuple[str, ...]
+    ) -> bool:
+        return self._matches(pattern, tags, names, price) and all(
+            self._matches(pattern, tags, (script,), price) for script in scripts
+        )
 
     def _matches(
         self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price, loose: bool = False

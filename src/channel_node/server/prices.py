@@ -110,12 +110,21 @@ class PriceTable:
         (`SpendingTable`), so no alias of a file reaches a group other than the file's own
         (docs/security.md, "Caps and passes: the cap boundary and pass replay")."""
         names: dict[str, None] = {}
-        pending = [path, served]
+        # The PATH_INFO names, of the path only (as `price_of`): one pass over its segments. Popped
+        # last: the path and the file served always come first, whatever the bound cuts.
+        pending = []
+        segments = path.split("/")
+        prefix = len(segments[0])
+        for end in range(2, len(segments)):
+            prefix += 1 + len(segments[end - 1])
+            if "." in segments[end - 1].strip("."):
+                pending.append(path[:prefix])
         if not folders_known and not path.endswith("/"):
             pending.append(path + "/")
-        while pending:
+        pending += [served, path]
+        while pending:  # each name's trailing slash, index file and compressed copy, a few steps each
             name = pending.pop()
-            if name in names or len(names) > 64:
+            if name in names or len(names) >= 256:
                 continue
             names[name] = None
             if len(name) > 1 and name.endswith("/"):
@@ -128,21 +137,29 @@ class PriceTable:
                 base = name[: name.rindex(".")]
                 if base.rpartition("/")[2]:
                     pending.append(base)
-            segments = name.split("/")
-            for end in range(len(segments) - 1, 1, -1):
-                if "." in segments[end - 1].strip("."):
-                    pending.append("/".join(segments[:end]))
         return tuple(names)
 
     def scripts_of(self, path: str, folders_known: bool = True) -> tuple[str, ...]:
-        """In reverse-proxy mode (`folders_known` False), the priced names with an extension above
-        `path` (`/premium.php` of `/premium.php/a.html`): a PATH_INFO origin runs that script for
-        the path, so a cap or a pass gives its discount only when it covers the script too
-        (`SpendingTable`). A static source reads the file itself, so there are none."""
-        if folders_known:
-            return ()
-        segments = path.split("/")
+        """The names a cap or a pass must cover, besides one of `names_of`, to give a read its
+        discount (`SpendingTable`): the file a request names under another spelling (`/a.html` of
+        `/a.html.gz` or `/a.html/`), and in reverse-proxy mode (`folders_known` False) the priced
+        names with an extension above `path` (`/premium.php` of `/premium.php/a.html`), the script
+        a PATH_INFO origin runs for it (a static source reads the file itself)."""
         found = []
+        base = path
+        while True:
+            last = base.rpartition("/")[2]
+            if len(base) > 1 and base.endswith("/") and "." in base.rstrip("/").rpartition("/")[2]:
+                base = base.rstrip("/")
+            elif last.casefold().endswith(COMPRESSED) and "." in last and base[: base.rindex(".")].rpartition("/")[2]:
+                base = base[: base.rindex(".")]
+            else:
+                break
+        if base != path:
+            found.append(base)
+        if folders_known:
+            return tuple(found)
+        segments = path.split("/")
         for end in range(len(segments) - 1, 1, -1):
             ancestor = "/".join(segments[:end])
             if "." in segments[end - 1].strip(".") and self.match(ancestor) is not None:

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from channel_node.core import ChannelState
 from channel_node.core.spending import Pass
 from channel_node.node.runtime import PaymentRequest, Runtime
-from channel_node.signing import ChannelConfig, Domain, address_of_key, channel_id, keccak256, sign_digest, voucher_digest
+from channel_node.signing import (
+    ChannelConfig,
+    Domain,
+    address_of_key,
+    channel_id,
+    keccak256,
+    sign_digest,
+    voucher_digest,
+)
 from channel_node.store import ChannelWrite, MemoryStore, Pin
 
 KEY = keccak256(b"pass clocks key")

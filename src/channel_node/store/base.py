@@ -230,9 +230,10 @@ class SpendingQuery:
     """What a capped or pass-covered read asks the store, in the same lookup as its unlock: the
     channel's charges in `cap_group` at or after `since` and before `until` (None: no cap; `until`
     None: no end), and which of `passes` it holds at `now` (valid after it, however late by this
-    clock it was bought: docs/security.md, "Caps and passes: the cap boundary and pass replay"). A calendar period's `until` is its end, so a charge another process made in the next
-    period (a clock a little ahead) is never counted in this one; a rolling window has none, so
-    such a charge is counted (the sum over any N days stays under the cap: docs/protocol.md)."""
+    clock it was bought: docs/security.md, "Caps and passes: the cap boundary and pass replay").
+    A calendar period's `until` is its end, so a charge another process made in the next period (a
+    clock a little ahead) is never counted in this one; a rolling window has none, so such a charge
+    is counted (the sum over any N days stays under the cap: docs/protocol.md)."""
 
     cap_group: str | None
     since: int

@@ -7,6 +7,7 @@ voucher's `pass`) or by the policy, once; `sites` shows "paid of cap" from the r
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -187,7 +188,8 @@ async def test_a_pass_is_bought_by_name_once_and_its_reads_cost_the_budget_nothi
 
 def test_wallet_sites_shows_paid_of_cap_per_site(tmp_path, capsys, monkeypatch):
     """`channel-node wallet sites` reads only the database: spent this month and today, each cap as
-    "news: $1.40 of $2.00 this month, resets 2027-01-01" in the site's display form, the passes."""
+    "news: $1.40 (1.4 ETH) of $2.00 (2 ETH) this month, resets 2027-01-01" in the site's display
+    form beside the wallet's unit, the passes."""
     import time
 
     import channel_node.cli.wallet as wallet_cli
@@ -208,7 +210,8 @@ def test_wallet_sites_shows_paid_of_cap_per_site(tmp_path, capsys, monkeypatch):
     assert main(["wallet", "sites", "--wallet", str(tmp_path), "--timezone", "UTC"]) == 0
     out = capsys.readouterr().out
     assert f"{SITE}: $1.40 (1.4 ETH) this month ({month}), 0.14 ETH today" in out
-    assert f"news: $1.40 of $2.00 this month, resets {datetime.fromtimestamp(resets, UTC):%Y-%m-%d}" in out
+    # The site's `$` beside the wallet's own unit (here ETH: a site names any sign).
+    assert f"news: $1.40 (1.4 ETH) of $2.00 (2 ETH) this month, resets {datetime.fromtimestamp(resets, UTC):%Y-%m-%d}" in out
     assert "pass news-day: valid until" in out
     assert main(["wallet", "sites", "--wallet", str(tmp_path), "--json", "--timezone", "UTC"]) == 0
     [row] = __import__("json").loads(capsys.readouterr().out)
@@ -234,10 +237,10 @@ def test_wallet_get_prints_the_sites_form_beside_the_wallets_unit_and_the_cap_it
                "pass": {"name": "news-day", "until": 1798761600 + 3600}}  # fmt: skip
     # A receipt names no period: the one the site's offers named, kept by the wallet, does.
     assert wallet_cli._receipt_lines(receipt, shown, args, {"news": "month"}) == [
-        "news: $2.00 of $2.00 this month, resets 2027-01-01 (reading on free)",
+        "news: $2.00 (2 DUSD) of $2.00 (2 DUSD) this month, resets 2027-01-01 (reading on free)",
         "pass news-day: valid until 2027-01-01 01:00",
     ]
-    assert wallet_cli._receipt_lines(receipt, shown, args)[0].startswith("news: $2.00 of $2.00 this period")
+    assert wallet_cli._receipt_lines(receipt, shown, args)[0].startswith("news: $2.00 (2 DUSD) of $2.00 (2 DUSD) this period")
     policy = wallet_cli._policy(SimpleNamespace(token=None, deposit_multiple=50, max_price=None, site_daily_limit=None,
                                                 daily_limit=None, site_monthly_limit="0.5", monthly_limit="2",
                                                 timezone="Europe/Paris", passes=["news-day"], base_units=False), ETH)  # fmt: skip
@@ -302,3 +305,66 @@ def test_a_wallet_from_before_caps_counts_what_it_signed(tmp_path):
         record = store.channel(b"\x01" * 32)
         assert record is not None and (record.signed, record.counted) == (5 * PRICE, 5 * PRICE)
         assert store.spent("2026-12-01", SITE) == 5 * PRICE
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lies=st.lists(st.tuples(st.booleans(), st.sampled_from(["same", "new", "none"])), min_size=4, max_size=10))
+def test_a_hostile_sites_receipts_never_buy_more_than_one_price_past_a_budget(chain, deployed, parties, tmp_path_factory,
+                                                                               lies):  # fmt: skip
+    """A site whose receipts name a pass the wallet never bought (valid far ahead) and/or say its
+    cap is reached (in the same period, or each time a "new" one), and charge the full price each
+    time: whatever it says, the reader's daily budget is overshot by at most one price (nothing
+    bought here). Before, a receipt's `pass` was believed as bought, and again after the belief
+    ended, and a cap claimed reached in a new period each time was believed each time: every read
+    skipped the budget."""
+    limit = 3 * PRICE
+
+    async def run() -> None:
+        wallet = make(chain, parties, tmp_path_factory.mktemp("lies") / "w.db",
+                      Policy(per_site_daily_limit=limit, timezone="UTC"))  # fmt: skip
+        site = Site(cap=PRICE)
+        sold = offer(chain, deployed, parties, cap=NEWS_CAP, passes=[DAY_PASS])
+        try:
+            for n, (claim_pass, claim_cap) in enumerate(lies * 2):
+                try:
+                    header = await wallet.pay_for(sold, f"https://{SITE}/news/{n}.html")
+                except SpendingLimitExceeded:
+                    continue
+                receipt = site.receipt(wallet, header, PRICE, with_cap=claim_cap != "none")
+                if claim_cap != "none":
+                    resets = T0 + 31 * 86400 + (n if claim_cap == "new" else 0)
+                    receipt["cap"].update(paid=str(PRICE), resetsAt=resets)
+                if claim_pass:
+                    receipt["pass"] = {"name": "news-day", "until": T0 + 30 * 86400}
+                await wallet.settle_receipt(header.channel_id, receipt, header.price, header.payment_id)
+                assert wallet.store.spent(wallet._day(), SITE) <= limit + PRICE, "at most one price past the budget"
+        finally:
+            wallet.store.close()
+
+    asyncio.run(run())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    symbol=st.sampled_from(["$", "€", "ETH", "DUSD", "USD"]),
+    cents=st.none() | st.integers(1, 10**6),
+    paid=st.integers(0, 10**24),
+    cap=st.integers(1, 10**24),
+    decimals=st.sampled_from([6, 18]),
+    ended=st.booleans(),
+)
+def test_a_cap_line_shows_the_wallets_own_unit_beside_any_sites_form(symbol, cents, paid, cap, decimals, ended):
+    """Whatever form a site names (`$` on an ETH wallet, the wallet's own symbol on another token),
+    a cap line (`wallet sites`, the receipt lines of `wallet get`) states both amounts in the
+    wallet's own unit beside the site's text, as every other amount the wallet prints does. Before,
+    `news: $1.40 of $2.00` was printed for 1.4 ETH of 2 ETH."""
+    from channel_node.amounts import Asset, Display, format_amount
+
+    own = Asset("ETH" if decimals == 18 else "DUSD", decimals, None if decimals == 18 else "0x" + "d5" * 20)
+    shown = replace(own, display=Display(symbol, cents * 10 ** (decimals - 6) if cents else None))
+    resets = T0 + 86400
+    line = cap_line("news", paid, cap, "month", resets, shown, T0 + (2 * 86400 if ended else 0), UTC)
+    for amount in ((0, cap) if ended else (paid, cap)):
+        assert f"({format_amount(amount, own)})" in line, line
+    plain = cap_line("news", paid, cap, "month", resets, own, T0 + (2 * 86400 if ended else 0), UTC)
+    assert format_amount(cap, own) in plain and "(" not in plain.split(" this ")[0]

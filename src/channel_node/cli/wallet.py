@@ -343,15 +343,22 @@ _PERIOD_WORDS = {"day": "today", "week": "this week", "month": "this month"}
 
 
 def cap_line(name: str, paid: int, cap: int, period: str, resets_at: int | None, asset: Asset, now: int, zone: Any) -> str:
-    """`news: $1.40 of $2.00 this month, resets 2027-01-01` (docs/security.md, "The reader's budgets")."""
-    from channel_node.amounts import format_display
+    """`news: 1.4 DUSD of 2 DUSD this month, resets 2027-01-01`, and with the site's display form
+    `news: $1.40 (1.4 DUSD) of $2.00 (2 DUSD) ...`: a site names any sign, so the wallet's own unit
+    stands beside it, as `_charged_text` does (docs/security.md, "The reader's budgets")."""
+    from dataclasses import replace
+
+    own = replace(asset, display=None)
+
+    def money(amount: int) -> str:
+        return _charged_text(amount, own, asset)
 
     words = _PERIOD_WORDS.get(period) or (f"in the last {period[:-1]} days" if period.endswith("d") else "this period")
     if resets_at is not None and resets_at <= now:
-        return f"{name}: {format_display(0, asset)} of {format_display(cap, asset)} {words} (the last period ended {_when(resets_at, zone)})"
+        return f"{name}: {money(0)} of {money(cap)} {words} (the last period ended {_when(resets_at, zone)})"
     resets = f", resets {_when(resets_at, zone)}" if resets_at is not None else ""
     full = " (reading on free)" if paid >= cap else ""
-    return f"{name}: {format_display(paid, asset)} of {format_display(cap, asset)} {words}{resets}{full}"
+    return f"{name}: {money(paid)} of {money(cap)} {words}{resets}{full}"
 
 
 def _receipt_lines(receipt: dict[str, Any] | None, asset: Asset, args: argparse.Namespace,

@@ -19,6 +19,7 @@ still decides `charged`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,16 @@ class Pass:
     description: str = ""
     pattern: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+def pass_key(p: Pass) -> str:
+    """The name a pass is recorded under: its name and a digest of what it covers (pattern, tags).
+    A pass whose pattern or tags change in the settings is another pass: what a channel bought
+    under the old terms never covers what the new ones add (docs/security.md, "Caps and passes:
+    the cap boundary and pass replay"). Its price and duration are not in it: a pass bought lasts
+    until the end it was sold with, whatever it costs now."""
+    terms = repr((p.pattern, sorted(p.tags.items()))).encode()
+    return f"{p.name}@{hashlib.sha256(terms).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -238,6 +249,7 @@ __all__ = [
     "decide",
     "parse_duration",
     "parse_period",
+    "pass_key",
     "progress",
     "window",
 ]

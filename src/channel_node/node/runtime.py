@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from channel_node.chain.logs import ChannelClaimed, ChannelEventLog, ChannelOpened, ChannelSettled
@@ -40,7 +40,7 @@ from channel_node.core import (
     WallTime,
     transition,
 )
-from channel_node.core.spending import Cap, Pass, Progress, Sale, Spending, Window, decide, progress, window
+from channel_node.core.spending import Cap, Pass, Progress, Sale, Spending, Window, decide, pass_key, progress, window
 from channel_node.node import chain_events
 from channel_node.node.recovery import SignerRecovery
 from channel_node.signing import (
@@ -85,6 +85,11 @@ class PaymentRequest:
     cap: Cap | None = None
     passes: tuple[Pass, ...] = ()
     buying: Pass | None = None
+
+    def pass_keys(self) -> dict[str, str]:
+        """name -> the key the store records each of the request's passes under (`pass_key`)."""
+        offered = [*self.passes, *((self.buying,) if self.buying is not None else ())]
+        return {p.name: pass_key(p) for p in offered}
 
     @property
     def spends(self) -> bool:
@@ -256,8 +261,12 @@ class Runtime:
             request.channel_id, request.resource, request.payment_id, request.once, spending=query
         )
         spending = None
+        keys = request.pass_keys()
         if query is not None:
-            spending = Spending(request.cap, lookup.cap_paid, request.passes, dict(lookup.held_passes), request.buying)
+            # The store holds passes by their terms' key; the rules see them by name (pass_key).
+            held = {name: lookup.held_passes[key] for name, key in keys.items() if key in lookup.held_passes}
+            lookup = replace(lookup, held_passes=held)
+            spending = Spending(request.cap, lookup.cap_paid, request.passes, held, request.buying)
         event = PaywallPayment(
             amount=request.amount,
             signature=request.signature,
@@ -284,7 +293,8 @@ class Runtime:
             sale = effect.sale
             charge = Charge(
                 request.resource, effect.charged, request.payment_id, request.once, int(now),
-                *((sale.cap_group, sale.pass_name, sale.pass_until) if sale is not None else ()),
+                *((sale.cap_group, keys.get(sale.pass_name) if sale.pass_name is not None else None, sale.pass_until)
+                  if sale is not None else ()),
             )  # fmt: skip
         if recheck and not self._writes(stored, new_state, effects[1:], charge, anchor):
             raise StaleWrite("decided on a cached state")
@@ -298,7 +308,7 @@ class Runtime:
         the group's charges in the cap's current window, and which of the passes the channel holds."""
         if not request.spends:
             return None
-        names = [p.name for p in request.passes] + ([request.buying.name] if request.buying is not None else [])
+        names = list(request.pass_keys().values())
         group = request.cap.name if request.cap is not None else None
         since, until = (win.since, win.ends_at) if win is not None else (now, None)
         return SpendingQuery(group, since, tuple(dict.fromkeys(names)), now, until)

@@ -218,6 +218,15 @@ class Paywall:
         body = await request.read() if request.method != "GET" else b""
         return await self._priced(request, resource, price, body)
 
+    def _names(self, resource: Resource) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Every name the price table priced the read by, and the PATH_INFO scripts it runs, for
+        the caps and passes to match (`PriceTable.names_of`, `PriceTable.scripts_of`)."""
+        if not self.spending:
+            return (), ()
+        served = self.source.served_path(resource.path)
+        static = isinstance(self.source, StaticSource)
+        return self.prices.names_of(resource.path, served, static), self.prices.scripts_of(resource.path, static)
+
     def _priced_methods(self, price: Price) -> tuple[str, ...]:
         """GET is sold; HEAD and OPTIONS are answered and never charged; in reverse-proxy mode a
         per-request price (`once = false`, an API) also sells POST, PUT, PATCH and DELETE."""
@@ -260,8 +269,8 @@ class Paywall:
         except ProtocolError as exc:
             return self._refuse(resource, request, price, exc.status, exc.code, exc.detail, started)
 
-        names = (resource.path, self.source.served_path(resource.path))
-        covering = self.spending.passes_of(names, price)
+        names, scripts = self._names(resource)
+        covering = self.spending.passes_of(names, price, scripts)
         buying = None
         if voucher.pass_name is not None:
             buying = self.spending.named(voucher.pass_name)
@@ -280,7 +289,7 @@ class Paywall:
             once=price.once,
             payment_id=voucher.payment_id,
             config=voucher.config,
-            cap=self.spending.cap_of(names, price),
+            cap=self.spending.cap_of(names, price, scripts),
             passes=covering,
             buying=buying,
         )
@@ -477,9 +486,9 @@ class Paywall:
         """The offer. With a cap or passes on the resource, their terms; with `standing` (a voucher
         the node could check), the channel's progress and what the read costs it now."""
         served = self.source.served_path(resource.path)
-        names = (resource.path, served)
-        cap = self.spending.cap_of(names, price) if self.spending else None
-        passes = self.spending.passes_of(names, price) if self.spending else ()
+        names, scripts = self._names(resource)
+        cap = self.spending.cap_of(names, price, scripts) if self.spending else None
+        passes = self.spending.passes_of(names, price, scripts) if self.spending else ()
         amount, charge = price.amount, None
         cap_offer = None
         if standing is not None and standing.sale is not None:

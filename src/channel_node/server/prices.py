@@ -102,6 +102,70 @@ class PriceTable:
                     return price
         return None
 
+    def names_of(self, path: str, served: str, folders_known: bool = True) -> tuple[str, ...]:
+        """Every name `price_of` prices a request for `path` (reading `served`) by: the path, the
+        file served, the path without its trailing slash, the folder an index file stands for, the
+        file a compressed copy compresses, the priced name a PATH_INFO path runs, and in
+        reverse-proxy mode the folder `path/`. The caps and passes match a read over these
+        (`SpendingTable`), so no alias of a file reaches a group other than the file's own
+        (docs/security.md, "Caps and passes: the cap boundary and pass replay")."""
+        names: dict[str, None] = {}
+        # The PATH_INFO names, of the path only (as `price_of`): one pass over its segments. Popped
+        # last: the path and the file served always come first, whatever the bound cuts.
+        pending = []
+        segments = path.split("/")
+        prefix = len(segments[0])
+        for end in range(2, len(segments)):
+            prefix += 1 + len(segments[end - 1])
+            if "." in segments[end - 1].strip("."):
+                pending.append(path[:prefix])
+        if not folders_known and not path.endswith("/"):
+            pending.append(path + "/")
+        pending += [served, path]
+        while pending:  # each name's trailing slash, index file and compressed copy, a few steps each
+            name = pending.pop()
+            if name in names or len(names) >= 256:
+                continue
+            names[name] = None
+            if len(name) > 1 and name.endswith("/"):
+                pending.append(name.rstrip("/") or "/")
+            head, _, last = name.rpartition("/")
+            folded = last.casefold()
+            if folded in INDEX_FILES:
+                pending.append(head + "/")
+            elif folded.endswith(COMPRESSED) and "." in folded:
+                base = name[: name.rindex(".")]
+                if base.rpartition("/")[2]:
+                    pending.append(base)
+        return tuple(names)
+
+    def scripts_of(self, path: str, folders_known: bool = True) -> tuple[str, ...]:
+        """The names a cap or a pass must cover, besides one of `names_of`, to give a read its
+        discount (`SpendingTable`): the file a request names under another spelling (`/a.html` of
+        `/a.html.gz` or `/a.html/`), and in reverse-proxy mode (`folders_known` False) the priced
+        names with an extension above `path` (`/premium.php` of `/premium.php/a.html`), the script
+        a PATH_INFO origin runs for it (a static source reads the file itself)."""
+        found = []
+        base = path
+        while True:
+            last = base.rpartition("/")[2]
+            if len(base) > 1 and base.endswith("/") and "." in base.rstrip("/").rpartition("/")[2]:
+                base = base.rstrip("/")
+            elif last.casefold().endswith(COMPRESSED) and "." in last and base[: base.rindex(".")].rpartition("/")[2]:
+                base = base[: base.rindex(".")]
+            else:
+                break
+        if base != path:
+            found.append(base)
+        if folders_known:
+            return tuple(found)
+        segments = path.split("/")
+        for end in range(len(segments) - 1, 1, -1):
+            ancestor = "/".join(segments[:end])
+            if "." in segments[end - 1].strip(".") and self.match(ancestor) is not None:
+                found.append(ancestor)
+        return tuple(found)
+
     def listed_free(self, path: str) -> bool:
         """Whether `path` is listed as an exact free path (as spelled or case-folded)."""
         return any(rules.exact_free(path if rules is self._as_spelled else fold_case(path))
@@ -131,21 +195,45 @@ class SpendingTable:
     def __bool__(self) -> bool:
         return bool(self.caps or self.passes)
 
-    def cap_of(self, names: tuple[str, ...], price: Price) -> Cap | None:
-        return next((cap for cap in self.caps if self._matches(cap.pattern, cap.tags, names, price)), None)
+    def cap_of(self, names: tuple[str, ...], price: Price, scripts: tuple[str, ...] = ()) -> Cap | None:
+        """The read's cap: the first cap it belongs to in any spelling (as spelled or case-folded)
+        decides its group, and the read is capped only when it matches that cap in both. A spelling
+        that only the folded pattern matches is uncapped (the list price), never passed on to a
+        later cap it would not belong to as the file it reads (`/NEWS/a.html` of `/news/*` is not in
+        a whole-site cap that is reached: docs/security.md, "Caps and passes: the cap boundary and
+        pass replay"). `scripts`: the PATH_INFO scripts the read runs (`PriceTable.scripts_of`),
+        which the cap must match as well."""
+        for cap in self.caps:
+            if self._matches(cap.pattern, cap.tags, names, price, loose=True):
+                return cap if self._covers(cap.pattern, cap.tags, names, price, scripts) else None
+        return None
 
-    def passes_of(self, names: tuple[str, ...], price: Price) -> tuple[Pass, ...]:
-        return tuple(p for p in self.passes if self._matches(p.pattern, p.tags, names, price))
+    def passes_of(self, names: tuple[str, ...], price: Price, scripts: tuple[str, ...] = ()) -> tuple[Pass, ...]:
+        """Every pass that covers the read: its names, and every script it runs (`cap_of`)."""
+        return tuple(p for p in self.passes if self._covers(p.pattern, p.tags, names, price, scripts))
 
     def named(self, name: str) -> Pass | None:
         return self._by_name.get(name)
 
-    def _matches(self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price) -> bool:
+    def _covers(
+        self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price, scripts: tuple[str, ...]
+    ) -> bool:
+        return self._matches(pattern, tags, names, price) and all(
+            self._matches(pattern, tags, (script,), price) for script in scripts
+        )
+
+    def _matches(
+        self, pattern: str | None, tags: Mapping[str, str], names: tuple[str, ...], price: Price, loose: bool = False
+    ) -> bool:
+        """Whether the entry matches a read: its tags all equal the price's, and its pattern matches
+        a name both as spelled and case-folded (`loose`: either way)."""
         if any(price.tags.get(key) != value for key, value in tags.items()):
             return False
         if pattern is None:
             return True
         spelled, folded = self._patterns[pattern]
+        if loose:
+            return any(spelled.match(name) or folded.match(fold_case(name)) for name in names)
         return any(spelled.match(name) and folded.match(fold_case(name)) for name in names)
 
 

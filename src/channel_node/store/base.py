@@ -229,10 +229,11 @@ class Cursor:
 class SpendingQuery:
     """What a capped or pass-covered read asks the store, in the same lookup as its unlock: the
     channel's charges in `cap_group` at or after `since` and before `until` (None: no cap; `until`
-    None: no end), and which of `passes` it holds at `now` (bought at or before `now`, valid after
-    it). A calendar period's `until` is its end, so a charge another process made in the next
-    period (a clock a little ahead) is never counted in this one; a rolling window has none, so
-    such a charge is counted (the sum over any N days stays under the cap: docs/protocol.md)."""
+    None: no end), and which of `passes` it holds at `now` (valid after it, however late by this
+    clock it was bought: docs/security.md, "Caps and passes: the cap boundary and pass replay").
+    A calendar period's `until` is its end, so a charge another process made in the next period (a
+    clock a little ahead) is never counted in this one; a rolling window has none, so such a charge
+    is counted (the sum over any N days stays under the cap: docs/protocol.md)."""
 
     cap_group: str | None
     since: int
@@ -268,7 +269,9 @@ def spending_lookup(charges: Iterable[Charge], query: SpendingQuery) -> tuple[in
             if charge.amount > 0 and (oldest is None or charge.at < oldest):
                 oldest = charge.at
         until = charge.pass_until
-        if charge.pass_name in wanted and until is not None and until > query.now and charge.at <= query.now:
+        # Held whenever it ends after `now`, even if bought "after" it: another process whose clock
+        # is a little ahead sold it, and this one must neither sell it again nor charge what it covers.
+        if charge.pass_name in wanted and until is not None and until > query.now:
             assert charge.pass_name is not None
             held[charge.pass_name] = max(held.get(charge.pass_name, 0), until)
     return paid, oldest, held

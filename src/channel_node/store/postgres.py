@@ -241,7 +241,7 @@ _LOOKUP_SPENDING = (
     " AND ($7::bigint IS NULL OR at < $7) AND amount <> 0) AS cap, "
     "(SELECT array_agg(pass_name) AS names, array_agg(until) AS untils FROM "
     " (SELECT pass_name, MAX(pass_until) AS until FROM charges WHERE channel_id = $1 AND pass_name = ANY($8::text[]) "
-    "  AND pass_until > $9 AND at <= $9 GROUP BY pass_name) AS p) AS held"
+    "  AND pass_until > $9 GROUP BY pass_name) AS p) AS held"
 )
 _UPDATE_CHANNEL = (
     "UPDATE channels SET deposited = $1, claimed = $2, ceiling = $3, signature = $4, charged = $5, close_deadline = $6, "

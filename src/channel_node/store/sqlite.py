@@ -272,8 +272,8 @@ class SQLiteStore:
             marks = ", ".join("?" * len(query.passes))
             rows = self._read.execute(
                 f"SELECT pass_name, MAX(pass_until) FROM charges WHERE channel_id = ? AND pass_name IN ({marks}) "
-                "AND pass_until > ? AND at <= ? GROUP BY pass_name",
-                (channel_id, *query.passes, query.now, query.now),
+                "AND pass_until > ? GROUP BY pass_name",
+                (channel_id, *query.passes, query.now),
             ).fetchall()
             held = {name: until for name, until in rows}
         return paid, oldest, held

@@ -297,24 +297,14 @@ export function tokenDomainSeparator(domain) {
   );
 }
 
-/** auth: {from, to, value, validAfter, validBefore, nonce} (numbers as decimal strings or bigints). */
-export function transferAuthorizationDigest(domain, auth) {
-  const struct = keccak_256(
-    concatBytes(
-      TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-      addressWord(auth.from),
-      addressWord(auth.to),
-      word(auth.value),
-      word(auth.validAfter),
-      word(auth.validBefore),
-      bytes32(auth.nonce),
-    ),
-  );
+// The two token messages the wallet signs (EIP-3009's TransferWithAuthorization, EIP-2612's
+// Permit) share the token's domain: one digest and one typed-data document for both.
+function tokenDigest(domain, typeHash, words) {
+  const struct = keccak_256(concatBytes(typeHash, ...words));
   return keccak_256(concatBytes(new Uint8Array([0x19, 0x01]), tokenDomainSeparator(domain), struct));
 }
 
-/** What the reader's wallet signs with eth_signTypedData_v4: the same digest. */
-export function transferAuthorizationTypedData(domain, auth) {
+function tokenTypedData(domain, primaryType, fields, message) {
   return {
     types: {
       EIP712Domain: [
@@ -323,24 +313,46 @@ export function transferAuthorizationTypedData(domain, auth) {
         { name: "chainId", type: "uint256" },
         { name: "verifyingContract", type: "address" },
       ],
-      TransferWithAuthorization: [
-        { name: "from", type: "address" },
-        { name: "to", type: "address" },
-        { name: "value", type: "uint256" },
-        { name: "validAfter", type: "uint256" },
-        { name: "validBefore", type: "uint256" },
-        { name: "nonce", type: "bytes32" },
-      ],
+      [primaryType]: fields,
     },
-    primaryType: "TransferWithAuthorization",
+    primaryType,
     domain: {
       name: domain.name,
       version: domain.version,
       chainId: Number(domain.chainId),
       verifyingContract: checksumAddress(domain.verifyingContract),
     },
-    message: authorizationJson(auth),
+    message,
   };
+}
+
+/** auth: {from, to, value, validAfter, validBefore, nonce} (numbers as decimal strings or bigints). */
+export function transferAuthorizationDigest(domain, auth) {
+  return tokenDigest(domain, TRANSFER_WITH_AUTHORIZATION_TYPEHASH, [
+    addressWord(auth.from),
+    addressWord(auth.to),
+    word(auth.value),
+    word(auth.validAfter),
+    word(auth.validBefore),
+    bytes32(auth.nonce),
+  ]);
+}
+
+/** What the reader's wallet signs with eth_signTypedData_v4: the same digest. */
+export function transferAuthorizationTypedData(domain, auth) {
+  return tokenTypedData(
+    domain,
+    "TransferWithAuthorization",
+    [
+      { name: "from", type: "address" },
+      { name: "to", type: "address" },
+      { name: "value", type: "uint256" },
+      { name: "validAfter", type: "uint256" },
+      { name: "validBefore", type: "uint256" },
+      { name: "nonce", type: "bytes32" },
+    ],
+    authorizationJson(auth),
+  );
 }
 
 /** payload.authorization as written: EIP-55 addresses, decimal numbers, 0x-hex nonce. */
@@ -377,52 +389,35 @@ export const PERMIT_TYPEHASH = typehash("Permit(address owner,address spender,ui
 
 /** permit: {owner, spender, value, nonce, deadline}; domain: the token's {name, version, chainId, verifyingContract}. */
 export function permitDigest(domain, permit) {
-  const struct = keccak_256(
-    concatBytes(
-      PERMIT_TYPEHASH,
-      addressWord(permit.owner),
-      addressWord(permit.spender),
-      word(permit.value),
-      word(permit.nonce),
-      word(permit.deadline),
-    ),
-  );
-  return keccak_256(concatBytes(new Uint8Array([0x19, 0x01]), tokenDomainSeparator(domain), struct));
+  return tokenDigest(domain, PERMIT_TYPEHASH, [
+    addressWord(permit.owner),
+    addressWord(permit.spender),
+    word(permit.value),
+    word(permit.nonce),
+    word(permit.deadline),
+  ]);
 }
 
 /** What the reader's wallet signs with eth_signTypedData_v4 for the permit: the same digest. */
 export function permitTypedData(domain, permit) {
-  return {
-    types: {
-      EIP712Domain: [
-        { name: "name", type: "string" },
-        { name: "version", type: "string" },
-        { name: "chainId", type: "uint256" },
-        { name: "verifyingContract", type: "address" },
-      ],
-      Permit: [
-        { name: "owner", type: "address" },
-        { name: "spender", type: "address" },
-        { name: "value", type: "uint256" },
-        { name: "nonce", type: "uint256" },
-        { name: "deadline", type: "uint256" },
-      ],
-    },
-    primaryType: "Permit",
-    domain: {
-      name: domain.name,
-      version: domain.version,
-      chainId: Number(domain.chainId),
-      verifyingContract: checksumAddress(domain.verifyingContract),
-    },
-    message: {
+  return tokenTypedData(
+    domain,
+    "Permit",
+    [
+      { name: "owner", type: "address" },
+      { name: "spender", type: "address" },
+      { name: "value", type: "uint256" },
+      { name: "nonce", type: "uint256" },
+      { name: "deadline", type: "uint256" },
+    ],
+    {
       owner: checksumAddress(permit.owner),
       spender: checksumAddress(permit.spender),
       value: BigInt(permit.value).toString(),
       nonce: BigInt(permit.nonce).toString(),
       deadline: BigInt(permit.deadline).toString(),
     },
-  };
+  );
 }
 
 /** A 65-byte r || s || v signature as EIP-2098 compact (r, vs), what ChannelDeposit takes. */

@@ -3174,21 +3174,11 @@ var ChannelWallet = (() => {
       )
     );
   }
-  function transferAuthorizationDigest(domain, auth) {
-    const struct = keccak_256(
-      concatBytes(
-        TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-        addressWord(auth.from),
-        addressWord(auth.to),
-        word(auth.value),
-        word(auth.validAfter),
-        word(auth.validBefore),
-        bytes32(auth.nonce)
-      )
-    );
+  function tokenDigest(domain, typeHash, words) {
+    const struct = keccak_256(concatBytes(typeHash, ...words));
     return keccak_256(concatBytes(new Uint8Array([25, 1]), tokenDomainSeparator(domain), struct));
   }
-  function transferAuthorizationTypedData(domain, auth) {
+  function tokenTypedData(domain, primaryType, fields, message) {
     return {
       types: {
         EIP712Domain: [
@@ -3197,24 +3187,42 @@ var ChannelWallet = (() => {
           { name: "chainId", type: "uint256" },
           { name: "verifyingContract", type: "address" }
         ],
-        TransferWithAuthorization: [
-          { name: "from", type: "address" },
-          { name: "to", type: "address" },
-          { name: "value", type: "uint256" },
-          { name: "validAfter", type: "uint256" },
-          { name: "validBefore", type: "uint256" },
-          { name: "nonce", type: "bytes32" }
-        ]
+        [primaryType]: fields
       },
-      primaryType: "TransferWithAuthorization",
+      primaryType,
       domain: {
         name: domain.name,
         version: domain.version,
         chainId: Number(domain.chainId),
         verifyingContract: checksumAddress(domain.verifyingContract)
       },
-      message: authorizationJson(auth)
+      message
     };
+  }
+  function transferAuthorizationDigest(domain, auth) {
+    return tokenDigest(domain, TRANSFER_WITH_AUTHORIZATION_TYPEHASH, [
+      addressWord(auth.from),
+      addressWord(auth.to),
+      word(auth.value),
+      word(auth.validAfter),
+      word(auth.validBefore),
+      bytes32(auth.nonce)
+    ]);
+  }
+  function transferAuthorizationTypedData(domain, auth) {
+    return tokenTypedData(
+      domain,
+      "TransferWithAuthorization",
+      [
+        { name: "from", type: "address" },
+        { name: "to", type: "address" },
+        { name: "value", type: "uint256" },
+        { name: "validAfter", type: "uint256" },
+        { name: "validBefore", type: "uint256" },
+        { name: "nonce", type: "bytes32" }
+      ],
+      authorizationJson(auth)
+    );
   }
   function authorizationJson(auth) {
     return {
@@ -3238,50 +3246,33 @@ var ChannelWallet = (() => {
   }
   var PERMIT_TYPEHASH = typehash("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)");
   function permitDigest(domain, permit) {
-    const struct = keccak_256(
-      concatBytes(
-        PERMIT_TYPEHASH,
-        addressWord(permit.owner),
-        addressWord(permit.spender),
-        word(permit.value),
-        word(permit.nonce),
-        word(permit.deadline)
-      )
-    );
-    return keccak_256(concatBytes(new Uint8Array([25, 1]), tokenDomainSeparator(domain), struct));
+    return tokenDigest(domain, PERMIT_TYPEHASH, [
+      addressWord(permit.owner),
+      addressWord(permit.spender),
+      word(permit.value),
+      word(permit.nonce),
+      word(permit.deadline)
+    ]);
   }
   function permitTypedData(domain, permit) {
-    return {
-      types: {
-        EIP712Domain: [
-          { name: "name", type: "string" },
-          { name: "version", type: "string" },
-          { name: "chainId", type: "uint256" },
-          { name: "verifyingContract", type: "address" }
-        ],
-        Permit: [
-          { name: "owner", type: "address" },
-          { name: "spender", type: "address" },
-          { name: "value", type: "uint256" },
-          { name: "nonce", type: "uint256" },
-          { name: "deadline", type: "uint256" }
-        ]
-      },
-      primaryType: "Permit",
-      domain: {
-        name: domain.name,
-        version: domain.version,
-        chainId: Number(domain.chainId),
-        verifyingContract: checksumAddress(domain.verifyingContract)
-      },
-      message: {
+    return tokenTypedData(
+      domain,
+      "Permit",
+      [
+        { name: "owner", type: "address" },
+        { name: "spender", type: "address" },
+        { name: "value", type: "uint256" },
+        { name: "nonce", type: "uint256" },
+        { name: "deadline", type: "uint256" }
+      ],
+      {
         owner: checksumAddress(permit.owner),
         spender: checksumAddress(permit.spender),
         value: BigInt(permit.value).toString(),
         nonce: BigInt(permit.nonce).toString(),
         deadline: BigInt(permit.deadline).toString()
       }
-    };
+    );
   }
   function toCompact(signature) {
     const raw = typeof signature === "string" ? hexToBytes3(signature) : signature;

@@ -104,3 +104,22 @@ async def test_two_processes_racing_on_one_postgresql_database_record_a_row_once
     finally:
         await first.close()
         await second.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+async def test_mark_outbox_and_update_outbox_store_uint256_fees_alike(kind, tmp_path, request):
+    """Both setters take every column the sender may set, uint256 ones at their largest (they once
+    converted them in two copies, and `mark_outbox`'s lacked `gas_price`)."""
+    store = await open_store(kind, tmp_path, request)
+    top = 2**256 - 1
+    try:
+        first, second = (await store.outbox())[:2]
+        assert await store.mark_outbox([first], **{**sent(1), "max_fee": top, "priority_fee": top, "gas_price": top})
+        await store.update_outbox(second.id, **{**sent(2), "max_fee": top, "priority_fee": top, "gas_price": top})
+        after = {row.id: row for row in await store.outbox()}
+        for row_id in (first.id, second.id):
+            assert (after[row_id].max_fee, after[row_id].priority_fee, after[row_id].gas_price) == (top, top, top)
+        with pytest.raises(ValueError, match="cannot be updated"):
+            await store.mark_outbox([after[first.id]], channel_id=b"x")  # type: ignore[call-arg]
+    finally:
+        await store.close()

@@ -208,6 +208,16 @@ class OutboxUpdate(TypedDict, total=False):
     gas_price: int | None
 
 
+OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
+
+
+def check_outbox_update(fields: OutboxUpdate) -> None:
+    """Refuses a column the sender may not set: every store's `update_outbox` and `mark_outbox`."""
+    unknown = set(fields) - OUTBOX_MUTABLE
+    if unknown:
+        raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
+
+
 @dataclass(frozen=True)
 class ChannelWrite:
     state: ChannelState

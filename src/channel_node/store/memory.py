@@ -28,6 +28,7 @@ from channel_node.store.base import (
     StaleWrite,
     StoredChannel,
     StoreMismatch,
+    check_outbox_update,
     exact_outbox_item,
     fulfilled,
     record_outcome,
@@ -133,12 +134,14 @@ class MemoryStore:
         return [r for r in sorted(self._outbox.values(), key=lambda r: r.id) if r.status in statuses]
 
     async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
+        check_outbox_update(fields)
         if "status" in fields:  # held as the enum, as SQLite's rows read back
             fields["status"] = OutboxStatus(fields["status"])
         self._outbox[row_id] = dataclasses.replace(self._outbox[row_id], **fields)
 
     async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
         fields.pop("attempts", None)
+        check_outbox_update(fields)
         if "status" in fields:
             fields["status"] = OutboxStatus(fields["status"])
         current = [self._outbox.get(row.id) for row in rows]

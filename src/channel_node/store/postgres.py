@@ -75,6 +75,7 @@ from channel_node.store.base import (
     StoredChannel,
     StoreError,
     StoreMismatch,
+    check_outbox_update,
     exact_outbox_item,
     fulfilled,
     record_outcome,
@@ -198,7 +199,6 @@ _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
     "sent_at, attempts, note, voucher_amount, gas_used, gas_price"
 )
-_OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
 _OUTBOX_NUMERIC = frozenset({"max_fee", "priority_fee", "gas_price"})  # uint256 columns among them
 
 
@@ -308,6 +308,21 @@ _REFUSED = (asyncpg.UniqueViolationError, asyncpg.CheckViolationError, asyncpg.N
 class _Refused(StoreError):
     """A write the database refused mid-batch (a unique constraint): redo with savepoints."""
 
+
+
+def _outbox_values(fields: OutboxUpdate) -> list[object]:
+    """The column values of an outbox update (`update_outbox`, `mark_outbox`): uint256 ones as
+    NUMERIC, the status as its text."""
+    check_outbox_update(fields)
+    values: list[object] = []
+    for name, value in fields.items():
+        if name in _OUTBOX_NUMERIC and value is not None:
+            assert isinstance(value, int)
+            value = _num(value)
+        elif name == "status" and value is not None:
+            value = OutboxStatus(str(value)).value
+        values.append(value)
+    return values
 
 class PostgresStore:
     def __init__(
@@ -540,18 +555,7 @@ class PostgresStore:
         await self._submit(apply)
 
     async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
-        unknown = set(fields) - _OUTBOX_MUTABLE
-        if unknown:
-            raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
-        names = list(fields)
-        values: list[object] = []
-        for name, value in fields.items():
-            if name in _OUTBOX_NUMERIC and value is not None:
-                assert isinstance(value, int)
-                value = _num(value)
-            elif name == "status" and value is not None:
-                value = OutboxStatus(str(value)).value
-            values.append(value)
+        names, values = list(fields), _outbox_values(fields)
 
         async def apply(connection: Connection) -> None:
             assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=1))
@@ -565,18 +569,7 @@ class PostgresStore:
 
     async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
         fields.pop("attempts", None)  # each row's own count, plus one (store/base.py:Store.mark_outbox)
-        unknown = set(fields) - _OUTBOX_MUTABLE
-        if unknown:
-            raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
-        names = list(fields)
-        values: list[object] = []
-        for name, value in fields.items():
-            if name in _OUTBOX_NUMERIC and value is not None:
-                assert isinstance(value, int)
-                value = _num(value)
-            elif name == "status" and value is not None:
-                value = OutboxStatus(str(value)).value
-            values.append(value)
+        names, values = list(fields), _outbox_values(fields)
         expected = {row.id: (OutboxStatus(row.status).value, row.attempts) for row in rows}
         ids = sorted(expected)
 

@@ -48,6 +48,7 @@ from channel_node.store.base import (
     StoreError,
     StoreLocked,
     StoreMismatch,
+    check_outbox_update,
     exact_outbox_item,
     fulfilled,
     record_outcome,
@@ -120,6 +121,15 @@ _CHANNEL_COLUMNS = (
     "signature, charged, close_deadline, settled, receiver_closing, version, updated_at, chain_block, chain_hash, "
     "receiver_authorizer"
 )
+
+
+_OUTBOX_TEXT = frozenset({"max_fee", "priority_fee", "gas_price"})  # uint256 columns, stored as decimal text
+
+
+def _outbox_values(fields: OutboxUpdate) -> list[object]:
+    """The column values of an outbox update (`update_outbox`, `mark_outbox`), uint256 ones as text."""
+    check_outbox_update(fields)
+    return [str(v) if k in _OUTBOX_TEXT and v is not None else v for k, v in fields.items()]
 
 
 class _Request:
@@ -349,10 +359,7 @@ class SQLiteStore:
         await self._submit(apply)
 
     async def update_outbox(self, row_id: int, **fields: Unpack[OutboxUpdate]) -> None:
-        unknown = set(fields) - _OUTBOX_MUTABLE
-        if unknown:
-            raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
-        values = [str(v) if k in ("max_fee", "priority_fee", "gas_price") and v is not None else v for k, v in fields.items()]  # uint256 as text
+        values = _outbox_values(fields)
 
         def apply(connection: sqlite3.Connection) -> None:
             assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -364,10 +371,7 @@ class SQLiteStore:
 
     async def mark_outbox(self, rows: Sequence[OutboxRow], **fields: Unpack[OutboxUpdate]) -> bool:
         fields.pop("attempts", None)  # each row's own count, plus one (store/base.py:Store.mark_outbox)
-        unknown = set(fields) - _OUTBOX_MUTABLE
-        if unknown:
-            raise ValueError(f"outbox columns {sorted(unknown)} cannot be updated")
-        values = [str(v) if k in ("max_fee", "priority_fee") and v is not None else v for k, v in fields.items()]  # uint256 as text
+        values = _outbox_values(fields)
         expected = [(row.id, OutboxStatus(row.status).value, row.attempts) for row in rows]
 
         def apply(connection: sqlite3.Connection) -> bool:
@@ -635,7 +639,6 @@ _OUTBOX_COLUMNS = (
     "id, channel_id, kind, amount, signature, deadline, status, tx_hash, raw_tx, nonce, max_fee, priority_fee, "
     "sent_at, attempts, note, voucher_amount, gas_used, gas_price"
 )
-_OUTBOX_MUTABLE = frozenset(OutboxUpdate.__annotations__)  # the columns the sender may set
 
 
 def _row_to_outbox(row: tuple[Any, ...]) -> OutboxRow:

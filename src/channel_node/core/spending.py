@@ -106,6 +106,12 @@ class Pass:
     description: str = ""
     pattern: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # What the store records it under (`pass_key`), derived once when the settings are read rather
+    # than on every request that names the pass.
+    key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", pass_key(self))
 
 
 def pass_key(p: Pass) -> str:

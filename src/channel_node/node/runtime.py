@@ -40,7 +40,7 @@ from channel_node.core import (
     WallTime,
     transition,
 )
-from channel_node.core.spending import Cap, Pass, Progress, Sale, Spending, Window, decide, pass_key, progress, window
+from channel_node.core.spending import Cap, Pass, Progress, Sale, Spending, Window, decide, progress, window
 from channel_node.node import chain_events
 from channel_node.node.recovery import SignerRecovery
 from channel_node.signing import (
@@ -89,7 +89,7 @@ class PaymentRequest:
     def pass_keys(self) -> dict[str, str]:
         """name -> the key the store records each of the request's passes under (`pass_key`)."""
         offered = [*self.passes, *((self.buying,) if self.buying is not None else ())]
-        return {p.name: pass_key(p) for p in offered}
+        return {p.name: p.key for p in offered}
 
     @property
     def spends(self) -> bool:
@@ -261,7 +261,7 @@ class Runtime:
             request.channel_id, request.resource, request.payment_id, request.once, spending=query
         )
         spending = None
-        keys = request.pass_keys()
+        keys = request.pass_keys() if query is not None else {}  # no caps or passes here: nothing to key
         if query is not None:
             # The store holds passes by their terms' key; the rules see them by name (pass_key).
             held = {name: lookup.held_passes[key] for name, key in keys.items() if key in lookup.held_passes}

@@ -257,14 +257,18 @@ class PaymentLookup:
     """What the core needs to know about a request's resource and payment identifier, and, for a
     `SpendingQuery`, the channel's standing: `cap_paid` (the sum of the group's charges since the
     query's `since`), `cap_oldest` (the earliest of those above 0, for a rolling period's reset),
-    `held_passes` (name -> the latest `pass_until` beyond `now`) and `pass_until` (the latest of them)."""
+    `held_passes` (name -> the latest `pass_until` beyond `now`)."""
 
     unlocked: bool
     prior_resource: str | None
     cap_paid: int = 0
     cap_oldest: int | None = None
-    pass_until: int | None = None
     held_passes: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def pass_until(self) -> int | None:
+        """The latest end among the held passes (derived: the stores keep only `held_passes`)."""
+        return max(self.held_passes.values(), default=None)
 
 
 def spending_lookup(charges: Iterable[Charge], query: SpendingQuery) -> tuple[int, int | None, dict[str, int]]:

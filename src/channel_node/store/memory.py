@@ -68,8 +68,7 @@ class MemoryStore:
         if spending is None:
             return PaymentLookup(unlocked=unlocked, prior_resource=prior)
         paid, oldest, held = spending_lookup(self._charges.get(channel_id, []), spending)
-        until = max(held.values(), default=None)
-        return PaymentLookup(unlocked, prior, paid, oldest, until, held)
+        return PaymentLookup(unlocked, prior, paid, oldest, held)
 
     async def commit(self, write: ChannelWrite) -> int:
         channel_id = write.state.channel_id

@@ -473,7 +473,7 @@ class PostgresStore:
         unlocked, prior, paid, oldest, names, untils = row
         held = dict(zip(names or [], untils or [], strict=True))
         return PaymentLookup(
-            bool(unlocked), prior if payment_id else None, _int(paid), oldest, max(held.values(), default=None), held
+            bool(unlocked), prior if payment_id else None, _int(paid), oldest, held
         )
 
     async def list_channels(self) -> list[StoredChannel]:

@@ -247,7 +247,7 @@ class SQLiteStore:
         if spending is None:
             return PaymentLookup(unlocked=unlocked, prior_resource=prior)
         paid, oldest, held = self._spending(channel_id, spending)
-        return PaymentLookup(unlocked, prior, paid, oldest, max(held.values(), default=None), held)
+        return PaymentLookup(unlocked, prior, paid, oldest, held)
 
     def _spending(self, channel_id: bytes, query: SpendingQuery) -> tuple[int, int | None, dict[str, int]]:
         """`store/base.py:spending_lookup` in SQL (amounts are decimal text: summed here)."""

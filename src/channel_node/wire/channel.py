@@ -16,6 +16,7 @@ from eth_utils.address import to_checksum_address
 from pydantic import Field, ValidationError
 
 from channel_node.amounts import Asset, Display
+from channel_node.core.spending import parse_period
 from channel_node.signing import ChannelConfig
 from channel_node.signing.eip712 import ZERO_ADDRESS
 from channel_node.types import UINT96_MAX, UINT128_MAX
@@ -423,13 +424,11 @@ functional form."""
 # What a wallet reads from an untrusted node, checked field by field (docs/protocol.md, "Caps and
 # passes"); a malformed field is a ValueError naming it, never a figure taken on trust.
 
-_PERIOD = re.compile(r"day|week|month|[1-9][0-9]{0,3}d")
 _Time = Annotated[int, Field(ge=0, lt=1 << 40, strict=True)]
 
 
 def _period_text(value: str) -> str:
-    if not _PERIOD.fullmatch(value):
-        raise ValueError('must be "day", "week", "month" or "<N>d"')
+    parse_period(value)  # the node's own grammar (ValueError names it): one definition of a period
     return value
 
 

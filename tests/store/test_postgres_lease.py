@@ -92,3 +92,30 @@ async def test_a_leader_whose_session_the_server_ends_stops_leading_at_once(post
     finally:
         await a.release()
         await admin.release()
+
+
+async def test_a_session_left_mid_statement_is_no_leader_and_the_next_attempt_connects_again(postgres, monkeypatch):
+    """asyncpg's InternalClientError ("another operation is in progress") on the lease's connection,
+    seen when the server cut a stuck leader off mid-statement: not the leader, never an exception
+    out of try_lead, and a new session on the next attempt."""
+    import asyncpg
+
+    dsn = await postgres.new_schema()
+    a = PostgresLease(dsn, "a:1")
+    try:
+        assert await a.try_lead()
+        broken = a._connection
+        fetchval = asyncpg.connection.Connection.fetchval
+
+        async def mid_statement(self, *args, **kwargs):
+            if self is broken:
+                raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+            return await fetchval(self, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetchval", mid_statement)
+        assert not await a.try_lead()
+        assert not a.still_leading()
+        assert await a.try_lead(), "a new session takes the lease the dropped one held"
+        assert a._connection is not broken
+    finally:
+        await a.release()

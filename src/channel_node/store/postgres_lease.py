@@ -59,6 +59,12 @@ def parse_holder(application_name: str, heartbeat: float | None) -> LeaderInfo:
     return LeaderInfo(identity, float(since), heartbeat or 0.0)
 
 
+# What a lost or broken lease session raises. asyncpg's InternalClientError ("another operation is
+# in progress") comes from a connection left mid-statement when the server cut it off: as lost as
+# a reset one, so it is not the leader and the next attempt connects again.
+_SESSION_LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
 class PostgresLease:
     def __init__(
         self, dsn: str, identity: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -97,9 +103,11 @@ class PostgresLease:
 
     def _terminated(self, connection: Any) -> None:
         """The lease's session ended (the server cut it off, the network reset it): the lock went with
-        it, so this process stops calling itself the leader now, not at the next renewal."""
+        it, so this process stops calling itself the leader now, not at the next renewal, and the next
+        attempt opens a new session rather than using the dead one."""
         if connection is self._connection:
             self._holding, self._since, self._valid_until = False, None, 0.0
+            self._connection = None
 
     async def _drop(self) -> None:
         self._holding, self._since, self._valid_until = False, None, 0.0
@@ -129,7 +137,7 @@ class PostgresLease:
         except asyncio.CancelledError:
             await self._drop()
             raise
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except _SESSION_LOST:
             await self._drop()  # the session (and so the lock) is gone, or soon will be
             return False
         if self._holding:
@@ -144,7 +152,7 @@ class PostgresLease:
             try:
                 connection = await self._connect()
                 row = await connection.fetchrow(_HOLDER, LEASE_CLASS, timeout=self.timeout - MARGIN)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _SESSION_LOST:
                 await self._drop()
                 return None
         if row is None:
@@ -161,14 +169,14 @@ class PostgresLease:
                 await self._connection.fetchval(
                     "SELECT pg_advisory_unlock($1, hashtext(current_schema()))", LEASE_CLASS, timeout=self.timeout - MARGIN
                 )  # fmt: skip
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _SESSION_LOST:
                 pass  # closing the connection below releases it anyway
         connection, self._connection = self._connection, None
         self._holding, self._since, self._valid_until = False, None, 0.0
         if connection is not None and not connection.is_closed():
             try:
                 await asyncio.wait_for(connection.close(), self.timeout)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _SESSION_LOST:
                 connection.terminate()
 
 
